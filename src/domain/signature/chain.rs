@@ -1,0 +1,267 @@
+//! Certification path building and RFC 5280 validation, delegated to certval (policy processing
+//! included, so the critical CertificatePolicies of real HPKI certificates are understood), with
+//! certificate signatures verified by our `crypto`. Revocation is not done here: see `crl`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use certval::{
+    CertFile, CertSource, CertVector, CertificationPathResults, CertificationPathSettings,
+    PDVCertificate, PathValidationStatus, PkiEnvironment, TaSource, TimeOfInterest,
+};
+use der::Decode;
+use ring::digest;
+use x509_cert::Certificate;
+
+use super::crypto::CertvalVerifier;
+
+/// Why no trusted path was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChainError {
+    /// A certificate of the best path is outside its validity period at the time asked about.
+    NotValidAtTime(String),
+    /// No path to a trust anchor validates.
+    Untrusted(String),
+}
+
+/// Why trust material could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    #[error("no trust anchor configured")]
+    NoAnchors,
+    #[error("certificate {index} of the {what} does not decode: {detail}")]
+    BadCertificate {
+        what: &'static str,
+        index: usize,
+        detail: String,
+    },
+}
+
+/// A validated path, signer first and trust anchor last, with the window in which every one of
+/// its certificates is valid.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    pub certs: Vec<Certificate>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Chain {
+    fn new(certs: Vec<Certificate>) -> Self {
+        let validity = |c: &Certificate| {
+            let v = c.tbs_certificate().validity();
+            (v.not_before.to_system_time(), v.not_after.to_system_time())
+        };
+        let not_before = certs
+            .iter()
+            .map(|c| validity(c).0)
+            .max()
+            .unwrap_or(UNIX_EPOCH);
+        let not_after = certs
+            .iter()
+            .map(|c| validity(c).1)
+            .min()
+            .unwrap_or(UNIX_EPOCH);
+        Chain {
+            certs,
+            not_before,
+            not_after,
+        }
+    }
+
+    /// True when every certificate of the chain is valid at `at` (bounds inclusive).
+    pub fn valid_at(&self, at: SystemTime) -> bool {
+        self.not_before <= at && at <= self.not_after
+    }
+}
+
+/// The configured trust anchors and intermediates.
+#[derive(Clone)]
+pub(crate) struct TrustStore {
+    anchors: TaSource,
+    intermediates: Vec<Vec<u8>>,
+}
+
+fn decode_all(what: &'static str, ders: &[Vec<u8>]) -> Result<(), TrustError> {
+    for (index, der) in ders.iter().enumerate() {
+        Certificate::from_der(der).map_err(|e| TrustError::BadCertificate {
+            what,
+            index,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn time_of_interest(at: SystemTime) -> TimeOfInterest {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    // 0 would mean "no time check" to certval; the epoch itself is never a receipt time.
+    TimeOfInterest::from_unix_secs(secs.max(1)).unwrap_or_default()
+}
+
+impl TrustStore {
+    pub fn new(anchors: &[Vec<u8>], intermediates: &[Vec<u8>]) -> Result<Self, TrustError> {
+        if anchors.is_empty() {
+            return Err(TrustError::NoAnchors);
+        }
+        decode_all("trust anchors", anchors)?;
+        decode_all("intermediates", intermediates)?;
+        let mut ta = TaSource::new();
+        for der in anchors {
+            ta.push(CertFile {
+                filename: String::new(),
+                bytes: der.clone(),
+            });
+        }
+        ta.initialize().map_err(|e| TrustError::BadCertificate {
+            what: "trust anchors",
+            index: 0,
+            detail: format!("{e:?}"),
+        })?;
+        Ok(TrustStore {
+            anchors: ta,
+            intermediates: intermediates.to_vec(),
+        })
+    }
+
+    /// Finds a path from `leaf` to a trust anchor, using the configured intermediates and
+    /// `presented` ones (those embedded in a signature), that validates at `at`.
+    pub fn validate(
+        &self,
+        leaf: &[u8],
+        presented: &[Vec<u8>],
+        at: SystemTime,
+        max_depth: Option<u8>,
+    ) -> Result<Chain, ChainError> {
+        let untrusted = |what: String| ChainError::Untrusted(what);
+        let toi = time_of_interest(at);
+        let leaf_cert = Certificate::from_der(leaf)
+            .map_err(|e| untrusted(format!("signer certificate does not decode: {e}")))?;
+        let validity = leaf_cert.tbs_certificate().validity();
+        if validity.not_before.to_system_time() > at || validity.not_after.to_system_time() < at {
+            return Err(ChainError::NotValidAtTime("signer certificate".into()));
+        }
+
+        let mut cps = CertificationPathSettings::new();
+        cps.set_time_of_interest(toi);
+        cps.set_check_revocation_status(false);
+        if let Some(depth) = max_depth {
+            cps.set_initial_path_length_constraint(depth);
+        }
+        let mut pe = PkiEnvironment::new();
+        pe.add_validate_path_callback(certval::validate_path_rfc5280);
+        pe.add_calculate_hash_callback(certval::calculate_hash_rust_crypto);
+        pe.add_verify_signature_message_callback(CertvalVerifier);
+        pe.add_trust_anchor_source(Box::new(self.anchors.clone()));
+
+        let mut sources = CertSource::new();
+        for der in self.intermediates.iter().chain(presented) {
+            sources.push(CertFile {
+                filename: String::new(),
+                bytes: der.clone(),
+            });
+        }
+        // Certificates that do not decode are skipped by certval; path building decides.
+        let _ = sources.initialize(&cps);
+        sources.find_all_partial_paths(&pe, &cps);
+        pe.add_certificate_source(Box::new(sources));
+
+        let target = PDVCertificate::try_from(leaf)
+            .map_err(|e| untrusted(format!("signer certificate does not decode: {e}")))?;
+        let mut paths = Vec::new();
+        if pe
+            .get_paths_for_target(&target, &mut paths, 0, toi)
+            .is_err()
+            || paths.is_empty()
+        {
+            return Err(untrusted("no path to a trust anchor".into()));
+        }
+        let mut failures = Vec::new();
+        for path in &paths {
+            let settings = match certval::enforce_trust_anchor_constraints(&cps, &path.trust_anchor)
+            {
+                Ok(settings) => settings,
+                Err(e) => {
+                    failures.push(format!("{e:?}"));
+                    continue;
+                }
+            };
+            let mut results = CertificationPathResults::new();
+            let outcome = pe.validate_path(&pe, &settings, path, &mut results);
+            match (outcome, results.get_validation_status()) {
+                (Ok(()), Some(PathValidationStatus::Valid)) => {
+                    let mut ders: Vec<&[u8]> = vec![path.target.as_bytes()];
+                    ders.extend(path.intermediates.iter().rev().map(|c| c.as_bytes()));
+                    ders.push(path.trust_anchor.as_bytes());
+                    let certs = ders
+                        .into_iter()
+                        .map(Certificate::from_der)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| untrusted(format!("path certificate does not decode: {e}")))?;
+                    return Ok(Chain::new(certs));
+                }
+                (
+                    _,
+                    Some(
+                        status @ (PathValidationStatus::InvalidNotBeforeDate
+                        | PathValidationStatus::InvalidNotAfterDate),
+                    ),
+                ) => {
+                    return Err(ChainError::NotValidAtTime(format!("{status:?}")));
+                }
+                (outcome, status) => failures.push(format!("{status:?} {outcome:?}")),
+            }
+        }
+        Err(untrusted(failures.join("; ")))
+    }
+}
+
+/// Validated chains by SHA-256 of the signer certificate. Each entry carries its validity window,
+/// so an expiry takes effect at once; revocation is looked up afresh on every verification.
+pub(crate) struct ChainCache {
+    capacity: usize,
+    entries: RwLock<HashMap<[u8; 32], Arc<Chain>>>,
+}
+
+/// The SHA-256 fingerprint of a DER certificate.
+pub(crate) fn fingerprint(der: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, der)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+impl ChainCache {
+    pub fn new(capacity: usize) -> Self {
+        ChainCache {
+            capacity,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The cached chain of the signer, if it is valid at `at`.
+    pub fn get(&self, signer: &[u8; 32], at: SystemTime) -> Option<Arc<Chain>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(signer).filter(|c| c.valid_at(at)).cloned()
+    }
+
+    pub fn insert(&self, signer: [u8; 32], chain: Arc<Chain>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&signer) {
+            // Bounded: evict one arbitrary entry; a re-verification repopulates it.
+            if let Some(victim) = entries.keys().next().copied() {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(signer, chain);
+    }
+}

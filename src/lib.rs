@@ -1,0 +1,23 @@
+//! rxgate: an electronic-prescription and pharmacy-dispensing gateway.
+//!
+//! Code map:
+//! - `domain`: the pure core. `domain::signature` verifies signed documents (CMS, chain, HPKI
+//!   profile, time, revocation, role) and yields `VerifiedDocument`, the only proof of a verified
+//!   signature.
+//! - `documents`: the strict decode of the wire document types (`SignedContent`).
+//! - `proto`: the generated types of `proto/rxgate/v1`.
+//! - `signer`: makes CMS signatures (for `rxgate sign`, demos and tests).
+//! - `trust`: loads trust material from files (anchors, CRLs per issuing CA, reloaded on change).
+//! - `json`: the protobuf JSON mapping of the contract's messages.
+//!
+//! Invariants:
+//! - The domain never reads the clock and never does IO; time comes in as a parameter.
+//! - A business field is read only from content whose signature has been verified.
+//! - `ring` is the only crypto provider: every signature is made or verified through it.
+
+pub mod documents;
+pub mod domain;
+pub mod json;
+pub mod proto;
+pub mod signer;
+pub mod trust;

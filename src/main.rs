@@ -1,0 +1,273 @@
+//! The `rxgate` command: thin — parse the command line and hand over to the library.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use prost::Message;
+use rxgate::{
+    domain::signature::{SignedContent, VerifierConfig},
+    json,
+    proto::v1::{DispensingRecord, Prescription, SignedDocument},
+    signer::SigningKey,
+    trust::{CrlFile, TrustFiles},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "rxgate",
+    version,
+    about = "Electronic-prescription and dispensing gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    /// A doctor- or dentist-signed rxgate.v1.Prescription.
+    Prescription,
+    /// A pharmacist-signed rxgate.v1.DispensingRecord.
+    Dispensing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Protobuf JSON mapping: {"content": base64, "cmsSignature": base64}.
+    Json,
+    /// A binary serialized rxgate.v1.SignedDocument.
+    Binary,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign a document written as JSON (protobuf JSON mapping) into a SignedDocument.
+    Sign {
+        kind: Kind,
+        /// The document as JSON.
+        document: PathBuf,
+        /// The signer's certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The signer's PKCS#8 private key (PEM or DER): RSA ≥ 2048 bits or ECDSA P-256.
+        #[arg(long)]
+        key: PathBuf,
+        /// Intermediate certificates to embed (PEM).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Where to write the SignedDocument (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Also write the signed content bytes here (for `openssl cms -verify -content`).
+        #[arg(long)]
+        content_out: Option<PathBuf>,
+        /// Also write the DER CMS signature here.
+        #[arg(long)]
+        signature_out: Option<PathBuf>,
+    },
+    /// Verify a SignedDocument and print what was verified, or the refusal reason.
+    Verify {
+        kind: Kind,
+        /// The SignedDocument (JSON or binary, as `sign` writes it).
+        document: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// Trust the committed development PKI (certs/hpki). Development only.
+    #[arg(long, conflicts_with_all = ["anchor", "intermediate", "crl"])]
+    dev: bool,
+    /// A trust anchor certificate file (repeatable).
+    #[arg(long)]
+    anchor: Vec<PathBuf>,
+    /// A known intermediate CA certificate file (repeatable).
+    #[arg(long)]
+    intermediate: Vec<PathBuf>,
+    /// CA_CERT=CRL_FILE: the CRL of one issuing CA (repeatable).
+    #[arg(long, value_parser = parse_crl_file)]
+    crl: Vec<CrlFile>,
+}
+
+fn parse_crl_file(s: &str) -> Result<CrlFile, String> {
+    let (ca, crl) = s
+        .split_once('=')
+        .ok_or_else(|| "expected CA_CERT=CRL_FILE".to_owned())?;
+    Ok(CrlFile {
+        ca: ca.into(),
+        crl: crl.into(),
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+const SIGNED_DOCUMENT: &str = "rxgate.v1.SignedDocument";
+
+fn canonical<M: Message + Default>(name: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+    let message: M = json::from_json(name, text)?;
+    Ok(message.encode_to_vec())
+}
+
+fn sign(
+    kind: Kind,
+    document: &Path,
+    signer: &SigningKey,
+    out: Option<&Path>,
+    format: Format,
+    content_out: Option<&Path>,
+    signature_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let text = String::from_utf8(read(document)?).context("the document is not UTF-8")?;
+    // Canonical protobuf bytes: exactly what rxgate's strict decode accepts.
+    let content = match kind {
+        Kind::Prescription => canonical::<Prescription>("rxgate.v1.Prescription", &text)?,
+        Kind::Dispensing => canonical::<DispensingRecord>("rxgate.v1.DispensingRecord", &text)?,
+    };
+    let cms_signature = signer.sign(&content, SystemTime::now())?;
+    if let Some(path) = content_out {
+        write(path, &content)?;
+    }
+    if let Some(path) = signature_out {
+        write(path, &cms_signature)?;
+    }
+    let signed = SignedDocument {
+        content,
+        cms_signature,
+    };
+    let bytes = match format {
+        Format::Json => (json::to_json(SIGNED_DOCUMENT, &signed)? + "\n").into_bytes(),
+        Format::Binary => signed.encode_to_vec(),
+    };
+    match out {
+        Some(path) => write(path, &bytes),
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .context("writing standard output")
+        }
+    }
+}
+
+fn load_signed(path: &Path) -> anyhow::Result<SignedDocument> {
+    let bytes = read(path)?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if text.trim_start().starts_with('{') => {
+            Ok(json::from_json(SIGNED_DOCUMENT, text)?)
+        }
+        _ => SignedDocument::decode(bytes.as_slice()).context("not a SignedDocument"),
+    }
+}
+
+fn verify_as<D: SignedContent + Message>(
+    verifier: &rxgate::domain::signature::Verifier,
+    signed: &SignedDocument,
+    name: &str,
+) -> anyhow::Result<bool> {
+    match verifier.verify::<D>(&signed.content, &signed.cms_signature, SystemTime::now()) {
+        Ok(verified) => {
+            let signer = verified.signer();
+            println!(
+                "verified: signed by {} ({}, serialNumber {}) as {}",
+                signer.name,
+                hex(&signer.certificate_sha256),
+                signer.serial_number,
+                signer.role
+            );
+            println!("{}", json::to_json(name, verified.document())?);
+            Ok(true)
+        }
+        Err(refusal) => {
+            println!("refused: {} ({})", refusal.reason, refusal.detail);
+            Ok(false)
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Sign {
+            kind,
+            document,
+            cert,
+            key,
+            chain,
+            out,
+            format,
+            content_out,
+            signature_out,
+        } => {
+            let chain = chain.as_deref().map(read).transpose()?.unwrap_or_default();
+            let signer = SigningKey::new(&read(&cert)?, &chain, &read(&key)?)?;
+            sign(
+                kind,
+                &document,
+                &signer,
+                out.as_deref(),
+                format,
+                content_out.as_deref(),
+                signature_out.as_deref(),
+            )?;
+            Ok(true)
+        }
+        Command::Verify {
+            kind,
+            document,
+            trust,
+        } => {
+            let files = if trust.dev {
+                eprintln!("rxgate: trusting the DEVELOPMENT PKI (certs/hpki): never in production");
+                TrustFiles::dev()
+            } else if trust.anchor.is_empty() {
+                bail!("name the trust anchors (--anchor, --crl …) or say --dev");
+            } else {
+                TrustFiles {
+                    anchors: trust.anchor,
+                    intermediates: trust.intermediate,
+                    crls: trust.crl,
+                }
+            };
+            let (verifier, _) = files.load(VerifierConfig::default())?;
+            let signed = load_signed(&document)?;
+            match kind {
+                Kind::Prescription => {
+                    verify_as::<Prescription>(&verifier, &signed, "rxgate.v1.Prescription")
+                }
+                Kind::Dispensing => {
+                    verify_as::<DispensingRecord>(&verifier, &signed, "rxgate.v1.DispensingRecord")
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("rxgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
