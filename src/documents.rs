@@ -8,16 +8,21 @@ use crate::{
     proto::v1::{DispensingRecord, DocumentType, Prescription},
 };
 
+/// Field 1 of every signed document, read alone (other fields are skipped).
+#[derive(Clone, PartialEq, Message)]
+struct DocumentTypeOnly {
+    #[prost(int32, tag = "1")]
+    document_type: i32,
+}
+
 /// Decodes `bytes` as `M`, requiring the declared document type and a canonical encoding: bytes
 /// that do not re-encode to themselves (unknown fields, duplicates, non-canonical order) are
 /// refused, so no field can be read differently by another decoder.
-fn decode_strict<M: Message + Default>(
-    bytes: &[u8],
-    expected: DocumentType,
-    document_type: impl Fn(&M) -> i32,
-) -> Result<M, String> {
-    let message = M::decode(bytes).map_err(|e| format!("content does not decode: {e}"))?;
-    let declared = document_type(&message);
+fn decode_strict<M: Message + Default>(bytes: &[u8], expected: DocumentType) -> Result<M, String> {
+    // The type first, so that one document kind is never even parsed as another.
+    let declared = DocumentTypeOnly::decode(bytes)
+        .map_err(|e| format!("content does not decode: {e}"))?
+        .document_type;
     if declared != expected as i32 {
         let name = DocumentType::try_from(declared)
             .map(|t| t.as_str_name().to_owned())
@@ -27,6 +32,7 @@ fn decode_strict<M: Message + Default>(
             expected.as_str_name()
         ));
     }
+    let message = M::decode(bytes).map_err(|e| format!("content does not decode: {e}"))?;
     if message.encode_to_vec() != bytes {
         return Err(
             "content does not re-encode to the same bytes (unknown fields or non-canonical encoding)"
@@ -40,9 +46,7 @@ impl SignedContent for Prescription {
     const KIND: DocumentKind = DocumentKind::Prescription;
 
     fn decode_strict(bytes: &[u8]) -> Result<Self, String> {
-        decode_strict(bytes, DocumentType::Prescription, |m: &Self| {
-            m.document_type
-        })
+        decode_strict(bytes, DocumentType::Prescription)
     }
 }
 
@@ -50,9 +54,7 @@ impl SignedContent for DispensingRecord {
     const KIND: DocumentKind = DocumentKind::DispensingRecord;
 
     fn decode_strict(bytes: &[u8]) -> Result<Self, String> {
-        decode_strict(bytes, DocumentType::DispensingRecord, |m: &Self| {
-            m.document_type
-        })
+        decode_strict(bytes, DocumentType::DispensingRecord)
     }
 }
 

@@ -12,6 +12,7 @@ use certval::{
     CertFile, CertSource, CertVector, CertificationPathResults, CertificationPathSettings,
     PDVCertificate, PathValidationStatus, PkiEnvironment, TaSource, TimeOfInterest,
 };
+use const_oid::ObjectIdentifier;
 use der::Decode;
 use ring::digest;
 use x509_cert::Certificate;
@@ -25,6 +26,8 @@ pub(crate) enum ChainError {
     NotValidAtTime(String),
     /// No path to a trust anchor validates.
     Untrusted(String),
+    /// A path validates, but for none of the required policies.
+    NoAcceptablePolicy,
 }
 
 /// Why trust material could not be loaded.
@@ -131,13 +134,16 @@ impl TrustStore {
     }
 
     /// Finds a path from `leaf` to a trust anchor, using the configured intermediates and
-    /// `presented` ones (those embedded in a signature), that validates at `at`.
+    /// `presented` ones (those embedded in a signature), that validates at `at`. With
+    /// `policies`, RFC 5280 policy processing must end with one of them valid along the whole
+    /// path (initial-explicit-policy).
     pub fn validate(
         &self,
         leaf: &[u8],
         presented: &[Vec<u8>],
         at: SystemTime,
         max_depth: Option<u8>,
+        policies: Option<&[ObjectIdentifier]>,
     ) -> Result<Chain, ChainError> {
         let untrusted = |what: String| ChainError::Untrusted(what);
         let toi = time_of_interest(at);
@@ -153,6 +159,10 @@ impl TrustStore {
         cps.set_check_revocation_status(false);
         if let Some(depth) = max_depth {
             cps.set_initial_path_length_constraint(depth);
+        }
+        if let Some(policies) = policies {
+            cps.set_initial_policy_set(policies.iter().map(|p| p.to_string()).collect());
+            cps.set_initial_explicit_policy_indicator(true);
         }
         let mut pe = PkiEnvironment::new();
         pe.add_validate_path_callback(certval::validate_path_rfc5280);
@@ -194,7 +204,13 @@ impl TrustStore {
             };
             let mut results = CertificationPathResults::new();
             let outcome = pe.validate_path(&pe, &settings, path, &mut results);
-            match (outcome, results.get_validation_status()) {
+            // The status is in the results, or only in the error.
+            let status = match (&outcome, results.get_validation_status()) {
+                (_, Some(status)) => Some(status),
+                (Err(certval::Error::PathValidation(status)), None) => Some(*status),
+                _ => None,
+            };
+            match (outcome, status) {
                 (Ok(()), Some(PathValidationStatus::Valid)) => {
                     let mut ders: Vec<&[u8]> = vec![path.target.as_bytes()];
                     ders.extend(path.intermediates.iter().rev().map(|c| c.as_bytes()));
@@ -206,14 +222,14 @@ impl TrustStore {
                         .map_err(|e| untrusted(format!("path certificate does not decode: {e}")))?;
                     return Ok(Chain::new(certs));
                 }
-                (
-                    _,
-                    Some(
-                        status @ (PathValidationStatus::InvalidNotBeforeDate
-                        | PathValidationStatus::InvalidNotAfterDate),
-                    ),
-                ) => {
-                    return Err(ChainError::NotValidAtTime(format!("{status:?}")));
+                (_, Some(PathValidationStatus::NullPolicySet)) if policies.is_some() => {
+                    return Err(ChainError::NoAcceptablePolicy);
+                }
+                (_, Some(PathValidationStatus::InvalidNotBeforeDate))
+                | (_, Some(PathValidationStatus::InvalidNotAfterDate)) => {
+                    return Err(ChainError::NotValidAtTime(
+                        "a CA certificate of the path".into(),
+                    ));
                 }
                 (outcome, status) => failures.push(format!("{status:?} {outcome:?}")),
             }

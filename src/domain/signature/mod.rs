@@ -278,6 +278,70 @@ impl Verifier {
         Arc::clone(&self.crls.read().unwrap_or_else(|e| e.into_inner()).set)
     }
 
+    fn build_chain(
+        &self,
+        leaf: &[u8],
+        presented: &[Vec<u8>],
+        at: SystemTime,
+        max_depth: Option<u8>,
+        policies: Option<&[ObjectIdentifier]>,
+    ) -> Result<chain::Chain, Refusal> {
+        self.trust
+            .validate(leaf, presented, at, max_depth, policies)
+            .map_err(|e| match e {
+                chain::ChainError::NotValidAtTime(which) => {
+                    Refusal::new(Reason::CertExpired, format!("{which}: not valid"))
+                }
+                chain::ChainError::Untrusted(why) => Refusal::new(Reason::CertUntrusted, why),
+                chain::ChainError::NoAcceptablePolicy => Refusal::new(
+                    Reason::CertNotForSigning,
+                    "no configured signature policy is valid along the certification path",
+                ),
+            })
+    }
+
+    fn check_revocation(&self, chain: &chain::Chain, at: SystemTime) -> Result<(), Refusal> {
+        let crls = self.crl_set();
+        for pair in chain.certs.windows(2) {
+            let (cert, issuer) = (&pair[0], &pair[1]);
+            match crls.status(cert, issuer, at, self.config.allow_stale_crls) {
+                crl::Status::Good => {}
+                crl::Status::Revoked { .. } => {
+                    return Err(Refusal::new(
+                        Reason::CertRevoked,
+                        format!(
+                            "certificate issued by {} is revoked",
+                            issuer.tbs_certificate().subject()
+                        ),
+                    ));
+                }
+                crl::Status::Unknown(why) => {
+                    return Err(Refusal::new(Reason::RevocationUnknown, why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates a certificate on its own, outside any document: a path from `leaf` through the
+    /// configured and `presented` intermediates to a trust anchor, valid at `at` (with at most
+    /// `max_depth` intermediates when given), then, if `check_revocation`, its status in the CRLs
+    /// in force. For tools and the x509-limbo conformance test; documents use [`Self::verify`].
+    pub fn validate_certificate(
+        &self,
+        leaf: &[u8],
+        presented: &[Vec<u8>],
+        at: SystemTime,
+        max_depth: Option<u8>,
+        check_revocation: bool,
+    ) -> Result<(), Refusal> {
+        let chain = self.build_chain(leaf, presented, at, max_depth, None)?;
+        if check_revocation {
+            self.check_revocation(&chain, at)?;
+        }
+        Ok(())
+    }
+
     /// Verifies `cms_signature` over `content` as of `received_at`, then decodes the content as
     /// `D`.
     pub fn verify<D: SignedContent>(
@@ -294,19 +358,13 @@ impl Verifier {
         let chain = match self.cache.get(&fingerprint, received_at) {
             Some(chain) => chain,
             None => {
-                let chain = self
-                    .trust
-                    .validate(&envelope.signer_der, &envelope.others, received_at, None)
-                    .map_err(|e| match e {
-                        chain::ChainError::NotValidAtTime(which) => Refusal::new(
-                            Reason::CertExpired,
-                            format!("{which}: not valid at receipt"),
-                        ),
-                        chain::ChainError::Untrusted(why) => {
-                            Refusal::new(Reason::CertUntrusted, why)
-                        }
-                    })?;
-                let chain = Arc::new(chain);
+                let chain = Arc::new(self.build_chain(
+                    &envelope.signer_der,
+                    &envelope.others,
+                    received_at,
+                    None,
+                    Some(&self.config.signature_policies),
+                )?);
                 self.cache.insert(fingerprint, Arc::clone(&chain));
                 chain
             }
@@ -355,25 +413,7 @@ impl Verifier {
         }
 
         // 5. Revocation, as of receipt: signing-time cannot prove a signature predates it.
-        let crls = self.crl_set();
-        for pair in chain.certs.windows(2) {
-            let (cert, issuer) = (&pair[0], &pair[1]);
-            match crls.status(cert, issuer, received_at, self.config.allow_stale_crls) {
-                crl::Status::Good => {}
-                crl::Status::Revoked { .. } => {
-                    return Err(Refusal::new(
-                        Reason::CertRevoked,
-                        format!(
-                            "certificate issued by {} is revoked",
-                            issuer.tbs_certificate().subject()
-                        ),
-                    ));
-                }
-                crl::Status::Unknown(why) => {
-                    return Err(Refusal::new(Reason::RevocationUnknown, why));
-                }
-            }
-        }
+        self.check_revocation(&chain, received_at)?;
 
         // 6. The qualification.
         let actors = hpki::hc_actors(signer)

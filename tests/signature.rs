@@ -1,0 +1,653 @@
+//! Signed-document verification against the committed development PKI (certs/), with real CMS
+//! signatures made both by rxgate and by `openssl cms`, the standard tool.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use prost::Message;
+use rxgate::{
+    domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
+    proto::v1::{DispensingRecord, DocumentType, Practitioner, Prescription},
+    signer::SigningKey,
+    trust::{CrlFile, TrustFiles},
+};
+
+fn hpki(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("certs/hpki")
+        .join(file)
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn signer(name: &str) -> SigningKey {
+    SigningKey::new(
+        &read(&hpki(&format!("{name}.cert.pem"))),
+        &read(&hpki("sign-ca.cert.pem")),
+        &read(&hpki(&format!("{name}.key.pem"))),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn dev_verifier() -> Verifier {
+    TrustFiles::dev().load(VerifierConfig::default()).unwrap().0
+}
+
+fn prescription() -> Vec<u8> {
+    Prescription {
+        document_type: DocumentType::Prescription as i32,
+        institution_code: "1310000001".into(),
+        prescription_number: "RX-1".into(),
+        prescriber: Some(Practitioner {
+            name: "DEV Doctor Taro Iryo".into(),
+            serial_number: "DEV-DR-0001".into(),
+        }),
+        issue_date: "2026-11-25".into(),
+        refill_count: 1,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn dispensing_record() -> Vec<u8> {
+    DispensingRecord {
+        document_type: DocumentType::DispensingRecord as i32,
+        institution_code: "1310000001".into(),
+        prescription_number: "RX-1".into(),
+        record_number: 1,
+        r#final: true,
+        pharmacy_code: "1340000001".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Signs `content` as `name` at `signing_time` and verifies it as a prescription at `received`.
+fn verify_prescription_at(
+    verifier: &Verifier,
+    name: &str,
+    content: &[u8],
+    signing_time: SystemTime,
+    received: SystemTime,
+) -> Result<Role, Reason> {
+    let cms = signer(name).sign(content, signing_time).unwrap();
+    verifier
+        .verify::<Prescription>(content, &cms, received)
+        .map(|v| v.signer().role)
+        .map_err(|r| r.reason)
+}
+
+fn verify_prescription(name: &str) -> Result<Role, Reason> {
+    let t = now();
+    verify_prescription_at(&dev_verifier(), name, &prescription(), t, t)
+}
+
+#[test]
+fn qualified_signers_are_accepted() {
+    assert_eq!(verify_prescription("doctor"), Ok(Role::Doctor));
+    assert_eq!(verify_prescription("doctor-ec"), Ok(Role::Doctor));
+    assert_eq!(verify_prescription("dentist"), Ok(Role::Dentist));
+
+    let verifier = dev_verifier();
+    let record = dispensing_record();
+    for name in ["pharmacist", "pharmacist-ec"] {
+        let cms = signer(name).sign(&record, now()).unwrap();
+        let verified = verifier
+            .verify::<DispensingRecord>(&record, &cms, now())
+            .unwrap();
+        assert_eq!(verified.signer().role, Role::Pharmacist);
+        assert_eq!(verified.document().pharmacy_code, "1340000001");
+        assert_eq!(&verified.content()[..], &record[..]);
+    }
+}
+
+#[test]
+fn the_proof_carries_the_signer_identity() {
+    let content = prescription();
+    let cms = signer("doctor").sign(&content, now()).unwrap();
+    let verified = dev_verifier()
+        .verify::<Prescription>(&content, &cms, now())
+        .unwrap();
+    let signer = verified.signer();
+    assert_eq!(signer.name, "DEV Doctor Taro Iryo");
+    assert_eq!(signer.serial_number, "DEV-DR-0001");
+    assert_eq!(verified.document().prescription_number, "RX-1");
+}
+
+#[test]
+fn role_not_allowed() {
+    // a pharmacist signing a prescription
+    assert_eq!(
+        verify_prescription("pharmacist"),
+        Err(Reason::RoleNotAllowed)
+    );
+    // a Director-only certificate qualifies for nothing
+    assert_eq!(verify_prescription("director"), Err(Reason::RoleNotAllowed));
+    // no role attribute at all
+    assert_eq!(verify_prescription("norole"), Err(Reason::RoleNotAllowed));
+    // the role's English name disagrees with its OID
+    assert_eq!(
+        verify_prescription("doctor-mismatch"),
+        Err(Reason::RoleNotAllowed)
+    );
+    // a doctor signing a dispensing record
+    let record = dispensing_record();
+    let cms = signer("doctor").sign(&record, now()).unwrap();
+    let refusal = dev_verifier()
+        .verify::<DispensingRecord>(&record, &cms, now())
+        .unwrap_err();
+    assert_eq!(refusal.reason, Reason::RoleNotAllowed);
+}
+
+#[test]
+fn authentication_certificates_may_not_sign() {
+    // keyUsage digitalSignature only, authentication policy, same doctor role
+    assert_eq!(
+        verify_prescription("doctor-auth"),
+        Err(Reason::CertNotForSigning)
+    );
+    // nonRepudiation but only the authentication policy
+    assert_eq!(
+        verify_prescription("doctor-authpolicy"),
+        Err(Reason::CertNotForSigning)
+    );
+}
+
+#[test]
+fn cert_untrusted() {
+    assert_eq!(
+        verify_prescription("untrusted-doctor"),
+        Err(Reason::CertUntrusted)
+    );
+}
+
+#[test]
+fn cert_expired() {
+    assert_eq!(
+        verify_prescription("doctor-expired"),
+        Err(Reason::CertExpired)
+    );
+}
+
+fn utc(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn the_chain_must_be_valid_at_signing_time_too() {
+    // The dev certificates are valid from 2025-01-01T00:00:00Z (1735689600). Received an hour
+    // later, signed (by its own claim) an hour before: inside the window, outside the validity.
+    let valid_from = 1_735_689_600;
+    let verifier = dev_verifier();
+    let content = prescription();
+    assert_eq!(
+        verify_prescription_at(
+            &verifier,
+            "doctor",
+            &content,
+            utc(valid_from - 3600),
+            utc(valid_from + 3600)
+        ),
+        Err(Reason::CertExpired)
+    );
+    assert_eq!(
+        verify_prescription_at(
+            &verifier,
+            "doctor",
+            &content,
+            utc(valid_from + 60),
+            utc(valid_from + 3600)
+        ),
+        Ok(Role::Doctor)
+    );
+}
+
+#[test]
+fn a_cached_chain_still_expires() {
+    let verifier = dev_verifier();
+    let content = prescription();
+    // First verification caches the chain.
+    assert!(verify_prescription_at(&verifier, "doctor", &content, now(), now()).is_ok());
+    // The dev certificates end on 2075-01-01 (3313526400).
+    let later = utc(3_313_526_400 + 86_400);
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor", &content, later, later),
+        Err(Reason::CertExpired)
+    );
+}
+
+#[test]
+fn cert_revoked() {
+    assert_eq!(
+        verify_prescription("doctor-revoked"),
+        Err(Reason::CertRevoked)
+    );
+}
+
+#[test]
+fn a_revocation_after_receipt_does_not_refuse() {
+    // doctor-revoked was revoked at 2025-01-02T00:00:00Z (1735776000); a document received
+    // before that was signed by a certificate that was good at the time.
+    let received = utc(1_735_776_000 - 3600);
+    assert_eq!(
+        verify_prescription_at(
+            &dev_verifier(),
+            "doctor-revoked",
+            &prescription(),
+            received - Duration::from_secs(60),
+            received
+        ),
+        Ok(Role::Doctor)
+    );
+}
+
+fn stale_trust_files(dir: &Path) -> TrustFiles {
+    let crl = dir.join("sign-ca.crl.pem");
+    std::fs::copy(hpki("sign-ca-stale.crl.pem"), &crl).unwrap();
+    let mut files = TrustFiles::dev();
+    files.crls[1] = CrlFile {
+        ca: hpki("sign-ca.cert.pem"),
+        crl,
+    };
+    files
+}
+
+#[test]
+fn a_crl_past_next_update_makes_revocation_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = stale_trust_files(dir.path());
+    let (verifier, _) = files.load(VerifierConfig::default()).unwrap();
+    let t = now();
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor", &prescription(), t, t),
+        Err(Reason::RevocationUnknown)
+    );
+
+    // unless configuration says otherwise; the stale CRL's entries still count
+    let config = VerifierConfig {
+        allow_stale_crls: true,
+        ..VerifierConfig::default()
+    };
+    let (lenient, _) = files.load(config).unwrap();
+    assert_eq!(
+        verify_prescription_at(&lenient, "doctor", &prescription(), t, t),
+        Ok(Role::Doctor)
+    );
+    assert_eq!(
+        verify_prescription_at(&lenient, "doctor-revoked", &prescription(), t, t),
+        Err(Reason::CertRevoked)
+    );
+}
+
+#[test]
+fn a_changed_crl_file_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = stale_trust_files(dir.path());
+    let (verifier, mut watcher) = files.load(VerifierConfig::default()).unwrap();
+    let content = prescription();
+    let t = now();
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor", &content, t, t),
+        Err(Reason::RevocationUnknown)
+    );
+    assert_eq!(
+        watcher.refresh(&verifier).unwrap(),
+        None,
+        "nothing changed yet"
+    );
+
+    // A CRL file that does not verify is refused and the CRLs in force stay.
+    let crl_path = &files.crls[1].crl;
+    std::fs::copy(hpki("root.crl.pem"), crl_path).unwrap();
+    assert!(watcher.refresh(&verifier).is_err());
+    assert_eq!(verifier.crl_generation(), 0);
+
+    std::fs::copy(hpki("sign-ca.crl.pem"), crl_path).unwrap();
+    assert_eq!(watcher.refresh(&verifier).unwrap(), Some(1));
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor", &content, t, t),
+        Ok(Role::Doctor)
+    );
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor-revoked", &content, t, t),
+        Err(Reason::CertRevoked)
+    );
+}
+
+#[test]
+fn a_crl_must_be_configured_for_every_issuer() {
+    let mut files = TrustFiles::dev();
+    files.crls.truncate(1); // the root's CRL only
+    let (verifier, _) = files.load(VerifierConfig::default()).unwrap();
+    let t = now();
+    assert_eq!(
+        verify_prescription_at(&verifier, "doctor", &prescription(), t, t),
+        Err(Reason::RevocationUnknown)
+    );
+}
+
+#[test]
+fn signing_time_window() {
+    let verifier = dev_verifier();
+    let content = prescription();
+    let received = now();
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    let cases = [
+        (received - minutes(23 * 60), true),
+        (received - minutes(25 * 60), false),
+        (received + minutes(4), true),
+        (received + minutes(6), false),
+    ];
+    for (signing_time, ok) in cases {
+        let result = verify_prescription_at(&verifier, "doctor", &content, signing_time, received);
+        if ok {
+            assert_eq!(result, Ok(Role::Doctor), "{signing_time:?}");
+        } else {
+            assert_eq!(
+                result,
+                Err(Reason::SigningTimeOutOfWindow),
+                "{signing_time:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tampered_content_is_a_digest_mismatch() {
+    let content = prescription();
+    let cms = signer("doctor").sign(&content, now()).unwrap();
+    let mut tampered = content.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let refusal = dev_verifier()
+        .verify::<Prescription>(&tampered, &cms, now())
+        .unwrap_err();
+    assert_eq!(refusal.reason, Reason::DigestMismatch);
+}
+
+#[test]
+fn a_corrupted_signature_is_invalid() {
+    let content = prescription();
+    for name in ["doctor", "doctor-ec"] {
+        let mut cms = signer(name).sign(&content, now()).unwrap();
+        // The signature value is the last field of the only SignerInfo, at the end of the DER.
+        let last = cms.len() - 1;
+        cms[last] ^= 0x01;
+        let refusal = dev_verifier()
+            .verify::<Prescription>(&content, &cms, now())
+            .unwrap_err();
+        assert_eq!(refusal.reason, Reason::SignatureInvalid, "{name}");
+    }
+}
+
+#[test]
+fn garbage_is_a_malformed_signature() {
+    let content = prescription();
+    for cms in [
+        vec![],
+        vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        b"not a signature".to_vec(),
+    ] {
+        let refusal = dev_verifier()
+            .verify::<Prescription>(&content, &cms, now())
+            .unwrap_err();
+        assert_eq!(refusal.reason, Reason::MalformedSignature);
+    }
+}
+
+#[test]
+fn a_dispensing_record_cannot_pass_for_a_prescription() {
+    // Signed by a doctor, so the role would do for a prescription: the content decides.
+    let record = dispensing_record();
+    let cms = signer("doctor").sign(&record, now()).unwrap();
+    let refusal = dev_verifier()
+        .verify::<Prescription>(&record, &cms, now())
+        .unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedContent);
+    assert!(
+        refusal.detail.contains("DOCUMENT_TYPE_DISPENSING_RECORD"),
+        "{}",
+        refusal.detail
+    );
+}
+
+#[test]
+fn content_that_does_not_re_encode_is_malformed() {
+    let mut content = prescription();
+    content.extend_from_slice(&[0xf8, 0x06, 0x01]); // unknown field 111
+    assert_eq!(
+        verify_prescription_at(&dev_verifier(), "doctor", &content, now(), now()),
+        Err(Reason::MalformedContent)
+    );
+}
+
+#[test]
+fn the_role_is_read_from_the_real_medis_certificate() {
+    use der::Decode;
+    let der =
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/medis_test_doctor_cert.der"));
+    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    let actors = hc_actors(&cert).unwrap();
+    assert_eq!(actors.len(), 1);
+    assert_eq!(actors[0].oid.to_string(), "1.2.392.100495.1.6.1.1");
+    assert_eq!(actors[0].name.as_deref(), Some("Medical Doctor"));
+}
+
+// --- interoperability with `openssl cms` -------------------------------------------------------
+
+fn openssl(args: &[&str]) -> std::process::Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl command is installed (.ci/run installs it)")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Signs `content` with `openssl cms -sign` as `name`, with `extra` options.
+fn openssl_sign(dir: &Path, name: &str, content: &[u8], extra: &[&str]) -> Vec<u8> {
+    let input = dir.join("content.bin");
+    let output = dir.join("content.sig");
+    std::fs::write(&input, content).unwrap();
+    let (cert, key, chain) = (
+        hpki(&format!("{name}.cert.pem")),
+        hpki(&format!("{name}.key.pem")),
+        hpki("sign-ca.cert.pem"),
+    );
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-binary",
+        "-md",
+        "sha256",
+        "-outform",
+        "DER",
+        "-nosmimecap",
+    ];
+    args.extend_from_slice(&[
+        "-in",
+        path_str(&input),
+        "-signer",
+        path_str(&cert),
+        "-inkey",
+        path_str(&key),
+        "-certfile",
+        path_str(&chain),
+        "-out",
+        path_str(&output),
+    ]);
+    // after the first signer: options such as -keyopt apply to the signer before them
+    args.extend_from_slice(extra);
+    let out = openssl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read(&output)
+}
+
+#[test]
+fn documents_signed_by_openssl_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = prescription();
+    for name in ["doctor", "doctor-ec", "dentist"] {
+        let cms = openssl_sign(dir.path(), name, &content, &[]);
+        let verified = dev_verifier()
+            .verify::<Prescription>(&content, &cms, now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_ne!(verified.signer().role, Role::Pharmacist);
+    }
+    let record = dispensing_record();
+    let cms = openssl_sign(dir.path(), "pharmacist", &record, &[]);
+    assert!(
+        dev_verifier()
+            .verify::<DispensingRecord>(&record, &cms, now())
+            .is_ok()
+    );
+}
+
+#[test]
+fn openssl_signatures_outside_the_profile_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = prescription();
+    let verify = |cms: &[u8]| {
+        dev_verifier()
+            .verify::<Prescription>(&content, cms, now())
+            .unwrap_err()
+            .reason
+    };
+    // SHA-384 instead of SHA-256
+    let cms = openssl_sign(dir.path(), "doctor", &content, &["-md", "sha384"]);
+    assert_eq!(verify(&cms), Reason::UnsupportedAlgorithm);
+    // RSASSA-PSS
+    let cms = openssl_sign(
+        dir.path(),
+        "doctor",
+        &content,
+        &["-keyopt", "rsa_padding_mode:pss"],
+    );
+    assert_eq!(verify(&cms), Reason::UnsupportedAlgorithm);
+    // an RSA key of 1024 bits (ring will not even sign with one, so openssl does)
+    let cms = openssl_sign(dir.path(), "doctor-rsa1024", &content, &[]);
+    assert_eq!(verify(&cms), Reason::UnsupportedAlgorithm);
+    // the content embedded instead of detached
+    let cms = openssl_sign(dir.path(), "doctor", &content, &["-nodetach"]);
+    assert_eq!(verify(&cms), Reason::MalformedSignature);
+}
+
+#[test]
+fn two_signers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = prescription();
+    let extra_cert = hpki("doctor-ec.cert.pem");
+    let extra_key = hpki("doctor-ec.key.pem");
+    let cms = openssl_sign(
+        dir.path(),
+        "doctor",
+        &content,
+        &[
+            "-signer",
+            path_str(&extra_cert),
+            "-inkey",
+            path_str(&extra_key),
+        ],
+    );
+    let refusal = dev_verifier()
+        .verify::<Prescription>(&content, &cms, now())
+        .unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedSignature);
+    assert!(refusal.detail.contains("one signer"), "{}", refusal.detail);
+}
+
+#[test]
+fn rxgate_sign_output_verifies_under_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, signature, signed) = (
+        dir.path().join("rx.bin"),
+        dir.path().join("rx.sig"),
+        dir.path().join("rx.json"),
+    );
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/documents/prescription.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .args(["sign", "prescription", path_str(&example)])
+        .args(["--cert", path_str(&hpki("doctor.cert.pem"))])
+        .args(["--key", path_str(&hpki("doctor.key.pem"))])
+        .args(["--chain", path_str(&hpki("sign-ca.cert.pem"))])
+        .args(["--out", path_str(&signed)])
+        .args(["--content-out", path_str(&content)])
+        .args(["--signature-out", path_str(&signature)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        path_str(&signature),
+        "-content",
+        path_str(&content),
+        "-CAfile",
+        path_str(&hpki("root.cert.pem")),
+        "-purpose",
+        "any",
+        "-out",
+        path_str(&dir.path().join("verified.bin")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.path().join("verified.bin")), read(&content));
+
+    // and `rxgate verify` accepts the SignedDocument JSON it wrote
+    let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .args(["verify", "prescription", path_str(&signed), "--dev"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("verified: signed by DEV Doctor Taro Iryo"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("RX-2026-000001"), "{stdout}");
+
+    // a pharmacist's signature on the same document is refused by `rxgate verify`, exit code 1
+    let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .args(["sign", "prescription", path_str(&example)])
+        .args(["--cert", path_str(&hpki("pharmacist.cert.pem"))])
+        .args(["--key", path_str(&hpki("pharmacist.key.pem"))])
+        .args(["--chain", path_str(&hpki("sign-ca.cert.pem"))])
+        .args(["--out", path_str(&signed)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .args(["verify", "prescription", path_str(&signed), "--dev"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ROLE_NOT_ALLOWED"));
+}
