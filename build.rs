@@ -3,7 +3,13 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/rxgate/v1/documents.proto"];
+    let protos = [
+        "proto/rxgate/v1/documents.proto",
+        "proto/rxgate/v1/common.proto",
+        "proto/rxgate/v1/prescription_service.proto",
+        "proto/rxgate/v1/dispensing_service.proto",
+        "proto/rxgate/v1/admin_service.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

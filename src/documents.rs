@@ -1,11 +1,21 @@
 //! The signed document types of the wire contract, made verifiable: a strict protobuf decode
-//! for each, so that what was verified is exactly what is read.
+//! for each, so that what was verified is exactly what is read; and their parse into the
+//! domain's facts, every malformed field reported by its path (never its value).
 
 use prost::Message;
 
 use crate::{
-    domain::signature::{DocumentKind, SignedContent},
-    proto::v1::{DispensingRecord, DocumentType, Prescription},
+    domain::{
+        ids::IdError,
+        patient::PatientKey,
+        rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts, PrescriptionNumber},
+        signature::{DocumentKind, SignedContent},
+        time::JapanDate,
+    },
+    proto::v1::{
+        self as proto, DispensedLineStatus, DispensingRecord, DocumentType, Dosing, DrugCode,
+        DrugCodeKind, Practitioner, Prescription, Sex,
+    },
 };
 
 /// Field 1 of every signed document, read alone (other fields are skipped).
@@ -111,5 +121,269 @@ mod tests {
         let mut p = prescription();
         p.document_type = 0;
         assert!(Prescription::decode_strict(&p.encode_to_vec()).is_err());
+    }
+}
+
+/// Collects field violations while parsing a document.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn add(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, rule));
+    }
+
+    fn parse<T, E>(
+        &mut self,
+        field: &str,
+        r: Result<T, E>,
+        rule: impl Fn(E) -> String,
+    ) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(FieldViolation::new(field, rule(e)));
+                None
+            }
+        }
+    }
+}
+
+fn id_rule(e: IdError) -> String {
+    e.rule.to_owned()
+}
+
+fn named_signer(v: &mut Violations, field: &str, p: Option<&Practitioner>) -> Option<NamedSigner> {
+    let Some(p) = p else {
+        v.add(field, "is required");
+        return None;
+    };
+    if p.name.is_empty() || p.serial_number.is_empty() {
+        v.add(field, "name and serial_number are required");
+        return None;
+    }
+    Some(NamedSigner {
+        name: p.name.clone(),
+        serial_number: p.serial_number.clone(),
+    })
+}
+
+/// The patient key of a wire `PatientKey`.
+pub fn patient_key(key: Option<&proto::PatientKey>) -> Result<PatientKey, FieldViolation> {
+    use proto::patient_key::Kind;
+    match key.and_then(|k| k.kind.as_ref()) {
+        Some(Kind::Insurance(i)) => {
+            PatientKey::insurance(&i.insurer_number, &i.symbol, &i.number, &i.branch)
+        }
+        Some(Kind::PublicFunds(p)) => {
+            PatientKey::public_funds(&p.payer_number, &p.recipient_number)
+        }
+        None => {
+            return Err(FieldViolation::new(
+                "patient_key",
+                "insurance or public_funds is required",
+            ));
+        }
+    }
+    .map_err(|e| FieldViolation::new(format!("patient_key ({})", e.field), e.rule))
+}
+
+fn is_decimal(s: &str) -> bool {
+    let (int, frac) = s.split_once('.').unwrap_or((s, "1"));
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.len() <= 7
+        && frac.len() <= 5
+        && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+}
+
+fn drug_code(v: &mut Violations, field: &str, drug: Option<&DrugCode>) {
+    let Some(drug) = drug else {
+        v.add(field, "is required");
+        return;
+    };
+    let code = drug.code.as_str();
+    let ok = match DrugCodeKind::try_from(drug.kind) {
+        Ok(DrugCodeKind::Receipt) => code.len() == 9 && code.bytes().all(|b| b.is_ascii_digit()),
+        Ok(DrugCodeKind::Yj) | Ok(DrugCodeKind::GenericName) => {
+            code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+        _ => {
+            v.add(
+                format!("{field}.kind"),
+                "must be RECEIPT, YJ or GENERIC_NAME",
+            );
+            return;
+        }
+    };
+    if !ok {
+        v.add(
+            format!("{field}.code"),
+            "receipt codes have 9 digits; YJ and generic-name codes 12 characters",
+        );
+    }
+}
+
+fn dispensing_date(v: &mut Violations, field: &str, s: &str) -> Option<JapanDate> {
+    v.parse(field, s.parse::<JapanDate>(), id_rule)
+}
+
+impl TryFrom<&Prescription> for PrescriptionFacts {
+    type Error = Vec<FieldViolation>;
+
+    fn try_from(p: &Prescription) -> Result<Self, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let institution = v.parse("institution_code", p.institution_code.parse(), id_rule);
+        let number = PrescriptionNumber::parse(&p.prescription_number);
+        if number.is_none() {
+            v.add("prescription_number", "1-32 printable ASCII characters");
+        }
+        let prescriber = named_signer(&mut v, "prescriber", p.prescriber.as_ref());
+        let patient = match p.patient.as_ref() {
+            Some(patient) => {
+                if patient.name.is_empty() {
+                    v.add("patient.name", "is required");
+                }
+                v.parse(
+                    "patient.birth_date",
+                    patient.birth_date.parse::<JapanDate>(),
+                    id_rule,
+                );
+                if !matches!(Sex::try_from(patient.sex), Ok(Sex::Male | Sex::Female)) {
+                    v.add("patient.sex", "must be MALE or FEMALE");
+                }
+                match patient_key(patient.key.as_ref()) {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        v.0.push(FieldViolation::new(format!("patient.{}", e.field), e.rule));
+                        None
+                    }
+                }
+            }
+            None => {
+                v.add("patient", "is required");
+                None
+            }
+        };
+        let issue_date = dispensing_date(&mut v, "issue_date", &p.issue_date);
+        let usable_until = if p.usable_until.is_empty() {
+            Some(None)
+        } else {
+            dispensing_date(&mut v, "usable_until", &p.usable_until).map(Some)
+        };
+        if !(1..=3).contains(&p.refill_count) {
+            v.add("refill_count", "the total number of uses, 1 to 3");
+        }
+        if p.lines.is_empty() {
+            v.add("lines", "at least one line is required");
+        }
+        for (i, line) in p.lines.iter().enumerate() {
+            let field = format!("lines[{i}]");
+            drug_code(&mut v, &format!("{field}.drug"), line.drug.as_ref());
+            if !is_decimal(&line.quantity) || line.quantity.parse::<f64>().is_ok_and(|q| q <= 0.0) {
+                v.add(format!("{field}.quantity"), "a positive decimal number");
+            }
+            if line.unit.is_empty() {
+                v.add(format!("{field}.unit"), "is required");
+            }
+            match (Dosing::try_from(line.dosing), line.days_supplied) {
+                (Ok(Dosing::Days), 1..=365) => {}
+                (Ok(Dosing::Days), _) => v.add(format!("{field}.days_supplied"), "1 to 365 days"),
+                (Ok(Dosing::AsNeeded | Dosing::External), 0) => {}
+                (Ok(Dosing::AsNeeded | Dosing::External), _) => v.add(
+                    format!("{field}.days_supplied"),
+                    "only days-based lines carry days_supplied",
+                ),
+                _ => v.add(
+                    format!("{field}.dosing"),
+                    "must be DAYS, AS_NEEDED or EXTERNAL",
+                ),
+            }
+        }
+        match (
+            institution,
+            number,
+            prescriber,
+            patient,
+            issue_date,
+            usable_until,
+        ) {
+            (
+                Some(institution),
+                Some(number),
+                Some(prescriber),
+                Some(patient),
+                Some(issue_date),
+                Some(usable_until),
+            ) if v.0.is_empty() => Ok(PrescriptionFacts {
+                institution,
+                number,
+                prescriber,
+                patient,
+                issue_date,
+                usable_until,
+                refill_count: p.refill_count,
+                line_count: p.lines.len() as u32,
+            }),
+            _ => Err(v.0),
+        }
+    }
+}
+
+impl TryFrom<&DispensingRecord> for DispensingFacts {
+    type Error = Vec<FieldViolation>;
+
+    fn try_from(r: &DispensingRecord) -> Result<Self, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let institution = v.parse("institution_code", r.institution_code.parse(), id_rule);
+        let number = PrescriptionNumber::parse(&r.prescription_number);
+        if number.is_none() {
+            v.add("prescription_number", "1-32 printable ASCII characters");
+        }
+        if r.record_number == 0 {
+            v.add("record_number", "starts at 1");
+        }
+        let pharmacy = v.parse("pharmacy_code", r.pharmacy_code.parse(), id_rule);
+        let pharmacist = named_signer(&mut v, "pharmacist", r.pharmacist.as_ref());
+        let date = dispensing_date(&mut v, "dispensing_date", &r.dispensing_date);
+        if r.lines.is_empty() {
+            v.add("lines", "at least one line is required");
+        }
+        for (i, line) in r.lines.iter().enumerate() {
+            let field = format!("lines[{i}]");
+            if DispensedLineStatus::try_from(line.status)
+                .map_or(true, |s| s == DispensedLineStatus::Unspecified)
+            {
+                v.add(
+                    format!("{field}.status"),
+                    "must be COMPLETE, PARTIAL or NOT_DISPENSED",
+                );
+            }
+            if line.status != DispensedLineStatus::NotDispensed as i32 {
+                drug_code(&mut v, &format!("{field}.drug"), line.drug.as_ref());
+            }
+        }
+        if r.important_information && r.important_message.is_empty() {
+            v.add("important_message", "required with important_information");
+        }
+        match (institution, number, pharmacy, pharmacist, date) {
+            (
+                Some(institution),
+                Some(number),
+                Some(pharmacy),
+                Some(pharmacist),
+                Some(dispensing_date),
+            ) if v.0.is_empty() => Ok(DispensingFacts {
+                institution,
+                number,
+                record_number: r.record_number,
+                is_final: r.r#final,
+                pharmacy,
+                pharmacist,
+                dispensing_date,
+                important_information: r.important_information,
+            }),
+            _ => Err(v.0),
+        }
     }
 }

@@ -15,9 +15,16 @@
 //! - A business field is read only from content whose signature has been verified.
 //! - `ring` is the only crypto provider: every signature is made or verified through it.
 
+pub mod app;
+pub mod config;
+pub mod demo;
 pub mod documents;
 pub mod domain;
+pub mod grpc;
 pub mod json;
 pub mod proto;
+pub mod service;
 pub mod signer;
+pub mod store;
+pub mod tls;
 pub mod trust;

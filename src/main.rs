@@ -4,6 +4,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -11,9 +12,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use prost::Message;
 use rxgate::{
+    config::Config,
     domain::signature::{SignedContent, VerifierConfig},
     json,
     proto::v1::{DispensingRecord, Prescription, SignedDocument},
+    service::SystemClock,
     signer::SigningKey,
     trust::{CrlFile, TrustFiles},
 };
@@ -47,6 +50,27 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: gRPC over mutual TLS.
+    Serve {
+        /// A development instance: the committed dev PKI, loopback only, a local store
+        /// (data/dev-store). Never in production.
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
+        /// The configuration file (TOML); required without --dev.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// With --dev: where the store lives.
+        #[arg(long, default_value = "data/dev-store", requires = "dev")]
+        data_dir: PathBuf,
+        /// Override the listen address (with --dev it must be a loopback address).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
+    Demo {
+        #[arg(long, default_value = "https://127.0.0.1:50051")]
+        addr: String,
+    },
     /// Sign a document written as JSON (protobuf JSON mapping) into a SignedDocument.
     Sign {
         kind: Kind,
@@ -206,6 +230,37 @@ fn hex(bytes: &[u8]) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Serve {
+            dev,
+            config,
+            data_dir,
+            listen,
+        } => {
+            let mut config = match (dev, config) {
+                (true, _) => {
+                    eprintln!(
+                        "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI (certs/), \
+                         loopback only, store in {}. Never use --dev in production.",
+                        data_dir.display()
+                    );
+                    Config::dev(data_dir)
+                }
+                (false, Some(path)) => Config::from_file(&path)?,
+                (false, None) => bail!("say --config FILE (or --dev for a development instance)"),
+            };
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if dev && !config.listen.ip().is_loopback() {
+                bail!("a --dev instance listens on loopback only");
+            }
+            runtime()?.block_on(serve(config))?;
+            Ok(true)
+        }
+        Command::Demo { addr } => {
+            runtime()?.block_on(rxgate::demo::run(&addr))?;
+            Ok(true)
+        }
         Command::Sign {
             kind,
             document,
@@ -261,7 +316,31 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = rxgate::app::start(config, Arc::new(SystemClock)).await?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            result?;
+            tracing::info!("shutting down");
+            server.shutdown().await
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

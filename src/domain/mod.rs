@@ -1,3 +1,8 @@
 //! The domain core. Pure: no tonic, prost, sled or tokio::net; no clock reads; no IO.
 
+pub mod ids;
+pub mod patient;
+pub mod prescription;
+pub mod rx;
 pub mod signature;
+pub mod time;

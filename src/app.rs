@@ -1,0 +1,157 @@
+//! The composition root: opens the store, loads the trust material, builds the gateway and the
+//! gRPC server over mutual TLS, runs the background tasks (CRL reloads, the expiry sweep) and shuts
+//! down cleanly. The only module that picks a real clock or names every outer ring together.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Server as TonicServer;
+
+use crate::{
+    config::Config,
+    grpc::{MAX_MESSAGE_BYTES, Services},
+    proto::{
+        DESCRIPTOR_SET,
+        v1::{
+            admin_service_server::AdminServiceServer,
+            dispensing_service_server::DispensingServiceServer,
+            prescription_service_server::PrescriptionServiceServer,
+        },
+    },
+    service::{Clock, Gateway},
+    store::{Store, sled::SledStore},
+    tls,
+};
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight calls finish, closes the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+/// Binds `config.listen` and starts serving; returns once the server accepts connections.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = Arc::new(SledStore::open(&config.data_dir).context("opening the store")?);
+    let (verifier, mut crl_watcher) = config
+        .signing
+        .load(config.verifier_config()?)
+        .context("loading the document-signing trust")?;
+    let verifier = Arc::new(verifier);
+    let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
+
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let gateway = Arc::new(Gateway::new(
+        dyn_store,
+        Arc::clone(&verifier),
+        clock,
+        config.gateway_config(),
+    ));
+    let services = Services::new(Arc::clone(&gateway));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<PrescriptionServiceServer<Services>>()
+        .await;
+    health_reporter
+        .set_serving::<DispensingServiceServer<Services>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<Services>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building server reflection")?;
+
+    let refresh = Duration::from_secs(config.crl_refresh_secs.max(1));
+    let mut background = Vec::new();
+    background.push(tokio::spawn(tls_reloader.run(refresh)));
+    let crl_verifier = Arc::clone(&verifier);
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh);
+        loop {
+            tick.tick().await;
+            match crl_watcher.refresh(&crl_verifier) {
+                Ok(Some(generation)) => tracing::info!(generation, "signing CRLs reloaded"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "signing CRLs not reloaded; the old ones stay")
+                }
+            }
+        }
+    }));
+    let sweeper = Arc::clone(&gateway);
+    background.push(tokio::spawn(async move {
+        loop {
+            match sweeper.sweep_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expiry sweep"),
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+            }
+            tokio::time::sleep(sweeper.until_next_day().min(Duration::from_secs(60))).await;
+        }
+    }));
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let router = TonicServer::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            PrescriptionServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            DispensingServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServiceServer::new(services).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let incoming = tls::incoming(listener, server_tls);
+    let task = tokio::spawn(async move {
+        let served = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+        for task in background {
+            task.abort();
+        }
+        drop(gateway);
+        store.close().context("closing the store")?;
+        served.context("serving")
+    });
+    tracing::info!(%addr, "rxgate listening (gRPC over mutual TLS)");
+    Ok(Server {
+        addr,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}

@@ -1,0 +1,229 @@
+//! The server's configuration: one serde struct, read from a TOML file or made for `--dev`,
+//! validated at start-up. Trust has no built-in default: a production configuration must name
+//! the trust anchors, CRLs, signature policies and role table, or the server refuses to start.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use const_oid::ObjectIdentifier;
+use serde::Deserialize;
+
+use crate::{
+    domain::signature::{
+        DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
+    },
+    service::{GatewayConfig, LockoutPolicy},
+    tls::TlsFiles,
+    trust::TrustFiles,
+};
+
+/// Everything `rxgate serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen for gRPC over mutual TLS.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The folder of the embedded store (created if missing).
+    pub data_dir: PathBuf,
+    /// Trust for document signatures (HPKI): anchors, intermediates, one CRL per issuing CA.
+    pub signing: TrustFiles,
+    /// CertificatePolicies OIDs a signer certificate must carry.
+    pub signature_policies: Vec<String>,
+    /// HCActor role OID → role (doctor, dentist, pharmacist) and the English name it must carry.
+    pub roles: Vec<RoleConfig>,
+    /// Institution mutual TLS: server certificate and key, client CAs and their CRLs.
+    pub tls: TlsFiles,
+    /// Seconds a signing-time may lie before receipt.
+    #[serde(default = "default_signing_window")]
+    pub signing_time_window_secs: u64,
+    /// Seconds a signing-time may lie after receipt (clock skew).
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// Accept CRLs past their nextUpdate (otherwise REVOCATION_UNKNOWN).
+    #[serde(default)]
+    pub allow_stale_crls: bool,
+    /// Validated signer chains kept in memory.
+    #[serde(default = "default_chain_cache")]
+    pub chain_cache_capacity: usize,
+    /// The latest usable-until date a prescription may carry, in days after issue.
+    #[serde(default = "default_max_usable_days")]
+    pub max_usable_days: u32,
+    /// Lookup misses a pharmacy may make within `lookup_miss_window_secs` before a lockout.
+    #[serde(default = "default_max_misses")]
+    pub lookup_max_misses: usize,
+    #[serde(default = "default_miss_window")]
+    pub lookup_miss_window_secs: u64,
+    #[serde(default = "default_lockout")]
+    pub lookup_lockout_secs: u64,
+    /// How often CRL files (signing and TLS) are checked for changes.
+    #[serde(default = "default_crl_refresh")]
+    pub crl_refresh_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub oid: String,
+    pub role: Role,
+    pub name: String,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:50051".parse().expect("a valid address")
+}
+fn default_signing_window() -> u64 {
+    24 * 3600
+}
+fn default_skew() -> u64 {
+    300
+}
+fn default_chain_cache() -> usize {
+    10_000
+}
+fn default_max_usable_days() -> u32 {
+    30
+}
+fn default_max_misses() -> usize {
+    10
+}
+fn default_miss_window() -> u64 {
+    600
+}
+fn default_lockout() -> u64 {
+    900
+}
+fn default_crl_refresh() -> u64 {
+    30
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The development configuration: the committed dev PKI, loopback only, a local store.
+    /// Development only.
+    pub fn dev(data_dir: PathBuf) -> Self {
+        Config {
+            listen: default_listen(),
+            data_dir,
+            signing: TrustFiles::dev(),
+            signature_policies: vec![
+                HPKI_SIGNATURE_POLICY.to_string(),
+                DEV_SIGNATURE_POLICY.to_string(),
+            ],
+            roles: RoleTable::default()
+                .0
+                .into_iter()
+                .map(|e| RoleConfig {
+                    oid: e.oid.to_string(),
+                    role: e.role,
+                    name: e.name,
+                })
+                .collect(),
+            tls: TlsFiles::dev(),
+            signing_time_window_secs: default_signing_window(),
+            clock_skew_secs: default_skew(),
+            allow_stale_crls: false,
+            chain_cache_capacity: default_chain_cache(),
+            max_usable_days: default_max_usable_days(),
+            lookup_max_misses: default_max_misses(),
+            lookup_miss_window_secs: default_miss_window(),
+            lookup_lockout_secs: default_lockout(),
+            crl_refresh_secs: default_crl_refresh(),
+        }
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |s: &str| Err(Error::Invalid(s.to_owned()));
+        if self.signing.anchors.is_empty() {
+            return invalid("signing.anchors must name at least one trust anchor");
+        }
+        if self.signature_policies.is_empty() {
+            return invalid("signature_policies must name at least one policy OID");
+        }
+        if self.roles.is_empty() {
+            return invalid("roles must map at least one role OID");
+        }
+        if self.tls.client_ca.is_empty() {
+            return invalid("tls.client_ca must name at least one institution CA");
+        }
+        if self.tls.client_crls.is_empty() {
+            return invalid("tls.client_crls must name the CRL of every institution CA");
+        }
+        self.verifier_config().map(|_| ())
+    }
+
+    pub fn verifier_config(&self) -> Result<VerifierConfig, Error> {
+        let oid = |s: &str| {
+            ObjectIdentifier::new(s).map_err(|e| Error::Invalid(format!("OID {s:?}: {e}")))
+        };
+        Ok(VerifierConfig {
+            signature_policies: self
+                .signature_policies
+                .iter()
+                .map(|s| oid(s))
+                .collect::<Result<_, _>>()?,
+            roles: RoleTable(
+                self.roles
+                    .iter()
+                    .map(|r| {
+                        Ok(RoleEntry {
+                            oid: oid(&r.oid)?,
+                            role: r.role,
+                            name: r.name.clone(),
+                        })
+                    })
+                    .collect::<Result<_, Error>>()?,
+            ),
+            signing_time_window: Duration::from_secs(self.signing_time_window_secs),
+            clock_skew: Duration::from_secs(self.clock_skew_secs),
+            allow_stale_crls: self.allow_stale_crls,
+            chain_cache_capacity: self.chain_cache_capacity,
+        })
+    }
+
+    pub fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            max_usable_days: self.max_usable_days,
+            lockout: LockoutPolicy {
+                max_misses: self.lookup_max_misses,
+                window: Duration::from_secs(self.lookup_miss_window_secs),
+                lockout: Duration::from_secs(self.lookup_lockout_secs),
+            },
+            ..GatewayConfig::default()
+        }
+    }
+}

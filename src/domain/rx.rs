@@ -1,0 +1,70 @@
+//! The business facts of verified documents that the gateway acts on, parsed: a prescription's
+//! identity, patient, dates and shape, and a dispensing record's. Pure: no IO.
+
+use super::{ids::InstitutionCode, patient::PatientKey, time::JapanDate};
+
+/// The institution's own number for a prescription: 1–32 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrescriptionNumber(String);
+
+impl PrescriptionNumber {
+    pub fn parse(s: &str) -> Option<Self> {
+        (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| PrescriptionNumber(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The person a document names as its signer (prescriber or pharmacist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSigner {
+    pub name: String,
+    pub serial_number: String,
+}
+
+/// A prescription, as the gateway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrescriptionFacts {
+    pub institution: InstitutionCode,
+    pub number: PrescriptionNumber,
+    pub prescriber: NamedSigner,
+    pub patient: PatientKey,
+    pub issue_date: JapanDate,
+    pub usable_until: Option<JapanDate>,
+    /// Total number of uses, 1–3.
+    pub refill_count: u32,
+    pub line_count: u32,
+}
+
+/// A dispensing record, as the gateway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispensingFacts {
+    pub institution: InstitutionCode,
+    pub number: PrescriptionNumber,
+    pub record_number: u32,
+    pub is_final: bool,
+    pub pharmacy: InstitutionCode,
+    pub pharmacist: NamedSigner,
+    pub dispensing_date: JapanDate,
+    pub important_information: bool,
+}
+
+/// A field that failed to parse: its path in the document and the rule it broke (never its
+/// value, which may be patient data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub rule: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}

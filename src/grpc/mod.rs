@@ -1,0 +1,335 @@
+//! The gRPC adapter: the only place that names tonic. Thin service implementations that
+//! authenticate the caller from its TLS identity, authorize by institution kind, convert wire
+//! messages to domain types, call the use cases and map results and errors back.
+
+mod convert;
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::ids::InstitutionKind,
+    proto::v1::{
+        self as pb, admin_service_server::AdminService,
+        dispensing_service_server::DispensingService,
+        prescription_service_server::PrescriptionService,
+    },
+    service::{Caller, Error, Gateway},
+    tls::peer_identity,
+};
+use convert::{
+    exchange_number, patient_key, prescription_id, signed_parts, status_to_pb, to_status,
+};
+
+pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
+
+/// The three services over one gateway.
+#[derive(Clone)]
+pub struct Services {
+    gateway: Arc<Gateway>,
+}
+
+impl Services {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Services { gateway }
+    }
+
+    /// The caller, if its kind may use this service; a refusal is audited.
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        allowed: InstitutionKind,
+        action: &'static str,
+    ) -> Result<Caller, Status> {
+        // Every connection comes through the mutual-TLS acceptor, which refuses anonymous peers.
+        let peer = peer_identity(request)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let caller = Caller {
+            institution: peer.institution.clone(),
+            certificate_sha256: peer.certificate_sha256,
+        };
+        if caller.institution.kind != allowed {
+            let error = Error::PermissionDenied(match allowed {
+                InstitutionKind::Clinic => "only clinics may use the prescription service",
+                InstitutionKind::Pharmacy => "only pharmacies may use the dispensing service",
+                _ => "only operators may use the admin service",
+            });
+            return Err(to_status(
+                self.gateway.audit_refusal(&caller, action, error).await,
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// Audits and returns a refusal of malformed request fields.
+    async fn bad_request(&self, caller: &Caller, action: &'static str, error: Error) -> Status {
+        to_status(self.gateway.audit_refusal(caller, action, error).await)
+    }
+}
+
+#[tonic::async_trait]
+impl PrescriptionService for Services {
+    async fn register_prescription(
+        &self,
+        request: Request<pb::RegisterPrescriptionRequest>,
+    ) -> Result<Response<pb::RegisterPrescriptionResponse>, Status> {
+        const ACTION: &str = "RegisterPrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Clinic, ACTION)
+            .await?;
+        let Some((content, cms)) = signed_parts(request.into_inner().prescription) else {
+            return Err(self
+                .bad_request(
+                    &caller,
+                    ACTION,
+                    Error::InvalidArgument(vec![convert::required("prescription")]),
+                )
+                .await);
+        };
+        let registered = self
+            .gateway
+            .register(&caller, content, cms)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RegisterPrescriptionResponse {
+            prescription_id: registered.id,
+            exchange_number: format!("{:06}", registered.exchange_number),
+            state: state_to_pb(&registered.state) as i32,
+            usable_through: registered.usable_through.to_string(),
+        }))
+    }
+
+    async fn cancel_prescription(
+        &self,
+        request: Request<pb::CancelPrescriptionRequest>,
+    ) -> Result<Response<pb::CancelPrescriptionResponse>, Status> {
+        const ACTION: &str = "CancelPrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Clinic, ACTION)
+            .await?;
+        let id = match prescription_id(&request.get_ref().prescription_id) {
+            Ok(id) => id,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let state = self.gateway.cancel(&caller, id).await.map_err(to_status)?;
+        Ok(Response::new(pb::CancelPrescriptionResponse {
+            state: state_to_pb(&state) as i32,
+        }))
+    }
+
+    async fn get_prescription_status(
+        &self,
+        request: Request<pb::GetPrescriptionStatusRequest>,
+    ) -> Result<Response<pb::PrescriptionStatus>, Status> {
+        const ACTION: &str = "GetPrescriptionStatus";
+        let caller = self
+            .caller(&request, InstitutionKind::Clinic, ACTION)
+            .await?;
+        let id = match prescription_id(&request.get_ref().prescription_id) {
+            Ok(id) => id,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let status = self.gateway.status(&caller, id).await.map_err(to_status)?;
+        Ok(Response::new(status_to_pb(status)))
+    }
+
+    async fn search_prescriptions(
+        &self,
+        request: Request<pb::SearchPrescriptionsRequest>,
+    ) -> Result<Response<pb::SearchPrescriptionsResponse>, Status> {
+        const ACTION: &str = "SearchPrescriptions";
+        let caller = self
+            .caller(&request, InstitutionKind::Clinic, ACTION)
+            .await?;
+        let r = request.get_ref();
+        let parsed = patient_key(r.patient_key.as_ref()).and_then(|key| {
+            let from = convert::date("issued_from", &r.issued_from)?;
+            let to = convert::date("issued_to", &r.issued_to)?;
+            Ok((key, from, to))
+        });
+        let (key, from, to) = match parsed {
+            Ok(p) => p,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let found = self
+            .gateway
+            .search(&caller, key, from, to)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SearchPrescriptionsResponse {
+            prescriptions: found.into_iter().map(status_to_pb).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl DispensingService for Services {
+    async fn lookup_prescription(
+        &self,
+        request: Request<pb::LookupPrescriptionRequest>,
+    ) -> Result<Response<pb::PrescriptionSummary>, Status> {
+        const ACTION: &str = "LookupPrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Pharmacy, ACTION)
+            .await?;
+        let r = request.get_ref();
+        let parsed = patient_key(r.patient_key.as_ref())
+            .and_then(|key| Ok((key, exchange_number(&r.exchange_number)?)));
+        let (key, number) = match parsed {
+            Ok(p) => p,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let s = self
+            .gateway
+            .lookup(&caller, key, number)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PrescriptionSummary {
+            prescription_id: s.id,
+            state: state_to_pb(&s.state) as i32,
+            issue_date: s.issue_date,
+            usable_through: s.usable_through,
+            institution_code: s.institution,
+            line_count: s.line_count,
+        }))
+    }
+
+    async fn receive_prescription(
+        &self,
+        request: Request<pb::ReceivePrescriptionRequest>,
+    ) -> Result<Response<pb::ReceivePrescriptionResponse>, Status> {
+        const ACTION: &str = "ReceivePrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Pharmacy, ACTION)
+            .await?;
+        let r = request.get_ref();
+        let parsed = patient_key(r.patient_key.as_ref())
+            .and_then(|key| Ok((key, exchange_number(&r.exchange_number)?)));
+        let (key, number) = match parsed {
+            Ok(p) => p,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let received = self
+            .gateway
+            .receive(&caller, key, number)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReceivePrescriptionResponse {
+            prescription_id: received.id,
+            state: state_to_pb(&received.state) as i32,
+            prescription: Some(pb::SignedDocument {
+                content: received.content,
+                cms_signature: received.cms_signature,
+            }),
+        }))
+    }
+
+    async fn return_prescription(
+        &self,
+        request: Request<pb::ReturnPrescriptionRequest>,
+    ) -> Result<Response<pb::ReturnPrescriptionResponse>, Status> {
+        const ACTION: &str = "ReturnPrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Pharmacy, ACTION)
+            .await?;
+        let id = match prescription_id(&request.get_ref().prescription_id) {
+            Ok(id) => id,
+            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
+        };
+        let state = self
+            .gateway
+            .give_back(&caller, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReturnPrescriptionResponse {
+            state: state_to_pb(&state) as i32,
+        }))
+    }
+
+    async fn record_dispensing(
+        &self,
+        request: Request<pb::RecordDispensingRequest>,
+    ) -> Result<Response<pb::RecordDispensingResponse>, Status> {
+        const ACTION: &str = "RecordDispensing";
+        let caller = self
+            .caller(&request, InstitutionKind::Pharmacy, ACTION)
+            .await?;
+        let Some((content, cms)) = signed_parts(request.into_inner().dispensing_record) else {
+            return Err(self
+                .bad_request(
+                    &caller,
+                    ACTION,
+                    Error::InvalidArgument(vec![convert::required("dispensing_record")]),
+                )
+                .await);
+        };
+        let d = self
+            .gateway
+            .dispense(&caller, content, cms)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RecordDispensingResponse {
+            prescription_id: d.prescription_id,
+            state: state_to_pb(&d.state) as i32,
+            record_number: d.record_number,
+        }))
+    }
+}
+
+type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AdminService for Services {
+    type ExportAuditStream = AuditStream;
+
+    async fn export_audit(
+        &self,
+        request: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<AuditStream>, Status> {
+        const ACTION: &str = "ExportAudit";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        let r = request.into_inner();
+        let from = r.from_unix_ms;
+        let to = if r.to_unix_ms == 0 {
+            i64::MAX
+        } else {
+            r.to_unix_ms
+        };
+        // The export itself is audited before it starts.
+        self.gateway
+            .audit_access(&caller, ACTION)
+            .await
+            .map_err(to_status)?;
+        let gateway = Arc::clone(&self.gateway);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut after = 0;
+            loop {
+                match gateway.audit_page(from, to, after, 500).await {
+                    Ok((entries, next)) => {
+                        for e in entries {
+                            if tx.send(Ok(convert::audit_to_pb(e))).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        match next {
+                            Some(n) => after = n,
+                            None => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,1126 @@
+//! The use cases: register, cancel, status and search for clinics; lookup, receive, return and
+//! dispense for pharmacies; the expiry sweep and the audit export. They take verified documents
+//! and domain types, run each decision and its writes — and the audit record of the call — in one
+//! store transaction, and return domain results. Knows no gRPC and no storage engine.
+
+mod lockout;
+pub mod records;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ring::{digest, rand::SecureRandom};
+
+pub use lockout::LockoutPolicy;
+
+use crate::{
+    domain::{
+        ids::{Institution, InstitutionCode},
+        patient::PatientKey,
+        prescription::{Lifecycle, LifecycleError, State, Transition, usable_through},
+        rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts},
+        signature::{Refusal, Signer, Verifier},
+        time::JapanDate,
+    },
+    proto::v1::{DispensingRecord, Prescription},
+    store::{self, Store, Table, Txn},
+};
+use records::{
+    AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord, DocumentV1,
+    PrescriptionRecord, PrescriptionV1, StateV1, decode, encode,
+};
+
+/// The source of the current time. Only the composition root (app.rs) picks a real clock.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Who is calling: the institution its client certificate names, and that certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub institution: Institution,
+    pub certificate_sha256: [u8; 32],
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("signature refused: {0}")]
+    Signature(Refusal),
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(&'static str),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    fn invalid(field: &str, rule: &str) -> Self {
+        Error::InvalidArgument(vec![FieldViolation::new(field, rule)])
+    }
+
+    /// The outcome as audited: a code name, and the verifier's reason.
+    fn audit_outcome(&self) -> String {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
+            Error::Signature(r) => format!("INVALID_ARGUMENT {}", r.reason),
+            Error::PermissionDenied(_) => "PERMISSION_DENIED".into(),
+            Error::NotFound => "NOT_FOUND".into(),
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
+            Error::AlreadyExists(_) => "ALREADY_EXISTS".into(),
+            Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".into(),
+            Error::Internal(_) => "INTERNAL".into(),
+        }
+    }
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<LifecycleError> for Error {
+    fn from(e: LifecycleError) -> Self {
+        Error::FailedPrecondition(e.to_string())
+    }
+}
+
+/// Policy of the use cases.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The latest usable-until date a prescription may carry, in days after its issue date.
+    pub max_usable_days: u32,
+    pub lockout: LockoutPolicy,
+    /// At most this many prescriptions in one search answer.
+    pub search_limit: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_usable_days: 30,
+            lockout: LockoutPolicy::default(),
+            search_limit: 100,
+        }
+    }
+}
+
+/// The result of a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub id: String,
+    pub exchange_number: u32,
+    pub state: State,
+    pub usable_through: JapanDate,
+}
+
+/// A dispensing record as the prescriber sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispensingSummary {
+    pub record_number: u32,
+    pub pharmacy: String,
+    pub dispensing_date: String,
+    pub is_final: bool,
+    pub important_information: bool,
+    pub important_message: String,
+    pub content: Vec<u8>,
+    pub cms_signature: Vec<u8>,
+}
+
+/// A prescription's status for its prescriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: String,
+    pub institution: String,
+    pub number: String,
+    pub state: State,
+    pub issue_date: String,
+    pub usable_through: String,
+    pub dispensings: Vec<DispensingSummary>,
+}
+
+/// What a lookup shows a pharmacy: metadata, no drugs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub state: State,
+    pub issue_date: String,
+    pub usable_through: String,
+    pub institution: String,
+    pub line_count: u32,
+}
+
+/// A received prescription: the signed document handed to the pharmacy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub id: String,
+    pub state: State,
+    pub content: Vec<u8>,
+    pub cms_signature: Vec<u8>,
+}
+
+/// The result of recording a dispensing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispensed {
+    pub prescription_id: String,
+    pub state: State,
+    pub record_number: u32,
+}
+
+/// One audit record as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub sequence: u64,
+    pub record: AuditV1,
+}
+
+/// The gateway's use cases over a store, a verifier and a clock.
+pub struct Gateway {
+    store: Arc<dyn Store>,
+    verifier: Arc<Verifier>,
+    clock: Arc<dyn Clock>,
+    config: GatewayConfig,
+    lockout: lockout::Lockout,
+    rng: ring::rand::SystemRandom,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&0u8)
+}
+
+fn exchange_key(patient: &str, exchange_number: u32) -> Vec<u8> {
+    key(&[
+        patient.as_bytes(),
+        format!("{exchange_number:06}").as_bytes(),
+    ])
+}
+
+fn state_v1(state: &State) -> StateV1 {
+    match state {
+        State::Registered => StateV1::Registered,
+        State::Accepted { pharmacy } => StateV1::Accepted(pharmacy.to_string()),
+        State::Dispensed { pharmacy } => StateV1::Dispensed(pharmacy.to_string()),
+        State::Cancelled => StateV1::Cancelled,
+        State::Expired => StateV1::Expired,
+    }
+}
+
+fn corrupt(what: &str) -> store::Error {
+    store::Error::Corrupt(what.to_owned())
+}
+
+fn code(s: &str) -> Result<InstitutionCode, store::Error> {
+    s.parse().map_err(|_| corrupt("institution code"))
+}
+
+fn date(s: &str) -> Result<JapanDate, store::Error> {
+    s.parse().map_err(|_| corrupt("date"))
+}
+
+/// A stored prescription with its lifecycle decoded.
+struct Stored {
+    record: PrescriptionV1,
+    lifecycle: Lifecycle,
+}
+
+impl Stored {
+    fn load(tx: &dyn Txn, id: &str) -> Result<Option<Stored>, store::Error> {
+        let Some(bytes) = tx.get(Table::Prescriptions, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let PrescriptionRecord::V1(record) = decode(&bytes)?;
+        let state = match &record.state {
+            StateV1::Registered => State::Registered,
+            StateV1::Accepted(p) => State::Accepted { pharmacy: code(p)? },
+            StateV1::Dispensed(p) => State::Dispensed { pharmacy: code(p)? },
+            StateV1::Cancelled => State::Cancelled,
+            StateV1::Expired => State::Expired,
+        };
+        let lifecycle = Lifecycle {
+            state,
+            usable_through: date(&record.usable_through)?,
+            returned_by: record.returned_by.as_deref().map(code).transpose()?,
+        };
+        Ok(Some(Stored { record, lifecycle }))
+    }
+
+    /// Applies `transition`, keeps the indexes of active prescriptions in step, and writes.
+    fn apply(mut self, tx: &mut dyn Txn, transition: Transition, today: JapanDate) -> State {
+        let was_active = self.lifecycle.state.is_active();
+        self.lifecycle.apply(transition);
+        let state = self.lifecycle.state.clone();
+        let r = &mut self.record;
+        r.state = state_v1(&state);
+        r.returned_by = self.lifecycle.returned_by.as_ref().map(ToString::to_string);
+        r.accepted_on = match state {
+            State::Accepted { .. } if r.accepted_on.is_none() => Some(today.to_string()),
+            State::Accepted { .. } | State::Dispensed { .. } => r.accepted_on.take(),
+            _ => None,
+        };
+        if was_active && !state.is_active() {
+            tx.delete(
+                Table::ByExchange,
+                &exchange_key(&r.patient_key, r.exchange_number),
+            );
+            tx.delete(Table::Meta, &expiry_key(&r.usable_through, &r.id));
+        }
+        tx.put(
+            Table::Prescriptions,
+            r.id.as_bytes(),
+            &encode(&PrescriptionRecord::V1(r.clone())),
+        );
+        state
+    }
+}
+
+/// The expiry index of active prescriptions, kept in the Meta table: by last usable date.
+fn expiry_key(usable_through: &str, id: &str) -> Vec<u8> {
+    key(&[b"expiry", usable_through.as_bytes(), id.as_bytes()])
+}
+
+/// What the audit record of a call says besides its outcome.
+struct AuditDraft {
+    time_ms: i64,
+    caller: Caller,
+    signer: Option<Signer>,
+    action: &'static str,
+    target: Option<String>,
+}
+
+impl AuditDraft {
+    fn write<T>(self, tx: &mut dyn Txn, outcome: &Result<T, Error>) -> Result<(), store::Error> {
+        let sequence = tx.next_sequence("audit")?;
+        let record = AuditRecord::V1(AuditV1 {
+            time_ms: self.time_ms,
+            institution_kind: self.caller.institution.kind.to_string(),
+            institution_code: self.caller.institution.code.to_string(),
+            certificate_sha256: self.caller.certificate_sha256,
+            signer_serial_number: self.signer.as_ref().map(|s| s.serial_number.clone()),
+            signer_certificate_sha256: self.signer.as_ref().map(|s| s.certificate_sha256),
+            action: self.action.to_owned(),
+            target: self.target,
+            outcome: match outcome {
+                Ok(_) => "OK".into(),
+                Err(e) => e.audit_outcome(),
+            },
+        });
+        tx.put(Table::Audit, &sequence.to_be_bytes(), &encode(&record));
+        Ok(())
+    }
+}
+
+fn signer_matches(named: &NamedSigner, signer: &Signer) -> bool {
+    named.name == signer.name && named.serial_number == signer.serial_number
+}
+
+impl Gateway {
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<Verifier>,
+        clock: Arc<dyn Clock>,
+        config: GatewayConfig,
+    ) -> Self {
+        Gateway {
+            store,
+            verifier,
+            clock,
+            lockout: lockout::Lockout::new(config.lockout.clone()),
+            config,
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    fn draft(&self, caller: &Caller, action: &'static str, now: SystemTime) -> AuditDraft {
+        AuditDraft {
+            time_ms: millis(now),
+            caller: caller.clone(),
+            signer: None,
+            action,
+            target: None,
+        }
+    }
+
+    /// Runs `decide` and the audit record of its outcome in one transaction. `decide` must not
+    /// write before it has decided to succeed.
+    async fn run<T: Send + 'static>(
+        &self,
+        mut draft: AuditDraft,
+        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.store
+            .transact(move |tx: &mut dyn Txn| {
+                let outcome = decide(tx, &mut draft);
+                // A store error inside `decide` aborts the whole transaction, audit included.
+                if let Err(Error::Internal(e)) = &outcome {
+                    return Err(store::Error::Engine(e.clone()));
+                }
+                draft.write(tx, &outcome)?;
+                Ok(outcome)
+            })
+            .await
+            .map_err(Error::from)?
+            .map_err(Error::from)?
+    }
+
+    /// Audits a call refused before it reached any stored state.
+    async fn refuse<T: Send + 'static>(&self, draft: AuditDraft, error: Error) -> Result<T, Error> {
+        self.run(draft, move |_, _| Err(error)).await
+    }
+
+    async fn verify<D>(
+        &self,
+        content: Vec<u8>,
+        cms: Vec<u8>,
+        now: SystemTime,
+    ) -> Result<crate::domain::signature::VerifiedDocument<D>, Error>
+    where
+        D: crate::domain::signature::SignedContent + Send + 'static,
+    {
+        let verifier = Arc::clone(&self.verifier);
+        // Crypto and path building are CPU work: off the async runtime.
+        tokio::task::spawn_blocking(move || verifier.verify::<D>(&content, &cms, now))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::Signature)
+    }
+
+    fn random_exchange_numbers(&self, n: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b).expect("the system RNG works");
+            let v = u32::from_le_bytes(b);
+            // Rejection sampling keeps the 10^6 values uniform.
+            if v < u32::MAX - u32::MAX % 1_000_000 {
+                out.push(v % 1_000_000);
+            }
+        }
+        out
+    }
+
+    fn random_id(&self) -> String {
+        let mut b = [0u8; 16];
+        self.rng.fill(&mut b).expect("the system RNG works");
+        hex(&b)
+    }
+
+    /// A clinic registers a doctor-signed prescription.
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        content: Vec<u8>,
+        cms: Vec<u8>,
+    ) -> Result<Registered, Error> {
+        let now = self.clock.now();
+        let mut draft = self.draft(caller, "RegisterPrescription", now);
+        let verified = match self.verify::<Prescription>(content, cms, now).await {
+            Ok(v) => v,
+            Err(e) => return self.refuse(draft, e).await,
+        };
+        draft.signer = Some(verified.signer().clone());
+        let facts = match PrescriptionFacts::try_from(verified.document()) {
+            Ok(f) => f,
+            Err(violations) => return self.refuse(draft, Error::InvalidArgument(violations)).await,
+        };
+        if facts.institution != caller.institution.code {
+            return self
+                .refuse(
+                    draft,
+                    Error::PermissionDenied("the prescription names another institution"),
+                )
+                .await;
+        }
+        if !signer_matches(&facts.prescriber, verified.signer()) {
+            return self
+                .refuse(
+                    draft,
+                    Error::PermissionDenied("the prescriber is not the signer"),
+                )
+                .await;
+        }
+        let today = JapanDate::of(now);
+        if facts.issue_date.days_until(today).abs() > 1 {
+            return self
+                .refuse(
+                    draft,
+                    Error::invalid(
+                        "issue_date",
+                        "must be the Japan date of receipt (one day of tolerance)",
+                    ),
+                )
+                .await;
+        }
+        if let Some(until) = facts.usable_until
+            && (until < facts.issue_date
+                || facts.issue_date.days_until(until) > self.config.max_usable_days as i32)
+        {
+            return self
+                .refuse(
+                    draft,
+                    Error::invalid(
+                        "usable_until",
+                        "must lie between the issue date and the configured maximum",
+                    ),
+                )
+                .await;
+        }
+
+        let content_sha256 = sha256(verified.content());
+        let through = usable_through(facts.issue_date, facts.usable_until);
+        let id = self.random_id();
+        let candidates = self.random_exchange_numbers(16);
+        let signer = verified.signer().clone();
+        let record = PrescriptionV1 {
+            id: id.clone(),
+            institution: facts.institution.to_string(),
+            number: facts.number.as_str().to_owned(),
+            patient_key: facts.patient.canonical().to_owned(),
+            exchange_number: 0,
+            issue_date: facts.issue_date.to_string(),
+            usable_through: through.to_string(),
+            state: StateV1::Registered,
+            returned_by: None,
+            accepted_on: None,
+            line_count: facts.line_count,
+            refill_count: facts.refill_count,
+            content: verified.content().to_vec(),
+            cms_signature: verified.cms_signature().to_vec(),
+            content_sha256,
+            signer_serial_number: signer.serial_number.clone(),
+            signer_certificate_sha256: signer.certificate_sha256,
+            received_at_ms: millis(now),
+        };
+        self.run(draft, move |tx, draft| {
+            // The same content again: the original answer, nothing new stored.
+            if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
+                let DocumentRecord::V1(DocumentV1::Prescription { id }) = decode(&bytes)? else {
+                    return Err(Error::AlreadyExists(
+                        "this content is registered as another kind of document",
+                    ));
+                };
+                let stored = Stored::load(tx, &id)?
+                    .ok_or_else(|| corrupt("document without prescription"))?;
+                draft.target = Some(id.clone());
+                return Ok(Registered {
+                    id,
+                    exchange_number: stored.record.exchange_number,
+                    state: stored.lifecycle.state_on(today),
+                    usable_through: stored.lifecycle.usable_through,
+                });
+            }
+            let number_key = key(&[record.institution.as_bytes(), record.number.as_bytes()]);
+            if tx.get(Table::ByNumber, &number_key)?.is_some() {
+                return Err(Error::AlreadyExists(
+                    "the institution has registered this prescription number with other content",
+                ));
+            }
+            let mut record = record;
+            let exchange_number =
+                allocate_exchange_number(tx, &record.patient_key, &candidates, today)?;
+            record.exchange_number = exchange_number;
+            let id_bytes = record.id.as_bytes();
+            tx.put(
+                Table::ByExchange,
+                &exchange_key(&record.patient_key, exchange_number),
+                id_bytes,
+            );
+            tx.put(
+                Table::ByPatient,
+                &key(&[
+                    record.patient_key.as_bytes(),
+                    record.issue_date.as_bytes(),
+                    id_bytes,
+                ]),
+                b"",
+            );
+            tx.put(
+                Table::ByInstitution,
+                &key(&[
+                    record.institution.as_bytes(),
+                    record.issue_date.as_bytes(),
+                    id_bytes,
+                ]),
+                b"",
+            );
+            tx.put(Table::ByNumber, &number_key, id_bytes);
+            tx.put(
+                Table::Documents,
+                &content_sha256,
+                &encode(&DocumentRecord::V1(DocumentV1::Prescription {
+                    id: record.id.clone(),
+                })),
+            );
+            tx.put(
+                Table::Meta,
+                &expiry_key(&record.usable_through, &record.id),
+                b"",
+            );
+            tx.put(
+                Table::Prescriptions,
+                id_bytes,
+                &encode(&PrescriptionRecord::V1(record.clone())),
+            );
+            draft.target = Some(record.id.clone());
+            Ok(Registered {
+                id: record.id,
+                exchange_number,
+                state: State::Registered,
+                usable_through: through,
+            })
+        })
+        .await
+    }
+
+    /// The prescribing clinic cancels a prescription not yet accepted.
+    pub async fn cancel(&self, caller: &Caller, id: String) -> Result<State, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let caller_code = caller.institution.code.to_string();
+        let mut draft = self.draft(caller, "CancelPrescription", now);
+        draft.target = Some(id.clone());
+        self.run(draft, move |tx, _| {
+            let stored = own_prescription(tx, &id, &caller_code)?;
+            let transition = stored.lifecycle.cancel(today)?;
+            Ok(match transition {
+                Transition::Unchanged => stored.lifecycle.state_on(today),
+                t => stored.apply(tx, t, today),
+            })
+        })
+        .await
+    }
+
+    /// The status of one of the caller's prescriptions.
+    pub async fn status(&self, caller: &Caller, id: String) -> Result<Status, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let caller_code = caller.institution.code.to_string();
+        let mut draft = self.draft(caller, "GetPrescriptionStatus", now);
+        draft.target = Some(id.clone());
+        self.run(draft, move |tx, _| {
+            let stored = own_prescription(tx, &id, &caller_code)?;
+            status_of(tx, stored, today)
+        })
+        .await
+    }
+
+    /// The caller's prescriptions for one patient issued within [from, to].
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        patient: PatientKey,
+        from: JapanDate,
+        to: JapanDate,
+    ) -> Result<Vec<Status>, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let caller_code = caller.institution.code.to_string();
+        let limit = self.config.search_limit;
+        let draft = self.draft(caller, "SearchPrescriptions", now);
+        if from > to {
+            return self
+                .refuse(
+                    draft,
+                    Error::invalid("issued_from", "must not be after issued_to"),
+                )
+                .await;
+        }
+        self.run(draft, move |tx, _| {
+            let start = key(&[patient.canonical().as_bytes(), from.to_string().as_bytes()]);
+            let end = key(&[
+                patient.canonical().as_bytes(),
+                to.add_days(1).to_string().as_bytes(),
+            ]);
+            let mut found = Vec::new();
+            // The index spans every institution: scan it all, keep the caller's own.
+            for (k, _) in tx.scan_range(Table::ByPatient, &start, &end, usize::MAX)? {
+                let id = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
+                    .into_owned();
+                if let Some(stored) = Stored::load(tx, &id)?
+                    && stored.record.institution == caller_code
+                {
+                    found.push(status_of(tx, stored, today)?);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    fn check_lockout(&self, caller: &Caller, now: SystemTime) -> Option<Error> {
+        self.lockout
+            .is_locked(&caller.institution.code, now)
+            .then_some(Error::ResourceExhausted(
+                "too many lookup misses: try again later",
+            ))
+    }
+
+    fn count_miss<T>(&self, caller: &Caller, now: SystemTime, outcome: &Result<T, Error>) {
+        if matches!(outcome, Err(Error::NotFound))
+            && self.lockout.record_miss(&caller.institution.code, now)
+        {
+            tracing::warn!(pharmacy = %caller.institution.code, "pharmacy locked out after repeated lookup misses");
+        }
+    }
+
+    /// A pharmacy looks at a prescription without changing anything.
+    pub async fn lookup(
+        &self,
+        caller: &Caller,
+        patient: PatientKey,
+        exchange_number: u32,
+    ) -> Result<Summary, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let draft = self.draft(caller, "LookupPrescription", now);
+        if let Some(e) = self.check_lockout(caller, now) {
+            return self.refuse(draft, e).await;
+        }
+        let outcome = self
+            .run(draft, move |tx, draft| {
+                let stored = find_active(tx, &patient, exchange_number)?;
+                draft.target = Some(stored.record.id.clone());
+                let r = &stored.record;
+                Ok(Summary {
+                    id: r.id.clone(),
+                    state: stored.lifecycle.state_on(today),
+                    issue_date: r.issue_date.clone(),
+                    usable_through: r.usable_through.clone(),
+                    institution: r.institution.clone(),
+                    line_count: r.line_count,
+                })
+            })
+            .await;
+        self.count_miss(caller, now, &outcome);
+        outcome
+    }
+
+    /// A pharmacy accepts a prescription and receives the signed document.
+    pub async fn receive(
+        &self,
+        caller: &Caller,
+        patient: PatientKey,
+        exchange_number: u32,
+    ) -> Result<Received, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let pharmacy = caller.institution.code.clone();
+        let draft = self.draft(caller, "ReceivePrescription", now);
+        if let Some(e) = self.check_lockout(caller, now) {
+            return self.refuse(draft, e).await;
+        }
+        let outcome = self
+            .run(draft, move |tx, draft| {
+                let stored = find_active(tx, &patient, exchange_number)?;
+                draft.target = Some(stored.record.id.clone());
+                let transition = stored.lifecycle.accept(&pharmacy, today)?;
+                let (id, content, cms_signature) = (
+                    stored.record.id.clone(),
+                    stored.record.content.clone(),
+                    stored.record.cms_signature.clone(),
+                );
+                let state = match transition {
+                    Transition::Unchanged => stored.lifecycle.state_on(today),
+                    t => stored.apply(tx, t, today),
+                };
+                Ok(Received {
+                    id,
+                    state,
+                    content,
+                    cms_signature,
+                })
+            })
+            .await;
+        self.count_miss(caller, now, &outcome);
+        outcome
+    }
+
+    /// The accepting pharmacy hands a prescription back.
+    pub async fn give_back(&self, caller: &Caller, id: String) -> Result<State, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let pharmacy = caller.institution.code.clone();
+        let mut draft = self.draft(caller, "ReturnPrescription", now);
+        draft.target = Some(id.clone());
+        self.run(draft, move |tx, _| {
+            let stored = Stored::load(tx, &id)?.ok_or(Error::NotFound)?;
+            let transition = stored
+                .lifecycle
+                .give_back(&pharmacy, today)
+                .map_err(only_the_holder)?;
+            Ok(match transition {
+                Transition::Unchanged => stored.lifecycle.state_on(today),
+                t => stored.apply(tx, t, today),
+            })
+        })
+        .await
+    }
+
+    /// The accepting pharmacy registers a pharmacist-signed dispensing record.
+    pub async fn dispense(
+        &self,
+        caller: &Caller,
+        content: Vec<u8>,
+        cms: Vec<u8>,
+    ) -> Result<Dispensed, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let mut draft = self.draft(caller, "RecordDispensing", now);
+        let verified = match self.verify::<DispensingRecord>(content, cms, now).await {
+            Ok(v) => v,
+            Err(e) => return self.refuse(draft, e).await,
+        };
+        draft.signer = Some(verified.signer().clone());
+        let facts = match DispensingFacts::try_from(verified.document()) {
+            Ok(f) => f,
+            Err(violations) => return self.refuse(draft, Error::InvalidArgument(violations)).await,
+        };
+        if facts.pharmacy != caller.institution.code {
+            return self
+                .refuse(
+                    draft,
+                    Error::PermissionDenied("the record names another pharmacy"),
+                )
+                .await;
+        }
+        if !signer_matches(&facts.pharmacist, verified.signer()) {
+            return self
+                .refuse(
+                    draft,
+                    Error::PermissionDenied("the pharmacist is not the signer"),
+                )
+                .await;
+        }
+        if facts.record_number != 1 || !facts.is_final {
+            return self
+                .refuse(draft, Error::invalid("record_number", "one final record (1) per prescription: partial dispensing and refills are not supported yet"))
+                .await;
+        }
+        if facts.dispensing_date > today {
+            return self
+                .refuse(
+                    draft,
+                    Error::invalid("dispensing_date", "must not lie after the date of receipt"),
+                )
+                .await;
+        }
+        let content_sha256 = sha256(verified.content());
+        let signer = verified.signer().clone();
+        let document = verified.document().clone();
+        let record_content = verified.content().to_vec();
+        let record_signature = verified.cms_signature().to_vec();
+        self.run(draft, move |tx, draft| {
+            if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
+                let DocumentRecord::V1(DocumentV1::Dispensing {
+                    prescription_id,
+                    record_number,
+                }) = decode(&bytes)?
+                else {
+                    return Err(Error::AlreadyExists(
+                        "this content is registered as another kind of document",
+                    ));
+                };
+                let stored = Stored::load(tx, &prescription_id)?
+                    .ok_or_else(|| corrupt("document without prescription"))?;
+                draft.target = Some(prescription_id.clone());
+                return Ok(Dispensed {
+                    prescription_id,
+                    state: stored.lifecycle.state_on(today),
+                    record_number,
+                });
+            }
+            let number_key = key(&[
+                facts.institution.as_str().as_bytes(),
+                facts.number.as_str().as_bytes(),
+            ]);
+            let id = tx
+                .get(Table::ByNumber, &number_key)?
+                .ok_or(Error::NotFound)?;
+            let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
+            draft.target = Some(id.clone());
+            let stored =
+                Stored::load(tx, &id)?.ok_or_else(|| corrupt("index without prescription"))?;
+            let record_key = key(&[id.as_bytes(), &facts.record_number.to_be_bytes()]);
+            if tx.get(Table::Dispensings, &record_key)?.is_some() {
+                return Err(Error::AlreadyExists(
+                    "this record number is registered with other content",
+                ));
+            }
+            let transition = stored
+                .lifecycle
+                .dispense(&facts.pharmacy, today)
+                .map_err(only_the_holder)?;
+            if let Some(accepted_on) = &stored.record.accepted_on
+                && facts.dispensing_date < date(accepted_on)?
+            {
+                return Err(Error::invalid(
+                    "dispensing_date",
+                    "must not lie before the acceptance",
+                ));
+            }
+            let record = DispensingV1 {
+                prescription_id: id.clone(),
+                record_number: facts.record_number,
+                pharmacy: facts.pharmacy.to_string(),
+                dispensing_date: facts.dispensing_date.to_string(),
+                is_final: facts.is_final,
+                important_information: facts.important_information,
+                important_message: document.important_message.clone(),
+                content: record_content,
+                cms_signature: record_signature,
+                content_sha256,
+                signer_serial_number: signer.serial_number.clone(),
+                signer_certificate_sha256: signer.certificate_sha256,
+                received_at_ms: millis(now),
+            };
+            tx.put(
+                Table::Dispensings,
+                &record_key,
+                &encode(&DispensingRecordRecord::V1(record)),
+            );
+            tx.put(
+                Table::Documents,
+                &content_sha256,
+                &encode(&DocumentRecord::V1(DocumentV1::Dispensing {
+                    prescription_id: id.clone(),
+                    record_number: facts.record_number,
+                })),
+            );
+            let state = stored.apply(tx, transition, today);
+            Ok(Dispensed {
+                prescription_id: id,
+                state,
+                record_number: facts.record_number,
+            })
+        })
+        .await
+    }
+
+    /// Writes EXPIRED on every registered prescription past its last usable date as of now;
+    /// returns how many. Run periodically by the server.
+    pub async fn sweep_expired(&self) -> Result<usize, Error> {
+        let today = JapanDate::of(self.clock.now());
+        let outcome = self
+            .store
+            .transact(move |tx: &mut dyn Txn| -> Result<usize, store::Error> {
+                // Keys sort by date: everything before today's key is past its last usable day.
+                let end = key(&[b"expiry", today.to_string().as_bytes()]);
+                let mut expired = 0;
+                for (k, _) in tx.scan_range(Table::Meta, b"expiry\0", &end, 10_000)? {
+                    let id =
+                        String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
+                            .into_owned();
+                    tx.delete(Table::Meta, &k);
+                    let Some(stored) = Stored::load(tx, &id)? else {
+                        continue;
+                    };
+                    if let Some(t) = stored.lifecycle.expire(today) {
+                        stored.apply(tx, t, today);
+                        expired += 1;
+                    }
+                }
+                Ok(expired)
+            })
+            .await
+            .map_err(Error::from)?;
+        outcome.map_err(Error::from)
+    }
+
+    /// The audit records whose time lies in [from_ms, to_ms), in sequence order, a page at a
+    /// time: the records after `after_sequence`, at most `limit`. Returns the records and the
+    /// last sequence read (for the next page), or None when the log is exhausted.
+    pub async fn audit_page(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        after_sequence: u64,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<u64>), Error> {
+        let outcome = self
+            .store
+            .transact(move |tx: &mut dyn Txn| -> Result<_, store::Error> {
+                let start = (after_sequence + 1).to_be_bytes();
+                let rows = tx.scan_range(Table::Audit, &start, &u64::MAX.to_be_bytes(), limit)?;
+                let last = (rows.len() == limit)
+                    .then(|| {
+                        rows.last().map(|(k, _)| {
+                            u64::from_be_bytes(k.as_slice().try_into().unwrap_or_default())
+                        })
+                    })
+                    .flatten();
+                let mut entries = Vec::new();
+                for (k, v) in rows {
+                    let sequence = u64::from_be_bytes(
+                        k.as_slice().try_into().map_err(|_| corrupt("audit key"))?,
+                    );
+                    let AuditRecord::V1(record) = decode(&v)?;
+                    if record.time_ms >= from_ms && record.time_ms < to_ms {
+                        entries.push(AuditEntry { sequence, record });
+                    }
+                }
+                Ok((entries, last))
+            })
+            .await
+            .map_err(Error::from)?;
+        outcome.map_err(Error::from)
+    }
+
+    /// Audits a successful access that changes nothing (an audit export).
+    pub async fn audit_access(&self, caller: &Caller, action: &'static str) -> Result<(), Error> {
+        let draft = self.draft(caller, action, self.clock.now());
+        self.run(draft, |_, _| Ok(())).await
+    }
+
+    /// Audits a call refused by the protocol layer (for example a caller of the wrong kind).
+    pub async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        error: Error,
+    ) -> Error {
+        let draft = self.draft(caller, action, self.clock.now());
+        match self.refuse::<()>(draft, error).await {
+            Err(e) => e,
+            Ok(()) => Error::Internal("a refusal succeeded".into()),
+        }
+    }
+
+    /// How long until the next expiry sweep is worth running: at the next Japan midnight.
+    pub fn until_next_day(&self) -> Duration {
+        let now = self.clock.now();
+        let next = JapanDate::of(now).add_days(1).start();
+        next.duration_since(now).unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// Only the holder may return or dispense: say so without naming the holder.
+fn only_the_holder(e: LifecycleError) -> Error {
+    match e {
+        LifecycleError::NotAcceptedByCaller => {
+            Error::PermissionDenied("only the accepting pharmacy may do this")
+        }
+        other => other.into(),
+    }
+}
+
+fn own_prescription(tx: &dyn Txn, id: &str, caller_code: &str) -> Result<Stored, Error> {
+    let stored = Stored::load(tx, id)?.ok_or(Error::NotFound)?;
+    if stored.record.institution != caller_code {
+        return Err(Error::PermissionDenied(
+            "the prescription belongs to another institution",
+        ));
+    }
+    Ok(stored)
+}
+
+/// The active prescription with this patient key and exchange number. A wrong number and a
+/// wrong patient are the same NOT_FOUND.
+fn find_active(tx: &dyn Txn, patient: &PatientKey, exchange_number: u32) -> Result<Stored, Error> {
+    let id = tx
+        .get(
+            Table::ByExchange,
+            &exchange_key(patient.canonical(), exchange_number),
+        )?
+        .ok_or(Error::NotFound)?;
+    let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
+    Ok(Stored::load(tx, &id)?.ok_or_else(|| corrupt("index without prescription"))?)
+}
+
+/// A free exchange number for the patient: one not held by another of their active
+/// prescriptions (an expired holder, not yet swept, frees its number).
+fn allocate_exchange_number(
+    tx: &dyn Txn,
+    patient: &str,
+    candidates: &[u32],
+    today: JapanDate,
+) -> Result<u32, Error> {
+    for &candidate in candidates {
+        match tx.get(Table::ByExchange, &exchange_key(patient, candidate))? {
+            None => return Ok(candidate),
+            Some(id) => {
+                let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
+                let holder = Stored::load(tx, &id)?;
+                if holder.is_none_or(|h| !h.lifecycle.state_on(today).is_active()) {
+                    return Ok(candidate);
+                }
+            }
+        }
+    }
+    Err(Error::ResourceExhausted(
+        "no free exchange number for this patient",
+    ))
+}
+
+fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, Error> {
+    let r = &stored.record;
+    let mut dispensings = Vec::new();
+    for (_, v) in tx.scan_prefix(
+        Table::Dispensings,
+        &key(&[r.id.as_bytes(), b""]),
+        usize::MAX,
+    )? {
+        let DispensingRecordRecord::V1(d) = decode(&v)?;
+        dispensings.push(DispensingSummary {
+            record_number: d.record_number,
+            pharmacy: d.pharmacy,
+            dispensing_date: d.dispensing_date,
+            is_final: d.is_final,
+            important_information: d.important_information,
+            important_message: d.important_message,
+            content: d.content,
+            cms_signature: d.cms_signature,
+        });
+    }
+    Ok(Status {
+        id: r.id.clone(),
+        institution: r.institution.clone(),
+        number: r.number.clone(),
+        state: stored.lifecycle.state_on(today),
+        issue_date: r.issue_date.clone(),
+        usable_through: r.usable_through.clone(),
+        dispensings,
+    })
+}

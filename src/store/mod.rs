@@ -1,0 +1,246 @@
+//! The transactional key-value store API: tables, transactions and the `Store` trait through
+//! which the service layer keeps its records. It names no storage engine (sled lives only in
+//! `store::sled`) and must not depend on the domain, the protocol types or any async runtime.
+//!
+//! Guarantees every engine gives:
+//! - Transaction functions run one at a time, in submission order, each seeing the writes of
+//!   every transaction committed before it: "check, then write" inside one function is atomic.
+//! - A transaction's writes become visible and durable together, or not at all.
+//! - An answer is given only once every write it could have observed is durable, so no answer
+//!   (commit, rollback or read) ever reveals state that a crash could take back.
+
+pub mod sled;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The logical tables. Each engine decides how to keep them apart (a key prefix, a tree, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Prescription id → prescription record.
+    Prescriptions,
+    /// (patient key, exchange number) → prescription id.
+    ByExchange,
+    /// (patient key, prescription id) → ().
+    ByPatient,
+    /// (institution, issue date, prescription id) → ().
+    ByInstitution,
+    /// (institution, prescription number) → prescription id.
+    ByNumber,
+    /// SHA-256 of a signed document's content → prescription id.
+    Documents,
+    /// (prescription id, record number) → dispensing record.
+    Dispensings,
+    /// Audit sequence number → audit record.
+    Audit,
+    /// Counters and other store-wide values (see [`Txn::next_sequence`]).
+    Meta,
+}
+
+impl Table {
+    /// Every table, in declaration order.
+    pub const ALL: [Table; 9] = [
+        Table::Prescriptions,
+        Table::ByExchange,
+        Table::ByPatient,
+        Table::ByInstitution,
+        Table::ByNumber,
+        Table::Documents,
+        Table::Dispensings,
+        Table::Audit,
+        Table::Meta,
+    ];
+}
+
+/// A store failure. A failed transaction wrote nothing unless the variant says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the files failed (including the fsync that makes a commit durable).
+    /// Whether the transaction's writes survive is then unknown; the store refuses further work.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// The engine failed for another reason. As with `Io`, the store refuses further work.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// The store has been closed (or its writer has stopped); the transaction did not run.
+    #[error("the store is closed")]
+    Closed,
+    /// Stored bytes do not have the expected form.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The transaction function panicked; nothing was written and the store keeps working.
+    #[error("the transaction function panicked (nothing was written): {0}")]
+    Panicked(String),
+}
+
+/// One key and its value, as returned by the scans.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A transaction: reads see its own earlier writes; all its writes become visible and durable
+/// together, or not at all. Writes are buffered, so they cannot fail; reads can.
+pub trait Txn {
+    /// The value of `key`, if any.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Sets `key` to `value`.
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]);
+
+    /// Removes `key` (nothing happens if it is absent).
+    fn delete(&mut self, table: Table, key: &[u8]);
+
+    /// The entries whose keys start with `prefix`, in key order, at most `limit` of them, with
+    /// this transaction's own writes merged in.
+    fn scan_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, Error>;
+
+    /// The entries whose keys are in `[start, end)`, in key order, at most `limit` of them, with
+    /// this transaction's own writes merged in. Empty when `start >= end`.
+    fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error>;
+
+    /// The next value (1, 2, 3, ...) of the named monotonic counter. The counter is kept in
+    /// [`Table::Meta`] under `sequence/{name}` (8 bytes, big-endian) and is written with this
+    /// transaction: a rolled-back transaction does not consume its values.
+    fn next_sequence(&mut self, name: &str) -> Result<u64, Error> {
+        let key = [b"sequence/".as_slice(), name.as_bytes()].concat();
+        let current = match self.get(Table::Meta, &key)? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                Error::Corrupt(format!(
+                    "sequence {name:?} is {} bytes long, not 8",
+                    bytes.len()
+                ))
+            })?),
+        };
+        let next = current
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt(format!("sequence {name:?} is exhausted")))?;
+        self.put(Table::Meta, &key, &next.to_be_bytes());
+        Ok(next)
+    }
+}
+
+/// A transaction's result with its type erased, so that [`Store`] can stay dyn-compatible:
+/// `Ok` commits the writes, `Err` rolls them back.
+pub type Outcome = Result<Box<dyn Any + Send>, Box<dyn Any + Send>>;
+
+/// A type-erased transaction function, as the engine runs it.
+pub type TxnFn = Box<dyn FnOnce(&mut dyn Txn) -> Outcome + Send + 'static>;
+
+/// The answer to a submitted transaction: its outcome once durable, or why it has none.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'static>>;
+
+/// Counters describing the work a store has done since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Groups of transactions run together (each ending in at most one flush).
+    pub batches: u64,
+    /// Transactions answered, whatever their outcome.
+    pub transactions: u64,
+    /// Transactions that committed at least one write.
+    pub commits: u64,
+    /// Durability flushes (fsyncs); at most one per batch, none for batches that wrote nothing.
+    pub flushes: u64,
+    /// Time spent in those flushes.
+    pub flush_time: Duration,
+    /// The most transactions seen in one batch.
+    pub largest_batch: u64,
+}
+
+/// The store: runs transaction functions one at a time and answers only once their writes
+/// are durable.
+///
+/// Design: the one required method, [`Store::submit`], takes a boxed, type-erased function and
+/// returns a boxed future, so the trait is dyn-compatible (`Arc<dyn Store>` works) and engines
+/// implement one simple method. Callers use the generic [`Store::transact`], which erases and
+/// restores the types; it needs a sized receiver, so for dynamic dispatch hold an
+/// `Arc<dyn Store>`, itself a `Store`:
+///
+/// ```ignore
+/// let id = store
+///     .transact(move |tx| {
+///         let id = tx.next_sequence("prescription")?;
+///         tx.put(Table::Prescriptions, &id.to_be_bytes(), &record);
+///         Ok::<_, store::Error>(id)
+///     })
+///     .await??;
+/// ```
+pub trait Store: Send + Sync + 'static {
+    /// Queues `f` to run in a transaction, now (not when the answer is first polled).
+    ///
+    /// `f` runs on the engine's writer thread, never on the async runtime: it must be quick and
+    /// must not block on anything (no IO, no locks held elsewhere, no waiting on the runtime).
+    /// If it returns `Ok`, its writes are committed atomically; if it returns `Err` or panics,
+    /// nothing is written. The answer resolves only once the commit is durable and, for any
+    /// transaction, once every write it could have observed is durable. Dropping the answer
+    /// does not cancel the transaction: it may still commit.
+    fn submit(&self, f: TxnFn) -> Answer;
+
+    /// What the store has done so far.
+    fn stats(&self) -> Stats;
+
+    /// Runs `f` in a transaction; see [`Store::submit`] for when it runs and what it may do.
+    /// The outer `Result` is the store's (`Err` means the outcome is unknown or it never ran),
+    /// the inner one is `f`'s own (`Err` means rolled back).
+    fn transact<T, E, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<Result<T, E>, Error>> + Send + 'static + use<Self, T, E, F>
+    where
+        Self: Sized,
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
+    {
+        transact_on(self, f)
+    }
+}
+
+/// An `Arc<dyn Store>` (or any `Arc` of a store) is a store too, so `transact` can be called on
+/// it directly.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn submit(&self, f: TxnFn) -> Answer {
+        (**self).submit(f)
+    }
+
+    fn stats(&self) -> Stats {
+        (**self).stats()
+    }
+}
+
+/// Submits `f` with its result type erased, and restores the type in the answer.
+fn transact_on<S, T, E, F>(
+    store: &S,
+    f: F,
+) -> impl Future<Output = Result<Result<T, E>, Error>> + Send + 'static + use<S, T, E, F>
+where
+    S: Store + ?Sized,
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
+{
+    let answer = store.submit(Box::new(move |tx: &mut dyn Txn| match f(tx) {
+        Ok(value) => Ok(Box::new(value) as Box<dyn Any + Send>),
+        Err(error) => Err(Box::new(error) as Box<dyn Any + Send>),
+    }));
+    async move {
+        let mismatch = || Error::Engine("the engine answered with a value of another type".into());
+        match answer.await? {
+            Ok(value) => value
+                .downcast::<T>()
+                .map(|v| Ok(*v))
+                .map_err(|_| mismatch()),
+            Err(error) => error
+                .downcast::<E>()
+                .map(|e| Err(*e))
+                .map_err(|_| mismatch()),
+        }
+    }
+}

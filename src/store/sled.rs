@@ -1,0 +1,457 @@
+//! The sled engine behind [`Store`](super::Store): one writer thread, group commit, an answer
+//! only after fsync. The only file of the project that names sled; it must not depend on the
+//! domain, the protocol types or the async runtime (tokio's channel is used only to answer).
+//!
+//! # Design
+//!
+//! - **One tree, one prefix byte per table.** Every [`Table`] is a one-byte key prefix in a single
+//!   sled tree, so a transaction's write set, whatever tables it spans, is one
+//!   [`sled::Batch`] applied with `apply_batch`, which sled recovers all-or-nothing after a
+//!   crash. The prefix bytes are part of the on-disk format: never renumber them.
+//! - **One writer thread runs everything.** [`SledStore::submit`] sends the boxed transaction
+//!   function over a std channel to a dedicated thread that owns the tree. Transactions therefore
+//!   run strictly one after another, in submission order, so a "check, then write" inside one
+//!   function needs no compare-and-set. A function's writes go to an in-memory overlay (reads
+//!   and scans merge it over the tree); on `Ok` the overlay becomes one batch, on `Err` or panic
+//!   (caught with `catch_unwind`) it is dropped, so nothing is written.
+//! - **Group commit.** When the thread wakes it takes every queued transaction, up to
+//!   [`MAX_BATCH`], runs them one after another (each sees the previous ones' writes, which are
+//!   already applied to the tree), then calls `flush()` (write + fsync) once for the whole
+//!   batch, and only then answers. Under load one fsync covers many transactions.
+//! - **Nothing non-durable is revealed.** Only the writer thread reads, so the only non-durable
+//!   state anyone can observe is that of the current batch, and every transaction that ran after
+//!   a write of the batch (including read-only and rolled-back ones, whose results may carry
+//!   what they read) is answered only after the batch's flush. A transaction that ran before
+//!   any write of its batch saw only state flushed by earlier batches (each batch flushes before
+//!   the next starts; `open` flushes what it recovered), so it is answered at once, and a batch
+//!   without writes needs no flush at all.
+//! - **Failures.** If applying a batch or the flush fails, every transaction of the batch still
+//!   waiting gets the error (never an `Ok` for data that may not be durable), and the store
+//!   then refuses all further transactions with that error: after a failed fsync the state on
+//!   disk is unknown, and writes applied in memory but not durable must not be built upon.
+//!   Reopening recovers the last durable state.
+//! - **Why not `flush_async`.** sled 0.34.7's `flush_async` can deadlock when several tasks
+//!   call it at once (spacejam/sled#1308). A single thread calling the synchronous `flush` has
+//!   no such problem and gives group commit for free.
+//! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the thread
+//!   finishes every transaction already queued, flushes, and is joined. Later submissions are
+//!   answered [`Error::Closed`].
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{Answer, Entry, Error, Outcome, Stats, Store, Table, Txn, TxnFn};
+
+/// The most transactions run between two flushes.
+pub const MAX_BATCH: usize = 1024;
+
+/// The name of the sled tree holding every table.
+const TREE: &str = "rxgate";
+
+/// The key prefix of each table. Part of the on-disk format: never renumber.
+fn tag(table: Table) -> u8 {
+    match table {
+        Table::Prescriptions => 1,
+        Table::ByExchange => 2,
+        Table::ByPatient => 3,
+        Table::ByInstitution => 4,
+        Table::ByNumber => 5,
+        Table::Documents => 6,
+        Table::Dispensings => 7,
+        Table::Audit => 8,
+        Table::Meta => 9,
+    }
+}
+
+fn engine_error(error: ::sled::Error) -> Error {
+    match error {
+        ::sled::Error::Io(e) => Error::Io(e.to_string()),
+        ::sled::Error::Corruption { at, .. } => {
+            Error::Corrupt(format!("sled corruption at {at:?}"))
+        }
+        other => Error::Engine(other.to_string()),
+    }
+}
+
+/// A queued transaction and where to send its answer.
+struct Job {
+    f: TxnFn,
+    answer: oneshot::Sender<Result<Outcome, Error>>,
+}
+
+/// The counters behind [`Stats`], updated by the writer thread.
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    transactions: AtomicU64,
+    commits: AtomicU64,
+    flushes: AtomicU64,
+    flush_nanos: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// The sled-backed [`Store`]. Cheap to share behind an `Arc`; closing it (or dropping it)
+/// finishes queued work, flushes and joins the writer thread.
+pub struct SledStore {
+    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+    writer_id: ThreadId,
+    counters: Arc<Counters>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in the directory `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<SledStore, Error> {
+        let db = ::sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(engine_error)?;
+        let tree = db.open_tree(TREE).map_err(engine_error)?;
+        // What was recovered may sit only in the OS page cache (a killed process writes but does
+        // not fsync): make it durable before any transaction can read it.
+        db.flush().map_err(engine_error)?;
+        let (sender, receiver) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            db,
+            tree,
+            counters: Arc::clone(&counters),
+            failed: None,
+        };
+        let handle = thread::Builder::new()
+            .name("rxgate-store-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| Error::Io(format!("cannot start the store's writer thread: {e}")))?;
+        Ok(SledStore {
+            sender: RwLock::new(Some(sender)),
+            writer_id: handle.thread().id(),
+            writer: Mutex::new(Some(handle)),
+            counters,
+        })
+    }
+
+    /// Stops accepting transactions, finishes those already queued, flushes and joins the
+    /// writer thread. Blocks for that long (call it from a blocking context). Idempotent: later
+    /// calls, and the drop, do nothing. Returns the final flush's error, if any.
+    pub fn close(&self) -> Result<(), Error> {
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match handle {
+            // Dropped by a transaction function on the writer thread itself: it cannot join
+            // itself, and it exits on its own once the queue is drained.
+            _ if thread::current().id() == self.writer_id => Ok(()),
+            None => Ok(()),
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::Engine("the store's writer thread panicked".into()))
+            }),
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "closing the store failed");
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn submit(&self, f: TxnFn) -> Answer {
+        let (answer, receiver) = oneshot::channel();
+        let sent = match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(sender) => sender.send(Job { f, answer }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Box::pin(std::future::ready(Err(Error::Closed)));
+        }
+        // A dropped answer sender means the writer stopped without answering.
+        Box::pin(async move { receiver.await.unwrap_or(Err(Error::Closed)) })
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            batches: c.batches.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flush_time: Duration::from_nanos(c.flush_nanos.load(Ordering::Relaxed)),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread's state: the only owner of the database.
+struct Writer {
+    db: ::sled::Db,
+    tree: ::sled::Tree,
+    counters: Arc<Counters>,
+    /// Set when an apply or a flush failed: every later transaction gets this error.
+    failed: Option<Error>,
+}
+
+impl Writer {
+    fn run(mut self, receiver: mpsc::Receiver<Job>) -> Result<(), Error> {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // `recv` keeps returning queued jobs after the store has closed the channel, so
+        // everything submitted before `close` is run and answered.
+        while let Ok(job) = receiver.recv() {
+            batch.push(job);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+        match self.failed {
+            Some(error) => Err(error),
+            None => self.db.flush().map(drop).map_err(engine_error),
+        }
+    }
+
+    /// Runs the batch's transactions in order, flushes once if any wrote, then answers.
+    fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let c = Arc::clone(&self.counters);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.transactions
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.largest_batch
+            .fetch_max(batch.len() as u64, Ordering::Relaxed);
+
+        // Answers held back until the batch's writes are durable.
+        let mut waiting = Vec::new();
+        let mut wrote = false;
+        for job in batch.drain(..) {
+            let result = match &self.failed {
+                Some(error) => Err(error.clone()),
+                None => self.run_one(job.f, &mut wrote),
+            };
+            if wrote {
+                waiting.push((job.answer, result));
+            } else {
+                // Saw only state flushed by earlier batches. The caller may be gone: fine.
+                let _ = job.answer.send(result);
+            }
+        }
+        if !wrote {
+            return;
+        }
+
+        let started = Instant::now();
+        let flushed = self.db.flush();
+        c.flushes.fetch_add(1, Ordering::Relaxed);
+        c.flush_nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let flush_error = flushed.err().map(engine_error);
+        if let Some(error) = &flush_error {
+            tracing::error!(%error, "store flush failed: refusing further transactions");
+            self.failed = Some(error.clone());
+        }
+        for (answer, result) in waiting {
+            let result = match &flush_error {
+                Some(error) => Err(error.clone()),
+                None => result,
+            };
+            let _ = answer.send(result);
+        }
+    }
+
+    /// Runs one transaction function and applies its writes if it returned `Ok`. Sets `wrote`
+    /// as soon as anything reached the tree (even if applying then failed).
+    fn run_one(&mut self, f: TxnFn, wrote: &mut bool) -> Result<Outcome, Error> {
+        let mut txn = SledTxn {
+            tree: &self.tree,
+            writes: BTreeMap::new(),
+        };
+        // The overlay is discarded after a panic, so no broken state can be observed.
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
+            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())))?;
+        if outcome.is_err() || txn.writes.is_empty() {
+            return Ok(outcome);
+        }
+        let mut writes = ::sled::Batch::default();
+        for (key, value) in txn.writes {
+            match value {
+                Some(value) => writes.insert(key, value),
+                None => writes.remove(key),
+            }
+        }
+        *wrote = true;
+        if let Err(error) = self.tree.apply_batch(writes) {
+            let error = engine_error(error);
+            tracing::error!(%error, "store write failed: refusing further transactions");
+            self.failed = Some(error.clone());
+            return Err(error);
+        }
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// A transaction on the writer thread: the tree as left by earlier transactions, plus this
+/// transaction's own writes (`None` = deleted), keyed like the tree (table tag + key).
+struct SledTxn<'a> {
+    tree: &'a ::sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+fn tree_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(key.len() + 1);
+    full.push(tag(table));
+    full.extend_from_slice(key);
+    full
+}
+
+/// The smallest key greater than every key starting with `prefix`, which starts with a table
+/// tag (never 0xFF), so one always exists.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            break;
+        }
+    }
+    end
+}
+
+impl SledTxn<'_> {
+    /// The entries in `[lo, hi)` of the tree with the overlay merged in, at most `limit`, with
+    /// the table tag removed from the keys.
+    fn scan(&self, lo: Vec<u8>, hi: Vec<u8>, limit: usize) -> Result<Vec<Entry>, Error> {
+        let mut out = Vec::new();
+        if limit == 0 || lo >= hi {
+            return Ok(out);
+        }
+        let mut base = self.tree.range(lo.as_slice()..hi.as_slice());
+        let mut own = self
+            .writes
+            .range::<[u8], _>((
+                Bound::Included(lo.as_slice()),
+                Bound::Excluded(hi.as_slice()),
+            ))
+            .peekable();
+        let mut next_base = base.next().transpose().map_err(engine_error)?;
+        while out.len() < limit {
+            let from_base = match (&next_base, own.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((base_key, _)), Some((own_key, _))) => {
+                    if base_key.as_ref() == own_key.as_slice() {
+                        // Our own write shadows the stored entry.
+                        next_base = base.next().transpose().map_err(engine_error)?;
+                        false
+                    } else {
+                        base_key.as_ref() < own_key.as_slice()
+                    }
+                }
+            };
+            if from_base {
+                if let Some((key, value)) = next_base.take() {
+                    out.push((key[1..].to_vec(), value.to_vec()));
+                }
+                next_base = base.next().transpose().map_err(engine_error)?;
+            } else if let Some((key, value)) = own.next()
+                && let Some(value) = value
+            {
+                out.push((key[1..].to_vec(), value.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Txn for SledTxn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let key = tree_key(table, key);
+        match self.writes.get(&key) {
+            Some(own) => Ok(own.clone()),
+            None => Ok(self
+                .tree
+                .get(&key)
+                .map_err(engine_error)?
+                .map(|v| v.to_vec())),
+        }
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.writes
+            .insert(tree_key(table, key), Some(value.to_vec()));
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.writes.insert(tree_key(table, key), None);
+    }
+
+    fn scan_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, Error> {
+        let lo = tree_key(table, prefix);
+        let hi = prefix_end(&lo);
+        self.scan(lo, hi, limit)
+    }
+
+    fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, Error> {
+        self.scan(tree_key(table, start), tree_key(table, end), limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_distinct_and_never_ff() {
+        let mut tags: Vec<u8> = Table::ALL.iter().map(|t| tag(*t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), Table::ALL.len());
+        assert!(tags.iter().all(|t| *t != u8::MAX));
+    }
+
+    #[test]
+    fn prefix_end_skips_trailing_ff() {
+        assert_eq!(prefix_end(&[3, 1, 0xFF, 0xFF]), vec![3, 2]);
+        assert_eq!(prefix_end(&[3]), vec![4]);
+        assert_eq!(prefix_end(&[3, 0xFF]), vec![4]);
+    }
+}

@@ -1,0 +1,838 @@
+//! Mutual TLS for rxgate: institutions authenticate with client certificates; the server config
+//! (client CAs + CRLs) is reloaded when its files change, and every accepted connection carries
+//! the authenticated [`PeerIdentity`] to the gRPC handlers. Must not depend on the document
+//! signature code (`domain::signature`, `trust`): only on `domain::ids`, and `ring` is the one
+//! crypto provider (no aws-lc-rs).
+//!
+//! Server side:
+//! - [`TlsFiles::load`] gives a [`ServerTls`] (the current `rustls::ServerConfig`, shared) and a
+//!   [`TlsReloader`] whose [`TlsReloader::refresh`] puts changed files in force for new
+//!   connections.
+//! - [`incoming`] turns a `TcpListener` into the stream that
+//!   `tonic::transport::Server::serve_with_incoming_shutdown` wants. Handshakes run concurrently
+//!   (one spawned task each, with a timeout); only completed, authenticated connections come out.
+//! - A handler reads the identity with [`peer_identity`] (it is the connection's tonic
+//!   `ConnectInfo`, so it sits in the request extensions as a [`PeerIdentity`]).
+//!
+//! Policy, enforced in the handshake itself (a refused client gets a TLS alert):
+//! - a client certificate is required, chained to one of the client CAs, with EKU clientAuth;
+//! - when CRLs are configured, every certificate of the chain must be covered by a CRL of its
+//!   issuer (unknown revocation status is refused) and a CRL past its nextUpdate is refused too
+//!   (fail closed, like a stale CRL in document verification);
+//! - the certificate must name exactly one institution with a URI SAN
+//!   `urn:rxgate:institution:<kind>:<code>` ([`institution_of`]); otherwise the handshake fails
+//!   with `access_denied`, since such a connection could never be authorized.
+//!
+//! Client side (tests, demos, load tests): [`connect`] and [`ClientFiles`].
+
+use std::{
+    fmt, fs, io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use der::{Decode, Encode, asn1::ObjectIdentifier};
+use ring::{digest, signature};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    pki_types::{
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime, pem::PemObject,
+    },
+    server::{
+        NoServerSessionStorage, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+    time::Sleep,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::Stream;
+use x509_cert::{
+    Certificate,
+    crl::CertificateList,
+    ext::pkix::{SubjectAltName, name::GeneralName},
+    spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned},
+};
+
+use crate::domain::ids::{INSTITUTION_URI_PREFIX, IdError, Institution};
+
+/// The name the server certificate is checked against by [`connect`].
+pub const SERVER_NAME: &str = "localhost";
+
+/// How long a client has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many handshakes may be in progress at once; further connections wait in the backlog.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// Why TLS material could not be loaded, or a client could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("connecting: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn file_error(path: &Path, detail: impl fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Why a (chain-valid) client certificate names no institution. Never carries certificate
+/// contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("client certificate does not parse")]
+    Malformed,
+    #[error("client certificate has no institution URI SAN")]
+    NoInstitutionUri,
+    #[error("client certificate has several institution URI SANs")]
+    SeveralInstitutionUris,
+    #[error("client certificate institution URI: {0}")]
+    InvalidInstitutionUri(IdError),
+}
+
+/// The institution a client certificate (DER) names: its one URI SAN starting
+/// `urn:rxgate:institution:`. Other SANs are ignored; two institution URIs are refused.
+pub fn institution_of(cert_der: &[u8]) -> Result<Institution, IdentityError> {
+    let cert = Certificate::from_der(cert_der).map_err(|_| IdentityError::Malformed)?;
+    let san = match cert.tbs_certificate().get_extension::<SubjectAltName>() {
+        Ok(Some((_critical, san))) => san,
+        Ok(None) => return Err(IdentityError::NoInstitutionUri),
+        Err(_) => return Err(IdentityError::Malformed),
+    };
+    let mut found = None;
+    for name in &san.0 {
+        let GeneralName::UniformResourceIdentifier(uri) = name else {
+            continue;
+        };
+        let uri = uri.as_str();
+        if !uri.starts_with(INSTITUTION_URI_PREFIX) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(IdentityError::SeveralInstitutionUris);
+        }
+        found = Some(Institution::from_uri(uri).map_err(IdentityError::InvalidInstitutionUri)?);
+    }
+    found.ok_or(IdentityError::NoInstitutionUri)
+}
+
+/// The authenticated peer of a connection: the tonic `ConnectInfo` of a [`TlsConnection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub institution: Institution,
+    /// SHA-256 of the client (end-entity) certificate's DER.
+    pub certificate_sha256: [u8; 32],
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl PeerIdentity {
+    fn of(cert_der: &[u8], remote_addr: Option<SocketAddr>) -> Result<Self, IdentityError> {
+        let institution = institution_of(cert_der)?;
+        let mut certificate_sha256 = [0u8; 32];
+        certificate_sha256.copy_from_slice(digest::digest(&digest::SHA256, cert_der).as_ref());
+        Ok(PeerIdentity {
+            institution,
+            certificate_sha256,
+            remote_addr,
+        })
+    }
+}
+
+/// The authenticated peer of the connection a request came on. `None` only for a request that
+/// did not come through [`incoming`] (e.g. a unit test calling a handler directly).
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<&PeerIdentity> {
+    request.extensions().get::<PeerIdentity>()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and server configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Where the server's TLS material lives. PEM (several certificates per CA file allowed) or DER.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct TlsFiles {
+    /// The server certificate, followed by its chain if any.
+    pub server_cert: PathBuf,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub server_key: PathBuf,
+    /// CAs that issue institution client certificates (trust anchors). They issue the client
+    /// certificates directly: a CRL is accepted only from one of these CAs.
+    pub client_ca: Vec<PathBuf>,
+    /// CRLs of the client CAs; re-read by [`TlsReloader::refresh`]. Empty: no revocation
+    /// checking. Otherwise every client CA needs its CRL here (unknown status is refused).
+    #[serde(default)]
+    pub client_crls: Vec<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The committed development PKI (certs/tls). Development only: never in production.
+    pub fn dev() -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls");
+        TlsFiles {
+            server_cert: dir.join("server.cert.pem"),
+            server_key: dir.join("server.key.pem"),
+            client_ca: vec![dir.join("ca.cert.pem")],
+            client_crls: vec![dir.join("ca.crl.pem")],
+        }
+    }
+
+    /// Reads every file and builds the server configuration, with a reloader for later changes.
+    pub fn load(&self) -> Result<(ServerTls, TlsReloader), TlsError> {
+        let material = Material::read(self)?;
+        let seen = material.fingerprint;
+        let config = material.server_config()?;
+        let tls = ServerTls {
+            current: Arc::new(RwLock::new(config)),
+        };
+        let reloader = TlsReloader {
+            files: self.clone(),
+            seen,
+            target: tls.clone(),
+        };
+        Ok((tls, reloader))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A DER file holds one object and starts with a SEQUENCE tag; anything else is read as PEM.
+fn is_der(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0x30)
+}
+
+fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = if is_der(bytes) {
+        vec![CertificateDer::from(bytes.to_vec())]
+    } else {
+        CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_error(path, e))?
+    };
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+/// Everything a server configuration is built from, read at one moment.
+struct Material {
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: PrivateKeyDer<'static>,
+    roots: RootCertStore,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    /// SHA-256 over every file's bytes, in configuration order.
+    fingerprint: [u8; 32],
+}
+
+impl Material {
+    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        let mut all = digest::Context::new(&digest::SHA256);
+        let mut read_hashed = |path: &Path| -> Result<Vec<u8>, TlsError> {
+            let bytes = read(path)?;
+            all.update(digest::digest(&digest::SHA256, &bytes).as_ref());
+            Ok(bytes)
+        };
+
+        let cert_bytes = read_hashed(&files.server_cert)?;
+        let server_chain = certificates(&files.server_cert, &cert_bytes)?;
+        let key_bytes = read_hashed(&files.server_key)?;
+        let server_key = if is_der(&key_bytes) {
+            PrivateKeyDer::try_from(key_bytes).map_err(|e| file_error(&files.server_key, e))?
+        } else {
+            PrivateKeyDer::from_pem_slice(&key_bytes)
+                .map_err(|e| file_error(&files.server_key, e))?
+        };
+
+        if files.client_ca.is_empty() {
+            return Err(TlsError::File {
+                path: PathBuf::new(),
+                detail: "no client CA configured".into(),
+            });
+        }
+        let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
+        for path in &files.client_ca {
+            for der in certificates(path, &read_hashed(path)?)? {
+                cas.push(Certificate::from_der(&der).map_err(|e| file_error(path, e))?);
+                roots.add(der).map_err(|e| file_error(path, e))?;
+            }
+        }
+
+        let mut crls = Vec::with_capacity(files.client_crls.len());
+        let mut issuers = Vec::with_capacity(files.client_crls.len());
+        for path in &files.client_crls {
+            let bytes = read_hashed(path)?;
+            let der = if is_der(&bytes) {
+                CertificateRevocationListDer::from(bytes)
+            } else {
+                CertificateRevocationListDer::from_pem_slice(&bytes)
+                    .map_err(|e| file_error(path, e))?
+            };
+            let issuer = check_crl(path, &der, &cas)?;
+            if issuers.contains(&issuer) {
+                // rustls would use the first CRL of an issuer only.
+                return Err(file_error(path, "a second CRL of the same CA"));
+            }
+            issuers.push(issuer);
+            crls.push(der);
+        }
+
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(all.finish().as_ref());
+        Ok(Material {
+            server_chain,
+            server_key,
+            roots,
+            crls,
+            fingerprint,
+        })
+    }
+
+    fn server_config(self) -> Result<Arc<ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots), provider.clone());
+        if !self.crls.is_empty() {
+            builder = builder.with_crls(self.crls).enforce_revocation_expiration();
+        }
+        let verifier = Arc::new(InstitutionVerifier {
+            inner: builder.build()?,
+        });
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain, self.server_key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        // No resumption: every connection is verified in full against the CRLs in force.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Checks that a CRL parses, is issued by one of the client CAs and is signed by it (so that a
+/// wrong or corrupted CRL is refused when loaded rather than failing every handshake). Returns
+/// the index of its CA. Warns about a CRL past its nextUpdate (which refuses every client).
+fn check_crl(path: &Path, der: &[u8], cas: &[Certificate]) -> Result<usize, TlsError> {
+    let crl = <CertificateList>::from_der(der).map_err(|e| file_error(path, e))?;
+    let tbs = &crl.tbs_cert_list;
+    let issuer = cas
+        .iter()
+        .position(|ca| ca.tbs_certificate().subject() == &tbs.issuer)
+        .ok_or_else(|| file_error(path, "CRL issued by none of the client CAs"))?;
+    let tbs_der = tbs.to_der().map_err(|e| file_error(path, e))?;
+    let sig = crl
+        .signature
+        .as_bytes()
+        .ok_or_else(|| file_error(path, "CRL signature is not whole bytes"))?;
+    let spki = cas[issuer].tbs_certificate().subject_public_key_info();
+    verify_signature(spki, &crl.signature_algorithm, &tbs_der, sig)
+        .map_err(|e| file_error(path, format!("CRL signature: {e}")))?;
+    if let Some(next) = tbs.next_update
+        && next.to_system_time() <= SystemTime::now()
+    {
+        tracing::warn!(path = %path.display(), "CRL is past its nextUpdate: every client of its CA is refused");
+    }
+    Ok(issuer)
+}
+
+fn verify_signature(
+    spki: &SubjectPublicKeyInfoOwned,
+    algorithm: &AlgorithmIdentifierOwned,
+    message: &[u8],
+    sig: &[u8],
+) -> Result<(), &'static str> {
+    use const_oid::db::{rfc5912, rfc8410};
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("public key is not whole bytes")?;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    let (p256, p384) = (Some(rfc5912::SECP_256_R_1), Some(rfc5912::SECP_384_R_1));
+    let oid = algorithm.oid;
+    let verifier: &'static dyn signature::VerificationAlgorithm =
+        if oid == rfc5912::ECDSA_WITH_SHA_256 && curve == p256 {
+            &signature::ECDSA_P256_SHA256_ASN1
+        } else if oid == rfc5912::ECDSA_WITH_SHA_256 && curve == p384 {
+            &signature::ECDSA_P384_SHA256_ASN1
+        } else if oid == rfc5912::ECDSA_WITH_SHA_384 && curve == p256 {
+            &signature::ECDSA_P256_SHA384_ASN1
+        } else if oid == rfc5912::ECDSA_WITH_SHA_384 && curve == p384 {
+            &signature::ECDSA_P384_SHA384_ASN1
+        } else if oid == rfc5912::SHA_256_WITH_RSA_ENCRYPTION {
+            &signature::RSA_PKCS1_2048_8192_SHA256
+        } else if oid == rfc5912::SHA_384_WITH_RSA_ENCRYPTION {
+            &signature::RSA_PKCS1_2048_8192_SHA384
+        } else if oid == rfc5912::SHA_512_WITH_RSA_ENCRYPTION {
+            &signature::RSA_PKCS1_2048_8192_SHA512
+        } else if oid == rfc8410::ID_ED_25519 {
+            &signature::ED25519
+        } else {
+            return Err("unsupported signature algorithm");
+        };
+    signature::UnparsedPublicKey::new(verifier, key)
+        .verify(message, sig)
+        .map_err(|_| "does not verify with the CA's key")
+}
+
+/// The WebPKI client verifier (chain, EKU clientAuth, CRLs), then the institution URI check.
+#[derive(Debug)]
+struct InstitutionVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for InstitutionVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match institution_of(end_entity) {
+            Ok(_) => Ok(verified),
+            Err(e) => {
+                tracing::debug!(error = %e, "client certificate refused");
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The server TLS configuration in force, shared with the [`TlsReloader`] that replaces it.
+/// Cheap to clone; every new connection uses the configuration current at its accept.
+#[derive(Clone)]
+pub struct ServerTls {
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// An acceptor with the configuration in force now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config())
+    }
+
+    fn replace(&self, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
+/// Re-reads the [`TlsFiles`] and puts a changed, valid set in force.
+pub struct TlsReloader {
+    files: TlsFiles,
+    seen: [u8; 32],
+    target: ServerTls,
+}
+
+impl TlsReloader {
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Re-reads every file (CRLs, client CAs, server certificate and key). If any byte changed
+    /// and everything loads, the new configuration serves new connections and this returns
+    /// `Ok(true)`; `Ok(false)` when nothing changed. On an error the configuration in force
+    /// stays, and the same files are tried again at the next call.
+    pub fn refresh(&mut self) -> Result<bool, TlsError> {
+        let material = Material::read(&self.files)?;
+        if material.fingerprint == self.seen {
+            return Ok(false);
+        }
+        let fingerprint = material.fingerprint;
+        let config = material.server_config()?;
+        self.target.replace(config);
+        self.seen = fingerprint;
+        tracing::info!("TLS configuration reloaded");
+        Ok(true)
+    }
+
+    /// Refreshes every `period`, forever (spawn it). Errors are logged; the old config stays.
+    pub async fn run(mut self, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.refresh() {
+                tracing::warn!(error = %e, "TLS configuration not reloaded; the old one stays");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepting connections
+// ---------------------------------------------------------------------------------------------
+
+/// An authenticated server-side connection: what [`incoming`] yields. Its tonic `ConnectInfo`
+/// is the [`PeerIdentity`], which tonic puts in every request's extensions.
+pub struct TlsConnection {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerIdentity,
+}
+
+impl TlsConnection {
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+}
+
+impl fmt::Debug for TlsConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = PeerIdentity;
+
+    fn connect_info(&self) -> PeerIdentity {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Limits of the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingConfig {
+    pub handshake_timeout: Duration,
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for IncomingConfig {
+    fn default() -> Self {
+        IncomingConfig {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_pending_handshakes: MAX_PENDING_HANDSHAKES,
+        }
+    }
+}
+
+/// The accept loop, with the default limits. See [`Incoming`].
+pub fn incoming(listener: TcpListener, tls: ServerTls) -> Incoming {
+    incoming_with(listener, tls, IncomingConfig::default())
+}
+
+/// The accept loop. See [`Incoming`].
+pub fn incoming_with(listener: TcpListener, tls: ServerTls, config: IncomingConfig) -> Incoming {
+    Incoming {
+        listener,
+        tls,
+        config,
+        handshakes: JoinSet::new(),
+        backoff: None,
+    }
+}
+
+/// A stream of authenticated connections for
+/// `tonic::transport::Server::serve_with_incoming_shutdown`. Each accepted TCP connection gets
+/// its own task for the handshake (with the configuration in force at accept, and a timeout);
+/// connections come out in the order their handshakes complete. A failed handshake is logged
+/// at debug level and dropped; the stream never yields an error and never ends. Dropping it
+/// closes the listener and aborts the handshakes in progress. Must be polled inside a Tokio
+/// runtime.
+pub struct Incoming {
+    listener: TcpListener,
+    tls: ServerTls,
+    config: IncomingConfig,
+    handshakes: JoinSet<Option<TlsConnection>>,
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .field("pending_handshakes", &self.handshakes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// Accepts what the listener has ready (up to the handshake limit) and spawns handshakes.
+    /// Leaves a waker on the listener (or on the backoff timer) unless the limit is reached.
+    fn accept_ready(&mut self, cx: &mut Context<'_>) {
+        while self.handshakes.len() < self.config.max_pending_handshakes {
+            if let Some(backoff) = &mut self.backoff {
+                if backoff.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                self.backoff = None;
+            }
+            match self.listener.poll_accept(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok((tcp, remote))) => {
+                    let acceptor = self.tls.acceptor();
+                    let timeout = self.config.handshake_timeout;
+                    self.handshakes
+                        .spawn(handshake(acceptor, tcp, remote, timeout));
+                }
+                Poll::Ready(Err(e)) if is_connection_error(&e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                Poll::Ready(Err(e)) => {
+                    // E.g. out of file descriptors: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed; pausing for 1 s");
+                    self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                }
+            }
+        }
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+impl Stream for Incoming {
+    type Item = Result<TlsConnection, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            this.accept_ready(cx);
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(connection)))) => {
+                    return Poll::Ready(Some(Ok(connection)));
+                }
+                Poll::Ready(Some(Ok(None))) => {}
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "TLS handshake task failed");
+                }
+                // Nothing in progress, or nothing finished: the wakers are set.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsConnection> {
+    // gRPC is request/response over small frames: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Err(_elapsed) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    // The verifier already refused a certificate without an institution: this cannot fail for
+    // a completed handshake, but is checked again rather than assumed.
+    let identity = match stream.get_ref().1.peer_certificates() {
+        Some([end_entity, ..]) => PeerIdentity::of(end_entity, Some(remote)),
+        _ => Err(IdentityError::NoCertificate),
+    };
+    match identity {
+        Ok(peer) => {
+            tracing::debug!(%remote, institution = %peer.institution.to_uri(), "mutual TLS established");
+            Some(TlsConnection {
+                inner: stream,
+                peer,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "TLS connection refused");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------------------------
+
+/// A client's TLS files: the CA that issued the server certificate, and the client's own
+/// certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientFiles {
+    /// A client of the committed development PKI: `dev("clinic")` is certs/tls/clinic.cert.pem
+    /// and clinic.key.pem, with ca.cert.pem. Development only.
+    pub fn dev(name: &str) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls");
+        ClientFiles {
+            ca: dir.join("ca.cert.pem"),
+            cert: dir.join(format!("{name}.cert.pem")),
+            key: dir.join(format!("{name}.key.pem")),
+        }
+    }
+
+    /// The tonic client TLS configuration: trust `ca`, present `cert`/`key`, expect the server
+    /// certificate to name [`SERVER_NAME`].
+    pub fn client_tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+        use tonic::transport::{Certificate as CaCertificate, ClientTlsConfig, Identity};
+        Ok(ClientTlsConfig::new()
+            .domain_name(SERVER_NAME)
+            .ca_certificate(CaCertificate::from_pem(read(&self.ca)?))
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?)))
+    }
+
+    /// Connects to `addr` (e.g. `https://127.0.0.1:50051`).
+    pub async fn connect(&self, addr: &str) -> Result<tonic::transport::Channel, TlsError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())?
+            .connect_timeout(HANDSHAKE_TIMEOUT)
+            .tls_config(self.client_tls_config()?)?;
+        Ok(endpoint.connect().await?)
+    }
+}
+
+/// Connects to `addr` (e.g. `https://127.0.0.1:50051`) with mutual TLS. With TLS 1.3 a client
+/// learns that the server refused its certificate only when it reads, so a refusal may surface
+/// at the first call rather than here.
+pub async fn connect(
+    addr: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<tonic::transport::Channel, TlsError> {
+    ClientFiles {
+        ca: ca.to_owned(),
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+    }
+    .connect(addr)
+    .await
+}

@@ -1,0 +1,461 @@
+//! Integration tests of the transactional store on real sled files in a temporary directory:
+//! visibility, rollback, panics, scans, durability across reopen, serial atomicity under
+//! concurrency, group commit and sequences. Depends only on `rxgate::store`, tokio and tempfile.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rxgate::store::sled::SledStore;
+use rxgate::store::{Error, Store, Table, Txn};
+
+fn open(dir: &Path) -> Arc<SledStore> {
+    Arc::new(SledStore::open(dir).expect("open store"))
+}
+
+/// Commits one put.
+async fn put(store: &SledStore, table: Table, key: &[u8], value: &[u8]) {
+    let (key, value) = (key.to_vec(), value.to_vec());
+    store
+        .transact(move |tx| {
+            tx.put(table, &key, &value);
+            Ok::<_, Error>(())
+        })
+        .await
+        .expect("store")
+        .expect("transaction");
+}
+
+/// Reads one key in its own transaction.
+async fn get(store: &SledStore, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+    let key = key.to_vec();
+    store
+        .transact(move |tx| tx.get(table, &key))
+        .await
+        .expect("store")
+        .expect("transaction")
+}
+
+fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<&[u8]> {
+    entries.iter().map(|(k, _)| k.as_slice()).collect()
+}
+
+#[tokio::test]
+async fn writes_are_visible_to_later_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, Table::Prescriptions, b"rx-1", b"record one").await;
+    assert_eq!(
+        get(&store, Table::Prescriptions, b"rx-1").await.as_deref(),
+        Some(b"record one".as_slice())
+    );
+    // Tables are separate namespaces.
+    assert_eq!(get(&store, Table::Documents, b"rx-1").await, None);
+    let deleted = store
+        .transact(|tx| {
+            tx.delete(Table::Prescriptions, b"rx-1");
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert_eq!(deleted, Ok(Ok(())));
+    assert_eq!(get(&store, Table::Prescriptions, b"rx-1").await, None);
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, Table::Meta, b"kept", b"1").await;
+    let answer = store
+        .transact(|tx| {
+            tx.put(Table::Meta, b"new", b"2");
+            tx.delete(Table::Meta, b"kept");
+            let seq = tx.next_sequence("audit").map_err(|e| e.to_string())?;
+            Err::<(), String>(format!("refused after sequence {seq}"))
+        })
+        .await;
+    assert_eq!(answer, Ok(Err("refused after sequence 1".to_string())));
+    assert_eq!(get(&store, Table::Meta, b"new").await, None);
+    assert_eq!(
+        get(&store, Table::Meta, b"kept").await.as_deref(),
+        Some(b"1".as_slice())
+    );
+    // The rolled-back transaction did not consume the sequence value.
+    let seq = store.transact(|tx| tx.next_sequence("audit")).await;
+    assert_eq!(seq, Ok(Ok(1)));
+}
+
+#[tokio::test]
+async fn a_panicking_transaction_writes_nothing_and_the_store_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let answer = store
+        .transact(|tx| -> Result<(), Error> {
+            tx.put(Table::Audit, b"a", b"half done");
+            panic!("bug in a transaction function");
+        })
+        .await;
+    match answer {
+        Err(Error::Panicked(message)) => assert!(message.contains("bug in a transaction")),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(get(&store, Table::Audit, b"a").await, None);
+    put(&store, Table::Audit, b"b", b"fine").await;
+    assert_eq!(
+        get(&store, Table::Audit, b"b").await.as_deref(),
+        Some(b"fine".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_reads_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, Table::ByNumber, b"stored", b"old").await;
+    let answer = store
+        .transact(|tx| {
+            let mut seen = Vec::new();
+            tx.put(Table::ByNumber, b"fresh", b"v1");
+            seen.push(tx.get(Table::ByNumber, b"fresh")?);
+            tx.put(Table::ByNumber, b"fresh", b"v2");
+            seen.push(tx.get(Table::ByNumber, b"fresh")?);
+            tx.delete(Table::ByNumber, b"stored");
+            seen.push(tx.get(Table::ByNumber, b"stored")?);
+            tx.put(Table::ByNumber, b"stored", b"again");
+            seen.push(tx.get(Table::ByNumber, b"stored")?);
+            Ok::<_, Error>(seen)
+        })
+        .await;
+    let expected = vec![
+        Some(b"v1".to_vec()),
+        Some(b"v2".to_vec()),
+        None,
+        Some(b"again".to_vec()),
+    ];
+    assert_eq!(answer, Ok(Ok(expected)));
+    assert_eq!(
+        get(&store, Table::ByNumber, b"stored").await.as_deref(),
+        Some(b"again".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn scans_merge_own_writes_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .transact(|tx| {
+            for key in [&b"p/1"[..], b"p/3", b"p/5", b"p/7", b"q/1", b"p\xff\xff/1"] {
+                tx.put(Table::ByPatient, key, b"stored");
+            }
+            // The same keys in a neighbouring table must never show up.
+            tx.put(Table::ByInstitution, b"p/2", b"other table");
+            tx.put(Table::ByExchange, b"p/4", b"other table");
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+
+    let answer = store
+        .transact(|tx| {
+            tx.delete(Table::ByPatient, b"p/3");
+            tx.put(Table::ByPatient, b"p/2", b"own");
+            tx.put(Table::ByPatient, b"p/5", b"overwritten");
+            tx.put(Table::ByPatient, b"p/9", b"own");
+            tx.delete(Table::ByPatient, b"p/8"); // never existed
+            tx.put(Table::ByPatient, b"p/0", b"own");
+            tx.delete(Table::ByPatient, b"p/0"); // written, then deleted again
+            let all = tx.scan_prefix(Table::ByPatient, b"p/", 100)?;
+            let first_two = tx.scan_prefix(Table::ByPatient, b"p/", 2)?;
+            let none = tx.scan_prefix(Table::ByPatient, b"p/", 0)?;
+            let range = tx.scan_range(Table::ByPatient, b"p/2", b"p/7", 100)?;
+            let empty = tx.scan_range(Table::ByPatient, b"p/7", b"p/2", 100)?;
+            let ff = tx.scan_prefix(Table::ByPatient, b"p\xff\xff", 100)?;
+            Ok::<_, Error>((all, first_two, none, range, empty, ff))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let (all, first_two, none, range, empty, ff) = answer;
+
+    assert_eq!(
+        all,
+        vec![
+            (b"p/1".to_vec(), b"stored".to_vec()),
+            (b"p/2".to_vec(), b"own".to_vec()),
+            (b"p/5".to_vec(), b"overwritten".to_vec()),
+            (b"p/7".to_vec(), b"stored".to_vec()),
+            (b"p/9".to_vec(), b"own".to_vec()),
+        ]
+    );
+    assert_eq!(keys(&first_two), vec![&b"p/1"[..], b"p/2"]);
+    assert!(none.is_empty());
+    assert_eq!(keys(&range), vec![&b"p/2"[..], b"p/5"]);
+    assert!(empty.is_empty());
+    assert_eq!(keys(&ff), vec![&b"p\xff\xff/1"[..]]);
+
+    // The committed state matches what the transaction saw.
+    let after = store
+        .transact(|tx| tx.scan_prefix(Table::ByPatient, b"", 100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        keys(&after),
+        vec![
+            &b"p/1"[..],
+            b"p/2",
+            b"p/5",
+            b"p/7",
+            b"p/9",
+            b"p\xff\xff/1",
+            b"q/1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_close_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for i in 0u32..50 {
+            put(
+                &store,
+                Table::Audit,
+                &i.to_be_bytes(),
+                format!("entry {i}").as_bytes(),
+            )
+            .await;
+        }
+        store.close().expect("close");
+        // Closed: nothing more runs.
+        let late = store.transact(|_| Ok::<_, Error>(())).await;
+        assert_eq!(late, Err(Error::Closed));
+    }
+    {
+        let store = open(dir.path());
+        put(&store, Table::Meta, b"second session", b"yes").await;
+        // Dropped without close.
+    }
+    let store = open(dir.path());
+    let entries = store
+        .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entries.len(), 50);
+    for (i, (key, value)) in (0u32..).zip(&entries) {
+        assert_eq!(key.as_slice(), i.to_be_bytes());
+        assert_eq!(value.as_slice(), format!("entry {i}").as_bytes());
+    }
+    assert_eq!(
+        get(&store, Table::Meta, b"second session").await.as_deref(),
+        Some(b"yes".as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_queued_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Queued at once (submission happens on the call, not on the first poll).
+    let answers: Vec<_> = (0u32..200)
+        .map(|i| {
+            store.transact(move |tx| {
+                tx.put(Table::Dispensings, &i.to_be_bytes(), b"queued");
+                Ok::<_, Error>(i)
+            })
+        })
+        .collect();
+    let closer = Arc::clone(&store);
+    tokio::task::spawn_blocking(move || closer.close())
+        .await
+        .unwrap()
+        .expect("close");
+    for (i, answer) in (0u32..).zip(answers) {
+        assert_eq!(answer.await, Ok(Ok(i)));
+    }
+    drop(store);
+    let store = open(dir.path());
+    let count = store
+        .transact(|tx| {
+            tx.scan_prefix(Table::Dispensings, b"", 1000)
+                .map(|e| e.len())
+        })
+        .await;
+    assert_eq!(count, Ok(Ok(200)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_modify_write_increments_are_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    store
+                        .transact(|tx| {
+                            let current = match tx.get(Table::Meta, b"counter")? {
+                                Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap()),
+                                None => 0,
+                            };
+                            tx.put(Table::Meta, b"counter", &(current + 1).to_be_bytes());
+                            Ok::<_, Error>(())
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let value = get(&store, Table::Meta, b"counter").await.unwrap();
+    assert_eq!(u64::from_be_bytes(value.try_into().unwrap()), 6400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_of_racing_claims_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tasks: Vec<_> = (0u8..16)
+        .map(|claimant| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .transact(move |tx| {
+                        if tx.get(Table::ByNumber, b"institution/0001")?.is_some() {
+                            return Ok(false);
+                        }
+                        tx.put(Table::ByNumber, b"institution/0001", &[claimant]);
+                        Ok::<_, Error>(true)
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (claimant, task) in (0u8..).zip(tasks) {
+        if task.await.unwrap() {
+            winners.push(claimant);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert_eq!(
+        get(&store, Table::ByNumber, b"institution/0001").await,
+        Some(vec![winners[0]])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_flushes_less_often_than_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let tasks: Vec<_> = (0u32..64)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0u32..20 {
+                    let key = [writer.to_be_bytes(), i.to_be_bytes()].concat();
+                    put(&store, Table::Prescriptions, &key, &[0; 1024]).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.transactions, 64 * 20);
+    assert_eq!(stats.commits, 64 * 20);
+    assert!(stats.flushes <= stats.batches);
+    assert!(
+        stats.flushes < stats.transactions / 2,
+        "no batching: {stats:?}"
+    );
+    assert!(stats.largest_batch > 1, "{stats:?}");
+    assert!(stats.flush_time > std::time::Duration::ZERO);
+}
+
+#[tokio::test]
+async fn read_only_and_rolled_back_transactions_need_no_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, Table::Meta, b"k", b"v").await;
+    let before = store.stats();
+    assert_eq!(before.flushes, 1);
+    get(&store, Table::Meta, b"k").await;
+    let rolled_back = store
+        .transact(|tx| {
+            tx.put(Table::Meta, b"k", b"other");
+            Err::<(), _>("no")
+        })
+        .await;
+    assert_eq!(rolled_back, Ok(Err("no")));
+    let after = store.stats();
+    assert_eq!(after.flushes, before.flushes);
+    assert_eq!(after.transactions, before.transactions + 2);
+    assert_eq!(after.commits, before.commits);
+}
+
+#[tokio::test]
+async fn sequences_increase_across_transactions_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for _session in 0..3 {
+        let store = open(dir.path());
+        for _ in 0..4 {
+            let (a, b, other) = store
+                .transact(|tx| {
+                    let a = tx.next_sequence("audit")?;
+                    let b = tx.next_sequence("audit")?;
+                    let other = tx.next_sequence("dispensing")?;
+                    Ok::<_, Error>((a, b, other))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(a < b);
+            seen.extend([a, b]);
+            assert!(other >= 1);
+        }
+        store.close().unwrap();
+    }
+    assert_eq!(seen, (1..=24).collect::<Vec<u64>>());
+    let store = open(dir.path());
+    assert_eq!(
+        store.transact(|tx| tx.next_sequence("dispensing")).await,
+        Ok(Ok(13))
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_sequence_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, Table::Meta, b"sequence/broken", b"123").await;
+    let answer = store.transact(|tx| tx.next_sequence("broken")).await;
+    assert!(matches!(answer, Ok(Err(Error::Corrupt(_)))), "{answer:?}");
+}
+
+#[tokio::test]
+async fn works_behind_dyn_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = open(dir.path());
+    let written = store
+        .transact(|tx: &mut dyn Txn| {
+            tx.put(Table::Documents, b"sha", b"rx-9");
+            Ok::<_, Error>("written")
+        })
+        .await;
+    assert_eq!(written, Ok(Ok("written")));
+    let read = store.transact(|tx| tx.get(Table::Documents, b"sha")).await;
+    assert_eq!(read, Ok(Ok(Some(b"rx-9".to_vec()))));
+}
