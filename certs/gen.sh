@@ -213,6 +213,10 @@ tls_client pharmacy2        pharmacy   1340000002 "DEV Shibuya Pharmacy"
 tls_client management       management 9990000001 "DEV Management Service"
 tls_client operator         operator   9990000002 "DEV rxgate Operations"
 tls_client pharmacy-revoked pharmacy   1340000099 "DEV Closed Pharmacy"
+# Sixteen more pharmacies, for the test in which pharmacies race to receive one prescription.
+for i in $(seq -w 1 16); do
+    tls_client "race-pharmacy-$i" pharmacy "13410000$i" "DEV Race Pharmacy $i"
+done
 
 revoke tls/ca tls/pharmacy-revoked cessationOfOperation
 gencrl tls/ca tls/ca.crl.pem

@@ -121,6 +121,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = TonicServer::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            crate::grpc::oversize_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

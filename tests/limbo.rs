@@ -245,9 +245,9 @@ fn crl_set(case: &Testcase, anchors: &[Vec<u8>], presented: &[Vec<u8>]) -> Resul
     CrlSet::new(pairs).map_err(|e| format!("CRL set: {e}"))
 }
 
-/// Runs one case through the validator.
+/// Runs one case through the validator. A case the harness cannot set up (bad PEM, a CRL set
+/// or a `Verifier` that cannot be built) counts as refused, with a detail starting "harness:".
 fn run(case: &Testcase) -> Ours {
-    let refused = Ours::Refused;
     let setup = || -> Result<Ours, String> {
         let anchors = pem_ders(&case.trusted_certs, "CERTIFICATE", "trusted certificate")?;
         let presented = pem_ders(
@@ -280,11 +280,13 @@ fn run(case: &Testcase) -> Ours {
             match verifier.validate_certificate(&leaf, &presented, at, max_depth, check_revocation)
             {
                 Ok(()) => Ours::Accepted,
-                Err(refusal) => refused(format!("{}: {}", refusal.reason.code(), refusal.detail)),
+                Err(refusal) => {
+                    Ours::Refused(format!("{}: {}", refusal.reason.code(), refusal.detail))
+                }
             },
         )
     };
-    setup().unwrap_or_else(|e| refused(format!("harness: {e}")))
+    setup().unwrap_or_else(|e| Ours::Refused(format!("harness: {e}")))
 }
 
 /// The message of a caught panic.
@@ -357,6 +359,9 @@ fn x509_limbo() {
     let mut wrongly_accepted: Vec<&Testcase> = Vec::new();
     let mut wrongly_rejected: Vec<(&Testcase, String)> = Vec::new();
     let mut skipped: Vec<(&Testcase, String)> = Vec::new();
+    // Refusals that came from setting the case up rather than from the validator: shown so a
+    // harness fault cannot hide behind an expected FAILURE.
+    let mut set_up_refusals: Vec<(&Testcase, String)> = Vec::new();
     for case in &limbo.testcases {
         let Some(ns) = namespace_of(&case.id) else {
             continue;
@@ -369,6 +374,11 @@ fn x509_limbo() {
                     println!("PANIC in {}: {message}", case.id);
                     Ours::Refused(format!("panic: {message}"))
                 });
+                if let Ours::Refused(why) = &ours
+                    && (why.starts_with("harness:") || why.starts_with("panic:"))
+                {
+                    set_up_refusals.push((case, why.clone()));
+                }
                 match (&ours, case.expected_result) {
                     (Ours::Accepted, Expected::Success) | (Ours::Refused(_), Expected::Failure) => {
                         Outcome::Pass
@@ -435,6 +445,20 @@ fn x509_limbo() {
     println!("SKIPPED ({}):", skipped.len());
     for (case, reason) in &skipped {
         println!("  {}: {reason}", case.id);
+    }
+
+    println!();
+    println!(
+        "Refused by the harness or a panic, not by the validator ({}):",
+        set_up_refusals.len()
+    );
+    for (case, why) in &set_up_refusals {
+        println!(
+            "  {} (expected {}): {}",
+            case.id,
+            case.expected_result.as_str(),
+            truncate(why, 150)
+        );
     }
 
     println!();

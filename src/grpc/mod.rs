@@ -25,6 +25,25 @@ use convert::{
 
 pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
 
+/// tonic answers an oversize request with OUT_OF_RANGE before any handler runs; the contract
+/// says RESOURCE_EXHAUSTED (as gRPC itself specifies for exceeded message limits). Such an
+/// answer is trailers-only, so its status is in the response headers, where this rewrites it.
+pub fn oversize_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too large") || m.contains("too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}
+
 /// The three services over one gateway.
 #[derive(Clone)]
 pub struct Services {
