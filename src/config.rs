@@ -227,3 +227,54 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rxgate.toml"))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let config: Config = toml::from_str(&example()).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.roles.len(), 3);
+        assert_eq!(
+            config.verifier_config().unwrap().signing_time_window,
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn trust_has_no_default() {
+        // Remove each required trust setting in turn: the configuration must be refused.
+        for (section, cut) in [
+            (
+                "signature policies",
+                "signature_policies = [\"1.2.392.100495.1.5.1.1.0.1\", \"1.3.6.1.4.1.32473.1.1\"]\n",
+            ),
+            ("anchors", "anchors = [\"certs/hpki/root.cert.pem\"]\n"),
+            ("client CRLs", "client_crls = [\"certs/tls/ca.crl.pem\"]\n"),
+        ] {
+            let text = example().replace(cut, "");
+            assert_ne!(text, example(), "{section} not found in the example");
+            let refused = toml::from_str::<Config>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map_err(|e| e.to_string()));
+            assert!(refused.is_err(), "{section} removed, yet accepted");
+        }
+        let no_roles: String = example().split("[[roles]]").next().unwrap().to_owned()
+            + "[tls]"
+            + example().split("[tls]").nth(1).unwrap();
+        assert!(toml::from_str::<Config>(&no_roles).is_err());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let text = format!("surprise = 1\n{}", example());
+        assert!(toml::from_str::<Config>(&text).is_err());
+    }
+}

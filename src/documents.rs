@@ -68,62 +68,6 @@ impl SignedContent for DispensingRecord {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn prescription() -> Prescription {
-        Prescription {
-            document_type: DocumentType::Prescription as i32,
-            institution_code: "1310000001".into(),
-            prescription_number: "RX-1".into(),
-            refill_count: 1,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_canonical_prescription_decodes() {
-        let bytes = prescription().encode_to_vec();
-        assert_eq!(Prescription::decode_strict(&bytes).unwrap(), prescription());
-    }
-
-    #[test]
-    fn a_dispensing_record_is_not_a_prescription() {
-        let record = DispensingRecord {
-            document_type: DocumentType::DispensingRecord as i32,
-            ..Default::default()
-        };
-        let err = Prescription::decode_strict(&record.encode_to_vec()).unwrap_err();
-        assert!(err.contains("DOCUMENT_TYPE_DISPENSING_RECORD"), "{err}");
-        let err = DispensingRecord::decode_strict(&prescription().encode_to_vec()).unwrap_err();
-        assert!(err.contains("DOCUMENT_TYPE_PRESCRIPTION"), "{err}");
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let mut bytes = prescription().encode_to_vec();
-        bytes.extend_from_slice(&[0xf8, 0x06, 0x01]); // field 111, varint 1
-        let err = Prescription::decode_strict(&bytes).unwrap_err();
-        assert!(err.contains("re-encode"), "{err}");
-    }
-
-    #[test]
-    fn a_repeated_scalar_field_is_refused() {
-        // institution_code twice: prost keeps the last, another decoder might keep the first.
-        let mut bytes = prescription().encode_to_vec();
-        bytes.extend_from_slice(&[0x12, 0x02, b'9', b'9']);
-        assert!(Prescription::decode_strict(&bytes).is_err());
-    }
-
-    #[test]
-    fn a_missing_document_type_is_refused() {
-        let mut p = prescription();
-        p.document_type = 0;
-        assert!(Prescription::decode_strict(&p.encode_to_vec()).is_err());
-    }
-}
-
 /// Collects field violations while parsing a document.
 #[derive(Default)]
 struct Violations(Vec<FieldViolation>);
@@ -385,5 +329,61 @@ impl TryFrom<&DispensingRecord> for DispensingFacts {
             }),
             _ => Err(v.0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prescription() -> Prescription {
+        Prescription {
+            document_type: DocumentType::Prescription as i32,
+            institution_code: "1310000001".into(),
+            prescription_number: "RX-1".into(),
+            refill_count: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_canonical_prescription_decodes() {
+        let bytes = prescription().encode_to_vec();
+        assert_eq!(Prescription::decode_strict(&bytes).unwrap(), prescription());
+    }
+
+    #[test]
+    fn a_dispensing_record_is_not_a_prescription() {
+        let record = DispensingRecord {
+            document_type: DocumentType::DispensingRecord as i32,
+            ..Default::default()
+        };
+        let err = Prescription::decode_strict(&record.encode_to_vec()).unwrap_err();
+        assert!(err.contains("DOCUMENT_TYPE_DISPENSING_RECORD"), "{err}");
+        let err = DispensingRecord::decode_strict(&prescription().encode_to_vec()).unwrap_err();
+        assert!(err.contains("DOCUMENT_TYPE_PRESCRIPTION"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut bytes = prescription().encode_to_vec();
+        bytes.extend_from_slice(&[0xf8, 0x06, 0x01]); // field 111, varint 1
+        let err = Prescription::decode_strict(&bytes).unwrap_err();
+        assert!(err.contains("re-encode"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_scalar_field_is_refused() {
+        // institution_code twice: prost keeps the last, another decoder might keep the first.
+        let mut bytes = prescription().encode_to_vec();
+        bytes.extend_from_slice(&[0x12, 0x02, b'9', b'9']);
+        assert!(Prescription::decode_strict(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_missing_document_type_is_refused() {
+        let mut p = prescription();
+        p.document_type = 0;
+        assert!(Prescription::decode_strict(&p.encode_to_vec()).is_err());
     }
 }

@@ -34,6 +34,7 @@ pub enum Error {
 
 /// One CRL file and the CA that issues it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CrlFile {
     /// The issuing CA's certificate (PEM or DER).
     pub ca: PathBuf,
@@ -43,6 +44,7 @@ pub struct CrlFile {
 
 /// Where the trust material lives.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrustFiles {
     /// Trust anchors (PEM, several per file allowed, or DER).
     pub anchors: Vec<PathBuf>,
