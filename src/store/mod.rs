@@ -163,14 +163,19 @@ pub struct Stats {
 /// restores the types; it needs a sized receiver, so for dynamic dispatch hold an
 /// `Arc<dyn Store>`, itself a `Store`:
 ///
-/// ```ignore
-/// let id = store
-///     .transact(move |tx| {
-///         let id = tx.next_sequence("prescription")?;
-///         tx.put(Table::Prescriptions, &id.to_be_bytes(), &record);
-///         Ok::<_, store::Error>(id)
-///     })
-///     .await??;
+/// ```
+/// use rxgate::store::{Error, Store, Table};
+///
+/// async fn register(store: &impl Store, record: Vec<u8>) -> Result<u64, Error> {
+///     let id = store
+///         .transact(move |tx| {
+///             let id = tx.next_sequence("prescription")?;
+///             tx.put(Table::Prescriptions, &id.to_be_bytes(), &record);
+///             Ok::<_, Error>(id)
+///         })
+///         .await??;
+///     Ok(id)
+/// }
 /// ```
 pub trait Store: Send + Sync + 'static {
     /// Queues `f` to run in a transaction, now (not when the answer is first polled).
