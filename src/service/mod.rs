@@ -953,13 +953,19 @@ impl Gateway {
                     let id =
                         String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
                             .into_owned();
-                    tx.delete(Table::Meta, &k);
                     let Some(stored) = Stored::load(tx, &id)? else {
+                        tx.delete(Table::Meta, &k);
                         continue;
                     };
-                    if let Some(t) = stored.lifecycle.expire(today) {
-                        stored.apply(tx, t, today);
-                        expired += 1;
+                    match stored.lifecycle.expire(today) {
+                        // apply() drops the index entry of a prescription that stops being active
+                        Some(t) => {
+                            stored.apply(tx, t, today);
+                            expired += 1;
+                        }
+                        None if !stored.lifecycle.state.is_active() => tx.delete(Table::Meta, &k),
+                        // accepted: it does not expire, but stays indexed in case it is returned
+                        None => {}
                     }
                 }
                 Ok(expired)

@@ -1,4 +1,4 @@
-//! The sled engine behind [`Store`](super::Store): one writer thread, group commit, an answer
+//! The sled engine behind [`Store`]: one writer thread, group commit, an answer
 //! only after fsync. The only file of the project that names sled; it must not depend on the
 //! domain, the protocol types or the async runtime (tokio's channel is used only to answer).
 //!
@@ -34,13 +34,15 @@
 //!   call it at once (spacejam/sled#1308). A single thread calling the synchronous `flush` has
 //!   no such problem and gives group commit for free.
 //! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the thread
-//!   finishes every transaction already queued, flushes, and is joined. Later submissions are
-//!   answered [`Error::Closed`].
+//!   finishes every transaction already queued, flushes, and is joined; then `close` waits for
+//!   sled's IO threads to let go of the data file (its lock), so the directory can be opened
+//!   again at once. Later submissions are answered [`Error::Closed`].
 
 use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -56,6 +58,12 @@ pub const MAX_BATCH: usize = 1024;
 
 /// The name of the sled tree holding every table.
 const TREE: &str = "rxgate";
+
+/// The file in the store's directory that sled 0.34 keeps its log in and locks while open.
+const SLED_DATA_FILE: &str = "db";
+
+/// How long `close` waits for sled to let go of its files.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The key prefix of each table. Part of the on-disk format: never renumber.
 fn tag(table: Table) -> u8 {
@@ -106,6 +114,8 @@ pub struct SledStore {
     writer: Mutex<Option<JoinHandle<Result<(), Error>>>>,
     writer_id: ThreadId,
     counters: Arc<Counters>,
+    /// The file sled locks while the database is open.
+    lock_file: PathBuf,
 }
 
 impl SledStore {
@@ -136,11 +146,13 @@ impl SledStore {
             writer_id: handle.thread().id(),
             writer: Mutex::new(Some(handle)),
             counters,
+            lock_file: path.join(SLED_DATA_FILE),
         })
     }
 
-    /// Stops accepting transactions, finishes those already queued, flushes and joins the
-    /// writer thread. Blocks for that long (call it from a blocking context). Idempotent: later
+    /// Stops accepting transactions, finishes those already queued, flushes, joins the writer
+    /// thread and waits until sled has released the files, so that the directory can be opened
+    /// again at once. Blocks for that long (call it from a blocking context). Idempotent: later
     /// calls, and the drop, do nothing. Returns the final flush's error, if any.
     pub fn close(&self) -> Result<(), Error> {
         drop(
@@ -159,9 +171,39 @@ impl SledStore {
             // itself, and it exits on its own once the queue is drained.
             _ if thread::current().id() == self.writer_id => Ok(()),
             None => Ok(()),
-            Some(handle) => handle.join().unwrap_or_else(|_| {
-                Err(Error::Engine("the store's writer thread panicked".into()))
-            }),
+            Some(handle) => {
+                let flushed = handle.join().unwrap_or_else(|_| {
+                    Err(Error::Engine("the store's writer thread panicked".into()))
+                });
+                flushed.and(wait_for_release(&self.lock_file))
+            }
+        }
+    }
+}
+
+/// Waits until no one holds the lock sled takes on `file`. Dropping the last handle of a sled
+/// database does not close its file at once: jobs of sled's IO thread pool may still hold it
+/// (and its lock) for a moment, and opening the directory again before then fails.
+fn wait_for_release(file: &Path) -> Result<(), Error> {
+    let file = match File::open(file) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Io(format!("{}: {e}", file.display()))),
+    };
+    let deadline = Instant::now() + RELEASE_TIMEOUT;
+    loop {
+        match file.try_lock() {
+            // Dropping our handle releases the lock at once.
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Io(format!(
+                    "the store's files are still in use {RELEASE_TIMEOUT:?} after closing"
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::Io(e.to_string())),
         }
     }
 }
