@@ -1,8 +1,6 @@
-//! Mutual TLS for rxgate: institutions authenticate with client certificates; the server config
-//! (client CAs + CRLs) is reloaded when its files change, and every accepted connection carries
-//! the authenticated [`PeerIdentity`] to the gRPC handlers. Must not depend on the document
-//! signature code (`domain::signature`, `trust`): only on `domain::ids`, and `ring` is the one
-//! crypto provider (no aws-lc-rs).
+//! Institution mutual TLS (server config with CRL reload, accept loop, peer identity, test
+//! client); must not depend on the document-signature code (`domain::signature`, `trust`), only
+//! on `domain::ids`, and uses `ring` as its one crypto provider (never aws-lc-rs).
 //!
 //! Server side:
 //! - [`TlsFiles::load`] gives a [`ServerTls`] (the current `rustls::ServerConfig`, shared) and a
@@ -22,6 +20,12 @@
 //! - the certificate must name exactly one institution with a URI SAN
 //!   `urn:rxgate:institution:<kind>:<code>` ([`institution_of`]); otherwise the handshake fails
 //!   with `access_denied`, since such a connection could never be authorized.
+//!
+//! No session resumption: every connection is verified in full against the CRLs in force. A
+//! reload affects new connections only; open connections keep the identity they proved.
+//! CRLs are checked when loaded (issuer is a client CA, signature verifies), so a wrong file is
+//! refused at load instead of failing every handshake. Limit: client CAs issue the institution
+//! certificates directly; a CRL of an intermediate CA cannot be configured.
 //!
 //! Client side (tests, demos, load tests): [`connect`] and [`ClientFiles`].
 
@@ -507,6 +511,14 @@ pub struct TlsReloader {
     target: ServerTls,
 }
 
+impl fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TlsReloader {
     pub fn files(&self) -> &TlsFiles {
         &self.files
@@ -675,7 +687,7 @@ impl Incoming {
     /// Accepts what the listener has ready (up to the handshake limit) and spawns handshakes.
     /// Leaves a waker on the listener (or on the backoff timer) unless the limit is reached.
     fn accept_ready(&mut self, cx: &mut Context<'_>) {
-        while self.handshakes.len() < self.config.max_pending_handshakes {
+        while self.handshakes.len() < self.config.max_pending_handshakes.max(1) {
             if let Some(backoff) = &mut self.backoff {
                 if backoff.as_mut().poll(cx).is_pending() {
                     return;
