@@ -108,6 +108,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     }));
     let sweeper = Arc::clone(&gateway);
+    let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     background.push(tokio::spawn(async move {
         loop {
             match sweeper.sweep_expired().await {
@@ -115,7 +116,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
                 Ok(n) => tracing::info!(expired = n, "expiry sweep"),
                 Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
             }
-            tokio::time::sleep(sweeper.until_next_day().min(Duration::from_secs(60))).await;
+            tokio::time::sleep(sweeper.until_next_day().min(sweep_every)).await;
         }
     }));
 

@@ -62,6 +62,9 @@ pub struct Config {
     /// How often CRL files (signing and TLS) are checked for changes.
     #[serde(default = "default_crl_refresh")]
     pub crl_refresh_secs: u64,
+    /// How often the expiry sweep writes EXPIRED on prescriptions past their last usable day.
+    #[serde(default = "default_sweep")]
+    pub expiry_sweep_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +101,9 @@ fn default_lockout() -> u64 {
 }
 fn default_crl_refresh() -> u64 {
     30
+}
+fn default_sweep() -> u64 {
+    60
 }
 
 /// Why a configuration was refused.
@@ -162,6 +168,7 @@ impl Config {
             lookup_miss_window_secs: default_miss_window(),
             lookup_lockout_secs: default_lockout(),
             crl_refresh_secs: default_crl_refresh(),
+            expiry_sweep_secs: default_sweep(),
         }
     }
 

@@ -52,6 +52,7 @@ async fn start() -> Harness {
     let mut config = Config::dev(dir.path().join("store"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.lookup_max_misses = MAX_MISSES;
+    config.expiry_sweep_secs = 1;
     let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
     let server = app::start(config, clock.clone()).await.unwrap();
     Harness {
