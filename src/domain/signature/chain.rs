@@ -157,6 +157,8 @@ impl TrustStore {
         let mut cps = CertificationPathSettings::new();
         cps.set_time_of_interest(toi);
         cps.set_check_revocation_status(false);
+        // The anchor's own constraints (name constraints, critical extensions) apply too.
+        cps.set_enforce_trust_anchor_constraints(true);
         if let Some(depth) = max_depth {
             cps.set_initial_path_length_constraint(depth);
         }
@@ -220,6 +222,13 @@ impl TrustStore {
                         .map(Certificate::from_der)
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| untrusted(format!("path certificate does not decode: {e}")))?;
+                    if certs.iter().any(has_repeated_extension) {
+                        // RFC 5280 4.2: an extension appears at most once; a repeated one is
+                        // ambiguous (which one did the path validation read?).
+                        return Err(untrusted(
+                            "a certificate of the path repeats an extension".into(),
+                        ));
+                    }
                     return Ok(Chain::new(certs));
                 }
                 (_, Some(PathValidationStatus::NullPolicySet)) if policies.is_some() => {
@@ -236,6 +245,15 @@ impl TrustStore {
         }
         Err(untrusted(failures.join("; ")))
     }
+}
+
+fn has_repeated_extension(cert: &Certificate) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    cert.tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .any(|ext| !seen.insert(ext.extn_id))
 }
 
 /// Validated chains by SHA-256 of the signer certificate. Each entry carries its validity window,

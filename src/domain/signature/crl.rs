@@ -9,7 +9,7 @@ use ring::digest;
 use x509_cert::{
     Certificate,
     crl::CertificateList,
-    ext::pkix::{CrlReason, crl::CrlNumber},
+    ext::pkix::{CrlReason, KeyUsage, KeyUsages, crl::CrlNumber},
 };
 
 use super::crypto::{self, Purpose};
@@ -27,6 +27,8 @@ pub enum CrlError {
     UnsupportedCriticalExtension(String),
     #[error("two CRLs configured for the same CA")]
     DuplicateIssuer,
+    #[error("the CA's keyUsage does not allow it to sign CRLs (cRLSign)")]
+    IssuerNotForCrls,
 }
 
 /// One verified CRL: the revoked serial numbers of one CA and when the list is fresh.
@@ -120,6 +122,12 @@ impl CrlSet {
 
 fn verify_crl(ca: &Certificate, crl_der: &[u8]) -> Result<VerifiedCrl, CrlError> {
     let malformed = |e: der::Error| CrlError::Malformed(e.to_string());
+    // RFC 5280 6.3.3 (f): a CA whose keyUsage is present must assert cRLSign to issue CRLs.
+    match ca.tbs_certificate().get_extension::<KeyUsage>() {
+        Ok(None) => {}
+        Ok(Some((_, ku))) if ku.0.contains(KeyUsages::CRLSign) => {}
+        Ok(Some(_)) | Err(_) => return Err(CrlError::IssuerNotForCrls),
+    }
     let crl =
         CertificateList::<x509_cert::certificate::Rfc5280>::from_der(crl_der).map_err(malformed)?;
     let tbs = &crl.tbs_cert_list;
