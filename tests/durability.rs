@@ -519,7 +519,7 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
             }
         }
         // A third stay with the patient: never received.
-        if random_u64(&ctx.rng) % 3 == 0 {
+        if random_u64(&ctx.rng).is_multiple_of(3) {
             continue;
         }
         if let Some(r) = ctx.model().registrations.get_mut(&id) {
@@ -1118,4 +1118,23 @@ async fn acknowledged_work_survives_sigkill() {
     check_logs(&logs, &issued, ROUNDS + 1);
     println!("log check took {:?}", log_check_started.elapsed());
     println!("durability test took {:?}", test_started.elapsed());
+}
+
+/// The log scanner itself: colours and the timestamp are removed, digit runs are whole numbers,
+/// and h2's frame numbers are not mistaken for exchange numbers.
+#[test]
+fn log_scanner_sees_through_colours_and_timestamps() {
+    let raw = "\u{1b}[2m2026-11-25T14:38:06.744288Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m x: \
+               exchange\u{1b}[2m=\u{1b}[0m123456 name=\u{1b}[3m耐久試験 花子\u{1b}[0m";
+    let line = strip_ansi(raw);
+    let body = without_timestamp(&line);
+    assert!(!body.contains("744288"), "{body}");
+    assert!(body.contains(PATIENT_NAMES[1]), "{body}");
+    assert_eq!(digit_runs(body), ["123456"]);
+    assert_eq!(
+        digit_runs("a1234567b 12345 x654321"),
+        ["1234567", "12345", "654321"]
+    );
+    let frame = "WindowUpdate { stream_id: StreamId(0), size_increment: 983041 } StreamId(123457)";
+    assert!(digit_runs(frame).is_empty(), "{:?}", digit_runs(frame));
 }
