@@ -15,30 +15,39 @@ use crate::{
 /// with its certificate chain is a few KiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-pub fn required(field: &str) -> FieldViolation {
-    FieldViolation::new(field, "is required")
+/// The two parts of a signed document, which must both be present.
+pub fn signed_parts(
+    field: &str,
+    doc: Option<pb::SignedDocument>,
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    doc.filter(|d| !d.content.is_empty() && !d.cms_signature.is_empty())
+        .map(|d| (d.content, d.cms_signature))
+        .ok_or_else(|| invalid(field, "content and cms_signature are required"))
 }
 
 fn invalid(field: &str, rule: &str) -> Error {
     Error::InvalidArgument(vec![FieldViolation::new(field, rule)])
 }
 
-pub fn signed_parts(doc: Option<pb::SignedDocument>) -> Option<(Vec<u8>, Vec<u8>)> {
-    doc.filter(|d| !d.content.is_empty() && !d.cms_signature.is_empty())
-        .map(|d| (d.content, d.cms_signature))
-}
-
 pub fn patient_key(key: Option<&pb::PatientKey>) -> Result<PatientKey, Error> {
     documents::patient_key(key).map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
-pub fn exchange_number(s: &str) -> Result<u32, Error> {
+fn exchange_number(s: &str) -> Result<u32, Error> {
     if s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()) {
         s.parse()
             .map_err(|_| invalid("exchange_number", "6 digits"))
     } else {
         Err(invalid("exchange_number", "6 digits"))
     }
+}
+
+/// The lookup key of a pharmacy's request: a patient key and an exchange number.
+pub fn patient_and_number(
+    key: Option<&pb::PatientKey>,
+    number: &str,
+) -> Result<(PatientKey, u32), Error> {
+    Ok((patient_key(key)?, exchange_number(number)?))
 }
 
 pub fn prescription_id(s: &str) -> Result<String, Error> {

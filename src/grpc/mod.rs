@@ -20,7 +20,7 @@ use crate::{
     tls::peer_identity,
 };
 use convert::{
-    exchange_number, patient_key, prescription_id, signed_parts, status_to_pb, to_status,
+    patient_and_number, patient_key, prescription_id, signed_parts, status_to_pb, to_status,
 };
 
 pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
@@ -82,9 +82,19 @@ impl Services {
         Ok(caller)
     }
 
-    /// Audits and returns a refusal of malformed request fields.
-    async fn bad_request(&self, caller: &Caller, action: &'static str, error: Error) -> Status {
-        to_status(self.gateway.audit_refusal(caller, action, error).await)
+    /// The parsed request fields, or their audited refusal.
+    async fn parsed<T>(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        parsed: Result<T, Error>,
+    ) -> Result<T, Status> {
+        match parsed {
+            Ok(value) => Ok(value),
+            Err(e) => Err(to_status(
+                self.gateway.audit_refusal(caller, action, e).await,
+            )),
+        }
     }
 }
 
@@ -98,15 +108,8 @@ impl PrescriptionService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
-        let Some((content, cms)) = signed_parts(request.into_inner().prescription) else {
-            return Err(self
-                .bad_request(
-                    &caller,
-                    ACTION,
-                    Error::InvalidArgument(vec![convert::required("prescription")]),
-                )
-                .await);
-        };
+        let signed = signed_parts("prescription", request.into_inner().prescription);
+        let (content, cms) = self.parsed(&caller, ACTION, signed).await?;
         let registered = self
             .gateway
             .register(&caller, content, cms)
@@ -128,10 +131,13 @@ impl PrescriptionService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
-        let id = match prescription_id(&request.get_ref().prescription_id) {
-            Ok(id) => id,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let id = self
+            .parsed(
+                &caller,
+                ACTION,
+                prescription_id(&request.get_ref().prescription_id),
+            )
+            .await?;
         let state = self.gateway.cancel(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelPrescriptionResponse {
             state: state_to_pb(&state) as i32,
@@ -146,10 +152,13 @@ impl PrescriptionService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
-        let id = match prescription_id(&request.get_ref().prescription_id) {
-            Ok(id) => id,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let id = self
+            .parsed(
+                &caller,
+                ACTION,
+                prescription_id(&request.get_ref().prescription_id),
+            )
+            .await?;
         let status = self.gateway.status(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(status_to_pb(status)))
     }
@@ -168,10 +177,7 @@ impl PrescriptionService for Services {
             let to = convert::date("issued_to", &r.issued_to)?;
             Ok((key, from, to))
         });
-        let (key, from, to) = match parsed {
-            Ok(p) => p,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let (key, from, to) = self.parsed(&caller, ACTION, parsed).await?;
         let found = self
             .gateway
             .search(&caller, key, from, to)
@@ -194,12 +200,13 @@ impl DispensingService for Services {
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
         let r = request.get_ref();
-        let parsed = patient_key(r.patient_key.as_ref())
-            .and_then(|key| Ok((key, exchange_number(&r.exchange_number)?)));
-        let (key, number) = match parsed {
-            Ok(p) => p,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let (key, number) = self
+            .parsed(
+                &caller,
+                ACTION,
+                patient_and_number(r.patient_key.as_ref(), &r.exchange_number),
+            )
+            .await?;
         let s = self
             .gateway
             .lookup(&caller, key, number)
@@ -224,12 +231,13 @@ impl DispensingService for Services {
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
         let r = request.get_ref();
-        let parsed = patient_key(r.patient_key.as_ref())
-            .and_then(|key| Ok((key, exchange_number(&r.exchange_number)?)));
-        let (key, number) = match parsed {
-            Ok(p) => p,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let (key, number) = self
+            .parsed(
+                &caller,
+                ACTION,
+                patient_and_number(r.patient_key.as_ref(), &r.exchange_number),
+            )
+            .await?;
         let received = self
             .gateway
             .receive(&caller, key, number)
@@ -253,10 +261,13 @@ impl DispensingService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
-        let id = match prescription_id(&request.get_ref().prescription_id) {
-            Ok(id) => id,
-            Err(e) => return Err(self.bad_request(&caller, ACTION, e).await),
-        };
+        let id = self
+            .parsed(
+                &caller,
+                ACTION,
+                prescription_id(&request.get_ref().prescription_id),
+            )
+            .await?;
         let state = self
             .gateway
             .give_back(&caller, id)
@@ -275,15 +286,8 @@ impl DispensingService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
-        let Some((content, cms)) = signed_parts(request.into_inner().dispensing_record) else {
-            return Err(self
-                .bad_request(
-                    &caller,
-                    ACTION,
-                    Error::InvalidArgument(vec![convert::required("dispensing_record")]),
-                )
-                .await);
-        };
+        let signed = signed_parts("dispensing_record", request.into_inner().dispensing_record);
+        let (content, cms) = self.parsed(&caller, ACTION, signed).await?;
         let d = self
             .gateway
             .dispense(&caller, content, cms)

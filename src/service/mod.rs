@@ -21,7 +21,7 @@ use crate::{
         patient::PatientKey,
         prescription::{Lifecycle, LifecycleError, State, Transition, usable_through},
         rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts},
-        signature::{Refusal, Signer, Verifier},
+        signature::{Refusal, SignedContent, Signer, VerifiedDocument, Verifier},
         time::JapanDate,
     },
     proto::v1::{DispensingRecord, Prescription},
@@ -346,6 +346,37 @@ impl AuditDraft {
     }
 }
 
+/// The facts of a signed document that attribute it: the institution it is filed under and the
+/// person it names as its signer.
+trait Attributed {
+    const NAMES_ANOTHER_INSTITUTION: &'static str;
+    const SIGNER_DIFFERS: &'static str;
+    fn institution(&self) -> &InstitutionCode;
+    fn named_signer(&self) -> &NamedSigner;
+}
+
+impl Attributed for PrescriptionFacts {
+    const NAMES_ANOTHER_INSTITUTION: &'static str = "the prescription names another institution";
+    const SIGNER_DIFFERS: &'static str = "the prescriber is not the signer";
+    fn institution(&self) -> &InstitutionCode {
+        &self.institution
+    }
+    fn named_signer(&self) -> &NamedSigner {
+        &self.prescriber
+    }
+}
+
+impl Attributed for DispensingFacts {
+    const NAMES_ANOTHER_INSTITUTION: &'static str = "the record names another pharmacy";
+    const SIGNER_DIFFERS: &'static str = "the pharmacist is not the signer";
+    fn institution(&self) -> &InstitutionCode {
+        &self.pharmacy
+    }
+    fn named_signer(&self) -> &NamedSigner {
+        &self.pharmacist
+    }
+}
+
 fn signer_matches(named: &NamedSigner, signer: &Signer) -> bool {
     named.name == signer.name && named.serial_number == signer.serial_number
 }
@@ -413,9 +444,9 @@ impl Gateway {
         content: Vec<u8>,
         cms: Vec<u8>,
         now: SystemTime,
-    ) -> Result<crate::domain::signature::VerifiedDocument<D>, Error>
+    ) -> Result<VerifiedDocument<D>, Error>
     where
-        D: crate::domain::signature::SignedContent + Send + 'static,
+        D: SignedContent + Send + 'static,
     {
         let verifier = Arc::clone(&self.verifier);
         // Crypto and path building are CPU work: off the async runtime.
@@ -423,6 +454,33 @@ impl Gateway {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(Error::Signature)
+    }
+
+    /// What registering and dispensing check alike: the signature, then the document's facts,
+    /// which must name the caller's institution and, as prescriber or pharmacist, the signer.
+    /// Records the verified signer in the audit draft.
+    async fn admit<D, F>(
+        &self,
+        caller: &Caller,
+        draft: &mut AuditDraft,
+        content: Vec<u8>,
+        cms: Vec<u8>,
+        now: SystemTime,
+    ) -> Result<(VerifiedDocument<D>, F), Error>
+    where
+        D: SignedContent + Send + 'static,
+        F: Attributed + for<'a> TryFrom<&'a D, Error = Vec<FieldViolation>>,
+    {
+        let verified = self.verify::<D>(content, cms, now).await?;
+        draft.signer = Some(verified.signer().clone());
+        let facts = F::try_from(verified.document()).map_err(Error::InvalidArgument)?;
+        if *facts.institution() != caller.institution.code {
+            return Err(Error::PermissionDenied(F::NAMES_ANOTHER_INSTITUTION));
+        }
+        if !signer_matches(facts.named_signer(), verified.signer()) {
+            return Err(Error::PermissionDenied(F::SIGNER_DIFFERS));
+        }
+        Ok((verified, facts))
     }
 
     fn random_exchange_numbers(&self, n: usize) -> Vec<u32> {
@@ -453,58 +511,33 @@ impl Gateway {
         cms: Vec<u8>,
     ) -> Result<Registered, Error> {
         let now = self.clock.now();
-        let mut draft = self.draft(caller, "RegisterPrescription", now);
-        let verified = match self.verify::<Prescription>(content, cms, now).await {
-            Ok(v) => v,
-            Err(e) => return self.refuse(draft, e).await,
-        };
-        draft.signer = Some(verified.signer().clone());
-        let facts = match PrescriptionFacts::try_from(verified.document()) {
-            Ok(f) => f,
-            Err(violations) => return self.refuse(draft, Error::InvalidArgument(violations)).await,
-        };
-        if facts.institution != caller.institution.code {
-            return self
-                .refuse(
-                    draft,
-                    Error::PermissionDenied("the prescription names another institution"),
-                )
-                .await;
-        }
-        if !signer_matches(&facts.prescriber, verified.signer()) {
-            return self
-                .refuse(
-                    draft,
-                    Error::PermissionDenied("the prescriber is not the signer"),
-                )
-                .await;
-        }
         let today = JapanDate::of(now);
-        if facts.issue_date.days_until(today).abs() > 1 {
-            return self
-                .refuse(
-                    draft,
-                    Error::invalid(
+        let mut draft = self.draft(caller, "RegisterPrescription", now);
+        let admitted = self
+            .admit::<Prescription, PrescriptionFacts>(caller, &mut draft, content, cms, now)
+            .await
+            .and_then(|(verified, facts)| {
+                if facts.issue_date.days_until(today).abs() > 1 {
+                    return Err(Error::invalid(
                         "issue_date",
                         "must be the Japan date of receipt (one day of tolerance)",
-                    ),
-                )
-                .await;
-        }
-        if let Some(until) = facts.usable_until
-            && (until < facts.issue_date
-                || facts.issue_date.days_until(until) > self.config.max_usable_days as i32)
-        {
-            return self
-                .refuse(
-                    draft,
-                    Error::invalid(
+                    ));
+                }
+                if let Some(until) = facts.usable_until
+                    && (until < facts.issue_date
+                        || facts.issue_date.days_until(until) > self.config.max_usable_days as i32)
+                {
+                    return Err(Error::invalid(
                         "usable_until",
                         "must lie between the issue date and the configured maximum",
-                    ),
-                )
-                .await;
-        }
+                    ));
+                }
+                Ok((verified, facts))
+            });
+        let (verified, facts) = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => return self.refuse(draft, e).await,
+        };
 
         let content_sha256 = sha256(verified.content());
         let through = usable_through(facts.issue_date, facts.usable_until);
@@ -809,44 +842,28 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let mut draft = self.draft(caller, "RecordDispensing", now);
-        let verified = match self.verify::<DispensingRecord>(content, cms, now).await {
-            Ok(v) => v,
+        let admitted = self
+            .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, content, cms, now)
+            .await
+            .and_then(|(verified, facts)| {
+                if facts.record_number != 1 || !facts.is_final {
+                    return Err(Error::invalid(
+                        "record_number",
+                        "one final record (1) per prescription: partial dispensing and refills are not supported yet",
+                    ));
+                }
+                if facts.dispensing_date > today {
+                    return Err(Error::invalid(
+                        "dispensing_date",
+                        "must not lie after the date of receipt",
+                    ));
+                }
+                Ok((verified, facts))
+            });
+        let (verified, facts) = match admitted {
+            Ok(admitted) => admitted,
             Err(e) => return self.refuse(draft, e).await,
         };
-        draft.signer = Some(verified.signer().clone());
-        let facts = match DispensingFacts::try_from(verified.document()) {
-            Ok(f) => f,
-            Err(violations) => return self.refuse(draft, Error::InvalidArgument(violations)).await,
-        };
-        if facts.pharmacy != caller.institution.code {
-            return self
-                .refuse(
-                    draft,
-                    Error::PermissionDenied("the record names another pharmacy"),
-                )
-                .await;
-        }
-        if !signer_matches(&facts.pharmacist, verified.signer()) {
-            return self
-                .refuse(
-                    draft,
-                    Error::PermissionDenied("the pharmacist is not the signer"),
-                )
-                .await;
-        }
-        if facts.record_number != 1 || !facts.is_final {
-            return self
-                .refuse(draft, Error::invalid("record_number", "one final record (1) per prescription: partial dispensing and refills are not supported yet"))
-                .await;
-        }
-        if facts.dispensing_date > today {
-            return self
-                .refuse(
-                    draft,
-                    Error::invalid("dispensing_date", "must not lie after the date of receipt"),
-                )
-                .await;
-        }
         let content_sha256 = sha256(verified.content());
         let signer = verified.signer().clone();
         let document = verified.document().clone();
