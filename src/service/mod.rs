@@ -351,14 +351,14 @@ impl AuditDraft {
 trait Attributed {
     const NAMES_ANOTHER_INSTITUTION: &'static str;
     const SIGNER_DIFFERS: &'static str;
-    fn institution(&self) -> &InstitutionCode;
+    fn filed_under(&self) -> &InstitutionCode;
     fn named_signer(&self) -> &NamedSigner;
 }
 
 impl Attributed for PrescriptionFacts {
     const NAMES_ANOTHER_INSTITUTION: &'static str = "the prescription names another institution";
     const SIGNER_DIFFERS: &'static str = "the prescriber is not the signer";
-    fn institution(&self) -> &InstitutionCode {
+    fn filed_under(&self) -> &InstitutionCode {
         &self.institution
     }
     fn named_signer(&self) -> &NamedSigner {
@@ -369,7 +369,7 @@ impl Attributed for PrescriptionFacts {
 impl Attributed for DispensingFacts {
     const NAMES_ANOTHER_INSTITUTION: &'static str = "the record names another pharmacy";
     const SIGNER_DIFFERS: &'static str = "the pharmacist is not the signer";
-    fn institution(&self) -> &InstitutionCode {
+    fn filed_under(&self) -> &InstitutionCode {
         &self.pharmacy
     }
     fn named_signer(&self) -> &NamedSigner {
@@ -474,7 +474,7 @@ impl Gateway {
         let verified = self.verify::<D>(content, cms, now).await?;
         draft.signer = Some(verified.signer().clone());
         let facts = F::try_from(verified.document()).map_err(Error::InvalidArgument)?;
-        if *facts.institution() != caller.institution.code {
+        if *facts.filed_under() != caller.institution.code {
             return Err(Error::PermissionDenied(F::NAMES_ANOTHER_INSTITUTION));
         }
         if !signer_matches(facts.named_signer(), verified.signer()) {
