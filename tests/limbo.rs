@@ -22,7 +22,10 @@ use std::{
 };
 
 use der::Decode;
-use rxgate::domain::signature::{CrlSet, Verifier, VerifierConfig};
+use rxgate::domain::{
+    signature::{CrlSet, Verifier, VerifierConfig},
+    time::JapanDate,
+};
 use serde::Deserialize;
 use x509_cert::Certificate;
 
@@ -138,17 +141,6 @@ fn skip_reason(case: &Testcase) -> Option<String> {
     None
 }
 
-/// Days from 1970-01-01 to the given proleptic Gregorian date (H. Hinnant's days_from_civil).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parses `YYYY-MM-DDTHH:MM:SS(.fraction)?(+00:00|Z)`, the suite's validation times (UTC).
 fn parse_time(text: &str) -> Result<SystemTime, String> {
     let bad = || format!("unsupported validation_time {text:?}");
@@ -177,14 +169,11 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
         }
         digits.parse().map_err(|_| bad())
     };
-    let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
+    // The calendar date through the project's own date arithmetic: the Japan day starts at
+    // 15:00 UTC of the day before, so its start plus nine hours is 00:00 UTC of the date.
+    let date: JapanDate = whole[..10].parse().map_err(|_| bad())?;
     let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
     }
     let nanos = match fraction {
@@ -199,13 +188,8 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
         }
         Some(_) => return Err(bad()),
     };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    let offset = Duration::from_secs(secs.unsigned_abs());
-    let base = if secs >= 0 {
-        UNIX_EPOCH + offset
-    } else {
-        UNIX_EPOCH - offset
-    };
+    let secs = (9 + hour) * 3_600 + minute * 60 + second;
+    let base = date.start() + Duration::from_secs(secs as u64);
     Ok(base + Duration::from_nanos(nanos.into()))
 }
 
