@@ -22,6 +22,7 @@ pub mod documents;
 pub mod domain;
 pub mod grpc;
 pub mod json;
+pub mod masters;
 pub mod proto;
 pub mod service;
 pub mod signer;

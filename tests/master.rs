@@ -656,45 +656,12 @@ fn masters_dir() -> Option<PathBuf> {
 }
 
 #[test]
-fn full_masters_when_available() {
-    let Some(dir) = masters_dir() else {
-        println!("RXGATE_MASTERS not set: full-file test skipped");
-        return;
-    };
-    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut updates: Vec<PathBuf> = std::fs::read_dir(dir.join("y_updates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    updates.sort(); // y_YYYYMMDD.csv: name order is date order
-    assert_eq!(updates.len(), 23);
-    let full = read(dir.join("y_ALL20240321.csv"));
-    let update_bytes: Vec<(PathBuf, Vec<u8>)> =
-        updates.into_iter().map(|p| (p.clone(), read(p))).collect();
-    let yakka = String::from_utf8(read(dir.join("mhlw_yakka_list_20250716.csv"))).unwrap();
-    let ippan = String::from_utf8(read(dir.join("ippan_master_20250814.csv"))).unwrap();
-
-    // Timed: parse + apply + ingredient lists + resolve every product (no file IO).
+fn the_shipped_master_is_the_current_one() {
+    // Timed: read and gunzip, parse, apply the 23 updates, read both ingredient lists.
     let t = Instant::now();
-    let mut master = Master::from_full(parse_y_file(&full).unwrap()).unwrap();
-    assert_eq!(master.len(), 19_686);
-    let mut total = UpdateSummary::default();
-    for (p, bytes) in &update_bytes {
-        let rows = parse_y_file(bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let s = master
-            .apply_update(&rows)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        total.added += s.added;
-        total.changed += s.changed;
-        total.abolished += s.abolished;
-        total.deleted += s.deleted;
-        total.restored += s.restored;
-    }
-    let cat = Catalog::new(master, Ingredients::from_texts(&yakka, &ippan).unwrap());
+    let (cat, report) = rxgate::masters::load_dir(&rxgate::masters::shipped_dir()).unwrap();
+    let loaded = t.elapsed();
     let products: Vec<Product> = cat.products().collect();
-    let elapsed = t.elapsed();
-
     let current = products.iter().filter(|p| p.current).count();
     let usable = cat
         .master()
@@ -705,11 +672,33 @@ fn full_masters_when_available() {
         .iter()
         .filter(|p| p.current && !p.yj_code.is_empty() && p.moieties.is_empty())
         .count();
+    let mut total = UpdateSummary::default();
+    for (_, s) in &report.updates {
+        total.added += s.added;
+        total.changed += s.changed;
+        total.abolished += s.abolished;
+        total.deleted += s.deleted;
+        total.restored += s.restored;
+        total.continued += s.continued;
+    }
     println!(
-        "full master: {} records, {current} current, {usable} usable on 2025-08-14, \
-         {no_moiety} current with a YJ code but no moiety; updates {total:?}; {elapsed:?}",
+        "shipped master: {} records, {current} current, {usable} usable on 2025-08-14, \
+         {no_moiety} current with a YJ code but no moiety; updates {total:?}; loaded in {loaded:?}",
         products.len()
     );
+    assert_eq!(report.updates.len(), 23);
+    // The published files, when given, load to the same master.
+    match masters_dir() {
+        Some(dir) => {
+            let (_, published) = rxgate::masters::load_dir(&dir).unwrap();
+            assert_eq!(published.updates.len(), report.updates.len());
+            assert_eq!(
+                (published.records, published.current),
+                (report.records, report.current)
+            );
+        }
+        None => println!("RXGATE_MASTERS not set: the published files were not compared"),
+    }
     assert_eq!(
         total,
         UpdateSummary {
@@ -749,28 +738,6 @@ fn full_masters_when_available() {
             );
         }
     }
-    // Every moiety the table names is covered by SEED_MOIETIES unless no seed product has it.
-    let table = String::from_utf8(read(
-        dir.join("../clinical/contraindications_structured.csv"),
-    ))
-    .unwrap();
-    let not_in_seed = ["エファビレンツ", "タペンタドール", "バルデナフィル"];
-    // Seed rows the seed itself marks as absent from the 2024 y-master (オーラップ 611170064,
-    // レイアタッツ with no receipt code).
-    let absent = ["ピモジド", "アタザナビル"];
-    assert!(cat.by_receipt("611170064").is_none());
-    let rows = parse_csv(&table).unwrap();
-    for (_, f) in &rows[1..] {
-        for name in [&f[1], &f[3]] {
-            for part in name.split('・') {
-                let covered = SEED_MOIETIES.iter().any(|(_, _, w)| w.contains(&part));
-                assert!(
-                    covered || not_in_seed.contains(&part) || absent.contains(&part),
-                    "{part}"
-                );
-            }
-        }
-    }
     // A "(選)" 67-code from y_20240906.csv resolves to its original's moiety.
     let sel = cat.by_receipt("670000167").unwrap();
     assert!(sel.name.ends_with("（選）"));
@@ -790,6 +757,35 @@ fn full_masters_when_available() {
                 cat.by_receipt(orig).unwrap(),
             );
             assert_eq!(a.moieties, b.moieties, "{}", r.receipt_code);
+        }
+    }
+    // Every moiety the table names is covered by SEED_MOIETIES unless no seed product has it.
+    let shipped_table = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/clinical/contraindications_structured.csv");
+    let table_path = if shipped_table.exists() {
+        shipped_table
+    } else if let Some(dir) = masters_dir() {
+        dir.join("../clinical/contraindications_structured.csv")
+    } else {
+        println!("no contraindication table: its moieties were not checked");
+        return;
+    };
+    let table = String::from_utf8(std::fs::read(table_path).unwrap()).unwrap();
+    let not_in_seed = ["エファビレンツ", "タペンタドール", "バルデナフィル"];
+    // Seed rows the seed itself marks as absent from the 2024 y-master (オーラップ 611170064,
+    // レイアタッツ with no receipt code).
+    let absent = ["ピモジド", "アタザナビル"];
+    assert!(cat.by_receipt("611170064").is_none());
+    let rows = parse_csv(&table).unwrap();
+    for (_, f) in &rows[1..] {
+        for name in [&f[1], &f[3]] {
+            for part in name.split('・') {
+                let covered = SEED_MOIETIES.iter().any(|(_, _, w)| w.contains(&part));
+                assert!(
+                    covered || not_in_seed.contains(&part) || absent.contains(&part),
+                    "{part}"
+                );
+            }
         }
     }
 }
