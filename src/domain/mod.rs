@@ -1,5 +1,6 @@
 //! The domain core. Pure: no tonic, prost, sled or tokio::net; no clock reads; no IO.
 
+pub mod checks;
 pub mod ids;
 pub mod master;
 pub mod patient;

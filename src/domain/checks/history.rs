@@ -1,0 +1,166 @@
+//! What a check reads: drug codes resolved through the `Catalog` to moieties, route and class;
+//! the patient's history medications and their active period. Pure: no IO, no clock (the check
+//! date is a parameter), no tonic/prost/sled; depends only on `domain::master`, `time`, `ids`.
+
+use crate::domain::ids::InstitutionCode;
+use crate::domain::master::{Catalog, Route};
+use crate::domain::time::JapanDate;
+
+/// Days assumed for external-use and as-needed drugs, whose period cannot be computed.
+pub const ASSUMED_DAYS: u32 = 14;
+
+/// A drug code as a prescription or dispensing record carries it (kinds 2, 4 and 7).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DrugCode {
+    /// レセ電コード, 9 digits (a "(選)" 67-code resolves to its original's ingredient).
+    Receipt(String),
+    /// YJ code, 12 characters.
+    Yj(String),
+    /// 一般名コード, 12 characters.
+    Generic(String),
+}
+
+impl DrugCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DrugCode::Receipt(c) | DrugCode::Yj(c) | DrugCode::Generic(c) => c,
+        }
+    }
+}
+
+/// A code resolved to what the checks compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedDrug {
+    pub code: DrugCode,
+    /// The product name (漢字名称), or for a generic-name code the code's ingredient names.
+    pub name: String,
+    /// The product's YJ code; `None` for a generic-name code.
+    pub yj_code: Option<String>,
+    /// The generic-name code, when the line was written with one.
+    pub generic_code: Option<String>,
+    /// Active-moiety keys (never empty: a code without moieties is unresolved).
+    pub moieties: Vec<String>,
+    pub route: Option<Route>,
+    /// 薬効分類: the YJ (or generic-name) code's first four digits.
+    pub class: String,
+}
+
+/// Resolves a code; `None` if it is unknown or names no ingredient. A YJ code shared by several
+/// products (a brand and its "(選)" code) resolves to the first current one by receipt code.
+pub fn resolve(catalog: &Catalog, code: &DrugCode) -> Option<ResolvedDrug> {
+    let product = match code {
+        DrugCode::Receipt(c) => catalog.by_receipt(c)?,
+        DrugCode::Yj(c) => {
+            let products = catalog.by_yj(c);
+            let pick = products
+                .iter()
+                .position(|p| p.current && !p.moieties.is_empty())
+                .or_else(|| products.iter().position(|p| !p.moieties.is_empty()))?;
+            products.into_iter().nth(pick)?
+        }
+        DrugCode::Generic(c) => {
+            let g = catalog.by_generic(c)?;
+            if g.moieties.is_empty() {
+                return None;
+            }
+            return Some(ResolvedDrug {
+                code: code.clone(),
+                name: g.moieties.join("・"),
+                yj_code: None,
+                generic_code: Some(g.code.clone()),
+                class: c.get(..4).unwrap_or("").to_owned(),
+                moieties: g.moieties,
+                route: g.route,
+            });
+        }
+    };
+    if product.moieties.is_empty() {
+        return None;
+    }
+    Some(ResolvedDrug {
+        code: code.clone(),
+        name: product.name,
+        yj_code: Some(product.yj_code).filter(|y| !y.is_empty()),
+        generic_code: None,
+        moieties: product.moieties,
+        route: product.route,
+        class: product.class,
+    })
+}
+
+/// How long a medication lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Supply {
+    /// Days supplied (投与日数); 0 is treated as 1.
+    Days(u32),
+    /// 頓服: 14 days assumed.
+    AsNeeded,
+    /// 外用: 14 days assumed.
+    External,
+}
+
+/// Where a history medication comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// A line of a REGISTERED or ACCEPTED prescription not yet dispensed (start = issue date).
+    Prescription,
+    /// A dispensing record (start = dispensing date).
+    Dispensing,
+}
+
+/// The other side's origin, as a finding reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// The prescribing institution or the dispensing pharmacy.
+    pub code: InstitutionCode,
+    /// Issue or dispensing date.
+    pub date: JapanDate,
+}
+
+/// One medication of the patient's history. The caller builds the history: undispensed lines of
+/// REGISTERED/ACCEPTED prescriptions and dispensing-record lines, never the prescription being
+/// checked, each dispensed line only through its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Medication {
+    pub drug: DrugCode,
+    /// Issue date (undispensed line) or dispensing date (dispensed).
+    pub start: JapanDate,
+    pub supply: Supply,
+    pub source: Source,
+    /// The institution that prescribed it (for a dispensing record, the original prescription's
+    /// institution, when known): the same-institution exclusion compares this; `None` falls back
+    /// to `source.code`.
+    pub prescriber: Option<InstitutionCode>,
+    /// Opaque, unique per history line (e.g. `rx:<id>:<line>` or `disp:<id>:<line>`); history
+    /// entries sharing one are counted once.
+    pub source_id: String,
+}
+
+impl Medication {
+    /// Days the medication lasts; external-use and as-needed count 14, as does any product whose
+    /// route is external (a quantity, not a period, is what an external line supplies).
+    pub fn days(&self, route: Option<Route>) -> u32 {
+        match self.supply {
+            Supply::AsNeeded | Supply::External => ASSUMED_DAYS,
+            Supply::Days(_) if route == Some(Route::External) => ASSUMED_DAYS,
+            Supply::Days(n) => n.max(1),
+        }
+    }
+
+    /// The last day the medication is active: start + days − 1.
+    pub fn last_day(&self, route: Option<Route>) -> JapanDate {
+        let days = i32::try_from(self.days(route)).unwrap_or(i32::MAX / 2);
+        self.start.add_days(days - 1)
+    }
+
+    /// Active on `date` iff date ∈ [start, start + days − 1].
+    pub fn is_active_on(&self, date: JapanDate, route: Option<Route>) -> bool {
+        self.start <= date && date <= self.last_day(route)
+    }
+
+    /// The institution the same-institution exclusion compares.
+    pub fn prescribing_institution(&self) -> &InstitutionCode {
+        self.prescriber.as_ref().unwrap_or(&self.source.code)
+    }
+}
