@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use prost::Message;
 use rxgate::{
     config::Config,
-    domain::signature::{SignedContent, VerifierConfig},
+    domain::{
+        hash::hex,
+        signature::{SignedContent, VerifierConfig},
+    },
     json,
     proto::v1::{DispensingRecord, Prescription, SignedDocument},
     service::SystemClock,
@@ -222,10 +225,6 @@ fn verify_as<D: SignedContent + Message>(
             Ok(false)
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {

@@ -154,8 +154,7 @@ pub struct PeerIdentity {
 impl PeerIdentity {
     fn of(cert_der: &[u8], remote_addr: Option<SocketAddr>) -> Result<Self, IdentityError> {
         let institution = institution_of(cert_der)?;
-        let mut certificate_sha256 = [0u8; 32];
-        certificate_sha256.copy_from_slice(digest::digest(&digest::SHA256, cert_der).as_ref());
+        let certificate_sha256 = crate::domain::hash::sha256(cert_der);
         Ok(PeerIdentity {
             institution,
             certificate_sha256,

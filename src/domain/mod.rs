@@ -1,6 +1,7 @@
 //! The domain core. Pure: no tonic, prost, sled or tokio::net; no clock reads; no IO.
 
 pub mod checks;
+pub mod hash;
 pub mod ids;
 pub mod master;
 pub mod patient;

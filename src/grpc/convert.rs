@@ -6,7 +6,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     documents,
-    domain::{patient::PatientKey, prescription::State, rx::FieldViolation, time::JapanDate},
+    domain::{
+        hash::hex, patient::PatientKey, prescription::State, rx::FieldViolation, time::JapanDate,
+    },
     proto::v1 as pb,
     service::{AuditEntry, Error, Status as RxStatus},
 };
@@ -102,10 +104,6 @@ pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
             })
             .collect(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {

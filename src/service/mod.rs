@@ -11,12 +11,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ring::{digest, rand::SecureRandom};
+use ring::rand::SecureRandom;
 
 pub use lockout::LockoutPolicy;
 
 use crate::{
     domain::{
+        hash::{hex, sha256},
         ids::{Institution, InstitutionCode},
         patient::PatientKey,
         prescription::{Lifecycle, LifecycleError, State, Transition, usable_through},
@@ -208,17 +209,6 @@ pub struct Gateway {
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {

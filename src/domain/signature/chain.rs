@@ -14,7 +14,6 @@ use certval::{
 };
 use const_oid::ObjectIdentifier;
 use der::Decode;
-use ring::digest;
 use x509_cert::Certificate;
 
 use super::crypto::CertvalVerifier;
@@ -261,14 +260,6 @@ fn has_repeated_extension(cert: &Certificate) -> bool {
 pub(crate) struct ChainCache {
     capacity: usize,
     entries: RwLock<HashMap<[u8; 32], Arc<Chain>>>,
-}
-
-/// The SHA-256 fingerprint of a DER certificate.
-pub(crate) fn fingerprint(der: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, der)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
 }
 
 impl ChainCache {

@@ -4,8 +4,8 @@
 
 use std::{collections::HashMap, time::SystemTime};
 
+use crate::domain::hash::sha256;
 use der::{Decode, Encode, Reader, SliceReader};
-use ring::digest;
 use x509_cert::{
     Certificate,
     crl::CertificateList,
@@ -60,10 +60,7 @@ pub enum Status {
 
 fn spki_key(cert: &Certificate) -> Result<[u8; 32], der::Error> {
     let spki = cert.tbs_certificate().subject_public_key_info().to_der()?;
-    Ok(digest::digest(&digest::SHA256, &spki)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes"))
+    Ok(sha256(&spki))
 }
 
 /// The DER bytes of the first element inside a SEQUENCE: the signed part of a CRL, exactly as

@@ -354,7 +354,7 @@ impl Verifier {
         let envelope = cms::open(content, cms_signature)?;
 
         // 2. The chain to a trust anchor, valid at receipt.
-        let fingerprint = chain::fingerprint(&envelope.signer_der);
+        let fingerprint = super::hash::sha256(&envelope.signer_der);
         let chain = match self.cache.get(&fingerprint, received_at) {
             Some(chain) => chain,
             None => {
