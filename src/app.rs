@@ -149,7 +149,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             task.abort();
         }
         drop(gateway);
-        store.close().context("closing the store")?;
+        // Closing flushes, joins the writer thread and waits for sled to release its files:
+        // blocking work, kept off the async runtime.
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .context("closing the store")?
+            .context("closing the store")?;
         served.context("serving")
     });
     tracing::info!(%addr, "rxgate listening (gRPC over mutual TLS)");
