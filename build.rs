@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/rxgate/v1/documents.proto",
+        "proto/rxgate/v1/checks.proto",
         "proto/rxgate/v1/common.proto",
         "proto/rxgate/v1/prescription_service.proto",
         "proto/rxgate/v1/dispensing_service.proto",

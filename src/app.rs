@@ -11,6 +11,7 @@ use tonic::transport::Server as TonicServer;
 use crate::{
     config::Config,
     grpc::{MAX_MESSAGE_BYTES, Services},
+    masters,
     proto::{
         DESCRIPTOR_SET,
         v1::{
@@ -19,7 +20,7 @@ use crate::{
             prescription_service_server::PrescriptionServiceServer,
         },
     },
-    service::{Clock, Gateway},
+    service::{Clinical, Clock, Gateway},
     store::{Store, sled::SledStore},
     tls,
 };
@@ -47,6 +48,39 @@ impl Server {
     }
 }
 
+/// The drug masters and contraindication table the configuration names (by default the
+/// shipped ones), parsed off the async runtime.
+async fn load_clinical(config: &Config) -> anyhow::Result<Clinical> {
+    let checks = config.checks.clone();
+    let started = std::time::Instant::now();
+    let (sources, built) = tokio::task::spawn_blocking(move || {
+        let dir = checks.masters_dir.unwrap_or_else(masters::shipped_dir);
+        let table = checks
+            .contraindications
+            .unwrap_or_else(masters::shipped_contraindications);
+        let sources = masters::Sources::from_dir(&dir, &table)?;
+        let built = sources.build()?;
+        Ok::<_, masters::Error>((sources, built))
+    })
+    .await
+    .context("loading the drug masters")?
+    .context("loading the drug masters")?;
+    tracing::info!(
+        full_file = %built.report.full_file,
+        updates = built.report.updates.len(),
+        products = built.report.current,
+        contraindication_rules = built.table.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "drug masters loaded"
+    );
+    Ok(Clinical {
+        catalog: built.catalog,
+        table: built.table,
+        sources,
+        version: 0,
+    })
+}
+
 /// Binds `config.listen` and starts serving; returns once the server accepts connections.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     config.validate()?;
@@ -65,11 +99,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let verifier = Arc::new(verifier);
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
+    let clinical = load_clinical(&config).await?;
+
     let dyn_store: Arc<dyn Store> = store.clone();
     let gateway = Arc::new(Gateway::new(
         dyn_store,
         Arc::clone(&verifier),
         clock,
+        Arc::new(clinical),
         config.gateway_config(),
     ));
     let services = Services::new(Arc::clone(&gateway));

@@ -12,10 +12,13 @@ use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use crate::{
-    domain::signature::{
-        DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
+    domain::{
+        checks::CheckOptions,
+        signature::{
+            DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
+        },
     },
-    service::{GatewayConfig, LockoutPolicy},
+    service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical},
     tls::TlsFiles,
     trust::TrustFiles,
 };
@@ -65,6 +68,80 @@ pub struct Config {
     /// How often the expiry sweep writes EXPIRED on prescriptions past their last usable day.
     #[serde(default = "default_sweep")]
     pub expiry_sweep_secs: u64,
+    /// The clinical checks.
+    #[serde(default)]
+    pub checks: ChecksConfig,
+}
+
+/// The clinical checks: their data, policy and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// The drug masters folder (laid out as `data/masters`); default: the shipped one.
+    pub masters_dir: Option<PathBuf>,
+    /// The contraindication table; default: the shipped `data/clinical/contraindications_structured.csv`.
+    pub contraindications: Option<PathBuf>,
+    /// What a registration with a critical finding does.
+    pub on_critical: OnCriticalConfig,
+    /// Defaults of the per-request switches (the national rules: all off).
+    pub include_same_institution: bool,
+    pub caution: bool,
+    pub same_class: bool,
+    pub within_prescription: bool,
+    /// Pre-issue checks (CheckPrescription) allowed per (institution, patient) within
+    /// `precheck_window_secs`; then that pair waits for the same time.
+    pub precheck_max: usize,
+    pub precheck_window_secs: u64,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        let policy = CheckPolicy::default();
+        ChecksConfig {
+            masters_dir: None,
+            contraindications: None,
+            on_critical: OnCriticalConfig::RequireOverride,
+            include_same_institution: policy.defaults.include_same_institution,
+            caution: policy.defaults.caution,
+            same_class: policy.defaults.same_class,
+            within_prescription: policy.defaults.within_prescription,
+            precheck_max: policy.precheck_limit.max_misses,
+            precheck_window_secs: policy.precheck_limit.window.as_secs(),
+        }
+    }
+}
+
+/// `on_critical` in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCriticalConfig {
+    /// Refuse a registration with a critical finding unless each is acknowledged (default).
+    RequireOverride,
+    /// Register and return the findings, as the national service does.
+    Warn,
+}
+
+impl ChecksConfig {
+    pub fn policy(&self) -> CheckPolicy {
+        let window = Duration::from_secs(self.precheck_window_secs);
+        CheckPolicy {
+            on_critical: match self.on_critical {
+                OnCriticalConfig::RequireOverride => OnCritical::RequireOverride,
+                OnCriticalConfig::Warn => OnCritical::Warn,
+            },
+            defaults: CheckOptions {
+                include_same_institution: self.include_same_institution,
+                caution: self.caution,
+                same_class: self.same_class,
+                within_prescription: self.within_prescription,
+            },
+            precheck_limit: LockoutPolicy {
+                max_misses: self.precheck_max,
+                window,
+                lockout: window,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +246,7 @@ impl Config {
             lookup_lockout_secs: default_lockout(),
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
+            checks: ChecksConfig::default(),
         }
     }
 
@@ -189,6 +267,9 @@ impl Config {
         }
         if self.tls.client_crls.is_empty() {
             return invalid("tls.client_crls must name the CRL of every institution CA");
+        }
+        if self.checks.precheck_max == 0 || self.checks.precheck_window_secs == 0 {
+            return invalid("checks.precheck_max and checks.precheck_window_secs must be positive");
         }
         self.verifier_config().map(|_| ())
     }
@@ -230,6 +311,7 @@ impl Config {
                 window: Duration::from_secs(self.lookup_miss_window_secs),
                 lockout: Duration::from_secs(self.lookup_lockout_secs),
             },
+            checks: self.checks.policy(),
             ..GatewayConfig::default()
         }
     }

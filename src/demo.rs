@@ -139,6 +139,7 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
     let registered = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(signed(&doctor, rx)?),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -179,6 +180,7 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
         .receive_prescription(pb::ReceivePrescriptionRequest {
             patient_key: Some(patient.clone()),
             exchange_number: registered.exchange_number.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -6,15 +6,19 @@ use prost::Message;
 
 use crate::{
     domain::{
+        checks::{DrugCode as Code, Supply},
         ids::IdError,
         patient::PatientKey,
-        rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts, PrescriptionNumber},
+        rx::{
+            DispensedLineFacts, DispensingFacts, DraftFacts, FieldViolation, NamedSigner,
+            PrescriptionFacts, PrescriptionNumber, RxLine,
+        },
         signature::{DocumentKind, SignedContent},
         time::JapanDate,
     },
     proto::v1::{
-        self as proto, DispensedLineStatus, DispensingRecord, DocumentType, Dosing, DrugCode,
-        DrugCodeKind, Practitioner, Prescription, Sex,
+        self as proto, DispensedLine, DispensedLineStatus, DispensingRecord, DocumentType, Dosing,
+        DrugCode, DrugCodeKind, Practitioner, Prescription, PrescriptionLine, Sex,
     },
 };
 
@@ -141,23 +145,25 @@ fn is_decimal(s: &str) -> bool {
         && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
 }
 
-fn drug_code(v: &mut Violations, field: &str, drug: Option<&DrugCode>) {
+fn drug_code(v: &mut Violations, field: &str, drug: Option<&DrugCode>) -> Option<Code> {
     let Some(drug) = drug else {
         v.add(field, "is required");
-        return;
+        return None;
     };
     let code = drug.code.as_str();
-    let ok = match DrugCodeKind::try_from(drug.kind) {
-        Ok(DrugCodeKind::Receipt) => code.len() == 9 && code.bytes().all(|b| b.is_ascii_digit()),
-        Ok(DrugCodeKind::Yj) | Ok(DrugCodeKind::GenericName) => {
-            code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric())
-        }
+    let (ok, parsed) = match DrugCodeKind::try_from(drug.kind) {
+        Ok(DrugCodeKind::Receipt) => (
+            code.len() == 9 && code.bytes().all(|b| b.is_ascii_digit()),
+            Code::Receipt(code.to_owned()),
+        ),
+        Ok(DrugCodeKind::Yj) => (is_code12(code), Code::Yj(code.to_owned())),
+        Ok(DrugCodeKind::GenericName) => (is_code12(code), Code::Generic(code.to_owned())),
         _ => {
             v.add(
                 format!("{field}.kind"),
                 "must be RECEIPT, YJ or GENERIC_NAME",
             );
-            return;
+            return None;
         }
     };
     if !ok {
@@ -165,6 +171,121 @@ fn drug_code(v: &mut Violations, field: &str, drug: Option<&DrugCode>) {
             format!("{field}.code"),
             "receipt codes have 9 digits; YJ and generic-name codes 12 characters",
         );
+        return None;
+    }
+    Some(parsed)
+}
+
+fn is_code12(code: &str) -> bool {
+    code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The lines of a prescription (or draft), each violation named under `lines[i]`.
+fn prescription_lines(v: &mut Violations, lines: &[PrescriptionLine]) -> Vec<RxLine> {
+    if lines.is_empty() {
+        v.add("lines", "at least one line is required");
+    }
+    let mut parsed = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let field = format!("lines[{i}]");
+        let drug = drug_code(v, &format!("{field}.drug"), line.drug.as_ref());
+        if !is_decimal(&line.quantity) || line.quantity.parse::<f64>().is_ok_and(|q| q <= 0.0) {
+            v.add(format!("{field}.quantity"), "a positive decimal number");
+        }
+        if line.unit.is_empty() {
+            v.add(format!("{field}.unit"), "is required");
+        }
+        let supply = match (Dosing::try_from(line.dosing), line.days_supplied) {
+            (Ok(Dosing::Days), n @ 1..=365) => Some(Supply::Days(n)),
+            (Ok(Dosing::Days), _) => {
+                v.add(format!("{field}.days_supplied"), "1 to 365 days");
+                None
+            }
+            (Ok(Dosing::AsNeeded), 0) => Some(Supply::AsNeeded),
+            (Ok(Dosing::External), 0) => Some(Supply::External),
+            (Ok(Dosing::AsNeeded | Dosing::External), _) => {
+                v.add(
+                    format!("{field}.days_supplied"),
+                    "only days-based lines carry days_supplied",
+                );
+                None
+            }
+            _ => {
+                v.add(
+                    format!("{field}.dosing"),
+                    "must be DAYS, AS_NEEDED or EXTERNAL",
+                );
+                None
+            }
+        };
+        if let (Some(drug), Some(supply)) = (drug, supply) {
+            parsed.push(RxLine { drug, supply });
+        }
+    }
+    parsed
+}
+
+/// The lines of a dispensing record (or of a dispensing about to happen) that give something,
+/// each violation named under `lines[i]`.
+fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<DispensedLineFacts> {
+    if lines.is_empty() {
+        v.add("lines", "at least one line is required");
+    }
+    let mut parsed = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let field = format!("lines[{i}]");
+        match DispensedLineStatus::try_from(line.status) {
+            Ok(DispensedLineStatus::NotDispensed) => {}
+            Ok(DispensedLineStatus::Complete | DispensedLineStatus::Partial) => {
+                if let Some(drug) = drug_code(v, &format!("{field}.drug"), line.drug.as_ref()) {
+                    parsed.push(DispensedLineFacts {
+                        prescription_line: line.prescription_line,
+                        drug,
+                        days_supplied: line.days_supplied,
+                    });
+                }
+            }
+            _ => v.add(
+                format!("{field}.status"),
+                "must be COMPLETE, PARTIAL or NOT_DISPENSED",
+            ),
+        }
+    }
+    parsed
+}
+
+/// The lines about to be dispensed, as a pharmacy's dispensing check names them.
+pub fn lines_to_dispense(
+    lines: &[DispensedLine],
+) -> Result<Vec<DispensedLineFacts>, Vec<FieldViolation>> {
+    let mut v = Violations::default();
+    let parsed = dispensed_lines(&mut v, lines);
+    if v.0.is_empty() { Ok(parsed) } else { Err(v.0) }
+}
+
+impl TryFrom<&Prescription> for DraftFacts {
+    type Error = Vec<FieldViolation>;
+
+    /// A draft for a pre-issue check: only the institution, the patient key and the lines.
+    fn try_from(p: &Prescription) -> Result<Self, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let institution = v.parse("institution_code", p.institution_code.parse(), id_rule);
+        let patient = match patient_key(p.patient.as_ref().and_then(|p| p.key.as_ref())) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                v.0.push(FieldViolation::new(format!("patient.{}", e.field), e.rule));
+                None
+            }
+        };
+        let lines = prescription_lines(&mut v, &p.lines);
+        match (institution, patient) {
+            (Some(institution), Some(patient)) if v.0.is_empty() => Ok(DraftFacts {
+                institution,
+                patient,
+                lines,
+            }),
+            _ => Err(v.0),
+        }
     }
 }
 
@@ -218,32 +339,7 @@ impl TryFrom<&Prescription> for PrescriptionFacts {
         if !(1..=3).contains(&p.refill_count) {
             v.add("refill_count", "the total number of uses, 1 to 3");
         }
-        if p.lines.is_empty() {
-            v.add("lines", "at least one line is required");
-        }
-        for (i, line) in p.lines.iter().enumerate() {
-            let field = format!("lines[{i}]");
-            drug_code(&mut v, &format!("{field}.drug"), line.drug.as_ref());
-            if !is_decimal(&line.quantity) || line.quantity.parse::<f64>().is_ok_and(|q| q <= 0.0) {
-                v.add(format!("{field}.quantity"), "a positive decimal number");
-            }
-            if line.unit.is_empty() {
-                v.add(format!("{field}.unit"), "is required");
-            }
-            match (Dosing::try_from(line.dosing), line.days_supplied) {
-                (Ok(Dosing::Days), 1..=365) => {}
-                (Ok(Dosing::Days), _) => v.add(format!("{field}.days_supplied"), "1 to 365 days"),
-                (Ok(Dosing::AsNeeded | Dosing::External), 0) => {}
-                (Ok(Dosing::AsNeeded | Dosing::External), _) => v.add(
-                    format!("{field}.days_supplied"),
-                    "only days-based lines carry days_supplied",
-                ),
-                _ => v.add(
-                    format!("{field}.dosing"),
-                    "must be DAYS, AS_NEEDED or EXTERNAL",
-                ),
-            }
-        }
+        let lines = prescription_lines(&mut v, &p.lines);
         match (
             institution,
             number,
@@ -267,7 +363,7 @@ impl TryFrom<&Prescription> for PrescriptionFacts {
                 issue_date,
                 usable_until,
                 refill_count: p.refill_count,
-                line_count: p.lines.len() as u32,
+                lines,
             }),
             _ => Err(v.0),
         }
@@ -290,23 +386,7 @@ impl TryFrom<&DispensingRecord> for DispensingFacts {
         let pharmacy = v.parse("pharmacy_code", r.pharmacy_code.parse(), id_rule);
         let pharmacist = named_signer(&mut v, "pharmacist", r.pharmacist.as_ref());
         let date = dispensing_date(&mut v, "dispensing_date", &r.dispensing_date);
-        if r.lines.is_empty() {
-            v.add("lines", "at least one line is required");
-        }
-        for (i, line) in r.lines.iter().enumerate() {
-            let field = format!("lines[{i}]");
-            if DispensedLineStatus::try_from(line.status)
-                .map_or(true, |s| s == DispensedLineStatus::Unspecified)
-            {
-                v.add(
-                    format!("{field}.status"),
-                    "must be COMPLETE, PARTIAL or NOT_DISPENSED",
-                );
-            }
-            if line.status != DispensedLineStatus::NotDispensed as i32 {
-                drug_code(&mut v, &format!("{field}.drug"), line.drug.as_ref());
-            }
-        }
+        let lines = dispensed_lines(&mut v, &r.lines);
         if r.important_information && r.important_message.is_empty() {
             v.add("important_message", "required with important_information");
         }
@@ -326,6 +406,7 @@ impl TryFrom<&DispensingRecord> for DispensingFacts {
                 pharmacist,
                 dispensing_date,
                 important_information: r.important_information,
+                lines,
             }),
             _ => Err(v.0),
         }

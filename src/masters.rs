@@ -1,15 +1,18 @@
 //! The drug masters from files: the official SSK y-files (a full file, then its updates in date
 //! order) and the MHLW ingredient lists, as published or gzip-compressed, into a
-//! `domain::master::Catalog`. The shipped set is `data/masters` (see its README).
+//! `domain::master::Catalog`, and the contraindication table. The shipped set is `data/masters`
+//! and `data/clinical` (see their READMEs).
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Read,
     path::{Path, PathBuf},
 };
 
-use crate::domain::master::{
-    Catalog, Ingredients, Master, MasterError, UpdateSummary, parse_y_file,
+use crate::domain::{
+    checks::{ContraindicationTable, TableError},
+    master::{Catalog, Ingredients, Master, MasterError, UpdateSummary, parse_y_file},
 };
 
 /// Why the masters could not be loaded. Every variant names the file.
@@ -26,6 +29,13 @@ pub enum Error {
     Master { path: PathBuf, source: MasterError },
     #[error("{path}: not UTF-8")]
     NotUtf8 { path: PathBuf },
+    #[error("{path}: {source}")]
+    Table { path: PathBuf, source: TableError },
+    #[error("{name}: not an official file name (expected {expected})")]
+    Name {
+        name: String,
+        expected: &'static str,
+    },
 }
 
 /// What was loaded.
@@ -60,12 +70,6 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     } else {
         Ok(bytes)
     }
-}
-
-fn text(path: &Path) -> Result<String, Error> {
-    String::from_utf8(read(path)?).map_err(|_| Error::NotUtf8 {
-        path: path.to_owned(),
-    })
 }
 
 /// The files in `dir` whose name starts with `prefix` and is a `.csv` or `.csv.gz`, sorted by
@@ -118,42 +122,184 @@ fn name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Loads a folder laid out like the official publication: one `y_ALL*.csv`, updates in
-/// `y_updates/y_YYYYMMDD.csv`, the newest `mhlw_yakka_list_*.csv` and `ippan_master_*.csv`
-/// (each possibly `.gz`).
-pub fn load_dir(dir: &Path) -> Result<(Catalog, LoadReport), Error> {
-    let full = newest(dir, "y_ALL", None, "full y-file (y_ALL*.csv)")?;
-    let master_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Master { path, source }
-    };
-    let rows = parse_y_file(&read(&full)?).map_err(master_error(&full))?;
-    let mut master = Master::from_full(rows).map_err(master_error(&full))?;
-    let mut updates = Vec::new();
-    let update_dir = dir.join("y_updates");
-    if update_dir.is_dir() {
-        for path in files(&update_dir, "y_", None)? {
-            let rows = parse_y_file(&read(&path)?).map_err(master_error(&path))?;
-            let summary = master.apply_update(&rows).map_err(master_error(&path))?;
-            updates.push((name(&path), summary));
+/// The kinds of file that make up the clinical data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// SSK 医薬品マスター full file, `y_ALLYYYYMMDD.csv` (cp932).
+    YFull,
+    /// SSK 医薬品マスター update file, `y_YYYYMMDD.csv` (cp932).
+    YUpdate,
+    /// MHLW 薬価基準収載品目リスト (UTF-8 CSV).
+    YakkaList,
+    /// MHLW 一般名処方マスタ (UTF-8 CSV).
+    IppanMaster,
+    /// The contraindication table (UTF-8 CSV, `contraindications_structured.csv` layout).
+    Contraindications,
+}
+
+/// One file's name and bytes (decompressed).
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The files the clinical data is built from: a full y-file and the update files after it (in
+/// name order, which is date order), the two MHLW lists and the contraindication table. The
+/// shipped set comes from `data/`; imports change it (`Sources::apply`), and a restart replays
+/// the imports over the shipped set, so the result is always a function of the files.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    full: SourceFile,
+    updates: BTreeMap<String, SourceFile>,
+    yakka: SourceFile,
+    ippan: SourceFile,
+    contraindications: SourceFile,
+}
+
+/// The date in an official y-file name (`y_ALL20240321.csv`, `y_20250813.csv`).
+fn y_date(name: &str, prefix: &str) -> Option<String> {
+    let rest = name.strip_prefix(prefix)?;
+    let date = rest.get(..8)?;
+    (date.bytes().all(|b| b.is_ascii_digit()) && rest[8..].starts_with(".csv"))
+        .then(|| date.to_owned())
+}
+
+fn source(path: &Path) -> Result<SourceFile, Error> {
+    Ok(SourceFile {
+        name: name(path).trim_end_matches(".gz").to_owned(),
+        bytes: read(path)?,
+    })
+}
+
+fn utf8<'a>(file: &'a SourceFile) -> Result<&'a str, Error> {
+    std::str::from_utf8(&file.bytes).map_err(|_| Error::NotUtf8 {
+        path: PathBuf::from(&file.name),
+    })
+}
+
+/// What a build produced.
+pub struct Built {
+    pub catalog: Catalog,
+    pub table: ContraindicationTable,
+    pub report: LoadReport,
+}
+
+impl Sources {
+    /// Reads a folder laid out like the official publication: one `y_ALL*.csv`, updates in
+    /// `y_updates/y_YYYYMMDD.csv`, the newest `mhlw_yakka_list_*.csv` and `ippan_master_*.csv`
+    /// (each possibly `.gz`); and the contraindication table at `contraindications`.
+    pub fn from_dir(dir: &Path, contraindications: &Path) -> Result<Sources, Error> {
+        let full = source(&newest(dir, "y_ALL", None, "full y-file (y_ALL*.csv)")?)?;
+        let mut updates = BTreeMap::new();
+        let update_dir = dir.join("y_updates");
+        if update_dir.is_dir() {
+            for path in files(&update_dir, "y_", None)? {
+                let file = source(&path)?;
+                updates.insert(file.name.clone(), file);
+            }
         }
+        let yakka = source(&newest(dir, "mhlw_yakka_list_", None, "MHLW yakka list")?)?;
+        let ippan = source(&newest(
+            dir,
+            "ippan_master_",
+            Some("exceptions"),
+            "MHLW ippan master",
+        )?)?;
+        Ok(Sources {
+            full,
+            updates,
+            yakka,
+            ippan,
+            contraindications: source(contraindications)?,
+        })
     }
-    let yakka = newest(dir, "mhlw_yakka_list_", None, "MHLW yakka list")?;
-    let ippan = newest(
-        dir,
-        "ippan_master_",
-        Some("exceptions"),
-        "MHLW ippan master",
-    )?;
-    let ingredients =
-        Ingredients::from_texts(&text(&yakka)?, &text(&ippan)?).map_err(master_error(&yakka))?;
-    let report = LoadReport {
-        full_file: name(&full),
-        updates,
-        records: master.len(),
-        current: master.current_count(),
-    };
-    Ok((Catalog::new(master, ingredients), report))
+
+    /// The shipped set: `data/masters` and `data/clinical/contraindications_structured.csv`.
+    pub fn shipped() -> Result<Sources, Error> {
+        Sources::from_dir(&shipped_dir(), &shipped_contraindications())
+    }
+
+    /// Puts a file in the set: a full y-file replaces the base (and drops the updates it
+    /// supersedes), an update joins the updates (replacing one of the same name), the others
+    /// replace their kind. Refuses a y-file whose name is not the official one (the name gives
+    /// its date, and so its order).
+    pub fn apply(&mut self, kind: FileKind, file: SourceFile) -> Result<(), Error> {
+        let bad_name = |expected: &'static str| Error::Name {
+            name: file.name.clone(),
+            expected,
+        };
+        match kind {
+            FileKind::YFull => {
+                let date =
+                    y_date(&file.name, "y_ALL").ok_or_else(|| bad_name("y_ALLYYYYMMDD.csv"))?;
+                self.updates
+                    .retain(|name, _| y_date(name, "y_").is_some_and(|d| d > date));
+                self.full = file;
+            }
+            FileKind::YUpdate => {
+                y_date(&file.name, "y_").ok_or_else(|| bad_name("y_YYYYMMDD.csv"))?;
+                self.updates.insert(file.name.clone(), file);
+            }
+            FileKind::YakkaList => self.yakka = file,
+            FileKind::IppanMaster => self.ippan = file,
+            FileKind::Contraindications => self.contraindications = file,
+        }
+        Ok(())
+    }
+
+    /// Parses everything and builds the catalog and the table. The updates after the full
+    /// file's date are applied in name (date) order.
+    pub fn build(&self) -> Result<Built, Error> {
+        let master_error = |file: &SourceFile| {
+            let path = PathBuf::from(&file.name);
+            move |source| Error::Master { path, source }
+        };
+        let rows = parse_y_file(&self.full.bytes).map_err(master_error(&self.full))?;
+        let mut master = Master::from_full(rows).map_err(master_error(&self.full))?;
+        let base = y_date(&self.full.name, "y_ALL");
+        let mut updates = Vec::new();
+        for file in self.updates.values() {
+            if base.is_some() && y_date(&file.name, "y_") <= base {
+                continue;
+            }
+            let rows = parse_y_file(&file.bytes).map_err(master_error(file))?;
+            let summary = master.apply_update(&rows).map_err(master_error(file))?;
+            updates.push((file.name.clone(), summary));
+        }
+        let ingredients = Ingredients::from_texts(utf8(&self.yakka)?, utf8(&self.ippan)?)
+            .map_err(master_error(&self.yakka))?;
+        let table =
+            ContraindicationTable::parse(utf8(&self.contraindications)?).map_err(|source| {
+                Error::Table {
+                    path: PathBuf::from(&self.contraindications.name),
+                    source,
+                }
+            })?;
+        let report = LoadReport {
+            full_file: self.full.name.clone(),
+            updates,
+            records: master.len(),
+            current: master.current_count(),
+        };
+        Ok(Built {
+            catalog: Catalog::new(master, ingredients),
+            table,
+            report,
+        })
+    }
+}
+
+/// The contraindication table shipped with rxgate.
+pub fn shipped_contraindications() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/clinical/contraindications_structured.csv")
+}
+
+/// Loads the drug masters of a folder laid out like the official publication (see
+/// [`Sources::from_dir`]), with the shipped contraindication table.
+pub fn load_dir(dir: &Path) -> Result<(Catalog, LoadReport), Error> {
+    let built = Sources::from_dir(dir, &shipped_contraindications())?.build()?;
+    Ok((built.catalog, built.report))
 }
 
 #[cfg(test)]
@@ -164,9 +310,9 @@ mod tests {
     #[test]
     fn the_shipped_master_is_current() {
         let (catalog, report) = load_dir(&shipped_dir()).unwrap();
-        assert_eq!(report.full_file, "y_ALL20240321.csv.gz");
+        assert_eq!(report.full_file, "y_ALL20240321.csv");
         assert_eq!(report.updates.len(), 23);
-        assert_eq!(report.updates.last().unwrap().0, "y_20250813.csv.gz");
+        assert_eq!(report.updates.last().unwrap().0, "y_20250813.csv");
         assert_eq!((report.records, report.current), (21_182, 20_523));
         // a "(選)" code arrived with the 2024-09-06 update and resolves like its original
         let chosen = catalog

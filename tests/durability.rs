@@ -433,6 +433,7 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
         let answer = clinic
             .register_prescription(pb::RegisterPrescriptionRequest {
                 prescription: Some(attempt.signed.clone()),
+                ..Default::default()
             })
             .await;
         match answer {
@@ -529,6 +530,7 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
             .receive_prescription(pb::ReceivePrescriptionRequest {
                 patient_key: Some(key),
                 exchange_number,
+                ..Default::default()
             })
             .await;
         match received {
@@ -650,6 +652,7 @@ async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharm
             .receive_prescription(pb::ReceivePrescriptionRequest {
                 patient_key: Some(key.clone()),
                 exchange_number: reg.exchange_number.clone(),
+                ..Default::default()
             })
             .await
             .map_err(|s| {
@@ -676,6 +679,7 @@ async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharm
             .receive_prescription(pb::ReceivePrescriptionRequest {
                 patient_key: Some(key),
                 exchange_number: reg.exchange_number.clone(),
+                ..Default::default()
             })
             .await
         {
@@ -778,6 +782,7 @@ async fn reregister_unacked(ctx: &Ctx, clients: &Arc<Clients>) -> (Vec<String>, 
         let answer = clinic
             .register_prescription(pb::RegisterPrescriptionRequest {
                 prescription: Some(attempt.signed.clone()),
+                ..Default::default()
             })
             .await;
         let r = match answer {

@@ -125,6 +125,7 @@ async fn register(
     let r = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(h.sign("doctor", content)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -142,6 +143,7 @@ fn receive_req(rx: &Rx) -> pb::ReceivePrescriptionRequest {
     pb::ReceivePrescriptionRequest {
         patient_key: Some(rx.patient.clone()),
         exchange_number: rx.exchange.clone(),
+        ..Default::default()
     }
 }
 
@@ -370,6 +372,7 @@ async fn re_registration_is_idempotent_and_numbers_are_unique() {
     let first = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(h.sign("doctor", content.clone())),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -380,6 +383,7 @@ async fn re_registration_is_idempotent_and_numbers_are_unique() {
     let second = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(resigned),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -392,6 +396,7 @@ async fn re_registration_is_idempotent_and_numbers_are_unique() {
     let err = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(h.sign("doctor", other.encode_to_vec())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -537,6 +542,7 @@ async fn the_authorization_table() {
                     "doctor",
                     demo_prescription("AUTH-X", patient(8), h.today()).encode_to_vec(),
                 )),
+                ..Default::default()
             })
             .await,
         );
@@ -563,6 +569,7 @@ async fn the_authorization_table() {
                     "doctor",
                     demo_prescription("AUTH-2", patient(8), h.today()).encode_to_vec(),
                 )),
+                ..Default::default()
             })
             .await,
     );
@@ -574,6 +581,7 @@ async fn the_authorization_table() {
                     "doctor-ec",
                     demo_prescription("AUTH-3", patient(8), h.today()).encode_to_vec(),
                 )),
+                ..Default::default()
             })
             .await,
     );
@@ -671,6 +679,7 @@ async fn bad_signatures_and_bad_input_are_invalid_arguments() {
                 "pharmacist",
                 demo_prescription("BAD-1", patient(9), h.today()).encode_to_vec(),
             )),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -693,6 +702,7 @@ async fn bad_signatures_and_bad_input_are_invalid_arguments() {
     let err = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -711,6 +721,7 @@ async fn bad_signatures_and_bad_input_are_invalid_arguments() {
     let err = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(h.sign("doctor", stale.encode_to_vec())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -724,6 +735,7 @@ async fn bad_signatures_and_bad_input_are_invalid_arguments() {
     let err = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(huge),
+            ..Default::default()
         })
         .await
         .unwrap_err();

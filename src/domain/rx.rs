@@ -1,7 +1,12 @@
 //! The business facts of verified documents that the gateway acts on, parsed: a prescription's
 //! identity, patient, dates and shape, and a dispensing record's. Pure: no IO.
 
-use super::{ids::InstitutionCode, patient::PatientKey, time::JapanDate};
+use super::{
+    checks::{DrugCode, Supply},
+    ids::InstitutionCode,
+    patient::PatientKey,
+    time::JapanDate,
+};
 
 /// The institution's own number for a prescription: 1–32 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,7 +41,33 @@ pub struct PrescriptionFacts {
     pub usable_until: Option<JapanDate>,
     /// Total number of uses, 1–3.
     pub refill_count: u32,
-    pub line_count: u32,
+    pub lines: Vec<RxLine>,
+}
+
+/// A prescription line as the checks read it: the drug and how long it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RxLine {
+    pub drug: DrugCode,
+    pub supply: Supply,
+}
+
+/// What a pre-issue check reads of an unsigned draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftFacts {
+    pub institution: InstitutionCode,
+    pub patient: PatientKey,
+    pub lines: Vec<RxLine>,
+}
+
+/// A line of a dispensing record that gave something (complete or partial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispensedLineFacts {
+    /// The index of the prescription line it fills.
+    pub prescription_line: u32,
+    /// The drug actually dispensed.
+    pub drug: DrugCode,
+    /// Days supplied; 0 when the line gives a quantity, not a period (as-needed, external).
+    pub days_supplied: u32,
 }
 
 /// A dispensing record, as the gateway needs it.
@@ -50,6 +81,8 @@ pub struct DispensingFacts {
     pub pharmacist: NamedSigner,
     pub dispensing_date: JapanDate,
     pub important_information: bool,
+    /// The lines that gave something; NOT_DISPENSED lines are left out.
+    pub lines: Vec<DispensedLineFacts>,
 }
 
 /// A field that failed to parse: its path in the document and the rule it broke (never its

@@ -1,17 +1,28 @@
 //! Conversions between the wire and the use cases: request fields into domain types, results into
 //! messages, and every `service::Error` into a `tonic::Status` in one exhaustive match.
 
+use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     documents,
     domain::{
-        hash::hex, patient::PatientKey, prescription::State, rx::FieldViolation, time::JapanDate,
+        checks::{Consent, DrugRef, Finding, FindingKind, Indicator, Origin, SourceKind},
+        hash::hex,
+        patient::PatientKey,
+        prescription::State,
+        rx::FieldViolation,
+        time::JapanDate,
     },
     proto::v1 as pb,
-    service::{AuditEntry, Error, Status as RxStatus},
+    service::{
+        Acknowledgement, AuditEntry, CheckRequest, Error, RequestedOptions, Status as RxStatus,
+    },
 };
+
+/// The longest acknowledgement reason accepted (characters).
+const MAX_REASON_CHARS: usize = 1000;
 
 /// The largest request rxgate decodes; larger ones are RESOURCE_EXHAUSTED. A signed document
 /// with its certificate chain is a few KiB.
@@ -125,6 +136,109 @@ pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
     }
 }
 
+/// The consent and switches of a check request. An unspecified consent is no consent.
+pub fn check_request(consent: i32, options: Option<&pb::CheckOptions>) -> CheckRequest {
+    let consent = match pb::Consent::try_from(consent) {
+        Ok(pb::Consent::Card) => Consent::Card,
+        Ok(pb::Consent::Verbal) => Consent::Verbal,
+        _ => Consent::None,
+    };
+    let options = options.map_or(RequestedOptions::default(), |o| RequestedOptions {
+        include_same_institution: o.include_same_institution,
+        caution: o.caution,
+        same_class: o.same_class,
+        within_prescription: o.within_prescription,
+    });
+    CheckRequest { consent, options }
+}
+
+/// The acknowledgements of a registration: each names a finding; its reason is free text.
+pub fn acknowledgements(acks: Vec<pb::Acknowledgement>) -> Result<Vec<Acknowledgement>, Error> {
+    let mut violations = Vec::new();
+    for (i, a) in acks.iter().enumerate() {
+        if a.finding_id.is_empty() || a.finding_id.len() > 64 {
+            violations.push(FieldViolation::new(
+                format!("acknowledgements[{i}].finding_id"),
+                "a finding id",
+            ));
+        }
+        if a.reason.trim().is_empty() || a.reason.chars().count() > MAX_REASON_CHARS {
+            violations.push(FieldViolation::new(
+                format!("acknowledgements[{i}].reason"),
+                "a reason of 1 to 1000 characters",
+            ));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Error::InvalidArgument(violations));
+    }
+    Ok(acks
+        .into_iter()
+        .map(|a| Acknowledgement {
+            finding_id: a.finding_id,
+            reason: a.reason,
+        })
+        .collect())
+}
+
+fn drug_to_pb(drug: &DrugRef) -> pb::DrugReference {
+    pb::DrugReference {
+        code: drug.code.clone(),
+        name: drug.name.clone().unwrap_or_default(),
+        moiety: drug.moiety.clone().unwrap_or_default(),
+    }
+}
+
+/// A finding as the wire carries it.
+pub fn finding_to_pb(f: &Finding) -> pb::Finding {
+    let kind = match f.kind {
+        FindingKind::Duplicate => pb::FindingKind::Duplicate,
+        FindingKind::Contraindication => pb::FindingKind::Contraindication,
+        FindingKind::Conditional => pb::FindingKind::Conditional,
+        FindingKind::Caution => pb::FindingKind::Caution,
+        FindingKind::SameClass => pb::FindingKind::SameClass,
+        FindingKind::NotChecked => pb::FindingKind::NotChecked,
+    };
+    let indicator = match f.indicator {
+        Indicator::Info => pb::Indicator::Info,
+        Indicator::Warning => pb::Indicator::Warning,
+        Indicator::Critical => pb::Indicator::Critical,
+    };
+    let origin = f.other.as_ref().map(|o| match &o.origin {
+        Origin::History(source) => pb::Origin {
+            kind: match source.kind {
+                SourceKind::Prescription => pb::OriginKind::Prescription,
+                SourceKind::Dispensing => pb::OriginKind::Dispensing,
+            } as i32,
+            institution_code: source.code.to_string(),
+            date: source.date.to_string(),
+            line: 0,
+        },
+        Origin::ThisPrescription { line } => pb::Origin {
+            kind: pb::OriginKind::ThisPrescription as i32,
+            line: *line as u32,
+            ..Default::default()
+        },
+    });
+    pb::Finding {
+        id: f.id.clone(),
+        kind: kind as i32,
+        indicator: indicator as i32,
+        summary: f.summary.clone(),
+        line: f.line as u32,
+        own: f.own.as_ref().map(drug_to_pb),
+        other: f.other.as_ref().map(|o| drug_to_pb(&o.drug)),
+        origin,
+        rule: f.rule.as_ref().map(|r| pb::Rule {
+            id: r.id.clone(),
+            mechanism: r.mechanism.clone(),
+            source: r.source.clone(),
+            verification: r.verification.clone(),
+            condition: r.condition.clone().unwrap_or_default(),
+        }),
+    }
+}
+
 /// The one mapping of use-case errors to gRPC status. Messages carry no patient data.
 pub fn to_status(error: Error) -> Status {
     match error {
@@ -162,9 +276,52 @@ pub fn to_status(error: Error) -> Status {
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::AlreadyExists(why) => Status::already_exists(why),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why),
+        Error::CriticalFindings {
+            findings,
+            unacknowledged,
+        } => critical_findings(&findings, &unacknowledged),
         Error::Internal(detail) => {
             tracing::error!(%detail, "internal error");
             Status::internal("internal error")
         }
     }
+}
+
+/// FAILED_PRECONDITION for a registration with unacknowledged critical findings: a
+/// `google.rpc.PreconditionFailure` naming each finding id to acknowledge, and every finding as
+/// an `rxgate.v1.CheckFindings`. The message is fixed: the findings say what consent allows.
+fn critical_findings(findings: &[Finding], unacknowledged: &[String]) -> Status {
+    const MESSAGE: &str = "critical findings must be acknowledged with a reason (see details)";
+    let precondition = tonic_types::pb::PreconditionFailure {
+        violations: unacknowledged
+            .iter()
+            .map(|id| tonic_types::pb::precondition_failure::Violation {
+                r#type: "CRITICAL_FINDING".into(),
+                subject: id.clone(),
+                description: "acknowledge this finding id with a reason".into(),
+            })
+            .collect(),
+    };
+    let findings = pb::CheckFindings {
+        findings: findings.iter().map(finding_to_pb).collect(),
+    };
+    let status = tonic_types::pb::Status {
+        code: Code::FailedPrecondition as i32,
+        message: MESSAGE.into(),
+        details: vec![
+            prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.PreconditionFailure".into(),
+                value: precondition.encode_to_vec(),
+            },
+            prost_types::Any {
+                type_url: "type.googleapis.com/rxgate.v1.CheckFindings".into(),
+                value: findings.encode_to_vec(),
+            },
+        ],
+    };
+    Status::with_details(
+        Code::FailedPrecondition,
+        MESSAGE,
+        status.encode_to_vec().into(),
+    )
 }

@@ -10,7 +10,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::ids::InstitutionKind,
+    documents,
+    domain::{
+        checks::Finding,
+        ids::InstitutionKind,
+        rx::{DraftFacts, FieldViolation},
+    },
     proto::v1::{
         self as pb, admin_service_server::AdminService,
         dispensing_service_server::DispensingService,
@@ -20,8 +25,15 @@ use crate::{
     tls::peer_identity,
 };
 use convert::{
-    patient_and_number, patient_key, prescription_id, signed_parts, status_to_pb, to_status,
+    acknowledgements, check_request, finding_to_pb, patient_and_number, patient_key,
+    prescription_id, signed_parts, status_to_pb, to_status,
 };
+
+fn check_response(findings: &[Finding]) -> pb::CheckResponse {
+    pb::CheckResponse {
+        findings: findings.iter().map(finding_to_pb).collect(),
+    }
+}
 
 pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
 
@@ -100,6 +112,31 @@ impl Services {
 
 #[tonic::async_trait]
 impl PrescriptionService for Services {
+    async fn check_prescription(
+        &self,
+        request: Request<pb::CheckPrescriptionRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        const ACTION: &str = "CheckPrescription";
+        let caller = self
+            .caller(&request, InstitutionKind::Clinic, ACTION)
+            .await?;
+        let r = request.into_inner();
+        let check = check_request(r.consent, r.check_options.as_ref());
+        let parsed = r
+            .draft
+            .as_ref()
+            .ok_or_else(|| vec![FieldViolation::new("draft", "is required")])
+            .and_then(DraftFacts::try_from)
+            .map_err(Error::InvalidArgument);
+        let draft = self.parsed(&caller, ACTION, parsed).await?;
+        let findings = self
+            .gateway
+            .check_prescription(&caller, draft, check)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(check_response(&findings)))
+    }
+
     async fn register_prescription(
         &self,
         request: Request<pb::RegisterPrescriptionRequest>,
@@ -108,11 +145,14 @@ impl PrescriptionService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
-        let signed = signed_parts("prescription", request.into_inner().prescription);
-        let (content, cms) = self.parsed(&caller, ACTION, signed).await?;
+        let r = request.into_inner();
+        let check = check_request(r.consent, r.check_options.as_ref());
+        let parsed = signed_parts("prescription", r.prescription)
+            .and_then(|signed| Ok((signed, acknowledgements(r.acknowledgements)?)));
+        let ((content, cms), acks) = self.parsed(&caller, ACTION, parsed).await?;
         let registered = self
             .gateway
-            .register(&caller, content, cms)
+            .register(&caller, content, cms, check, acks)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RegisterPrescriptionResponse {
@@ -120,6 +160,7 @@ impl PrescriptionService for Services {
             exchange_number: format!("{:06}", registered.exchange_number),
             state: state_to_pb(&registered.state) as i32,
             usable_through: registered.usable_through.to_string(),
+            findings: registered.findings.iter().map(finding_to_pb).collect(),
         }))
     }
 
@@ -191,6 +232,29 @@ impl PrescriptionService for Services {
 
 #[tonic::async_trait]
 impl DispensingService for Services {
+    async fn check_dispensing(
+        &self,
+        request: Request<pb::CheckDispensingRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        const ACTION: &str = "CheckDispensing";
+        let caller = self
+            .caller(&request, InstitutionKind::Pharmacy, ACTION)
+            .await?;
+        let r = request.into_inner();
+        let check = check_request(r.consent, r.check_options.as_ref());
+        let parsed = prescription_id(&r.prescription_id).and_then(|id| {
+            let lines = documents::lines_to_dispense(&r.lines).map_err(Error::InvalidArgument)?;
+            Ok((id, lines))
+        });
+        let (id, lines) = self.parsed(&caller, ACTION, parsed).await?;
+        let findings = self
+            .gateway
+            .check_dispensing(&caller, id, lines, check)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(check_response(&findings)))
+    }
+
     async fn lookup_prescription(
         &self,
         request: Request<pb::LookupPrescriptionRequest>,
@@ -238,9 +302,10 @@ impl DispensingService for Services {
                 patient_and_number(r.patient_key.as_ref(), &r.exchange_number),
             )
             .await?;
+        let check = check_request(r.consent, r.check_options.as_ref());
         let received = self
             .gateway
-            .receive(&caller, key, number)
+            .receive(&caller, key, number, check)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ReceivePrescriptionResponse {
@@ -250,6 +315,7 @@ impl DispensingService for Services {
                 content: received.content,
                 cms_signature: received.cms_signature,
             }),
+            findings: received.findings.iter().map(finding_to_pb).collect(),
         }))
     }
 
@@ -306,6 +372,13 @@ type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + 
 #[tonic::async_trait]
 impl AdminService for Services {
     type ExportAuditStream = AuditStream;
+
+    async fn import_master(
+        &self,
+        _request: Request<tonic::Streaming<pb::ImportMasterChunk>>,
+    ) -> Result<Response<pb::ImportMasterSummary>, Status> {
+        Err(Status::unimplemented("WIP"))
+    }
 
     async fn export_audit(
         &self,

@@ -1,14 +1,15 @@
-//! Counts each pharmacy's lookup misses (a wrong exchange number or patient) and locks a pharmacy
-//! out for a while after too many in a window: exchange numbers have only 10^6 values, so
-//! guessing must be throttled.
+//! Counts events per key in a sliding window and locks the key out for a while after too many:
+//! each pharmacy's lookup misses (a wrong exchange number or patient — exchange numbers have
+//! only 10^6 values, so guessing must be throttled) and each (institution, patient) pair's
+//! pre-issue checks (a check that could be run freely would be an oracle on someone's
+//! medication).
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::Hash,
     sync::Mutex,
     time::{Duration, SystemTime},
 };
-
-use crate::domain::ids::InstitutionCode;
 
 /// Lockout policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,37 +37,62 @@ struct Misses {
     locked_until: Option<SystemTime>,
 }
 
-/// The miss counters. In memory: a restart forgives, which errs towards availability; every miss
-/// and every refusal is in the audit log.
-pub struct Lockout {
-    policy: LockoutPolicy,
-    misses: Mutex<HashMap<InstitutionCode, Misses>>,
+impl Misses {
+    /// True while the key is locked out or has events that still count.
+    fn matters(&self, now: SystemTime, horizon: SystemTime) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+            || self.recent.back().is_some_and(|t| *t >= horizon)
+    }
 }
 
-impl Lockout {
+/// The counters, by key. In memory: a restart forgives, which errs towards availability; every
+/// counted event and every refusal is in the audit log.
+pub struct Lockout<K> {
+    policy: LockoutPolicy,
+    misses: Mutex<Counters<K>>,
+}
+
+struct Counters<K> {
+    by_key: HashMap<K, Misses>,
+    /// Forgotten keys are pruned when the map grows past this.
+    prune_at: usize,
+}
+
+/// The fewest keys at which pruning starts.
+const PRUNE_FLOOR: usize = 1024;
+
+impl<K: Hash + Eq + Clone> Lockout<K> {
     pub fn new(policy: LockoutPolicy) -> Self {
         Lockout {
             policy,
-            misses: Mutex::new(HashMap::new()),
+            misses: Mutex::new(Counters {
+                by_key: HashMap::new(),
+                prune_at: PRUNE_FLOOR,
+            }),
         }
     }
 
-    /// True if the pharmacy is locked out at `now`.
-    pub fn is_locked(&self, pharmacy: &InstitutionCode, now: SystemTime) -> bool {
-        let misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-        misses
-            .get(pharmacy)
+    /// True if the key is locked out at `now`.
+    pub fn is_locked(&self, key: &K, now: SystemTime) -> bool {
+        let counters = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .by_key
+            .get(key)
             .and_then(|m| m.locked_until)
             .is_some_and(|until| now < until)
     }
 
-    /// Counts a miss; returns true if it locks the pharmacy out.
-    pub fn record_miss(&self, pharmacy: &InstitutionCode, now: SystemTime) -> bool {
-        let mut all = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-        let m = all.entry(pharmacy.clone()).or_default();
+    /// Counts an event; returns true if it locks the key out.
+    pub fn record_miss(&self, key: &K, now: SystemTime) -> bool {
+        let mut counters = self.misses.lock().unwrap_or_else(|e| e.into_inner());
         let horizon = now
             .checked_sub(self.policy.window)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        if counters.by_key.len() >= counters.prune_at {
+            counters.by_key.retain(|_, m| m.matters(now, horizon));
+            counters.prune_at = (counters.by_key.len() * 2).max(PRUNE_FLOOR);
+        }
+        let m = counters.by_key.entry(key.clone()).or_default();
         while m.recent.front().is_some_and(|t| *t < horizon) {
             m.recent.pop_front();
         }
@@ -84,6 +110,7 @@ impl Lockout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::InstitutionCode;
 
     #[test]
     fn locks_after_max_misses_in_the_window_then_forgives() {
@@ -103,5 +130,25 @@ mod tests {
         assert!(lockout.is_locked(&p, t0 + Duration::from_secs(64)));
         assert!(!lockout.is_locked(&other, t0 + Duration::from_secs(64)));
         assert!(!lockout.is_locked(&p, t0 + Duration::from_secs(63 + 300)));
+    }
+
+    #[test]
+    fn keys_that_no_longer_matter_are_forgotten_but_lockouts_are_kept() {
+        let lockout = Lockout::new(LockoutPolicy {
+            max_misses: 2,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(3600),
+        });
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(!lockout.record_miss(&u32::MAX, t0));
+        assert!(lockout.record_miss(&u32::MAX, t0));
+        for k in 0..PRUNE_FLOOR as u32 - 1 {
+            lockout.record_miss(&k, t0);
+        }
+        // a minute later every other key's one event is out of the window
+        lockout.record_miss(&0, t0 + Duration::from_secs(120));
+        let kept = lockout.misses.lock().unwrap().by_key.len();
+        assert_eq!(kept, 2, "the locked key and the new event remain");
+        assert!(lockout.is_locked(&u32::MAX, t0 + Duration::from_secs(120)));
     }
 }

@@ -3,25 +3,32 @@
 //! and domain types, run each decision and its writes — and the audit record of the call — in one
 //! store transaction, and return domain results. Knows no gRPC and no storage engine.
 
+pub mod clinical;
 mod lockout;
 pub mod records;
 
 use std::{
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use prost::Message;
 use ring::rand::SecureRandom;
 
+pub use clinical::{Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions};
 pub use lockout::LockoutPolicy;
 
 use crate::{
     domain::{
+        checks::{CheckOptions, Finding},
         hash::{hex, sha256},
         ids::{Institution, InstitutionCode},
         patient::PatientKey,
         prescription::{Lifecycle, LifecycleError, State, Transition, usable_through},
-        rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts},
+        rx::{
+            DispensedLineFacts, DispensingFacts, DraftFacts, FieldViolation, NamedSigner,
+            PrescriptionFacts, RxLine,
+        },
         signature::{Refusal, SignedContent, Signer, VerifiedDocument, Verifier},
         time::JapanDate,
     },
@@ -29,8 +36,9 @@ use crate::{
     store::{self, Store, Table, Txn},
 };
 use records::{
-    AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord, DocumentV1,
-    PrescriptionRecord, PrescriptionV1, StateV1, decode, encode,
+    AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord,
+    DocumentV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV1, StateV1, decode,
+    encode,
 };
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
@@ -71,6 +79,12 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(&'static str),
+    /// A registration with critical findings that are not all acknowledged.
+    #[error("unacknowledged critical findings")]
+    CriticalFindings {
+        findings: Vec<Finding>,
+        unacknowledged: Vec<String>,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -90,6 +104,7 @@ impl Error {
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::AlreadyExists(_) => "ALREADY_EXISTS".into(),
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".into(),
+            Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
             Error::Internal(_) => "INTERNAL".into(),
         }
     }
@@ -115,6 +130,7 @@ pub struct GatewayConfig {
     pub lockout: LockoutPolicy,
     /// At most this many prescriptions in one search answer.
     pub search_limit: usize,
+    pub checks: CheckPolicy,
 }
 
 impl Default for GatewayConfig {
@@ -123,6 +139,32 @@ impl Default for GatewayConfig {
             max_usable_days: 30,
             lockout: LockoutPolicy::default(),
             search_limit: 100,
+            checks: CheckPolicy::default(),
+        }
+    }
+}
+
+/// Policy of the clinical checks.
+#[derive(Debug, Clone)]
+pub struct CheckPolicy {
+    /// What a registration with a critical finding does.
+    pub on_critical: OnCritical,
+    /// The switches a request leaves unset (default: the national rules).
+    pub defaults: CheckOptions,
+    /// Pre-issue checks allowed per (institution, patient) in a window, then a pause.
+    pub precheck_limit: LockoutPolicy,
+}
+
+impl Default for CheckPolicy {
+    fn default() -> Self {
+        CheckPolicy {
+            on_critical: OnCritical::RequireOverride,
+            defaults: CheckOptions::default(),
+            precheck_limit: LockoutPolicy {
+                max_misses: 30,
+                window: Duration::from_secs(10 * 60),
+                lockout: Duration::from_secs(10 * 60),
+            },
         }
     }
 }
@@ -134,6 +176,8 @@ pub struct Registered {
     pub exchange_number: u32,
     pub state: State,
     pub usable_through: JapanDate,
+    /// The checks' findings (masked without consent).
+    pub findings: Vec<Finding>,
 }
 
 /// A dispensing record as the prescriber sees it.
@@ -179,6 +223,8 @@ pub struct Received {
     pub state: State,
     pub content: Vec<u8>,
     pub cms_signature: Vec<u8>,
+    /// Advisory findings of the prescription against the patient's other medications.
+    pub findings: Vec<Finding>,
 }
 
 /// The result of recording a dispensing.
@@ -202,7 +248,9 @@ pub struct Gateway {
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
     config: GatewayConfig,
-    lockout: lockout::Lockout,
+    lockout: lockout::Lockout<InstitutionCode>,
+    prechecks: lockout::Lockout<(InstitutionCode, String)>,
+    clinical: RwLock<Arc<Clinical>>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -271,8 +319,14 @@ impl Stored {
         Ok(Some(Stored { record, lifecycle }))
     }
 
-    /// Applies `transition`, keeps the indexes of active prescriptions in step, and writes.
-    fn apply(mut self, tx: &mut dyn Txn, transition: Transition, today: JapanDate) -> State {
+    /// Applies `transition`, keeps the indexes of active prescriptions (and the medication
+    /// history) in step, and writes.
+    fn apply(
+        mut self,
+        tx: &mut dyn Txn,
+        transition: Transition,
+        today: JapanDate,
+    ) -> Result<State, store::Error> {
         let was_active = self.lifecycle.state.is_active();
         self.lifecycle.apply(transition);
         let state = self.lifecycle.state.clone();
@@ -290,13 +344,23 @@ impl Stored {
                 &exchange_key(&r.patient_key, r.exchange_number),
             );
             tx.delete(Table::Meta, &expiry_key(&r.usable_through, &r.id));
+            clinical::unindex_prescription(tx, &r.patient_key, &r.id)?;
         }
         tx.put(
             Table::Prescriptions,
             r.id.as_bytes(),
             &encode(&PrescriptionRecord::V1(r.clone())),
         );
-        state
+        Ok(state)
+    }
+
+    /// The prescription's lines, from its signed content.
+    fn lines(&self) -> Result<Vec<RxLine>, store::Error> {
+        let document = Prescription::decode(self.record.content.as_slice())
+            .map_err(|_| corrupt("stored prescription content"))?;
+        PrescriptionFacts::try_from(&document)
+            .map(|facts| facts.lines)
+            .map_err(|_| corrupt("stored prescription content"))
     }
 }
 
@@ -376,6 +440,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         verifier: Arc<Verifier>,
         clock: Arc<dyn Clock>,
+        clinical: Arc<Clinical>,
         config: GatewayConfig,
     ) -> Self {
         Gateway {
@@ -383,6 +448,8 @@ impl Gateway {
             verifier,
             clock,
             lockout: lockout::Lockout::new(config.lockout.clone()),
+            prechecks: lockout::Lockout::new(config.checks.precheck_limit.clone()),
+            clinical: RwLock::new(clinical),
             config,
             rng: ring::rand::SystemRandom::new(),
         }
@@ -390,6 +457,16 @@ impl Gateway {
 
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The drug master and contraindication table in force.
+    pub fn clinical(&self) -> Arc<Clinical> {
+        Arc::clone(&self.clinical.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts another master and table in force for every check that starts afterwards.
+    pub fn replace_clinical(&self, clinical: Arc<Clinical>) {
+        *self.clinical.write().unwrap_or_else(|e| e.into_inner()) = clinical;
     }
 
     fn draft(&self, caller: &Caller, action: &'static str, now: SystemTime) -> AuditDraft {
@@ -493,12 +570,15 @@ impl Gateway {
         hex(&b)
     }
 
-    /// A clinic registers a doctor-signed prescription.
+    /// A clinic registers a doctor-signed prescription, checked against the patient's other
+    /// medications: under `OnCritical::RequireOverride` a critical finding must be acknowledged.
     pub async fn register(
         &self,
         caller: &Caller,
         content: Vec<u8>,
         cms: Vec<u8>,
+        check: CheckRequest,
+        acks: Vec<Acknowledgement>,
     ) -> Result<Registered, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
@@ -545,7 +625,7 @@ impl Gateway {
             state: StateV1::Registered,
             returned_by: None,
             accepted_on: None,
-            line_count: facts.line_count,
+            line_count: facts.lines.len() as u32,
             refill_count: facts.refill_count,
             content: verified.content().to_vec(),
             cms_signature: verified.cms_signature().to_vec(),
@@ -554,7 +634,23 @@ impl Gateway {
             signer_certificate_sha256: signer.certificate_sha256,
             received_at_ms: millis(now),
         };
+        let clinical = self.clinical();
+        let options = check.options.over(self.config.checks.defaults);
+        let on_critical = self.config.checks.on_critical;
+        let caller = caller.clone();
+        let lines = facts.lines;
         self.run(draft, move |tx, draft| {
+            let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
+            let findings_excluding = |tx: &dyn Txn, id: &str| {
+                let subject = clinical::Subject {
+                    caller: &caller.institution.code,
+                    patient: &record.patient_key,
+                    today,
+                    lines: &new_lines,
+                    exclude: Some(id),
+                };
+                clinical::run(tx, &clinical, &subject, &options, check.consent)
+            };
             // The same content again: the original answer, nothing new stored.
             if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
                 let DocumentRecord::V1(DocumentV1::Prescription { id }) = decode(&bytes)? else {
@@ -566,6 +662,7 @@ impl Gateway {
                     .ok_or_else(|| corrupt("document without prescription"))?;
                 draft.target = Some(id.clone());
                 return Ok(Registered {
+                    findings: findings_excluding(tx, &id)?,
                     id,
                     exchange_number: stored.record.exchange_number,
                     state: stored.lifecycle.state_on(today),
@@ -577,6 +674,14 @@ impl Gateway {
                 return Err(Error::AlreadyExists(
                     "the institution has registered this prescription number with other content",
                 ));
+            }
+            let findings = findings_excluding(tx, &record.id)?;
+            let unacknowledged = clinical::unacknowledged(&findings, &acks);
+            if on_critical == OnCritical::RequireOverride && !unacknowledged.is_empty() {
+                return Err(Error::CriticalFindings {
+                    findings,
+                    unacknowledged,
+                });
             }
             let mut record = record;
             let exchange_number =
@@ -624,12 +729,41 @@ impl Gateway {
                 id_bytes,
                 &encode(&PrescriptionRecord::V1(record.clone())),
             );
+            clinical::index_prescription(
+                tx,
+                &clinical::Prescribed {
+                    patient: &record.patient_key,
+                    id: &record.id,
+                    institution: &record.institution,
+                    issue_date: facts.issue_date,
+                    lines: &lines,
+                },
+            );
+            clinical::record_consent(
+                tx,
+                &record.patient_key,
+                &caller,
+                check.consent,
+                draft.time_ms,
+                draft.action,
+                Some(&record.id),
+            )?;
+            record_overrides(
+                tx,
+                &record,
+                &caller,
+                &signer,
+                draft.time_ms,
+                &findings,
+                &acks,
+            );
             draft.target = Some(record.id.clone());
             Ok(Registered {
                 id: record.id,
                 exchange_number,
                 state: State::Registered,
                 usable_through: through,
+                findings,
             })
         })
         .await
@@ -647,7 +781,7 @@ impl Gateway {
             let transition = stored.lifecycle.cancel(today)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today),
+                t => stored.apply(tx, t, today)?,
             })
         })
         .await
@@ -761,12 +895,14 @@ impl Gateway {
         outcome
     }
 
-    /// A pharmacy accepts a prescription and receives the signed document.
+    /// A pharmacy accepts a prescription and receives the signed document, with advisory
+    /// findings of its lines against the patient's other medications.
     pub async fn receive(
         &self,
         caller: &Caller,
         patient: PatientKey,
         exchange_number: u32,
+        check: CheckRequest,
     ) -> Result<Received, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
@@ -775,30 +911,158 @@ impl Gateway {
         if let Some(e) = self.check_lockout(caller, now) {
             return self.refuse(draft, e).await;
         }
+        let clinical = self.clinical();
+        let options = check.options.over(self.config.checks.defaults);
+        let asserting = caller.clone();
         let outcome = self
             .run(draft, move |tx, draft| {
                 let stored = find_active(tx, &patient, exchange_number)?;
                 draft.target = Some(stored.record.id.clone());
                 let transition = stored.lifecycle.accept(&pharmacy, today)?;
+                let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
+                let subject = clinical::Subject {
+                    caller: &pharmacy,
+                    patient: &stored.record.patient_key,
+                    today,
+                    lines: &lines,
+                    exclude: Some(&stored.record.id),
+                };
+                let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
                 let (id, content, cms_signature) = (
                     stored.record.id.clone(),
                     stored.record.content.clone(),
                     stored.record.cms_signature.clone(),
                 );
+                let patient_key = stored.record.patient_key.clone();
                 let state = match transition {
                     Transition::Unchanged => stored.lifecycle.state_on(today),
-                    t => stored.apply(tx, t, today),
+                    t => stored.apply(tx, t, today)?,
                 };
+                clinical::record_consent(
+                    tx,
+                    &patient_key,
+                    &asserting,
+                    check.consent,
+                    draft.time_ms,
+                    draft.action,
+                    Some(&id),
+                )?;
                 Ok(Received {
                     id,
                     state,
                     content,
                     cms_signature,
+                    findings,
                 })
             })
             .await;
         self.count_miss(caller, now, &outcome);
         outcome
+    }
+
+    /// A clinic's pre-issue check of an unsigned draft. Changes nothing but the audit log and
+    /// the consent record; rate-limited per (institution, patient).
+    pub async fn check_prescription(
+        &self,
+        caller: &Caller,
+        draft_facts: DraftFacts,
+        check: CheckRequest,
+    ) -> Result<Vec<Finding>, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let draft = self.draft(caller, "CheckPrescription", now);
+        if draft_facts.institution != caller.institution.code {
+            let e = Error::PermissionDenied("the draft names another institution");
+            return self.refuse(draft, e).await;
+        }
+        let limit_key = (
+            caller.institution.code.clone(),
+            draft_facts.patient.canonical().to_owned(),
+        );
+        if self.prechecks.is_locked(&limit_key, now) {
+            let e = Error::ResourceExhausted("too many checks for this patient: try again later");
+            return self.refuse(draft, e).await;
+        }
+        if self.prechecks.record_miss(&limit_key, now) {
+            tracing::warn!(institution = %caller.institution.code, "pre-issue checks paused for one patient after too many");
+        }
+        let clinical = self.clinical();
+        let options = check.options.over(self.config.checks.defaults);
+        let asserting = caller.clone();
+        self.run(draft, move |tx, draft| {
+            let patient = draft_facts.patient.canonical();
+            let lines = clinical::new_lines(draft_facts.lines.iter().map(|l| &l.drug));
+            let subject = clinical::Subject {
+                caller: &asserting.institution.code,
+                patient,
+                today,
+                lines: &lines,
+                exclude: None,
+            };
+            let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
+            clinical::record_consent(
+                tx,
+                patient,
+                &asserting,
+                check.consent,
+                draft.time_ms,
+                draft.action,
+                None,
+            )?;
+            Ok(findings)
+        })
+        .await
+    }
+
+    /// The accepting pharmacy checks the lines it is about to dispense (which may differ from
+    /// the prescription after a query to the prescriber). Advisory; changes nothing but the audit
+    /// log and the consent record.
+    pub async fn check_dispensing(
+        &self,
+        caller: &Caller,
+        id: String,
+        lines: Vec<DispensedLineFacts>,
+        check: CheckRequest,
+    ) -> Result<Vec<Finding>, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let mut draft = self.draft(caller, "CheckDispensing", now);
+        draft.target = Some(id.clone());
+        let clinical = self.clinical();
+        let options = check.options.over(self.config.checks.defaults);
+        let asserting = caller.clone();
+        self.run(draft, move |tx, draft| {
+            let stored = Stored::load(tx, &id)?.ok_or(Error::NotFound)?;
+            match &stored.lifecycle.state {
+                State::Accepted { pharmacy } if *pharmacy == asserting.institution.code => {}
+                _ => {
+                    return Err(Error::PermissionDenied(
+                        "only the accepting pharmacy may check a dispensing",
+                    ));
+                }
+            }
+            let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
+            let patient = &stored.record.patient_key;
+            let subject = clinical::Subject {
+                caller: &asserting.institution.code,
+                patient,
+                today,
+                lines: &new_lines,
+                exclude: Some(&id),
+            };
+            let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
+            clinical::record_consent(
+                tx,
+                patient,
+                &asserting,
+                check.consent,
+                draft.time_ms,
+                draft.action,
+                Some(&id),
+            )?;
+            Ok(findings)
+        })
+        .await
     }
 
     /// The accepting pharmacy hands a prescription back.
@@ -816,7 +1080,7 @@ impl Gateway {
                 .map_err(only_the_holder)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today),
+                t => stored.apply(tx, t, today)?,
             })
         })
         .await
@@ -908,6 +1172,30 @@ impl Gateway {
                     "must not lie before the acceptance",
                 ));
             }
+            let prescribed = stored.lines()?;
+            if facts
+                .lines
+                .iter()
+                .any(|l| l.prescription_line as usize >= prescribed.len())
+            {
+                return Err(Error::invalid(
+                    "lines.prescription_line",
+                    "must name a line of the prescription",
+                ));
+            }
+            clinical::index_dispensing(
+                tx,
+                &clinical::Dispensed {
+                    patient: &stored.record.patient_key,
+                    prescription_id: &id,
+                    prescriber: &stored.record.institution,
+                    pharmacy: facts.pharmacy.as_str(),
+                    date: facts.dispensing_date,
+                    record_number: facts.record_number,
+                    prescribed: &prescribed,
+                    lines: &facts.lines,
+                },
+            );
             let record = DispensingV1 {
                 prescription_id: id.clone(),
                 record_number: facts.record_number,
@@ -936,7 +1224,7 @@ impl Gateway {
                     record_number: facts.record_number,
                 })),
             );
-            let state = stored.apply(tx, transition, today);
+            let state = stored.apply(tx, transition, today)?;
             Ok(Dispensed {
                 prescription_id: id,
                 state,
@@ -967,7 +1255,7 @@ impl Gateway {
                     match stored.lifecycle.expire(today) {
                         // apply() drops the index entry of a prescription that stops being active
                         Some(t) => {
-                            stored.apply(tx, t, today);
+                            stored.apply(tx, t, today)?;
                             expired += 1;
                         }
                         None if !stored.lifecycle.state.is_active() => tx.delete(Table::Meta, &k),
@@ -1047,6 +1335,47 @@ impl Gateway {
         let next = JapanDate::of(now).add_days(1).start();
         next.duration_since(now).unwrap_or(Duration::from_secs(1))
     }
+}
+
+/// Stores the findings a registration acknowledged (those among its findings), with who did.
+fn record_overrides(
+    tx: &mut dyn Txn,
+    record: &PrescriptionV1,
+    caller: &Caller,
+    signer: &Signer,
+    time_ms: i64,
+    findings: &[Finding],
+    acks: &[Acknowledgement],
+) {
+    let acknowledged: Vec<AcknowledgedV1> = acks
+        .iter()
+        .filter_map(|a| {
+            let f = findings.iter().find(|f| f.id == a.finding_id)?;
+            Some(AcknowledgedV1 {
+                finding_id: a.finding_id.clone(),
+                kind: f.kind.as_str().to_owned(),
+                indicator: f.indicator.as_str().to_owned(),
+                reason: a.reason.clone(),
+            })
+        })
+        .collect();
+    if acknowledged.is_empty() {
+        return;
+    }
+    let overrides = OverrideRecord::V1(OverrideV1 {
+        prescription_id: record.id.clone(),
+        time_ms,
+        institution_code: caller.institution.code.to_string(),
+        certificate_sha256: caller.certificate_sha256,
+        signer_serial_number: signer.serial_number.clone(),
+        signer_certificate_sha256: signer.certificate_sha256,
+        acknowledged,
+    });
+    tx.put(
+        Table::Clinical,
+        &key(&[b"override", record.id.as_bytes()]),
+        &encode(&overrides),
+    );
 }
 
 /// Only the holder may return or dispense: say so without naming the holder.

@@ -112,6 +112,125 @@ pub enum AuditRecord {
     V1(AuditV1),
 }
 
+/// The kind of a drug code, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrugKindV1 {
+    Receipt,
+    Yj,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplyV1 {
+    Days(u32),
+    AsNeeded,
+    External,
+}
+
+/// One entry of a patient's medication history: an undispensed prescription line, or a line of
+/// a dispensing record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MedicationV1 {
+    pub drug_kind: DrugKindV1,
+    pub code: String,
+    /// YYYY-MM-DD: the issue date (undispensed) or the dispensing date.
+    pub start: String,
+    pub supply: SupplyV1,
+    /// True for a dispensing-record line.
+    pub dispensed: bool,
+    /// The prescribing institution, or the dispensing pharmacy.
+    pub source_code: String,
+    /// The institution that prescribed it.
+    pub prescriber: String,
+    pub prescription_id: String,
+    /// Unique per history line.
+    pub source_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MedicationRecord {
+    V1(MedicationV1),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsentMethodV1 {
+    Card,
+    Verbal,
+    None,
+}
+
+/// A consent (or its absence) as an institution asserted it for one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentV1 {
+    pub time_ms: i64,
+    pub institution_kind: String,
+    pub institution_code: String,
+    pub certificate_sha256: [u8; 32],
+    pub method: ConsentMethodV1,
+    /// The RPC the check ran in.
+    pub action: String,
+    pub prescription_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsentRecord {
+    V1(ConsentV1),
+}
+
+/// One acknowledged finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgedV1 {
+    pub finding_id: String,
+    pub kind: String,
+    pub indicator: String,
+    pub reason: String,
+}
+
+/// The findings a prescriber acknowledged to register a prescription, and who did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideV1 {
+    pub prescription_id: String,
+    pub time_ms: i64,
+    pub institution_code: String,
+    pub certificate_sha256: [u8; 32],
+    pub signer_serial_number: String,
+    pub signer_certificate_sha256: [u8; 32],
+    pub acknowledged: Vec<AcknowledgedV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverrideRecord {
+    V1(OverrideV1),
+}
+
+/// The kinds of file a master import takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MasterFileKindV1 {
+    YFull,
+    YUpdate,
+    YakkaList,
+    IppanMaster,
+    Contraindications,
+}
+
+/// An imported master file, kept so that a restart replays it over the shipped master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFileV1 {
+    pub name: String,
+    pub kind: MasterFileKindV1,
+    pub sha256: [u8; 32],
+    pub time_ms: i64,
+    pub institution_code: String,
+    pub certificate_sha256: [u8; 32],
+    /// The file as imported, gzip-compressed.
+    pub gzip: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImportedFileRecord {
+    V1(ImportedFileV1),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

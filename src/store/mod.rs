@@ -38,11 +38,15 @@ pub enum Table {
     Audit,
     /// Counters and other store-wide values (see [`Txn::next_sequence`]).
     Meta,
+    /// The medication history the clinical checks read, by patient key.
+    Medications,
+    /// Clinical records: consents, acknowledged findings, imported drug masters.
+    Clinical,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
@@ -52,6 +56,8 @@ impl Table {
         Table::Dispensings,
         Table::Audit,
         Table::Meta,
+        Table::Medications,
+        Table::Clinical,
     ];
 }
 

@@ -77,6 +77,8 @@ fn tag(table: Table) -> u8 {
         Table::Dispensings => 7,
         Table::Audit => 8,
         Table::Meta => 9,
+        Table::Medications => 10,
+        Table::Clinical => 11,
     }
 }
 
