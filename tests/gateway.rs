@@ -1,112 +1,30 @@
 //! The gateway end to end: the real server in-process on 127.0.0.1:0 over mutual TLS, a real
 //! sled store in a temporary folder, real CMS signatures, and an injected clock.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+mod common;
 
+use std::{path::Path, sync::Arc, time::Duration};
+
+use common::{Harness, patient, start_with};
 use prost::Message;
 use rxgate::{
-    app::{self, Server},
-    config::Config,
     demo::{demo_dispensing, demo_prescription},
-    domain::time::JapanDate,
     proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
-        dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    service::Clock,
-    signer::SigningKey,
     tls::ClientFiles,
 };
 use tonic::{Code, transport::Channel};
 
-struct ManualClock(Mutex<SystemTime>);
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl ManualClock {
-    fn set(&self, t: SystemTime) {
-        *self.0.lock().unwrap() = t;
-    }
-}
-
-struct Harness {
-    server: Option<Server>,
-    addr: String,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
-
 const MAX_MISSES: usize = 5;
 
 async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::dev(dir.path().join("store"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.lookup_max_misses = MAX_MISSES;
-    config.expiry_sweep_secs = 1;
-    let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
-    let server = app::start(config, clock.clone()).await.unwrap();
-    Harness {
-        addr: format!("https://127.0.0.1:{}", server.addr.port()),
-        server: Some(server),
-        clock,
-        _dir: dir,
-    }
-}
-
-impl Harness {
-    async fn channel(&self, name: &str) -> Channel {
-        ClientFiles::dev(name).connect(&self.addr).await.unwrap()
-    }
-    async fn clinic(&self, name: &str) -> PrescriptionServiceClient<Channel> {
-        PrescriptionServiceClient::new(self.channel(name).await)
-    }
-    async fn pharmacy(&self, name: &str) -> DispensingServiceClient<Channel> {
-        DispensingServiceClient::new(self.channel(name).await)
-    }
-    fn now(&self) -> SystemTime {
-        self.clock.now()
-    }
-    fn today(&self) -> JapanDate {
-        JapanDate::of(self.now())
-    }
-    fn sign(&self, signer: &str, content: Vec<u8>) -> pb::SignedDocument {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let key = SigningKey::new(
-            &read(format!("{signer}.cert.pem")),
-            &read("sign-ca.cert.pem".into()),
-            &read(format!("{signer}.key.pem")),
-        )
-        .unwrap();
-        pb::SignedDocument {
-            cms_signature: key.sign(&content, self.now()).unwrap(),
-            content,
-        }
-    }
-    async fn shutdown(mut self) {
-        self.server.take().unwrap().shutdown().await.unwrap();
-    }
-}
-
-fn patient(n: u32) -> pb::PatientKey {
-    pb::PatientKey {
-        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
-            insurer_number: "06139999".into(),
-            symbol: "ZQ".into(),
-            number: format!("{n:07}"),
-            branch: "01".into(),
-        })),
-    }
+    start_with(|config| {
+        config.lookup_max_misses = MAX_MISSES;
+        config.expiry_sweep_secs = 1;
+    })
+    .await
 }
 
 struct Rx {

@@ -26,7 +26,7 @@ use crate::{
 };
 
 use super::{
-    Caller, corrupt, key,
+    Caller, Stored, corrupt, key,
     records::{
         ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, MedicationRecord, MedicationV1,
         SupplyV1, decode, encode,
@@ -314,8 +314,10 @@ pub fn index_dispensing(tx: &mut dyn Txn, d: &Dispensed<'_>) {
     }
 }
 
-/// The patient's history that may be active on `today`: every undispensed line, and the
-/// dispensed lines whose last possible day is today or later; never those of `exclude`.
+/// The patient's history that may be active on `today`: the undispensed lines of prescriptions
+/// still REGISTERED or ACCEPTED today (one past its last usable day counts as expired before the
+/// sweep writes it), and the dispensed lines whose last possible day is today or later; never
+/// those of `exclude`.
 fn history(
     tx: &dyn Txn,
     patient: &str,
@@ -337,12 +339,31 @@ fn history(
         HISTORY_LIMIT,
     )?;
     let mut out = Vec::with_capacity(undispensed.len() + dispensed.len());
-    for (_, v) in undispensed.into_iter().chain(dispensed) {
+    let mut active: Option<(String, bool)> = None;
+    for (_, v) in undispensed {
         let MedicationRecord::V1(m) = decode(&v)?;
         if exclude == Some(m.prescription_id.as_str()) {
             continue;
         }
-        out.push(medication(m)?);
+        // Entries of one prescription are adjacent: look its state up once.
+        let is_active = match &active {
+            Some((id, is_active)) if *id == m.prescription_id => *is_active,
+            _ => {
+                let is_active = Stored::load(tx, &m.prescription_id)?
+                    .is_some_and(|s| s.lifecycle.state_on(today).is_active());
+                active = Some((m.prescription_id.clone(), is_active));
+                is_active
+            }
+        };
+        if is_active {
+            out.push(medication(m)?);
+        }
+    }
+    for (_, v) in dispensed {
+        let MedicationRecord::V1(m) = decode(&v)?;
+        if exclude != Some(m.prescription_id.as_str()) {
+            out.push(medication(m)?);
+        }
     }
     Ok(out)
 }

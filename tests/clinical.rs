@@ -1,0 +1,568 @@
+//! The clinical checks in the running gateway: findings at registration, at receipt and in the
+//! pre-issue and dispensing checks, read from the history the store keeps; the override policy;
+//! consent masking on the wire; the pre-check rate limit. Real server over mutual TLS, real sled
+//! store, real signatures, the shipped drug master and contraindication table.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, patient, start_with};
+use prost::Message;
+use rxgate::{
+    config::OnCriticalConfig,
+    demo::{demo_dispensing, demo_prescription},
+    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+    service::records::{OverrideRecord, decode},
+    store::{Store, Table, sled::SledStore},
+};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+const CLINIC: &str = "1310000001";
+const CLINIC2: &str = "1310000002";
+const PHARMACY: &str = "1340000001";
+const PHARMACY2: &str = "1340000002";
+
+// Receipt codes from the shipped master.
+const TRIAZOLAM: &str = "611120055"; // ハルシオン
+const ITRACONAZOLE: &str = "616290177"; // イトリゾール: contraindicated with triazolam
+const FLUCONAZOLE: &str = "616290165"; // ジフルカン: contraindicated with triazolam
+const AMLODIPINE: &str = "612170710"; // ノルバスク: no interaction with either
+
+fn line(code: &str) -> pb::PrescriptionLine {
+    pb::PrescriptionLine {
+        drug: Some(pb::DrugCode {
+            kind: pb::DrugCodeKind::Receipt as i32,
+            code: code.into(),
+        }),
+        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
+    }
+}
+
+/// A prescription of `institution` (a dev clinic) for patient `n`, issued today.
+fn prescription(
+    h: &Harness,
+    institution: &str,
+    number: &str,
+    n: u32,
+    codes: &[&str],
+) -> pb::Prescription {
+    pb::Prescription {
+        institution_code: institution.into(),
+        lines: codes.iter().map(|c| line(c)).collect(),
+        ..demo_prescription(number, patient(n), h.today())
+    }
+}
+
+fn consented(consent: pb::Consent) -> i32 {
+    consent as i32
+}
+
+/// Registers as the dev clinic whose code is `institution`.
+async fn register(
+    h: &Harness,
+    rx: &pb::Prescription,
+    consent: pb::Consent,
+    acknowledgements: Vec<pb::Acknowledgement>,
+) -> Result<pb::RegisterPrescriptionResponse, Status> {
+    let name = if rx.institution_code == CLINIC {
+        "clinic"
+    } else {
+        "clinic2"
+    };
+    h.clinic(name)
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            consent: consented(consent),
+            acknowledgements,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Receives a registered prescription at `pharmacy` ("pharmacy" or "pharmacy2") and dispenses
+/// it, with `dispensed` as the drug actually given.
+async fn receive_and_dispense(
+    h: &Harness,
+    pharmacy: &str,
+    rx: &pb::Prescription,
+    registered: &pb::RegisterPrescriptionResponse,
+    dispensed: &str,
+) -> pb::ReceivePrescriptionResponse {
+    let mut client = h.pharmacy(pharmacy).await;
+    let received = client
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: rx.patient.as_ref().unwrap().key.clone(),
+            exchange_number: registered.exchange_number.clone(),
+            consent: consented(pb::Consent::Card),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut record = demo_dispensing(&rx.prescription_number, h.today());
+    record.institution_code = rx.institution_code.clone();
+    record.pharmacy_code = if pharmacy == "pharmacy" {
+        PHARMACY
+    } else {
+        PHARMACY2
+    }
+    .into();
+    record.lines[0].drug = line(dispensed).drug;
+    client
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(h.sign("pharmacist", record.encode_to_vec())),
+        })
+        .await
+        .unwrap();
+    received
+}
+
+async fn precheck(
+    h: &Harness,
+    clinic: &str,
+    rx: &pb::Prescription,
+    consent: pb::Consent,
+    options: Option<pb::CheckOptions>,
+) -> Result<pb::CheckResponse, Status> {
+    h.clinic(clinic)
+        .await
+        .check_prescription(pb::CheckPrescriptionRequest {
+            draft: Some(rx.clone()),
+            consent: consented(consent),
+            check_options: options,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn kinds(findings: &[pb::Finding]) -> Vec<(pb::FindingKind, pb::Indicator)> {
+    findings.iter().map(|f| (f.kind(), f.indicator())).collect()
+}
+
+/// The `rxgate.v1.CheckFindings` detail of a refused registration.
+fn check_findings(status: &Status) -> pb::CheckFindings {
+    let details = tonic_types::pb::Status::decode(status.details()).unwrap();
+    let any = details
+        .details
+        .iter()
+        .find(|a| a.type_url == "type.googleapis.com/rxgate.v1.CheckFindings")
+        .expect("a CheckFindings detail");
+    pb::CheckFindings::decode(any.value.as_slice()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_come_from_other_institutions_unless_the_caller_opts_in() {
+    let h = start_with(|_| {}).await;
+    let other = prescription(&h, CLINIC2, "DUP-1", 1, &[AMLODIPINE]);
+    register(&h, &other, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+
+    let first = prescription(&h, CLINIC, "DUP-2", 1, &[AMLODIPINE]);
+    let r = register(&h, &first, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&r.findings),
+        [(pb::FindingKind::Duplicate, pb::Indicator::Warning)]
+    );
+    let f = &r.findings[0];
+    let origin = f.origin.as_ref().unwrap();
+    assert_eq!(origin.kind(), pb::OriginKind::Prescription);
+    assert_eq!(origin.institution_code, CLINIC2);
+    assert_eq!(origin.date, h.today().to_string());
+    assert_eq!(f.own.as_ref().unwrap().code, AMLODIPINE);
+    assert_eq!(f.other.as_ref().unwrap().code, AMLODIPINE);
+    assert!(!f.other.as_ref().unwrap().moiety.is_empty());
+    assert!(f.summary.chars().count() < 140);
+
+    // The clinic's own earlier prescription is excluded by default, counted when it opts in.
+    let draft = prescription(&h, CLINIC, "DUP-3", 1, &[AMLODIPINE]);
+    let national = precheck(&h, "clinic", &draft, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert_eq!(national.findings.len(), 1);
+    let opted_in = pb::CheckOptions {
+        include_same_institution: Some(true),
+        ..Default::default()
+    };
+    let all = precheck(&h, "clinic", &draft, pb::Consent::Card, Some(opted_in))
+        .await
+        .unwrap();
+    assert_eq!(kinds(&all.findings).len(), 2, "{:?}", all.findings);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_finding_must_be_acknowledged_and_the_acknowledgement_is_kept() {
+    let h = start_with(|_| {}).await;
+    let other = prescription(&h, CLINIC2, "CI-1", 2, &[ITRACONAZOLE]);
+    register(&h, &other, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+
+    let rx = prescription(&h, CLINIC, "CI-2", 2, &[TRIAZOLAM]);
+    let refused = register(&h, &rx, pb::Consent::Card, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let findings = check_findings(&refused).findings;
+    assert_eq!(
+        kinds(&findings),
+        [(pb::FindingKind::Contraindication, pb::Indicator::Critical)]
+    );
+    let critical = &findings[0];
+    assert_eq!(critical.other.as_ref().unwrap().code, ITRACONAZOLE);
+    assert_eq!(critical.origin.as_ref().unwrap().institution_code, CLINIC2);
+    let rule = critical.rule.as_ref().unwrap();
+    assert!(
+        rule.id.starts_with("CI-") && !rule.source.is_empty(),
+        "{rule:?}"
+    );
+    let failure = refused.get_details_precondition_failure().unwrap();
+    assert_eq!(failure.violations.len(), 1);
+    assert_eq!(failure.violations[0].subject, critical.id);
+
+    // An acknowledgement without a reason is malformed; one of another finding does not count.
+    let blank = pb::Acknowledgement {
+        finding_id: critical.id.clone(),
+        reason: " ".into(),
+    };
+    let e = register(&h, &rx, pb::Consent::Card, vec![blank])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let wrong = pb::Acknowledgement {
+        finding_id: "F-00".into(),
+        reason: "known".into(),
+    };
+    let e = register(&h, &rx, pb::Consent::Card, vec![wrong])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    let ack = pb::Acknowledgement {
+        finding_id: critical.id.clone(),
+        reason: "itraconazole stopped yesterday".into(),
+    };
+    let registered = register(&h, &rx, pb::Consent::Card, vec![ack])
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.findings, findings,
+        "the same finding, the same id"
+    );
+
+    // The acknowledgement is stored with who made it.
+    let dir = h.shutdown().await;
+    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    let key = [
+        b"override".as_slice(),
+        &[0],
+        registered.prescription_id.as_bytes(),
+    ]
+    .concat();
+    let bytes = store
+        .transact(move |tx| tx.get(Table::Clinical, &key))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("an override record");
+    let OverrideRecord::V1(stored) = decode(&bytes).unwrap();
+    assert_eq!(stored.institution_code, CLINIC);
+    assert_eq!(stored.signer_serial_number, "DEV-DR-0001");
+    assert_eq!(stored.acknowledged.len(), 1);
+    assert_eq!(stored.acknowledged[0].finding_id, critical.id);
+    assert_eq!(stored.acknowledged[0].indicator, "critical");
+    assert_eq!(
+        stored.acknowledged[0].reason,
+        "itraconazole stopped yesterday"
+    );
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_warn_policy_a_critical_finding_registers() {
+    let h = start_with(|c| c.checks.on_critical = OnCriticalConfig::Warn).await;
+    let other = prescription(&h, CLINIC2, "W-1", 3, &[ITRACONAZOLE]);
+    register(&h, &other, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    let rx = prescription(&h, CLINIC, "W-2", 3, &[TRIAZOLAM]);
+    let r = register(&h, &rx, pb::Consent::Card, vec![]).await.unwrap();
+    assert_eq!(r.state(), pb::PrescriptionState::Registered);
+    assert_eq!(
+        kinds(&r.findings),
+        [(pb::FindingKind::Contraindication, pb::Indicator::Critical)]
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispensed_line_counts_once_as_what_was_dispensed_and_nothing_flags_itself() {
+    let h = start_with(|_| {}).await;
+    // Another clinic prescribes itraconazole; the pharmacy gives amlodipine after a query.
+    let other = prescription(&h, CLINIC2, "D-1", 4, &[ITRACONAZOLE]);
+    let registered = register(&h, &other, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    let received = receive_and_dispense(&h, "pharmacy", &other, &registered, AMLODIPINE).await;
+    assert!(
+        received.findings.is_empty(),
+        "the prescription flagged itself: {:?}",
+        received.findings
+    );
+
+    let triazolam = prescription(&h, CLINIC, "D-2", 4, &[TRIAZOLAM]);
+    let r = precheck(&h, "clinic", &triazolam, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert!(
+        r.findings.is_empty(),
+        "the prescribed drug still counts: {:?}",
+        r.findings
+    );
+    let amlodipine = prescription(&h, CLINIC, "D-3", 4, &[AMLODIPINE]);
+    let r = precheck(&h, "clinic", &amlodipine, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&r.findings),
+        [(pb::FindingKind::Duplicate, pb::Indicator::Warning)]
+    );
+    let origin = r.findings[0].origin.as_ref().unwrap();
+    assert_eq!(origin.kind(), pb::OriginKind::Dispensing);
+    assert_eq!(origin.institution_code, PHARMACY);
+
+    // A prescription whose line duplicates the history: at receipt and in the dispensing check
+    // it meets the history, never itself.
+    let ack_free = prescription(&h, CLINIC, "D-4", 4, &[AMLODIPINE, FLUCONAZOLE]);
+    let registered = register(&h, &ack_free, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    let mut pharmacy = h.pharmacy("pharmacy2").await;
+    let received = pharmacy
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(patient(4)),
+            exchange_number: registered.exchange_number.clone(),
+            consent: consented(pb::Consent::Card),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kinds(&received.findings), kinds(&registered.findings));
+    assert_eq!(received.findings.len(), 1, "{:?}", received.findings);
+    let lines_to_give = |code: &str| {
+        let mut l = demo_dispensing("D-4", h.today()).lines[0].clone();
+        l.drug = line(code).drug;
+        vec![l]
+    };
+    let check = |lines| pb::CheckDispensingRequest {
+        prescription_id: registered.prescription_id.clone(),
+        lines,
+        consent: consented(pb::Consent::Card),
+        check_options: None,
+    };
+    let r = pharmacy
+        .check_dispensing(check(lines_to_give(TRIAZOLAM)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    let r = pharmacy
+        .check_dispensing(check(lines_to_give(AMLODIPINE)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        kinds(&r.findings),
+        [(pb::FindingKind::Duplicate, pb::Indicator::Warning)]
+    );
+    // Only the accepting pharmacy checks a dispensing.
+    let e = h
+        .pharmacy("pharmacy")
+        .await
+        .check_dispensing(check(lines_to_give(AMLODIPINE)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_and_expired_prescriptions_do_not_count() {
+    let h = start_with(|_| {}).await;
+    let cancelled = prescription(&h, CLINIC2, "C-1", 5, &[ITRACONAZOLE]);
+    let r = register(&h, &cancelled, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    h.clinic("clinic2")
+        .await
+        .cancel_prescription(pb::CancelPrescriptionRequest {
+            prescription_id: r.prescription_id,
+        })
+        .await
+        .unwrap();
+    let draft = prescription(&h, CLINIC, "C-2", 5, &[TRIAZOLAM]);
+    let r = precheck(&h, "clinic", &draft, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+
+    let expiring = prescription(&h, CLINIC2, "C-3", 5, &[ITRACONAZOLE]);
+    register(&h, &expiring, pb::Consent::Card, vec![])
+        .await
+        .unwrap();
+    let r = precheck(&h, "clinic", &draft, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert_eq!(r.findings.len(), 1);
+    // Four Japan days later it has expired (the sweep or the read says so): it no longer counts.
+    h.clock.set(h.now() + Duration::from_secs(5 * 86_400));
+    let draft = prescription(&h, CLINIC, "C-4", 5, &[TRIAZOLAM]);
+    let r = precheck(&h, "clinic", &draft, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_consent_histories_differing_in_the_other_side_give_identical_answers() {
+    let h = start_with(|_| {}).await;
+    let now = h.now();
+    // Patient 6: itraconazole from clinic 2, dispensed at pharmacy 1, three days ago.
+    h.clock.set(now - Duration::from_secs(3 * 86_400));
+    let a = prescription(&h, CLINIC2, "M-1", 6, &[ITRACONAZOLE]);
+    let ra = register(&h, &a, pb::Consent::Card, vec![]).await.unwrap();
+    receive_and_dispense(&h, "pharmacy", &a, &ra, ITRACONAZOLE).await;
+    // Patient 7: fluconazole, dispensed at pharmacy 2, yesterday.
+    h.clock.set(now - Duration::from_secs(86_400));
+    let b = prescription(&h, CLINIC2, "M-2", 7, &[FLUCONAZOLE]);
+    let rb = register(&h, &b, pb::Consent::Card, vec![]).await.unwrap();
+    receive_and_dispense(&h, "pharmacy2", &b, &rb, FLUCONAZOLE).await;
+    h.clock.set(now);
+
+    let draft = |n| prescription(&h, CLINIC, "M-3", n, &[TRIAZOLAM]);
+    let answer = |consent| {
+        let h = &h;
+        async move {
+            let six = precheck(h, "clinic", &draft(6), consent, None)
+                .await
+                .unwrap();
+            let seven = precheck(h, "clinic", &draft(7), consent, None)
+                .await
+                .unwrap();
+            (six.encode_to_vec(), seven.encode_to_vec(), six)
+        }
+    };
+    let (six, seven, shown) = answer(pb::Consent::Card).await;
+    assert_ne!(six, seven, "with consent the other side is shown");
+    assert_eq!(shown.findings[0].other.as_ref().unwrap().code, ITRACONAZOLE);
+    let (six, seven, masked) = answer(pb::Consent::None).await;
+    assert_eq!(six, seven, "without consent the answers must not differ");
+    let f = &masked.findings[0];
+    assert_eq!(
+        (f.kind(), f.indicator()),
+        (pb::FindingKind::Contraindication, pb::Indicator::Critical)
+    );
+    assert!(f.own.is_none() && f.other.is_none() && f.origin.is_none() && f.rule.is_none());
+
+    // The refused registration's error says no more.
+    let mut refused = Vec::new();
+    for n in [6, 7] {
+        let mut rx = draft(n);
+        rx.prescription_number = format!("M-4-{n}");
+        let e = register(&h, &rx, pb::Consent::None, vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        refused.push((e.message().to_owned(), e.details().to_vec()));
+    }
+    assert_eq!(refused[0], refused[1]);
+    // An acknowledgement of the masked finding registers it.
+    let ack = pb::Acknowledgement {
+        finding_id: f.id.clone(),
+        reason: "the patient says the azole course has ended".into(),
+    };
+    let mut rx = draft(6);
+    rx.prescription_number = "M-5".into();
+    register(&h, &rx, pb::Consent::None, vec![ack])
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_codes_are_not_checked_and_never_refused() {
+    let h = start_with(|_| {}).await;
+    let rx = prescription(&h, CLINIC, "U-1", 8, &["999999999"]);
+    let r = register(&h, &rx, pb::Consent::Card, vec![]).await.unwrap();
+    assert_eq!(
+        kinds(&r.findings),
+        [(pb::FindingKind::NotChecked, pb::Indicator::Info)]
+    );
+    assert_eq!(r.findings[0].own.as_ref().unwrap().code, "999999999");
+    // Dispensing an unknown code records a fact.
+    receive_and_dispense(&h, "pharmacy", &rx, &r, "999999998").await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_issue_checks_are_rate_limited_per_institution_and_patient_and_audited() {
+    let h = start_with(|c| c.checks.precheck_max = 3).await;
+    let draft = prescription(&h, CLINIC, "R-1", 9, &[AMLODIPINE]);
+    for _ in 0..3 {
+        precheck(&h, "clinic", &draft, pb::Consent::None, None)
+            .await
+            .unwrap();
+    }
+    let e = precheck(&h, "clinic", &draft, pb::Consent::None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    // Another patient, or another clinic, is not held back.
+    let other_patient = prescription(&h, CLINIC, "R-2", 10, &[AMLODIPINE]);
+    precheck(&h, "clinic", &other_patient, pb::Consent::None, None)
+        .await
+        .unwrap();
+    let other_clinic = prescription(&h, CLINIC2, "R-3", 9, &[AMLODIPINE]);
+    precheck(&h, "clinic2", &other_clinic, pb::Consent::None, None)
+        .await
+        .unwrap();
+    // A draft must name the caller's own institution.
+    let e = precheck(&h, "clinic2", &draft, pb::Consent::None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let mut audit = AdminServiceClient::new(h.channel("operator").await)
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut outcomes = Vec::new();
+    while let Some(record) = audit.message().await.unwrap() {
+        if record.action == "CheckPrescription" {
+            outcomes.push(record.outcome);
+        }
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "OK",
+            "OK",
+            "OK",
+            "RESOURCE_EXHAUSTED",
+            "OK",
+            "OK",
+            "PERMISSION_DENIED"
+        ]
+    );
+    h.shutdown().await;
+}

@@ -1,0 +1,110 @@
+//! The test harness shared by the integration tests of the running gateway: the real server
+//! in-process on 127.0.0.1:0 over mutual TLS, a real sled store in a temporary folder, real CMS
+//! signatures, and an injected clock.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use rxgate::{
+    app::{self, Server},
+    config::Config,
+    domain::time::JapanDate,
+    proto::v1::{
+        self as pb, dispensing_service_client::DispensingServiceClient,
+        prescription_service_client::PrescriptionServiceClient,
+    },
+    service::Clock,
+    signer::SigningKey,
+    tls::ClientFiles,
+};
+use tonic::transport::Channel;
+
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl ManualClock {
+    pub fn set(&self, t: SystemTime) {
+        *self.0.lock().unwrap() = t;
+    }
+}
+
+pub struct Harness {
+    server: Option<Server>,
+    pub addr: String,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the dev configuration on a free port, with a store in a temporary folder, after
+/// `adjust` has changed the configuration.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::dev(dir.path().join("store"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    adjust(&mut config);
+    let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
+    let server = app::start(config, clock.clone()).await.unwrap();
+    Harness {
+        addr: format!("https://127.0.0.1:{}", server.addr.port()),
+        server: Some(server),
+        clock,
+        dir,
+    }
+}
+
+impl Harness {
+    pub async fn channel(&self, name: &str) -> Channel {
+        ClientFiles::dev(name).connect(&self.addr).await.unwrap()
+    }
+    pub async fn clinic(&self, name: &str) -> PrescriptionServiceClient<Channel> {
+        PrescriptionServiceClient::new(self.channel(name).await)
+    }
+    pub async fn pharmacy(&self, name: &str) -> DispensingServiceClient<Channel> {
+        DispensingServiceClient::new(self.channel(name).await)
+    }
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+    pub fn today(&self) -> JapanDate {
+        JapanDate::of(self.now())
+    }
+    pub fn sign(&self, signer: &str, content: Vec<u8>) -> pb::SignedDocument {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
+        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
+        let key = SigningKey::new(
+            &read(format!("{signer}.cert.pem")),
+            &read("sign-ca.cert.pem".into()),
+            &read(format!("{signer}.key.pem")),
+        )
+        .unwrap();
+        pb::SignedDocument {
+            cms_signature: key.sign(&content, self.now()).unwrap(),
+            content,
+        }
+    }
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        self.dir
+    }
+}
+
+pub fn patient(n: u32) -> pb::PatientKey {
+    pb::PatientKey {
+        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
+            insurer_number: "06139999".into(),
+            symbol: "ZQ".into(),
+            number: format!("{n:07}"),
+            branch: "01".into(),
+        })),
+    }
+}
