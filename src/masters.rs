@@ -172,7 +172,7 @@ fn source(path: &Path) -> Result<SourceFile, Error> {
     })
 }
 
-fn utf8<'a>(file: &'a SourceFile) -> Result<&'a str, Error> {
+fn utf8(file: &SourceFile) -> Result<&str, Error> {
     std::str::from_utf8(&file.bytes).map_err(|_| Error::NotUtf8 {
         path: PathBuf::from(&file.name),
     })
