@@ -20,7 +20,7 @@ use crate::{
             prescription_service_server::PrescriptionServiceServer,
         },
     },
-    service::{Clinical, Clock, Gateway},
+    service::{self, Clinical, Clock, Gateway},
     store::{Store, sled::SledStore},
     tls,
 };
@@ -49,16 +49,24 @@ impl Server {
 }
 
 /// The drug masters and contraindication table the configuration names (by default the
-/// shipped ones), parsed off the async runtime.
-async fn load_clinical(config: &Config) -> anyhow::Result<Clinical> {
+/// shipped ones), with the files imported into this store replayed over them; parsed off the
+/// async runtime.
+async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Clinical> {
     let checks = config.checks.clone();
     let started = std::time::Instant::now();
+    let imported = service::imported_files(store)
+        .await
+        .context("reading the imported drug masters")?;
+    let version = imported.len() as u64;
     let (sources, built) = tokio::task::spawn_blocking(move || {
         let dir = checks.masters_dir.unwrap_or_else(masters::shipped_dir);
         let table = checks
             .contraindications
             .unwrap_or_else(masters::shipped_contraindications);
-        let sources = masters::Sources::from_dir(&dir, &table)?;
+        let mut sources = masters::Sources::from_dir(&dir, &table)?;
+        for f in imported {
+            sources.apply(f.kind, f.file)?;
+        }
         let built = sources.build()?;
         Ok::<_, masters::Error>((sources, built))
     })
@@ -70,6 +78,7 @@ async fn load_clinical(config: &Config) -> anyhow::Result<Clinical> {
         updates = built.report.updates.len(),
         products = built.report.current,
         contraindication_rules = built.table.len(),
+        imported_files = version,
         millis = started.elapsed().as_millis() as u64,
         "drug masters loaded"
     );
@@ -77,7 +86,8 @@ async fn load_clinical(config: &Config) -> anyhow::Result<Clinical> {
         catalog: built.catalog,
         table: built.table,
         sources,
-        version: 0,
+        report: built.report,
+        version,
     })
 }
 
@@ -99,9 +109,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let verifier = Arc::new(verifier);
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
-    let clinical = load_clinical(&config).await?;
-
     let dyn_store: Arc<dyn Store> = store.clone();
+    let clinical = load_clinical(&config, &dyn_store).await?;
+
     let gateway = Arc::new(Gateway::new(
         dyn_store,
         Arc::clone(&verifier),

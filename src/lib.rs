@@ -9,6 +9,10 @@
 //! - `signer`: makes CMS signatures (for `rxgate sign`, demos and tests).
 //! - `trust`: loads trust material from files (anchors, CRLs per issuing CA, reloaded on change).
 //! - `json`: the protobuf JSON mapping of the contract's messages.
+//! - `masters`: the drug masters and contraindication table from files (`Sources`).
+//! - `master_import`: the `rxgate master import` client.
+//! - `service`: the use cases, the clinical checks' history index, master imports.
+//! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
 //!
 //! Invariants:
 //! - The domain never reads the clock and never does IO; time comes in as a parameter.
@@ -22,6 +26,7 @@ pub mod documents;
 pub mod domain;
 pub mod grpc;
 pub mod json;
+pub mod master_import;
 pub mod masters;
 pub mod proto;
 pub mod service;

@@ -17,10 +17,11 @@ use rxgate::{
         hash::hex,
         signature::{SignedContent, VerifierConfig},
     },
-    json,
+    json, master_import,
     proto::v1::{DispensingRecord, Prescription, SignedDocument},
     service::SystemClock,
     signer::SigningKey,
+    tls::ClientFiles,
     trust::{CrlFile, TrustFiles},
 };
 
@@ -69,6 +70,11 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Drug masters of a running gateway.
+    Master {
+        #[command(subcommand)]
+        command: MasterCommand,
+    },
     /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
     Demo {
         #[arg(long, default_value = "https://127.0.0.1:50051")]
@@ -107,6 +113,27 @@ enum Command {
         document: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterCommand {
+    /// Load newer official files into a running gateway (as an operator): SSK y-files (full or
+    /// update), the MHLW yakka list and ippan master, or a contraindication table. The kind is
+    /// read from the official file name; `.gz` files are decompressed first.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "https://127.0.0.1:50051")]
+        addr: String,
+        /// The operator's TLS client certificate, key and the gateway's CA (PEM); default: the
+        /// development operator (certs/tls/operator.*). Development only.
+        #[arg(long, requires_all = ["key", "ca"])]
+        cert: Option<PathBuf>,
+        #[arg(long, requires_all = ["cert", "ca"])]
+        key: Option<PathBuf>,
+        #[arg(long, requires_all = ["cert", "key"])]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -254,6 +281,24 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 bail!("a --dev instance listens on loopback only");
             }
             runtime()?.block_on(serve(config))?;
+            Ok(true)
+        }
+        Command::Master {
+            command:
+                MasterCommand::Import {
+                    files,
+                    addr,
+                    cert,
+                    key,
+                    ca,
+                },
+        } => {
+            let client = match (cert, key, ca) {
+                (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
+                _ => ClientFiles::dev("operator"),
+            };
+            let summary = runtime()?.block_on(master_import::import(&addr, &client, &files))?;
+            print!("{}", master_import::render(&summary));
             Ok(true)
         }
         Command::Demo { addr } => {

@@ -42,6 +42,8 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     pub full_file: String,
+    /// Records in the full file.
+    pub full_records: usize,
     /// Each update file applied, in order, with what it changed.
     pub updates: Vec<(String, UpdateSummary)>,
     pub records: usize,
@@ -166,10 +168,37 @@ fn y_date(name: &str, prefix: &str) -> Option<String> {
 }
 
 fn source(path: &Path) -> Result<SourceFile, Error> {
-    Ok(SourceFile {
-        name: name(path).trim_end_matches(".gz").to_owned(),
-        bytes: read(path)?,
-    })
+    SourceFile::read(path)
+}
+
+impl SourceFile {
+    /// Reads a file (decompressing a `.gz`); its name is the file name without `.gz`.
+    pub fn read(path: &Path) -> Result<SourceFile, Error> {
+        Ok(SourceFile {
+            name: name(path).trim_end_matches(".gz").to_owned(),
+            bytes: read(path)?,
+        })
+    }
+}
+
+impl FileKind {
+    /// The kind of an official file by its name (as published, or as shipped in `data/`).
+    pub fn of_name(name: &str) -> Option<FileKind> {
+        let name = name.trim_end_matches(".gz");
+        if y_date(name, "y_ALL").is_some() {
+            Some(FileKind::YFull)
+        } else if y_date(name, "y_").is_some() {
+            Some(FileKind::YUpdate)
+        } else if name.starts_with("mhlw_yakka_list") && name.ends_with(".csv") {
+            Some(FileKind::YakkaList)
+        } else if name.starts_with("ippan_master") && name.ends_with(".csv") {
+            Some(FileKind::IppanMaster)
+        } else if name.starts_with("contraindications") && name.ends_with(".csv") {
+            Some(FileKind::Contraindications)
+        } else {
+            None
+        }
+    }
 }
 
 fn utf8(file: &SourceFile) -> Result<&str, Error> {
@@ -256,6 +285,7 @@ impl Sources {
             move |source| Error::Master { path, source }
         };
         let rows = parse_y_file(&self.full.bytes).map_err(master_error(&self.full))?;
+        let full_records = rows.len();
         let mut master = Master::from_full(rows).map_err(master_error(&self.full))?;
         let base = y_date(&self.full.name, "y_ALL");
         let mut updates = Vec::new();
@@ -278,6 +308,7 @@ impl Sources {
             })?;
         let report = LoadReport {
             full_file: self.full.name.clone(),
+            full_records,
             updates,
             records: master.len(),
             current: master.current_count(),

@@ -15,11 +15,17 @@ use crate::{
         rx::FieldViolation,
         time::JapanDate,
     },
+    masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, Error, RequestedOptions, Status as RxStatus,
+        Acknowledgement, AuditEntry, CheckRequest, Error, ImportFile, ImportSummary,
+        RequestedOptions, Status as RxStatus,
     },
 };
+
+/// The largest file an import takes, and the most bytes one import takes in all.
+const MAX_IMPORT_FILE_BYTES: u64 = 64 << 20;
+const MAX_IMPORT_BYTES: u64 = 256 << 20;
 
 /// The longest acknowledgement reason accepted (characters).
 const MAX_REASON_CHARS: usize = 1000;
@@ -179,6 +185,118 @@ pub fn acknowledgements(acks: Vec<pb::Acknowledgement>) -> Result<Vec<Acknowledg
             reason: a.reason,
         })
         .collect())
+}
+
+fn file_kind(kind: i32) -> Option<FileKind> {
+    match pb::MasterFileKind::try_from(kind).ok()? {
+        pb::MasterFileKind::YFull => Some(FileKind::YFull),
+        pb::MasterFileKind::YUpdate => Some(FileKind::YUpdate),
+        pb::MasterFileKind::YakkaList => Some(FileKind::YakkaList),
+        pb::MasterFileKind::IppanMaster => Some(FileKind::IppanMaster),
+        pb::MasterFileKind::Contraindications => Some(FileKind::Contraindications),
+        pb::MasterFileKind::Unspecified => None,
+    }
+}
+
+fn file_kind_to_pb(kind: FileKind) -> pb::MasterFileKind {
+    match kind {
+        FileKind::YFull => pb::MasterFileKind::YFull,
+        FileKind::YUpdate => pb::MasterFileKind::YUpdate,
+        FileKind::YakkaList => pb::MasterFileKind::YakkaList,
+        FileKind::IppanMaster => pb::MasterFileKind::IppanMaster,
+        FileKind::Contraindications => pb::MasterFileKind::Contraindications,
+    }
+}
+
+/// Reads an import stream: each file is a header, then its bytes in chunks adding up to the
+/// size the header declares.
+pub async fn import_files(
+    mut stream: tonic::Streaming<pb::ImportMasterChunk>,
+) -> Result<Vec<ImportFile>, Error> {
+    use pb::import_master_chunk::Part;
+    let mut files: Vec<(ImportFile, u64)> = Vec::new();
+    let mut total = 0u64;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| invalid("chunks", &format!("the stream failed: {}", s.message())))?
+    {
+        match chunk.part {
+            Some(Part::File(header)) => {
+                if let Some((f, size)) = files.last()
+                    && f.file.bytes.len() as u64 != *size
+                {
+                    return Err(invalid("data", "a file's chunks must add up to its size"));
+                }
+                let kind = file_kind(header.kind)
+                    .ok_or_else(|| invalid("file.kind", "must name the kind of file"))?;
+                if header.name.is_empty() || header.name.contains(['/', '\\']) {
+                    return Err(invalid("file.name", "a file name without folders"));
+                }
+                if header.size > MAX_IMPORT_FILE_BYTES {
+                    return Err(Error::ResourceExhausted("an import file is over 64 MiB"));
+                }
+                files.push((
+                    ImportFile {
+                        kind,
+                        file: SourceFile {
+                            name: header.name,
+                            bytes: Vec::with_capacity(header.size as usize),
+                        },
+                    },
+                    header.size,
+                ));
+            }
+            Some(Part::Data(data)) => {
+                let (f, size) = files
+                    .last_mut()
+                    .ok_or_else(|| invalid("data", "a file header must come first"))?;
+                total += data.len() as u64;
+                if f.file.bytes.len() as u64 + data.len() as u64 > *size {
+                    return Err(invalid("data", "more bytes than the header's size"));
+                }
+                if total > MAX_IMPORT_BYTES {
+                    return Err(Error::ResourceExhausted("an import is over 256 MiB"));
+                }
+                f.file.bytes.extend_from_slice(&data);
+            }
+            None => return Err(invalid("part", "a chunk is a file header or data")),
+        }
+    }
+    if files.is_empty() {
+        return Err(invalid("file", "at least one file is required"));
+    }
+    if files
+        .iter()
+        .any(|(f, size)| f.file.bytes.len() as u64 != *size)
+    {
+        return Err(invalid("data", "a file's chunks must add up to its size"));
+    }
+    Ok(files.into_iter().map(|(f, _)| f).collect())
+}
+
+pub fn import_summary_to_pb(s: ImportSummary) -> pb::ImportMasterSummary {
+    pb::ImportMasterSummary {
+        files: s
+            .files
+            .into_iter()
+            .map(|(kind, f)| pb::ImportedFile {
+                name: f.name,
+                kind: file_kind_to_pb(kind) as i32,
+                rows: f.rows,
+                added: f.added,
+                changed: f.changed,
+                abolished: f.abolished,
+                deleted: f.deleted,
+                restored: f.restored,
+                already_imported: f.already_imported,
+            })
+            .collect(),
+        master_records: s.master_records,
+        current_products: s.current_products,
+        contraindication_rules: s.contraindication_rules,
+        version: s.version,
+    }
 }
 
 fn drug_to_pb(drug: &DrugRef) -> pb::DrugReference {

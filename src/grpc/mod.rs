@@ -375,9 +375,20 @@ impl AdminService for Services {
 
     async fn import_master(
         &self,
-        _request: Request<tonic::Streaming<pb::ImportMasterChunk>>,
+        request: Request<tonic::Streaming<pb::ImportMasterChunk>>,
     ) -> Result<Response<pb::ImportMasterSummary>, Status> {
-        Err(Status::unimplemented("WIP"))
+        const ACTION: &str = "ImportMaster";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        let files = convert::import_files(request.into_inner()).await;
+        let files = self.parsed(&caller, ACTION, files).await?;
+        let summary = self
+            .gateway
+            .import_master(&caller, files)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::import_summary_to_pb(summary)))
     }
 
     async fn export_audit(

@@ -21,7 +21,7 @@ use crate::{
         rx::{DispensedLineFacts, RxLine},
         time::JapanDate,
     },
-    masters::Sources,
+    masters::{LoadReport, Sources},
     store::{self, Table, Txn},
 };
 
@@ -44,7 +44,9 @@ pub struct Clinical {
     pub table: ContraindicationTable,
     /// The files they were built from (an import changes these and rebuilds).
     pub sources: Sources,
-    /// 0 for the shipped data; each import that changed something adds one.
+    /// What the build found.
+    pub report: LoadReport,
+    /// The number of files imported over the shipped data (0: the shipped data as it is).
     pub version: u64,
 }
 

@@ -4,6 +4,7 @@
 //! store transaction, and return domain results. Knows no gRPC and no storage engine.
 
 pub mod clinical;
+mod import;
 mod lockout;
 pub mod records;
 
@@ -16,6 +17,7 @@ use prost::Message;
 use ring::rand::SecureRandom;
 
 pub use clinical::{Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions};
+pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::LockoutPolicy;
 
 use crate::{
@@ -251,6 +253,8 @@ pub struct Gateway {
     lockout: lockout::Lockout<InstitutionCode>,
     prechecks: lockout::Lockout<(InstitutionCode, String)>,
     clinical: RwLock<Arc<Clinical>>,
+    /// Imports run one at a time.
+    imports: tokio::sync::Mutex<()>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -450,6 +454,7 @@ impl Gateway {
             lockout: lockout::Lockout::new(config.lockout.clone()),
             prechecks: lockout::Lockout::new(config.checks.precheck_limit.clone()),
             clinical: RwLock::new(clinical),
+            imports: tokio::sync::Mutex::new(()),
             config,
             rng: ring::rand::SystemRandom::new(),
         }

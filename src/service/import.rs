@@ -1,0 +1,274 @@
+//! Importing drug masters and contraindication tables into a running gateway: the files are
+//! applied to the set the clinical data is built from, the whole set is rebuilt off the async
+//! runtime (a file that does not parse refuses the import and changes nothing), the new files
+//! are stored — gzip-compressed, in the same transaction as the audit record — and only then is
+//! the new data put in force. A restart replays the stored files over the shipped set, so the
+//! newest import still wins.
+
+use std::{
+    collections::HashSet,
+    io::{Read, Write},
+    sync::Arc,
+};
+
+use crate::{
+    domain::hash::sha256,
+    masters::{FileKind, SourceFile, Sources},
+    store::{self, Store, Table, Txn},
+};
+
+use super::{
+    Caller, Clinical, Error, Gateway, corrupt, key,
+    records::{ImportedFileRecord, ImportedFileV1, MasterFileKindV1, decode, encode},
+};
+
+/// A file sent for import.
+#[derive(Debug, Clone)]
+pub struct ImportFile {
+    pub kind: FileKind,
+    pub file: SourceFile,
+}
+
+/// What importing one file did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileOutcome {
+    pub name: String,
+    pub rows: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub abolished: u64,
+    pub deleted: u64,
+    pub restored: u64,
+    /// The same bytes were imported before: nothing was applied again.
+    pub already_imported: bool,
+}
+
+/// What an import did, and the data in force afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub files: Vec<(FileKind, FileOutcome)>,
+    pub master_records: u64,
+    pub current_products: u64,
+    pub contraindication_rules: u64,
+    /// The number of files imported into this gateway so far.
+    pub version: u64,
+}
+
+const IMPORT_PREFIX: &[u8] = b"import\0";
+
+fn kind_v1(kind: FileKind) -> MasterFileKindV1 {
+    match kind {
+        FileKind::YFull => MasterFileKindV1::YFull,
+        FileKind::YUpdate => MasterFileKindV1::YUpdate,
+        FileKind::YakkaList => MasterFileKindV1::YakkaList,
+        FileKind::IppanMaster => MasterFileKindV1::IppanMaster,
+        FileKind::Contraindications => MasterFileKindV1::Contraindications,
+    }
+}
+
+fn kind_of(kind: MasterFileKindV1) -> FileKind {
+    match kind {
+        MasterFileKindV1::YFull => FileKind::YFull,
+        MasterFileKindV1::YUpdate => FileKind::YUpdate,
+        MasterFileKindV1::YakkaList => FileKind::YakkaList,
+        MasterFileKindV1::IppanMaster => FileKind::IppanMaster,
+        MasterFileKindV1::Contraindications => FileKind::Contraindications,
+    }
+}
+
+fn stored_files(tx: &dyn Txn) -> Result<Vec<ImportedFileV1>, store::Error> {
+    let mut files = Vec::new();
+    for (_, v) in tx.scan_prefix(Table::Clinical, IMPORT_PREFIX, usize::MAX)? {
+        let ImportedFileRecord::V1(f) = decode(&v)?;
+        files.push(f);
+    }
+    Ok(files)
+}
+
+/// The files imported so far, in import order, decompressed: replayed over the shipped set at
+/// start-up.
+pub async fn imported_files(store: &impl Store) -> Result<Vec<ImportFile>, store::Error> {
+    let stored = store
+        .transact(|tx: &mut dyn Txn| stored_files(tx))
+        .await??;
+    stored
+        .into_iter()
+        .map(|f| {
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(f.gzip.as_slice())
+                .read_to_end(&mut bytes)
+                .map_err(|_| corrupt("imported master file"))?;
+            Ok(ImportFile {
+                kind: kind_of(f.kind),
+                file: SourceFile {
+                    name: f.name,
+                    bytes,
+                },
+            })
+        })
+        .collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+/// The order in which a batch is applied: a full file first, then updates by name, then the
+/// rest as sent.
+fn apply_order(kind: FileKind) -> u8 {
+    match kind {
+        FileKind::YFull => 0,
+        FileKind::YUpdate => 1,
+        _ => 2,
+    }
+}
+
+fn rows(bytes: &[u8]) -> u64 {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count() as u64
+}
+
+impl Gateway {
+    /// An operator imports drug-master files (and contraindication tables): applied together,
+    /// effective at once, kept across restarts.
+    pub async fn import_master(
+        &self,
+        caller: &Caller,
+        files: Vec<ImportFile>,
+    ) -> Result<ImportSummary, Error> {
+        let draft = self.draft(caller, "ImportMaster", self.clock.now());
+        let _one_at_a_time = self.imports.lock().await;
+        let current = self.clinical();
+        let known: HashSet<[u8; 32]> = match self
+            .store
+            .transact(|tx: &mut dyn Txn| stored_files(tx))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from))
+        {
+            Ok(stored) => stored.iter().map(|f| f.sha256).collect(),
+            Err(e) => return self.refuse(draft, e).await,
+        };
+        let mut fresh: Vec<(ImportFile, [u8; 32])> = Vec::new();
+        for f in &files {
+            let digest = sha256(&f.file.bytes);
+            if !known.contains(&digest) && !fresh.iter().any(|(_, d)| *d == digest) {
+                fresh.push((f.clone(), digest));
+            }
+        }
+        fresh.sort_by(|(a, _), (b, _)| {
+            (apply_order(a.kind), &a.file.name).cmp(&(apply_order(b.kind), &b.file.name))
+        });
+        let mut sources: Sources = current.sources.clone();
+        for (f, _) in &fresh {
+            if let Err(e) = sources.apply(f.kind, f.file.clone()) {
+                let error = Error::invalid("files", &e.to_string());
+                return self.refuse(draft, error).await;
+            }
+        }
+        let built = if fresh.is_empty() {
+            None
+        } else {
+            let to_build = sources.clone();
+            match tokio::task::spawn_blocking(move || to_build.build()).await {
+                Ok(Ok(built)) => Some(built),
+                Ok(Err(e)) => {
+                    let error = Error::invalid("files", &e.to_string());
+                    return self.refuse(draft, error).await;
+                }
+                Err(e) => return self.refuse(draft, Error::Internal(e.to_string())).await,
+            }
+        };
+
+        let time_ms = draft.time_ms;
+        let caller_code = caller.institution.code.to_string();
+        let certificate_sha256 = caller.certificate_sha256;
+        let records: Vec<ImportedFileRecord> = fresh
+            .iter()
+            .map(|(f, digest)| {
+                ImportedFileRecord::V1(ImportedFileV1 {
+                    name: f.file.name.clone(),
+                    kind: kind_v1(f.kind),
+                    sha256: *digest,
+                    time_ms,
+                    institution_code: caller_code.clone(),
+                    certificate_sha256,
+                    gzip: gzip(&f.file.bytes),
+                })
+            })
+            .collect();
+        self.run(draft, move |tx, _| {
+            for record in &records {
+                let sequence = tx.next_sequence("import")?;
+                tx.put(
+                    Table::Clinical,
+                    &key(&[b"import", &sequence.to_be_bytes()]),
+                    &encode(record),
+                );
+            }
+            Ok(())
+        })
+        .await?;
+
+        let version = current.version + fresh.len() as u64;
+        let in_force = match built {
+            Some(built) => {
+                let clinical = Arc::new(Clinical {
+                    catalog: built.catalog,
+                    table: built.table,
+                    sources,
+                    version,
+                    report: built.report,
+                });
+                self.replace_clinical(Arc::clone(&clinical));
+                tracing::info!(version, files = fresh.len(), "drug masters imported");
+                clinical
+            }
+            None => current,
+        };
+        let outcomes = files
+            .iter()
+            .map(|f| {
+                let fresh = fresh.iter().any(|(g, _)| g.file.name == f.file.name);
+                let mut outcome = FileOutcome {
+                    name: f.file.name.clone(),
+                    already_imported: !fresh,
+                    ..FileOutcome::default()
+                };
+                if fresh {
+                    outcome.rows = rows(&f.file.bytes);
+                    match f.kind {
+                        FileKind::YFull => outcome.added = in_force.report.full_records as u64,
+                        FileKind::YUpdate => {
+                            if let Some((_, s)) = in_force
+                                .report
+                                .updates
+                                .iter()
+                                .find(|(n, _)| *n == f.file.name)
+                            {
+                                outcome.added = s.added as u64;
+                                outcome.changed = (s.changed + s.continued) as u64;
+                                outcome.abolished = s.abolished as u64;
+                                outcome.deleted = s.deleted as u64;
+                                outcome.restored = s.restored as u64;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (f.kind, outcome)
+            })
+            .collect();
+        Ok(ImportSummary {
+            files: outcomes,
+            master_records: in_force.report.records as u64,
+            current_products: in_force.report.current as u64,
+            contraindication_rules: in_force.table.len() as u64,
+            version,
+        })
+    }
+}
