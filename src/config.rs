@@ -362,6 +362,31 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_checks_section_is_valid_and_matches_the_defaults() {
+        let checks: String = example()
+            .split("# [checks]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!("{}[checks]{checks}", example());
+        let config: Config = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        let defaults = ChecksConfig::default();
+        assert_eq!(config.checks.on_critical, defaults.on_critical);
+        assert_eq!(config.checks.precheck_max, defaults.precheck_max);
+        assert_eq!(
+            config.checks.precheck_window_secs,
+            defaults.precheck_window_secs
+        );
+        let warn = text.replace("\"require-override\"", "\"warn\"");
+        let config: Config = toml::from_str(&warn).unwrap();
+        assert_eq!(config.checks.policy().on_critical, OnCritical::Warn);
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         let text = format!("surprise = 1\n{}", example());
         assert!(toml::from_str::<Config>(&text).is_err());
