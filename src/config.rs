@@ -71,6 +71,10 @@ pub struct Config {
     /// The clinical checks.
     #[serde(default)]
     pub checks: ChecksConfig,
+    /// Where to serve the Prometheus text (`GET /metrics`, plain HTTP: keep it on a local
+    /// address).
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// The clinical checks: their data, policy and defaults.
@@ -182,6 +186,9 @@ fn default_crl_refresh() -> u64 {
 fn default_sweep() -> u64 {
     60
 }
+fn default_metrics_listen() -> SocketAddr {
+    "127.0.0.1:9464".parse().expect("a valid address")
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +254,7 @@ impl Config {
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
+            metrics_listen: default_metrics_listen(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - `json`: the protobuf JSON mapping of the contract's messages.
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
+//! - `metrics`: counters and histograms in the Prometheus text format.
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
 //!
@@ -28,6 +29,7 @@ pub mod grpc;
 pub mod json;
 pub mod master_import;
 pub mod masters;
+pub mod metrics;
 pub mod proto;
 pub mod service;
 pub mod signer;

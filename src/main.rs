@@ -69,6 +69,9 @@ enum Command {
         /// Override the listen address (with --dev it must be a loopback address).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Override where `GET /metrics` is served (default 127.0.0.1:9464).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Drug masters of a running gateway.
     Master {
@@ -261,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             config,
             data_dir,
             listen,
+            metrics_listen,
         } => {
             let mut config = match (dev, config) {
                 (true, _) => {
@@ -276,6 +280,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if let Some(metrics_listen) = metrics_listen {
+                config.metrics_listen = metrics_listen;
             }
             if dev && !config.listen.ip().is_loopback() {
                 bail!("a --dev instance listens on loopback only");

@@ -566,3 +566,46 @@ async fn pre_issue_checks_are_rate_limited_per_institution_and_patient_and_audit
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_checks_and_commits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start_with(|_| {}).await;
+    let rx = prescription(&h, CLINIC, "MET-1", 11, &[AMLODIPINE]);
+    register(&h, &rx, pb::Consent::Card, vec![]).await.unwrap();
+    let e = register(&h, &rx, pb::Consent::Card, vec![]).await;
+    assert!(e.is_ok(), "a repeat is idempotent");
+    let denied = h
+        .pharmacy("pharmacy")
+        .await
+        .check_dispensing(pb::CheckDispensingRequest {
+            prescription_id: "0".repeat(32),
+            ..Default::default()
+        })
+        .await;
+    assert!(denied.is_err());
+
+    let mut socket = tokio::net::TcpStream::connect(h.metrics_addr)
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for expected in [
+        "rxgate_requests_total{rpc=\"RegisterPrescription\",code=\"OK\"} 2",
+        "rxgate_requests_total{rpc=\"CheckDispensing\",code=\"INVALID_ARGUMENT\"} 1",
+        "rxgate_request_duration_seconds_count{rpc=\"RegisterPrescription\"} 2",
+        "rxgate_check_duration_seconds_count 2",
+        "rxgate_chain_cache_lookups_total{result=\"hit\"} 1",
+        "rxgate_master_current_products 20523",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    assert!(text.contains("rxgate_store_flush_duration_seconds_count"));
+    assert!(text.contains("rxgate_store_batch_size_bucket"));
+    h.shutdown().await;
+}

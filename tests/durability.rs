@@ -326,6 +326,7 @@ async fn start_server(
         .args(["serve", "--dev", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -3,6 +3,7 @@
 //! messages to domain types, call the use cases and map results and errors back.
 
 mod convert;
+mod metered;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -36,6 +37,7 @@ fn check_response(findings: &[Finding]) -> pb::CheckResponse {
 }
 
 pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
+pub use metered::MetricsLayer;
 
 /// tonic answers an oversize request with OUT_OF_RANGE before any handler runs; the contract
 /// says RESOURCE_EXHAUSTED (as gRPC itself specifies for exceeded message limits). Such an

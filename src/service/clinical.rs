@@ -10,6 +10,8 @@
 //!   it can be active (assuming at least the 14 days of an external or as-needed drug), so that a
 //!   check reads the range from today on and never the patient's older past.
 
+use std::{sync::Arc, time::Instant};
+
 use crate::{
     domain::{
         checks::{
@@ -22,6 +24,7 @@ use crate::{
         time::JapanDate,
     },
     masters::{LoadReport, Sources},
+    metrics::Metrics,
     store::{self, Table, Txn},
 };
 
@@ -134,24 +137,38 @@ pub struct Subject<'a> {
     pub exclude: Option<&'a str>,
 }
 
-/// Runs the checks of `subject` against the patient's history and masks the findings as the
-/// consent requires.
-pub fn run(
-    tx: &dyn Txn,
-    clinical: &Clinical,
-    subject: &Subject<'_>,
-    options: &CheckOptions,
-    consent: Consent,
-) -> Result<Vec<Finding>, store::Error> {
-    let history = history(tx, subject.patient, subject.today, subject.exclude)?;
-    let input = CheckInput {
-        caller: subject.caller,
-        today: subject.today,
-        new_lines: subject.lines,
-        history: &history,
-    };
-    let findings = checks::check(&input, &clinical.catalog, &clinical.table, options);
-    Ok(checks::mask(findings, consent))
+/// The data in force for a check, and where its time is counted.
+pub struct Checker {
+    pub clinical: Arc<Clinical>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Checker {
+    /// Runs the checks of `subject` against the patient's history and masks the findings as
+    /// the consent requires.
+    pub fn run(
+        &self,
+        tx: &dyn Txn,
+        subject: &Subject<'_>,
+        options: &CheckOptions,
+        consent: Consent,
+    ) -> Result<Vec<Finding>, store::Error> {
+        let started = Instant::now();
+        let history = history(tx, subject.patient, subject.today, subject.exclude)?;
+        let input = CheckInput {
+            caller: subject.caller,
+            today: subject.today,
+            new_lines: subject.lines,
+            history: &history,
+        };
+        let c = &self.clinical;
+        let findings = checks::mask(
+            checks::check(&input, &c.catalog, &c.table, options),
+            consent,
+        );
+        self.metrics.check.observe_duration(started.elapsed());
+        Ok(findings)
+    }
 }
 
 /// Records the consent an institution asserted for a check.

@@ -34,6 +34,7 @@ use crate::{
         signature::{Refusal, SignedContent, Signer, VerifiedDocument, Verifier},
         time::JapanDate,
     },
+    metrics::Metrics,
     proto::v1::{DispensingRecord, Prescription},
     store::{self, Store, Table, Txn},
 };
@@ -255,6 +256,7 @@ pub struct Gateway {
     clinical: RwLock<Arc<Clinical>>,
     /// Imports run one at a time.
     imports: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -455,6 +457,7 @@ impl Gateway {
             prechecks: lockout::Lockout::new(config.checks.precheck_limit.clone()),
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
+            metrics: Arc::new(Metrics::default()),
             config,
             rng: ring::rand::SystemRandom::new(),
         }
@@ -462,6 +465,18 @@ impl Gateway {
 
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn checker(&self) -> clinical::Checker {
+        clinical::Checker {
+            clinical: self.clinical(),
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 
     /// The drug master and contraindication table in force.
@@ -639,7 +654,7 @@ impl Gateway {
             signer_certificate_sha256: signer.certificate_sha256,
             received_at_ms: millis(now),
         };
-        let clinical = self.clinical();
+        let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let on_critical = self.config.checks.on_critical;
         let caller = caller.clone();
@@ -654,7 +669,7 @@ impl Gateway {
                     lines: &new_lines,
                     exclude: Some(id),
                 };
-                clinical::run(tx, &clinical, &subject, &options, check.consent)
+                checker.run(tx, &subject, &options, check.consent)
             };
             // The same content again: the original answer, nothing new stored.
             if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
@@ -916,7 +931,7 @@ impl Gateway {
         if let Some(e) = self.check_lockout(caller, now) {
             return self.refuse(draft, e).await;
         }
-        let clinical = self.clinical();
+        let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         let outcome = self
@@ -932,7 +947,7 @@ impl Gateway {
                     lines: &lines,
                     exclude: Some(&stored.record.id),
                 };
-                let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
+                let findings = checker.run(tx, &subject, &options, check.consent)?;
                 let (id, content, cms_signature) = (
                     stored.record.id.clone(),
                     stored.record.content.clone(),
@@ -991,7 +1006,7 @@ impl Gateway {
         if self.prechecks.record_miss(&limit_key, now) {
             tracing::warn!(institution = %caller.institution.code, "pre-issue checks paused for one patient after too many");
         }
-        let clinical = self.clinical();
+        let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         self.run(draft, move |tx, draft| {
@@ -1004,7 +1019,7 @@ impl Gateway {
                 lines: &lines,
                 exclude: None,
             };
-            let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
+            let findings = checker.run(tx, &subject, &options, check.consent)?;
             clinical::record_consent(
                 tx,
                 patient,
@@ -1033,7 +1048,7 @@ impl Gateway {
         let today = JapanDate::of(now);
         let mut draft = self.draft(caller, "CheckDispensing", now);
         draft.target = Some(id.clone());
-        let clinical = self.clinical();
+        let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         self.run(draft, move |tx, draft| {
@@ -1055,7 +1070,7 @@ impl Gateway {
                 lines: &new_lines,
                 exclude: Some(&id),
             };
-            let findings = clinical::run(tx, &clinical, &subject, &options, check.consent)?;
+            let findings = checker.run(tx, &subject, &options, check.consent)?;
             clinical::record_consent(
                 tx,
                 patient,

@@ -17,6 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::Snapshot;
+
 /// The logical tables. Each engine decides how to keep them apart (a key prefix, a tree, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -144,7 +146,7 @@ pub type TxnFn = Box<dyn FnOnce(&mut dyn Txn) -> Outcome + Send + 'static>;
 pub type Answer = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'static>>;
 
 /// Counters describing the work a store has done since it was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
     /// Groups of transactions run together (each ending in at most one flush).
     pub batches: u64,
@@ -158,6 +160,10 @@ pub struct Stats {
     pub flush_time: Duration,
     /// The most transactions seen in one batch.
     pub largest_batch: u64,
+    /// The distribution of flush latencies (seconds).
+    pub flush_latency: Snapshot,
+    /// The distribution of batch sizes (transactions).
+    pub batch_size: Snapshot,
 }
 
 /// The store: runs transaction functions one at a time and answers only once their writes

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{Answer, Entry, Error, Outcome, Stats, Store, Table, Txn, TxnFn};
+use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
 /// The most transactions run between two flushes.
 pub const MAX_BATCH: usize = 1024;
@@ -99,7 +100,6 @@ struct Job {
 }
 
 /// The counters behind [`Stats`], updated by the writer thread.
-#[derive(Default)]
 struct Counters {
     batches: AtomicU64,
     transactions: AtomicU64,
@@ -107,6 +107,23 @@ struct Counters {
     flushes: AtomicU64,
     flush_nanos: AtomicU64,
     largest_batch: AtomicU64,
+    flush_latency: Histogram,
+    batch_size: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            batches: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_nanos: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            flush_latency: Histogram::new(LATENCY_BUCKETS),
+            batch_size: Histogram::new(SIZE_BUCKETS),
+        }
+    }
 }
 
 /// The sled-backed [`Store`]. Cheap to share behind an `Arc`; closing it (or dropping it)
@@ -241,6 +258,8 @@ impl Store for SledStore {
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_time: Duration::from_nanos(c.flush_nanos.load(Ordering::Relaxed)),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            flush_latency: c.flush_latency.snapshot(),
+            batch_size: c.batch_size.snapshot(),
         }
     }
 }
@@ -283,6 +302,7 @@ impl Writer {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.largest_batch
             .fetch_max(batch.len() as u64, Ordering::Relaxed);
+        c.batch_size.observe(batch.len() as f64);
 
         // Answers held back until the batch's writes are durable.
         let mut waiting = Vec::new();
@@ -306,10 +326,12 @@ impl Writer {
         let started = Instant::now();
         let flushed = self.db.flush();
         c.flushes.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
         c.flush_nanos.fetch_add(
-            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        c.flush_latency.observe_duration(took);
         let flush_error = flushed.err().map(engine_error);
         if let Some(error) = &flush_error {
             tracing::error!(%error, "store flush failed: refusing further transactions");

@@ -41,6 +41,7 @@ impl ManualClock {
 pub struct Harness {
     server: Option<Server>,
     pub addr: String,
+    pub metrics_addr: std::net::SocketAddr,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
 }
@@ -51,11 +52,13 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::dev(dir.path().join("store"));
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
     let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
     let server = app::start(config, clock.clone()).await.unwrap();
     Harness {
         addr: format!("https://127.0.0.1:{}", server.addr.port()),
+        metrics_addr: server.metrics_addr,
         server: Some(server),
         clock,
         dir,

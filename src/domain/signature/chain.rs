@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -260,6 +263,8 @@ fn has_repeated_extension(cert: &Certificate) -> bool {
 pub(crate) struct ChainCache {
     capacity: usize,
     entries: RwLock<HashMap<[u8; 32], Arc<Chain>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl ChainCache {
@@ -267,13 +272,30 @@ impl ChainCache {
         ChainCache {
             capacity,
             entries: RwLock::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
     /// The cached chain of the signer, if it is valid at `at`.
     pub fn get(&self, signer: &[u8; 32], at: SystemTime) -> Option<Arc<Chain>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(signer).filter(|c| c.valid_at(at)).cloned()
+        let found = entries.get(signer).filter(|c| c.valid_at(at)).cloned();
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups that found a valid chain, and lookups that did not.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     pub fn insert(&self, signer: [u8; 32], chain: Arc<Chain>) {

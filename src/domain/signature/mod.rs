@@ -235,6 +235,11 @@ pub fn parse_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, der::Error> {
 }
 
 impl Verifier {
+    /// Chain-cache lookups that hit, and that missed, since start-up.
+    pub fn chain_cache_hits_and_misses(&self) -> (u64, u64) {
+        self.cache.hits_and_misses()
+    }
+
     /// A verifier for the given anchors and intermediates (DER), CRLs and policy.
     pub fn new(
         config: VerifierConfig,
