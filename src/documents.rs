@@ -236,12 +236,13 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
         let field = format!("lines[{i}]");
         match DispensedLineStatus::try_from(line.status) {
             Ok(DispensedLineStatus::NotDispensed) => {}
-            Ok(DispensedLineStatus::Complete | DispensedLineStatus::Partial) => {
+            Ok(status @ (DispensedLineStatus::Complete | DispensedLineStatus::Partial)) => {
                 if let Some(drug) = drug_code(v, &format!("{field}.drug"), line.drug.as_ref()) {
                     parsed.push(DispensedLineFacts {
                         prescription_line: line.prescription_line,
                         drug,
                         days_supplied: line.days_supplied,
+                        complete: status == DispensedLineStatus::Complete,
                     });
                 }
             }

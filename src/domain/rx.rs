@@ -68,6 +68,8 @@ pub struct DispensedLineFacts {
     pub drug: DrugCode,
     /// Days supplied; 0 when the line gives a quantity, not a period (as-needed, external).
     pub days_supplied: u32,
+    /// COMPLETE (the line is fully given), not PARTIAL.
+    pub complete: bool,
 }
 
 /// A dispensing record, as the gateway needs it.

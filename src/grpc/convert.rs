@@ -18,7 +18,7 @@ use crate::{
     masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, Error, ImportFile, ImportSummary,
+        Acknowledgement, AuditEntry, CheckRequest, Error, ImportFile, ImportSummary, LineState,
         RequestedOptions, Status as RxStatus,
     },
 };
@@ -88,13 +88,16 @@ pub fn state_to_pb(state: &State) -> pb::PrescriptionState {
         State::Dispensed { .. } => pb::PrescriptionState::Dispensed,
         State::Cancelled => pb::PrescriptionState::Cancelled,
         State::Expired => pb::PrescriptionState::Expired,
+        State::AwaitingRefill => pb::PrescriptionState::AwaitingRefill,
     }
 }
 
 pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
     let pharmacy_code = match &s.state {
         State::Accepted { pharmacy } | State::Dispensed { pharmacy } => pharmacy.to_string(),
-        State::Registered | State::Cancelled | State::Expired => String::new(),
+        State::Registered | State::Cancelled | State::Expired | State::AwaitingRefill => {
+            String::new()
+        }
     };
     pb::PrescriptionStatus {
         prescription_id: s.id,
@@ -104,6 +107,25 @@ pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
         pharmacy_code,
         issue_date: s.issue_date,
         usable_through: s.usable_through,
+        line_states: s
+            .lines
+            .iter()
+            .map(|l| {
+                (match l {
+                    LineState::Dispensed => pb::LineStatus::Dispensed,
+                    LineState::Partial => pb::LineStatus::Partial,
+                    LineState::Owing => pb::LineStatus::Owing,
+                    LineState::NotDispensed => pb::LineStatus::NotDispensed,
+                }) as i32
+            })
+            .collect(),
+        uses: s.uses,
+        uses_dispensed: s.uses_dispensed,
+        next_use: s.next_use.map(|w| pb::RefillWindow {
+            planned: w.planned.to_string(),
+            from: w.from.to_string(),
+            until: w.until.to_string(),
+        }),
         dispensing_records: s
             .dispensings
             .into_iter()

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use std::collections::BTreeSet;
+
 use prost::Message;
 use ring::rand::SecureRandom;
 
@@ -22,11 +24,13 @@ pub use lockout::LockoutPolicy;
 
 use crate::{
     domain::{
-        checks::{CheckOptions, Finding},
+        checks::{CheckOptions, Finding, Supply},
         hash::{hex, sha256},
         ids::{Institution, InstitutionCode},
         patient::PatientKey,
-        prescription::{Lifecycle, LifecycleError, State, Transition, usable_through},
+        prescription::{
+            Lifecycle, LifecycleError, Part, RefillWindow, State, Transition, usable_through,
+        },
         rx::{
             DispensedLineFacts, DispensingFacts, DraftFacts, FieldViolation, NamedSigner,
             PrescriptionFacts, RxLine,
@@ -40,8 +44,8 @@ use crate::{
 };
 use records::{
     AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord,
-    DocumentV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV1, StateV1, decode,
-    encode,
+    DocumentV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV2, RefillWindowV1,
+    StateV1, decode, encode,
 };
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
@@ -206,6 +210,26 @@ pub struct Status {
     pub issue_date: String,
     pub usable_through: String,
     pub dispensings: Vec<DispensingSummary>,
+    /// Each prescription line's state.
+    pub lines: Vec<LineState>,
+    /// Total uses (1, or 2–3 for a refill) and uses dispensed so far.
+    pub uses: u32,
+    pub uses_dispensed: u32,
+    /// While a refill awaits its next use: when it may be accepted.
+    pub next_use: Option<RefillWindow>,
+}
+
+/// A prescription line's dispensing state (as NHS EPS has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineState {
+    /// Given whole.
+    Dispensed,
+    /// Given in part; the rest is owed.
+    Partial,
+    /// Nothing given yet; the prescription is still open.
+    Owing,
+    /// The prescription is closed and this line was not given.
+    NotDispensed,
 }
 
 /// What a lookup shows a pharmacy: metadata, no drugs.
@@ -283,6 +307,7 @@ fn state_v1(state: &State) -> StateV1 {
         State::Dispensed { pharmacy } => StateV1::Dispensed(pharmacy.to_string()),
         State::Cancelled => StateV1::Cancelled,
         State::Expired => StateV1::Expired,
+        State::AwaitingRefill => StateV1::AwaitingRefill,
     }
 }
 
@@ -300,8 +325,16 @@ fn date(s: &str) -> Result<JapanDate, store::Error> {
 
 /// A stored prescription with its lifecycle decoded.
 struct Stored {
-    record: PrescriptionV1,
+    record: PrescriptionV2,
     lifecycle: Lifecycle,
+}
+
+fn window_of(w: &RefillWindowV1) -> Result<RefillWindow, store::Error> {
+    Ok(RefillWindow {
+        planned: date(&w.planned)?,
+        from: date(&w.from)?,
+        until: date(&w.until)?,
+    })
 }
 
 impl Stored {
@@ -309,18 +342,22 @@ impl Stored {
         let Some(bytes) = tx.get(Table::Prescriptions, id.as_bytes())? else {
             return Ok(None);
         };
-        let PrescriptionRecord::V1(record) = decode(&bytes)?;
+        let record = decode::<PrescriptionRecord>(&bytes)?.current();
         let state = match &record.state {
             StateV1::Registered => State::Registered,
             StateV1::Accepted(p) => State::Accepted { pharmacy: code(p)? },
             StateV1::Dispensed(p) => State::Dispensed { pharmacy: code(p)? },
             StateV1::Cancelled => State::Cancelled,
             StateV1::Expired => State::Expired,
+            StateV1::AwaitingRefill => State::AwaitingRefill,
         };
         let lifecycle = Lifecycle {
             state,
             usable_through: date(&record.usable_through)?,
             returned_by: record.returned_by.as_deref().map(code).transpose()?,
+            uses: record.refill_count,
+            records: record.records,
+            refill_window: record.refill_window.as_ref().map(window_of).transpose()?,
         };
         Ok(Some(Stored { record, lifecycle }))
     }
@@ -332,30 +369,57 @@ impl Stored {
         tx: &mut dyn Txn,
         transition: Transition,
         today: JapanDate,
+        now_ms: i64,
     ) -> Result<State, store::Error> {
         let was_active = self.lifecycle.state.is_active();
+        let recorded = matches!(transition, Transition::Recorded { .. });
         self.lifecycle.apply(transition);
         let state = self.lifecycle.state.clone();
+        let life = &self.lifecycle;
         let r = &mut self.record;
         r.state = state_v1(&state);
-        r.returned_by = self.lifecycle.returned_by.as_ref().map(ToString::to_string);
-        r.accepted_on = match state {
-            State::Accepted { .. } if r.accepted_on.is_none() => Some(today.to_string()),
-            State::Accepted { .. } | State::Dispensed { .. } => r.accepted_on.take(),
-            _ => None,
-        };
+        r.returned_by = life.returned_by.as_ref().map(ToString::to_string);
+        r.records = life.records;
+        if recorded {
+            r.last_record_at_ms = Some(now_ms);
+        }
+        if let (State::AwaitingRefill, Some(w)) = (&state, life.refill_window)
+            && r.refill_window.as_ref().map(|old| old.until.as_str()) != Some(&w.until.to_string())
+        {
+            r.refill_window = Some(RefillWindowV1 {
+                planned: w.planned.to_string(),
+                from: w.from.to_string(),
+                until: w.until.to_string(),
+            });
+            tx.put(Table::Meta, &expiry_key(&w.until.to_string(), &r.id), b"");
+        }
+        match state {
+            State::Accepted { .. } if r.accepted_on.is_none() => {
+                r.accepted_on = Some(today.to_string());
+                r.accepted_at_ms = Some(now_ms);
+                r.last_record_at_ms = None;
+            }
+            State::Accepted { .. } | State::Dispensed { .. } => {}
+            _ => {
+                r.accepted_on = None;
+                r.accepted_at_ms = None;
+            }
+        }
         if was_active && !state.is_active() {
             tx.delete(
                 Table::ByExchange,
                 &exchange_key(&r.patient_key, r.exchange_number),
             );
             tx.delete(Table::Meta, &expiry_key(&r.usable_through, &r.id));
+            if let Some(w) = &r.refill_window {
+                tx.delete(Table::Meta, &expiry_key(&w.until, &r.id));
+            }
             clinical::unindex_prescription(tx, &r.patient_key, &r.id)?;
         }
         tx.put(
             Table::Prescriptions,
             r.id.as_bytes(),
-            &encode(&PrescriptionRecord::V1(r.clone())),
+            &encode(&PrescriptionRecord::V2(r.clone())),
         );
         Ok(state)
     }
@@ -622,6 +686,12 @@ impl Gateway {
                         "must lie between the issue date and the configured maximum",
                     ));
                 }
+                if facts.refill_count > 1 && longest_days(&facts.lines).is_none() {
+                    return Err(Error::invalid(
+                        "refill_count",
+                        "a refill prescription needs a days-based line (its uses are planned by it)",
+                    ));
+                }
                 Ok((verified, facts))
             });
         let (verified, facts) = match admitted {
@@ -634,7 +704,7 @@ impl Gateway {
         let id = self.random_id();
         let candidates = self.random_exchange_numbers(16);
         let signer = verified.signer().clone();
-        let record = PrescriptionV1 {
+        let record = PrescriptionV2 {
             id: id.clone(),
             institution: facts.institution.to_string(),
             number: facts.number.as_str().to_owned(),
@@ -653,6 +723,10 @@ impl Gateway {
             signer_serial_number: signer.serial_number.clone(),
             signer_certificate_sha256: signer.certificate_sha256,
             received_at_ms: millis(now),
+            records: 0,
+            refill_window: None,
+            accepted_at_ms: None,
+            last_record_at_ms: None,
         };
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
@@ -747,7 +821,7 @@ impl Gateway {
             tx.put(
                 Table::Prescriptions,
                 id_bytes,
-                &encode(&PrescriptionRecord::V1(record.clone())),
+                &encode(&PrescriptionRecord::V2(record.clone())),
             );
             clinical::index_prescription(
                 tx,
@@ -793,6 +867,7 @@ impl Gateway {
     pub async fn cancel(&self, caller: &Caller, id: String) -> Result<State, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
+        let now_ms = millis(now);
         let caller_code = caller.institution.code.to_string();
         let mut draft = self.draft(caller, "CancelPrescription", now);
         draft.target = Some(id.clone());
@@ -801,7 +876,7 @@ impl Gateway {
             let transition = stored.lifecycle.cancel(today)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today)?,
+                t => stored.apply(tx, t, today, now_ms)?,
             })
         })
         .await
@@ -926,6 +1001,7 @@ impl Gateway {
     ) -> Result<Received, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
+        let now_ms = millis(now);
         let pharmacy = caller.institution.code.clone();
         let draft = self.draft(caller, "ReceivePrescription", now);
         if let Some(e) = self.check_lockout(caller, now) {
@@ -956,7 +1032,7 @@ impl Gateway {
                 let patient_key = stored.record.patient_key.clone();
                 let state = match transition {
                     Transition::Unchanged => stored.lifecycle.state_on(today),
-                    t => stored.apply(tx, t, today)?,
+                    t => stored.apply(tx, t, today, now_ms)?,
                 };
                 clinical::record_consent(
                     tx,
@@ -1089,6 +1165,7 @@ impl Gateway {
     pub async fn give_back(&self, caller: &Caller, id: String) -> Result<State, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
+        let now_ms = millis(now);
         let pharmacy = caller.institution.code.clone();
         let mut draft = self.draft(caller, "ReturnPrescription", now);
         draft.target = Some(id.clone());
@@ -1100,7 +1177,7 @@ impl Gateway {
                 .map_err(only_the_holder)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today)?,
+                t => stored.apply(tx, t, today, now_ms)?,
             })
         })
         .await
@@ -1115,6 +1192,7 @@ impl Gateway {
     ) -> Result<Dispensed, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
+        let now_ms = millis(now);
         let mut draft = self.draft(caller, "RecordDispensing", now);
         let admitted = self
             .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, content, cms, now)
@@ -1180,9 +1258,18 @@ impl Gateway {
                     "this record number is registered with other content",
                 ));
             }
+            let prescribed = stored.lines()?;
+            let mut progress = LineProgress::of(tx, &id)?;
+            progress.add(&facts.lines);
+            let part = Part {
+                record_number: facts.record_number,
+                completes: facts.is_final || progress.all_complete(prescribed.len()),
+                dispensing_date: facts.dispensing_date,
+                longest_days: longest_days(&prescribed).unwrap_or(0),
+            };
             let transition = stored
                 .lifecycle
-                .dispense(&facts.pharmacy, today)
+                .dispense(&facts.pharmacy, today, part)
                 .map_err(only_the_holder)?;
             if let Some(accepted_on) = &stored.record.accepted_on
                 && facts.dispensing_date < date(accepted_on)?
@@ -1192,7 +1279,6 @@ impl Gateway {
                     "must not lie before the acceptance",
                 ));
             }
-            let prescribed = stored.lines()?;
             if facts
                 .lines
                 .iter()
@@ -1244,7 +1330,7 @@ impl Gateway {
                     record_number: facts.record_number,
                 })),
             );
-            let state = stored.apply(tx, transition, today)?;
+            let state = stored.apply(tx, transition, today, now_ms)?;
             Ok(Dispensed {
                 prescription_id: id,
                 state,
@@ -1257,7 +1343,8 @@ impl Gateway {
     /// Writes EXPIRED on every registered prescription past its last usable date as of now;
     /// returns how many. Run periodically by the server.
     pub async fn sweep_expired(&self) -> Result<usize, Error> {
-        let today = JapanDate::of(self.clock.now());
+        let now = self.clock.now();
+        let (today, now_ms) = (JapanDate::of(now), millis(now));
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| -> Result<usize, store::Error> {
@@ -1275,7 +1362,7 @@ impl Gateway {
                     match stored.lifecycle.expire(today) {
                         // apply() drops the index entry of a prescription that stops being active
                         Some(t) => {
-                            stored.apply(tx, t, today)?;
+                            stored.apply(tx, t, today, now_ms)?;
                             expired += 1;
                         }
                         None if !stored.lifecycle.state.is_active() => tx.delete(Table::Meta, &k),
@@ -1357,10 +1444,76 @@ impl Gateway {
     }
 }
 
+/// The longest days supplied among days-based lines, if there is one.
+fn longest_days(lines: &[RxLine]) -> Option<u32> {
+    lines
+        .iter()
+        .filter_map(|l| match l.supply {
+            Supply::Days(n) => Some(n),
+            Supply::AsNeeded | Supply::External => None,
+        })
+        .max()
+}
+
+/// What the dispensing records of a prescription have given, line by line.
+#[derive(Debug, Default)]
+struct LineProgress {
+    complete: BTreeSet<u32>,
+    partial: BTreeSet<u32>,
+}
+
+impl LineProgress {
+    /// From the prescription's registered dispensing records.
+    fn of(tx: &dyn Txn, id: &str) -> Result<LineProgress, store::Error> {
+        let mut progress = LineProgress::default();
+        for (_, v) in tx.scan_prefix(Table::Dispensings, &key(&[id.as_bytes(), b""]), usize::MAX)? {
+            let DispensingRecordRecord::V1(d) = decode(&v)?;
+            let document = DispensingRecord::decode(d.content.as_slice())
+                .map_err(|_| corrupt("stored dispensing record"))?;
+            let facts = DispensingFacts::try_from(&document)
+                .map_err(|_| corrupt("stored dispensing record"))?;
+            progress.add(&facts.lines);
+        }
+        Ok(progress)
+    }
+
+    fn add(&mut self, lines: &[DispensedLineFacts]) {
+        for l in lines {
+            if l.complete {
+                self.complete.insert(l.prescription_line);
+            } else {
+                self.partial.insert(l.prescription_line);
+            }
+        }
+    }
+
+    fn all_complete(&self, line_count: usize) -> bool {
+        (0..line_count as u32).all(|i| self.complete.contains(&i))
+    }
+
+    /// Each prescription line's state: given whole, given in part, still owed, or — once the
+    /// prescription is closed — not dispensed.
+    fn states(&self, line_count: u32, open: bool) -> Vec<LineState> {
+        (0..line_count)
+            .map(|i| {
+                if self.complete.contains(&i) {
+                    LineState::Dispensed
+                } else if self.partial.contains(&i) {
+                    LineState::Partial
+                } else if open {
+                    LineState::Owing
+                } else {
+                    LineState::NotDispensed
+                }
+            })
+            .collect()
+    }
+}
+
 /// Stores the findings a registration acknowledged (those among its findings), with who did.
 fn record_overrides(
     tx: &mut dyn Txn,
-    record: &PrescriptionV1,
+    record: &PrescriptionV2,
     caller: &Caller,
     signer: &Signer,
     time_ms: i64,
@@ -1476,11 +1629,22 @@ fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, E
             cms_signature: d.cms_signature,
         });
     }
+    let state = stored.lifecycle.state_on(today);
+    let life = &stored.lifecycle;
+    let refill = life.uses > 1;
     Ok(Status {
         id: r.id.clone(),
         institution: r.institution.clone(),
         number: r.number.clone(),
-        state: stored.lifecycle.state_on(today),
+        lines: LineProgress::of(tx, &r.id)?.states(r.line_count, state.is_active()),
+        uses: life.uses,
+        uses_dispensed: if refill {
+            life.records
+        } else {
+            u32::from(matches!(state, State::Dispensed { .. }))
+        },
+        next_use: life.refill_window.filter(|_| state == State::AwaitingRefill),
+        state,
         issue_date: r.issue_date.clone(),
         usable_through: r.usable_through.clone(),
         dispensings,

@@ -23,8 +23,11 @@ pub enum StateV1 {
     Dispensed(String),
     Cancelled,
     Expired,
+    AwaitingRefill,
 }
 
+/// Version 1 of the prescription record, kept to read stores written before partial dispensing
+/// and refills (version 2 adds the dispensing progress).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrescriptionV1 {
     pub id: String,
@@ -50,9 +53,90 @@ pub struct PrescriptionV1 {
     pub received_at_ms: i64,
 }
 
+/// A refill's next-use window, YYYY-MM-DD dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefillWindowV1 {
+    pub planned: String,
+    pub from: String,
+    pub until: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrescriptionV2 {
+    pub id: String,
+    pub institution: String,
+    pub number: String,
+    /// The canonical patient key.
+    pub patient_key: String,
+    pub exchange_number: u32,
+    /// YYYY-MM-DD.
+    pub issue_date: String,
+    pub usable_through: String,
+    pub state: StateV1,
+    pub returned_by: Option<String>,
+    /// The Japan date of the current acceptance, YYYY-MM-DD.
+    pub accepted_on: Option<String>,
+    pub line_count: u32,
+    pub refill_count: u32,
+    pub content: Vec<u8>,
+    pub cms_signature: Vec<u8>,
+    pub content_sha256: [u8; 32],
+    pub signer_serial_number: String,
+    pub signer_certificate_sha256: [u8; 32],
+    pub received_at_ms: i64,
+    /// Dispensing records registered (parts, or refill uses).
+    pub records: u32,
+    pub refill_window: Option<RefillWindowV1>,
+    /// When the current acceptance happened, and when its last dispensing record arrived.
+    pub accepted_at_ms: Option<i64>,
+    pub last_record_at_ms: Option<i64>,
+}
+
+impl From<PrescriptionV1> for PrescriptionV2 {
+    fn from(r: PrescriptionV1) -> Self {
+        let dispensed = matches!(r.state, StateV1::Dispensed(_));
+        PrescriptionV2 {
+            id: r.id,
+            institution: r.institution,
+            number: r.number,
+            patient_key: r.patient_key,
+            exchange_number: r.exchange_number,
+            issue_date: r.issue_date,
+            usable_through: r.usable_through,
+            state: r.state,
+            returned_by: r.returned_by,
+            accepted_on: r.accepted_on,
+            line_count: r.line_count,
+            refill_count: r.refill_count,
+            content: r.content,
+            cms_signature: r.cms_signature,
+            content_sha256: r.content_sha256,
+            signer_serial_number: r.signer_serial_number,
+            signer_certificate_sha256: r.signer_certificate_sha256,
+            received_at_ms: r.received_at_ms,
+            // version 1 knew one final record per prescription
+            records: u32::from(dispensed),
+            refill_window: None,
+            accepted_at_ms: None,
+            last_record_at_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrescriptionRecord {
     V1(PrescriptionV1),
+    V2(PrescriptionV2),
+}
+
+impl PrescriptionRecord {
+    /// The record in the current version.
+    pub fn current(self) -> PrescriptionV2 {
+        match self {
+            PrescriptionRecord::V1(r) => r.into(),
+            PrescriptionRecord::V2(r) => r,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
