@@ -14,8 +14,12 @@ use super::{ids::InstitutionCode, time::JapanDate};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Registered,
-    Accepted { pharmacy: InstitutionCode },
-    Dispensed { pharmacy: InstitutionCode },
+    Accepted {
+        pharmacy: InstitutionCode,
+    },
+    Dispensed {
+        pharmacy: InstitutionCode,
+    },
     Cancelled,
     Expired,
     /// A refill between uses: the next use may be accepted within the window.
@@ -377,10 +381,18 @@ mod tests {
         life.apply(life.accept(&a, today).unwrap());
         assert_eq!(
             life.dispense(&a, today, part(2, today)),
-            Err(LifecycleError::RecordOutOfOrder { got: 2, expected: 1 })
+            Err(LifecycleError::RecordOutOfOrder {
+                got: 2,
+                expected: 1
+            })
         );
         life.apply(life.dispense(&a, today, part(1, today)).unwrap());
-        assert_eq!(life.state, State::Accepted { pharmacy: a.clone() });
+        assert_eq!(
+            life.state,
+            State::Accepted {
+                pharmacy: a.clone()
+            }
+        );
         assert_eq!(life.give_back(&a, today), Err(LifecycleError::PartRecorded));
         assert_eq!(life.cancel(today), Err(LifecycleError::UseDispensed));
         life.apply(life.dispense(&a, today, part(2, today)).unwrap());
@@ -433,12 +445,26 @@ mod tests {
         life.apply(life.give_back(&b, day("2026-12-02")).unwrap());
         assert_eq!(life.state, State::AwaitingRefill);
         life.apply(life.accept(&b, day("2026-12-03")).unwrap());
-        life.apply(life.dispense(&b, day("2026-12-03"), whole(2, day("2026-12-03"))).unwrap());
+        life.apply(
+            life.dispense(&b, day("2026-12-03"), whole(2, day("2026-12-03")))
+                .unwrap(),
+        );
         assert_eq!(life.refill_window.unwrap().planned, day("2026-12-17"));
         life.apply(life.accept(&a, day("2026-12-17")).unwrap());
-        life.apply(life.dispense(&a, day("2026-12-17"), whole(3, day("2026-12-17"))).unwrap());
-        assert_eq!(life.state, State::Dispensed { pharmacy: a.clone() });
-        assert_eq!(life.accept(&b, day("2026-12-18")), Err(LifecycleError::Dispensed));
+        life.apply(
+            life.dispense(&a, day("2026-12-17"), whole(3, day("2026-12-17")))
+                .unwrap(),
+        );
+        assert_eq!(
+            life.state,
+            State::Dispensed {
+                pharmacy: a.clone()
+            }
+        );
+        assert_eq!(
+            life.accept(&b, day("2026-12-18")),
+            Err(LifecycleError::Dispensed)
+        );
     }
 
     #[test]

@@ -1198,12 +1198,6 @@ impl Gateway {
             .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, content, cms, now)
             .await
             .and_then(|(verified, facts)| {
-                if facts.record_number != 1 || !facts.is_final {
-                    return Err(Error::invalid(
-                        "record_number",
-                        "one final record (1) per prescription: partial dispensing and refills are not supported yet",
-                    ));
-                }
                 if facts.dispensing_date > today {
                     return Err(Error::invalid(
                         "dispensing_date",
@@ -1643,7 +1637,9 @@ fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, E
         } else {
             u32::from(matches!(state, State::Dispensed { .. }))
         },
-        next_use: life.refill_window.filter(|_| state == State::AwaitingRefill),
+        next_use: life
+            .refill_window
+            .filter(|_| state == State::AwaitingRefill),
         state,
         issue_date: r.issue_date.clone(),
         usable_through: r.usable_through.clone(),
