@@ -19,6 +19,7 @@ use crate::{
         v1::{
             admin_service_server::AdminServiceServer,
             dispensing_service_server::DispensingServiceServer,
+            event_service_server::EventServiceServer,
             prescription_service_server::PrescriptionServiceServer,
         },
     },
@@ -139,6 +140,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     health_reporter
         .set_serving::<AdminServiceServer<Services>>()
         .await;
+    health_reporter
+        .set_serving::<EventServiceServer<Services>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -175,6 +179,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     }));
 
+    let pruner = Arc::clone(&gateway);
+    let retention_ms = i64::from(config.event_retention_days) * 86_400_000;
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match pruner.prune_events(retention_ms, None).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "event log retention"),
+                Err(e) => tracing::warn!(error = %e, "event log retention failed"),
+            }
+        }
+    }));
     let (metered, metered_store, metered_verifier) = (
         Arc::clone(&gateway),
         Arc::clone(&store),
@@ -201,13 +218,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
+            EventServiceServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
             AdminServiceServer::new(services).max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let incoming = tls::incoming(listener, server_tls);
+    let closing = Arc::clone(&gateway);
     let task = tokio::spawn(async move {
         let served = router
-            .serve_with_incoming_shutdown(incoming, async {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = shutdown_rx.await;
+                // Open event feeds would hold their connections open forever.
+                closing.close_feeds();
             })
             .await;
         for task in background {

@@ -71,6 +71,9 @@ pub struct Config {
     /// The clinical checks.
     #[serde(default)]
     pub checks: ChecksConfig,
+    /// Days the event log keeps events (never those the relay has not yet delivered).
+    #[serde(default = "default_event_retention")]
+    pub event_retention_days: u32,
     /// Where to serve the Prometheus text (`GET /metrics`, plain HTTP: keep it on a local
     /// address).
     #[serde(default = "default_metrics_listen")]
@@ -186,6 +189,9 @@ fn default_crl_refresh() -> u64 {
 fn default_sweep() -> u64 {
     60
 }
+fn default_event_retention() -> u32 {
+    90
+}
 fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("a valid address")
 }
@@ -254,6 +260,7 @@ impl Config {
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
+            event_retention_days: default_event_retention(),
             metrics_listen: default_metrics_listen(),
         }
     }

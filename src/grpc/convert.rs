@@ -18,8 +18,9 @@ use crate::{
     masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, Error, ImportFile, ImportSummary, LineState,
-        RequestedOptions, Status as RxStatus,
+        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, EventEntry,
+        ImportFile, ImportSummary, LineState, RequestedOptions, Status as RxStatus,
+        records::{EventKindV1, StateV1},
     },
 };
 
@@ -126,23 +127,85 @@ pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
             from: w.from.to_string(),
             until: w.until.to_string(),
         }),
-        dispensing_records: s
-            .dispensings
-            .into_iter()
-            .map(|d| pb::DispensingRecordSummary {
-                record_number: d.record_number,
-                pharmacy_code: d.pharmacy,
-                dispensing_date: d.dispensing_date,
-                r#final: d.is_final,
-                important_information: d.important_information,
-                important_message: d.important_message,
-                record: Some(pb::SignedDocument {
-                    content: d.content,
-                    cms_signature: d.cms_signature,
-                }),
-            })
-            .collect(),
+        dispensing_records: s.dispensings.into_iter().map(dispensing_to_pb).collect(),
     }
+}
+
+fn dispensing_to_pb(d: DispensingSummary) -> pb::DispensingRecordSummary {
+    pb::DispensingRecordSummary {
+        record_number: d.record_number,
+        pharmacy_code: d.pharmacy,
+        dispensing_date: d.dispensing_date,
+        r#final: d.is_final,
+        important_information: d.important_information,
+        important_message: d.important_message,
+        record: Some(pb::SignedDocument {
+            content: d.content,
+            cms_signature: d.cms_signature,
+        }),
+    }
+}
+
+fn event_kind_to_pb(kind: EventKindV1) -> pb::EventKind {
+    match kind {
+        EventKindV1::Registered => pb::EventKind::Registered,
+        EventKindV1::Accepted => pb::EventKind::Accepted,
+        EventKindV1::Returned => pb::EventKind::Returned,
+        EventKindV1::Cancelled => pb::EventKind::Cancelled,
+        EventKindV1::Expired => pb::EventKind::Expired,
+        EventKindV1::DispensingRecorded => pb::EventKind::DispensingRecorded,
+    }
+}
+
+fn state_v1_to_pb(state: &StateV1) -> pb::PrescriptionState {
+    match state {
+        StateV1::Registered => pb::PrescriptionState::Registered,
+        StateV1::Accepted(_) => pb::PrescriptionState::Accepted,
+        StateV1::Dispensed(_) => pb::PrescriptionState::Dispensed,
+        StateV1::Cancelled => pb::PrescriptionState::Cancelled,
+        StateV1::Expired => pb::PrescriptionState::Expired,
+        StateV1::AwaitingRefill => pb::PrescriptionState::AwaitingRefill,
+    }
+}
+
+pub fn event_to_pb(e: EventEntry) -> pb::Event {
+    pb::Event {
+        sequence: e.sequence,
+        time_unix_ms: e.event.time_ms,
+        kind: event_kind_to_pb(e.event.kind) as i32,
+        prescription_id: e.event.prescription_id,
+        institution_code: e.event.institution,
+        prescription_number: e.event.number,
+        pharmacy_code: e.event.pharmacy.unwrap_or_default(),
+        state: state_v1_to_pb(&e.event.state) as i32,
+        dispensing_record: e.record.map(dispensing_to_pb),
+    }
+}
+
+/// The filter of a feed request: the prescription (if any) and the kinds (if any).
+pub fn event_filter(
+    filter: Option<&pb::EventFilter>,
+) -> Result<(Option<String>, Vec<EventKindV1>), Error> {
+    let Some(f) = filter else {
+        return Ok((None, Vec::new()));
+    };
+    let id = (!f.prescription_id.is_empty())
+        .then(|| prescription_id(&f.prescription_id))
+        .transpose()?;
+    let kinds = f
+        .kinds
+        .iter()
+        .map(|k| match pb::EventKind::try_from(*k) {
+            Ok(pb::EventKind::Registered) => Ok(EventKindV1::Registered),
+            Ok(pb::EventKind::Accepted) => Ok(EventKindV1::Accepted),
+            Ok(pb::EventKind::Returned) => Ok(EventKindV1::Returned),
+            Ok(pb::EventKind::Cancelled) => Ok(EventKindV1::Cancelled),
+            Ok(pb::EventKind::Expired) => Ok(EventKindV1::Expired),
+            Ok(pb::EventKind::DispensingRecorded) => Ok(EventKindV1::DispensingRecorded),
+            _ => Err(invalid("filter.kinds", "known event kinds")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((id, kinds))
 }
 
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
@@ -416,6 +479,7 @@ pub fn to_status(error: Error) -> Status {
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::AlreadyExists(why) => Status::already_exists(why),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why),
+        Error::OutOfRange(why) => Status::out_of_range(why),
         Error::CriticalFindings {
             findings,
             unacknowledged,

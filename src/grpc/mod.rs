@@ -19,10 +19,10 @@ use crate::{
     },
     proto::v1::{
         self as pb, admin_service_server::AdminService,
-        dispensing_service_server::DispensingService,
+        dispensing_service_server::DispensingService, event_service_server::EventService,
         prescription_service_server::PrescriptionService,
     },
-    service::{Caller, Error, Gateway},
+    service::{Caller, Error, EventFilter, Gateway},
     tls::peer_identity,
 };
 use convert::{
@@ -370,6 +370,107 @@ impl DispensingService for Services {
 }
 
 type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+/// How many events a feed reads at a time, and how long it waits for news before looking again.
+const EVENT_PAGE: usize = 500;
+const EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[tonic::async_trait]
+impl EventService for Services {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        const ACTION: &str = "WatchEvents";
+        let peer = peer_identity(&request)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let caller = Caller {
+            institution: peer.institution.clone(),
+            certificate_sha256: peer.certificate_sha256,
+        };
+        let institution = match caller.institution.kind {
+            InstitutionKind::Clinic => Some(caller.institution.code.clone()),
+            InstitutionKind::Management => None,
+            _ => {
+                let error = Error::PermissionDenied("only clinics and management read the feed");
+                return Err(to_status(
+                    self.gateway.audit_refusal(&caller, ACTION, error).await,
+                ));
+            }
+        };
+        let r = request.into_inner();
+        let (prescription_id, kinds) = self
+            .parsed(&caller, ACTION, convert::event_filter(r.filter.as_ref()))
+            .await?;
+        let filter = EventFilter {
+            institution,
+            prescription_id,
+            kinds,
+        };
+        // The first page is read before answering, so that OUT_OF_RANGE is the call's status.
+        let first = self
+            .gateway
+            .events_page(filter.clone(), r.after_sequence, EVENT_PAGE)
+            .await;
+        let first = match first {
+            Ok(page) => page,
+            Err(e) => {
+                return Err(to_status(
+                    self.gateway.audit_refusal(&caller, ACTION, e).await,
+                ));
+            }
+        };
+        self.gateway
+            .audit_access(&caller, ACTION)
+            .await
+            .map_err(to_status)?;
+        let gateway = Arc::clone(&self.gateway);
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_PAGE);
+        tokio::spawn(async move {
+            let notify = gateway.events_notifier();
+            let mut after = r.after_sequence;
+            let mut page = Ok(first);
+            // Armed before each read, so that a commit after the read wakes the wait below.
+            let mut notified = Box::pin(notify.notified());
+            loop {
+                let (entries, last) = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                for e in entries {
+                    if tx.send(Ok(convert::event_to_pb(e))).await.is_err() {
+                        return; // the consumer went away
+                    }
+                }
+                if gateway.feeds_closed() {
+                    return; // shutting down: the consumer resumes after the last event it got
+                }
+                match last {
+                    Some(last) => after = last,
+                    None => {
+                        tokio::select! {
+                            _ = notified.as_mut() => {}
+                            _ = tokio::time::sleep(EVENT_POLL) => {}
+                            _ = tx.closed() => return,
+                        }
+                    }
+                }
+                notified = Box::pin(notify.notified());
+                notified.as_mut().enable();
+                page = gateway.events_page(filter.clone(), after, EVENT_PAGE).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
 
 #[tonic::async_trait]
 impl AdminService for Services {

@@ -4,6 +4,7 @@
 //! store transaction, and return domain results. Knows no gRPC and no storage engine.
 
 pub mod clinical;
+mod events;
 mod import;
 mod lockout;
 pub mod records;
@@ -19,6 +20,7 @@ use prost::Message;
 use ring::rand::SecureRandom;
 
 pub use clinical::{Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions};
+pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::LockoutPolicy;
 
@@ -44,8 +46,8 @@ use crate::{
 };
 use records::{
     AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord,
-    DocumentV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV2, RefillWindowV1,
-    StateV1, decode, encode,
+    DocumentV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV2,
+    RefillWindowV1, StateV1, decode, encode,
 };
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
@@ -86,6 +88,8 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(&'static str),
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// A registration with critical findings that are not all acknowledged.
     #[error("unacknowledged critical findings")]
     CriticalFindings {
@@ -111,6 +115,7 @@ impl Error {
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::AlreadyExists(_) => "ALREADY_EXISTS".into(),
             Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".into(),
+            Error::OutOfRange(_) => "OUT_OF_RANGE".into(),
             Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
             Error::Internal(_) => "INTERNAL".into(),
         }
@@ -200,6 +205,21 @@ pub struct DispensingSummary {
     pub cms_signature: Vec<u8>,
 }
 
+impl From<DispensingV1> for DispensingSummary {
+    fn from(d: DispensingV1) -> Self {
+        DispensingSummary {
+            record_number: d.record_number,
+            pharmacy: d.pharmacy,
+            dispensing_date: d.dispensing_date,
+            is_final: d.is_final,
+            important_information: d.important_information,
+            important_message: d.important_message,
+            content: d.content,
+            cms_signature: d.cms_signature,
+        }
+    }
+}
+
 /// A prescription's status for its prescriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -280,6 +300,10 @@ pub struct Gateway {
     clinical: RwLock<Arc<Clinical>>,
     /// Imports run one at a time.
     imports: tokio::sync::Mutex<()>,
+    /// Woken after every transaction: the event feeds wait on it.
+    events: tokio::sync::Notify,
+    /// Set when the server shuts down: open event feeds end (their consumers resume later).
+    closing: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     rng: ring::rand::SystemRandom,
 }
@@ -372,6 +396,7 @@ impl Stored {
         now_ms: i64,
     ) -> Result<State, store::Error> {
         let was_active = self.lifecycle.state.is_active();
+        let before = self.lifecycle.state.clone();
         let recorded = matches!(transition, Transition::Recorded { .. });
         self.lifecycle.apply(transition);
         let state = self.lifecycle.state.clone();
@@ -421,6 +446,21 @@ impl Stored {
             r.id.as_bytes(),
             &encode(&PrescriptionRecord::V2(r.clone())),
         );
+        let kind = match &state {
+            _ if recorded => EventKindV1::DispensingRecorded,
+            State::Accepted { .. } => EventKindV1::Accepted,
+            State::Registered | State::AwaitingRefill => EventKindV1::Returned,
+            State::Cancelled => EventKindV1::Cancelled,
+            State::Expired => EventKindV1::Expired,
+            State::Dispensed { .. } => EventKindV1::DispensingRecorded,
+        };
+        let pharmacy = match (&state, &before) {
+            (State::Accepted { pharmacy } | State::Dispensed { pharmacy }, _)
+            | (_, State::Accepted { pharmacy }) => Some(pharmacy.to_string()),
+            _ => None,
+        };
+        let record_number = recorded.then_some(r.records);
+        events::append(tx, r, kind, pharmacy, record_number, now_ms)?;
         Ok(state)
     }
 
@@ -521,6 +561,8 @@ impl Gateway {
             prechecks: lockout::Lockout::new(config.checks.precheck_limit.clone()),
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
+            events: tokio::sync::Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),
             config,
             rng: ring::rand::SystemRandom::new(),
@@ -570,7 +612,8 @@ impl Gateway {
         mut draft: AuditDraft,
         decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        self.store
+        let outcome = self
+            .store
             .transact(move |tx: &mut dyn Txn| {
                 let outcome = decide(tx, &mut draft);
                 // A store error inside `decide` aborts the whole transaction, audit included.
@@ -580,9 +623,9 @@ impl Gateway {
                 draft.write(tx, &outcome)?;
                 Ok(outcome)
             })
-            .await
-            .map_err(Error::from)?
-            .map_err(Error::from)?
+            .await;
+        self.events.notify_waiters();
+        outcome.map_err(Error::from)?.map_err(Error::from)?
     }
 
     /// Audits a call refused before it reached any stored state.
@@ -851,6 +894,14 @@ impl Gateway {
                 &findings,
                 &acks,
             );
+            events::append(
+                tx,
+                &record,
+                EventKindV1::Registered,
+                None,
+                None,
+                draft.time_ms,
+            )?;
             draft.target = Some(record.id.clone());
             Ok(Registered {
                 id: record.id,
@@ -1368,6 +1419,7 @@ impl Gateway {
             })
             .await
             .map_err(Error::from)?;
+        self.events.notify_waiters();
         outcome.map_err(Error::from)
     }
 
@@ -1612,16 +1664,7 @@ fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, E
         usize::MAX,
     )? {
         let DispensingRecordRecord::V1(d) = decode(&v)?;
-        dispensings.push(DispensingSummary {
-            record_number: d.record_number,
-            pharmacy: d.pharmacy,
-            dispensing_date: d.dispensing_date,
-            is_final: d.is_final,
-            important_information: d.important_information,
-            important_message: d.important_message,
-            content: d.content,
-            cms_signature: d.cms_signature,
-        });
+        dispensings.push(DispensingSummary::from(d));
     }
     let state = stored.lifecycle.state_on(today);
     let life = &stored.lifecycle;

@@ -315,6 +315,37 @@ pub enum ImportedFileRecord {
     V1(ImportedFileV1),
 }
 
+/// What happened to a prescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKindV1 {
+    Registered,
+    Accepted,
+    Returned,
+    Cancelled,
+    Expired,
+    DispensingRecorded,
+}
+
+/// One entry of the event log, written in the same transaction as the change it reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventV1 {
+    pub time_ms: i64,
+    pub kind: EventKindV1,
+    pub prescription_id: String,
+    pub institution: String,
+    pub number: String,
+    pub pharmacy: Option<String>,
+    /// The state after the event.
+    pub state: StateV1,
+    /// With `DispensingRecorded`: the record's number.
+    pub record_number: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventRecord {
+    V1(EventV1),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,11 +44,15 @@ pub enum Table {
     Medications,
     /// Clinical records: consents, acknowledged findings, imported drug masters.
     Clinical,
+    /// Event sequence number → event (the feed and the relay read it).
+    Events,
+    /// (institution, event sequence number) → (): a clinic's own events.
+    EventsByInstitution,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 13] = [
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
@@ -60,6 +64,8 @@ impl Table {
         Table::Meta,
         Table::Medications,
         Table::Clinical,
+        Table::Events,
+        Table::EventsByInstitution,
     ];
 }
 

@@ -80,6 +80,8 @@ fn tag(table: Table) -> u8 {
         Table::Meta => 9,
         Table::Medications => 10,
         Table::Clinical => 11,
+        Table::Events => 12,
+        Table::EventsByInstitution => 13,
     }
 }
 

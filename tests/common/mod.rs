@@ -40,6 +40,7 @@ impl ManualClock {
 
 pub struct Harness {
     server: Option<Server>,
+    config: Config,
     pub addr: String,
     pub metrics_addr: std::net::SocketAddr,
     pub clock: Arc<ManualClock>,
@@ -55,11 +56,16 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
     let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
-    let server = app::start(config, clock.clone()).await.unwrap();
+    start_on(config, clock, dir).await
+}
+
+async fn start_on(config: Config, clock: Arc<ManualClock>, dir: tempfile::TempDir) -> Harness {
+    let server = app::start(config.clone(), clock.clone()).await.unwrap();
     Harness {
         addr: format!("https://127.0.0.1:{}", server.addr.port()),
         metrics_addr: server.metrics_addr,
         server: Some(server),
+        config,
         clock,
         dir,
     }
@@ -98,6 +104,12 @@ impl Harness {
     pub async fn shutdown(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().shutdown().await.unwrap();
         self.dir
+    }
+    /// Stops the server and starts it again on the same store, configuration and clock (on a
+    /// new port).
+    pub async fn restart(mut self) -> Harness {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        start_on(self.config, self.clock, self.dir).await
     }
 }
 

@@ -1,0 +1,239 @@
+//! The event log: every state change of a prescription (expiry sweeps included) and every
+//! dispensing record, appended in the same transaction as the change itself, so that neither
+//! ever exists without the other. Sequence numbers come from a counter written in that
+//! transaction: they only grow, and since a rolled-back transaction consumes none, the log has no
+//! gaps except below the retained range, which `events_page` refuses to read into
+//! (OUT_OF_RANGE). A per-institution index serves a clinic's replay.
+
+use crate::{
+    domain::ids::InstitutionCode,
+    store::{self, Store, Table, Txn},
+};
+
+use super::{
+    DispensingSummary, Error, Gateway, corrupt, key, millis,
+    records::{
+        DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV2, decode, encode,
+    },
+};
+
+/// The first retained sequence number, in `Table::Meta` (absent: 1).
+const FLOOR_KEY: &[u8] = b"events\0floor";
+
+/// An event as the feed hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEntry {
+    pub sequence: u64,
+    pub event: EventV1,
+    /// With `DispensingRecorded`: the record.
+    pub record: Option<DispensingSummary>,
+}
+
+/// Which events a reader may and wants to see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only the events of this institution's prescriptions (a clinic); `None`: all (management).
+    pub institution: Option<InstitutionCode>,
+    pub prescription_id: Option<String>,
+    /// Empty: every kind.
+    pub kinds: Vec<EventKindV1>,
+}
+
+impl EventFilter {
+    fn wants(&self, e: &EventV1) -> bool {
+        self.prescription_id
+            .as_ref()
+            .is_none_or(|id| *id == e.prescription_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+    }
+}
+
+/// Appends an event about `record` (its state as it now is).
+pub(super) fn append(
+    tx: &mut dyn Txn,
+    record: &PrescriptionV2,
+    kind: EventKindV1,
+    pharmacy: Option<String>,
+    record_number: Option<u32>,
+    time_ms: i64,
+) -> Result<u64, store::Error> {
+    let sequence = tx.next_sequence("event")?;
+    let event = EventRecord::V1(EventV1 {
+        time_ms,
+        kind,
+        prescription_id: record.id.clone(),
+        institution: record.institution.clone(),
+        number: record.number.clone(),
+        pharmacy,
+        state: record.state.clone(),
+        record_number,
+    });
+    tx.put(Table::Events, &sequence.to_be_bytes(), &encode(&event));
+    tx.put(
+        Table::EventsByInstitution,
+        &key(&[record.institution.as_bytes(), &sequence.to_be_bytes()]),
+        b"",
+    );
+    Ok(sequence)
+}
+
+fn sequence_of(bytes: &[u8]) -> Result<u64, store::Error> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("event sequence"))
+}
+
+fn floor(tx: &dyn Txn) -> Result<u64, store::Error> {
+    tx.get(Table::Meta, FLOOR_KEY)?
+        .map_or(Ok(1), |b| sequence_of(&b))
+}
+
+/// The sequences after `after` that the filter's institution may see, at most `limit`.
+fn sequences_after(
+    tx: &dyn Txn,
+    filter: &EventFilter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<u64>, store::Error> {
+    let start = after.saturating_add(1).to_be_bytes();
+    match &filter.institution {
+        None => tx
+            .scan_range(Table::Events, &start, &u64::MAX.to_be_bytes(), limit)?
+            .iter()
+            .map(|(k, _)| sequence_of(k))
+            .collect(),
+        Some(institution) => {
+            let prefix = key(&[institution.as_str().as_bytes(), b""]);
+            let mut end = prefix.clone();
+            end.pop();
+            end.push(1);
+            tx.scan_range(
+                Table::EventsByInstitution,
+                &[prefix.as_slice(), &start].concat(),
+                &end,
+                limit,
+            )?
+            .iter()
+            .map(|(k, _)| sequence_of(&k[prefix.len()..]))
+            .collect()
+        }
+    }
+}
+
+fn dispensing_summary(
+    tx: &dyn Txn,
+    e: &EventV1,
+) -> Result<Option<DispensingSummary>, store::Error> {
+    let Some(number) = e.record_number else {
+        return Ok(None);
+    };
+    let k = key(&[e.prescription_id.as_bytes(), &number.to_be_bytes()]);
+    let Some(bytes) = tx.get(Table::Dispensings, &k)? else {
+        return Err(corrupt("event without its dispensing record"));
+    };
+    let DispensingRecordRecord::V1(d) = decode(&bytes)?;
+    Ok(Some(DispensingSummary::from(d)))
+}
+
+impl Gateway {
+    /// The events after `after` that `filter` lets through, a page at a time: the entries and
+    /// the last sequence read (resume after it), or `None` when nothing newer exists yet.
+    /// OUT_OF_RANGE when `after` lies before the retained range.
+    pub async fn events_page(
+        &self,
+        filter: EventFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<EventEntry>, Option<u64>), Error> {
+        let read = self
+            .store
+            .transact(move |tx: &mut dyn Txn| {
+                let floor = floor(tx)?;
+                if after.saturating_add(1) < floor {
+                    return Ok(Err(Error::OutOfRange(format!(
+                        "events before sequence {floor} are no longer retained"
+                    ))));
+                }
+                let sequences = sequences_after(tx, &filter, after, limit)?;
+                let mut entries = Vec::with_capacity(sequences.len());
+                for &sequence in &sequences {
+                    let bytes = tx
+                        .get(Table::Events, &sequence.to_be_bytes())?
+                        .ok_or_else(|| corrupt("indexed event missing"))?;
+                    let EventRecord::V1(event) = decode(&bytes)?;
+                    if filter.wants(&event) {
+                        let record = dispensing_summary(tx, &event)?;
+                        entries.push(EventEntry {
+                            sequence,
+                            event,
+                            record,
+                        });
+                    }
+                }
+                Ok::<_, store::Error>(Ok((entries, sequences.last().copied())))
+            })
+            .await
+            .map_err(Error::from)?
+            .map_err(Error::from)?;
+        read
+    }
+
+    /// Wakes every feed waiting for new events (called after each committed transaction).
+    pub fn events_notifier(&self) -> &tokio::sync::Notify {
+        &self.events
+    }
+
+    /// Ends every open feed (at shutdown): a feed checks this whenever it wakes.
+    pub fn close_feeds(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.events.notify_waiters();
+    }
+
+    pub fn feeds_closed(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Deletes the events older than `retention_ms`, oldest first, but none at or after
+    /// `keep_from` (the relay's first unacknowledged sequence); returns how many.
+    pub async fn prune_events(
+        &self,
+        retention_ms: i64,
+        keep_from: Option<u64>,
+    ) -> Result<usize, Error> {
+        let horizon = millis(self.clock.now()).saturating_sub(retention_ms);
+        let pruned = self
+            .store
+            .transact(move |tx: &mut dyn Txn| {
+                let mut pruned = 0;
+                let mut next_floor = None;
+                let start = floor(tx)?.to_be_bytes();
+                for (k, v) in
+                    tx.scan_range(Table::Events, &start, &u64::MAX.to_be_bytes(), 10_000)?
+                {
+                    let sequence = sequence_of(&k)?;
+                    let EventRecord::V1(event) = decode(&v)?;
+                    if event.time_ms >= horizon || keep_from.is_some_and(|keep| sequence >= keep) {
+                        next_floor = Some(sequence);
+                        break;
+                    }
+                    tx.delete(Table::Events, &k);
+                    tx.delete(
+                        Table::EventsByInstitution,
+                        &key(&[event.institution.as_bytes(), &k]),
+                    );
+                    pruned += 1;
+                    next_floor = Some(sequence + 1);
+                }
+                if let Some(f) = next_floor {
+                    tx.put(Table::Meta, FLOOR_KEY, &f.to_be_bytes());
+                }
+                Ok::<_, store::Error>(pruned)
+            })
+            .await
+            .map_err(Error::from)?
+            .map_err(Error::from)?;
+        Ok(pruned)
+    }
+}
