@@ -146,8 +146,7 @@ impl Gateway {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<EventEntry>, Option<u64>), Error> {
-        let read = self
-            .store
+        self.store
             .transact(move |tx: &mut dyn Txn| {
                 let floor = floor(tx)?;
                 if after.saturating_add(1) < floor {
@@ -175,8 +174,7 @@ impl Gateway {
             })
             .await
             .map_err(Error::from)?
-            .map_err(Error::from)?;
-        read
+            .map_err(Error::from)?
     }
 
     /// Wakes every feed waiting for new events (called after each committed transaction).
