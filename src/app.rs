@@ -179,6 +179,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     }));
 
+    let counter = Arc::clone(&gateway);
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match counter.stuck(counter.stuck_after()).await {
+                Ok(stuck) => counter
+                    .metrics()
+                    .stuck
+                    .store(stuck.len() as u64, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "counting stuck prescriptions failed"),
+            }
+        }
+    }));
     let pruner = Arc::clone(&gateway);
     let retention_ms = i64::from(config.event_retention_days) * 86_400_000;
     background.push(tokio::spawn(async move {

@@ -71,6 +71,9 @@ pub struct Config {
     /// The clinical checks.
     #[serde(default)]
     pub checks: ChecksConfig,
+    /// Seconds an ACCEPTED prescription may go without a dispensing record before it is stuck.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after_secs: u64,
     /// Days the event log keeps events (never those the relay has not yet delivered).
     #[serde(default = "default_event_retention")]
     pub event_retention_days: u32,
@@ -189,6 +192,9 @@ fn default_crl_refresh() -> u64 {
 fn default_sweep() -> u64 {
     60
 }
+fn default_stuck_after() -> u64 {
+    3 * 86_400
+}
 fn default_event_retention() -> u32 {
     90
 }
@@ -260,6 +266,7 @@ impl Config {
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
+            stuck_after_secs: default_stuck_after(),
             event_retention_days: default_event_retention(),
             metrics_listen: default_metrics_listen(),
         }
@@ -327,6 +334,7 @@ impl Config {
                 lockout: Duration::from_secs(self.lookup_lockout_secs),
             },
             checks: self.checks.policy(),
+            stuck_after: Duration::from_secs(self.stuck_after_secs),
             ..GatewayConfig::default()
         }
     }

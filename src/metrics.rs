@@ -124,6 +124,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
     /// Time one clinical check takes (reading the history and checking).
     pub check: Histogram,
+    /// Prescriptions stuck at a pharmacy, as last counted.
+    pub stuck: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,7 @@ impl Default for Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(BTreeMap::new()),
             check: Histogram::new(LATENCY_BUCKETS),
+            stuck: AtomicU64::new(0),
         }
     }
 }
@@ -229,6 +232,17 @@ impl Metrics {
             "rxgate_check_duration_seconds",
             "",
             &self.check.snapshot(),
+        );
+        write_header(
+            out,
+            "rxgate_stuck_prescriptions",
+            "gauge",
+            "Prescriptions accepted without a dispensing record for longer than the threshold.",
+        );
+        let _ = writeln!(
+            out,
+            "rxgate_stuck_prescriptions {}",
+            self.stuck.load(Ordering::Relaxed)
         );
     }
 }

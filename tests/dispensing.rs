@@ -321,3 +321,83 @@ async fn a_refill_without_a_days_based_line_is_refused() {
     assert!(e.message().contains("refill_count"), "{e:?}");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prescriptions_accepted_too_long_without_a_record_are_stuck() {
+    use rxgate::proto::v1::admin_service_client::AdminServiceClient;
+    let h = start_with(|_| {}).await;
+    let start = h.now();
+    let idle = register(&h, "S-1", 7, 1, 1).await;
+    let partly = register(&h, "S-2", 8, 2, 1).await;
+    let done = register(&h, "S-3", 9, 1, 1).await;
+    for rx in [&idle, &partly, &done] {
+        receive(&h, "pharmacy", rx).await.unwrap();
+    }
+    dispense(&h, "pharmacy", &record(&h, &done, 1, true, &[Complete]))
+        .await
+        .unwrap();
+    dispense(
+        &h,
+        "pharmacy",
+        &record(&h, &partly, 1, false, &[Complete, NotDispensed]),
+    )
+    .await
+    .unwrap();
+    h.clock.set(start + 2 * DAY);
+    dispense(
+        &h,
+        "pharmacy",
+        &record(&h, &partly, 2, false, &[NotDispensed, Partial]),
+    )
+    .await
+    .unwrap();
+    h.clock.set(start + 3 * DAY + DAY / 2);
+    let stuck = AdminServiceClient::new(h.channel("operator").await)
+        .list_stuck_prescriptions(pb::ListStuckPrescriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .prescriptions;
+    let ids: Vec<_> = stuck.iter().map(|s| s.prescription_id.as_str()).collect();
+    assert_eq!(ids, [idle.id.as_str()], "only the one idle for 3.5 days");
+    assert_eq!(
+        (stuck[0].pharmacy_code.as_str(), stuck[0].records),
+        ("1340000001", 0)
+    );
+    let e = AdminServiceClient::new(h.channel("clinic").await)
+        .list_stuck_prescriptions(pb::ListStuckPrescriptionsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The gauge counts them (counted at start and every minute).
+    let h = h.restart().await;
+    let mut gauge = String::new();
+    for _ in 0..50 {
+        gauge = metrics_line(&h, "rxgate_stuck_prescriptions ").await;
+        if gauge.ends_with(" 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gauge, "rxgate_stuck_prescriptions 1");
+    h.shutdown().await;
+}
+
+/// The line of GET /metrics that starts with `prefix`.
+async fn metrics_line(h: &Harness, prefix: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(h.metrics_addr)
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -476,6 +476,39 @@ impl EventService for Services {
 impl AdminService for Services {
     type ExportAuditStream = AuditStream;
 
+    async fn list_stuck_prescriptions(
+        &self,
+        request: Request<pb::ListStuckPrescriptionsRequest>,
+    ) -> Result<Response<pb::ListStuckPrescriptionsResponse>, Status> {
+        const ACTION: &str = "ListStuckPrescriptions";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        let after = match request.get_ref().stuck_after_secs {
+            0 => self.gateway.stuck_after(),
+            secs => std::time::Duration::from_secs(secs),
+        };
+        self.gateway
+            .audit_access(&caller, ACTION)
+            .await
+            .map_err(to_status)?;
+        let stuck = self.gateway.stuck(after).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListStuckPrescriptionsResponse {
+            prescriptions: stuck
+                .into_iter()
+                .map(|s| pb::StuckPrescription {
+                    prescription_id: s.id,
+                    institution_code: s.institution,
+                    prescription_number: s.number,
+                    pharmacy_code: s.pharmacy,
+                    accepted_unix_ms: s.accepted_at_ms,
+                    last_record_unix_ms: s.last_record_at_ms.unwrap_or(0),
+                    records: s.records,
+                })
+                .collect(),
+        }))
+    }
+
     async fn import_master(
         &self,
         request: Request<tonic::Streaming<pb::ImportMasterChunk>>,

@@ -143,6 +143,8 @@ pub struct GatewayConfig {
     /// At most this many prescriptions in one search answer.
     pub search_limit: usize,
     pub checks: CheckPolicy,
+    /// An ACCEPTED prescription without a dispensing record for this long is stuck.
+    pub stuck_after: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -152,6 +154,7 @@ impl Default for GatewayConfig {
             lockout: LockoutPolicy::default(),
             search_limit: 100,
             checks: CheckPolicy::default(),
+            stuck_after: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -418,6 +421,11 @@ impl Stored {
             });
             tx.put(Table::Meta, &expiry_key(&w.until.to_string(), &r.id), b"");
         }
+        if matches!(state, State::Accepted { .. }) {
+            tx.put(Table::Meta, &accepted_key(&r.id), b"");
+        } else {
+            tx.delete(Table::Meta, &accepted_key(&r.id));
+        }
         match state {
             State::Accepted { .. } if r.accepted_on.is_none() => {
                 r.accepted_on = Some(today.to_string());
@@ -472,6 +480,23 @@ impl Stored {
             .map(|facts| facts.lines)
             .map_err(|_| corrupt("stored prescription content"))
     }
+}
+
+/// The index of ACCEPTED prescriptions (for the stuck report), kept in the Meta table.
+fn accepted_key(id: &str) -> Vec<u8> {
+    key(&[b"accepted", id.as_bytes()])
+}
+
+/// An accepted prescription without a dispensing record for too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub id: String,
+    pub institution: String,
+    pub number: String,
+    pub pharmacy: String,
+    pub accepted_at_ms: i64,
+    pub last_record_at_ms: Option<i64>,
+    pub records: u32,
 }
 
 /// The expiry index of active prescriptions, kept in the Meta table: by last usable date.
@@ -571,6 +596,11 @@ impl Gateway {
 
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The configured stuck threshold.
+    pub fn stuck_after(&self) -> Duration {
+        self.config.stuck_after
     }
 
     /// The gateway's metrics.
@@ -1460,6 +1490,46 @@ impl Gateway {
             .await
             .map_err(Error::from)?;
         outcome.map_err(Error::from)
+    }
+
+    /// The prescriptions ACCEPTED for longer than `after` without a dispensing record since the
+    /// acceptance or the last part, oldest first.
+    pub async fn stuck(&self, after: Duration) -> Result<Vec<Stuck>, Error> {
+        let horizon = millis(self.clock.now()).saturating_sub(after.as_millis() as i64);
+        let found = self
+            .store
+            .transact(move |tx: &mut dyn Txn| {
+                let mut stuck = Vec::new();
+                for (k, _) in tx.scan_prefix(Table::Meta, &key(&[b"accepted", b""]), usize::MAX)? {
+                    let id = String::from_utf8_lossy(&k[b"accepted\0".len()..]).into_owned();
+                    let Some(stored) = Stored::load(tx, &id)? else {
+                        continue;
+                    };
+                    let r = stored.record;
+                    let (State::Accepted { pharmacy }, Some(accepted_at_ms)) =
+                        (stored.lifecycle.state, r.accepted_at_ms)
+                    else {
+                        continue;
+                    };
+                    if r.last_record_at_ms.unwrap_or(accepted_at_ms) < horizon {
+                        stuck.push(Stuck {
+                            id: r.id,
+                            institution: r.institution,
+                            number: r.number,
+                            pharmacy: pharmacy.to_string(),
+                            accepted_at_ms,
+                            last_record_at_ms: r.last_record_at_ms,
+                            records: r.records,
+                        });
+                    }
+                }
+                Ok::<_, store::Error>(stuck)
+            })
+            .await
+            .map_err(Error::from)?;
+        let mut stuck = found.map_err(Error::from)?;
+        stuck.sort_by_key(|s| s.last_record_at_ms.unwrap_or(s.accepted_at_ms));
+        Ok(stuck)
     }
 
     /// Audits a successful access that changes nothing (an audit export).
