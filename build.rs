@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/rxgate/v1/dispensing_service.proto",
         "proto/rxgate/v1/admin_service.proto",
         "proto/rxgate/v1/event_service.proto",
+        "proto/rxgate/v1/management_intake.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;

@@ -20,6 +20,7 @@ use crate::{
             admin_service_server::AdminServiceServer,
             dispensing_service_server::DispensingServiceServer,
             event_service_server::EventServiceServer,
+            management_intake_server::ManagementIntakeServer,
             prescription_service_server::PrescriptionServiceServer,
         },
     },
@@ -143,6 +144,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     health_reporter
         .set_serving::<EventServiceServer<Services>>()
         .await;
+    health_reporter
+        .set_serving::<ManagementIntakeServer<Services>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -193,13 +197,29 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
         }
     }));
+    if let Some(relay) = &config.relay {
+        background.push(tokio::spawn(crate::relay::run(
+            Arc::clone(&gateway),
+            relay.relay_config(),
+        )));
+    }
     let pruner = Arc::clone(&gateway);
     let retention_ms = i64::from(config.event_retention_days) * 86_400_000;
+    let relaying = config.relay.is_some();
     background.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            match pruner.prune_events(retention_ms, None).await {
+            // Never past what the relay has not delivered yet.
+            let keep_from = if relaying {
+                match pruner.relay_position().await {
+                    Ok(acked) => Some(acked + 1),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            match pruner.prune_events(retention_ms, keep_from).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "event log retention"),
                 Err(e) => tracing::warn!(error = %e, "event log retention failed"),
@@ -233,6 +253,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         )
         .add_service(
             EventServiceServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ManagementIntakeServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             AdminServiceServer::new(services).max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -18,8 +18,9 @@ use crate::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
+    relay::RelayConfig,
     service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical},
-    tls::TlsFiles,
+    tls::{ClientFiles, TlsFiles},
     trust::TrustFiles,
 };
 
@@ -77,10 +78,59 @@ pub struct Config {
     /// Days the event log keeps events (never those the relay has not yet delivered).
     #[serde(default = "default_event_retention")]
     pub event_retention_days: u32,
+    /// The upstream management service to relay dispensing records to (none: no relay).
+    #[serde(default)]
+    pub relay: Option<RelayFiles>,
     /// Where to serve the Prometheus text (`GET /metrics`, plain HTTP: keep it on a local
     /// address).
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
+}
+
+/// The relay to an upstream management service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFiles {
+    /// The upstream's address, e.g. `https://management.example:50051`.
+    pub upstream: String,
+    /// This gateway's client certificate (an institution of kind management) and key, and the
+    /// CA of the upstream's server certificate (PEM).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub upstream_ca: PathBuf,
+    /// The longest wait between retries.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+fn default_max_backoff() -> u64 {
+    30
+}
+
+impl RelayFiles {
+    /// Relaying to `upstream` as the development management institution. Development only.
+    pub fn dev(upstream: String) -> Self {
+        let client = ClientFiles::dev("management");
+        RelayFiles {
+            upstream,
+            client_cert: client.cert,
+            client_key: client.key,
+            upstream_ca: client.ca,
+            max_backoff_secs: default_max_backoff(),
+        }
+    }
+
+    pub fn relay_config(&self) -> RelayConfig {
+        RelayConfig {
+            upstream: self.upstream.clone(),
+            client: ClientFiles {
+                ca: self.upstream_ca.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+            },
+            max_backoff: Duration::from_secs(self.max_backoff_secs.max(1)),
+        }
+    }
 }
 
 /// The clinical checks: their data, policy and defaults.
@@ -268,6 +318,7 @@ impl Config {
             checks: ChecksConfig::default(),
             stuck_after_secs: default_stuck_after(),
             event_retention_days: default_event_retention(),
+            relay: None,
             metrics_listen: default_metrics_listen(),
         }
     }

@@ -13,6 +13,7 @@
 //! - `master_import`: the `rxgate master import` client.
 //! - `metrics`: counters and histograms in the Prometheus text format.
 //! - `service`: the use cases, the clinical checks' history index, master imports.
+//! - `relay`: pushes dispensing records to the upstream management service.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
 //!
 //! Invariants:
@@ -31,6 +32,7 @@ pub mod master_import;
 pub mod masters;
 pub mod metrics;
 pub mod proto;
+pub mod relay;
 pub mod service;
 pub mod signer;
 pub mod store;

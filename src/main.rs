@@ -72,6 +72,10 @@ enum Command {
         /// Override where `GET /metrics` is served (default 127.0.0.1:9464).
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// With --dev: relay dispensing records to this upstream gateway (as the development
+        /// management institution), e.g. https://127.0.0.1:50052.
+        #[arg(long, requires = "dev")]
+        relay_upstream: Option<String>,
     },
     /// Drug masters of a running gateway.
     Master {
@@ -265,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             data_dir,
             listen,
             metrics_listen,
+            relay_upstream,
         } => {
             let mut config = match (dev, config) {
                 (true, _) => {
@@ -283,6 +288,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             if let Some(metrics_listen) = metrics_listen {
                 config.metrics_listen = metrics_listen;
+            }
+            if let Some(upstream) = relay_upstream {
+                config.relay = Some(rxgate::config::RelayFiles::dev(upstream));
             }
             if dev && !config.listen.ip().is_loopback() {
                 bail!("a --dev instance listens on loopback only");

@@ -126,6 +126,12 @@ pub struct Metrics {
     pub check: Histogram,
     /// Prescriptions stuck at a pharmacy, as last counted.
     pub stuck: AtomicU64,
+    /// The relay: the last acknowledged event sequence, events behind, whether the upstream
+    /// answers, and the records dead-lettered since start.
+    pub relay_acked: AtomicU64,
+    pub relay_lag: AtomicU64,
+    pub relay_up: AtomicU64,
+    pub relay_dead_letters: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -135,6 +141,10 @@ impl Default for Metrics {
             latency: Mutex::new(BTreeMap::new()),
             check: Histogram::new(LATENCY_BUCKETS),
             stuck: AtomicU64::new(0),
+            relay_acked: AtomicU64::new(0),
+            relay_lag: AtomicU64::new(0),
+            relay_up: AtomicU64::new(0),
+            relay_dead_letters: AtomicU64::new(0),
         }
     }
 }
@@ -244,6 +254,35 @@ impl Metrics {
             "rxgate_stuck_prescriptions {}",
             self.stuck.load(Ordering::Relaxed)
         );
+        for (name, kind, help, value) in [
+            (
+                "rxgate_relay_acked_sequence",
+                "gauge",
+                "The last event sequence the upstream acknowledged.",
+                &self.relay_acked,
+            ),
+            (
+                "rxgate_relay_lag_events",
+                "gauge",
+                "Events written but not yet relayed.",
+                &self.relay_lag,
+            ),
+            (
+                "rxgate_relay_up",
+                "gauge",
+                "1 while the upstream takes records, 0 while the relay retries.",
+                &self.relay_up,
+            ),
+            (
+                "rxgate_relay_dead_letters_total",
+                "counter",
+                "Dispensing records the upstream refused for good since start.",
+                &self.relay_dead_letters,
+            ),
+        ] {
+            write_header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
     }
 }
 

@@ -374,7 +374,7 @@ async fn prescriptions_accepted_too_long_without_a_record_are_stuck() {
     let h = h.restart().await;
     let mut gauge = String::new();
     for _ in 0..50 {
-        gauge = metrics_line(&h, "rxgate_stuck_prescriptions ").await;
+        gauge = h.metrics_line("rxgate_stuck_prescriptions ").await;
         if gauge.ends_with(" 1") {
             break;
         }
@@ -382,22 +382,4 @@ async fn prescriptions_accepted_too_long_without_a_record_are_stuck() {
     }
     assert_eq!(gauge, "rxgate_stuck_prescriptions 1");
     h.shutdown().await;
-}
-
-/// The line of GET /metrics that starts with `prefix`.
-async fn metrics_line(h: &Harness, prefix: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(h.metrics_addr)
-        .await
-        .unwrap();
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    socket.read_to_string(&mut text).await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_default()
-        .to_owned()
 }

@@ -20,9 +20,10 @@ use crate::{
     proto::v1::{
         self as pb, admin_service_server::AdminService,
         dispensing_service_server::DispensingService, event_service_server::EventService,
+        management_intake_server::ManagementIntake,
         prescription_service_server::PrescriptionService,
     },
-    service::{Caller, Error, EventFilter, Gateway},
+    service::{Caller, Delivery, Error, EventFilter, Gateway},
     tls::peer_identity,
 };
 use convert::{
@@ -87,6 +88,7 @@ impl Services {
             let error = Error::PermissionDenied(match allowed {
                 InstitutionKind::Clinic => "only clinics may use the prescription service",
                 InstitutionKind::Pharmacy => "only pharmacies may use the dispensing service",
+                InstitutionKind::Management => "only the management service may deliver records",
                 _ => "only operators may use the admin service",
             });
             return Err(to_status(
@@ -365,6 +367,40 @@ impl DispensingService for Services {
             prescription_id: d.prescription_id,
             state: state_to_pb(&d.state) as i32,
             record_number: d.record_number,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ManagementIntake for Services {
+    async fn deliver_dispensing_record(
+        &self,
+        request: Request<pb::DeliverDispensingRecordRequest>,
+    ) -> Result<Response<pb::DeliverDispensingRecordResponse>, Status> {
+        const ACTION: &str = "DeliverDispensingRecord";
+        let caller = self
+            .caller(&request, InstitutionKind::Management, ACTION)
+            .await?;
+        let r = request.into_inner();
+        let signed = signed_parts("dispensing_record", r.dispensing_record);
+        let (content, cms_signature) = self.parsed(&caller, ACTION, signed).await?;
+        let delivery = Delivery {
+            record_id: r.record_id,
+            sequence: r.sequence,
+            content,
+            cms_signature,
+            received_at_ms: r.received_unix_ms,
+            prescription_id: r.prescription_id,
+            institution: r.institution_code,
+            number: r.prescription_number,
+        };
+        let duplicate = self
+            .gateway
+            .intake(&caller, delivery)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeliverDispensingRecordResponse {
+            duplicate,
         }))
     }
 }

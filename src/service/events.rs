@@ -177,6 +177,19 @@ impl Gateway {
             .map_err(Error::from)?
     }
 
+    /// The newest event's sequence number (0: none yet).
+    pub async fn latest_event(&self) -> Result<u64, Error> {
+        let read = self
+            .store
+            .transact(|tx: &mut dyn Txn| {
+                tx.get(Table::Meta, b"sequence/event")?
+                    .map_or(Ok(0), |b| sequence_of(&b))
+            })
+            .await
+            .map_err(Error::from)?;
+        read.map_err(Error::from)
+    }
+
     /// Wakes every feed waiting for new events (called after each committed transaction).
     pub fn events_notifier(&self) -> &tokio::sync::Notify {
         &self.events

@@ -8,6 +8,7 @@ mod events;
 mod import;
 mod lockout;
 pub mod records;
+mod relay;
 
 use std::{
     sync::{Arc, RwLock},
@@ -23,6 +24,7 @@ pub use clinical::{Acknowledgement, CheckRequest, Clinical, OnCritical, Requeste
 pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::LockoutPolicy;
+pub use relay::{DeadLetter, Delivery};
 
 use crate::{
     domain::{
@@ -206,6 +208,8 @@ pub struct DispensingSummary {
     pub important_message: String,
     pub content: Vec<u8>,
     pub cms_signature: Vec<u8>,
+    /// When the gateway received it.
+    pub received_at_ms: i64,
 }
 
 impl From<DispensingV1> for DispensingSummary {
@@ -219,6 +223,7 @@ impl From<DispensingV1> for DispensingSummary {
             important_message: d.important_message,
             content: d.content,
             cms_signature: d.cms_signature,
+            received_at_ms: d.received_at_ms,
         }
     }
 }

@@ -346,6 +346,46 @@ pub enum EventRecord {
     V1(EventV1),
 }
 
+/// A dispensing record received through ManagementIntake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeV1 {
+    pub record_id: String,
+    /// The arrival order at this gateway.
+    pub arrival: u64,
+    /// The sender (its institution code) and its event sequence number.
+    pub sender: String,
+    pub sequence: u64,
+    pub received_at_ms: i64,
+    pub delivered_at_ms: i64,
+    pub prescription_id: String,
+    pub institution: String,
+    pub number: String,
+    pub content: Vec<u8>,
+    pub cms_signature: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntakeRecord {
+    V1(IntakeV1),
+}
+
+/// A dispensing record the upstream refused for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterV1 {
+    pub sequence: u64,
+    pub prescription_id: String,
+    pub record_number: u32,
+    pub time_ms: i64,
+    /// The upstream's status code and message.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadLetterRecord {
+    V1(DeadLetterV1),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

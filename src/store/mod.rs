@@ -48,11 +48,13 @@ pub enum Table {
     Events,
     /// (institution, event sequence number) → (): a clinic's own events.
     EventsByInstitution,
+    /// Dispensing records received through ManagementIntake, and the relay's own records.
+    Intake,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
@@ -66,6 +68,7 @@ impl Table {
         Table::Clinical,
         Table::Events,
         Table::EventsByInstitution,
+        Table::Intake,
     ];
 }
 

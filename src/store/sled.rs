@@ -82,6 +82,7 @@ fn tag(table: Table) -> u8 {
         Table::Clinical => 11,
         Table::Events => 12,
         Table::EventsByInstitution => 13,
+        Table::Intake => 14,
     }
 }
 

@@ -106,10 +106,34 @@ impl Harness {
         self.dir
     }
     /// Stops the server and starts it again on the same store, configuration and clock (on a
-    /// new port).
-    pub async fn restart(mut self) -> Harness {
+    /// new port, unless the configuration names one).
+    pub async fn restart(self) -> Harness {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like `restart`, with the configuration changed by `adjust`.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Harness {
         self.server.take().unwrap().shutdown().await.unwrap();
+        adjust(&mut self.config);
         start_on(self.config, self.clock, self.dir).await
+    }
+
+    /// The line of GET /metrics that starts with `prefix` (empty if none).
+    pub async fn metrics_line(&self, prefix: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .unwrap();
+        socket
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        socket.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -122,4 +146,13 @@ pub fn patient(n: u32) -> pb::PatientKey {
             branch: "01".into(),
         })),
     }
+}
+
+/// A free local port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

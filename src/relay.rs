@@ -1,0 +1,208 @@
+//! The relay: when an upstream management service is configured, a background task pushes every
+//! dispensing record (the signed document and its metadata) to the upstream's ManagementIntake
+//! over mutual TLS, in event order, one at a time. A record is acknowledged — the position in the
+//! event log moves past it, durably — only after the upstream took it; the upstream de-duplicates
+//! by record id, so a record re-sent after a crash has its effect once. Transient failures are
+//! retried with exponential backoff; a record the upstream refuses for good (INVALID_ARGUMENT,
+//! FAILED_PRECONDITION) goes to the dead-letter list with an error-level alert, and the relay
+//! moves on.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
+    service::{DeadLetter, EventEntry, EventFilter, Gateway, records::EventKindV1},
+    tls::ClientFiles,
+};
+
+/// Where and as whom to relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// e.g. `https://management.example:50051`.
+    pub upstream: String,
+    /// This gateway's client identity (an institution certificate of kind management) and the
+    /// upstream's CA.
+    pub client: ClientFiles,
+    pub max_backoff: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const PAGE: usize = 100;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The upstream refused the record for good: retrying cannot help.
+fn is_permanent(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::FailedPrecondition)
+}
+
+fn delivery(e: &EventEntry) -> Option<pb::DeliverDispensingRecordRequest> {
+    let record = e.record.as_ref()?;
+    Some(pb::DeliverDispensingRecordRequest {
+        record_id: crate::domain::hash::hex(&crate::domain::hash::sha256(&record.content)),
+        sequence: e.sequence,
+        dispensing_record: Some(pb::SignedDocument {
+            content: record.content.clone(),
+            cms_signature: record.cms_signature.clone(),
+        }),
+        received_unix_ms: record.received_at_ms,
+        prescription_id: e.event.prescription_id.clone(),
+        institution_code: e.event.institution.clone(),
+        prescription_number: e.event.number.clone(),
+    })
+}
+
+struct Relay {
+    gateway: Arc<Gateway>,
+    config: RelayConfig,
+    client: Option<ManagementIntakeClient<Channel>>,
+    backoff: Duration,
+}
+
+impl Relay {
+    fn set_up(&self, up: bool) {
+        self.gateway
+            .metrics()
+            .relay_up
+            .store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Waits before the next attempt, doubling the wait up to the configured maximum.
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(self.config.max_backoff);
+    }
+
+    /// Delivers one record until the upstream takes it or refuses it for good.
+    async fn deliver(&mut self, entry: &EventEntry) -> Option<DeadLetter> {
+        let Some(request) = delivery(entry) else {
+            return None;
+        };
+        loop {
+            if self.client.is_none() {
+                match self.config.client.connect(&self.config.upstream).await {
+                    Ok(channel) => self.client = Some(ManagementIntakeClient::new(channel)),
+                    Err(e) => {
+                        self.set_up(false);
+                        tracing::warn!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "relay: upstream unreachable");
+                        self.back_off().await;
+                        continue;
+                    }
+                }
+            }
+            let client = self.client.as_mut()?;
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(CALL_TIMEOUT);
+            match client.deliver_dispensing_record(call).await {
+                Ok(_) => {
+                    self.set_up(true);
+                    self.backoff = MIN_BACKOFF;
+                    return None;
+                }
+                Err(status) if is_permanent(status.code()) => {
+                    self.set_up(true);
+                    tracing::error!(
+                        sequence = entry.sequence,
+                        prescription = %entry.event.prescription_id,
+                        code = ?status.code(),
+                        "ALERT relay: the upstream refused a dispensing record for good; it is dead-lettered"
+                    );
+                    self.gateway
+                        .metrics()
+                        .relay_dead_letters
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(DeadLetter {
+                        sequence: entry.sequence,
+                        prescription_id: entry.event.prescription_id.clone(),
+                        record_number: entry.event.record_number.unwrap_or(0),
+                        code: format!("{:?}", status.code()),
+                        message: status.message().to_owned(),
+                    });
+                }
+                Err(status) => {
+                    self.set_up(false);
+                    tracing::warn!(code = ?status.code(), backoff_ms = self.backoff.as_millis() as u64, "relay: delivery failed; retrying");
+                    if status.code() == Code::Unavailable {
+                        self.client = None;
+                    }
+                    self.back_off().await;
+                }
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let filter = EventFilter {
+            institution: None,
+            prescription_id: None,
+            kinds: vec![EventKindV1::DispensingRecorded],
+        };
+        let gateway = Arc::clone(&self.gateway);
+        loop {
+            let notify = gateway.events_notifier();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let page = match self.gateway.relay_position().await {
+                Ok(position) => {
+                    let metrics = self.gateway.metrics();
+                    metrics.relay_acked.store(position, Ordering::Relaxed);
+                    if let Ok(latest) = self.gateway.latest_event().await {
+                        metrics
+                            .relay_lag
+                            .store(latest.saturating_sub(position), Ordering::Relaxed);
+                    }
+                    self.gateway
+                        .events_page(filter.clone(), position, PAGE)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let (entries, last) = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay: reading the event log failed");
+                    self.back_off().await;
+                    continue;
+                }
+            };
+            for entry in &entries {
+                let dead = self.deliver(entry).await;
+                if let Err(e) = self.gateway.relay_ack(entry.sequence, dead).await {
+                    tracing::warn!(error = %e, "relay: recording the acknowledgement failed");
+                }
+            }
+            match last {
+                // Past the events that are not dispensing records, too.
+                Some(last) => {
+                    if let Err(e) = self.gateway.relay_ack(last, None).await {
+                        tracing::warn!(error = %e, "relay: recording the position failed");
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the relay until the task is aborted.
+pub async fn run(gateway: Arc<Gateway>, config: RelayConfig) {
+    tracing::info!(upstream = %config.upstream, "relay started");
+    Relay {
+        gateway,
+        config,
+        client: None,
+        backoff: MIN_BACKOFF,
+    }
+    .run()
+    .await;
+}

@@ -1,0 +1,125 @@
+//! The relay between two in-process gateways: dispensing records reach the upstream's
+//! ManagementIntake in order, verified as of their original receipt even after an outage longer
+//! than the signing-time window; a record refused for good is dead-lettered and does not block
+//! the next. (The crash drill with real processes is in relay_drill.rs.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, free_port, patient, start_with};
+use prost::Message;
+use rxgate::{
+    config::RelayFiles,
+    demo::{demo_dispensing, demo_prescription},
+    domain::signature::Role,
+    proto::v1 as pb,
+    service::records::{IntakeRecord, decode},
+    store::{Store, Table, sled::SledStore},
+};
+
+async fn dispense_one(h: &Harness, number: &str, n: u32) {
+    let rx = demo_prescription(number, patient(n), h.today());
+    let r = h
+        .clinic("clinic")
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    pharmacy
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(patient(n)),
+            exchange_number: r.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(h.sign(
+                "pharmacist",
+                demo_dispensing(number, h.today()).encode_to_vec(),
+            )),
+        })
+        .await
+        .unwrap();
+}
+
+/// Waits until the downstream's metric line reads `expected`.
+async fn until_metric(h: &Harness, expected: &str) {
+    let prefix = expected.rsplit_once(' ').unwrap().0;
+    let mut last = String::new();
+    for _ in 0..300 {
+        last = h.metrics_line(&format!("{prefix} ")).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{expected:?} never came; last {last:?}");
+}
+
+/// The prescription numbers the upstream holds, in arrival order.
+async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
+    let store = SledStore::open(&dir.join("store")).unwrap();
+    let rows = store
+        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().unwrap();
+    rows.iter()
+        .map(|(_, v)| {
+            let IntakeRecord::V1(r) = decode(v).unwrap();
+            r.number
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_the_upstream_once_in_order_and_refusals_are_dead_lettered() {
+    let port = free_port();
+    // The upstream first trusts no pharmacist role: it refuses records for good.
+    let upstream = start_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.roles.retain(|r| r.role != Role::Pharmacist);
+    })
+    .await;
+    let downstream = start_with(|c| {
+        c.relay = Some(RelayFiles::dev(format!("https://127.0.0.1:{port}")));
+    })
+    .await;
+    dispense_one(&downstream, "RL-1", 1).await;
+    until_metric(&downstream, "rxgate_relay_dead_letters_total 1").await;
+    until_metric(&downstream, "rxgate_relay_lag_events 0").await;
+
+    // The upstream comes back two days later (beyond the 24-hour signing-time window), with the
+    // role: the next records are delivered, verified as of their receipt.
+    upstream
+        .clock
+        .set(upstream.now() + Duration::from_secs(2 * 86_400));
+    let default_roles = rxgate::config::Config::dev("unused".into()).roles;
+    let upstream = upstream.restart_with(|c| c.roles = default_roles).await;
+    dispense_one(&downstream, "RL-2", 2).await;
+    dispense_one(&downstream, "RL-3", 3).await;
+    until_metric(&downstream, "rxgate_relay_lag_events 0").await;
+    let acked = downstream
+        .metrics_line("rxgate_relay_acked_sequence ")
+        .await;
+    assert_eq!(
+        acked, "rxgate_relay_acked_sequence 9",
+        "three records, three events each"
+    );
+    assert_eq!(
+        downstream.metrics_line("rxgate_relay_up ").await,
+        "rxgate_relay_up 1"
+    );
+    downstream.shutdown().await;
+    let dir = upstream.shutdown().await;
+    assert_eq!(upstream_numbers(dir.path()).await, ["RL-2", "RL-3"]);
+}
