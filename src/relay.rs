@@ -79,9 +79,7 @@ impl Relay {
 
     /// Delivers one record until the upstream takes it or refuses it for good.
     async fn deliver(&mut self, entry: &EventEntry) -> Option<DeadLetter> {
-        let Some(request) = delivery(entry) else {
-            return None;
-        };
+        let request = delivery(entry)?;
         loop {
             if self.client.is_none() {
                 match self.config.client.connect(&self.config.upstream).await {
