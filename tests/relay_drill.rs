@@ -1,0 +1,252 @@
+//! The relay drill with real processes: the upstream gateway is down while 500 dispensing records
+//! are made at the relaying gateway; then the upstream comes up, and the relaying gateway is
+//! killed with SIGKILL while it relays and started again. The upstream must end up holding every
+//! record exactly once, in order.
+
+mod common;
+
+use std::{
+    fs::File,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::{free_port, patient};
+use prost::Message;
+use rxgate::{
+    demo::{demo_dispensing, demo_prescription},
+    domain::time::JapanDate,
+    proto::v1::{
+        self as pb, dispensing_service_client::DispensingServiceClient,
+        prescription_service_client::PrescriptionServiceClient,
+    },
+    service::records::{IntakeRecord, decode},
+    signer::SigningKey,
+    store::{Store, Table, sled::SledStore},
+    tls::ClientFiles,
+};
+use tonic::transport::Channel;
+
+const RECORDS: u32 = 500;
+const WORKERS: u32 = 8;
+
+struct Gateway {
+    child: Child,
+    addr: String,
+    metrics: SocketAddr,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `rxgate serve --dev` and waits until it answers.
+    async fn start(data: &Path, port: u16, relay_to: Option<u16>) -> Gateway {
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = data.with_extension(format!("{port}.log"));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
+        command
+            .args(["serve", "--dev", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &metrics.to_string()]);
+        if let Some(upstream) = relay_to {
+            command.args(["--relay-upstream", &format!("https://127.0.0.1:{upstream}")]);
+        }
+        let child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        let gateway = Gateway {
+            child,
+            addr: format!("https://127.0.0.1:{port}"),
+            metrics,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ClientFiles::dev("clinic")
+            .connect(&gateway.addr)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "{}", gateway.output());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        gateway
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    /// The value of one metric.
+    async fn metric(&self, name: &str) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut socket) = tokio::net::TcpStream::connect(self.metrics).await else {
+            return 0;
+        };
+        socket
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        socket.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `done` holds for the value of `name`.
+    async fn until(&self, name: &str, done: impl Fn(u64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let value = self.metric(name).await;
+            if done(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} = {value}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn signer(name: &str) -> SigningKey {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
+    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
+    SigningKey::new(
+        &read(format!("{name}.cert.pem")),
+        &read("sign-ca.cert.pem".into()),
+        &read(format!("{name}.key.pem")),
+    )
+    .unwrap()
+}
+
+fn signed(key: &SigningKey, content: Vec<u8>) -> pb::SignedDocument {
+    pb::SignedDocument {
+        cms_signature: key.sign(&content, SystemTime::now()).unwrap(),
+        content,
+    }
+}
+
+/// Registers, receives and dispenses prescription `i`.
+async fn make_record(
+    clinic: &mut PrescriptionServiceClient<Channel>,
+    pharmacy: &mut DispensingServiceClient<Channel>,
+    keys: &(SigningKey, SigningKey),
+    i: u32,
+) {
+    let today = JapanDate::of(SystemTime::now());
+    let number = format!("DRILL-{i:04}");
+    let rx = demo_prescription(&number, patient(10_000 + i), today);
+    let r = clinic
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(signed(&keys.0, rx.encode_to_vec())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    pharmacy
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(patient(10_000 + i)),
+            exchange_number: r.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(signed(
+                &keys.1,
+                demo_dispensing(&number, today).encode_to_vec(),
+            )),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (down_data, up_data) = (dir.path().join("down"), dir.path().join("up"));
+    let (down_port, up_port) = (free_port(), free_port());
+    let down = Gateway::start(&down_data, down_port, Some(up_port)).await;
+
+    // The upstream is down while every record is made.
+    let keys = Arc::new((signer("doctor"), signer("pharmacist")));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (addr, keys) = (down.addr.clone(), Arc::clone(&keys));
+        workers.push(tokio::spawn(async move {
+            let mut clinic = PrescriptionServiceClient::new(
+                ClientFiles::dev("clinic").connect(&addr).await.unwrap(),
+            );
+            let mut pharmacy = DispensingServiceClient::new(
+                ClientFiles::dev("pharmacy").connect(&addr).await.unwrap(),
+            );
+            for i in (w..RECORDS).step_by(WORKERS as usize) {
+                make_record(&mut clinic, &mut pharmacy, &keys, i).await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let events = u64::from(RECORDS) * 3;
+    assert_eq!(down.metric("rxgate_relay_up").await, 0);
+
+    // The upstream comes up; the relaying gateway is killed in the middle of relaying.
+    let up = Gateway::start(&up_data, up_port, None).await;
+    down.until("rxgate_relay_acked_sequence", |acked| acked >= events / 5)
+        .await;
+    down.kill();
+    let down = Gateway::start(&down_data, down_port, Some(up_port)).await;
+    down.until("rxgate_relay_acked_sequence", |acked| acked >= events)
+        .await;
+    assert_eq!(down.metric("rxgate_relay_dead_letters_total").await, 0);
+    down.kill();
+    up.kill();
+
+    let store = SledStore::open(&up_data).unwrap();
+    let rows = store
+        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().unwrap();
+    let held: Vec<_> = rows
+        .iter()
+        .map(|(_, v)| {
+            let IntakeRecord::V1(r) = decode(v).unwrap();
+            r
+        })
+        .collect();
+    assert_eq!(held.len(), RECORDS as usize, "every record, once");
+    let mut numbers: Vec<_> = held.iter().map(|r| r.number.clone()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), RECORDS as usize, "no record twice");
+    assert!(
+        held.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "in the order of the relaying gateway's event log"
+    );
+}
