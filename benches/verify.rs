@@ -1,5 +1,7 @@
 //! Signature verification: a whole signed prescription through `Verifier::verify`, with a cold
-//! chain (path building and certificate signatures every time) and a cached one.
+//! chain (path building and certificate signatures every time) and a cached one; and the ceiling
+//! beside it, one raw RSA-2048 / ECDSA P-256 signature verification with ring (our one crypto
+//! provider) over the same 32-byte digest input.
 //! `cargo bench --bench verify`
 
 use std::{path::Path, time::SystemTime};
@@ -59,5 +61,53 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verification);
+fn key_der(name: &str) -> Vec<u8> {
+    let pem = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("certs/hpki/{name}.key.pem")),
+    )
+    .unwrap();
+    der::pem::decode_vec(&pem).unwrap().1
+}
+
+fn ceilings(c: &mut Criterion) {
+    use ring::signature::{self, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let message = [7u8; 32];
+    let mut group = c.benchmark_group("raw_verify");
+
+    let rsa = signature::RsaKeyPair::from_pkcs8(&key_der("doctor")).unwrap();
+    let mut rsa_signature = vec![0; rsa.public().modulus_len()];
+    rsa.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &rng,
+        &message,
+        &mut rsa_signature,
+    )
+    .unwrap();
+    let rsa_public = signature::UnparsedPublicKey::new(
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+        rsa.public().as_ref().to_vec(),
+    );
+    group.bench_function("rsa2048", |b| {
+        b.iter(|| rsa_public.verify(&message, &rsa_signature).unwrap())
+    });
+
+    let ec = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &key_der("doctor-ec"),
+        &rng,
+    )
+    .unwrap();
+    let ec_signature = ec.sign(&rng, &message).unwrap();
+    let ec_public = signature::UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_ASN1,
+        ec.public_key().as_ref().to_vec(),
+    );
+    group.bench_function("ecdsa_p256", |b| {
+        b.iter(|| ec_public.verify(&message, ec_signature.as_ref()).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verification, ceilings);
 criterion_main!(benches);
