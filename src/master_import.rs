@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
+    grpc::file_kind_to_pb,
     masters::{FileKind, SourceFile},
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     tls::ClientFiles,
@@ -21,16 +22,6 @@ use crate::{
 
 /// Bytes per data message: well under the gateway's 256 KiB message limit.
 const CHUNK_BYTES: usize = 128 * 1024;
-
-fn kind_to_pb(kind: FileKind) -> pb::MasterFileKind {
-    match kind {
-        FileKind::YFull => pb::MasterFileKind::YFull,
-        FileKind::YUpdate => pb::MasterFileKind::YUpdate,
-        FileKind::YakkaList => pb::MasterFileKind::YakkaList,
-        FileKind::IppanMaster => pb::MasterFileKind::IppanMaster,
-        FileKind::Contraindications => pb::MasterFileKind::Contraindications,
-    }
-}
 
 /// Reads the files (a `.gz` is decompressed here) and names their kind from the official file
 /// names.
@@ -62,7 +53,7 @@ fn chunks(
         let header = pb::ImportMasterChunk {
             part: Some(Part::File(pb::ImportFileHeader {
                 name: file.name.clone(),
-                kind: kind_to_pb(kind) as i32,
+                kind: file_kind_to_pb(kind) as i32,
                 size: file.bytes.len() as u64,
             })),
         };

@@ -25,16 +25,7 @@ async fn register(h: &Harness, number: &str, n: u32, lines: usize, uses: u32) ->
     let mut rx = demo_prescription(number, patient(n), h.today());
     rx.lines = vec![rx.lines[0].clone(); lines];
     rx.refill_count = uses;
-    let r = h
-        .clinic("clinic")
-        .await
-        .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = h.register("clinic", &rx).await.unwrap();
     Rx {
         number: number.into(),
         id: r.prescription_id,
@@ -308,15 +299,7 @@ async fn a_refill_without_a_days_based_line_is_refused() {
     rx.refill_count = 2;
     rx.lines[0].dosing = pb::Dosing::AsNeeded as i32;
     rx.lines[0].days_supplied = 0;
-    let e = h
-        .clinic("clinic")
-        .await
-        .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = h.register("clinic", &rx).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("refill_count"), "{e:?}");
     h.shutdown().await;

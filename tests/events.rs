@@ -6,51 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, patient, start_with};
-use prost::Message;
-use rxgate::demo::{demo_dispensing, demo_prescription};
+use common::{Harness, start_with};
 use rxgate::proto::v1::{self as pb, event_service_client::EventServiceClient};
 use tonic::{Code, Streaming};
-
-async fn register(
-    h: &Harness,
-    clinic: &str,
-    number: &str,
-    n: u32,
-) -> pb::RegisterPrescriptionResponse {
-    let mut rx = demo_prescription(number, patient(n), h.today());
-    if clinic == "clinic2" {
-        rx.institution_code = "1310000002".into();
-    }
-    h.clinic(clinic)
-        .await
-        .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn receive_and_dispense(h: &Harness, number: &str, n: u32, exchange: &str) {
-    let mut pharmacy = h.pharmacy("pharmacy").await;
-    pharmacy
-        .receive_prescription(pb::ReceivePrescriptionRequest {
-            patient_key: Some(patient(n)),
-            exchange_number: exchange.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let record = demo_dispensing(number, h.today());
-    pharmacy
-        .record_dispensing(pb::RecordDispensingRequest {
-            dispensing_record: Some(h.sign("pharmacist", record.encode_to_vec())),
-        })
-        .await
-        .unwrap();
-}
 
 async fn watch(h: &Harness, who: &str, after: u64) -> Result<Streaming<pb::Event>, tonic::Status> {
     EventServiceClient::new(h.channel(who).await)
@@ -80,9 +38,10 @@ async fn take(stream: &mut Streaming<pb::Event>, n: usize) -> Vec<pb::Event> {
 async fn workload(h: &Harness, prefix: &str, first_patient: u32) {
     for i in 0..10 {
         let number = format!("{prefix}-{i}");
-        let r = register(h, "clinic", &number, first_patient + i).await;
+        let r = h.register_demo("clinic", &number, first_patient + i).await;
         if i % 2 == 0 {
-            receive_and_dispense(h, &number, first_patient + i, &r.exchange_number).await;
+            h.receive_and_dispense_demo(&number, first_patient + i, &r.exchange_number)
+                .await;
         }
     }
 }
@@ -118,7 +77,7 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
     assert!(!record.record.as_ref().unwrap().cms_signature.is_empty());
 
     // Live: a new registration reaches the open stream.
-    register(&h, "clinic", "EV-LIVE", 500).await;
+    h.register_demo("clinic", "EV-LIVE", 500).await;
     let live = take(&mut stream, 1).await;
     assert_eq!(live[0].sequence, 41);
     assert_eq!(live[0].prescription_number, "EV-LIVE");
@@ -126,7 +85,7 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
 
     // Across a restart the sequence goes on and resuming works the same.
     let h = h.restart().await;
-    register(&h, "clinic", "EV-AFTER", 501).await;
+    h.register_demo("clinic", "EV-AFTER", 501).await;
     let mut stream = watch(&h, "management", 41).await.unwrap();
     let after = take(&mut stream, 1).await;
     assert_eq!(
@@ -140,9 +99,9 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinic_sees_only_its_own_prescriptions_events() {
     let h = start_with(|_| {}).await;
-    register(&h, "clinic", "OWN-1", 1).await;
-    register(&h, "clinic2", "OTHER-1", 2).await;
-    register(&h, "clinic", "OWN-2", 3).await;
+    h.register_demo("clinic", "OWN-1", 1).await;
+    h.register_demo("clinic2", "OTHER-1", 2).await;
+    h.register_demo("clinic", "OWN-2", 3).await;
     let mut own = watch(&h, "clinic", 0).await.unwrap();
     let events = take(&mut own, 2).await;
     let numbers: Vec<_> = events
@@ -168,12 +127,12 @@ async fn a_clinic_sees_only_its_own_prescriptions_events() {
 async fn resuming_before_the_retained_range_is_out_of_range() {
     let h = start_with(|c| c.event_retention_days = 1).await;
     for i in 0..3 {
-        register(&h, "clinic", &format!("OLD-{i}"), i).await;
+        h.register_demo("clinic", &format!("OLD-{i}"), i).await;
     }
     // Two days later the server starts again and prunes on start; a new event follows.
     h.clock.set(h.now() + Duration::from_secs(2 * 86_400));
     let h = h.restart().await;
-    register(&h, "clinic", "NEW-1", 9).await;
+    h.register_demo("clinic", "NEW-1", 9).await;
     let e = watch(&h, "management", 0).await.unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange);
     let mut stream = watch(&h, "management", 3).await.unwrap();

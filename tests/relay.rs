@@ -7,47 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, free_port, patient, start_with};
-use prost::Message;
+use common::{Harness, free_port, start_with};
 use rxgate::{
     config::RelayFiles,
-    demo::{demo_dispensing, demo_prescription},
     domain::signature::Role,
-    proto::v1 as pb,
     service::records::{IntakeRecord, decode},
     store::{Store, Table, sled::SledStore},
 };
 
 async fn dispense_one(h: &Harness, number: &str, n: u32) {
-    let rx = demo_prescription(number, patient(n), h.today());
-    let r = h
-        .clinic("clinic")
-        .await
-        .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut pharmacy = h.pharmacy("pharmacy").await;
-    pharmacy
-        .receive_prescription(pb::ReceivePrescriptionRequest {
-            patient_key: Some(patient(n)),
-            exchange_number: r.exchange_number,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    pharmacy
-        .record_dispensing(pb::RecordDispensingRequest {
-            dispensing_record: Some(h.sign(
-                "pharmacist",
-                demo_dispensing(number, h.today()).encode_to_vec(),
-            )),
-        })
-        .await
-        .unwrap();
+    let r = h.register_demo("clinic", number, n).await;
+    h.receive_and_dispense_demo(number, n, &r.exchange_number)
+        .await;
 }
 
 /// Waits until the downstream's metric line reads `expected`.

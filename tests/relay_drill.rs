@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{free_port, patient};
+use common::{free_port, metrics_text, patient};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
@@ -95,17 +95,9 @@ impl Gateway {
 
     /// The value of one metric.
     async fn metric(&self, name: &str) -> u64 {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut socket) = tokio::net::TcpStream::connect(self.metrics).await else {
-            return 0;
-        };
-        socket
-            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        metrics_text(self.metrics)
             .await
-            .unwrap();
-        let mut text = String::new();
-        socket.read_to_string(&mut text).await.unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)

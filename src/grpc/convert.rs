@@ -283,7 +283,8 @@ fn file_kind(kind: i32) -> Option<FileKind> {
     }
 }
 
-fn file_kind_to_pb(kind: FileKind) -> pb::MasterFileKind {
+/// The wire name of a master file kind.
+pub fn file_kind_to_pb(kind: FileKind) -> pb::MasterFileKind {
     match kind {
         FileKind::YFull => pb::MasterFileKind::YFull,
         FileKind::YUpdate => pb::MasterFileKind::YUpdate,

@@ -37,7 +37,7 @@ fn check_response(findings: &[Finding]) -> pb::CheckResponse {
     }
 }
 
-pub use convert::{MAX_MESSAGE_BYTES, state_to_pb};
+pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
 pub use metered::MetricsLayer;
 
 /// tonic answers an oversize request with OUT_OF_RANGE before any handler runs; the contract

@@ -10,9 +10,11 @@ use std::{
     time::SystemTime,
 };
 
+use prost::Message;
 use rxgate::{
     app::{self, Server},
     config::Config,
+    demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
     proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
@@ -120,20 +122,62 @@ impl Harness {
 
     /// The line of GET /metrics that starts with `prefix` (empty if none).
     pub async fn metrics_line(&self, prefix: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut socket = tokio::net::TcpStream::connect(self.metrics_addr)
+        metrics_text(self.metrics_addr)
             .await
-            .unwrap();
-        socket
-            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        socket.read_to_string(&mut text).await.unwrap();
-        text.lines()
+            .lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// Registers `rx`, signed by the dev doctor, as the dev clinic `clinic`.
+    pub async fn register(
+        &self,
+        clinic: &str,
+        rx: &pb::Prescription,
+    ) -> Result<pb::RegisterPrescriptionResponse, tonic::Status> {
+        self.clinic(clinic)
+            .await
+            .register_prescription(pb::RegisterPrescriptionRequest {
+                prescription: Some(self.sign("doctor", rx.encode_to_vec())),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Registers the demo prescription `number` for patient `n` as the dev clinic `clinic`.
+    pub async fn register_demo(
+        &self,
+        clinic: &str,
+        number: &str,
+        n: u32,
+    ) -> pb::RegisterPrescriptionResponse {
+        let mut rx = demo_prescription(number, patient(n), self.today());
+        if clinic == "clinic2" {
+            rx.institution_code = "1310000002".into();
+        }
+        self.register(clinic, &rx).await.unwrap()
+    }
+
+    /// The dev pharmacy receives the demo prescription `number` of patient `n` and dispenses it.
+    pub async fn receive_and_dispense_demo(&self, number: &str, n: u32, exchange: &str) {
+        let mut pharmacy = self.pharmacy("pharmacy").await;
+        pharmacy
+            .receive_prescription(pb::ReceivePrescriptionRequest {
+                patient_key: Some(patient(n)),
+                exchange_number: exchange.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let record = demo_dispensing(number, self.today());
+        pharmacy
+            .record_dispensing(pb::RecordDispensingRequest {
+                dispensing_record: Some(self.sign("pharmacist", record.encode_to_vec())),
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -155,4 +199,17 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The text of GET /metrics at `addr`.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    text
 }
