@@ -906,12 +906,19 @@ pub struct GenericName {
     pub route: Option<Route>,
 }
 
-/// The master with ingredient lists: resolves codes to products and moieties.
+/// The master with ingredient lists: resolves codes to products and moieties. Every product and
+/// every 一般名コード is resolved once, here: a moiety key costs normalisation and string work that
+/// the checks, run inside the store's writer, cannot afford per call.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     master: Master,
     ingredients: Ingredients,
+    /// The product of every record, by receipt code.
+    products: HashMap<String, Product>,
+    /// Receipt codes by YJ code, sorted.
     by_yj: HashMap<String, Vec<String>>,
+    /// What every 一般名コード of the 一般名処方マスタ stands for.
+    generics: HashMap<String, GenericName>,
 }
 
 impl Catalog {
@@ -928,11 +935,31 @@ impl Catalog {
         for codes in by_yj.values_mut() {
             codes.sort();
         }
-        Catalog {
+        let generics = ingredients
+            .by_generic
+            .iter()
+            .map(|(code, name)| {
+                let generic = GenericName {
+                    code: code.clone(),
+                    moieties: moieties_of(name),
+                    route: Route::from_yj(code),
+                };
+                (code.clone(), generic)
+            })
+            .collect();
+        let mut catalog = Catalog {
             master,
             ingredients,
+            products: HashMap::new(),
             by_yj,
-        }
+            generics,
+        };
+        catalog.products = catalog
+            .master
+            .records()
+            .map(|r| (r.receipt_code.clone(), catalog.product_of(r)))
+            .collect();
+        catalog
     }
 
     pub fn master(&self) -> &Master {
@@ -968,33 +995,42 @@ impl Catalog {
     }
 
     /// The product of a receipt code.
-    pub fn by_receipt(&self, receipt_code: &str) -> Option<Product> {
-        self.master.record(receipt_code).map(|r| self.product_of(r))
+    pub fn product(&self, receipt_code: &str) -> Option<&Product> {
+        self.products.get(receipt_code)
     }
 
     /// The products sharing a YJ code (a brand and its "(選)" 67-code, for one), by receipt code.
-    pub fn by_yj(&self, yj_code: &str) -> Vec<Product> {
+    pub fn yj_products(&self, yj_code: &str) -> impl Iterator<Item = &Product> + Clone {
         self.by_yj
             .get(yj_code)
             .into_iter()
             .flatten()
-            .filter_map(|c| self.by_receipt(c))
-            .collect()
+            .filter_map(|c| self.product(c))
     }
 
     /// A 一般名コード's moieties (from the 一般名処方マスタ) and route (from its digits 5–7).
+    pub fn generic(&self, code: &str) -> Option<&GenericName> {
+        self.generics.get(code)
+    }
+
+    /// An owned copy of `product`.
+    pub fn by_receipt(&self, receipt_code: &str) -> Option<Product> {
+        self.product(receipt_code).cloned()
+    }
+
+    /// Owned copies of `yj_products`.
+    pub fn by_yj(&self, yj_code: &str) -> Vec<Product> {
+        self.yj_products(yj_code).cloned().collect()
+    }
+
+    /// An owned copy of `generic`.
     pub fn by_generic(&self, code: &str) -> Option<GenericName> {
-        let name = self.ingredients.by_generic(code)?;
-        Some(GenericName {
-            code: code.to_owned(),
-            moieties: moieties_of(name),
-            route: Route::from_yj(code),
-        })
+        self.generic(code).cloned()
     }
 
     /// All products, in no particular order.
     pub fn products(&self) -> impl Iterator<Item = Product> + '_ {
-        self.master.records().map(|r| self.product_of(r))
+        self.products.values().cloned()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::domain::master::{Route, moieties_of, parse_csv};
 
-use super::history::ResolvedDrug;
+use super::history::{DrugView, ResolvedDrug};
 
 /// Why the table text could not be read. Every variant names the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,15 +54,19 @@ impl RuleSide {
     /// (on its YJ code, or on a generic-name code for prefixes of at most nine characters, the
     /// part a 一般名コード shares with the YJ code), then the route test.
     pub fn matches(&self, drug: &ResolvedDrug) -> bool {
+        self.matches_view(&drug.view())
+    }
+
+    /// As `matches`, on a borrowed drug.
+    pub(crate) fn matches_view(&self, drug: &DrugView<'_>) -> bool {
         if !self.moieties.iter().all(|m| drug.moieties.contains(m)) {
             return false;
         }
         if !self.yj_prefixes.is_empty() {
-            let ok = self.yj_prefixes.iter().any(|p| match &drug.yj_code {
+            let ok = self.yj_prefixes.iter().any(|p| match drug.yj_code {
                 Some(yj) => yj.starts_with(p.as_str()),
                 None => drug
                     .generic_code
-                    .as_deref()
                     .is_some_and(|g| p.len() <= 9 && g.starts_with(p.as_str())),
             });
             if !ok {
@@ -268,6 +272,12 @@ impl ContraindicationTable {
     /// Every rule the pair (x, y) meets, in either orientation (the table is symmetric), in row
     /// order. A rule whose two sides both match in both orientations is reported once.
     pub fn lookup<'a>(&'a self, x: &ResolvedDrug, y: &ResolvedDrug) -> Vec<RuleMatch<'a>> {
+        self.rules_of(&x.view()).matching(&y.view()).collect()
+    }
+
+    /// The rules `x` is on a side of, in row order: the half of a pair lookup that depends on `x`
+    /// alone, done once per new line rather than once per pair.
+    pub(crate) fn rules_of(&self, x: &DrugView<'_>) -> RulesOf<'_> {
         let mut candidates: Vec<usize> = x
             .moieties
             .iter()
@@ -277,18 +287,48 @@ impl ContraindicationTable {
             .collect();
         candidates.sort_unstable();
         candidates.dedup();
-        let mut out = Vec::new();
-        for i in candidates {
-            let rule = &self.rules[i];
-            if rule.a.matches(x) && rule.b.matches(y) {
-                out.push(RuleMatch { rule, x_is_a: true });
-            } else if rule.b.matches(x) && rule.a.matches(y) {
-                out.push(RuleMatch {
+        RulesOf(
+            candidates
+                .into_iter()
+                .map(|i| &self.rules[i])
+                .map(|rule| SidedRule {
                     rule,
-                    x_is_a: false,
-                });
-            }
-        }
-        out
+                    x_on_a: rule.a.matches_view(x),
+                    x_on_b: rule.b.matches_view(x),
+                })
+                .filter(|s| s.x_on_a || s.x_on_b)
+                .collect(),
+        )
+    }
+}
+
+/// A rule and the sides one drug matches.
+#[derive(Debug, Clone, Copy)]
+struct SidedRule<'a> {
+    rule: &'a Rule,
+    x_on_a: bool,
+    x_on_b: bool,
+}
+
+/// The rules one drug `x` is on a side of (`ContraindicationTable::rules_of`).
+#[derive(Debug, Clone)]
+pub(crate) struct RulesOf<'a>(Vec<SidedRule<'a>>);
+
+impl<'a> RulesOf<'a> {
+    /// The rules the pair (x, y) meets, as `ContraindicationTable::lookup`.
+    pub fn matching<'s>(&'s self, y: &'s DrugView<'_>) -> impl Iterator<Item = RuleMatch<'a>> + 's {
+        self.0.iter().filter_map(|s| {
+            let x_is_a = if s.x_on_a && s.rule.b.matches_view(y) {
+                true
+            } else if s.x_on_b && s.rule.a.matches_view(y) {
+                false
+            } else {
+                return None;
+            };
+            Some(RuleMatch {
+                rule: s.rule,
+                x_is_a,
+            })
+        })
     }
 }

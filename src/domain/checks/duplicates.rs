@@ -3,8 +3,8 @@
 //! history. Pure: no IO, no clock, no tonic/prost/sled; depends only on the other check modules.
 
 use super::{
-    ActiveMedication, CheckOptions, DrugRef, Finding, FindingKind, Indicator, Origin, OtherSide,
-    ResolvedDrug, clip_summary, finding_id,
+    ActiveMedication, CheckOptions, DrugRef, DrugView, Finding, FindingKind, Indicator, Origin,
+    OtherSide, clip_summary, finding_id,
 };
 
 /// Duplicate findings (warning) for the new line `line` with drug `drug`: one per active history
@@ -13,7 +13,7 @@ use super::{
 /// same-class warning. There is no check inside the new prescription.
 pub(crate) fn duplicate_findings(
     line: usize,
-    drug: &ResolvedDrug,
+    drug: &DrugView<'_>,
     active: &[ActiveMedication<'_>],
     options: &CheckOptions,
 ) -> Vec<Finding> {
@@ -26,7 +26,11 @@ pub(crate) fn duplicate_findings(
                 FindingKind::Duplicate,
                 m.clone(),
                 m.clone(),
-                format!("重複投薬: {} と {} (同一成分 {m})", drug.name, other.name),
+                format!(
+                    "重複投薬: {} と {} (同一成分 {m})",
+                    drug.name(),
+                    other.name()
+                ),
             ),
             Some(_) => continue,
             None if options.same_class && !drug.class.is_empty() && drug.class == other.class => (
@@ -35,7 +39,9 @@ pub(crate) fn duplicate_findings(
                 other.moieties.join("・"),
                 format!(
                     "同効薬: {} と {} (薬効分類 {})",
-                    drug.name, other.name, drug.class
+                    drug.name(),
+                    other.name(),
+                    drug.class
                 ),
             ),
             None => continue,
@@ -55,13 +61,13 @@ pub(crate) fn duplicate_findings(
             line,
             own: Some(DrugRef {
                 code: drug.code.as_str().to_owned(),
-                name: Some(drug.name.clone()),
+                name: Some(drug.name().into_owned()),
                 moiety: Some(moiety_own),
             }),
             other: Some(OtherSide {
                 drug: DrugRef {
                     code: other.code.as_str().to_owned(),
-                    name: Some(other.name.clone()),
+                    name: Some(other.name().into_owned()),
                     moiety: Some(moiety_other),
                 },
                 origin: Origin::History(a.med.source.clone()),

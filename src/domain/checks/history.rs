@@ -2,6 +2,8 @@
 //! the patient's history medications and their active period. Pure: no IO, no clock (the check
 //! date is a parameter), no tonic/prost/sled; depends only on `domain::master`, `time`, `ids`.
 
+use std::borrow::Cow;
+
 use crate::domain::ids::InstitutionCode;
 use crate::domain::master::{Catalog, Route};
 use crate::domain::time::JapanDate;
@@ -45,47 +47,92 @@ pub struct ResolvedDrug {
     pub class: String,
 }
 
+impl ResolvedDrug {
+    pub(crate) fn view(&self) -> DrugView<'_> {
+        DrugView {
+            code: &self.code,
+            product_name: Some(&self.name),
+            yj_code: self.yj_code.as_deref(),
+            generic_code: self.generic_code.as_deref(),
+            moieties: &self.moieties,
+            route: self.route,
+            class: &self.class,
+        }
+    }
+}
+
 /// Resolves a code; `None` if it is unknown or names no ingredient. A YJ code shared by several
 /// products (a brand and its "(選)" code) resolves to the first current one by receipt code.
 pub fn resolve(catalog: &Catalog, code: &DrugCode) -> Option<ResolvedDrug> {
-    let product = match code {
-        DrugCode::Receipt(c) => catalog.by_receipt(c)?,
-        DrugCode::Yj(c) => {
-            let products = catalog.by_yj(c);
-            let pick = products
-                .iter()
-                .position(|p| p.current && !p.moieties.is_empty())
-                .or_else(|| products.iter().position(|p| !p.moieties.is_empty()))?;
-            products.into_iter().nth(pick)?
-        }
-        DrugCode::Generic(c) => {
-            let g = catalog.by_generic(c)?;
-            if g.moieties.is_empty() {
-                return None;
-            }
-            return Some(ResolvedDrug {
-                code: code.clone(),
-                name: g.moieties.join("・"),
-                yj_code: None,
-                generic_code: Some(g.code.clone()),
-                class: c.get(..4).unwrap_or("").to_owned(),
-                moieties: g.moieties,
-                route: g.route,
-            });
-        }
-    };
-    if product.moieties.is_empty() {
-        return None;
-    }
+    let view = DrugView::resolve(catalog, code)?;
     Some(ResolvedDrug {
         code: code.clone(),
-        name: product.name,
-        yj_code: Some(product.yj_code).filter(|y| !y.is_empty()),
-        generic_code: None,
-        moieties: product.moieties,
-        route: product.route,
-        class: product.class,
+        name: view.name().into_owned(),
+        yj_code: view.yj_code.map(str::to_owned),
+        generic_code: view.generic_code.map(str::to_owned),
+        moieties: view.moieties.to_vec(),
+        route: view.route,
+        class: view.class.to_owned(),
     })
+}
+
+/// A `ResolvedDrug` borrowed from the catalog and the code: what `check` compares, without a copy
+/// per history medication.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DrugView<'a> {
+    pub code: &'a DrugCode,
+    /// `None` for a generic-name code, named by its moieties.
+    product_name: Option<&'a str>,
+    pub yj_code: Option<&'a str>,
+    pub generic_code: Option<&'a str>,
+    pub moieties: &'a [String],
+    pub route: Option<Route>,
+    pub class: &'a str,
+}
+
+impl<'a> DrugView<'a> {
+    /// As `resolve`.
+    pub fn resolve(catalog: &'a Catalog, code: &'a DrugCode) -> Option<DrugView<'a>> {
+        let product = match code {
+            DrugCode::Receipt(c) => catalog.product(c)?,
+            DrugCode::Yj(c) => {
+                let mut products = catalog.yj_products(c).filter(|p| !p.moieties.is_empty());
+                products
+                    .clone()
+                    .find(|p| p.current)
+                    .or_else(|| products.next())?
+            }
+            DrugCode::Generic(c) => {
+                let g = catalog.generic(c)?;
+                return (!g.moieties.is_empty()).then_some(DrugView {
+                    code,
+                    product_name: None,
+                    yj_code: None,
+                    generic_code: Some(&g.code),
+                    moieties: &g.moieties,
+                    route: g.route,
+                    class: c.get(..4).unwrap_or(""),
+                });
+            }
+        };
+        (!product.moieties.is_empty()).then_some(DrugView {
+            code,
+            product_name: Some(&product.name),
+            yj_code: Some(product.yj_code.as_str()).filter(|y| !y.is_empty()),
+            generic_code: None,
+            moieties: &product.moieties,
+            route: product.route,
+            class: &product.class,
+        })
+    }
+
+    /// The product name, or for a generic-name code its moieties joined with ・.
+    pub fn name(&self) -> Cow<'a, str> {
+        match self.product_name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(self.moieties.join("・")),
+        }
+    }
 }
 
 /// How long a medication lasts.
@@ -157,6 +204,13 @@ impl Medication {
     /// Active on `date` iff date ∈ [start, start + days − 1].
     pub fn is_active_on(&self, date: JapanDate, route: Option<Route>) -> bool {
         self.start <= date && date <= self.last_day(route)
+    }
+
+    /// Whether the medication is active on `date` by some route. When it is not, it is inactive
+    /// whatever its code resolves to, and the code need not be resolved.
+    pub fn may_be_active_on(&self, date: JapanDate) -> bool {
+        // The route changes the period only by making it external.
+        self.is_active_on(date, None) || self.is_active_on(date, Some(Route::External))
     }
 
     /// The institution the same-institution exclusion compares.

@@ -25,12 +25,18 @@ pub mod contraindications;
 pub mod duplicates;
 pub mod history;
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 pub use consent::{Consent, mask};
 pub use contraindications::{ContraindicationTable, Rule, RuleLevel, RuleSide, TableError};
 pub use history::{DrugCode, Medication, ResolvedDrug, Source, SourceKind, Supply, resolve};
 
+use contraindications::RulesOf;
+use history::DrugView;
+
+use crate::domain::hash;
 use crate::domain::ids::InstitutionCode;
 use crate::domain::master::Catalog;
 use crate::domain::time::JapanDate;
@@ -182,12 +188,7 @@ pub fn finding_id(parts: &[&str]) -> String {
         ctx.update(&(p.len() as u64).to_be_bytes());
         ctx.update(p.as_bytes());
     }
-    let digest = ctx.finish();
-    let mut s = String::from("F-");
-    for b in &digest.as_ref()[..16] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("F-{}", hash::hex(&ctx.finish().as_ref()[..16]))
 }
 
 /// Cuts a summary to `SUMMARY_MAX_CHARS` characters, ending in `…` when cut.
@@ -201,23 +202,49 @@ pub fn clip_summary(s: String) -> String {
 }
 
 /// A resolved history medication that counts on the check date.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct ActiveMedication<'a> {
     pub med: &'a Medication,
-    pub drug: ResolvedDrug,
+    pub drug: DrugView<'a>,
 }
 
-fn own_ref(drug: &ResolvedDrug, moiety: &str) -> DrugRef {
+fn own_ref(drug: &DrugView<'_>, moiety: &str) -> DrugRef {
     DrugRef {
         code: drug.code.as_str().to_owned(),
-        name: Some(drug.name.clone()),
+        name: Some(drug.name().into_owned()),
         moiety: Some(moiety.to_owned()),
+    }
+}
+
+/// The other drug of a pair, borrowed until a finding needs its origin and id.
+#[derive(Debug, Clone, Copy)]
+enum Other<'a> {
+    History(&'a Medication),
+    Line(usize),
+}
+
+impl<'a> Other<'a> {
+    fn origin(self) -> Origin {
+        match self {
+            Other::History(med) => Origin::History(med.source.clone()),
+            Other::Line(line) => Origin::ThisPrescription { line },
+        }
+    }
+
+    /// What a finding id names the other drug's entry by.
+    fn id(self) -> Cow<'a, str> {
+        match self {
+            Other::History(med) => Cow::Borrowed(&med.source_id),
+            Other::Line(line) => Cow::Owned(format!("line:{line}")),
+        }
     }
 }
 
 /// Runs every check of `input.new_lines` against the active history. Findings come back sorted by
 /// (line, kind, id), each once. Unknown or unresolved codes give `not_checked` (info) findings,
-/// never an error.
+/// never an error. Runs inside the store's writer, so it copies nothing per medication: codes
+/// resolve to views of the catalog's precomputed products, a history line that cannot be active is
+/// not resolved, and a new line's table rules are found once, then tested against each drug.
 pub fn check(
     input: &CheckInput<'_>,
     catalog: &Catalog,
@@ -227,7 +254,7 @@ pub fn check(
     let mut findings = Vec::new();
 
     // The history that counts: counted once per source id, not excluded, active today.
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::with_capacity(input.history.len());
     let mut active: Vec<ActiveMedication<'_>> = Vec::new();
     let mut unresolved: Vec<&Medication> = Vec::new();
     for med in input.history {
@@ -237,7 +264,10 @@ pub fn check(
         if !options.include_same_institution && med.prescribing_institution() == input.caller {
             continue;
         }
-        match resolve(catalog, &med.drug) {
+        if !med.may_be_active_on(input.today) {
+            continue;
+        }
+        match DrugView::resolve(catalog, &med.drug) {
             Some(drug) => {
                 if med.is_active_on(input.today, drug.route) {
                     active.push(ActiveMedication { med, drug });
@@ -252,9 +282,9 @@ pub fn check(
         }
     }
 
-    let mut resolved_lines: Vec<(&NewLine, ResolvedDrug)> = Vec::new();
+    let mut resolved_lines = Vec::with_capacity(input.new_lines.len());
     for line in input.new_lines {
-        let Some(drug) = resolve(catalog, &line.drug) else {
+        let Some(drug) = DrugView::resolve(catalog, &line.drug) else {
             findings.push(not_checked_own(line));
             continue;
         };
@@ -264,33 +294,29 @@ pub fn check(
         findings.extend(duplicates::duplicate_findings(
             line.line, &drug, &active, options,
         ));
+        let rules = table.rules_of(&drug);
         for a in &active {
-            let origin = Origin::History(a.med.source.clone());
             findings.extend(contraindication_findings(
                 line.line,
                 &drug,
                 &a.drug,
-                origin,
-                &a.med.source_id,
-                table,
+                Other::History(a.med),
+                &rules,
                 options,
             ));
         }
-        resolved_lines.push((line, drug));
+        resolved_lines.push((line.line, drug, rules));
     }
 
     if options.within_prescription {
-        for (i, (x_line, x)) in resolved_lines.iter().enumerate() {
-            for (y_line, y) in &resolved_lines[i + 1..] {
-                let origin = Origin::ThisPrescription { line: y_line.line };
-                let other_id = format!("line:{}", y_line.line);
+        for (i, (x_line, x, x_rules)) in resolved_lines.iter().enumerate() {
+            for (y_line, y, _) in &resolved_lines[i + 1..] {
                 findings.extend(contraindication_findings(
-                    x_line.line,
+                    *x_line,
                     x,
                     y,
-                    origin,
-                    &other_id,
-                    table,
+                    Other::Line(*y_line),
+                    x_rules,
                     options,
                 ));
             }
@@ -322,7 +348,7 @@ fn not_checked_own(line: &NewLine) -> Finding {
     }
 }
 
-fn not_checked_history(line: &NewLine, drug: &ResolvedDrug, med: &Medication) -> Finding {
+fn not_checked_history(line: &NewLine, drug: &DrugView<'_>, med: &Medication) -> Finding {
     let code = med.drug.as_str();
     Finding {
         id: finding_id(&[
@@ -340,7 +366,7 @@ fn not_checked_history(line: &NewLine, drug: &ResolvedDrug, med: &Medication) ->
         line: line.line,
         own: Some(DrugRef {
             code: drug.code.as_str().to_owned(),
-            name: Some(drug.name.clone()),
+            name: Some(drug.name().into_owned()),
             moiety: None,
         }),
         other: Some(OtherSide {
@@ -355,18 +381,18 @@ fn not_checked_history(line: &NewLine, drug: &ResolvedDrug, med: &Medication) ->
     }
 }
 
-/// Contraindication findings of one ordered pair (own line drug `x`, other drug `y`).
+/// Contraindication findings of one ordered pair (own line drug `x` with its rules, other drug
+/// `y`).
 fn contraindication_findings(
     line: usize,
-    x: &ResolvedDrug,
-    y: &ResolvedDrug,
-    origin: Origin,
-    other_id: &str,
-    table: &ContraindicationTable,
+    x: &DrugView<'_>,
+    y: &DrugView<'_>,
+    other: Other<'_>,
+    x_rules: &RulesOf<'_>,
     options: &CheckOptions,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    for m in table.lookup(x, y) {
+    for m in x_rules.matching(y) {
         let rule = m.rule;
         let (own_side, other_side) = if m.x_is_a {
             (&rule.a, &rule.b)
@@ -405,16 +431,20 @@ fn contraindication_findings(
         let other_moiety = other_side.moieties.join("・");
         let summary = clip_summary(format!(
             "{label}: {} ({}) と {} ({})",
-            x.name, own_side.name, y.name, other_side.name
+            x.name(),
+            own_side.name,
+            y.name(),
+            other_side.name
         ));
+        let rule_id = rule.id();
         out.push(Finding {
             id: finding_id(&[
                 kind.as_str(),
                 &line.to_string(),
                 x.code.as_str(),
-                other_id,
+                &other.id(),
                 y.code.as_str(),
-                &rule.id(),
+                &rule_id,
             ]),
             kind,
             indicator,
@@ -423,10 +453,10 @@ fn contraindication_findings(
             own: Some(own_ref(x, &own_moiety)),
             other: Some(OtherSide {
                 drug: own_ref(y, &other_moiety),
-                origin: origin.clone(),
+                origin: other.origin(),
             }),
             rule: Some(RuleRef {
-                id: rule.id(),
+                id: rule_id,
                 mechanism: rule.mechanism.clone(),
                 source: rule.source.clone(),
                 verification: rule.verification.clone(),

@@ -1,0 +1,34 @@
+//! After the run: every registration the server acknowledged must read back from it
+//! (GetPrescriptionStatus by the registering clinic: same prescription number, and DISPENSED when
+//! its dispensing record was acknowledged too). Anything else counts as lost.
+
+use rxgate::proto::v1::{self as pb, prescription_service_client::PrescriptionServiceClient};
+
+use crate::{fleet::Fleet, pool, report::Audit, workload::Acked};
+
+const CONCURRENCY: usize = 64;
+
+pub async fn read_back(fleet: &Fleet, acked: Vec<Acked>) -> anyhow::Result<Audit> {
+    let acknowledged = acked.len() as u64;
+    let found = pool::run_bounded(acked, CONCURRENCY, |a| {
+        let channel = fleet.clinics[a.clinic].channel();
+        async move {
+            let status = PrescriptionServiceClient::new(channel)
+                .get_prescription_status(pb::GetPrescriptionStatusRequest {
+                    prescription_id: a.prescription_id.clone(),
+                })
+                .await;
+            Ok(matches!(status, Ok(s) if intact(&a, s.get_ref())))
+        }
+    })
+    .await?;
+    Ok(Audit {
+        acknowledged,
+        lost: found.iter().filter(|&&ok| !ok).count() as u64,
+    })
+}
+
+fn intact(acked: &Acked, status: &pb::PrescriptionStatus) -> bool {
+    status.prescription_number == acked.number
+        && (!acked.dispensed || status.state == pb::PrescriptionState::Dispensed as i32)
+}

@@ -1,0 +1,54 @@
+//! Untimed bulk work (setup, audit): run a task per item, a bounded number at once.
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+
+/// Runs `task(item)` for every item with at most `limit` in flight; the results in completion
+/// order. The first error stops the rest (tasks in flight are aborted).
+pub async fn run_bounded<I, T, F, Fut>(
+    items: impl IntoIterator<Item = I>,
+    limit: usize,
+    mut task: F,
+) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(I) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut items = items.into_iter();
+    let mut running = JoinSet::new();
+    let mut done = Vec::new();
+    loop {
+        while running.len() < limit.max(1) {
+            let Some(item) = items.next() else { break };
+            running.spawn(task(item));
+        }
+        let Some(joined) = running.join_next().await else {
+            return Ok(done);
+        };
+        done.push(joined.context("a task panicked")??);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_item_runs_once_and_errors_stop_the_rest() {
+        let mut squares = run_bounded(0..100u64, 7, |i| async move { Ok(i * i) })
+            .await
+            .unwrap();
+        squares.sort();
+        assert_eq!(squares, (0..100u64).map(|i| i * i).collect::<Vec<_>>());
+
+        let failed = run_bounded(0..100u64, 7, |i| async move {
+            anyhow::ensure!(i != 50, "item {i}");
+            Ok(i)
+        })
+        .await;
+        assert_eq!(failed.unwrap_err().to_string(), "item 50");
+    }
+}

@@ -1,0 +1,126 @@
+//! `--spawn`: runs `rxgate serve --dev` on a temporary data folder and a free loopback port, so
+//! that one command measures a fresh gateway. Ready is the gateway's own "listening" log line
+//! (which names the bound address); its log goes to `rxgate.log` in the temporary folder.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, ChildStderr, Command},
+    sync::oneshot,
+};
+
+/// How long the gateway may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A spawned gateway; killed when stopped or dropped, its folder removed.
+pub struct Gateway {
+    child: Child,
+    /// e.g. `https://127.0.0.1:43121`.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// `rxgate` beside the running binary (both are built into the same target folder).
+pub fn default_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    Ok(exe.with_file_name(format!("rxgate{}", std::env::consts::EXE_SUFFIX)))
+}
+
+impl Gateway {
+    pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+        if !binary.is_file() {
+            bail!(
+                "no rxgate binary at {}: build it (cargo build --release --bin rxgate) or name \
+                 it with --rxgate-bin",
+                binary.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("rxgate-loadtest-")
+            .tempdir()?;
+        let mut child = Command::new(binary)
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("store"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let log = dir.path().join("rxgate.log");
+        let (ready, listening) = oneshot::channel();
+        tokio::spawn(follow_log(stderr, log.clone(), ready));
+        let addr = tokio::select! {
+            addr = listening => addr.ok(),
+            _ = tokio::time::sleep(START_TIMEOUT) => None,
+        };
+        let Some(addr) = addr else {
+            let _ = child.kill().await;
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("the gateway did not start listening; its log:\n{text}");
+        };
+        Ok(Gateway {
+            child,
+            addr: format!("https://{addr}"),
+            dir,
+        })
+    }
+
+    /// Kills the gateway and waits for it (the data folder goes with `self`).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("stopping the gateway")
+    }
+}
+
+/// Copies the gateway's log to `path`; sends the address of its "rxgate listening" line.
+async fn follow_log(stderr: ChildStderr, path: PathBuf, ready: oneshot::Sender<String>) {
+    let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        return;
+    };
+    let mut ready = Some(ready);
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(addr) = listening_addr(&line)
+            && let Some(ready) = ready.take()
+        {
+            let _ = ready.send(addr.to_owned());
+        }
+        if file
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The address in the gateway's `rxgate listening … addr=127.0.0.1:PORT` log line.
+fn listening_addr(line: &str) -> Option<&str> {
+    if !line.contains("rxgate listening") {
+        return None;
+    }
+    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    Some(rest.split_whitespace().next().unwrap_or(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_names_the_address() {
+        let line = "2026-01-01T00:00:00.000000Z  INFO rxgate::app: rxgate listening (gRPC over \
+                    mutual TLS) addr=127.0.0.1:40123";
+        assert_eq!(listening_addr(line), Some("127.0.0.1:40123"));
+        assert_eq!(listening_addr("INFO other addr=1.2.3.4:5"), None);
+    }
+}
