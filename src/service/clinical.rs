@@ -20,6 +20,7 @@ use crate::{
         },
         ids::InstitutionCode,
         master::Catalog,
+        prescription::usable_through,
         rx::{DispensedLineFacts, RxLine},
         time::JapanDate,
     },
@@ -364,8 +365,13 @@ fn history(
         if exclude == Some(m.prescription_id.as_str()) {
             continue;
         }
-        // Entries of one prescription are adjacent: look its state up once.
+        let issued: JapanDate = m.start.parse().map_err(|_| corrupt("medication date"))?;
+        // An undispensed line is indexed only while its prescription is REGISTERED or ACCEPTED,
+        // and none expires within 4 days of its issue (the 4-day rule is the shortest usable
+        // period): only an older one needs its state read. Entries of one prescription are
+        // adjacent: its state is read once.
         let is_active = match &active {
+            _ if today <= usable_through(issued, None) => true,
             Some((id, is_active)) if *id == m.prescription_id => *is_active,
             _ => {
                 let is_active = Stored::load(tx, &m.prescription_id)?
