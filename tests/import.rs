@@ -134,9 +134,18 @@ async fn a_contraindication_table_import_replaces_the_table_and_a_bad_one_change
     let (ok, stdout, stderr) = import_cli(&h, &[&broken_path]);
     assert!(!ok, "{stdout}");
     assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    // Refused: nothing stored, nothing put in force.
+    assert_eq!(
+        h.metrics_line("rxgate_master_imported_files ").await,
+        "rxgate_master_imported_files 0"
+    );
     let (ok, stdout, stderr) = import_cli(&h, &[&small_path]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("1 contraindication rules"), "{stdout}");
+    assert_eq!(
+        h.metrics_line("rxgate_master_imported_files ").await,
+        "rxgate_master_imported_files 1"
+    );
 
     // A misnamed file is refused by the command before anything is sent.
     let (ok, _, stderr) = import_cli(&h, &[&dir.path().join("notes.csv")]);

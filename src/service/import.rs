@@ -91,22 +91,27 @@ pub async fn imported_files(store: &impl Store) -> Result<Vec<ImportFile>, store
     let stored = store
         .transact(|tx: &mut dyn Txn| stored_files(tx))
         .await??;
-    stored
-        .into_iter()
-        .map(|f| {
-            let mut bytes = Vec::new();
-            flate2::read::GzDecoder::new(f.gzip.as_slice())
-                .read_to_end(&mut bytes)
-                .map_err(|_| corrupt("imported master file"))?;
-            Ok(ImportFile {
-                kind: kind_of(f.kind),
-                file: SourceFile {
-                    name: f.name,
-                    bytes,
-                },
+    // Decompressing megabytes is blocking work: off the async runtime.
+    tokio::task::spawn_blocking(move || {
+        stored
+            .into_iter()
+            .map(|f| {
+                let mut bytes = Vec::new();
+                flate2::read::GzDecoder::new(f.gzip.as_slice())
+                    .read_to_end(&mut bytes)
+                    .map_err(|_| corrupt("imported master file"))?;
+                Ok(ImportFile {
+                    kind: kind_of(f.kind),
+                    file: SourceFile {
+                        name: f.name,
+                        bytes,
+                    },
+                })
             })
-        })
-        .collect()
+            .collect()
+    })
+    .await
+    .map_err(|e| store::Error::Engine(e.to_string()))?
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -153,9 +158,18 @@ impl Gateway {
             Ok(stored) => stored.iter().map(|f| f.sha256).collect(),
             Err(e) => return self.refuse(draft, e).await,
         };
+        // Hashing and (below) compressing megabytes is blocking work: off the async runtime.
+        let hashed = tokio::task::spawn_blocking(move || {
+            let digests: Vec<[u8; 32]> = files.iter().map(|f| sha256(&f.file.bytes)).collect();
+            (files, digests)
+        })
+        .await;
+        let (files, digests) = match hashed {
+            Ok(hashed) => hashed,
+            Err(e) => return self.refuse(draft, Error::Internal(e.to_string())).await,
+        };
         let mut fresh: Vec<(ImportFile, [u8; 32])> = Vec::new();
-        for f in &files {
-            let digest = sha256(&f.file.bytes);
+        for (f, &digest) in files.iter().zip(&digests) {
             if !known.contains(&digest) && !fresh.iter().any(|(_, d)| *d == digest) {
                 fresh.push((f.clone(), digest));
             }
@@ -170,12 +184,20 @@ impl Gateway {
                 return self.refuse(draft, error).await;
             }
         }
-        let built = if fresh.is_empty() {
-            None
+        let to_build = sources.clone();
+        let to_compress: Vec<Vec<u8>> = fresh.iter().map(|(f, _)| f.file.bytes.clone()).collect();
+        let (built, compressed) = if fresh.is_empty() {
+            (None, Vec::new())
         } else {
-            let to_build = sources.clone();
-            match tokio::task::spawn_blocking(move || to_build.build()).await {
-                Ok(Ok(built)) => Some(built),
+            let work = tokio::task::spawn_blocking(move || {
+                let built = to_build.build()?;
+                Ok::<_, crate::masters::Error>((
+                    built,
+                    to_compress.iter().map(|b| gzip(b)).collect(),
+                ))
+            });
+            match work.await {
+                Ok(Ok((built, compressed))) => (Some(built), compressed),
                 Ok(Err(e)) => {
                     let error = Error::invalid("files", &e.to_string());
                     return self.refuse(draft, error).await;
@@ -189,7 +211,8 @@ impl Gateway {
         let certificate_sha256 = caller.certificate_sha256;
         let records: Vec<ImportedFileRecord> = fresh
             .iter()
-            .map(|(f, digest)| {
+            .zip(compressed)
+            .map(|((f, digest), gzip)| {
                 ImportedFileRecord::V1(ImportedFileV1 {
                     name: f.file.name.clone(),
                     kind: kind_v1(f.kind),
@@ -197,7 +220,7 @@ impl Gateway {
                     time_ms,
                     institution_code: caller_code.clone(),
                     certificate_sha256,
-                    gzip: gzip(&f.file.bytes),
+                    gzip,
                 })
             })
             .collect();
