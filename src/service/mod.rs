@@ -1586,7 +1586,16 @@ struct LineProgress {
 impl LineProgress {
     /// From the prescription's registered dispensing records.
     fn of(tx: &dyn Txn, id: &str) -> Result<LineProgress, store::Error> {
+        Ok(Self::with_records(tx, id)?.0)
+    }
+
+    /// The progress and the stored records it comes from, in record-number order.
+    fn with_records(
+        tx: &dyn Txn,
+        id: &str,
+    ) -> Result<(LineProgress, Vec<DispensingV1>), store::Error> {
         let mut progress = LineProgress::default();
+        let mut records = Vec::new();
         for (_, v) in tx.scan_prefix(Table::Dispensings, &key(&[id.as_bytes(), b""]), usize::MAX)? {
             let DispensingRecordRecord::V1(d) = decode(&v)?;
             let document = DispensingRecord::decode(d.content.as_slice())
@@ -1594,8 +1603,9 @@ impl LineProgress {
             let facts = DispensingFacts::try_from(&document)
                 .map_err(|_| corrupt("stored dispensing record"))?;
             progress.add(&facts.lines);
+            records.push(d);
         }
-        Ok(progress)
+        Ok((progress, records))
     }
 
     fn add(&mut self, lines: &[DispensedLineFacts]) {
@@ -1732,15 +1742,8 @@ fn allocate_exchange_number(
 
 fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, Error> {
     let r = &stored.record;
-    let mut dispensings = Vec::new();
-    for (_, v) in tx.scan_prefix(
-        Table::Dispensings,
-        &key(&[r.id.as_bytes(), b""]),
-        usize::MAX,
-    )? {
-        let DispensingRecordRecord::V1(d) = decode(&v)?;
-        dispensings.push(DispensingSummary::from(d));
-    }
+    let (progress, records) = LineProgress::with_records(tx, &r.id)?;
+    let dispensings = records.into_iter().map(DispensingSummary::from).collect();
     let state = stored.lifecycle.state_on(today);
     let life = &stored.lifecycle;
     let refill = life.uses > 1;
@@ -1748,7 +1751,7 @@ fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, E
         id: r.id.clone(),
         institution: r.institution.clone(),
         number: r.number.clone(),
-        lines: LineProgress::of(tx, &r.id)?.states(r.line_count, state.is_active()),
+        lines: progress.states(r.line_count, state.is_active()),
         uses: life.uses,
         uses_dispensed: if refill {
             life.records
