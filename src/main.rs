@@ -25,6 +25,10 @@ use rxgate::{
     trust::{CrlFile, TrustFiles},
 };
 
+/// mimalloc, not glibc malloc: allocation was a quarter of the store writer's time under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rxgate",

@@ -15,6 +15,10 @@
 //! - `echo`: the in-process echo server over the gateway's TLS stack.
 //! - `pool`: bounded concurrency for untimed bulk work.
 
+/// The same allocator as the gateway's, so the client costs what it would beside it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit;
 mod cli;
 mod corpus;
