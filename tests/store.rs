@@ -381,6 +381,87 @@ async fn group_commit_flushes_less_often_than_it_commits() {
     assert!(stats.flush_time > std::time::Duration::ZERO);
 }
 
+/// Transactions of one batch see each other's writes (and deletions) before any reaches the
+/// tree; a rolled-back one in between leaves no trace; after the batch all of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_of_one_batch_see_each_others_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for k in [b"a", b"c", b"e"] {
+        put(&store, Table::Meta, k, b"tree").await;
+    }
+    // The writer sleeps in the first transaction while the others queue: they run as the next
+    // batch, one after another.
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let holder = store.transact(move |_| {
+        started.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok::<_, Error>(())
+    });
+    started_rx.recv().unwrap();
+    let batches_before = store.stats().batches;
+    let first = store.transact(|tx| {
+        tx.put(Table::Meta, b"b", b"first");
+        tx.delete(Table::Meta, b"c");
+        Ok::<_, Error>(())
+    });
+    let rolled_back = store.transact(|tx| {
+        tx.put(Table::Meta, b"d", b"rolled back");
+        tx.delete(Table::Meta, b"e");
+        Err::<(), _>("no")
+    });
+    let second = store.transact(|tx| {
+        let seen = tx.scan_prefix(Table::Meta, b"", usize::MAX)?;
+        let got_b = tx.get(Table::Meta, b"b")?;
+        let got_c = tx.get(Table::Meta, b"c")?;
+        tx.put(Table::Meta, b"a", b"second");
+        tx.put(Table::Meta, b"f", b"second");
+        let own = tx.scan_range(Table::Meta, b"a", b"z", 3)?;
+        Ok::<_, Error>((seen, got_b, got_c, own))
+    });
+    holder.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(rolled_back.await.unwrap(), Err("no"));
+    let (seen, got_b, got_c, own) = second.await.unwrap().unwrap();
+    assert_eq!(store.stats().batches, batches_before + 1, "one batch");
+    let entry = |k: &[u8], v: &[u8]| (k.to_vec(), v.to_vec());
+    assert_eq!(
+        seen,
+        vec![
+            entry(b"a", b"tree"),
+            entry(b"b", b"first"),
+            entry(b"e", b"tree")
+        ]
+    );
+    assert_eq!(got_b.as_deref(), Some(b"first".as_slice()));
+    assert_eq!(got_c, None);
+    assert_eq!(
+        own,
+        vec![
+            entry(b"a", b"second"),
+            entry(b"b", b"first"),
+            entry(b"e", b"tree")
+        ]
+    );
+
+    drop(store);
+    let store = open(dir.path());
+    let stored = store
+        .transact(|tx| tx.scan_prefix(Table::Meta, b"", usize::MAX))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            entry(b"a", b"second"),
+            entry(b"b", b"first"),
+            entry(b"e", b"tree"),
+            entry(b"f", b"second")
+        ]
+    );
+}
+
 #[tokio::test]
 async fn read_only_and_rolled_back_transactions_need_no_flush() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,19 +5,23 @@
 //! # Design
 //!
 //! - **One tree, one prefix byte per table.** Every [`Table`] is a one-byte key prefix in a single
-//!   sled tree, so a transaction's write set, whatever tables it spans, is one
-//!   [`sled::Batch`] applied with `apply_batch`, which sled recovers all-or-nothing after a
-//!   crash. The prefix bytes are part of the on-disk format: never renumber them.
+//!   sled tree, so a write set, whatever tables it spans, is one [`sled::Batch`] applied with
+//!   `apply_batch`, which sled recovers all-or-nothing after a crash. The prefix bytes are part
+//!   of the on-disk format: never renumber them.
 //! - **One writer thread runs everything.** [`SledStore::submit`] sends the boxed transaction
 //!   function over a std channel to a dedicated thread that owns the tree. Transactions therefore
 //!   run strictly one after another, in submission order, so a "check, then write" inside one
-//!   function needs no compare-and-set. A function's writes go to an in-memory overlay (reads
-//!   and scans merge it over the tree); on `Ok` the overlay becomes one batch, on `Err` or panic
-//!   (caught with `catch_unwind`) it is dropped, so nothing is written.
+//!   function needs no compare-and-set. A function's writes go to an in-memory overlay; on `Ok`
+//!   they join the batch's overlay of committed writes, on `Err` or panic (caught with
+//!   `catch_unwind`) they are dropped, so nothing is written. Reads and scans merge the
+//!   function's overlay over the batch's over the tree.
 //! - **Group commit.** When the thread wakes it takes every queued transaction, up to
-//!   [`MAX_BATCH`], runs them one after another (each sees the previous ones' writes, which are
-//!   already applied to the tree), then calls `flush()` (write + fsync) once for the whole
-//!   batch, and only then answers. Under load one fsync covers many transactions.
+//!   [`MAX_BATCH`], runs them one after another (each sees the previous ones' writes, through
+//!   the batch's overlay), applies every committed write of the batch as one sled batch, calls
+//!   `flush()` (write + fsync) once, and only then answers. Under load one `apply_batch` and one
+//!   fsync cover many transactions: sled rolls its IO buffers at every `apply_batch` (two log
+//!   writes each), which one per transaction made the largest cost of a registration. A crash
+//!   keeps all of a batch or none of it, so each transaction's writes stay all-or-nothing.
 //! - **Nothing non-durable is revealed.** Only the writer thread reads, so the only non-durable
 //!   state anyone can observe is that of the current batch, and every transaction that ran after
 //!   a write of the batch (including read-only and rolled-back ones, whose results may carry
@@ -309,35 +313,40 @@ impl Writer {
 
         // Answers held back until the batch's writes are durable.
         let mut waiting = Vec::new();
-        let mut wrote = false;
+        // The writes the batch's transactions committed, not yet in the tree.
+        let mut committed = Overlay::new();
         for job in batch.drain(..) {
             let result = match &self.failed {
                 Some(error) => Err(error.clone()),
-                None => self.run_one(job.f, &mut wrote),
+                None => self.run_one(job.f, &mut committed),
             };
-            if wrote {
-                waiting.push((job.answer, result));
-            } else {
+            if committed.is_empty() {
                 // Saw only state flushed by earlier batches. The caller may be gone: fine.
                 let _ = job.answer.send(result);
+            } else {
+                waiting.push((job.answer, result));
             }
         }
-        if !wrote {
+        if committed.is_empty() {
             return;
         }
 
-        let started = Instant::now();
-        let flushed = self.db.flush();
-        c.flushes.fetch_add(1, Ordering::Relaxed);
-        let took = started.elapsed();
-        c.flush_nanos.fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        c.flush_latency.observe_duration(took);
+        let mut writes = ::sled::Batch::default();
+        for (key, value) in committed {
+            match value {
+                Some(value) => writes.insert(key, value),
+                None => writes.remove(key),
+            }
+        }
+        let flushed = self.tree.apply_batch(writes).and_then(|()| {
+            let started = Instant::now();
+            let flushed = self.db.flush();
+            self.counted_flush(started.elapsed());
+            flushed
+        });
         let flush_error = flushed.err().map(engine_error);
         if let Some(error) = &flush_error {
-            tracing::error!(%error, "store flush failed: refusing further transactions");
+            tracing::error!(%error, "store write failed: refusing further transactions");
             self.failed = Some(error.clone());
         }
         for (answer, result) in waiting {
@@ -349,34 +358,32 @@ impl Writer {
         }
     }
 
-    /// Runs one transaction function and applies its writes if it returned `Ok`. Sets `wrote`
-    /// as soon as anything reached the tree (even if applying then failed).
-    fn run_one(&mut self, f: TxnFn, wrote: &mut bool) -> Result<Outcome, Error> {
+    fn counted_flush(&self, took: Duration) {
+        let c = &self.counters;
+        c.flushes.fetch_add(1, Ordering::Relaxed);
+        c.flush_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        c.flush_latency.observe_duration(took);
+    }
+
+    /// Runs one transaction function over the tree and the batch's `committed` writes, and adds
+    /// its own writes to them if it returned `Ok`.
+    fn run_one(&mut self, f: TxnFn, committed: &mut Overlay) -> Result<Outcome, Error> {
         let mut txn = SledTxn {
             tree: &self.tree,
-            writes: BTreeMap::new(),
+            committed,
+            writes: Overlay::new(),
         };
         // The overlay is discarded after a panic, so no broken state can be observed.
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
             .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())))?;
-        if outcome.is_err() || txn.writes.is_empty() {
-            return Ok(outcome);
+        let writes = txn.writes;
+        if outcome.is_ok() && !writes.is_empty() {
+            committed.extend(writes);
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        let mut writes = ::sled::Batch::default();
-        for (key, value) in txn.writes {
-            match value {
-                Some(value) => writes.insert(key, value),
-                None => writes.remove(key),
-            }
-        }
-        *wrote = true;
-        if let Err(error) = self.tree.apply_batch(writes) {
-            let error = engine_error(error);
-            tracing::error!(%error, "store write failed: refusing further transactions");
-            self.failed = Some(error.clone());
-            return Err(error);
-        }
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
         Ok(outcome)
     }
 }
@@ -391,11 +398,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A transaction on the writer thread: the tree as left by earlier transactions, plus this
-/// transaction's own writes (`None` = deleted), keyed like the tree (table tag + key).
+/// Writes by key as the tree keys them (table tag + key); `None` = deleted.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A transaction on the writer thread: the tree as left by earlier batches, the writes of the
+/// batch's earlier transactions, and this transaction's own, each shadowing the one before.
 struct SledTxn<'a> {
     tree: &'a ::sled::Tree,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    committed: &'a Overlay,
+    writes: Overlay,
 }
 
 fn tree_key(table: Table, key: &[u8]) -> Vec<u8> {
@@ -419,46 +430,44 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl SledTxn<'_> {
-    /// The entries in `[lo, hi)` of the tree with the overlay merged in, at most `limit`, with
-    /// the table tag removed from the keys.
+    /// The entries in `[lo, hi)` of the tree with the batch's and this transaction's writes
+    /// merged in, at most `limit`, with the table tag removed from the keys.
     fn scan(&self, lo: Vec<u8>, hi: Vec<u8>, limit: usize) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
         if limit == 0 || lo >= hi {
             return Ok(out);
         }
+        let bounds = (
+            Bound::Included(lo.as_slice()),
+            Bound::Excluded(hi.as_slice()),
+        );
         let mut base = self.tree.range(lo.as_slice()..hi.as_slice());
-        let mut own = self
-            .writes
-            .range::<[u8], _>((
-                Bound::Included(lo.as_slice()),
-                Bound::Excluded(hi.as_slice()),
-            ))
-            .peekable();
+        let mut committed = self.committed.range::<[u8], _>(bounds).peekable();
+        let mut own = self.writes.range::<[u8], _>(bounds).peekable();
         let mut next_base = base.next().transpose().map_err(engine_error)?;
         while out.len() < limit {
-            let from_base = match (&next_base, own.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((base_key, _)), Some((own_key, _))) => {
-                    if base_key.as_ref() == own_key.as_slice() {
-                        // Our own write shadows the stored entry.
-                        next_base = base.next().transpose().map_err(engine_error)?;
-                        false
-                    } else {
-                        base_key.as_ref() < own_key.as_slice()
-                    }
-                }
+            let heads = [
+                next_base.as_ref().map(|(k, _)| k.as_ref()),
+                committed.peek().map(|(k, _)| k.as_slice()),
+                own.peek().map(|(k, _)| k.as_slice()),
+            ];
+            let Some(key) = heads.into_iter().flatten().min().map(<[u8]>::to_vec) else {
+                break;
             };
-            if from_base {
-                if let Some((key, value)) = next_base.take() {
-                    out.push((key[1..].to_vec(), value.to_vec()));
-                }
+            // Every source at this key moves on; the newest one's value (or deletion) counts.
+            let mut value = None;
+            if let Some((_, v)) = next_base.take_if(|(k, _)| k.as_ref() == key.as_slice()) {
+                value = Some(v.to_vec());
                 next_base = base.next().transpose().map_err(engine_error)?;
-            } else if let Some((key, value)) = own.next()
-                && let Some(value) = value
-            {
-                out.push((key[1..].to_vec(), value.clone()));
+            }
+            if let Some((_, v)) = committed.next_if(|(k, _)| k.as_slice() == key.as_slice()) {
+                value.clone_from(v);
+            }
+            if let Some((_, v)) = own.next_if(|(k, _)| k.as_slice() == key.as_slice()) {
+                value.clone_from(v);
+            }
+            if let Some(value) = value {
+                out.push((key[1..].to_vec(), value));
             }
         }
         Ok(out)
@@ -468,8 +477,8 @@ impl SledTxn<'_> {
 impl Txn for SledTxn<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let key = tree_key(table, key);
-        match self.writes.get(&key) {
-            Some(own) => Ok(own.clone()),
+        match self.writes.get(&key).or_else(|| self.committed.get(&key)) {
+            Some(written) => Ok(written.clone()),
             None => Ok(self
                 .tree
                 .get(&key)
