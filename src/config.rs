@@ -33,6 +33,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The folder of the embedded store (created if missing).
     pub data_dir: PathBuf,
+    /// The store's page cache, in MiB: the bulk of the gateway's memory (README, Performance).
+    #[serde(default = "default_store_cache_mib")]
+    pub store_cache_mib: u64,
     /// Trust for document signatures (HPKI): anchors, intermediates, one CRL per issuing CA.
     pub signing: TrustFiles,
     /// CertificatePolicies OIDs a signer certificate must carry.
@@ -221,6 +224,9 @@ fn default_signing_window() -> u64 {
 fn default_skew() -> u64 {
     300
 }
+fn default_store_cache_mib() -> u64 {
+    crate::store::sled::DEFAULT_CACHE_MIB
+}
 fn default_chain_cache() -> usize {
     10_000
 }
@@ -290,6 +296,7 @@ impl Config {
         Config {
             listen: default_listen(),
             data_dir,
+            store_cache_mib: default_store_cache_mib(),
             signing: TrustFiles::dev(),
             signature_policies: vec![
                 HPKI_SIGNATURE_POLICY.to_string(),
@@ -328,6 +335,9 @@ impl Config {
         let invalid = |s: &str| Err(Error::Invalid(s.to_owned()));
         if self.signing.anchors.is_empty() {
             return invalid("signing.anchors must name at least one trust anchor");
+        }
+        if self.store_cache_mib < 16 {
+            return invalid("store_cache_mib must be at least 16");
         }
         if self.signature_policies.is_empty() {
             return invalid("signature_policies must name at least one policy OID");

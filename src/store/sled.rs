@@ -58,6 +58,9 @@ use tokio::sync::oneshot;
 use super::{Answer, Entry, Error, Outcome, Stats, Store, Table, Txn, TxnFn};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
+/// The page cache of [`SledStore::open`], in MiB (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_MIB: u64 = 256;
+
 /// The most transactions run between two flushes.
 pub const MAX_BATCH: usize = 1024;
 
@@ -145,10 +148,17 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in the directory `path` and starts its writer thread.
+    /// Opens (or creates) the store in the directory `path`, with a page cache of
+    /// [`DEFAULT_CACHE_MIB`], and starts its writer thread.
     pub fn open(path: &Path) -> Result<SledStore, Error> {
+        SledStore::open_with_cache(path, DEFAULT_CACHE_MIB)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_mib` MiB.
+    pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<SledStore, Error> {
         let db = ::sled::Config::new()
             .path(path)
+            .cache_capacity(cache_mib.saturating_mul(1 << 20))
             .open()
             .map_err(engine_error)?;
         let tree = db.open_tree(TREE).map_err(engine_error)?;
