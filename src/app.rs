@@ -107,7 +107,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Arc::new(SledStore::open_with_cache(&config.data_dir, config.store_cache_mib).context("opening the store")?);
+    let store = Arc::new(
+        SledStore::open_with_cache(&config.data_dir, config.store_cache_mib)
+            .context("opening the store")?,
+    );
     let (verifier, mut crl_watcher) = config
         .signing
         .load(config.verifier_config()?)
