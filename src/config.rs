@@ -471,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn the_store_cache_defaults_as_documented_and_a_tiny_one_is_refused() {
+        let commented = "# store_cache_mib = 256\n";
+        assert!(example().contains(commented));
+        let default: Config = toml::from_str(&example()).unwrap();
+        let stated: Config =
+            toml::from_str(&example().replace(commented, "store_cache_mib = 256\n")).unwrap();
+        assert_eq!(default.store_cache_mib, stated.store_cache_mib);
+        let tiny: Config =
+            toml::from_str(&example().replace(commented, "store_cache_mib = 8\n")).unwrap();
+        assert!(tiny.validate().is_err());
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         let text = format!("surprise = 1\n{}", example());
         assert!(toml::from_str::<Config>(&text).is_err());
