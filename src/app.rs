@@ -286,7 +286,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             .context("closing the store")?;
         served.context("serving")
     });
-    tracing::info!(%addr, "rxgate listening (gRPC over mutual TLS)");
+    tracing::info!(%addr, metrics = %metrics_addr, "rxgate listening (gRPC over mutual TLS)");
     Ok(Server {
         addr,
         metrics_addr,

@@ -58,6 +58,10 @@ pub struct Options {
         conflicts_with = "spawn"
     )]
     pub addr: String,
+    /// Where the measured gateway serves `GET /metrics` (HOST:PORT), read before and after the
+    /// load for the server-side figures. With --spawn: the spawned gateway's own.
+    #[arg(long, conflicts_with = "spawn")]
+    pub metrics: Option<String>,
     /// The institution TLS PKI (default: the repository's development PKI): `ca.cert.pem` (trusted for the server certificate, and the
     /// issuer of the minted institution certificates, with `ca.key.pem`); the echo server also
     /// serves `server.cert.pem` / `server.key.pem` and checks `ca.crl.pem`, as the gateway does.
@@ -120,6 +124,21 @@ impl Scenario {
             Scenario::FullFlow => "full-flow",
             Scenario::Check => "check",
             Scenario::Echo => "echo",
+        }
+    }
+
+    /// The gateway RPCs one operation calls, as the gateway's metrics name them.
+    pub fn rpcs(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Register => &["RegisterPrescription"],
+            Scenario::FullFlow => &[
+                "RegisterPrescription",
+                "LookupPrescription",
+                "ReceivePrescription",
+                "RecordDispensing",
+            ],
+            Scenario::Check => &["CheckPrescription"],
+            Scenario::Echo => &[],
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `audit`: every acknowledged registration must read back.
 //! - `spawn`: `--spawn` starts a `rxgate serve --dev` on a temporary folder.
 //! - `echo`: the in-process echo server over the gateway's TLS stack.
+//! - `server`: the gateway's own figures, from its `/metrics` before and after the load.
 //! - `pool`: bounded concurrency for untimed bulk work.
 
 /// The same allocator as the gateway's, so the client costs what it would beside it.
@@ -28,6 +29,7 @@ mod fleet;
 mod pki;
 mod pool;
 mod report;
+mod server;
 mod signers;
 mod spawn;
 mod workload;
@@ -61,7 +63,7 @@ const ECHO_PAYLOADS: usize = 256;
 /// What is measured.
 enum Target {
     Remote(String),
-    Spawned(Gateway),
+    Spawned(Box<Gateway>),
     Echo(EchoServer),
 }
 
@@ -77,7 +79,7 @@ impl Target {
             Some(path) => path.clone(),
             None => spawn::default_binary()?,
         };
-        Ok(Target::Spawned(Gateway::start(&binary).await?))
+        Ok(Target::Spawned(Box::new(Gateway::start(&binary).await?)))
     }
 
     fn addr(&self) -> String {
@@ -85,6 +87,15 @@ impl Target {
             Target::Remote(addr) => addr.clone(),
             Target::Spawned(gateway) => gateway.addr.clone(),
             Target::Echo(server) => format!("https://{}", server.addr),
+        }
+    }
+
+    /// Where the measured gateway serves its metrics (the echo has none).
+    fn metrics(&self, o: &Options) -> Option<String> {
+        match self {
+            Target::Remote(_) => o.metrics.clone(),
+            Target::Spawned(gateway) => Some(gateway.metrics.clone()),
+            Target::Echo(_) => None,
         }
     }
 
@@ -180,7 +191,13 @@ async fn measure(o: &Options, target: &Target) -> anyhow::Result<u64> {
         warmup: o.warmup(),
         duration: o.duration(),
     };
+    let metrics = target.metrics(o);
+    let before = read_metrics(metrics.as_deref()).await;
     let outcome = driver::run(o.load(), window, Arc::clone(&workload)).await?;
+    let after = read_metrics(metrics.as_deref()).await;
+    let server = before
+        .zip(after)
+        .map(|(before, after)| server::figures(&before, &after, o.scenario.rpcs()));
     let audit = audit::read_back(&workload.fleet, workload.acked()).await?;
 
     let mut notes = vec![
@@ -246,8 +263,19 @@ async fn measure(o: &Options, target: &Target) -> anyhow::Result<u64> {
         }),
         notes,
     };
-    report::print(&header, &workload.recorder, outcome.measured, audit);
+    report::print(&header, &workload.recorder, outcome.measured, audit, server);
     Ok(audit.lost)
+}
+
+/// The gateway's metrics, if it serves them where we know; a failure is said, not fatal.
+async fn read_metrics(addr: Option<&str>) -> Option<server::Scrape> {
+    match server::Scrape::read(addr?).await {
+        Ok(scrape) => Some(scrape),
+        Err(e) => {
+            eprintln!("loadtest: note: no server-side figures: {e:#}");
+            None
+        }
+    }
 }
 
 /// The histories, the findings and the server policy the run is under.

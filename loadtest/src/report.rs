@@ -127,12 +127,43 @@ pub struct Audit {
     pub lost: u64,
 }
 
+/// The gateway's own figures, one line each.
+fn print_server(server: &Value) {
+    let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.3} ms"));
+    println!("server side (its /metrics before and after the load, warm-up included):");
+    if let Some(rpcs) = server["rpcs"].as_object() {
+        for (rpc, f) in rpcs {
+            println!(
+                "  {rpc:<22} {:>9.0} ok, mean {} inside the gateway",
+                f["ok"].as_f64().unwrap_or_default(),
+                ms(&f["mean_ms"])
+            );
+        }
+    }
+    println!(
+        "  clinical check mean {}; {:.0} store flushes, mean {}; {} transactions per batch",
+        ms(&server["check_mean_ms"]),
+        server["flushes"].as_f64().unwrap_or_default(),
+        ms(&server["flush_mean_ms"]),
+        server["transactions_per_batch"]
+            .as_f64()
+            .map_or("-".to_owned(), |x| format!("{x:.1}"))
+    );
+}
+
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-/// Prints the table, then the JSON line (last line of standard output).
-pub fn print(header: &Header, recorder: &Recorder, measured: Duration, audit: Audit) -> Value {
+/// Prints the table, then the JSON line (last line of standard output). `server`: the gateway's
+/// own figures over the run, if it could be read (see `server::figures`).
+pub fn print(
+    header: &Header,
+    recorder: &Recorder,
+    measured: Duration,
+    audit: Audit,
+    server: Option<Value>,
+) -> Value {
     let seconds = measured.as_secs_f64();
     let t = recorder.tally.lock().unwrap_or_else(|e| e.into_inner());
     for note in &header.notes {
@@ -188,6 +219,9 @@ pub fn print(header: &Header, recorder: &Recorder, measured: Duration, audit: Au
         "audit: {} acknowledged registrations read back, lost {}",
         audit.acknowledged, audit.lost
     );
+    if let Some(server) = &server {
+        print_server(server);
+    }
 
     let per_s = |rpc: Rpc| {
         t.series
@@ -226,6 +260,7 @@ pub fn print(header: &Header, recorder: &Recorder, measured: Duration, audit: Au
         "acknowledged": audit.acknowledged,
         "lost": audit.lost,
         "settings": header.settings,
+        "server": server,
     });
     println!("{summary}");
     summary
@@ -253,7 +288,7 @@ mod tests {
             settings: json!({}),
             notes: vec![],
         };
-        let v = print(&header, &r, Duration::from_secs(2), Audit::default());
+        let v = print(&header, &r, Duration::from_secs(2), Audit::default(), None);
         assert_eq!(v["register_per_s"], json!(50.0));
         assert_eq!(v["full_flow_per_s"], Value::Null);
         assert_eq!(v["errors"], json!(1));

@@ -23,6 +23,8 @@ pub struct Gateway {
     child: Child,
     /// e.g. `https://127.0.0.1:43121`.
     pub addr: String,
+    /// Where it serves `GET /metrics`, e.g. `127.0.0.1:43122`.
+    pub metrics: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -45,7 +47,8 @@ impl Gateway {
             .prefix("rxgate-loadtest-")
             .tempdir()?;
         let mut child = Command::new(binary)
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("store"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -62,7 +65,7 @@ impl Gateway {
             addr = listening => addr.ok(),
             _ = tokio::time::sleep(START_TIMEOUT) => None,
         };
-        let Some(addr) = addr else {
+        let Some((addr, metrics)) = addr else {
             let _ = child.kill().await;
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             bail!("the gateway did not start listening; its log:\n{text}");
@@ -70,6 +73,7 @@ impl Gateway {
         Ok(Gateway {
             child,
             addr: format!("https://{addr}"),
+            metrics,
             dir,
         })
     }
@@ -80,18 +84,18 @@ impl Gateway {
     }
 }
 
-/// Copies the gateway's log to `path`; sends the address of its "rxgate listening" line.
-async fn follow_log(stderr: ChildStderr, path: PathBuf, ready: oneshot::Sender<String>) {
+/// Copies the gateway's log to `path`; sends the addresses of its "rxgate listening" line.
+async fn follow_log(stderr: ChildStderr, path: PathBuf, ready: oneshot::Sender<(String, String)>) {
     let Ok(mut file) = tokio::fs::File::create(&path).await else {
         return;
     };
     let mut ready = Some(ready);
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(addr) = listening_addr(&line)
+        if let Some(addrs) = listening_addrs(&line)
             && let Some(ready) = ready.take()
         {
-            let _ = ready.send(addr.to_owned());
+            let _ = ready.send(addrs);
         }
         if file
             .write_all(format!("{line}\n").as_bytes())
@@ -103,13 +107,17 @@ async fn follow_log(stderr: ChildStderr, path: PathBuf, ready: oneshot::Sender<S
     }
 }
 
-/// The address in the gateway's `rxgate listening … addr=127.0.0.1:PORT` log line.
-fn listening_addr(line: &str) -> Option<&str> {
+/// The gRPC and metrics addresses in the gateway's `rxgate listening … addr=127.0.0.1:PORT
+/// metrics=127.0.0.1:PORT` log line.
+fn listening_addrs(line: &str) -> Option<(String, String)> {
     if !line.contains("rxgate listening") {
         return None;
     }
-    let rest = &line[line.find("addr=")? + "addr=".len()..];
-    Some(rest.split_whitespace().next().unwrap_or(rest))
+    let field = |name: &str| {
+        let rest = &line[line.find(name)? + name.len()..];
+        Some(rest.split_whitespace().next().unwrap_or(rest).to_owned())
+    };
+    Some((field(" addr=")?, field(" metrics=")?))
 }
 
 #[cfg(test)]
@@ -117,10 +125,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_listening_line_names_the_address() {
+    fn the_listening_line_names_the_addresses() {
         let line = "2026-01-01T00:00:00.000000Z  INFO rxgate::app: rxgate listening (gRPC over \
-                    mutual TLS) addr=127.0.0.1:40123";
-        assert_eq!(listening_addr(line), Some("127.0.0.1:40123"));
-        assert_eq!(listening_addr("INFO other addr=1.2.3.4:5"), None);
+                    mutual TLS) addr=127.0.0.1:40123 metrics=127.0.0.1:40124";
+        assert_eq!(
+            listening_addrs(line),
+            Some(("127.0.0.1:40123".into(), "127.0.0.1:40124".into()))
+        );
+        assert_eq!(listening_addrs("INFO other addr=1.2.3.4:5"), None);
     }
 }

@@ -95,6 +95,21 @@ fn a_short_full_flow_run_against_the_spawned_gateway_loses_nothing() {
     assert!(json["acknowledged"].as_u64().unwrap() >= 45, "{json}");
     assert!(json["full_flow_per_s"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["register_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    // The gateway's own account of the same run, from its /metrics: every acknowledged
+    // registration was answered OK inside it, checked, and flushed.
+    let server = &json["server"];
+    let registered = server["rpcs"]["RegisterPrescription"]["ok"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(registered, json["acknowledged"].as_f64().unwrap(), "{json}");
+    assert!(
+        server["rpcs"]["RecordDispensing"]["mean_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(server["check_mean_ms"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(server["flushes"].as_f64().unwrap() > 0.0, "{json}");
 }
 
 #[test]
@@ -115,4 +130,9 @@ fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
     assert_eq!(json["lost"], 0);
     assert!(json["echo_per_s"].as_f64().unwrap() > 0.0, "{json}");
     assert_eq!(json["register_per_s"], Value::Null);
+    assert_eq!(
+        json["server"],
+        Value::Null,
+        "the echo has no gateway metrics"
+    );
 }
