@@ -129,22 +129,22 @@ pub struct Audit {
 
 /// The gateway's own figures, one line each.
 fn print_server(server: &Value) {
-    let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.3} ms"));
+    let millis = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.3} ms"));
     println!("server side (its /metrics before and after the load, warm-up included):");
     if let Some(rpcs) = server["rpcs"].as_object() {
         for (rpc, f) in rpcs {
             println!(
                 "  {rpc:<22} {:>9.0} ok, mean {} inside the gateway",
                 f["ok"].as_f64().unwrap_or_default(),
-                ms(&f["mean_ms"])
+                millis(&f["mean_ms"])
             );
         }
     }
     println!(
         "  clinical check mean {}; {:.0} store flushes, mean {}; {} transactions per batch",
-        ms(&server["check_mean_ms"]),
+        millis(&server["check_mean_ms"]),
         server["flushes"].as_f64().unwrap_or_default(),
-        ms(&server["flush_mean_ms"]),
+        millis(&server["flush_mean_ms"]),
         server["transactions_per_batch"]
             .as_f64()
             .map_or("-".to_owned(), |x| format!("{x:.1}"))

@@ -465,17 +465,16 @@ impl SledTxn<'_> {
                 break;
             };
             // Every source at this key moves on; the newest one's value (or deletion) counts.
-            let mut value = None;
-            if let Some((_, v)) = next_base.take_if(|(k, _)| k.as_ref() == key.as_slice()) {
-                value = Some(v.to_vec());
+            let stored = next_base.take_if(|(k, _)| k.as_ref() == key.as_slice());
+            if stored.is_some() {
                 next_base = base.next().transpose().map_err(engine_error)?;
             }
-            if let Some((_, v)) = committed.next_if(|(k, _)| k.as_slice() == key.as_slice()) {
-                value.clone_from(v);
-            }
-            if let Some((_, v)) = own.next_if(|(k, _)| k.as_slice() == key.as_slice()) {
-                value.clone_from(v);
-            }
+            let in_batch = committed.next_if(|(k, _)| k.as_slice() == key.as_slice());
+            let in_txn = own.next_if(|(k, _)| k.as_slice() == key.as_slice());
+            let value = match in_txn.or(in_batch) {
+                Some((_, written)) => written.clone(),
+                None => stored.map(|(_, v)| v.to_vec()),
+            };
             if let Some(value) = value {
                 out.push((key[1..].to_vec(), value));
             }
