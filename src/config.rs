@@ -33,7 +33,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The folder of the embedded store (created if missing).
     pub data_dir: PathBuf,
-    /// The store's page cache, in MiB: the bulk of the gateway's memory (README, Performance).
+    /// The store's page cache, in MiB: a part of the gateway's memory (README, Performance).
     #[serde(default = "default_store_cache_mib")]
     pub store_cache_mib: u64,
     /// Trust for document signatures (HPKI): anchors, intermediates, one CRL per issuing CA.
