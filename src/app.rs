@@ -119,6 +119,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
     let dyn_store: Arc<dyn Store> = store.clone();
+    service::migrate_history(&dyn_store)
+        .await
+        .context("migrating the medication history")?;
     let clinical = load_clinical(&config, &dyn_store).await?;
 
     let gateway = Arc::new(Gateway::new(

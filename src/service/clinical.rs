@@ -2,15 +2,17 @@
 //! the index of every patient's medication history (what a check reads), the check policy, and
 //! the records a check leaves behind (the consent asserted, the findings acknowledged).
 //!
-//! The history index (`Table::Medications`), by canonical patient key:
-//! - `patient \0 rx \0 id \0 line`: an undispensed line of a REGISTERED or ACCEPTED
-//!   prescription. Written at registration; removed when the line is dispensed or the
-//!   prescription leaves REGISTERED/ACCEPTED, so these entries never accumulate.
-//! - `patient \0 d \0 last-day \0 id \0 record \0 line`: a dispensed line, keyed by the last day
-//!   it can be active (assuming at least the 14 days of an external or as-needed drug), so that a
-//!   check reads the range from today on and never the patient's older past.
+//! The history index (`Table::Medications`): one record per patient, under the canonical
+//! patient key, so that a check reads one value (the per-line layout of earlier versions is
+//! moved into it at start-up by [`migrate_history`]). Its entries:
+//! - an undispensed line of a REGISTERED or ACCEPTED prescription: added at registration,
+//!   removed when the line is dispensed or the prescription leaves REGISTERED/ACCEPTED, so these
+//!   never accumulate;
+//! - a dispensed line, with the last day it can be active (assuming at least the 14 days of an
+//!   external or as-needed drug): a check skips those past, and every write of the record drops
+//!   them, so the record holds only what may still be active, never the patient's older past.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use crate::{
     domain::{
@@ -26,14 +28,14 @@ use crate::{
     },
     masters::{LoadReport, Sources},
     metrics::Metrics,
-    store::{self, Table, Txn},
+    store::{self, Store, Table, Txn},
 };
 
 use super::{
     Caller, Stored, corrupt, key,
     records::{
-        ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, MedicationRecord, MedicationV1,
-        SupplyV1, decode, encode,
+        ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, HistoryEntryV1, HistoryRecord,
+        MedicationRecord, MedicationV1, SlotV1, SupplyV1, decode, encode,
     },
 };
 
@@ -204,19 +206,6 @@ pub fn record_consent(
     Ok(())
 }
 
-fn rx_prefix(patient: &str, id: &str) -> Vec<u8> {
-    key(&[patient.as_bytes(), b"rx", id.as_bytes(), b""])
-}
-
-fn rx_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
-    key(&[
-        patient.as_bytes(),
-        b"rx",
-        id.as_bytes(),
-        &line.to_be_bytes(),
-    ])
-}
-
 fn supply_v1(supply: Supply) -> SupplyV1 {
     match supply {
         Supply::Days(n) => SupplyV1::Days(n),
@@ -243,33 +232,100 @@ pub struct Prescribed<'a> {
     pub lines: &'a [RxLine],
 }
 
-/// Indexes the undispensed lines of a newly registered prescription.
-pub fn index_prescription(tx: &mut dyn Txn, p: &Prescribed<'_>) {
-    for (i, line) in p.lines.iter().enumerate() {
-        let (drug_kind, code) = drug_v1(&line.drug);
-        let record = MedicationRecord::V1(MedicationV1 {
-            drug_kind,
-            code,
-            start: p.issue_date.to_string(),
-            supply: supply_v1(line.supply),
-            dispensed: false,
-            source_code: p.institution.to_owned(),
-            prescriber: p.institution.to_owned(),
-            prescription_id: p.id.to_owned(),
-            source_id: format!("rx:{}:{i}", p.id),
+/// The order of a patient's entries, which is the order the checks take them in: the undispensed
+/// lines by prescription and line, then the dispensed lines by last day, prescription, record
+/// and line.
+fn order(entry: &HistoryEntryV1) -> (bool, &str, &str, u32, u32) {
+    let id = entry.medication.prescription_id.as_str();
+    match &entry.slot {
+        SlotV1::Undispensed { line } => (false, "", id, 0, *line),
+        SlotV1::Dispensed {
+            last_day,
+            record,
+            line,
+        } => (true, last_day, id, *record, *line),
+    }
+}
+
+/// The patient's history record (empty if they have none).
+fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV1>, store::Error> {
+    match tx.get(Table::Medications, patient.as_bytes())? {
+        None => Ok(Vec::new()),
+        Some(bytes) => {
+            let HistoryRecord::V1(entries) = decode(&bytes)?;
+            Ok(entries)
+        }
+    }
+}
+
+/// Writes the patient's history record in order and, given `today`, without the dispensed lines
+/// that can no longer be active (no check reads them again).
+fn save(
+    tx: &mut dyn Txn,
+    patient: &str,
+    mut entries: Vec<HistoryEntryV1>,
+    today: Option<JapanDate>,
+) {
+    if let Some(today) = today.map(|d| d.to_string()) {
+        entries.retain(|e| match &e.slot {
+            SlotV1::Dispensed { last_day, .. } => *last_day >= today,
+            SlotV1::Undispensed { .. } => true,
         });
+    }
+    entries.sort_by(|a, b| order(a).cmp(&order(b)));
+    if entries.is_empty() {
+        tx.delete(Table::Medications, patient.as_bytes());
+    } else {
         tx.put(
             Table::Medications,
-            &rx_key(p.patient, p.id, i as u32),
-            &encode(&record),
+            patient.as_bytes(),
+            &encode(&HistoryRecord::V1(entries)),
         );
     }
 }
 
+/// Adds the undispensed lines of a newly registered prescription to the patient's history.
+pub fn index_prescription(
+    tx: &mut dyn Txn,
+    p: &Prescribed<'_>,
+    today: JapanDate,
+) -> Result<(), store::Error> {
+    let mut entries = load(tx, p.patient)?;
+    entries.extend(p.lines.iter().enumerate().map(|(i, line)| {
+        let (drug_kind, code) = drug_v1(&line.drug);
+        HistoryEntryV1 {
+            slot: SlotV1::Undispensed { line: i as u32 },
+            medication: MedicationV1 {
+                drug_kind,
+                code,
+                start: p.issue_date.to_string(),
+                supply: supply_v1(line.supply),
+                dispensed: false,
+                source_code: p.institution.to_owned(),
+                prescriber: p.institution.to_owned(),
+                prescription_id: p.id.to_owned(),
+                source_id: format!("rx:{}:{i}", p.id),
+            },
+        }
+    }));
+    save(tx, p.patient, entries, Some(today));
+    Ok(())
+}
+
 /// Drops every undispensed line of a prescription that has left REGISTERED/ACCEPTED.
-pub fn unindex_prescription(tx: &mut dyn Txn, patient: &str, id: &str) -> Result<(), store::Error> {
-    for (k, _) in tx.scan_prefix(Table::Medications, &rx_prefix(patient, id), usize::MAX)? {
-        tx.delete(Table::Medications, &k);
+pub fn unindex_prescription(
+    tx: &mut dyn Txn,
+    patient: &str,
+    id: &str,
+    today: JapanDate,
+) -> Result<(), store::Error> {
+    let mut entries = load(tx, patient)?;
+    let before = entries.len();
+    entries.retain(|e| {
+        !(matches!(e.slot, SlotV1::Undispensed { .. }) && e.medication.prescription_id == id)
+    });
+    if entries.len() != before {
+        save(tx, patient, entries, Some(today));
     }
     Ok(())
 }
@@ -287,14 +343,22 @@ pub struct Dispensed<'a> {
     pub lines: &'a [DispensedLineFacts],
 }
 
-/// Indexes the lines a dispensing record gave, in place of the prescription lines they fill: a
+/// Adds the lines a dispensing record gave, in place of the prescription lines they fill: a
 /// dispensed line counts once, as what was actually dispensed, from the dispensing date.
-pub fn index_dispensing(tx: &mut dyn Txn, d: &Dispensed<'_>) {
+pub fn index_dispensing(
+    tx: &mut dyn Txn,
+    d: &Dispensed<'_>,
+    today: JapanDate,
+) -> Result<(), store::Error> {
+    let mut entries = load(tx, d.patient)?;
+    entries.retain(|e| match e.slot {
+        SlotV1::Undispensed { line } => {
+            e.medication.prescription_id != d.prescription_id
+                || !d.lines.iter().any(|l| l.prescription_line == line)
+        }
+        SlotV1::Dispensed { .. } => true,
+    });
     for (i, line) in d.lines.iter().enumerate() {
-        tx.delete(
-            Table::Medications,
-            &rx_key(d.patient, d.prescription_id, line.prescription_line),
-        );
         let supply = match line.days_supplied {
             0 => d
                 .prescribed
@@ -308,30 +372,27 @@ pub fn index_dispensing(tx: &mut dyn Txn, d: &Dispensed<'_>) {
         };
         let last_day = d.date.add_days(bound_days as i32 - 1);
         let (drug_kind, code) = drug_v1(&line.drug);
-        let record = MedicationRecord::V1(MedicationV1 {
-            drug_kind,
-            code,
-            start: d.date.to_string(),
-            supply: supply_v1(supply),
-            dispensed: true,
-            source_code: d.pharmacy.to_owned(),
-            prescriber: d.prescriber.to_owned(),
-            prescription_id: d.prescription_id.to_owned(),
-            source_id: format!("disp:{}:{}:{i}", d.prescription_id, d.record_number),
+        entries.push(HistoryEntryV1 {
+            slot: SlotV1::Dispensed {
+                last_day: last_day.to_string(),
+                record: d.record_number,
+                line: i as u32,
+            },
+            medication: MedicationV1 {
+                drug_kind,
+                code,
+                start: d.date.to_string(),
+                supply: supply_v1(supply),
+                dispensed: true,
+                source_code: d.pharmacy.to_owned(),
+                prescriber: d.prescriber.to_owned(),
+                prescription_id: d.prescription_id.to_owned(),
+                source_id: format!("disp:{}:{}:{i}", d.prescription_id, d.record_number),
+            },
         });
-        tx.put(
-            Table::Medications,
-            &key(&[
-                d.patient.as_bytes(),
-                b"d",
-                last_day.to_string().as_bytes(),
-                d.prescription_id.as_bytes(),
-                &d.record_number.to_be_bytes(),
-                &(i as u32).to_be_bytes(),
-            ]),
-            &encode(&record),
-        );
     }
+    save(tx, d.patient, entries, Some(today));
+    Ok(())
 }
 
 /// The patient's history that may be active on `today`: the undispensed lines of prescriptions
@@ -344,30 +405,18 @@ fn history(
     today: JapanDate,
     exclude: Option<&str>,
 ) -> Result<Vec<Medication>, store::Error> {
-    let undispensed = tx.scan_prefix(
-        Table::Medications,
-        &key(&[patient.as_bytes(), b"rx", b""]),
-        HISTORY_LIMIT,
-    )?;
-    let dispensed_start = key(&[patient.as_bytes(), b"d", today.to_string().as_bytes()]);
-    let mut dispensed_end = key(&[patient.as_bytes(), b"d"]);
-    dispensed_end.push(1);
-    let dispensed = tx.scan_range(
-        Table::Medications,
-        &dispensed_start,
-        &dispensed_end,
-        HISTORY_LIMIT,
-    )?;
-    let mut out = Vec::with_capacity(undispensed.len() + dispensed.len());
+    let entries = load(tx, patient)?;
+    let today_text = today.to_string();
+    let mut out = Vec::with_capacity(entries.len());
     let mut active: Option<(String, bool)> = None;
-    for (_, v) in undispensed {
-        let MedicationRecord::V1(m) = decode(&v)?;
-        if exclude == Some(m.prescription_id.as_str()) {
-            continue;
-        }
+    let (undispensed, dispensed): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .filter(|e| exclude != Some(e.medication.prescription_id.as_str()))
+        .partition(|e| matches!(e.slot, SlotV1::Undispensed { .. }));
+    for HistoryEntryV1 { medication: m, .. } in undispensed.into_iter().take(HISTORY_LIMIT) {
         let issued: JapanDate = m.start.parse().map_err(|_| corrupt("medication date"))?;
-        // An undispensed line is indexed only while its prescription is REGISTERED or ACCEPTED,
-        // and none expires within 4 days of its issue (the 4-day rule is the shortest usable
+        // An undispensed line is kept only while its prescription is REGISTERED or ACCEPTED, and
+        // none expires within 4 days of its issue (the 4-day rule is the shortest usable
         // period): only an older one needs its state read. Entries of one prescription are
         // adjacent: its state is read once.
         let is_active = match &active {
@@ -384,13 +433,128 @@ fn history(
             out.push(medication(m)?);
         }
     }
-    for (_, v) in dispensed {
-        let MedicationRecord::V1(m) = decode(&v)?;
-        if exclude != Some(m.prescription_id.as_str()) {
-            out.push(medication(m)?);
-        }
+    let current = dispensed.into_iter().filter(|e| match &e.slot {
+        SlotV1::Dispensed { last_day, .. } => *last_day >= today_text,
+        SlotV1::Undispensed { .. } => false,
+    });
+    for HistoryEntryV1 { medication: m, .. } in current.take(HISTORY_LIMIT) {
+        out.push(medication(m)?);
     }
     Ok(out)
+}
+
+/// Marks a store whose history is kept one record per patient (`Table::Meta`).
+const HISTORY_LAYOUT_KEY: &[u8] = b"layout/history-per-patient";
+
+/// Old-layout entries moved per transaction by [`migrate_history`].
+const MIGRATION_CHUNK: usize = 1_000;
+
+/// Rewrites the history of a store written before the one-record-per-patient layout (one key per
+/// line: `patient \0 rx \0 id \0 line` and `patient \0 d \0 last-day \0 id \0 record \0 line`)
+/// into one record per patient, a chunk per transaction, and marks the store so that later
+/// starts skip it. Returns how many old entries it moved. Safe to interrupt: a chunk moves its
+/// entries and deletes their old keys in one transaction, and the next start goes on.
+pub async fn migrate_history(store: &Arc<dyn Store>) -> Result<u64, store::Error> {
+    let done = store
+        .transact(|tx| Ok::<_, store::Error>(tx.get(Table::Meta, HISTORY_LAYOUT_KEY)?.is_some()))
+        .await??;
+    if done {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let mut from = Vec::new();
+    let mut moved = 0;
+    loop {
+        let start = std::mem::take(&mut from);
+        let (next, n) = store
+            .transact(move |tx| migrate_chunk(tx, &start))
+            .await??;
+        moved += n;
+        match next {
+            Some(next) => {
+                from = next;
+                tracing::info!(entries = moved, "migrating the medication history");
+            }
+            None => break,
+        }
+    }
+    store
+        .transact(|tx| {
+            tx.put(Table::Meta, HISTORY_LAYOUT_KEY, b"");
+            Ok::<_, store::Error>(())
+        })
+        .await??;
+    if moved > 0 {
+        tracing::info!(
+            entries = moved,
+            millis = started.elapsed().as_millis() as u64,
+            "medication history migrated to one record per patient"
+        );
+    }
+    Ok(moved)
+}
+
+/// Moves the old-layout entries among the `MIGRATION_CHUNK` keys from `from` on; returns where
+/// the next chunk starts (none after the last) and how many entries it moved.
+fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64), store::Error> {
+    // Keys are patient keys, UTF-8 text that never holds 0xFF.
+    let keys = tx.scan_range(Table::Medications, from, &[0xFF], MIGRATION_CHUNK)?;
+    let next = match keys.last() {
+        Some((last, _)) if keys.len() == MIGRATION_CHUNK => Some([last.as_slice(), &[0]].concat()),
+        _ => None,
+    };
+    let mut by_patient: BTreeMap<String, Vec<HistoryEntryV1>> = BTreeMap::new();
+    let mut moved = 0;
+    for (k, v) in keys {
+        // A patient key never holds 0: a key with one is of the old layout.
+        let Some(end) = k.iter().position(|b| *b == 0) else {
+            continue;
+        };
+        let patient = std::str::from_utf8(&k[..end]).map_err(|_| corrupt("history key"))?;
+        let MedicationRecord::V1(medication) = decode(&v)?;
+        by_patient
+            .entry(patient.to_owned())
+            .or_default()
+            .push(HistoryEntryV1 {
+                slot: old_slot(&k[end + 1..])?,
+                medication,
+            });
+        tx.delete(Table::Medications, &k);
+        moved += 1;
+    }
+    for (patient, old) in by_patient {
+        let mut entries = load(tx, &patient)?;
+        entries.extend(old);
+        save(tx, &patient, entries, None);
+    }
+    Ok((next, moved))
+}
+
+/// The slot of an old-layout key after its patient: `rx \0 id \0 line` or
+/// `d \0 last-day \0 id \0 record \0 line` (record and line 4 bytes, big-endian).
+fn old_slot(rest: &[u8]) -> Result<SlotV1, store::Error> {
+    let bad = || corrupt("history key");
+    let number = |at: usize| -> Result<u32, store::Error> {
+        let bytes = rest.get(at..at + 4).ok_or_else(bad)?;
+        Ok(u32::from_be_bytes(bytes.try_into().map_err(|_| bad())?))
+    };
+    let n = rest.len();
+    if rest.starts_with(b"rx\0") && n >= 3 + 1 + 4 {
+        return Ok(SlotV1::Undispensed {
+            line: number(n - 4)?,
+        });
+    }
+    let dated = rest.strip_prefix(b"d\0").ok_or_else(bad)?;
+    let day_end = dated.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let last_day = std::str::from_utf8(&dated[..day_end]).map_err(|_| bad())?;
+    if n < 2 + day_end + 1 + 1 + 4 + 1 + 4 {
+        return Err(bad());
+    }
+    Ok(SlotV1::Dispensed {
+        last_day: last_day.to_owned(),
+        record: number(n - 9)?,
+        line: number(n - 4)?,
+    })
 }
 
 fn medication(m: MedicationV1) -> Result<Medication, store::Error> {
@@ -422,4 +586,219 @@ fn medication(m: MedicationV1) -> Result<Medication, store::Error> {
         prescriber: Some(institution(&m.prescriber)?),
         source_id: m.source_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::SledStore;
+
+    const TODAY: &str = "2026-12-01";
+
+    fn old_rx_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
+        key(&[
+            patient.as_bytes(),
+            b"rx",
+            id.as_bytes(),
+            &line.to_be_bytes(),
+        ])
+    }
+
+    fn old_dispensed_key(
+        patient: &str,
+        last_day: &str,
+        id: &str,
+        record: u32,
+        line: u32,
+    ) -> Vec<u8> {
+        key(&[
+            patient.as_bytes(),
+            b"d",
+            last_day.as_bytes(),
+            id.as_bytes(),
+            &record.to_be_bytes(),
+            &line.to_be_bytes(),
+        ])
+    }
+
+    fn line(id: &str, source_id: String, dispensed: bool) -> MedicationV1 {
+        MedicationV1 {
+            drug_kind: DrugKindV1::Receipt,
+            code: "610443014".into(),
+            start: TODAY.into(),
+            supply: SupplyV1::Days(14),
+            dispensed,
+            source_code: "1310000017".into(),
+            prescriber: "1310000017".into(),
+            prescription_id: id.into(),
+            source_id,
+        }
+    }
+
+    fn put_old(tx: &mut dyn Txn, key: Vec<u8>, m: MedicationV1) {
+        tx.put(Table::Medications, &key, &encode(&MedicationRecord::V1(m)));
+    }
+
+    async fn read<T: Send + 'static>(
+        store: &Arc<dyn Store>,
+        f: impl FnOnce(&mut dyn Txn) -> Result<T, store::Error> + Send + 'static,
+    ) -> T {
+        store.transact(f).await.unwrap().unwrap()
+    }
+
+    /// A store of the per-line layout (with zero bytes in its keys, a patient spanning several
+    /// chunks, a dispensed line past its last day) reads the same history after the migration,
+    /// keeps no old key, and is migrated only once.
+    #[tokio::test]
+    async fn old_layout_histories_move_into_one_record_per_patient() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        const MANY: u32 = 2 * MIGRATION_CHUNK as u32 + 500;
+        read(&store, |tx| {
+            for l in [1, 0] {
+                put_old(
+                    tx,
+                    old_rx_key("A", "p1", l),
+                    line("p1", format!("rx:p1:{l}"), false),
+                );
+            }
+            let d = |day: &str| old_dispensed_key("A", day, "p2", 1, 0);
+            put_old(tx, d("2026-12-20"), line("p2", "disp:p2:1:0".into(), true));
+            put_old(tx, d("2026-11-01"), line("p2", "disp:p2:1:1".into(), true));
+            put_old(
+                tx,
+                old_rx_key("B", "p3", 0),
+                line("p3", "rx:p3:0".into(), false),
+            );
+            for l in 0..MANY {
+                put_old(
+                    tx,
+                    old_rx_key("C", "p4", l),
+                    line("p4", format!("rx:p4:{l}"), false),
+                );
+            }
+            Ok(())
+        })
+        .await;
+
+        assert_eq!(migrate_history(&store).await.unwrap(), 5 + u64::from(MANY));
+
+        let today: JapanDate = TODAY.parse().unwrap();
+        let (a, a_history, b, c, old_keys) = read(&store, move |tx| {
+            let old_keys = tx
+                .scan_prefix(Table::Medications, b"", usize::MAX)?
+                .into_iter()
+                .filter(|(k, _)| k.contains(&0))
+                .count();
+            Ok((
+                load(tx, "A")?,
+                history(tx, "A", today, None)?,
+                load(tx, "B")?,
+                load(tx, "C")?,
+                old_keys,
+            ))
+        })
+        .await;
+        assert_eq!(old_keys, 0);
+        let slots: Vec<_> = a.iter().map(|e| e.slot.clone()).collect();
+        let dispensed = |last_day: &str| SlotV1::Dispensed {
+            last_day: last_day.into(),
+            record: 1,
+            line: 0,
+        };
+        assert_eq!(
+            slots,
+            [
+                SlotV1::Undispensed { line: 0 },
+                SlotV1::Undispensed { line: 1 },
+                dispensed("2026-11-01"),
+                dispensed("2026-12-20"),
+            ]
+        );
+        let ids: Vec<_> = a_history.iter().map(|m| m.source_id.as_str()).collect();
+        assert_eq!(ids, ["rx:p1:0", "rx:p1:1", "disp:p2:1:0"]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(c.len(), MANY as usize);
+        assert!(c.windows(2).all(|w| order(&w[0]) < order(&w[1])));
+
+        // Marked as done: an old-layout key written now is not moved again.
+        read(&store, |tx| {
+            put_old(
+                tx,
+                old_rx_key("D", "p5", 0),
+                line("p5", "rx:p5:0".into(), false),
+            );
+            Ok(())
+        })
+        .await;
+        assert_eq!(migrate_history(&store).await.unwrap(), 0);
+    }
+
+    /// Writing a patient's record drops the dispensed lines that can no longer be active, and a
+    /// dispensing replaces the undispensed line it fills.
+    #[test]
+    fn a_record_keeps_only_what_may_be_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let today: JapanDate = TODAY.parse().unwrap();
+        let entries = runtime.block_on(read(&store, move |tx| {
+            let drug = || DrugCode::Receipt("610443014".into());
+            let lines = vec![
+                RxLine {
+                    drug: drug(),
+                    supply: Supply::Days(7),
+                };
+                2
+            ];
+            index_prescription(
+                tx,
+                &Prescribed {
+                    patient: "A",
+                    id: "p1",
+                    institution: "1310000017",
+                    issue_date: today.add_days(-30),
+                    lines: &lines,
+                },
+                today.add_days(-30),
+            )?;
+            let facts = [DispensedLineFacts {
+                prescription_line: 1,
+                drug: drug(),
+                days_supplied: 7,
+                complete: true,
+            }];
+            let dispensed = Dispensed {
+                patient: "A",
+                prescription_id: "p1",
+                prescriber: "1310000017",
+                pharmacy: "1340000011",
+                date: today.add_days(-30),
+                record_number: 1,
+                prescribed: &lines,
+                lines: &facts,
+            };
+            index_dispensing(tx, &dispensed, today.add_days(-30))?;
+            let after = load(tx, "A")?;
+            // A later write, on a day past the dispensed line's last one, drops it.
+            unindex_prescription(tx, "A", "p1", today)?;
+            Ok((after, load(tx, "A")?))
+        }));
+        let (after_dispensing, later) = entries;
+        let slots: Vec<_> = after_dispensing.iter().map(|e| e.slot.clone()).collect();
+        assert_eq!(
+            slots,
+            [
+                SlotV1::Undispensed { line: 0 },
+                SlotV1::Dispensed {
+                    last_day: today.add_days(-30 + 13).to_string(),
+                    record: 1,
+                    line: 0,
+                },
+            ]
+        );
+        assert!(later.is_empty());
+    }
 }

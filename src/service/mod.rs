@@ -20,7 +20,9 @@ use std::collections::BTreeSet;
 use prost::Message;
 use ring::rand::SecureRandom;
 
-pub use clinical::{Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions};
+pub use clinical::{
+    Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions, migrate_history,
+};
 pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::LockoutPolicy;
@@ -452,7 +454,7 @@ impl Stored {
             if let Some(w) = &r.refill_window {
                 tx.delete(Table::Meta, &expiry_key(&w.until, &r.id));
             }
-            clinical::unindex_prescription(tx, &r.patient_key, &r.id)?;
+            clinical::unindex_prescription(tx, &r.patient_key, &r.id, today)?;
         }
         tx.put(
             Table::Prescriptions,
@@ -910,7 +912,8 @@ impl Gateway {
                     issue_date: facts.issue_date,
                     lines: &lines,
                 },
-            );
+                today,
+            )?;
             clinical::record_consent(
                 tx,
                 &record.patient_key,
@@ -1381,7 +1384,8 @@ impl Gateway {
                     prescribed: &prescribed,
                     lines: &facts.lines,
                 },
-            );
+                today,
+            )?;
             let record = DispensingV1 {
                 prescription_id: id.clone(),
                 record_number: facts.record_number,

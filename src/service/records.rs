@@ -231,9 +231,36 @@ pub struct MedicationV1 {
     pub source_id: String,
 }
 
+/// One line of the per-line history layout that stores written before the one-record-per-patient
+/// layout; read only to migrate them ([`HistoryRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MedicationRecord {
     V1(MedicationV1),
+}
+
+/// Where a history entry stands, and what orders a patient's entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotV1 {
+    /// A line of a REGISTERED or ACCEPTED prescription, not yet dispensed.
+    Undispensed { line: u32 },
+    /// A dispensed line, with the last day (YYYY-MM-DD) it can be active.
+    Dispensed {
+        last_day: String,
+        record: u32,
+        line: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryV1 {
+    pub slot: SlotV1,
+    pub medication: MedicationV1,
+}
+
+/// A patient's whole medication history as the checks read it: one record per patient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryRecord {
+    V1(Vec<HistoryEntryV1>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
