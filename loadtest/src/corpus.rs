@@ -9,7 +9,8 @@
 //! findings are asked for, one itraconazole record; a triggering prescription is triazolam, a
 //! contraindicated pair with itraconazole (CI table, source HAL/ITR), so its critical finding
 //! must be acknowledged under the server's default "require-override" policy. The others are
-//! amlodipine.
+//! amlodipine. A patient's measured prescriptions all come from one clinic, whose own earlier
+//! prescriptions the checks exclude by default: amlodipine again is no duplicate.
 
 use std::collections::BTreeMap;
 
@@ -250,11 +251,13 @@ impl Plan<'_> {
     }
 
     /// The measured registrations (and, with the full flow, their dispensing records), signed.
-    /// Operation i: clinic i mod clinics, patient i mod patients, pharmacy i mod pharmacies; it
-    /// triggers a finding when picked by `--findings`.
+    /// Operation i: patient p = i mod patients, clinic p mod clinics (each patient's measured
+    /// prescriptions come from one clinic, so under the default same-institution exclusion they
+    /// do not meet each other as duplicates: a prescription triggers a finding only when picked
+    /// by `--findings`), pharmacy i mod pharmacies.
     pub fn registrations(&self, fleet: &Fleet, count: usize) -> anyhow::Result<Vec<Registration>> {
         let o = self.options;
-        let clinic = |i: usize| i % fleet.clinics.len();
+        let clinic = |i: usize| (i % o.patients) % fleet.clinics.len();
         let pharmacy = |i: usize| i % fleet.pharmacies.len();
         let drafts: Vec<_> = (0..count)
             .map(|i| {

@@ -56,8 +56,11 @@ struct Tally {
     errors: BTreeMap<(Rpc, String), u64>,
     /// Open loop: due operations not started because too many were in flight.
     dropped: u64,
-    /// Registrations answered with at least one critical finding.
+    /// Registrations answered with at least one finding, with at least one critical finding,
+    /// and the findings in all.
+    with_findings: u64,
     with_critical: u64,
+    findings: u64,
     warmup_ops: u64,
     warmup_errors: u64,
 }
@@ -101,8 +104,15 @@ impl Recorder {
         self.with(|t| t.dropped += u64::from(measured));
     }
 
-    pub fn critical_finding(&self, measured: bool) {
-        self.with(|t| t.with_critical += u64::from(measured));
+    /// Counts the findings a measured registration was answered with: `critical` of `all`.
+    pub fn findings(&self, all: usize, critical: usize, measured: bool) {
+        if measured {
+            self.with(|t| {
+                t.with_findings += u64::from(all > 0);
+                t.with_critical += u64::from(critical > 0);
+                t.findings += all as u64;
+            });
+        }
     }
 }
 
@@ -211,6 +221,13 @@ pub fn print(
             t.dropped
         );
     }
+    if t.series.contains_key(&Rpc::Register) {
+        println!(
+            "findings: {} registrations answered with findings ({} with a critical one), {} \
+             findings in all",
+            t.with_findings, t.with_critical, t.findings
+        );
+    }
     println!(
         "warm-up: {} calls ({} errors) not counted",
         t.warmup_ops, t.warmup_errors
@@ -257,6 +274,8 @@ pub fn print(
         "errors_by_code": errors_by_code,
         "dropped": t.dropped,
         "registrations_with_critical_findings": t.with_critical,
+        "registrations_with_findings": t.with_findings,
+        "findings_returned": t.findings,
         "acknowledged": audit.acknowledged,
         "lost": audit.lost,
         "settings": header.settings,

@@ -108,13 +108,12 @@ impl Workload {
         let Some(registered) = self.record(Rpc::Register, start, measured, answer) else {
             return;
         };
-        if registered
-            .findings
+        let findings = &registered.findings;
+        let critical = findings
             .iter()
-            .any(|f| f.indicator == pb::Indicator::Critical as i32)
-        {
-            self.recorder.critical_finding(measured);
-        }
+            .filter(|f| f.indicator == pb::Indicator::Critical as i32)
+            .count();
+        self.recorder.findings(findings.len(), critical, measured);
         let dispensed = match &r.dispensing {
             Some(record) => self.dispense(r, record, &registered, measured).await,
             None => false,

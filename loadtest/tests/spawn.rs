@@ -8,8 +8,10 @@ use std::{path::PathBuf, process::Command};
 use serde_json::Value;
 
 /// The keys every JSON line carries, whatever the scenario (null when they do not apply).
-const STABLE_KEYS: [&str; 13] = [
+const STABLE_KEYS: [&str; 15] = [
     "scenario",
+    "registrations_with_findings",
+    "findings_returned",
     "duration_s",
     "rate_target",
     "register_per_s",
@@ -95,6 +97,13 @@ fn a_short_full_flow_run_against_the_spawned_gateway_loses_nothing() {
     assert!(json["acknowledged"].as_u64().unwrap() >= 45, "{json}");
     assert!(json["full_flow_per_s"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["register_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    // Only the prescriptions picked by --findings meet a finding (a patient's measured
+    // prescriptions come from one clinic, excluded from its own checks), and each a critical one.
+    let critical = json["registrations_with_critical_findings"]
+        .as_u64()
+        .unwrap();
+    assert!(critical > 0, "{json}");
+    assert_eq!(json["registrations_with_findings"], critical, "{json}");
     // The gateway's own account of the same run, from its /metrics: every acknowledged
     // registration was answered OK inside it, checked, and flushed.
     let server = &json["server"];

@@ -670,39 +670,37 @@ impl Gateway {
         self.run(draft, move |_, _| Err(error)).await
     }
 
-    async fn verify<D>(
+    /// Verifies a signed document on the calling task's thread, not with `spawn_blocking`: a
+    /// verification takes ~0.1–0.2 ms with a cached chain (~0.5 ms cold), and handing it to the
+    /// blocking pool and back cost more than it freed (register 2,413 → 2,696/s on 2 cores when
+    /// inlined; README).
+    fn verify<D: SignedContent>(
         &self,
-        content: Vec<u8>,
-        cms: Vec<u8>,
+        content: &[u8],
+        cms: &[u8],
         now: SystemTime,
-    ) -> Result<VerifiedDocument<D>, Error>
-    where
-        D: SignedContent + Send + 'static,
-    {
-        let verifier = Arc::clone(&self.verifier);
-        // Crypto and path building are CPU work: off the async runtime.
-        tokio::task::spawn_blocking(move || verifier.verify::<D>(&content, &cms, now))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+    ) -> Result<VerifiedDocument<D>, Error> {
+        self.verifier
+            .verify::<D>(content, cms, now)
             .map_err(Error::Signature)
     }
 
     /// What registering and dispensing check alike: the signature, then the document's facts,
     /// which must name the caller's institution and, as prescriber or pharmacist, the signer.
     /// Records the verified signer in the audit draft.
-    async fn admit<D, F>(
+    fn admit<D, F>(
         &self,
         caller: &Caller,
         draft: &mut AuditDraft,
-        content: Vec<u8>,
-        cms: Vec<u8>,
+        content: &[u8],
+        cms: &[u8],
         now: SystemTime,
     ) -> Result<(VerifiedDocument<D>, F), Error>
     where
         D: SignedContent + Send + 'static,
         F: Attributed + for<'a> TryFrom<&'a D, Error = Vec<FieldViolation>>,
     {
-        let verified = self.verify::<D>(content, cms, now).await?;
+        let verified = self.verify::<D>(content, cms, now)?;
         draft.signer = Some(verified.signer().clone());
         let facts = F::try_from(verified.document()).map_err(Error::InvalidArgument)?;
         if *facts.filed_under() != caller.institution.code {
@@ -748,8 +746,7 @@ impl Gateway {
         let today = JapanDate::of(now);
         let mut draft = self.draft(caller, "RegisterPrescription", now);
         let admitted = self
-            .admit::<Prescription, PrescriptionFacts>(caller, &mut draft, content, cms, now)
-            .await
+            .admit::<Prescription, PrescriptionFacts>(caller, &mut draft, &content, &cms, now)
             .and_then(|(verified, facts)| {
                 if facts.issue_date.days_until(today).abs() > 1 {
                     return Err(Error::invalid(
@@ -1284,8 +1281,7 @@ impl Gateway {
         let now_ms = millis(now);
         let mut draft = self.draft(caller, "RecordDispensing", now);
         let admitted = self
-            .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, content, cms, now)
-            .await
+            .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, &content, &cms, now)
             .and_then(|(verified, facts)| {
                 if facts.dispensing_date > today {
                     return Err(Error::invalid(

@@ -71,8 +71,7 @@ impl Gateway {
             return self.refuse(draft, e).await;
         }
         let verified = match self
-            .verify::<DispensingRecord>(d.content.clone(), d.cms_signature.clone(), received_at)
-            .await
+            .verify::<DispensingRecord>(&d.content, &d.cms_signature, received_at)
             .and_then(|v| {
                 DispensingFacts::try_from(v.document()).map_err(Error::InvalidArgument)?;
                 Ok(v)
