@@ -291,23 +291,40 @@ async fn close_finishes_queued_transactions() {
 async fn concurrent_read_modify_write_increments_are_serial() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let tasks: Vec<_> = (0..64)
+    in_parallel(&store, 64, 100, |tx| {
+        let current = counter(tx)?;
+        tx.put(Table::Meta, b"counter", &(current + 1).to_be_bytes());
+        Ok(())
+    })
+    .await;
+    assert_eq!(stored_counter(&store).await, 6400);
+}
+
+/// The value of the test counter in `Table::Meta` (0 if unset).
+fn counter(tx: &dyn Txn) -> Result<u64, Error> {
+    Ok(match tx.get(Table::Meta, b"counter")? {
+        Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap()),
+        None => 0,
+    })
+}
+
+async fn stored_counter(store: &SledStore) -> u64 {
+    let value = get(store, Table::Meta, b"counter").await.unwrap();
+    u64::from_be_bytes(value.try_into().unwrap())
+}
+
+/// Runs `f` in `rounds` transactions one after another in each of `tasks` tasks at once; every
+/// transaction must commit.
+async fn in_parallel<F>(store: &Arc<SledStore>, tasks: usize, rounds: usize, f: F)
+where
+    F: Fn(&mut dyn Txn) -> Result<(), Error> + Copy + Send + 'static,
+{
+    let tasks: Vec<_> = (0..tasks)
         .map(|_| {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(store);
             tokio::spawn(async move {
-                for _ in 0..100 {
-                    store
-                        .transact(|tx| {
-                            let current = match tx.get(Table::Meta, b"counter")? {
-                                Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap()),
-                                None => 0,
-                            };
-                            tx.put(Table::Meta, b"counter", &(current + 1).to_be_bytes());
-                            Ok::<_, Error>(())
-                        })
-                        .await
-                        .unwrap()
-                        .unwrap();
+                for _ in 0..rounds {
+                    store.transact(f).await.unwrap().unwrap();
                 }
             })
         })
@@ -315,8 +332,6 @@ async fn concurrent_read_modify_write_increments_are_serial() {
     for task in tasks {
         task.await.unwrap();
     }
-    let value = get(&store, Table::Meta, b"counter").await.unwrap();
-    assert_eq!(u64::from_be_bytes(value.try_into().unwrap()), 6400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,4 +551,40 @@ async fn works_behind_dyn_store() {
     assert_eq!(written, Ok(Ok("written")));
     let read = store.transact(|tx| tx.get(Table::Documents, b"sha")).await;
     assert_eq!(read, Ok(Ok(Some(b"rx-9".to_vec()))));
+}
+
+/// Many writers at once, so that batches are run while earlier ones are still being applied and
+/// flushed: every read and scan must see every earlier commit and deletion, whichever batch (or
+/// the tree) holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_the_batches_still_being_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fn item(n: u64) -> Vec<u8> {
+        format!("item/{n:08}").into_bytes()
+    }
+    in_parallel(&store, 64, 50, |tx| {
+        let n = counter(tx)?;
+        // Exactly the last two items: every earlier put and delete seen.
+        let seen: Vec<Vec<u8>> = tx
+            .scan_prefix(Table::Meta, b"item/", usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let expected: Vec<Vec<u8>> = (n.saturating_sub(2)..n).map(item).collect();
+        assert_eq!(seen, expected, "at {n}");
+        tx.put(Table::Meta, &item(n), b"");
+        if n >= 2 {
+            tx.delete(Table::Meta, &item(n - 2));
+        }
+        tx.put(Table::Meta, b"counter", &(n + 1).to_be_bytes());
+        Ok(())
+    })
+    .await;
+    assert_eq!(stored_counter(&store).await, 3200);
+    let stats = store.stats();
+    assert!(
+        stats.flushes > 1 && stats.flushes < stats.commits,
+        "{stats:?}"
+    );
 }

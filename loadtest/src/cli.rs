@@ -33,7 +33,7 @@ pub struct Options {
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// Operations to prepare (documents to sign). Default: enough for the open-loop rate, or
-    /// 3,000 per second of run in closed loop; a closed loop that uses them all ends early and
+    /// 6,000 per second of run in closed loop; a closed loop that uses them all ends early and
     /// says so.
     #[arg(long)]
     pub corpus: Option<usize>,
@@ -205,7 +205,7 @@ impl Options {
         self.corpus.unwrap_or_else(|| match self.load() {
             // A little slack: a late timer never runs out of documents.
             Load::Open { rate, .. } => (rate * seconds * 1.02).ceil() as usize + 16,
-            Load::Closed { .. } => (3000.0 * seconds).ceil() as usize,
+            Load::Closed { .. } => (6000.0 * seconds).ceil() as usize,
         })
     }
 

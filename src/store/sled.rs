@@ -1,5 +1,5 @@
-//! The sled engine behind [`Store`]: one writer thread, group commit, an answer
-//! only after fsync. The only file of the project that names sled; it must not depend on the
+//! The sled engine behind [`Store`]: one writer thread, group commit pipelined with an applier
+//! thread, an answer only after fsync. The only file of the project that names sled; it must not depend on the
 //! domain, the protocol types or the async runtime (tokio's channel is used only to answer).
 //!
 //! # Design
@@ -8,27 +8,33 @@
 //!   sled tree, so a write set, whatever tables it spans, is one [`sled::Batch`] applied with
 //!   `apply_batch`, which sled recovers all-or-nothing after a crash. The prefix bytes are part
 //!   of the on-disk format: never renumber them.
-//! - **One writer thread runs everything.** [`SledStore::submit`] sends the boxed transaction
-//!   function over a std channel to a dedicated thread that owns the tree. Transactions therefore
+//! - **One writer thread runs every transaction and every read.** [`SledStore::submit`] sends
+//!   the boxed transaction function over a std channel to a dedicated thread. Transactions therefore
 //!   run strictly one after another, in submission order, so a "check, then write" inside one
 //!   function needs no compare-and-set. A function's writes go to an in-memory overlay; on `Ok`
 //!   they join the batch's overlay of committed writes, on `Err` or panic (caught with
 //!   `catch_unwind`) they are dropped, so nothing is written. Reads and scans merge the
-//!   function's overlay over the batch's over the tree.
+//!   function's overlay over the batch's over those of batches not yet applied over the tree.
 //! - **Group commit.** When the thread wakes it takes every queued transaction, up to
 //!   [`MAX_BATCH`], runs them one after another (each sees the previous ones' writes, through
-//!   the batch's overlay), applies every committed write of the batch as one sled batch, calls
-//!   `flush()` (write + fsync) once, and only then answers. Under load one `apply_batch` and one
-//!   fsync cover many transactions: sled rolls its IO buffers at every `apply_batch` (two log
-//!   writes each), which one per transaction made the largest cost of a registration. A crash
-//!   keeps all of a batch or none of it, so each transaction's writes stay all-or-nothing.
+//!   the batch's overlay), and hands the batch's committed writes and held-back answers to the
+//!   store's applier thread, which applies them as one sled batch, calls `flush()` (write +
+//!   fsync) once, and only then answers. Under load one `apply_batch` and one fsync cover many
+//!   transactions: sled rolls its IO buffers at every `apply_batch` (two log writes each), which
+//!   one per transaction made the largest cost of a registration. A crash keeps all of a batch
+//!   or none of it, so each transaction's writes stay all-or-nothing.
+//! - **Pipelined.** While the applier applies and flushes one batch, the writer runs the next:
+//!   its transactions read through the overlays of the batches handed over but not yet applied
+//!   (newest first) before the tree, so they see every earlier commit. An overlay is dropped
+//!   only once the applier has put it into the tree. At most [`IN_FLIGHT`] batches wait for the
+//!   applier; the writer then waits for it.
 //! - **Nothing non-durable is revealed.** Only the writer thread reads, so the only non-durable
-//!   state anyone can observe is that of the current batch, and every transaction that ran after
-//!   a write of the batch (including read-only and rolled-back ones, whose results may carry
-//!   what they read) is answered only after the batch's flush. A transaction that ran before
-//!   any write of its batch saw only state flushed by earlier batches (each batch flushes before
-//!   the next starts; `open` flushes what it recovered), so it is answered at once, and a batch
-//!   without writes needs no flush at all.
+//!   state anyone can observe is that of the batches not yet flushed. The applier answers in
+//!   batch order, each batch after its flush, so every transaction that could have seen such a
+//!   write (including read-only and rolled-back ones, whose results may carry what they read) is
+//!   answered after the flush that made it durable. A transaction that ran while no write was
+//!   waiting for a flush saw only durable state (`open` flushes what it recovered), so it is
+//!   answered at once, and a batch without writes needs no flush at all.
 //! - **Failures.** If applying a batch or the flush fails, every transaction of the batch still
 //!   waiting gets the error (never an `Ok` for data that may not be durable), and the store
 //!   then refuses all further transactions with that error: after a failed fsync the state on
@@ -38,18 +44,19 @@
 //!   call it at once (spacejam/sled#1308). A single thread calling the synchronous `flush` has
 //!   no such problem and gives group commit for free.
 //! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the thread
-//!   finishes every transaction already queued, flushes, and is joined; then `close` waits for
+//!   finishes every transaction already queued, lets the applier finish and flush, and both are
+//!   joined; then `close` waits for
 //!   sled's IO threads to let go of the data file (its lock), so the directory can be opened
 //!   again at once. Later submissions are answered [`Error::Closed`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::mpsc::{self, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -63,6 +70,9 @@ pub const DEFAULT_CACHE_MIB: u64 = 256;
 
 /// The most transactions run between two flushes.
 pub const MAX_BATCH: usize = 1024;
+
+/// The most batches handed to the applier and not yet taken up by it.
+const IN_FLIGHT: usize = 1;
 
 /// The name of the sled tree holding every table.
 const TREE: &str = "rxgate";
@@ -103,10 +113,13 @@ fn engine_error(error: ::sled::Error) -> Error {
     }
 }
 
+/// Where a transaction's answer goes.
+type Reply = oneshot::Sender<Result<Outcome, Error>>;
+
 /// A queued transaction and where to send its answer.
 struct Job {
     f: TxnFn,
-    answer: oneshot::Sender<Result<Outcome, Error>>,
+    answer: Reply,
 }
 
 /// The counters behind [`Stats`], updated by the writer thread.
@@ -166,16 +179,30 @@ impl SledStore {
         // not fsync): make it durable before any transaction can read it.
         db.flush().map_err(engine_error)?;
         let (sender, receiver) = mpsc::channel();
+        let (staged, to_apply) = mpsc::sync_channel(IN_FLIGHT);
         let counters = Arc::new(Counters::default());
-        let writer = Writer {
+        let shared = Arc::new(Shared::default());
+        let applier = Applier {
             db,
+            tree: tree.clone(),
+            counters: Arc::clone(&counters),
+            shared: Arc::clone(&shared),
+        };
+        let applier = thread::Builder::new()
+            .name("rxgate-store-applier".into())
+            .spawn(move || applier.run(to_apply))
+            .map_err(|e| Error::Io(format!("cannot start the store's applier thread: {e}")))?;
+        let writer = Writer {
             tree,
             counters: Arc::clone(&counters),
-            failed: None,
+            shared,
+            staged,
+            pending: VecDeque::new(),
+            handed_over: 0,
         };
         let handle = thread::Builder::new()
             .name("rxgate-store-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || writer.run(receiver, applier))
             .map_err(|e| Error::Io(format!("cannot start the store's writer thread: {e}")))?;
         Ok(SledStore {
             sender: RwLock::new(Some(sender)),
@@ -281,17 +308,41 @@ impl Store for SledStore {
     }
 }
 
-/// The writer thread's state: the only owner of the database.
+/// What the writer and the applier share.
+#[derive(Default)]
+struct Shared {
+    /// Set when an apply or a flush failed: every later transaction gets this error.
+    failed: OnceLock<Error>,
+    /// The number of the last batch the applier has put into the tree.
+    applied: AtomicU64,
+}
+
+/// A batch handed from the writer to the applier: its committed writes (`None` if it wrote
+/// nothing) and the answers held back until they are durable.
+struct Staged {
+    number: u64,
+    writes: Option<Arc<Overlay>>,
+    waiting: Vec<(Reply, Result<Outcome, Error>)>,
+}
+
+/// The writer thread's state: it alone runs transactions and reads.
 struct Writer {
-    db: ::sled::Db,
     tree: ::sled::Tree,
     counters: Arc<Counters>,
-    /// Set when an apply or a flush failed: every later transaction gets this error.
-    failed: Option<Error>,
+    shared: Arc<Shared>,
+    staged: SyncSender<Staged>,
+    /// The writes of batches handed over and perhaps not yet in the tree, oldest first.
+    pending: VecDeque<(u64, Arc<Overlay>)>,
+    /// The number of the last batch handed over.
+    handed_over: u64,
 }
 
 impl Writer {
-    fn run(mut self, receiver: mpsc::Receiver<Job>) -> Result<(), Error> {
+    fn run(
+        mut self,
+        receiver: mpsc::Receiver<Job>,
+        applier: JoinHandle<Result<(), Error>>,
+    ) -> Result<(), Error> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // `recv` keeps returning queued jobs after the store has closed the channel, so
         // everything submitted before `close` is run and answered.
@@ -305,13 +356,15 @@ impl Writer {
             }
             self.run_batch(&mut batch);
         }
-        match self.failed {
-            Some(error) => Err(error),
-            None => self.db.flush().map(drop).map_err(engine_error),
-        }
+        // The applier finishes what it was handed, flushes and stops.
+        drop(self.staged);
+        applier
+            .join()
+            .unwrap_or_else(|_| Err(Error::Engine("the store's applier thread panicked".into())))
     }
 
-    /// Runs the batch's transactions in order, flushes once if any wrote, then answers.
+    /// Runs the batch's transactions in order and hands their writes and answers to the
+    /// applier; answers at once those that saw only durable state.
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
         let c = Arc::clone(&self.counters);
         c.batches.fetch_add(1, Ordering::Relaxed);
@@ -321,46 +374,121 @@ impl Writer {
             .fetch_max(batch.len() as u64, Ordering::Relaxed);
         c.batch_size.observe(batch.len() as f64);
 
-        // Answers held back until the batch's writes are durable.
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        while self.pending.front().is_some_and(|(n, _)| *n <= applied) {
+            self.pending.pop_front();
+        }
+        // Answers held back until the writes they could have seen are durable.
         let mut waiting = Vec::new();
-        // The writes the batch's transactions committed, not yet in the tree.
+        // The writes the batch's transactions committed, not yet handed over.
         let mut committed = Overlay::new();
         for job in batch.drain(..) {
-            let result = match &self.failed {
+            let result = match self.shared.failed.get() {
                 Some(error) => Err(error.clone()),
                 None => self.run_one(job.f, &mut committed),
             };
-            if committed.is_empty() {
-                // Saw only state flushed by earlier batches. The caller may be gone: fine.
+            if committed.is_empty() && self.pending.is_empty() {
+                // Saw only durable state. The caller may be gone: fine.
                 let _ = job.answer.send(result);
             } else {
                 waiting.push((job.answer, result));
             }
         }
-        if committed.is_empty() {
+        if waiting.is_empty() {
             return;
         }
-
-        let mut writes = ::sled::Batch::default();
-        for (key, value) in committed {
-            match value {
-                Some(value) => writes.insert(key, value),
-                None => writes.remove(key),
+        self.handed_over += 1;
+        let writes = (!committed.is_empty()).then(|| Arc::new(committed));
+        if let Some(writes) = &writes {
+            self.pending
+                .push_back((self.handed_over, Arc::clone(writes)));
+        }
+        let staged = Staged {
+            number: self.handed_over,
+            writes,
+            waiting,
+        };
+        if let Err(mpsc::SendError(staged)) = self.staged.send(staged) {
+            // The applier is gone (it panicked): nothing of this batch is durable.
+            let error = Error::Engine("the store's applier thread stopped".into());
+            for (answer, _) in staged.waiting {
+                let _ = answer.send(Err(error.clone()));
             }
+            let _ = self.shared.failed.set(error);
         }
-        let flushed = self.tree.apply_batch(writes).and_then(|()| {
-            let started = Instant::now();
-            let flushed = self.db.flush();
-            self.counted_flush(started.elapsed());
-            flushed
-        });
-        let flush_error = flushed.err().map(engine_error);
-        if let Some(error) = &flush_error {
-            tracing::error!(%error, "store write failed: refusing further transactions");
-            self.failed = Some(error.clone());
+    }
+
+    /// Runs one transaction function over the tree, the batches not yet applied and the
+    /// batch's `committed` writes, and adds its own writes to them if it returned `Ok`.
+    fn run_one(&mut self, f: TxnFn, committed: &mut Overlay) -> Result<Outcome, Error> {
+        let mut txn = SledTxn {
+            tree: &self.tree,
+            pending: &self.pending,
+            committed,
+            writes: Overlay::new(),
+        };
+        // The overlay is discarded after a panic, so no broken state can be observed.
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
+            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())))?;
+        let writes = txn.writes;
+        if outcome.is_ok() && !writes.is_empty() {
+            committed.extend(writes);
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
-        for (answer, result) in waiting {
-            let result = match &flush_error {
+        Ok(outcome)
+    }
+}
+
+/// The applier thread's state: it alone writes to the tree and flushes.
+struct Applier {
+    db: ::sled::Db,
+    tree: ::sled::Tree,
+    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+}
+
+impl Applier {
+    fn run(self, batches: mpsc::Receiver<Staged>) -> Result<(), Error> {
+        for staged in batches {
+            self.apply(staged);
+        }
+        match self.shared.failed.get() {
+            Some(error) => Err(error.clone()),
+            None => self.db.flush().map(drop).map_err(engine_error),
+        }
+    }
+
+    /// Applies a batch's writes as one sled batch, flushes, and only then answers.
+    fn apply(&self, staged: Staged) {
+        let failed = match (self.shared.failed.get(), &staged.writes) {
+            (Some(error), _) => Some(error.clone()),
+            (None, None) => None,
+            (None, Some(overlay)) => {
+                let mut writes = ::sled::Batch::default();
+                for (key, value) in overlay.iter() {
+                    match value {
+                        Some(value) => writes.insert(key.as_slice(), value.as_slice()),
+                        None => writes.remove(key.as_slice()),
+                    }
+                }
+                let flushed = self.tree.apply_batch(writes).and_then(|()| {
+                    let started = Instant::now();
+                    let flushed = self.db.flush();
+                    self.counted_flush(started.elapsed());
+                    flushed
+                });
+                flushed.err().map(|e| {
+                    let error = engine_error(e);
+                    tracing::error!(%error, "store write failed: refusing further transactions");
+                    let _ = self.shared.failed.set(error.clone());
+                    error
+                })
+            }
+        };
+        // In the tree now (or never to be read: the store has failed): the writer may drop it.
+        self.shared.applied.store(staged.number, Ordering::Release);
+        for (answer, result) in staged.waiting {
+            let result = match &failed {
                 Some(error) => Err(error.clone()),
                 None => result,
             };
@@ -377,25 +505,6 @@ impl Writer {
         );
         c.flush_latency.observe_duration(took);
     }
-
-    /// Runs one transaction function over the tree and the batch's `committed` writes, and adds
-    /// its own writes to them if it returned `Ok`.
-    fn run_one(&mut self, f: TxnFn, committed: &mut Overlay) -> Result<Outcome, Error> {
-        let mut txn = SledTxn {
-            tree: &self.tree,
-            committed,
-            writes: Overlay::new(),
-        };
-        // The overlay is discarded after a panic, so no broken state can be observed.
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
-            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())))?;
-        let writes = txn.writes;
-        if outcome.is_ok() && !writes.is_empty() {
-            committed.extend(writes);
-            self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(outcome)
-    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -411,12 +520,23 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Writes by key as the tree keys them (table tag + key); `None` = deleted.
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A transaction on the writer thread: the tree as left by earlier batches, the writes of the
-/// batch's earlier transactions, and this transaction's own, each shadowing the one before.
+/// A transaction on the writer thread: the tree, the batches handed to the applier and not yet
+/// applied, the writes of this batch's earlier transactions, and this transaction's own, each
+/// shadowing the ones before.
 struct SledTxn<'a> {
     tree: &'a ::sled::Tree,
+    pending: &'a VecDeque<(u64, Arc<Overlay>)>,
     committed: &'a Overlay,
     writes: Overlay,
+}
+
+impl SledTxn<'_> {
+    /// The overlays over the tree, the newest first.
+    fn layers(&self) -> impl Iterator<Item = &Overlay> {
+        [&self.writes, self.committed]
+            .into_iter()
+            .chain(self.pending.iter().rev().map(|(_, o)| o.as_ref()))
+    }
 }
 
 fn tree_key(table: Table, key: &[u8]) -> Vec<u8> {
@@ -440,8 +560,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl SledTxn<'_> {
-    /// The entries in `[lo, hi)` of the tree with the batch's and this transaction's writes
-    /// merged in, at most `limit`, with the table tag removed from the keys.
+    /// The entries in `[lo, hi)` of the tree with the overlays merged in, at most `limit`, with
+    /// the table tag removed from the keys.
     fn scan(&self, lo: Vec<u8>, hi: Vec<u8>, limit: usize) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
         if limit == 0 || lo >= hi {
@@ -452,16 +572,20 @@ impl SledTxn<'_> {
             Bound::Excluded(hi.as_slice()),
         );
         let mut base = self.tree.range(lo.as_slice()..hi.as_slice());
-        let mut committed = self.committed.range::<[u8], _>(bounds).peekable();
-        let mut own = self.writes.range::<[u8], _>(bounds).peekable();
+        let mut layers: Vec<_> = self
+            .layers()
+            .map(|o| o.range::<[u8], _>(bounds).peekable())
+            .collect();
         let mut next_base = base.next().transpose().map_err(engine_error)?;
         while out.len() < limit {
-            let heads = [
-                next_base.as_ref().map(|(k, _)| k.as_ref()),
-                committed.peek().map(|(k, _)| k.as_slice()),
-                own.peek().map(|(k, _)| k.as_slice()),
-            ];
-            let Some(key) = heads.into_iter().flatten().min().map(<[u8]>::to_vec) else {
+            let heads = layers
+                .iter_mut()
+                .filter_map(|l| l.peek().map(|(k, _)| k.as_slice()));
+            let Some(key) = heads
+                .chain(next_base.as_ref().map(|(k, _)| k.as_ref()))
+                .min()
+                .map(<[u8]>::to_vec)
+            else {
                 break;
             };
             // Every source at this key moves on; the newest one's value (or deletion) counts.
@@ -469,10 +593,14 @@ impl SledTxn<'_> {
             if stored.is_some() {
                 next_base = base.next().transpose().map_err(engine_error)?;
             }
-            let in_batch = committed.next_if(|(k, _)| k.as_slice() == key.as_slice());
-            let in_txn = own.next_if(|(k, _)| k.as_slice() == key.as_slice());
-            let value = match in_txn.or(in_batch) {
-                Some((_, written)) => written.clone(),
+            let mut newest = None;
+            for layer in &mut layers {
+                if let Some((_, written)) = layer.next_if(|(k, _)| k.as_slice() == key.as_slice()) {
+                    newest = newest.or(Some(written));
+                }
+            }
+            let value = match newest {
+                Some(written) => written.clone(),
                 None => stored.map(|(_, v)| v.to_vec()),
             };
             if let Some(value) = value {
@@ -486,7 +614,7 @@ impl SledTxn<'_> {
 impl Txn for SledTxn<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let key = tree_key(table, key);
-        match self.writes.get(&key).or_else(|| self.committed.get(&key)) {
+        match self.layers().find_map(|o| o.get(&key)) {
             Some(written) => Ok(written.clone()),
             None => Ok(self
                 .tree
