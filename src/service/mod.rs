@@ -822,15 +822,18 @@ impl Gateway {
                 };
                 checker.run(tx, &subject, &options, check.consent)
             };
-            // The same content again: the original answer, nothing new stored.
-            if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
-                let DocumentRecord::V1(DocumentV1::Prescription { id }) = decode(&bytes)? else {
-                    return Err(Error::AlreadyExists(
-                        "this content is registered as another kind of document",
-                    ));
-                };
+            // The institution's number again: with the same content (the number is part of it),
+            // the original answer and nothing new stored; with other content, refused.
+            let number_key = key(&[record.institution.as_bytes(), record.number.as_bytes()]);
+            if let Some(id) = tx.get(Table::ByNumber, &number_key)? {
+                let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
                 let stored = Stored::load(tx, &id)?
-                    .ok_or_else(|| corrupt("document without prescription"))?;
+                    .ok_or_else(|| corrupt("index without prescription"))?;
+                if stored.record.content_sha256 != content_sha256 {
+                    return Err(Error::AlreadyExists(
+                        "the institution has registered this prescription number with other content",
+                    ));
+                }
                 draft.target = Some(id.clone());
                 return Ok(Registered {
                     findings: findings_excluding(tx, &id)?,
@@ -839,12 +842,6 @@ impl Gateway {
                     state: stored.lifecycle.state_on(today),
                     usable_through: stored.lifecycle.usable_through,
                 });
-            }
-            let number_key = key(&[record.institution.as_bytes(), record.number.as_bytes()]);
-            if tx.get(Table::ByNumber, &number_key)?.is_some() {
-                return Err(Error::AlreadyExists(
-                    "the institution has registered this prescription number with other content",
-                ));
             }
             let findings = findings_excluding(tx, &record.id)?;
             let unacknowledged = clinical::unacknowledged(&findings, &acks);
@@ -883,13 +880,6 @@ impl Gateway {
                 b"",
             );
             tx.put(Table::ByNumber, &number_key, id_bytes);
-            tx.put(
-                Table::Documents,
-                &content_sha256,
-                &encode(&DocumentRecord::V1(DocumentV1::Prescription {
-                    id: record.id.clone(),
-                })),
-            );
             tx.put(
                 Table::Meta,
                 &expiry_key(&record.usable_through, &record.id),

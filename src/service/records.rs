@@ -164,9 +164,10 @@ pub enum DispensingRecordRecord {
 /// What a document hash (idempotency key) points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DocumentV1 {
-    Prescription {
-        id: String,
-    },
+    /// Written for prescriptions by earlier versions only: a prescription's idempotency key is
+    /// now its (institution, number), whose record holds the content's hash. Still read, so that
+    /// such content offered as a dispensing record is refused as another kind of document.
+    Prescription { id: String },
     Dispensing {
         prescription_id: String,
         record_number: u32,

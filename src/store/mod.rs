@@ -32,7 +32,8 @@ pub enum Table {
     ByInstitution,
     /// (institution, prescription number) → prescription id.
     ByNumber,
-    /// SHA-256 of a signed document's content → prescription id.
+    /// SHA-256 of a dispensing record's content → (prescription id, record number). (Stores
+    /// written by earlier versions also hold prescriptions' content here.)
     Documents,
     /// (prescription id, record number) → dispensing record.
     Dispensings,
