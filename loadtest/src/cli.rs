@@ -20,7 +20,7 @@ pub struct Options {
     #[arg(
         long,
         conflicts_with = "concurrency",
-        required_unless_present = "concurrency"
+        required_unless_present_any = ["concurrency", "serve_echo"]
     )]
     pub rate: Option<f64>,
     /// Closed loop: this many workers, each starting its next operation when the last ends.
@@ -45,9 +45,14 @@ pub struct Options {
     #[arg(long, default_value_t = 30.0)]
     pub rpc_timeout: f64,
 
-    /// Start a `rxgate serve --dev` on a temporary data folder and measure it (instead of --addr).
+    /// Start a `rxgate serve --dev` on a temporary data folder and measure it (instead of --addr);
+    /// with `--scenario echo`, run the echo server as a process of its own (else in this one).
     #[arg(long)]
     pub spawn: bool,
+    /// Serve the bare echo only, until standard input closes (what `--scenario echo --spawn`
+    /// starts); prints `echo listening addr=HOST:PORT` first.
+    #[arg(long, hide = true)]
+    pub serve_echo: bool,
     /// With --spawn: the rxgate binary (default: `rxgate` beside this binary).
     #[arg(long, requires = "spawn")]
     pub rxgate_bin: Option<PathBuf>,

@@ -1,13 +1,21 @@
 //! The ceiling: a bare tonic unary echo, served in-process over the gateway's own mutual-TLS
 //! stack (`rxgate::tls::incoming`: client certificate, CRL and institution checks per
 //! handshake) with tonic's default server settings, as `rxgate serve` uses them. The load test
-//! drives it with the same clients, connections and payload size as a registration.
+//! drives it with the same clients, connections and payload size as a registration: in its own
+//! process (`--serve-echo`, started by `--scenario echo --spawn`), as a spawned gateway runs, or
+//! inside the load test's process.
 
-use std::{net::SocketAddr, path::Path};
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use rxgate::tls::TlsFiles;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
 use tonic::{Request, Response, Status, transport::Server};
 
 mod proto {
@@ -66,5 +74,69 @@ impl EchoServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         Ok(self.task.await.context("the echo server task")??)
+    }
+}
+
+/// What `--serve-echo` prints once it listens, before the address.
+const LISTENING: &str = "echo listening addr=";
+
+/// How long a spawned echo process may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `--serve-echo`: serves until standard input closes, after printing where it listens.
+pub async fn serve(tls_dir: &Path) -> anyhow::Result<()> {
+    let server = EchoServer::start(tls_dir).await?;
+    println!("{LISTENING}{}", server.addr);
+    tokio::task::spawn_blocking(|| {
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+    })
+    .await??;
+    server.stop().await
+}
+
+/// An echo server in a process of its own (this binary with `--serve-echo`), stopped by closing
+/// its standard input; killed if dropped.
+pub struct EchoProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EchoProcess {
+    pub async fn start(tls_dir: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut child = Command::new(exe)
+            .arg("--serve-echo")
+            .arg("--tls-dir")
+            .arg(tls_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the echo process")?;
+        let stdout = child.stdout.take().expect("piped");
+        let first = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let addr = first
+            .as_deref()
+            .and_then(|line| line.strip_prefix(LISTENING))
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill().await;
+            bail!("the echo process did not start listening (it said {first:?})");
+        };
+        Ok(EchoProcess { child, addr })
+    }
+
+    /// Closes its standard input and waits for it to stop.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.child.stdin.take());
+        let status = tokio::time::timeout(START_TIMEOUT, self.child.wait())
+            .await
+            .context("the echo process did not stop")??;
+        anyhow::ensure!(status.success(), "the echo process failed: {status}");
+        Ok(())
     }
 }

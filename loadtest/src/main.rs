@@ -12,7 +12,8 @@
 //! - `report`: HDR histograms, errors by status code, the table and the JSON line.
 //! - `audit`: every acknowledged registration must read back.
 //! - `spawn`: `--spawn` starts a `rxgate serve --dev` on a temporary folder.
-//! - `echo`: the in-process echo server over the gateway's TLS stack.
+//! - `echo`: the echo server over the gateway's TLS stack, in its own process with `--spawn`, else
+//!   in this one.
 //! - `server`: the gateway's own figures, from its `/metrics` before and after the load.
 //! - `pool`: bounded concurrency for untimed bulk work.
 
@@ -48,7 +49,7 @@ use crate::{
     cli::{Load, Options, Scenario},
     corpus::{Acks, Corpus, Plan, Setup},
     driver::Window,
-    echo::EchoServer,
+    echo::{EchoProcess, EchoServer},
     fleet::{Fleet, Shape},
     pki::Minter,
     report::{Header, Rpc},
@@ -65,10 +66,14 @@ enum Target {
     Remote(String),
     Spawned(Box<Gateway>),
     Echo(EchoServer),
+    SpawnedEcho(EchoProcess),
 }
 
 impl Target {
     async fn start(o: &Options) -> anyhow::Result<Self> {
+        if o.scenario == Scenario::Echo && o.spawn {
+            return Ok(Target::SpawnedEcho(EchoProcess::start(&o.tls_dir).await?));
+        }
         if o.scenario == Scenario::Echo {
             return Ok(Target::Echo(EchoServer::start(&o.tls_dir).await?));
         }
@@ -87,6 +92,7 @@ impl Target {
             Target::Remote(addr) => addr.clone(),
             Target::Spawned(gateway) => gateway.addr.clone(),
             Target::Echo(server) => format!("https://{}", server.addr),
+            Target::SpawnedEcho(process) => format!("https://{}", process.addr),
         }
     }
 
@@ -95,7 +101,7 @@ impl Target {
         match self {
             Target::Remote(_) => o.metrics.clone(),
             Target::Spawned(gateway) => Some(gateway.metrics.clone()),
-            Target::Echo(_) => None,
+            Target::Echo(_) | Target::SpawnedEcho(_) => None,
         }
     }
 
@@ -111,6 +117,10 @@ impl Target {
                 "the in-process echo server at {} (the gateway's TLS stack, no gateway)",
                 server.addr
             ),
+            Target::SpawnedEcho(process) => format!(
+                "a spawned echo process at {} (the gateway's TLS stack, no gateway)",
+                process.addr
+            ),
         }
     }
 
@@ -119,6 +129,7 @@ impl Target {
             Target::Remote(_) => Ok(()),
             Target::Spawned(gateway) => gateway.stop().await,
             Target::Echo(server) => server.stop().await,
+            Target::SpawnedEcho(process) => process.stop().await,
         }
     }
 }
@@ -326,6 +337,15 @@ fn policy_notes(o: &Options, setup: &Setup) -> Vec<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let options = Options::parse();
+    if options.serve_echo {
+        return match echo::serve(&options.tls_dir).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest --serve-echo: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let run = async {
         options.validate()?;
         let target = Target::start(&options).await?;

@@ -121,27 +121,34 @@ fn a_short_full_flow_run_against_the_spawned_gateway_loses_nothing() {
     assert!(server["flushes"].as_f64().unwrap() > 0.0, "{json}");
 }
 
+/// The echo in the load test's own process, and (`--spawn`) in a process of its own.
 #[test]
 fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
-    let json = loadtest(&[
-        "--scenario",
-        "echo",
-        "--concurrency",
-        "4",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "1",
-        "--clinics",
-        "2",
-    ]);
-    assert_eq!(json["errors"], 0, "{json}");
-    assert_eq!(json["lost"], 0);
-    assert!(json["echo_per_s"].as_f64().unwrap() > 0.0, "{json}");
-    assert_eq!(json["register_per_s"], Value::Null);
-    assert_eq!(
-        json["server"],
-        Value::Null,
-        "the echo has no gateway metrics"
-    );
+    for spawn in [false, true] {
+        let mut args = vec![
+            "--scenario",
+            "echo",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "0.2",
+            "--duration",
+            "1",
+            "--clinics",
+            "2",
+        ];
+        if spawn {
+            args.push("--spawn");
+        }
+        let json = loadtest(&args);
+        assert_eq!(json["errors"], 0, "{json}");
+        assert_eq!(json["lost"], 0);
+        assert!(json["echo_per_s"].as_f64().unwrap() > 0.0, "{json}");
+        assert_eq!(json["register_per_s"], Value::Null);
+        assert_eq!(
+            json["server"],
+            Value::Null,
+            "the echo has no gateway metrics"
+        );
+    }
 }
