@@ -449,6 +449,9 @@ const HISTORY_LAYOUT_KEY: &[u8] = b"layout/history-per-patient";
 /// Old-layout entries moved per transaction by [`migrate_history`].
 const MIGRATION_CHUNK: usize = 1_000;
 
+/// The migration logs its progress every this many chunks.
+const PROGRESS_EVERY: u64 = 100;
+
 /// Rewrites the history of a store written before the one-record-per-patient layout (one key per
 /// line: `patient \0 rx \0 id \0 line` and `patient \0 d \0 last-day \0 id \0 record \0 line`)
 /// into one record per patient, a chunk per transaction, and marks the store so that later
@@ -464,18 +467,18 @@ pub async fn migrate_history(store: &Arc<dyn Store>) -> Result<u64, store::Error
     let started = Instant::now();
     let mut from = Vec::new();
     let mut moved = 0;
-    loop {
+    for chunk in 1.. {
         let start = std::mem::take(&mut from);
         let (next, n) = store
             .transact(move |tx| migrate_chunk(tx, &start))
             .await??;
         moved += n;
-        match next {
-            Some(next) => {
-                from = next;
-                tracing::info!(entries = moved, "migrating the medication history");
-            }
-            None => break,
+        let Some(next) = next else {
+            break;
+        };
+        from = next;
+        if chunk % PROGRESS_EVERY == 0 {
+            tracing::info!(entries = moved, "migrating the medication history");
         }
     }
     store
