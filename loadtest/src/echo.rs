@@ -80,8 +80,8 @@ impl EchoServer {
 /// What `--serve-echo` prints once it listens, before the address.
 const LISTENING: &str = "echo listening addr=";
 
-/// How long a spawned echo process may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a spawned echo process may take to start listening, or to stop.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `--serve-echo`: serves until standard input closes, after printing where it listens.
 pub async fn serve(tls_dir: &Path) -> anyhow::Result<()> {
@@ -114,11 +114,12 @@ impl EchoProcess {
             .spawn()
             .context("starting the echo process")?;
         let stdout = child.stdout.take().expect("piped");
-        let first = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
+        let first =
+            tokio::time::timeout(PROCESS_TIMEOUT, BufReader::new(stdout).lines().next_line())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
         let addr = first
             .as_deref()
             .and_then(|line| line.strip_prefix(LISTENING))
@@ -133,7 +134,7 @@ impl EchoProcess {
     /// Closes its standard input and waits for it to stop.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         drop(self.child.stdin.take());
-        let status = tokio::time::timeout(START_TIMEOUT, self.child.wait())
+        let status = tokio::time::timeout(PROCESS_TIMEOUT, self.child.wait())
             .await
             .context("the echo process did not stop")??;
         anyhow::ensure!(status.success(), "the echo process failed: {status}");

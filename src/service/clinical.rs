@@ -247,6 +247,11 @@ fn order(entry: &HistoryEntryV1) -> (bool, &str, &str, u32, u32) {
     }
 }
 
+/// A dispensed line whose last possible day lies before `today` (YYYY-MM-DD): no check reads it.
+fn is_past(entry: &HistoryEntryV1, today: &str) -> bool {
+    matches!(&entry.slot, SlotV1::Dispensed { last_day, .. } if last_day.as_str() < today)
+}
+
 /// The patient's history record (empty if they have none).
 fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV1>, store::Error> {
     match tx.get(Table::Medications, patient.as_bytes())? {
@@ -267,10 +272,7 @@ fn save(
     today: Option<JapanDate>,
 ) {
     if let Some(today) = today.map(|d| d.to_string()) {
-        entries.retain(|e| match &e.slot {
-            SlotV1::Dispensed { last_day, .. } => *last_day >= today,
-            SlotV1::Undispensed { .. } => true,
-        });
+        entries.retain(|e| !is_past(e, &today));
     }
     entries.sort_by(|a, b| order(a).cmp(&order(b)));
     if entries.is_empty() {
@@ -433,10 +435,7 @@ fn history(
             out.push(medication(m)?);
         }
     }
-    let current = dispensed.into_iter().filter(|e| match &e.slot {
-        SlotV1::Dispensed { last_day, .. } => *last_day >= today_text,
-        SlotV1::Undispensed { .. } => false,
-    });
+    let current = dispensed.into_iter().filter(|e| !is_past(e, &today_text));
     for HistoryEntryV1 { medication: m, .. } in current.take(HISTORY_LIMIT) {
         out.push(medication(m)?);
     }

@@ -396,6 +396,18 @@ impl Stored {
         Ok(Some(Stored { record, lifecycle }))
     }
 
+    /// The prescription an index entry (`table`, `key` → id) names; none without the entry, and
+    /// corrupt if the entry names no prescription.
+    fn indexed(tx: &dyn Txn, table: Table, key: &[u8]) -> Result<Option<Stored>, store::Error> {
+        let Some(id) = tx.get(table, key)? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
+        Stored::load(tx, &id)?
+            .ok_or_else(|| corrupt("index without prescription"))
+            .map(Some)
+    }
+
     /// Applies `transition`, keeps the indexes of active prescriptions (and the medication
     /// history) in step, and writes.
     fn apply(
@@ -697,7 +709,7 @@ impl Gateway {
         now: SystemTime,
     ) -> Result<(VerifiedDocument<D>, F), Error>
     where
-        D: SignedContent + Send + 'static,
+        D: SignedContent,
         F: Attributed + for<'a> TryFrom<&'a D, Error = Vec<FieldViolation>>,
     {
         let verified = self.verify::<D>(content, cms, now)?;
@@ -825,10 +837,8 @@ impl Gateway {
             // The institution's number again: with the same content (the number is part of it),
             // the original answer and nothing new stored; with other content, refused.
             let number_key = key(&[record.institution.as_bytes(), record.number.as_bytes()]);
-            if let Some(id) = tx.get(Table::ByNumber, &number_key)? {
-                let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
-                let stored = Stored::load(tx, &id)?
-                    .ok_or_else(|| corrupt("index without prescription"))?;
+            if let Some(stored) = Stored::indexed(tx, Table::ByNumber, &number_key)? {
+                let id = stored.record.id.clone();
                 if stored.record.content_sha256 != content_sha256 {
                     return Err(Error::AlreadyExists(
                         "the institution has registered this prescription number with other content",
@@ -1695,14 +1705,8 @@ fn own_prescription(tx: &dyn Txn, id: &str, caller_code: &str) -> Result<Stored,
 /// The active prescription with this patient key and exchange number. A wrong number and a
 /// wrong patient are the same NOT_FOUND.
 fn find_active(tx: &dyn Txn, patient: &PatientKey, exchange_number: u32) -> Result<Stored, Error> {
-    let id = tx
-        .get(
-            Table::ByExchange,
-            &exchange_key(patient.canonical(), exchange_number),
-        )?
-        .ok_or(Error::NotFound)?;
-    let id = String::from_utf8(id).map_err(|_| corrupt("prescription id"))?;
-    Ok(Stored::load(tx, &id)?.ok_or_else(|| corrupt("index without prescription"))?)
+    let key = exchange_key(patient.canonical(), exchange_number);
+    Stored::indexed(tx, Table::ByExchange, &key)?.ok_or(Error::NotFound)
 }
 
 /// A free exchange number for the patient: one not held by another of their active

@@ -1,6 +1,7 @@
 //! The sled engine behind [`Store`]: one writer thread, group commit pipelined with an applier
-//! thread, an answer only after fsync. The only file of the project that names sled; it must not depend on the
-//! domain, the protocol types or the async runtime (tokio's channel is used only to answer).
+//! thread, an answer only after fsync. The only file of the project that names sled; it must
+//! not depend on the domain, the protocol types or the async runtime (tokio's channel is used
+//! only to answer).
 //!
 //! # Design
 //!
@@ -9,9 +10,9 @@
 //!   `apply_batch`, which sled recovers all-or-nothing after a crash. The prefix bytes are part
 //!   of the on-disk format: never renumber them.
 //! - **One writer thread runs every transaction and every read.** [`SledStore::submit`] sends
-//!   the boxed transaction function over a std channel to a dedicated thread. Transactions therefore
-//!   run strictly one after another, in submission order, so a "check, then write" inside one
-//!   function needs no compare-and-set. A function's writes go to an in-memory overlay; on `Ok`
+//!   the boxed transaction function over a std channel to a dedicated thread. Transactions
+//!   therefore run strictly one after another, in submission order, so a "check, then write"
+//!   inside one function needs no compare-and-set. A function's writes go to an in-memory overlay; on `Ok`
 //!   they join the batch's overlay of committed writes, on `Err` or panic (caught with
 //!   `catch_unwind`) they are dropped, so nothing is written. Reads and scans merge the
 //!   function's overlay over the batch's over those of batches not yet applied over the tree.
@@ -45,9 +46,8 @@
 //!   no such problem and gives group commit for free.
 //! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the thread
 //!   finishes every transaction already queued, lets the applier finish and flush, and both are
-//!   joined; then `close` waits for
-//!   sled's IO threads to let go of the data file (its lock), so the directory can be opened
-//!   again at once. Later submissions are answered [`Error::Closed`].
+//!   joined; then `close` waits for sled's IO threads to let go of the data file (its lock), so
+//!   the directory can be opened again at once. Later submissions are answered [`Error::Closed`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, TryLockError};
@@ -122,7 +122,7 @@ struct Job {
     answer: Reply,
 }
 
-/// The counters behind [`Stats`], updated by the writer thread.
+/// The counters behind [`Stats`], updated by the writer and the applier threads.
 struct Counters {
     batches: AtomicU64,
     transactions: AtomicU64,
@@ -366,7 +366,7 @@ impl Writer {
     /// Runs the batch's transactions in order and hands their writes and answers to the
     /// applier; answers at once those that saw only durable state.
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
-        let c = Arc::clone(&self.counters);
+        let c = &self.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.transactions
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
