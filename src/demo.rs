@@ -17,7 +17,9 @@ use crate::{
     tls::ClientFiles,
 };
 
-fn dev_signer(name: &str) -> anyhow::Result<SigningKey> {
+/// The committed dev signer `name` (`certs/hpki/{name}.cert.pem` and key), embedding the dev
+/// signing CA.
+pub fn dev_signer(name: &str) -> anyhow::Result<SigningKey> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
     let read = |f: String| std::fs::read(dir.join(&f)).with_context(|| f);
     Ok(SigningKey::new(

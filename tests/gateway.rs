@@ -31,6 +31,8 @@ struct Rx {
     id: String,
     exchange: String,
     patient: pb::PatientKey,
+    /// As the clinic sent it.
+    signed: pb::SignedDocument,
 }
 
 async fn register(
@@ -40,9 +42,10 @@ async fn register(
     n: u32,
 ) -> Rx {
     let content = demo_prescription(number, patient(n), h.today()).encode_to_vec();
+    let signed = h.sign("doctor", content);
     let r = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(h.sign("doctor", content)),
+            prescription: Some(signed.clone()),
             ..Default::default()
         })
         .await
@@ -54,6 +57,7 @@ async fn register(
         id: r.prescription_id,
         exchange: r.exchange_number,
         patient: patient(n),
+        signed,
     }
 }
 
@@ -102,6 +106,8 @@ async fn the_full_round_trip() {
         .into_inner();
     assert_eq!(received.state, pb::PrescriptionState::Accepted as i32);
     let doc = received.prescription.unwrap();
+    // the exact bytes the clinic sent (the store keeps the signature's certificates apart)
+    assert_eq!(doc, rx.signed);
     let decoded = pb::Prescription::decode(doc.content.as_slice()).unwrap();
     assert_eq!(decoded.prescription_number, "RT-1");
     // the pharmacy can verify the signature itself

@@ -148,7 +148,7 @@ async fn scans_merge_own_writes_in_key_order() {
                 tx.put(Table::ByPatient, key, b"stored");
             }
             // The same keys in a neighbouring table must never show up.
-            tx.put(Table::ByInstitution, b"p/2", b"other table");
+            tx.put(Table::ByNumber, b"p/2", b"other table");
             tx.put(Table::ByExchange, b"p/4", b"other table");
             Ok::<_, Error>(())
         })

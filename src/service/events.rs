@@ -13,7 +13,7 @@ use crate::{
 use super::{
     DispensingSummary, Error, Gateway, corrupt, key, millis,
     records::{
-        DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV2, decode, encode,
+        DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV3, decode, encode,
     },
 };
 
@@ -51,7 +51,7 @@ impl EventFilter {
 /// Appends an event about `record` (its state as it now is).
 pub(super) fn append(
     tx: &mut dyn Txn,
-    record: &PrescriptionV2,
+    record: &PrescriptionV3,
     kind: EventKindV1,
     pharmacy: Option<String>,
     record_number: Option<u32>,

@@ -9,6 +9,7 @@ mod import;
 mod lockout;
 pub mod records;
 mod relay;
+mod signatures;
 
 use std::{
     sync::{Arc, RwLock},
@@ -50,7 +51,7 @@ use crate::{
 };
 use records::{
     AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord,
-    DocumentV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV2,
+    DocumentV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV3,
     RefillWindowV1, StateV1, decode, encode,
 };
 
@@ -359,7 +360,7 @@ fn date(s: &str) -> Result<JapanDate, store::Error> {
 
 /// A stored prescription with its lifecycle decoded.
 struct Stored {
-    record: PrescriptionV2,
+    record: PrescriptionV3,
     lifecycle: Lifecycle,
 }
 
@@ -471,7 +472,7 @@ impl Stored {
         tx.put(
             Table::Prescriptions,
             r.id.as_bytes(),
-            &encode(&PrescriptionRecord::V2(r.clone())),
+            &encode(&PrescriptionRecord::V3(r.clone())),
         );
         let kind = match &state {
             _ if recorded => EventKindV1::DispensingRecorded,
@@ -793,7 +794,8 @@ impl Gateway {
         let id = self.random_id();
         let candidates = self.random_exchange_numbers(16);
         let signer = verified.signer().clone();
-        let record = PrescriptionV2 {
+        let (cms, certificates) = signatures::cut(verified.cms_signature());
+        let record = PrescriptionV3 {
             id: id.clone(),
             institution: facts.institution.to_string(),
             number: facts.number.as_str().to_owned(),
@@ -807,7 +809,7 @@ impl Gateway {
             line_count: facts.lines.len() as u32,
             refill_count: facts.refill_count,
             content: verified.content().to_vec(),
-            cms_signature: verified.cms_signature().to_vec(),
+            cms,
             content_sha256,
             signer_serial_number: signer.serial_number.clone(),
             signer_certificate_sha256: signer.certificate_sha256,
@@ -865,6 +867,7 @@ impl Gateway {
             let exchange_number =
                 allocate_exchange_number(tx, &record.patient_key, &candidates, today)?;
             record.exchange_number = exchange_number;
+            signatures::store_certificates(tx, &certificates)?;
             let id_bytes = record.id.as_bytes();
             tx.put(
                 Table::ByExchange,
@@ -880,15 +883,6 @@ impl Gateway {
                 ]),
                 b"",
             );
-            tx.put(
-                Table::ByInstitution,
-                &key(&[
-                    record.institution.as_bytes(),
-                    record.issue_date.as_bytes(),
-                    id_bytes,
-                ]),
-                b"",
-            );
             tx.put(Table::ByNumber, &number_key, id_bytes);
             tx.put(
                 Table::Meta,
@@ -898,7 +892,7 @@ impl Gateway {
             tx.put(
                 Table::Prescriptions,
                 id_bytes,
-                &encode(&PrescriptionRecord::V2(record.clone())),
+                &encode(&PrescriptionRecord::V3(record.clone())),
             );
             clinical::index_prescription(
                 tx,
@@ -1113,7 +1107,7 @@ impl Gateway {
                 let (id, content, cms_signature) = (
                     stored.record.id.clone(),
                     stored.record.content.clone(),
-                    stored.record.cms_signature.clone(),
+                    signatures::restore(tx, &stored.record.cms)?,
                 );
                 let patient_key = stored.record.patient_key.clone();
                 let state = match transition {
@@ -1644,7 +1638,7 @@ impl LineProgress {
 /// Stores the findings a registration acknowledged (those among its findings), with who did.
 fn record_overrides(
     tx: &mut dyn Txn,
-    record: &PrescriptionV2,
+    record: &PrescriptionV3,
     caller: &Caller,
     signer: &Signer,
     time_ms: i64,

@@ -61,6 +61,8 @@ pub struct RefillWindowV1 {
     pub until: String,
 }
 
+/// Version 2 of the prescription record, kept to read stores written before version 3 (which
+/// keeps the signature without its certificates).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrescriptionV2 {
     pub id: String,
@@ -123,18 +125,108 @@ impl From<PrescriptionV1> for PrescriptionV2 {
     }
 }
 
+/// Version 3 of the prescription record: version 2 with its signature kept without the
+/// certificates it carries (`service::signatures`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrescriptionV3 {
+    pub id: String,
+    pub institution: String,
+    pub number: String,
+    /// The canonical patient key.
+    pub patient_key: String,
+    pub exchange_number: u32,
+    /// YYYY-MM-DD.
+    pub issue_date: String,
+    pub usable_through: String,
+    pub state: StateV1,
+    pub returned_by: Option<String>,
+    /// The Japan date of the current acceptance, YYYY-MM-DD.
+    pub accepted_on: Option<String>,
+    pub line_count: u32,
+    pub refill_count: u32,
+    pub content: Vec<u8>,
+    pub cms: SignatureV1,
+    pub content_sha256: [u8; 32],
+    pub signer_serial_number: String,
+    pub signer_certificate_sha256: [u8; 32],
+    pub received_at_ms: i64,
+    /// Dispensing records registered (parts, or refill uses).
+    pub records: u32,
+    pub refill_window: Option<RefillWindowV1>,
+    /// When the current acceptance happened, and when its last dispensing record arrived.
+    pub accepted_at_ms: Option<i64>,
+    pub last_record_at_ms: Option<i64>,
+}
+
+impl From<PrescriptionV2> for PrescriptionV3 {
+    fn from(r: PrescriptionV2) -> Self {
+        PrescriptionV3 {
+            id: r.id,
+            institution: r.institution,
+            number: r.number,
+            patient_key: r.patient_key,
+            exchange_number: r.exchange_number,
+            issue_date: r.issue_date,
+            usable_through: r.usable_through,
+            state: r.state,
+            returned_by: r.returned_by,
+            accepted_on: r.accepted_on,
+            line_count: r.line_count,
+            refill_count: r.refill_count,
+            content: r.content,
+            cms: SignatureV1::whole(r.cms_signature),
+            content_sha256: r.content_sha256,
+            signer_serial_number: r.signer_serial_number,
+            signer_certificate_sha256: r.signer_certificate_sha256,
+            received_at_ms: r.received_at_ms,
+            records: r.records,
+            refill_window: r.refill_window,
+            accepted_at_ms: r.accepted_at_ms,
+            last_record_at_ms: r.last_record_at_ms,
+        }
+    }
+}
+
+/// A certificate cut out of a stored signature: where it was, and which it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutV1 {
+    /// Its offset in the original signature.
+    pub at: u32,
+    pub sha256: [u8; 32],
+}
+
+/// A CMS signature as stored: its bytes without the certificates in `cuts`, which lie in
+/// [`Table::Certificates`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureV1 {
+    pub rest: Vec<u8>,
+    pub cuts: Vec<CutV1>,
+}
+
+impl SignatureV1 {
+    /// A signature kept whole, as records written before this layout hold theirs.
+    pub fn whole(bytes: Vec<u8>) -> Self {
+        SignatureV1 {
+            rest: bytes,
+            cuts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PrescriptionRecord {
     V1(PrescriptionV1),
     V2(PrescriptionV2),
+    V3(PrescriptionV3),
 }
 
 impl PrescriptionRecord {
     /// The record in the current version.
-    pub fn current(self) -> PrescriptionV2 {
+    pub fn current(self) -> PrescriptionV3 {
         match self {
-            PrescriptionRecord::V1(r) => r.into(),
-            PrescriptionRecord::V2(r) => r,
+            PrescriptionRecord::V1(r) => PrescriptionV2::from(r).into(),
+            PrescriptionRecord::V2(r) => r.into(),
+            PrescriptionRecord::V3(r) => r,
         }
     }
 }

@@ -28,8 +28,6 @@ pub enum Table {
     ByExchange,
     /// (patient key, prescription id) → ().
     ByPatient,
-    /// (institution, issue date, prescription id) → ().
-    ByInstitution,
     /// (institution, prescription number) → prescription id.
     ByNumber,
     /// SHA-256 of a dispensing record's content → (prescription id, record number). (Stores
@@ -51,6 +49,8 @@ pub enum Table {
     EventsByInstitution,
     /// Dispensing records received through ManagementIntake, and the relay's own records.
     Intake,
+    /// SHA-256 of a DER certificate → the certificate, as the stored signatures carried it.
+    Certificates,
 }
 
 impl Table {
@@ -59,7 +59,6 @@ impl Table {
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
-        Table::ByInstitution,
         Table::ByNumber,
         Table::Documents,
         Table::Dispensings,
@@ -70,6 +69,7 @@ impl Table {
         Table::Events,
         Table::EventsByInstitution,
         Table::Intake,
+        Table::Certificates,
     ];
 }
 

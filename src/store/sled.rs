@@ -83,13 +83,14 @@ const SLED_DATA_FILE: &str = "db";
 /// How long `close` waits for sled to let go of its files.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The key prefix of each table. Part of the on-disk format: never renumber.
+/// The key prefix of each table. Part of the on-disk format: never renumber or reuse. Tag 4 is
+/// retired: stores written by earlier versions hold a never-read index by (institution, issue
+/// date) under it.
 fn tag(table: Table) -> u8 {
     match table {
         Table::Prescriptions => 1,
         Table::ByExchange => 2,
         Table::ByPatient => 3,
-        Table::ByInstitution => 4,
         Table::ByNumber => 5,
         Table::Documents => 6,
         Table::Dispensings => 7,
@@ -100,6 +101,7 @@ fn tag(table: Table) -> u8 {
         Table::Events => 12,
         Table::EventsByInstitution => 13,
         Table::Intake => 14,
+        Table::Certificates => 15,
     }
 }
 
