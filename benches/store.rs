@@ -1,6 +1,6 @@
 //! A store commit under concurrency: N writers each commit 1 KiB transactions as fast as the
-//! store answers (one writer thread, group commit pipelined with the applier thread, one fsync
-//! per batch). Prints throughput and commit latency percentiles per concurrency.
+//! store answers (one writer thread running and applying each batch, the fsync on a flusher
+//! thread, at most one fsync per batch). Prints throughput and commit latency percentiles per concurrency.
 //! `cargo bench --bench store`; under `cargo test` it only checks that the benchmark runs (a few
 //! transactions).
 

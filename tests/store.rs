@@ -553,11 +553,11 @@ async fn works_behind_dyn_store() {
     assert_eq!(read, Ok(Ok(Some(b"rx-9".to_vec()))));
 }
 
-/// Many writers at once, so that batches are run while earlier ones are still being applied and
-/// flushed: every read and scan must see every earlier commit and deletion, whichever batch (or
-/// the tree) holds it.
+/// Many writers at once, so that batches are run while earlier ones are still being flushed:
+/// every read and scan must see every earlier commit and deletion, whether the batch's overlay
+/// or the tree holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_see_the_batches_still_being_applied() {
+async fn reads_see_the_batches_still_being_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     fn item(n: u64) -> Vec<u8> {

@@ -147,8 +147,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Runs the checks of `subject` against the patient's history and masks the findings as
-    /// the consent requires.
+    /// Reads the patient's history and runs the checks of `subject` against it.
     pub fn run(
         &self,
         tx: &dyn Txn,
@@ -156,8 +155,22 @@ impl Checker {
         options: &CheckOptions,
         consent: Consent,
     ) -> Result<Vec<Finding>, store::Error> {
+        let history = PatientHistory::read(tx, subject.patient)?;
+        self.run_on(tx, subject, &history, options, consent)
+    }
+
+    /// Runs the checks of `subject` against the patient's history as already read, and masks
+    /// the findings as the consent requires.
+    pub fn run_on(
+        &self,
+        tx: &dyn Txn,
+        subject: &Subject<'_>,
+        history: &PatientHistory,
+        options: &CheckOptions,
+        consent: Consent,
+    ) -> Result<Vec<Finding>, store::Error> {
         let started = Instant::now();
-        let history = history(tx, subject.patient, subject.today, subject.exclude)?;
+        let history = active_medications(tx, &history.0, subject.today, subject.exclude)?;
         let input = CheckInput {
             caller: subject.caller,
             today: subject.today,
@@ -252,6 +265,16 @@ fn is_past(entry: &HistoryEntryV1, today: &str) -> bool {
     matches!(&entry.slot, SlotV1::Dispensed { last_day, .. } if last_day.as_str() < today)
 }
 
+/// A patient's history record, as a transaction read it: the check reads it, and the
+/// registration that follows adds to it, without reading it again.
+pub struct PatientHistory(Vec<HistoryEntryV1>);
+
+impl PatientHistory {
+    pub fn read(tx: &dyn Txn, patient: &str) -> Result<PatientHistory, store::Error> {
+        load(tx, patient).map(PatientHistory)
+    }
+}
+
 /// The patient's history record (empty if they have none).
 fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV1>, store::Error> {
     match tx.get(Table::Medications, patient.as_bytes())? {
@@ -286,13 +309,15 @@ fn save(
     }
 }
 
-/// Adds the undispensed lines of a newly registered prescription to the patient's history.
+/// Adds the undispensed lines of a newly registered prescription to the patient's history, as
+/// this transaction read it.
 pub fn index_prescription(
     tx: &mut dyn Txn,
+    history: PatientHistory,
     p: &Prescribed<'_>,
     today: JapanDate,
-) -> Result<(), store::Error> {
-    let mut entries = load(tx, p.patient)?;
+) {
+    let PatientHistory(mut entries) = history;
     entries.extend(p.lines.iter().enumerate().map(|(i, line)| {
         let (drug_kind, code) = drug_v1(&line.drug);
         HistoryEntryV1 {
@@ -311,7 +336,6 @@ pub fn index_prescription(
         }
     }));
     save(tx, p.patient, entries, Some(today));
-    Ok(())
 }
 
 /// Drops every undispensed line of a prescription that has left REGISTERED/ACCEPTED.
@@ -401,18 +425,17 @@ pub fn index_dispensing(
 /// still REGISTERED or ACCEPTED today (one past its last usable day counts as expired before the
 /// sweep writes it), and the dispensed lines whose last possible day is today or later; never
 /// those of `exclude`.
-fn history(
+fn active_medications(
     tx: &dyn Txn,
-    patient: &str,
+    entries: &[HistoryEntryV1],
     today: JapanDate,
     exclude: Option<&str>,
 ) -> Result<Vec<Medication>, store::Error> {
-    let entries = load(tx, patient)?;
     let today_text = today.to_string();
     let mut out = Vec::with_capacity(entries.len());
     let mut active: Option<(String, bool)> = None;
     let (undispensed, dispensed): (Vec<_>, Vec<_>) = entries
-        .into_iter()
+        .iter()
         .filter(|e| exclude != Some(e.medication.prescription_id.as_str()))
         .partition(|e| matches!(e.slot, SlotV1::Undispensed { .. }));
     for HistoryEntryV1 { medication: m, .. } in undispensed.into_iter().take(HISTORY_LIMIT) {
@@ -559,16 +582,16 @@ fn old_slot(rest: &[u8]) -> Result<SlotV1, store::Error> {
     })
 }
 
-fn medication(m: MedicationV1) -> Result<Medication, store::Error> {
+fn medication(m: &MedicationV1) -> Result<Medication, store::Error> {
     let date: JapanDate = m.start.parse().map_err(|_| corrupt("medication date"))?;
     let institution = |s: &str| -> Result<InstitutionCode, store::Error> {
         s.parse().map_err(|_| corrupt("medication institution"))
     };
     Ok(Medication {
         drug: match m.drug_kind {
-            DrugKindV1::Receipt => DrugCode::Receipt(m.code),
-            DrugKindV1::Yj => DrugCode::Yj(m.code),
-            DrugKindV1::Generic => DrugCode::Generic(m.code),
+            DrugKindV1::Receipt => DrugCode::Receipt(m.code.clone()),
+            DrugKindV1::Yj => DrugCode::Yj(m.code.clone()),
+            DrugKindV1::Generic => DrugCode::Generic(m.code.clone()),
         },
         start: date,
         supply: match m.supply {
@@ -586,7 +609,7 @@ fn medication(m: MedicationV1) -> Result<Medication, store::Error> {
             date,
         },
         prescriber: Some(institution(&m.prescriber)?),
-        source_id: m.source_id,
+        source_id: m.source_id.clone(),
     })
 }
 
@@ -694,7 +717,7 @@ mod tests {
                 .count();
             Ok((
                 load(tx, "A")?,
-                history(tx, "A", today, None)?,
+                active_medications(tx, &load(tx, "A")?, today, None)?,
                 load(tx, "B")?,
                 load(tx, "C")?,
                 old_keys,
@@ -755,8 +778,10 @@ mod tests {
                 };
                 2
             ];
+            let history = PatientHistory::read(tx, "A")?;
             index_prescription(
                 tx,
+                history,
                 &Prescribed {
                     patient: "A",
                     id: "p1",
@@ -765,7 +790,7 @@ mod tests {
                     lines: &lines,
                 },
                 today.add_days(-30),
-            )?;
+            );
             let facts = [DispensedLineFacts {
                 prescription_line: 1,
                 drug: drug(),

@@ -826,6 +826,7 @@ impl Gateway {
         let lines = facts.lines;
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
+            let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
             let findings_excluding = |tx: &dyn Txn, id: &str| {
                 let subject = clinical::Subject {
                     caller: &caller.institution.code,
@@ -834,7 +835,7 @@ impl Gateway {
                     lines: &new_lines,
                     exclude: Some(id),
                 };
-                checker.run(tx, &subject, &options, check.consent)
+                checker.run_on(tx, &subject, &history, &options, check.consent)
             };
             // The institution's number again: with the same content (the number is part of it),
             // the original answer and nothing new stored; with other content, refused.
@@ -896,6 +897,7 @@ impl Gateway {
             );
             clinical::index_prescription(
                 tx,
+                history,
                 &clinical::Prescribed {
                     patient: &record.patient_key,
                     id: &record.id,
@@ -904,7 +906,7 @@ impl Gateway {
                     lines: &lines,
                 },
                 today,
-            )?;
+            );
             clinical::record_consent(
                 tx,
                 &record.patient_key,

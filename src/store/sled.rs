@@ -1,7 +1,7 @@
-//! The sled engine behind [`Store`]: one writer thread, group commit pipelined with an applier
-//! thread, an answer only after fsync. The only file of the project that names sled; it must
-//! not depend on the domain, the protocol types or the async runtime (tokio's channel is used
-//! only to answer).
+//! The sled engine behind [`Store`]: one writer thread, group commit with the fsync on a
+//! flusher thread, an answer only after fsync. The only file of the project that names sled; it
+//! must not depend on the domain, the protocol types or the async runtime (tokio's channel is
+//! used only to answer).
 //!
 //! # Design
 //!
@@ -9,33 +9,34 @@
 //!   sled tree, so a write set, whatever tables it spans, is one [`sled::Batch`] applied with
 //!   `apply_batch`, which sled recovers all-or-nothing after a crash. The prefix bytes are part
 //!   of the on-disk format: never renumber them.
-//! - **One writer thread runs every transaction and every read.** [`SledStore::submit`] sends
-//!   the boxed transaction function over a std channel to a dedicated thread. Transactions
-//!   therefore run strictly one after another, in submission order, so a "check, then write"
-//!   inside one function needs no compare-and-set. A function's writes go to an in-memory overlay; on `Ok`
-//!   they join the batch's overlay of committed writes, on `Err` or panic (caught with
-//!   `catch_unwind`) they are dropped, so nothing is written. Reads and scans merge the
-//!   function's overlay over the batch's over those of batches not yet applied over the tree.
+//! - **One writer thread runs every transaction and every read, and writes the tree.**
+//!   [`SledStore::submit`] sends the boxed transaction function over a std channel to a
+//!   dedicated thread. Transactions therefore run strictly one after another, in submission
+//!   order, so a "check, then write" inside one function needs no compare-and-set. A function's
+//!   writes go to an in-memory overlay; on `Ok` they join the batch's overlay of committed
+//!   writes, on `Err` or panic (caught with `catch_unwind`) they are dropped, so nothing is
+//!   written. Reads and scans merge the function's overlay over the batch's over the tree.
 //! - **Group commit.** When the thread wakes it takes every queued transaction, up to
 //!   [`MAX_BATCH`], runs them one after another (each sees the previous ones' writes, through
-//!   the batch's overlay), and hands the batch's committed writes and held-back answers to the
-//!   store's applier thread, which applies them as one sled batch, calls `flush()` (write +
-//!   fsync) once, and only then answers. Under load one `apply_batch` and one fsync cover many
-//!   transactions: sled rolls its IO buffers at every `apply_batch` (two log writes each), which
-//!   one per transaction made the largest cost of a registration. A crash keeps all of a batch
-//!   or none of it, so each transaction's writes stay all-or-nothing.
-//! - **Pipelined.** While the applier applies and flushes one batch, the writer runs the next:
-//!   its transactions read through the overlays of the batches handed over but not yet applied
-//!   (newest first) before the tree, so they see every earlier commit. An overlay is dropped
-//!   only once the applier has put it into the tree. At most [`IN_FLIGHT`] batches wait for the
-//!   applier; the writer then waits for it.
+//!   the batch's overlay), applies the batch's committed writes as one sled batch and hands the
+//!   held-back answers to the flusher thread, which calls `flush()` (write + fsync) once for
+//!   every batch handed to it since its last flush, and only then answers. Under load one
+//!   `apply_batch` and one fsync cover many transactions: sled rolls its IO buffers at every
+//!   `apply_batch` (two log writes each), which one per transaction made the largest cost of a
+//!   registration. A crash keeps all of a batch or none of it, so each transaction's writes stay
+//!   all-or-nothing.
+//! - **The fsync off the writer, the tree on it.** While the flusher waits for the disk, the
+//!   writer runs and applies the next batch. The writer applies its batches itself: sled's
+//!   `apply_batch` takes a global lock that every read then waits for, so a second thread
+//!   applying (measured) kept the writer's reads waiting rather than running beside them.
 //! - **Nothing non-durable is revealed.** Only the writer thread reads, so the only non-durable
-//!   state anyone can observe is that of the batches not yet flushed. The applier answers in
-//!   batch order, each batch after its flush, so every transaction that could have seen such a
-//!   write (including read-only and rolled-back ones, whose results may carry what they read) is
-//!   answered after the flush that made it durable. A transaction that ran while no write was
-//!   waiting for a flush saw only durable state (`open` flushes what it recovered), so it is
-//!   answered at once, and a batch without writes needs no flush at all.
+//!   state anyone can observe is that of the batches applied and not yet flushed. The flusher
+//!   answers in batch order, each batch after a flush that began once it was in the tree, so
+//!   every transaction that could have seen such a write (including read-only and rolled-back
+//!   ones, whose results may carry what they read) is answered after the flush that made it
+//!   durable. A transaction that ran while every batch in the tree was durable saw only durable
+//!   state (`open` flushes what it recovered), so it is answered at once, and a group of
+//!   batches without writes needs no flush at all.
 //! - **Failures.** If applying a batch or the flush fails, every transaction of the batch still
 //!   waiting gets the error (never an `Ok` for data that may not be durable), and the store
 //!   then refuses all further transactions with that error: after a failed fsync the state on
@@ -44,18 +45,19 @@
 //! - **Why not `flush_async`.** sled 0.34.7's `flush_async` can deadlock when several tasks
 //!   call it at once (spacejam/sled#1308). A single thread calling the synchronous `flush` has
 //!   no such problem and gives group commit for free.
-//! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the thread
-//!   finishes every transaction already queued, lets the applier finish and flush, and both are
-//!   joined; then `close` waits for sled's IO threads to let go of the data file (its lock), so
-//!   the directory can be opened again at once. Later submissions are answered [`Error::Closed`].
+//! - **Shutdown.** [`SledStore::close`] (also run on drop) closes the channel; the writer
+//!   finishes every transaction already queued, lets the flusher answer, flush and stop, and
+//!   both are joined; then `close` waits for sled's IO threads to let go of the data file (its
+//!   lock), so the directory can be opened again at once. Later submissions are answered
+//!   [`Error::Closed`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -70,9 +72,6 @@ pub const DEFAULT_CACHE_MIB: u64 = 256;
 
 /// The most transactions run between two flushes.
 pub const MAX_BATCH: usize = 1024;
-
-/// The most batches handed to the applier and not yet taken up by it.
-const IN_FLIGHT: usize = 1;
 
 /// The name of the sled tree holding every table.
 const TREE: &str = "rxgate";
@@ -124,7 +123,7 @@ struct Job {
     answer: Reply,
 }
 
-/// The counters behind [`Stats`], updated by the writer and the applier threads.
+/// The counters behind [`Stats`], updated by the writer and the flusher threads.
 struct Counters {
     batches: AtomicU64,
     transactions: AtomicU64,
@@ -181,30 +180,29 @@ impl SledStore {
         // not fsync): make it durable before any transaction can read it.
         db.flush().map_err(engine_error)?;
         let (sender, receiver) = mpsc::channel();
-        let (staged, to_apply) = mpsc::sync_channel(IN_FLIGHT);
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared::default());
-        let applier = Applier {
+        let (to_flush, applied) = mpsc::channel();
+        let flusher = Flusher {
             db,
-            tree: tree.clone(),
             counters: Arc::clone(&counters),
             shared: Arc::clone(&shared),
         };
-        let applier = thread::Builder::new()
-            .name("rxgate-store-applier".into())
-            .spawn(move || applier.run(to_apply))
-            .map_err(|e| Error::Io(format!("cannot start the store's applier thread: {e}")))?;
+        let flusher = thread::Builder::new()
+            .name("rxgate-store-flusher".into())
+            .spawn(move || flusher.run(applied))
+            .map_err(|e| Error::Io(format!("cannot start the store's flusher thread: {e}")))?;
         let writer = Writer {
             tree,
             counters: Arc::clone(&counters),
             shared,
-            staged,
-            pending: VecDeque::new(),
+            to_flush,
+            flusher,
             handed_over: 0,
         };
         let handle = thread::Builder::new()
             .name("rxgate-store-writer".into())
-            .spawn(move || writer.run(receiver, applier))
+            .spawn(move || writer.run(receiver))
             .map_err(|e| Error::Io(format!("cannot start the store's writer thread: {e}")))?;
         Ok(SledStore {
             sender: RwLock::new(Some(sender)),
@@ -310,41 +308,37 @@ impl Store for SledStore {
     }
 }
 
-/// What the writer and the applier share.
+/// What the writer and the flusher share.
 #[derive(Default)]
 struct Shared {
     /// Set when an apply or a flush failed: every later transaction gets this error.
     failed: OnceLock<Error>,
-    /// The number of the last batch the applier has put into the tree.
-    applied: AtomicU64,
+    /// The number of the last batch a flush has made durable (or that needed none).
+    durable: AtomicU64,
 }
 
-/// A batch handed from the writer to the applier: its committed writes (`None` if it wrote
-/// nothing) and the answers held back until they are durable.
-struct Staged {
-    number: u64,
-    writes: Option<Arc<Overlay>>,
-    waiting: Vec<(Reply, Result<Outcome, Error>)>,
-}
-
-/// The writer thread's state: it alone runs transactions and reads.
+/// The writer thread's state: it alone runs transactions, reads and writes the tree.
 struct Writer {
     tree: ::sled::Tree,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
-    staged: SyncSender<Staged>,
-    /// The writes of batches handed over and perhaps not yet in the tree, oldest first.
-    pending: VecDeque<(u64, Arc<Overlay>)>,
-    /// The number of the last batch handed over.
+    to_flush: mpsc::Sender<Applied>,
+    flusher: JoinHandle<Result<(), Error>>,
+    /// The number of the last batch handed to the flusher.
     handed_over: u64,
 }
 
+/// A batch in the tree, handed from the writer to the flusher with its held-back answers.
+struct Applied {
+    number: u64,
+    wrote: bool,
+    /// Why its writes are not in the tree, if they are not.
+    failed: Option<Error>,
+    waiting: Vec<(Reply, Result<Outcome, Error>)>,
+}
+
 impl Writer {
-    fn run(
-        mut self,
-        receiver: mpsc::Receiver<Job>,
-        applier: JoinHandle<Result<(), Error>>,
-    ) -> Result<(), Error> {
+    fn run(mut self, receiver: mpsc::Receiver<Job>) -> Result<(), Error> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // `recv` keeps returning queued jobs after the store has closed the channel, so
         // everything submitted before `close` is run and answered.
@@ -358,15 +352,15 @@ impl Writer {
             }
             self.run_batch(&mut batch);
         }
-        // The applier finishes what it was handed, flushes and stops.
-        drop(self.staged);
-        applier
+        // The flusher answers what it was handed, flushes a last time and stops.
+        drop(self.to_flush);
+        self.flusher
             .join()
-            .unwrap_or_else(|_| Err(Error::Engine("the store's applier thread panicked".into())))
+            .unwrap_or_else(|_| Err(Error::Engine("the store's flusher thread panicked".into())))
     }
 
-    /// Runs the batch's transactions in order and hands their writes and answers to the
-    /// applier; answers at once those that saw only durable state.
+    /// Runs the batch's transactions in order, applies their writes to the tree and hands the
+    /// answers to the flusher; answers at once those that saw only durable state.
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
         let c = &self.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
@@ -376,20 +370,17 @@ impl Writer {
             .fetch_max(batch.len() as u64, Ordering::Relaxed);
         c.batch_size.observe(batch.len() as f64);
 
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        while self.pending.front().is_some_and(|(n, _)| *n <= applied) {
-            self.pending.pop_front();
-        }
         // Answers held back until the writes they could have seen are durable.
         let mut waiting = Vec::new();
-        // The writes the batch's transactions committed, not yet handed over.
+        // The writes the batch's transactions committed, not yet in the tree.
         let mut committed = Overlay::new();
         for job in batch.drain(..) {
             let result = match self.shared.failed.get() {
                 Some(error) => Err(error.clone()),
                 None => self.run_one(job.f, &mut committed),
             };
-            if committed.is_empty() && self.pending.is_empty() {
+            let tree_durable = self.shared.durable.load(Ordering::Acquire) == self.handed_over;
+            if committed.is_empty() && tree_durable {
                 // Saw only durable state. The caller may be gone: fine.
                 let _ = job.answer.send(result);
             } else {
@@ -400,32 +391,49 @@ impl Writer {
             return;
         }
         self.handed_over += 1;
-        let writes = (!committed.is_empty()).then(|| Arc::new(committed));
-        if let Some(writes) = &writes {
-            self.pending
-                .push_back((self.handed_over, Arc::clone(writes)));
-        }
-        let staged = Staged {
+        let applied = Applied {
             number: self.handed_over,
-            writes,
+            wrote: !committed.is_empty(),
+            failed: self.apply(committed),
             waiting,
         };
-        if let Err(mpsc::SendError(staged)) = self.staged.send(staged) {
-            // The applier is gone (it panicked): nothing of this batch is durable.
-            let error = Error::Engine("the store's applier thread stopped".into());
-            for (answer, _) in staged.waiting {
+        if let Err(mpsc::SendError(applied)) = self.to_flush.send(applied) {
+            // The flusher is gone (it panicked): nothing more becomes durable.
+            let error = Error::Engine("the store's flusher thread stopped".into());
+            let _ = self.shared.failed.set(error.clone());
+            for (answer, _) in applied.waiting {
                 let _ = answer.send(Err(error.clone()));
             }
-            let _ = self.shared.failed.set(error);
         }
     }
 
-    /// Runs one transaction function over the tree, the batches not yet applied and the
-    /// batch's `committed` writes, and adds its own writes to them if it returned `Ok`.
+    /// Applies a batch's committed writes to the tree as one sled batch; the error, if that
+    /// failed (or the store had failed before).
+    fn apply(&self, committed: Overlay) -> Option<Error> {
+        if let Some(error) = self.shared.failed.get() {
+            return Some(error.clone());
+        }
+        if committed.is_empty() {
+            return None;
+        }
+        let mut writes = ::sled::Batch::default();
+        for (key, value) in committed {
+            match value {
+                Some(value) => writes.insert(key, value),
+                None => writes.remove(key),
+            }
+        }
+        self.tree
+            .apply_batch(writes)
+            .err()
+            .map(|e| fail(&self.shared, e))
+    }
+
+    /// Runs one transaction function over the tree and the batch's `committed` writes, and
+    /// adds its own writes to them if it returned `Ok`.
     fn run_one(&mut self, f: TxnFn, committed: &mut Overlay) -> Result<Outcome, Error> {
         let mut txn = SledTxn {
             tree: &self.tree,
-            pending: &self.pending,
             committed,
             writes: Overlay::new(),
         };
@@ -441,18 +449,27 @@ impl Writer {
     }
 }
 
-/// The applier thread's state: it alone writes to the tree and flushes.
-struct Applier {
+/// Records a failed apply or flush: the store refuses every later transaction with it.
+fn fail(shared: &Shared, e: ::sled::Error) -> Error {
+    let error = engine_error(e);
+    tracing::error!(%error, "store write failed: refusing further transactions");
+    let _ = shared.failed.set(error.clone());
+    error
+}
+
+/// The flusher thread's state: it alone flushes, and answers what waited for a flush.
+struct Flusher {
     db: ::sled::Db,
-    tree: ::sled::Tree,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
 }
 
-impl Applier {
-    fn run(self, batches: mpsc::Receiver<Staged>) -> Result<(), Error> {
-        for staged in batches {
-            self.apply(staged);
+impl Flusher {
+    fn run(self, applied: mpsc::Receiver<Applied>) -> Result<(), Error> {
+        while let Ok(first) = applied.recv() {
+            let mut group = vec![first];
+            group.extend(applied.try_iter());
+            self.flush(group);
         }
         match self.shared.failed.get() {
             Some(error) => Err(error.clone()),
@@ -460,41 +477,31 @@ impl Applier {
         }
     }
 
-    /// Applies a batch's writes as one sled batch, flushes, and only then answers.
-    fn apply(&self, staged: Staged) {
-        let failed = match (self.shared.failed.get(), &staged.writes) {
-            (Some(error), _) => Some(error.clone()),
-            (None, None) => None,
-            (None, Some(overlay)) => {
-                let mut writes = ::sled::Batch::default();
-                for (key, value) in overlay.iter() {
-                    match value {
-                        Some(value) => writes.insert(key.as_slice(), value.as_slice()),
-                        None => writes.remove(key.as_slice()),
-                    }
-                }
-                let flushed = self.tree.apply_batch(writes).and_then(|()| {
-                    let started = Instant::now();
-                    let flushed = self.db.flush();
-                    self.counted_flush(started.elapsed());
-                    flushed
-                });
-                flushed.err().map(|e| {
-                    let error = engine_error(e);
-                    tracing::error!(%error, "store write failed: refusing further transactions");
-                    let _ = self.shared.failed.set(error.clone());
-                    error
-                })
+    /// Flushes once for every batch in the tree so far (those of `group` among them), then
+    /// answers them in order. A group that wrote nothing needs no flush: every batch before
+    /// it was answered after its own.
+    fn flush(&self, group: Vec<Applied>) {
+        let flush_failed = match self.shared.failed.get() {
+            Some(error) => Some(error.clone()),
+            None if group.iter().any(|a| a.wrote) => {
+                let started = Instant::now();
+                let flushed = self.db.flush();
+                self.counted_flush(started.elapsed());
+                flushed.err().map(|e| fail(&self.shared, e))
             }
+            None => None,
         };
-        // In the tree now (or never to be read: the store has failed): the writer may drop it.
-        self.shared.applied.store(staged.number, Ordering::Release);
-        for (answer, result) in staged.waiting {
-            let result = match &failed {
-                Some(error) => Err(error.clone()),
-                None => result,
-            };
-            let _ = answer.send(result);
+        let last = group.last().map_or(0, |a| a.number);
+        self.shared.durable.store(last, Ordering::Release);
+        for applied in group {
+            let failed = applied.failed.or_else(|| flush_failed.clone());
+            for (answer, result) in applied.waiting {
+                let result = match &failed {
+                    Some(error) => Err(error.clone()),
+                    None => result,
+                };
+                let _ = answer.send(result);
+            }
         }
     }
 
@@ -522,12 +529,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Writes by key as the tree keys them (table tag + key); `None` = deleted.
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A transaction on the writer thread: the tree, the batches handed to the applier and not yet
-/// applied, the writes of this batch's earlier transactions, and this transaction's own, each
-/// shadowing the ones before.
+/// A transaction on the writer thread: the tree, the writes of this batch's earlier
+/// transactions, and this transaction's own, each shadowing the ones before.
 struct SledTxn<'a> {
     tree: &'a ::sled::Tree,
-    pending: &'a VecDeque<(u64, Arc<Overlay>)>,
     committed: &'a Overlay,
     writes: Overlay,
 }
@@ -535,9 +540,7 @@ struct SledTxn<'a> {
 impl SledTxn<'_> {
     /// The overlays over the tree, the newest first.
     fn layers(&self) -> impl Iterator<Item = &Overlay> {
-        [&self.writes, self.committed]
-            .into_iter()
-            .chain(self.pending.iter().rev().map(|(_, o)| o.as_ref()))
+        [&self.writes, self.committed].into_iter()
     }
 }
 
