@@ -286,8 +286,15 @@ fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV1>, store::Error
     }
 }
 
-/// Writes the patient's history record in order and, given `today`, without the dispensed lines
-/// that can no longer be active (no check reads them again).
+/// Adds `entry` to `entries` (kept in [`order`]) in its place.
+fn insert(entries: &mut Vec<HistoryEntryV1>, entry: HistoryEntryV1) {
+    let at = entries.partition_point(|e| order(e) <= order(&entry));
+    entries.insert(at, entry);
+}
+
+/// Writes the patient's history record (its entries in [`order`], as [`insert`] keeps them)
+/// and, given `today`, without the dispensed lines that can no longer be active (no check reads
+/// them again).
 fn save(
     tx: &mut dyn Txn,
     patient: &str,
@@ -297,7 +304,7 @@ fn save(
     if let Some(today) = today.map(|d| d.to_string()) {
         entries.retain(|e| !is_past(e, &today));
     }
-    entries.sort_by(|a, b| order(a).cmp(&order(b)));
+    debug_assert!(entries.is_sorted_by(|a, b| order(a) <= order(b)));
     if entries.is_empty() {
         tx.delete(Table::Medications, patient.as_bytes());
     } else {
@@ -318,9 +325,9 @@ pub fn index_prescription(
     today: JapanDate,
 ) {
     let PatientHistory(mut entries) = history;
-    entries.extend(p.lines.iter().enumerate().map(|(i, line)| {
+    for (i, line) in p.lines.iter().enumerate() {
         let (drug_kind, code) = drug_v1(&line.drug);
-        HistoryEntryV1 {
+        let entry = HistoryEntryV1 {
             slot: SlotV1::Undispensed { line: i as u32 },
             medication: MedicationV1 {
                 drug_kind,
@@ -333,8 +340,9 @@ pub fn index_prescription(
                 prescription_id: p.id.to_owned(),
                 source_id: format!("rx:{}:{i}", p.id),
             },
-        }
-    }));
+        };
+        insert(&mut entries, entry);
+    }
     save(tx, p.patient, entries, Some(today));
 }
 
@@ -398,7 +406,7 @@ pub fn index_dispensing(
         };
         let last_day = d.date.add_days(bound_days as i32 - 1);
         let (drug_kind, code) = drug_v1(&line.drug);
-        entries.push(HistoryEntryV1 {
+        let entry = HistoryEntryV1 {
             slot: SlotV1::Dispensed {
                 last_day: last_day.to_string(),
                 record: d.record_number,
@@ -415,7 +423,8 @@ pub fn index_dispensing(
                 prescription_id: d.prescription_id.to_owned(),
                 source_id: format!("disp:{}:{}:{i}", d.prescription_id, d.record_number),
             },
-        });
+        };
+        insert(&mut entries, entry);
     }
     save(tx, d.patient, entries, Some(today));
     Ok(())
@@ -549,7 +558,9 @@ fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64)
     }
     for (patient, old) in by_patient {
         let mut entries = load(tx, &patient)?;
-        entries.extend(old);
+        for entry in old {
+            insert(&mut entries, entry);
+        }
         save(tx, &patient, entries, None);
     }
     Ok((next, moved))
