@@ -132,8 +132,8 @@ fn dispensing_summary(
     let Some(bytes) = tx.get(Table::Dispensings, &k)? else {
         return Err(corrupt("event without its dispensing record"));
     };
-    let DispensingRecordRecord::V1(d) = decode(&bytes)?;
-    Ok(Some(DispensingSummary::from(d)))
+    let d = decode::<DispensingRecordRecord>(&bytes)?.current();
+    DispensingSummary::of(tx, d).map(Some)
 }
 
 impl Gateway {

@@ -50,7 +50,7 @@ use crate::{
     store::{self, Store, Table, Txn},
 };
 use records::{
-    AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV1, DocumentRecord,
+    AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV2, DocumentRecord,
     DocumentV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV3,
     RefillWindowV1, StateV1, decode, encode,
 };
@@ -215,9 +215,11 @@ pub struct DispensingSummary {
     pub received_at_ms: i64,
 }
 
-impl From<DispensingV1> for DispensingSummary {
-    fn from(d: DispensingV1) -> Self {
-        DispensingSummary {
+impl DispensingSummary {
+    /// The summary of a stored record, its signature restored.
+    fn of(tx: &dyn Txn, d: DispensingV2) -> Result<Self, store::Error> {
+        Ok(DispensingSummary {
+            cms_signature: signatures::restore(tx, &d.cms)?,
             record_number: d.record_number,
             pharmacy: d.pharmacy,
             dispensing_date: d.dispensing_date,
@@ -225,9 +227,8 @@ impl From<DispensingV1> for DispensingSummary {
             important_information: d.important_information,
             important_message: d.important_message,
             content: d.content,
-            cms_signature: d.cms_signature,
             received_at_ms: d.received_at_ms,
-        }
+        })
     }
 }
 
@@ -1295,7 +1296,7 @@ impl Gateway {
         let signer = verified.signer().clone();
         let document = verified.document().clone();
         let record_content = verified.content().to_vec();
-        let record_signature = verified.cms_signature().to_vec();
+        let (record_signature, certificates) = signatures::cut(verified.cms_signature());
         self.run(draft, move |tx, draft| {
             if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
                 let DocumentRecord::V1(DocumentV1::Dispensing {
@@ -1378,7 +1379,8 @@ impl Gateway {
                 },
                 today,
             )?;
-            let record = DispensingV1 {
+            signatures::store_certificates(tx, &certificates)?;
+            let record = DispensingV2 {
                 prescription_id: id.clone(),
                 record_number: facts.record_number,
                 pharmacy: facts.pharmacy.to_string(),
@@ -1387,7 +1389,7 @@ impl Gateway {
                 important_information: facts.important_information,
                 important_message: document.important_message.clone(),
                 content: record_content,
-                cms_signature: record_signature,
+                cms: record_signature,
                 content_sha256,
                 signer_serial_number: signer.serial_number.clone(),
                 signer_certificate_sha256: signer.certificate_sha256,
@@ -1396,7 +1398,7 @@ impl Gateway {
             tx.put(
                 Table::Dispensings,
                 &record_key,
-                &encode(&DispensingRecordRecord::V1(record)),
+                &encode(&DispensingRecordRecord::V2(record)),
             );
             tx.put(
                 Table::Documents,
@@ -1589,11 +1591,11 @@ impl LineProgress {
     fn with_records(
         tx: &dyn Txn,
         id: &str,
-    ) -> Result<(LineProgress, Vec<DispensingV1>), store::Error> {
+    ) -> Result<(LineProgress, Vec<DispensingV2>), store::Error> {
         let mut progress = LineProgress::default();
         let mut records = Vec::new();
         for (_, v) in tx.scan_prefix(Table::Dispensings, &key(&[id.as_bytes(), b""]), usize::MAX)? {
-            let DispensingRecordRecord::V1(d) = decode(&v)?;
+            let d = decode::<DispensingRecordRecord>(&v)?.current();
             let document = DispensingRecord::decode(d.content.as_slice())
                 .map_err(|_| corrupt("stored dispensing record"))?;
             let facts = DispensingFacts::try_from(&document)
@@ -1733,7 +1735,10 @@ fn allocate_exchange_number(
 fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, Error> {
     let r = &stored.record;
     let (progress, records) = LineProgress::with_records(tx, &r.id)?;
-    let dispensings = records.into_iter().map(DispensingSummary::from).collect();
+    let dispensings = records
+        .into_iter()
+        .map(|d| DispensingSummary::of(tx, d))
+        .collect::<Result<_, _>>()?;
     let state = stored.lifecycle.state_on(today);
     let life = &stored.lifecycle;
     let refill = life.uses > 1;

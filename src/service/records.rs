@@ -231,6 +231,7 @@ impl PrescriptionRecord {
     }
 }
 
+/// Version 1 of the dispensing record, kept to read stores written before version 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispensingV1 {
     pub prescription_id: String,
@@ -248,9 +249,59 @@ pub struct DispensingV1 {
     pub received_at_ms: i64,
 }
 
+/// Version 2 of the dispensing record: version 1 with its signature kept without the
+/// certificates it carries (`service::signatures`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispensingV2 {
+    pub prescription_id: String,
+    pub record_number: u32,
+    pub pharmacy: String,
+    pub dispensing_date: String,
+    pub is_final: bool,
+    pub important_information: bool,
+    pub important_message: String,
+    pub content: Vec<u8>,
+    pub cms: SignatureV1,
+    pub content_sha256: [u8; 32],
+    pub signer_serial_number: String,
+    pub signer_certificate_sha256: [u8; 32],
+    pub received_at_ms: i64,
+}
+
+impl From<DispensingV1> for DispensingV2 {
+    fn from(d: DispensingV1) -> Self {
+        DispensingV2 {
+            prescription_id: d.prescription_id,
+            record_number: d.record_number,
+            pharmacy: d.pharmacy,
+            dispensing_date: d.dispensing_date,
+            is_final: d.is_final,
+            important_information: d.important_information,
+            important_message: d.important_message,
+            content: d.content,
+            cms: SignatureV1::whole(d.cms_signature),
+            content_sha256: d.content_sha256,
+            signer_serial_number: d.signer_serial_number,
+            signer_certificate_sha256: d.signer_certificate_sha256,
+            received_at_ms: d.received_at_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DispensingRecordRecord {
     V1(DispensingV1),
+    V2(DispensingV2),
+}
+
+impl DispensingRecordRecord {
+    /// The record in the current version.
+    pub fn current(self) -> DispensingV2 {
+        match self {
+            DispensingRecordRecord::V1(d) => d.into(),
+            DispensingRecordRecord::V2(d) => d,
+        }
+    }
 }
 
 /// What a document hash (idempotency key) points at.
@@ -522,5 +573,64 @@ mod tests {
         assert_eq!(bytes, [0, 1, 2, b'a', b'b', 2]);
         assert_eq!(decode::<DocumentRecord>(&bytes).unwrap(), record);
         assert!(decode::<DocumentRecord>(&[7]).is_err());
+    }
+
+    /// Records written before the signatures lost their certificates read as the current
+    /// version, with their signature kept whole: byte for byte what was stored.
+    #[test]
+    fn older_prescription_and_dispensing_records_read_with_whole_signatures() {
+        let cms = vec![0x30, 3, 2, 1, 9];
+        let v2 = PrescriptionV2 {
+            id: "p".into(),
+            institution: "1310000001".into(),
+            number: "N-1".into(),
+            patient_key: "k".into(),
+            exchange_number: 123_456,
+            issue_date: "2026-12-02".into(),
+            usable_through: "2026-12-05".into(),
+            state: StateV1::Accepted("1340000001".into()),
+            returned_by: None,
+            accepted_on: Some("2026-12-02".into()),
+            line_count: 1,
+            refill_count: 0,
+            content: vec![1, 2],
+            cms_signature: cms.clone(),
+            content_sha256: [7; 32],
+            signer_serial_number: "S".into(),
+            signer_certificate_sha256: [8; 32],
+            received_at_ms: 5,
+            records: 1,
+            refill_window: None,
+            accepted_at_ms: Some(6),
+            last_record_at_ms: None,
+        };
+        let bytes = encode(&PrescriptionRecord::V2(v2.clone()));
+        let current = decode::<PrescriptionRecord>(&bytes).unwrap().current();
+        assert_eq!(current.cms, SignatureV1::whole(cms.clone()));
+        assert_eq!(
+            (current.id, current.exchange_number, current.records),
+            (v2.id, v2.exchange_number, v2.records)
+        );
+        assert_eq!(current.accepted_at_ms, Some(6));
+
+        let v1 = DispensingV1 {
+            prescription_id: "p".into(),
+            record_number: 2,
+            pharmacy: "1340000001".into(),
+            dispensing_date: "2026-12-02".into(),
+            is_final: true,
+            important_information: false,
+            important_message: String::new(),
+            content: vec![3],
+            cms_signature: cms.clone(),
+            content_sha256: [1; 32],
+            signer_serial_number: "P".into(),
+            signer_certificate_sha256: [2; 32],
+            received_at_ms: 9,
+        };
+        let bytes = encode(&DispensingRecordRecord::V1(v1));
+        let current = decode::<DispensingRecordRecord>(&bytes).unwrap().current();
+        assert_eq!(current.cms, SignatureV1::whole(cms));
+        assert_eq!((current.record_number, current.received_at_ms), (2, 9));
     }
 }
