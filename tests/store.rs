@@ -588,3 +588,33 @@ async fn reads_see_the_batches_still_being_flushed() {
         "{stats:?}"
     );
 }
+
+/// A read that sees a write already in the tree but not yet flushed is answered only after the
+/// flush that makes it durable: readers poll a key while one writer commits it, and a reader
+/// that sees it must find a flush already counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_write_not_yet_durable_waits_for_its_flush() {
+    const READERS: usize = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.stats().flushes, 0);
+    // Every reader has read the key's absence once before the write is submitted.
+    let started = Arc::new(tokio::sync::Barrier::new(READERS + 1));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (store, started) = (Arc::clone(&store), Arc::clone(&started));
+            tokio::spawn(async move {
+                assert_eq!(get(&store, Table::Meta, b"k").await, None);
+                started.wait().await;
+                while get(&store, Table::Meta, b"k").await.is_none() {}
+                store.stats().flushes
+            })
+        })
+        .collect();
+    started.wait().await;
+    put(&store, Table::Meta, b"k", b"v").await;
+    for reader in readers {
+        let flushes = reader.await.unwrap();
+        assert!(flushes >= 1, "answered with the write before any flush");
+    }
+}
