@@ -74,7 +74,15 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
         .as_ref()
         .expect("the record travels with it");
     assert_eq!(record.record_number, 1);
-    assert!(!record.record.as_ref().unwrap().cms_signature.is_empty());
+    // The signature travels as the pharmacy sent it (the store keeps its certificates apart):
+    // it verifies over the record's content.
+    let signed = record.record.as_ref().unwrap();
+    let (verifier, _) = rxgate::trust::TrustFiles::dev()
+        .load(rxgate::domain::signature::VerifierConfig::default())
+        .unwrap();
+    verifier
+        .verify::<pb::DispensingRecord>(&signed.content, &signed.cms_signature, h.now())
+        .unwrap();
 
     // Live: a new registration reaches the open stream.
     h.register_demo("clinic", "EV-LIVE", 500).await;

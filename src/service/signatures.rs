@@ -5,35 +5,24 @@
 //! Invariant: [`restore`] gives back the exact bytes [`cut`] was handed. A signature whose
 //! layout this module does not recognise is kept whole (no cuts), never altered.
 
+use der::{Decode, Header, Reader, SliceReader, Tag, TagNumber};
+
 use super::records::{CutV1, SignatureV1};
 use crate::domain::hash::sha256;
 use crate::store::{self, Table, Txn};
 
 /// One DER header at the start of `der`: (tag, header length, content length). `None` for what
-/// DER does not allow here (high tag numbers, indefinite or over-long lengths) or runs short.
-fn header(der: &[u8]) -> Option<(u8, usize, usize)> {
-    let (&tag, rest) = der.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (header, length) = match first {
-        0..=0x7f => (2, usize::from(first)),
-        0x81..=0x84 => {
-            let n = usize::from(first & 0x7f);
-            let bytes = rest.get(..n)?;
-            (
-                2 + n,
-                bytes.iter().fold(0, |l, &b| (l << 8) | usize::from(b)),
-            )
-        }
-        _ => return None,
-    };
-    (der.len() >= header + length).then_some((tag, header, length))
+/// DER does not allow or what runs short.
+fn header(der: &[u8]) -> Option<(Tag, usize, usize)> {
+    let mut reader = SliceReader::new(der).ok()?;
+    let header = Header::decode(&mut reader).ok()?;
+    let h = usize::try_from(reader.position()).ok()?;
+    let l = usize::try_from(header.length()).ok()?;
+    (der.len() >= h + l).then_some((header.tag(), h, l))
 }
 
-/// The elements of a constructed value's content, as (offset, element length) from `base`.
-fn elements(content: &[u8], base: usize) -> Option<Vec<(u8, usize, usize)>> {
+/// The elements of a constructed value's content: (tag, offset from `base`, length with header).
+fn elements(content: &[u8], base: usize) -> Option<Vec<(Tag, usize, usize)>> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < content.len() {
@@ -45,14 +34,17 @@ fn elements(content: &[u8], base: usize) -> Option<Vec<(u8, usize, usize)>> {
 }
 
 /// The content of the single value that `der` consists of, with its offset, if its tag is `tag`.
-fn inside(der: &[u8], base: usize, tag: u8) -> Option<(&[u8], usize)> {
+fn inside(der: &[u8], base: usize, tag: Tag) -> Option<(&[u8], usize)> {
     let (t, h, l) = header(der)?;
     (t == tag && h + l == der.len()).then(|| (&der[h..h + l], base + h))
 }
 
-const SEQUENCE: u8 = 0x30;
+const SEQUENCE: Tag = Tag::Sequence;
 /// The constructed context-specific tag [0].
-const CONTEXT_0: u8 = 0xa0;
+const CONTEXT_0: Tag = Tag::ContextSpecific {
+    constructed: true,
+    number: TagNumber(0),
+};
 
 /// Where the certificates of a ContentInfo { signed-data, SignedData } lie: the ranges of the
 /// `Certificate` choices in `certificates [0] IMPLICIT CertificateSet` (RFC 5652 §5.1). Empty
@@ -213,7 +205,7 @@ mod tests {
         assert_eq!(certificates.len(), 3);
         for (hash, der) in &certificates {
             assert_eq!(hash.as_slice(), sha256(der));
-            assert_eq!(der[0], SEQUENCE);
+            x509_cert::Certificate::from_der(der).expect("a whole certificate");
         }
         for k in &kept[..3] {
             assert_eq!(k.cuts.len(), 2, "the signer and the CA");
