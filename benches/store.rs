@@ -1,6 +1,7 @@
 //! A store commit under concurrency: N writers each commit 1 KiB transactions as fast as the
 //! store answers (one writer thread running and applying each batch, the fsync on a flusher
-//! thread, at most one fsync per batch). Prints throughput and commit latency percentiles per concurrency.
+//! thread, at most one fsync per batch), on each engine. Prints throughput and commit latency
+//! percentiles per engine and concurrency.
 //! `cargo bench --bench store`; under `cargo test` it only checks that the benchmark runs (a few
 //! transactions).
 
@@ -9,11 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rxgate::store::{Store, Table, sled::SledStore};
+use rxgate::store::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, Store, Table};
 
 /// Runs `writers` concurrent writers for `per_writer` transactions each; returns the latencies.
 async fn run(
-    store: Arc<SledStore>,
+    store: Arc<EmbeddedStore>,
     writers: usize,
     per_writer: usize,
 ) -> (Duration, Vec<Duration>) {
@@ -59,18 +60,23 @@ fn main() {
         .unwrap();
     println!("store commit, 1 KiB transactions, durable (fsync per batch)");
     println!(
-        "{:>8} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "writers", "txns", "txn/s", "p50 ms", "p99 ms", "max ms", "per batch"
+        "{:>6} {:>8} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "engine", "writers", "txns", "txn/s", "p50 ms", "p99 ms", "max ms", "per batch"
     );
-    for writers in [1, 16, 64, 256] {
+    let runs = [EngineKind::Fjall, EngineKind::Sled]
+        .into_iter()
+        .flat_map(|engine| [1, 16, 64, 256].map(|writers| (engine, writers)));
+    for (engine, writers) in runs {
         let per_writer = if full { 8_000 / writers.min(64) } else { 2 };
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store = EmbeddedStore::open_with(dir.path(), Some(engine), DEFAULT_CACHE_MIB).unwrap();
+        let store = Arc::new(store);
         let (took, mut latencies) = runtime.block_on(run(Arc::clone(&store), writers, per_writer));
         latencies.sort();
         let stats = store.stats();
         println!(
-            "{:>8} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.1}",
+            "{:>6} {:>8} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.1}",
+            engine.to_string(),
             writers,
             latencies.len(),
             latencies.len() as f64 / took.as_secs_f64(),

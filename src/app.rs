@@ -25,7 +25,7 @@ use crate::{
         },
     },
     service::{self, Clinical, Clock, Gateway},
-    store::{Store, sled::SledStore},
+    store::{EmbeddedStore, Store},
     tls,
 };
 
@@ -108,8 +108,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(
-        SledStore::open_with_cache(&config.data_dir, config.store_cache_mib)
-            .context("opening the store")?,
+        EmbeddedStore::open_with(
+            &config.data_dir,
+            config.store_engine,
+            config.store_cache_mib,
+        )
+        .context("opening the store")?,
     );
     let (verifier, mut crl_watcher) = config
         .signing
@@ -281,7 +285,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             task.abort();
         }
         drop(gateway);
-        // Closing flushes, joins the writer thread and waits for sled to release its files:
+        // Closing flushes, joins the writer thread and waits for the engine to release its files:
         // blocking work, kept off the async runtime.
         tokio::task::spawn_blocking(move || store.close())
             .await

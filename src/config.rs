@@ -20,6 +20,7 @@ use crate::{
     },
     relay::RelayConfig,
     service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical},
+    store::EngineKind,
     tls::{ClientFiles, TlsFiles},
     trust::TrustFiles,
 };
@@ -33,9 +34,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The folder of the embedded store (created if missing).
     pub data_dir: PathBuf,
-    /// The store's page cache, in MiB: a part of the gateway's memory (README, Performance).
+    /// The store's cache, in MiB: a part of the gateway's memory (README, Performance).
     #[serde(default = "default_store_cache_mib")]
     pub store_cache_mib: u64,
+    /// The store's engine: `"fjall"` or `"sled"`. Unset: the engine whose files the data folder
+    /// holds, fjall for a new one. Set, it must match an existing store's files.
+    #[serde(default)]
+    pub store_engine: Option<EngineKind>,
     /// Trust for document signatures (HPKI): anchors, intermediates, one CRL per issuing CA.
     pub signing: TrustFiles,
     /// CertificatePolicies OIDs a signer certificate must carry.
@@ -225,7 +230,7 @@ fn default_skew() -> u64 {
     300
 }
 fn default_store_cache_mib() -> u64 {
-    crate::store::sled::DEFAULT_CACHE_MIB
+    crate::store::DEFAULT_CACHE_MIB
 }
 fn default_chain_cache() -> usize {
     10_000
@@ -297,6 +302,7 @@ impl Config {
             listen: default_listen(),
             data_dir,
             store_cache_mib: default_store_cache_mib(),
+            store_engine: None,
             signing: TrustFiles::dev(),
             signature_policies: vec![
                 HPKI_SIGNATURE_POLICY.to_string(),

@@ -1,6 +1,6 @@
 //! The clinical checks in the running gateway: findings at registration, at receipt and in the
 //! pre-issue and dispensing checks, read from the history the store keeps; the override policy;
-//! consent masking on the wire; the pre-check rate limit. Real server over mutual TLS, real sled
+//! consent masking on the wire; the pre-check rate limit. Real server over mutual TLS, real embedded
 //! store, real signatures, the shipped drug master and contraindication table.
 
 mod common;
@@ -14,7 +14,7 @@ use rxgate::{
     demo::{demo_dispensing, demo_prescription},
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::records::{OverrideRecord, decode},
-    store::{Store, Table, sled::SledStore},
+    store::{EmbeddedStore, Store, Table},
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -259,7 +259,7 @@ async fn a_critical_finding_must_be_acknowledged_and_the_acknowledgement_is_kept
 
     // The acknowledgement is stored with who made it.
     let dir = h.shutdown().await;
-    let store = SledStore::open(&dir.path().join("store")).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let key = [
         b"override".as_slice(),
         &[0],

@@ -1,5 +1,5 @@
 //! The gateway end to end: the real server in-process on 127.0.0.1:0 over mutual TLS, a real
-//! sled store in a temporary folder, real CMS signatures, and an injected clock.
+//! embedded store (fjall) in a temporary folder, real CMS signatures, and an injected clock.
 
 mod common;
 

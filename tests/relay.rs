@@ -12,7 +12,7 @@ use rxgate::{
     config::RelayFiles,
     domain::signature::Role,
     service::records::{IntakeRecord, decode},
-    store::{Store, Table, sled::SledStore},
+    store::{EmbeddedStore, Store, Table},
 };
 
 async fn dispense_one(h: &Harness, number: &str, n: u32) {
@@ -37,7 +37,7 @@ async fn until_metric(h: &Harness, expected: &str) {
 
 /// The prescription numbers the upstream holds, in arrival order.
 async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
-    let store = SledStore::open(&dir.join("store")).unwrap();
+    let store = EmbeddedStore::open(&dir.join("store")).unwrap();
     let rows = store
         .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
         .await

@@ -25,7 +25,7 @@ use rxgate::{
     },
     service::records::{IntakeRecord, decode},
     signer::SigningKey,
-    store::{Store, Table, sled::SledStore},
+    store::{EmbeddedStore, Store, Table},
     tls::ClientFiles,
 };
 use tonic::transport::Channel;
@@ -220,7 +220,7 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     down.kill();
     up.kill();
 
-    let store = SledStore::open(&up_data).unwrap();
+    let store = EmbeddedStore::open(&up_data).unwrap();
     let rows = store
         .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
         .await

@@ -1,19 +1,22 @@
-//! Integration tests of the transactional store on real sled files in a temporary directory:
-//! visibility, rollback, panics, scans, durability across reopen, serial atomicity under
-//! concurrency, group commit and sequences. Depends only on `rxgate::store`, tokio and tempfile.
+//! Integration tests of the transactional store on real files in a temporary directory, each
+//! run on both engines (fjall and sled): visibility, rollback, panics, scans, durability across
+//! reopen, serial atomicity under concurrency, group commit and sequences; and the choice of
+//! engine by the data folder's files. Depends only on `rxgate::store`, tokio and tempfile.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rxgate::store::sled::SledStore;
+use rxgate::store::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind};
 use rxgate::store::{Error, Store, Table, Txn};
 
-fn open(dir: &Path) -> Arc<SledStore> {
-    Arc::new(SledStore::open(dir).expect("open store"))
+fn open(dir: &Path, engine: EngineKind) -> Arc<EmbeddedStore> {
+    let store = EmbeddedStore::open_with(dir, Some(engine), DEFAULT_CACHE_MIB).expect("open store");
+    assert_eq!(store.engine(), engine);
+    Arc::new(store)
 }
 
 /// Commits one put.
-async fn put(store: &SledStore, table: Table, key: &[u8], value: &[u8]) {
+async fn put(store: &EmbeddedStore, table: Table, key: &[u8], value: &[u8]) {
     let (key, value) = (key.to_vec(), value.to_vec());
     store
         .transact(move |tx| {
@@ -26,7 +29,7 @@ async fn put(store: &SledStore, table: Table, key: &[u8], value: &[u8]) {
 }
 
 /// Reads one key in its own transaction.
-async fn get(store: &SledStore, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+async fn get(store: &EmbeddedStore, table: Table, key: &[u8]) -> Option<Vec<u8>> {
     let key = key.to_vec();
     store
         .transact(move |tx| tx.get(table, &key))
@@ -39,10 +42,9 @@ fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<&[u8]> {
     entries.iter().map(|(k, _)| k.as_slice()).collect()
 }
 
-#[tokio::test]
-async fn writes_are_visible_to_later_transactions() {
+async fn writes_are_visible_to_later_transactions(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     put(&store, Table::Prescriptions, b"rx-1", b"record one").await;
     assert_eq!(
         get(&store, Table::Prescriptions, b"rx-1").await.as_deref(),
@@ -60,10 +62,9 @@ async fn writes_are_visible_to_later_transactions() {
     assert_eq!(get(&store, Table::Prescriptions, b"rx-1").await, None);
 }
 
-#[tokio::test]
-async fn a_rolled_back_transaction_writes_nothing() {
+async fn a_rolled_back_transaction_writes_nothing(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     put(&store, Table::Meta, b"kept", b"1").await;
     let answer = store
         .transact(|tx| {
@@ -84,10 +85,9 @@ async fn a_rolled_back_transaction_writes_nothing() {
     assert_eq!(seq, Ok(Ok(1)));
 }
 
-#[tokio::test]
-async fn a_panicking_transaction_writes_nothing_and_the_store_keeps_working() {
+async fn a_panicking_transaction_writes_nothing_and_the_store_keeps_working(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let answer = store
         .transact(|tx| -> Result<(), Error> {
             tx.put(Table::Audit, b"a", b"half done");
@@ -106,10 +106,9 @@ async fn a_panicking_transaction_writes_nothing_and_the_store_keeps_working() {
     );
 }
 
-#[tokio::test]
-async fn a_transaction_reads_its_own_writes() {
+async fn a_transaction_reads_its_own_writes(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     put(&store, Table::ByNumber, b"stored", b"old").await;
     let answer = store
         .transact(|tx| {
@@ -138,10 +137,9 @@ async fn a_transaction_reads_its_own_writes() {
     );
 }
 
-#[tokio::test]
-async fn scans_merge_own_writes_in_key_order() {
+async fn scans_merge_own_writes_in_key_order(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     store
         .transact(|tx| {
             for key in [&b"p/1"[..], b"p/3", b"p/5", b"p/7", b"q/1", b"p\xff\xff/1"] {
@@ -214,11 +212,10 @@ async fn scans_merge_own_writes_in_key_order() {
     );
 }
 
-#[tokio::test]
-async fn acknowledged_writes_survive_close_and_drop() {
+async fn acknowledged_writes_survive_close_and_drop(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path());
+        let store = open(dir.path(), engine);
         for i in 0u32..50 {
             put(
                 &store,
@@ -234,11 +231,11 @@ async fn acknowledged_writes_survive_close_and_drop() {
         assert_eq!(late, Err(Error::Closed));
     }
     {
-        let store = open(dir.path());
+        let store = open(dir.path(), engine);
         put(&store, Table::Meta, b"second session", b"yes").await;
         // Dropped without close.
     }
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let entries = store
         .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1000))
         .await
@@ -255,10 +252,9 @@ async fn acknowledged_writes_survive_close_and_drop() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_finishes_queued_transactions() {
+async fn close_finishes_queued_transactions(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     // Queued at once (submission happens on the call, not on the first poll).
     let answers: Vec<_> = (0u32..200)
         .map(|i| {
@@ -277,7 +273,7 @@ async fn close_finishes_queued_transactions() {
         assert_eq!(answer.await, Ok(Ok(i)));
     }
     drop(store);
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let count = store
         .transact(|tx| {
             tx.scan_prefix(Table::Dispensings, b"", 1000)
@@ -287,10 +283,9 @@ async fn close_finishes_queued_transactions() {
     assert_eq!(count, Ok(Ok(200)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_read_modify_write_increments_are_serial() {
+async fn concurrent_read_modify_write_increments_are_serial(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     in_parallel(&store, 64, 100, |tx| {
         let current = counter(tx)?;
         tx.put(Table::Meta, b"counter", &(current + 1).to_be_bytes());
@@ -308,14 +303,14 @@ fn counter(tx: &dyn Txn) -> Result<u64, Error> {
     })
 }
 
-async fn stored_counter(store: &SledStore) -> u64 {
+async fn stored_counter(store: &EmbeddedStore) -> u64 {
     let value = get(store, Table::Meta, b"counter").await.unwrap();
     u64::from_be_bytes(value.try_into().unwrap())
 }
 
 /// Runs `f` in `rounds` transactions one after another in each of `tasks` tasks at once; every
 /// transaction must commit.
-async fn in_parallel<F>(store: &Arc<SledStore>, tasks: usize, rounds: usize, f: F)
+async fn in_parallel<F>(store: &Arc<EmbeddedStore>, tasks: usize, rounds: usize, f: F)
 where
     F: Fn(&mut dyn Txn) -> Result<(), Error> + Copy + Send + 'static,
 {
@@ -334,10 +329,9 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_one_of_racing_claims_wins() {
+async fn exactly_one_of_racing_claims_wins(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let tasks: Vec<_> = (0u8..16)
         .map(|claimant| {
             let store = Arc::clone(&store);
@@ -369,10 +363,9 @@ async fn exactly_one_of_racing_claims_wins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commit_flushes_less_often_than_it_commits() {
+async fn group_commit_flushes_less_often_than_it_commits(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let tasks: Vec<_> = (0u32..64)
         .map(|writer| {
             let store = Arc::clone(&store);
@@ -398,10 +391,9 @@ async fn group_commit_flushes_less_often_than_it_commits() {
 
 /// Transactions of one batch see each other's writes (and deletions) before any reaches the
 /// tree; a rolled-back one in between leaves no trace; after the batch all of it is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_of_one_batch_see_each_others_writes() {
+async fn transactions_of_one_batch_see_each_others_writes(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     for k in [b"a", b"c", b"e"] {
         put(&store, Table::Meta, k, b"tree").await;
     }
@@ -460,7 +452,7 @@ async fn transactions_of_one_batch_see_each_others_writes() {
     );
 
     drop(store);
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     let stored = store
         .transact(|tx| tx.scan_prefix(Table::Meta, b"", usize::MAX))
         .await
@@ -477,10 +469,9 @@ async fn transactions_of_one_batch_see_each_others_writes() {
     );
 }
 
-#[tokio::test]
-async fn read_only_and_rolled_back_transactions_need_no_flush() {
+async fn read_only_and_rolled_back_transactions_need_no_flush(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     put(&store, Table::Meta, b"k", b"v").await;
     let before = store.stats();
     assert_eq!(before.flushes, 1);
@@ -498,12 +489,11 @@ async fn read_only_and_rolled_back_transactions_need_no_flush() {
     assert_eq!(after.commits, before.commits);
 }
 
-#[tokio::test]
-async fn sequences_increase_across_transactions_and_reopen() {
+async fn sequences_increase_across_transactions_and_reopen(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
     for _session in 0..3 {
-        let store = open(dir.path());
+        let store = open(dir.path(), engine);
         for _ in 0..4 {
             let (a, b, other) = store
                 .transact(|tx| {
@@ -522,26 +512,24 @@ async fn sequences_increase_across_transactions_and_reopen() {
         store.close().unwrap();
     }
     assert_eq!(seen, (1..=24).collect::<Vec<u64>>());
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     assert_eq!(
         store.transact(|tx| tx.next_sequence("dispensing")).await,
         Ok(Ok(13))
     );
 }
 
-#[tokio::test]
-async fn a_corrupt_sequence_is_reported() {
+async fn a_corrupt_sequence_is_reported(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     put(&store, Table::Meta, b"sequence/broken", b"123").await;
     let answer = store.transact(|tx| tx.next_sequence("broken")).await;
     assert!(matches!(answer, Ok(Err(Error::Corrupt(_)))), "{answer:?}");
 }
 
-#[tokio::test]
-async fn works_behind_dyn_store() {
+async fn works_behind_dyn_store(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = open(dir.path());
+    let store: Arc<dyn Store> = open(dir.path(), engine);
     let written = store
         .transact(|tx: &mut dyn Txn| {
             tx.put(Table::Documents, b"sha", b"rx-9");
@@ -556,10 +544,9 @@ async fn works_behind_dyn_store() {
 /// Many writers at once, so that batches are run while earlier ones are still being flushed:
 /// every read and scan must see every earlier commit and deletion, whether the batch's overlay
 /// or the tree holds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_see_the_batches_still_being_flushed() {
+async fn reads_see_the_batches_still_being_flushed(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     fn item(n: u64) -> Vec<u8> {
         format!("item/{n:08}").into_bytes()
     }
@@ -592,11 +579,10 @@ async fn reads_see_the_batches_still_being_flushed() {
 /// A read that sees a write already in the tree but not yet flushed is answered only after the
 /// flush that makes it durable: readers poll a key while one writer commits it, and a reader
 /// that sees it must find a flush already counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_of_a_write_not_yet_durable_waits_for_its_flush() {
+async fn a_read_of_a_write_not_yet_durable_waits_for_its_flush(engine: EngineKind) {
     const READERS: usize = 32;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open(dir.path(), engine);
     assert_eq!(store.stats().flushes, 0);
     // Every reader has read the key's absence once before the write is submitted.
     let started = Arc::new(tokio::sync::Barrier::new(READERS + 1));
@@ -617,4 +603,87 @@ async fn a_read_of_a_write_not_yet_durable_waits_for_its_flush() {
         let flushes = reader.await.unwrap();
         assert!(flushes >= 1, "answered with the write before any flush");
     }
+}
+
+/// Each test above, once per engine.
+macro_rules! on_each_engine {
+    ($($test:ident),* $(,)?) => {
+        mod fjall {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(rxgate::store::EngineKind::Fjall).await
+                }
+            )*
+        }
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(rxgate::store::EngineKind::Sled).await
+                }
+            )*
+        }
+    };
+}
+
+on_each_engine!(
+    writes_are_visible_to_later_transactions,
+    a_rolled_back_transaction_writes_nothing,
+    a_panicking_transaction_writes_nothing_and_the_store_keeps_working,
+    a_transaction_reads_its_own_writes,
+    scans_merge_own_writes_in_key_order,
+    acknowledged_writes_survive_close_and_drop,
+    close_finishes_queued_transactions,
+    concurrent_read_modify_write_increments_are_serial,
+    exactly_one_of_racing_claims_wins,
+    group_commit_flushes_less_often_than_it_commits,
+    transactions_of_one_batch_see_each_others_writes,
+    read_only_and_rolled_back_transactions_need_no_flush,
+    sequences_increase_across_transactions_and_reopen,
+    a_corrupt_sequence_is_reported,
+    works_behind_dyn_store,
+    reads_see_the_batches_still_being_flushed,
+    a_read_of_a_write_not_yet_durable_waits_for_its_flush,
+);
+
+#[tokio::test]
+async fn a_store_opens_in_the_engine_its_files_name_and_refuses_another() {
+    for (engine, other) in [
+        (EngineKind::Fjall, EngineKind::Sled),
+        (EngineKind::Sled, EngineKind::Fjall),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(EngineKind::found_in(dir.path()), Ok(None));
+        {
+            let store = open(dir.path(), engine);
+            put(&store, Table::Meta, b"kept", engine.to_string().as_bytes()).await;
+            store.close().expect("close");
+        }
+        assert_eq!(EngineKind::found_in(dir.path()), Ok(Some(engine)));
+        // Unset, the engine is the one the files name, and the data is there.
+        let store = EmbeddedStore::open_with(dir.path(), None, DEFAULT_CACHE_MIB).expect("open");
+        assert_eq!(store.engine(), engine);
+        assert_eq!(
+            get(&store, Table::Meta, b"kept").await,
+            Some(engine.to_string().into_bytes())
+        );
+        store.close().expect("close");
+        drop(store);
+        // Another engine is refused, not opened empty beside the store.
+        let refused = EmbeddedStore::open_with(dir.path(), Some(other), DEFAULT_CACHE_MIB)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "storage engine error: {} holds a {engine} store, not a {other} one",
+                dir.path().display()
+            )
+        );
+    }
+    // A new folder gets fjall.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    assert_eq!(store.engine(), EngineKind::Fjall);
 }

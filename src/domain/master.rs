@@ -1,6 +1,6 @@
 //! The drug master: parsers for the SSK 医薬品マスター y-file (full and update files), the MHLW
 //! 薬価基準収載品目リスト and the 一般名処方マスタ, update application, the active-moiety key and
-//! product lookup. Pure: parsers take bytes or `&str`; no IO, no clock, no tonic/prost/sled.
+//! product lookup. Pure: parsers take bytes or `&str`; no IO, no clock, no tonic/prost/store engine.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The domain core. Pure: no tonic, prost, sled or tokio::net; no clock reads; no IO.
+//! The domain core. Pure: no tonic, prost, store engine or tokio::net; no clock reads; no IO.
 
 pub mod checks;
 pub mod hash;

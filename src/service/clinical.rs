@@ -627,7 +627,7 @@ fn medication(m: &MedicationV1) -> Result<Medication, store::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sled::SledStore;
+    use crate::store::EmbeddedStore;
 
     const TODAY: &str = "2026-12-01";
 
@@ -688,7 +688,7 @@ mod tests {
     #[tokio::test]
     async fn old_layout_histories_move_into_one_record_per_patient() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         const MANY: u32 = 2 * MIGRATION_CHUNK as u32 + 500;
         read(&store, |tx| {
             for l in [1, 0] {
@@ -775,7 +775,7 @@ mod tests {
     #[test]
     fn a_record_keeps_only_what_may_be_active() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -147,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::demo::dev_signer;
-    use crate::store::{Store, sled::SledStore};
+    use crate::store::{EmbeddedStore, Store};
 
     /// A detached signature by the dev signer `name`, carrying the signing CA.
     fn signed_by(name: &str, content: &[u8]) -> Vec<u8> {
@@ -169,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn signatures_come_back_exactly_with_each_certificate_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let signatures = vec![
             signed_by("doctor", b"one"),
             signed_by("doctor", b"two"),
@@ -219,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_certificate_table_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let (kept, certificates) = cut(&signed_by("doctor", b"one"));
         within(&store, move |tx| store_certificates(tx, &certificates))
             .await

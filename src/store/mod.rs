@@ -1,6 +1,7 @@
 //! The transactional key-value store API: tables, transactions and the `Store` trait through
-//! which the service layer keeps its records. It names no storage engine (sled lives only in
-//! `store::sled`) and must not depend on the domain, the protocol types or any async runtime.
+//! which the service layer keeps its records, and the embedded store that implements it over
+//! a storage engine (fjall for new stores, sled for older ones: each named only in its own
+//! file). Nothing here may depend on the domain, the protocol types or any async runtime.
 //!
 //! Guarantees every engine gives:
 //! - Transaction functions run one at a time, in submission order, each seeing the writes of
@@ -9,7 +10,11 @@
 //! - An answer is given only once every write it could have observed is durable, so no answer
 //!   (commit, rollback or read) ever reveals state that a crash could take back.
 
-pub mod sled;
+mod embedded;
+mod fjall;
+mod sled;
+
+pub use embedded::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, MAX_BATCH};
 
 use std::any::Any;
 use std::future::Future;

@@ -1,5 +1,5 @@
 //! The test harness shared by the integration tests of the running gateway: the real server
-//! in-process on 127.0.0.1:0 over mutual TLS, a real sled store in a temporary folder, real CMS
+//! in-process on 127.0.0.1:0 over mutual TLS, a real embedded store (fjall) in a temporary folder, real CMS
 //! signatures, and an injected clock.
 
 #![allow(dead_code)] // each test binary uses its own part of the harness

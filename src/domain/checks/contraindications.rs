@@ -1,6 +1,6 @@
 //! The contraindication table (data/clinical/contraindications_structured.csv): parsing, the
 //! per-side scope test (moiety, YJ prefix, route) and the symmetric pair lookup, plus the
-//! contraindication check itself. Pure: parses `&str`; no IO, no clock, no tonic/prost/sled.
+//! contraindication check itself. Pure: parses `&str`; no IO, no clock, no tonic/prost/store engine.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The duplicate-medication check (national rule: same active moiety by the same route) and the
 //! optional same-class (同効薬, YJ digits 1–4) warning, for one new line against the active
-//! history. Pure: no IO, no clock, no tonic/prost/sled; depends only on the other check modules.
+//! history. Pure: no IO, no clock, no tonic/prost/store engine; depends only on the other check modules.
 
 use super::{
     ActiveMedication, CheckOptions, DrugRef, DrugView, Finding, FindingKind, Indicator, Origin,

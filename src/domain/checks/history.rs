@@ -1,6 +1,6 @@
 //! What a check reads: drug codes resolved through the `Catalog` to moieties, route and class;
 //! the patient's history medications and their active period. Pure: no IO, no clock (the check
-//! date is a parameter), no tonic/prost/sled; depends only on `domain::master`, `time`, `ids`.
+//! date is a parameter), no tonic/prost/store engine; depends only on `domain::master`, `time`, `ids`.
 
 use std::borrow::Cow;
 

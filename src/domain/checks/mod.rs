@@ -1,7 +1,7 @@
 //! Clinical checks (重複投薬等チェック): duplicate medication and contraindications of new
 //! prescription lines against the patient's active history, returned as findings shaped like
 //! CDS Hooks cards, and consent masking of those findings. Pure functions over data: no IO, no
-//! clock (the check date is a parameter), no tonic/prost/sled, no store; depends only on
+//! clock (the check date is a parameter), no tonic/prost/store engine, no store; depends only on
 //! `domain::master`, `domain::time` and `domain::ids`.
 //!
 //! Decisions (where the national rules are silent):

@@ -8,7 +8,7 @@
 //! construct.
 //!
 //! Pure: the receipt time is a parameter, CRLs arrive as bytes; no clock reads, no file or
-//! network IO, no tonic, prost or sled. Every signature goes through `crypto` (ring).
+//! network IO, no tonic, prost or store engine. Every signature goes through `crypto` (ring).
 
 mod chain;
 mod cms;
