@@ -478,15 +478,30 @@ mod tests {
 
     #[test]
     fn the_store_cache_defaults_as_documented_and_a_tiny_one_is_refused() {
-        let commented = "# store_cache_mib = 256\n";
+        let commented = "# store_cache_mib = 128\n";
         assert!(example().contains(commented));
         let default: Config = toml::from_str(&example()).unwrap();
         let stated: Config =
-            toml::from_str(&example().replace(commented, "store_cache_mib = 256\n")).unwrap();
+            toml::from_str(&example().replace(commented, "store_cache_mib = 128\n")).unwrap();
         assert_eq!(default.store_cache_mib, stated.store_cache_mib);
         let tiny: Config =
             toml::from_str(&example().replace(commented, "store_cache_mib = 8\n")).unwrap();
         assert!(tiny.validate().is_err());
+    }
+
+    #[test]
+    fn the_store_engine_is_unset_by_default_and_named_in_lower_case() {
+        let commented = "# store_engine = \"fjall\"\n";
+        assert!(example().contains(commented));
+        let default: Config = toml::from_str(&example()).unwrap();
+        assert_eq!(default.store_engine, None);
+        for (name, engine) in [("fjall", EngineKind::Fjall), ("sled", EngineKind::Sled)] {
+            let text = example().replace(commented, &format!("store_engine = \"{name}\"\n"));
+            let config: Config = toml::from_str(&text).unwrap();
+            assert_eq!(config.store_engine, Some(engine));
+        }
+        let unknown = example().replace(commented, "store_engine = \"rocksdb\"\n");
+        assert!(toml::from_str::<Config>(&unknown).is_err());
     }
 
     #[test]

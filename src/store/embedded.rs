@@ -66,7 +66,7 @@ use super::{Answer, Entry, Error, Outcome, Stats, Store, Table, Txn, TxnFn};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
 /// The engine's cache of [`EmbeddedStore::open`], in MiB.
-pub const DEFAULT_CACHE_MIB: u64 = 256;
+pub const DEFAULT_CACHE_MIB: u64 = 128;
 
 /// The most transactions run between two flushes.
 pub const MAX_BATCH: usize = 1024;
