@@ -389,6 +389,42 @@ fn a_corrupted_signature_is_invalid() {
     }
 }
 
+/// A signer whose chain is cached is still held to the signature and digest of each document,
+/// and to a well-formed envelope.
+#[test]
+fn a_cached_chain_does_not_excuse_the_signature() {
+    let verifier = dev_verifier();
+    let content = prescription();
+    let cms = signer("doctor").sign(&content, now()).unwrap();
+    assert!(
+        verifier
+            .verify::<Prescription>(&content, &cms, now())
+            .is_ok()
+    );
+    let hits = verifier.chain_cache_hits_and_misses().0;
+    let mut corrupted = cms.clone();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0x01;
+    let mut tampered = content.clone();
+    let end = tampered.len() - 1;
+    tampered[end] ^= 1;
+    let mut trailing = cms.clone();
+    trailing.push(0);
+    for (content, cms, expected) in [
+        (&content, &corrupted, Reason::SignatureInvalid),
+        (&tampered, &cms, Reason::DigestMismatch),
+        (&content, &trailing, Reason::MalformedSignature),
+    ] {
+        let refusal = verifier
+            .verify::<Prescription>(content, cms, now())
+            .unwrap_err();
+        assert_eq!(refusal.reason, expected);
+    }
+    // The first two found the signer's chain in the cache; the trailing byte stopped the third
+    // before any lookup.
+    assert_eq!(verifier.chain_cache_hits_and_misses().0, hits + 2);
+}
+
 #[test]
 fn garbage_is_a_malformed_signature() {
     let content = prescription();

@@ -726,16 +726,23 @@ impl Gateway {
         Ok((verified, facts))
     }
 
+    /// `n` exchange numbers drawn uniformly from 000000–999999, from one read of the system
+    /// RNG per `n` (a read is a system call).
     fn random_exchange_numbers(&self, n: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(n);
+        let mut bytes = vec![0u8; 4 * n];
         while out.len() < n {
-            let mut b = [0u8; 4];
-            self.rng.fill(&mut b).expect("the system RNG works");
-            let v = u32::from_le_bytes(b);
+            self.rng.fill(&mut bytes).expect("the system RNG works");
+            let draws = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
             // Rejection sampling keeps the 10^6 values uniform.
-            if v < u32::MAX - u32::MAX % 1_000_000 {
-                out.push(v % 1_000_000);
-            }
+            out.extend(
+                draws
+                    .filter(|v| *v < u32::MAX - u32::MAX % 1_000_000)
+                    .map(|v| v % 1_000_000)
+                    .take(n - out.len()),
+            );
         }
         out
     }

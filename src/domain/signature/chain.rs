@@ -55,6 +55,11 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// The certificate the chain was validated for (the first of `certs`).
+    pub fn leaf(&self) -> &Certificate {
+        &self.certs[0]
+    }
+
     fn new(certs: Vec<Certificate>) -> Self {
         let validity = |c: &Certificate| {
             let v = c.tbs_certificate().validity();
@@ -277,17 +282,17 @@ impl ChainCache {
         }
     }
 
-    /// The cached chain of the signer, if it is valid at `at`.
+    /// The cached chain of the signer, if it is valid at `at`. Not counted: a verification
+    /// tells [`Self::count`] whether it found its signer's chain.
     pub fn get(&self, signer: &[u8; 32], at: SystemTime) -> Option<Arc<Chain>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let found = entries.get(signer).filter(|c| c.valid_at(at)).cloned();
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        entries.get(signer).filter(|c| c.valid_at(at)).cloned()
+    }
+
+    /// Counts one verification's lookup, which found a valid chain (`hit`) or did not.
+    pub fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        found
     }
 
     /// Lookups that found a valid chain, and lookups that did not.

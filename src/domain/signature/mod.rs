@@ -234,6 +234,30 @@ pub fn parse_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, der::Error> {
     }
 }
 
+/// The signer's certificate as a verification found it among those the signature carries.
+struct FoundSigner {
+    /// Its index in the envelope's certificates.
+    position: usize,
+    /// SHA-256 of its DER.
+    fingerprint: [u8; 32],
+    known: Known,
+}
+
+/// The leaf of a chain validated before, or a certificate decoded now and not yet trusted.
+enum Known {
+    Validated(Arc<chain::Chain>),
+    Decoded(Certificate),
+}
+
+impl Known {
+    fn certificate(&self) -> &Certificate {
+        match self {
+            Known::Validated(chain) => chain.leaf(),
+            Known::Decoded(cert) => cert,
+        }
+    }
+}
+
 impl Verifier {
     /// Chain-cache lookups that hit, and that missed, since start-up.
     pub fn chain_cache_hits_and_misses(&self) -> (u64, u64) {
@@ -328,6 +352,39 @@ impl Verifier {
         Ok(())
     }
 
+    /// The certificate the envelope's signer identifier names, in the order carried: a
+    /// certificate whose chain the cache holds, valid at `at`, is the leaf of that chain and is
+    /// not decoded again.
+    fn find_signer(
+        &self,
+        envelope: &cms::Envelope<'_>,
+        at: SystemTime,
+    ) -> Result<FoundSigner, Refusal> {
+        for (position, der) in envelope.certificates.iter().enumerate() {
+            let fingerprint = super::hash::sha256(der);
+            let known = match self.cache.get(&fingerprint, at) {
+                Some(chain) => Known::Validated(chain),
+                None => Known::Decoded(Certificate::from_der(der).map_err(|e| {
+                    Refusal::new(
+                        Reason::MalformedSignature,
+                        format!("embedded certificate: {e}"),
+                    )
+                })?),
+            };
+            if envelope.is_signed_by(known.certificate()) {
+                return Ok(FoundSigner {
+                    position,
+                    fingerprint,
+                    known,
+                });
+            }
+        }
+        Err(Refusal::new(
+            Reason::MalformedSignature,
+            "the signer's certificate is not embedded",
+        ))
+    }
+
     /// Validates a certificate on its own, outside any document: a path from `leaf` through the
     /// configured and `presented` intermediates to a trust anchor, valid at `at` (with at most
     /// `max_depth` intermediates when given), then, if `check_revocation`, its status in the CRLs
@@ -355,28 +412,43 @@ impl Verifier {
         cms_signature: &[u8],
         received_at: SystemTime,
     ) -> Result<VerifiedDocument<D>, Refusal> {
-        // 1. The envelope: structure, digest, signature.
-        let envelope = cms::open(content, cms_signature)?;
+        // 1. The envelope's structure, and the signer's certificate among those it carries.
+        let envelope = cms::parse(cms_signature)?;
+        let found = self.find_signer(&envelope, received_at)?;
+        self.cache.count(matches!(found.known, Known::Validated(_)));
 
-        // 2. The chain to a trust anchor, valid at receipt.
-        let fingerprint = super::hash::sha256(&envelope.signer_der);
-        let chain = match self.cache.get(&fingerprint, received_at) {
-            Some(chain) => chain,
-            None => {
+        // 2. The signed attributes, the digest and the signature.
+        let signing_time = envelope.verify(content, found.known.certificate())?;
+
+        // 3. The chain to a trust anchor, valid at receipt.
+        let chain = match found.known {
+            Known::Validated(chain) => chain,
+            Known::Decoded(_) => {
+                let (leaf, others) = (
+                    envelope.certificates[found.position],
+                    &envelope.certificates,
+                );
+                let others: Vec<Vec<u8>> = others
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != found.position)
+                    .map(|(_, der)| der.to_vec())
+                    .collect();
                 let chain = Arc::new(self.build_chain(
-                    &envelope.signer_der,
-                    &envelope.others,
+                    leaf,
+                    &others,
                     received_at,
                     None,
                     Some(&self.config.signature_policies),
                 )?);
-                self.cache.insert(fingerprint, Arc::clone(&chain));
+                self.cache.insert(found.fingerprint, Arc::clone(&chain));
                 chain
             }
         };
+        let fingerprint = found.fingerprint;
+        let signer = chain.leaf();
 
-        // 3. The signer profile: a signature certificate, not an authentication one.
-        let signer = &envelope.signer;
+        // 4. The signer profile: a signature certificate, not an authentication one.
         if !hpki::has_non_repudiation(signer) {
             return Err(Refusal::new(
                 Reason::CertNotForSigning,
@@ -399,9 +471,8 @@ impl Verifier {
             ));
         }
 
-        // 4. Time: signing-time is self-declared, so it must lie close to receipt, and the whole
+        // 5. Time: signing-time is self-declared, so it must lie close to receipt, and the whole
         //    chain must be valid both then and at receipt.
-        let signing_time = envelope.signing_time;
         if signing_time > received_at + self.config.clock_skew
             || signing_time + self.config.signing_time_window < received_at
         {
@@ -417,10 +488,10 @@ impl Verifier {
             ));
         }
 
-        // 5. Revocation, as of receipt: signing-time cannot prove a signature predates it.
+        // 6. Revocation, as of receipt: signing-time cannot prove a signature predates it.
         self.check_revocation(&chain, received_at)?;
 
-        // 6. The qualification.
+        // 7. The qualification.
         let actors = hpki::hc_actors(signer)
             .map_err(|e| Refusal::new(Reason::RoleNotAllowed, e.to_string()))?;
         let role = match hpki::judge_roles(&actors, &self.config.roles) {
@@ -447,7 +518,7 @@ impl Verifier {
             )
         })?;
 
-        // 7. Only now is the content read.
+        // 8. Only now is the content read.
         let document = D::decode_strict(content)
             .map_err(|detail| Refusal::new(Reason::MalformedContent, detail))?;
 
