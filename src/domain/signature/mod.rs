@@ -246,7 +246,7 @@ struct FoundSigner {
 /// The leaf of a chain validated before, or a certificate decoded now and not yet trusted.
 enum Known {
     Validated(Arc<chain::Chain>),
-    Decoded(Certificate),
+    Decoded(Box<Certificate>),
 }
 
 impl Known {
@@ -364,12 +364,12 @@ impl Verifier {
             let fingerprint = super::hash::sha256(der);
             let known = match self.cache.get(&fingerprint, at) {
                 Some(chain) => Known::Validated(chain),
-                None => Known::Decoded(Certificate::from_der(der).map_err(|e| {
+                None => Known::Decoded(Box::new(Certificate::from_der(der).map_err(|e| {
                     Refusal::new(
                         Reason::MalformedSignature,
                         format!("embedded certificate: {e}"),
                     )
-                })?),
+                })?)),
             };
             if envelope.is_signed_by(known.certificate()) {
                 return Ok(FoundSigner {
