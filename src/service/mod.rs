@@ -726,8 +726,8 @@ impl Gateway {
         Ok((verified, facts))
     }
 
-    /// `n` exchange numbers drawn uniformly from 000000–999999, from one read of the system
-    /// RNG per `n` (a read is a system call).
+    /// `n` exchange numbers drawn uniformly from 000000–999999, each round of `n` draws from
+    /// one read of the system RNG (a read is a system call).
     fn random_exchange_numbers(&self, n: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(n);
         let mut bytes = vec![0u8; 4 * n];

@@ -424,11 +424,9 @@ impl Verifier {
         let chain = match found.known {
             Known::Validated(chain) => chain,
             Known::Decoded(_) => {
-                let (leaf, others) = (
-                    envelope.certificates[found.position],
-                    &envelope.certificates,
-                );
-                let others: Vec<Vec<u8>> = others
+                let leaf = envelope.certificates[found.position];
+                let others: Vec<Vec<u8>> = envelope
+                    .certificates
                     .iter()
                     .enumerate()
                     .filter(|&(i, _)| i != found.position)
