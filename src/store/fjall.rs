@@ -118,7 +118,12 @@ mod tests {
 
     /// A value of `len` bytes that names its key.
     fn value(key: u32, len: usize) -> Vec<u8> {
-        key.to_be_bytes().iter().copied().cycle().take(len).collect()
+        key.to_be_bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect()
     }
 
     fn write(engine: &FjallEngine, keys: std::ops::Range<u32>, len: usize) {
@@ -140,7 +145,10 @@ mod tests {
             let engine = FjallEngine::open(dir.path(), 8 << 20).unwrap();
             write(&engine, 0..400, 3_000);
             write(&engine, 400..800, 100);
-            assert!(engine.space.blob_file_count() > 0, "3 kB values went to blob files");
+            assert!(
+                engine.space.blob_file_count() > 0,
+                "3 kB values went to blob files"
+            );
             write(&engine, 0..200, 5_000);
             engine.space.major_compact().unwrap();
         }
