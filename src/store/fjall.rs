@@ -137,8 +137,8 @@ mod tests {
         engine.space.rotate_memtable_and_wait().unwrap();
     }
 
-    /// The large values, kept apart in blob files, read back after flushes, overwrites (stale
-    /// blobs), a full compaction and a reopen; the small ones stay in the tree.
+    /// Large values, kept apart in blob files, and small ones read back after flushes,
+    /// overwrites (stale blobs), a full compaction and a reopen.
     #[test]
     fn values_kept_apart_read_back_after_compaction_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
