@@ -14,17 +14,46 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// Lowercase hex. By table, not `format!` per byte: every clinical finding's id is rendered
 /// here, inside the store's writer.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 * bytes.len());
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Appends the lowercase hex of `bytes` to `s`.
+pub fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for &b in bytes {
         s.push(char::from(DIGITS[usize::from(b >> 4)]));
         s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    s
+}
+
+/// The bytes of `N * 2` hex digits (either case); `None` for any other text.
+pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (b, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *b = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_round_trips() {
+        let bytes = super::sha256(b"abc");
+        assert_eq!(super::from_hex(&super::hex(&bytes)), Some(bytes));
+        assert_eq!(super::from_hex::<2>("0aFf"), Some([0x0a, 0xff]));
+        assert_eq!(super::from_hex::<2>("0aF"), None);
+        assert_eq!(super::from_hex::<2>("0aFg"), None);
+        assert_eq!(super::from_hex::<1>("+1"), None);
+    }
+
     #[test]
     fn known_digest() {
         assert_eq!(

@@ -23,9 +23,30 @@ fn all_digits(s: &str, len: usize) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstitutionCode(String);
 
+/// An institution code's 10 digits as a number, and back: how stored records keep one.
+const INSTITUTION_CODE_DIGITS: u32 = 10;
+
 impl InstitutionCode {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn number(&self) -> u64 {
+        self.0.parse().expect("an institution code is 10 digits")
+    }
+
+    /// The code of `number`'s 10 digits (leading zeros included); `None` past 10 digits.
+    pub fn from_number(number: u64) -> Option<Self> {
+        if number >= 10u64.pow(INSTITUTION_CODE_DIGITS) {
+            return None;
+        }
+        let mut digits = [b'0'; INSTITUTION_CODE_DIGITS as usize];
+        let mut rest = number;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        Some(InstitutionCode(digits.map(char::from).iter().collect()))
     }
 }
 
@@ -124,6 +145,15 @@ impl Institution {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn institution_codes_as_numbers() {
+        for text in ["0110000019", "1310000017", "9999999999", "0000000000"] {
+            let code: InstitutionCode = text.parse().unwrap();
+            assert_eq!(InstitutionCode::from_number(code.number()), Some(code));
+        }
+        assert_eq!(InstitutionCode::from_number(10_000_000_000), None);
+    }
 
     #[test]
     fn institution_uris() {

@@ -89,6 +89,15 @@ impl JapanDate {
     pub fn ymd(self) -> (i32, u32, u32) {
         civil_from_days(self.0)
     }
+
+    /// Days since 1970-01-01, as the stored records keep a date.
+    pub fn days_since_epoch(self) -> i32 {
+        self.0
+    }
+
+    pub fn from_days_since_epoch(days: i32) -> Self {
+        JapanDate(days)
+    }
 }
 
 impl fmt::Display for JapanDate {

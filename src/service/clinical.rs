@@ -12,7 +12,7 @@
 //!   external or as-needed drug): a check skips those past, and every write of the record drops
 //!   them, so the record holds only what may still be active, never the patient's older past.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, fmt::Write, sync::Arc, time::Instant};
 
 use crate::{
     domain::{
@@ -20,6 +20,7 @@ use crate::{
             self, CheckInput, CheckOptions, Consent, ContraindicationTable, DrugCode, Finding,
             Indicator, Medication, NewLine, Source, SourceKind, Supply, history::ASSUMED_DAYS,
         },
+        hash,
         ids::InstitutionCode,
         master::Catalog,
         prescription::usable_through,
@@ -34,8 +35,8 @@ use crate::{
 use super::{
     Caller, Stored, corrupt, key,
     records::{
-        ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, HistoryEntryV1, HistoryRecord,
-        MedicationRecord, MedicationV1, SlotV1, SupplyV1, decode, encode,
+        ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, HistoryEntryV1, HistoryEntryV2,
+        HistoryRecord, MedicationRecord, SlotV1, SlotV2, SupplyV1, decode, encode,
     },
 };
 
@@ -248,26 +249,107 @@ pub struct Prescribed<'a> {
 /// The order of a patient's entries, which is the order the checks take them in: the undispensed
 /// lines by prescription and line, then the dispensed lines by last day, prescription, record
 /// and line.
-fn order(entry: &HistoryEntryV1) -> (bool, &str, &str, u32, u32) {
-    let id = entry.medication.prescription_id.as_str();
-    match &entry.slot {
-        SlotV1::Undispensed { line } => (false, "", id, 0, *line),
+fn order(entry: &HistoryEntryV2) -> (bool, i32, [u8; 16], u32, u32) {
+    let id = entry.prescription_id;
+    match entry.slot {
+        SlotV2::Undispensed { line } => (false, 0, id, 0, line),
+        SlotV2::Dispensed {
+            last_day,
+            record,
+            line,
+        } => (true, last_day, id, record, line),
+    }
+}
+
+fn is_dispensed(entry: &HistoryEntryV2) -> bool {
+    matches!(entry.slot, SlotV2::Dispensed { .. })
+}
+
+/// A dispensed line whose last possible day lies before `today`: no check reads it.
+fn is_past(entry: &HistoryEntryV2, today: JapanDate) -> bool {
+    matches!(entry.slot, SlotV2::Dispensed { last_day, .. } if last_day < today.days_since_epoch())
+}
+
+/// The line's id in the patient's history, which finding ids are made from:
+/// `rx:<prescription>:<line>` or `disp:<prescription>:<record>:<line>`. Built per entry for
+/// every check, into one allocation.
+fn source_id(entry: &HistoryEntryV2) -> String {
+    let mut id = String::with_capacity(64);
+    let numbers = match entry.slot {
+        SlotV2::Undispensed { line } => {
+            id.push_str("rx:");
+            [None, Some(line)]
+        }
+        SlotV2::Dispensed { record, line, .. } => {
+            id.push_str("disp:");
+            [Some(record), Some(line)]
+        }
+    };
+    hash::push_hex(&mut id, &entry.prescription_id);
+    for n in numbers.into_iter().flatten() {
+        write!(id, ":{n}").expect("a String takes every write");
+    }
+    id
+}
+
+/// A prescription id as a history entry keeps it.
+fn id_bytes(id: &str) -> Result<[u8; 16], store::Error> {
+    hash::from_hex(id).ok_or_else(|| corrupt("prescription id"))
+}
+
+/// An institution code as a history entry keeps it.
+fn institution_number(code: &str) -> Result<u64, store::Error> {
+    code.parse::<InstitutionCode>()
+        .map(|c| c.number())
+        .map_err(|_| corrupt("medication institution"))
+}
+
+fn institution_code(number: u64) -> Result<InstitutionCode, store::Error> {
+    InstitutionCode::from_number(number).ok_or_else(|| corrupt("medication institution"))
+}
+
+/// A version-1 entry as version 2. What version 2 derives (whether the line was dispensed, its
+/// source id) must agree with what version 1 kept: otherwise the record is corrupt.
+fn entry_v2(entry: HistoryEntryV1) -> Result<HistoryEntryV2, store::Error> {
+    let HistoryEntryV1 { slot, medication } = entry;
+    let day = |text: &str| {
+        text.parse::<JapanDate>()
+            .map(JapanDate::days_since_epoch)
+            .map_err(|_| corrupt("medication date"))
+    };
+    let slot = match slot {
+        SlotV1::Undispensed { line } => SlotV2::Undispensed { line },
         SlotV1::Dispensed {
             last_day,
             record,
             line,
-        } => (true, last_day, id, *record, *line),
+        } => SlotV2::Dispensed {
+            last_day: day(&last_day)?,
+            record,
+            line,
+        },
+    };
+    let converted = HistoryEntryV2 {
+        slot,
+        prescription_id: id_bytes(&medication.prescription_id)?,
+        drug_kind: medication.drug_kind,
+        code: medication.code,
+        start: day(&medication.start)?,
+        supply: medication.supply,
+        source_code: institution_number(&medication.source_code)?,
+        prescriber: institution_number(&medication.prescriber)?,
+    };
+    if medication.dispensed != is_dispensed(&converted)
+        || medication.source_id != source_id(&converted)
+    {
+        return Err(corrupt("history entry"));
     }
-}
-
-/// A dispensed line whose last possible day lies before `today` (YYYY-MM-DD): no check reads it.
-fn is_past(entry: &HistoryEntryV1, today: &str) -> bool {
-    matches!(&entry.slot, SlotV1::Dispensed { last_day, .. } if last_day.as_str() < today)
+    Ok(converted)
 }
 
 /// A patient's history record, as a transaction read it: the check reads it, and the
 /// registration that follows adds to it, without reading it again.
-pub struct PatientHistory(Vec<HistoryEntryV1>);
+pub struct PatientHistory(Vec<HistoryEntryV2>);
 
 impl PatientHistory {
     pub fn read(tx: &dyn Txn, patient: &str) -> Result<PatientHistory, store::Error> {
@@ -275,19 +357,21 @@ impl PatientHistory {
     }
 }
 
-/// The patient's history record (empty if they have none).
-fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV1>, store::Error> {
-    match tx.get(Table::Medications, patient.as_bytes())? {
-        None => Ok(Vec::new()),
-        Some(bytes) => {
-            let HistoryRecord::V1(entries) = decode(&bytes)?;
-            Ok(entries)
-        }
+/// The patient's history record (empty if they have none), as version 2.
+fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV2>, store::Error> {
+    let Some(bytes) = tx.get(Table::Medications, patient.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    match decode(&bytes)? {
+        HistoryRecord::V2(entries) => Ok(entries),
+        // Both versions order entries alike: the day as text or as a number, the id as hex
+        // digits or as their bytes.
+        HistoryRecord::V1(entries) => entries.into_iter().map(entry_v2).collect(),
     }
 }
 
 /// Adds `entry` to `entries` (kept in [`order`]) in its place.
-fn insert(entries: &mut Vec<HistoryEntryV1>, entry: HistoryEntryV1) {
+fn insert(entries: &mut Vec<HistoryEntryV2>, entry: HistoryEntryV2) {
     let at = entries.partition_point(|e| order(e) <= order(&entry));
     entries.insert(at, entry);
 }
@@ -298,11 +382,11 @@ fn insert(entries: &mut Vec<HistoryEntryV1>, entry: HistoryEntryV1) {
 fn save(
     tx: &mut dyn Txn,
     patient: &str,
-    mut entries: Vec<HistoryEntryV1>,
+    mut entries: Vec<HistoryEntryV2>,
     today: Option<JapanDate>,
 ) {
-    if let Some(today) = today.map(|d| d.to_string()) {
-        entries.retain(|e| !is_past(e, &today));
+    if let Some(today) = today {
+        entries.retain(|e| !is_past(e, today));
     }
     debug_assert!(entries.is_sorted_by(|a, b| order(a) <= order(b)));
     if entries.is_empty() {
@@ -311,7 +395,7 @@ fn save(
         tx.put(
             Table::Medications,
             patient.as_bytes(),
-            &encode(&HistoryRecord::V1(entries)),
+            &encode(&HistoryRecord::V2(entries)),
         );
     }
 }
@@ -323,27 +407,26 @@ pub fn index_prescription(
     history: PatientHistory,
     p: &Prescribed<'_>,
     today: JapanDate,
-) {
+) -> Result<(), store::Error> {
     let PatientHistory(mut entries) = history;
+    let prescription_id = id_bytes(p.id)?;
+    let institution = institution_number(p.institution)?;
     for (i, line) in p.lines.iter().enumerate() {
         let (drug_kind, code) = drug_v1(&line.drug);
-        let entry = HistoryEntryV1 {
-            slot: SlotV1::Undispensed { line: i as u32 },
-            medication: MedicationV1 {
-                drug_kind,
-                code,
-                start: p.issue_date.to_string(),
-                supply: supply_v1(line.supply),
-                dispensed: false,
-                source_code: p.institution.to_owned(),
-                prescriber: p.institution.to_owned(),
-                prescription_id: p.id.to_owned(),
-                source_id: format!("rx:{}:{i}", p.id),
-            },
+        let entry = HistoryEntryV2 {
+            slot: SlotV2::Undispensed { line: i as u32 },
+            prescription_id,
+            drug_kind,
+            code,
+            start: p.issue_date.days_since_epoch(),
+            supply: supply_v1(line.supply),
+            source_code: institution,
+            prescriber: institution,
         };
         insert(&mut entries, entry);
     }
     save(tx, p.patient, entries, Some(today));
+    Ok(())
 }
 
 /// Drops every undispensed line of a prescription that has left REGISTERED/ACCEPTED.
@@ -353,11 +436,10 @@ pub fn unindex_prescription(
     id: &str,
     today: JapanDate,
 ) -> Result<(), store::Error> {
+    let id = id_bytes(id)?;
     let mut entries = load(tx, patient)?;
     let before = entries.len();
-    entries.retain(|e| {
-        !(matches!(e.slot, SlotV1::Undispensed { .. }) && e.medication.prescription_id == id)
-    });
+    entries.retain(|e| is_dispensed(e) || e.prescription_id != id);
     if entries.len() != before {
         save(tx, patient, entries, Some(today));
     }
@@ -384,13 +466,18 @@ pub fn index_dispensing(
     d: &Dispensed<'_>,
     today: JapanDate,
 ) -> Result<(), store::Error> {
+    let prescription_id = id_bytes(d.prescription_id)?;
+    let (pharmacy, prescriber) = (
+        institution_number(d.pharmacy)?,
+        institution_number(d.prescriber)?,
+    );
     let mut entries = load(tx, d.patient)?;
     entries.retain(|e| match e.slot {
-        SlotV1::Undispensed { line } => {
-            e.medication.prescription_id != d.prescription_id
+        SlotV2::Undispensed { line } => {
+            e.prescription_id != prescription_id
                 || !d.lines.iter().any(|l| l.prescription_line == line)
         }
-        SlotV1::Dispensed { .. } => true,
+        SlotV2::Dispensed { .. } => true,
     });
     for (i, line) in d.lines.iter().enumerate() {
         let supply = match line.days_supplied {
@@ -406,23 +493,19 @@ pub fn index_dispensing(
         };
         let last_day = d.date.add_days(bound_days as i32 - 1);
         let (drug_kind, code) = drug_v1(&line.drug);
-        let entry = HistoryEntryV1 {
-            slot: SlotV1::Dispensed {
-                last_day: last_day.to_string(),
+        let entry = HistoryEntryV2 {
+            slot: SlotV2::Dispensed {
+                last_day: last_day.days_since_epoch(),
                 record: d.record_number,
                 line: i as u32,
             },
-            medication: MedicationV1 {
-                drug_kind,
-                code,
-                start: d.date.to_string(),
-                supply: supply_v1(supply),
-                dispensed: true,
-                source_code: d.pharmacy.to_owned(),
-                prescriber: d.prescriber.to_owned(),
-                prescription_id: d.prescription_id.to_owned(),
-                source_id: format!("disp:{}:{}:{i}", d.prescription_id, d.record_number),
-            },
+            prescription_id,
+            drug_kind,
+            code,
+            start: d.date.days_since_epoch(),
+            supply: supply_v1(supply),
+            source_code: pharmacy,
+            prescriber,
         };
         insert(&mut entries, entry);
     }
@@ -436,40 +519,40 @@ pub fn index_dispensing(
 /// those of `exclude`.
 fn active_medications(
     tx: &dyn Txn,
-    entries: &[HistoryEntryV1],
+    entries: &[HistoryEntryV2],
     today: JapanDate,
     exclude: Option<&str>,
 ) -> Result<Vec<Medication>, store::Error> {
-    let today_text = today.to_string();
+    let exclude = exclude.map(id_bytes).transpose()?;
     let mut out = Vec::with_capacity(entries.len());
-    let mut active: Option<(String, bool)> = None;
-    let (undispensed, dispensed): (Vec<_>, Vec<_>) = entries
+    let mut active: Option<([u8; 16], bool)> = None;
+    let (dispensed, undispensed): (Vec<_>, Vec<_>) = entries
         .iter()
-        .filter(|e| exclude != Some(e.medication.prescription_id.as_str()))
-        .partition(|e| matches!(e.slot, SlotV1::Undispensed { .. }));
-    for HistoryEntryV1 { medication: m, .. } in undispensed.into_iter().take(HISTORY_LIMIT) {
-        let issued: JapanDate = m.start.parse().map_err(|_| corrupt("medication date"))?;
+        .filter(|e| exclude != Some(e.prescription_id))
+        .partition(|e| is_dispensed(e));
+    for entry in undispensed.into_iter().take(HISTORY_LIMIT) {
+        let issued = JapanDate::from_days_since_epoch(entry.start);
         // An undispensed line is kept only while its prescription is REGISTERED or ACCEPTED, and
         // none expires within 4 days of its issue (the 4-day rule is the shortest usable
         // period): only an older one needs its state read. Entries of one prescription are
         // adjacent: its state is read once.
-        let is_active = match &active {
+        let is_active = match active {
             _ if today <= usable_through(issued, None) => true,
-            Some((id, is_active)) if *id == m.prescription_id => *is_active,
+            Some((id, is_active)) if id == entry.prescription_id => is_active,
             _ => {
-                let is_active = Stored::load(tx, &m.prescription_id)?
+                let is_active = Stored::load(tx, &hash::hex(&entry.prescription_id))?
                     .is_some_and(|s| s.lifecycle.state_on(today).is_active());
-                active = Some((m.prescription_id.clone(), is_active));
+                active = Some((entry.prescription_id, is_active));
                 is_active
             }
         };
         if is_active {
-            out.push(medication(m)?);
+            out.push(medication(entry)?);
         }
     }
-    let current = dispensed.into_iter().filter(|e| !is_past(e, &today_text));
-    for HistoryEntryV1 { medication: m, .. } in current.take(HISTORY_LIMIT) {
-        out.push(medication(m)?);
+    let current = dispensed.into_iter().filter(|e| !is_past(e, today));
+    for entry in current.take(HISTORY_LIMIT) {
+        out.push(medication(entry)?);
     }
     Ok(out)
 }
@@ -537,7 +620,7 @@ fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64)
         Some((last, _)) if keys.len() == MIGRATION_CHUNK => Some([last.as_slice(), &[0]].concat()),
         _ => None,
     };
-    let mut by_patient: BTreeMap<String, Vec<HistoryEntryV1>> = BTreeMap::new();
+    let mut by_patient: BTreeMap<String, Vec<HistoryEntryV2>> = BTreeMap::new();
     let mut moved = 0;
     for (k, v) in keys {
         // A patient key never holds 0: a key with one is of the old layout.
@@ -549,10 +632,10 @@ fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64)
         by_patient
             .entry(patient.to_owned())
             .or_default()
-            .push(HistoryEntryV1 {
+            .push(entry_v2(HistoryEntryV1 {
                 slot: old_slot(&k[end + 1..])?,
                 medication,
-            });
+            })?);
         tx.delete(Table::Medications, &k);
         moved += 1;
     }
@@ -593,43 +676,50 @@ fn old_slot(rest: &[u8]) -> Result<SlotV1, store::Error> {
     })
 }
 
-fn medication(m: &MedicationV1) -> Result<Medication, store::Error> {
-    let date: JapanDate = m.start.parse().map_err(|_| corrupt("medication date"))?;
-    let institution = |s: &str| -> Result<InstitutionCode, store::Error> {
-        s.parse().map_err(|_| corrupt("medication institution"))
-    };
+fn medication(entry: &HistoryEntryV2) -> Result<Medication, store::Error> {
+    let date = JapanDate::from_days_since_epoch(entry.start);
+    let code = entry.code.clone();
     Ok(Medication {
-        drug: match m.drug_kind {
-            DrugKindV1::Receipt => DrugCode::Receipt(m.code.clone()),
-            DrugKindV1::Yj => DrugCode::Yj(m.code.clone()),
-            DrugKindV1::Generic => DrugCode::Generic(m.code.clone()),
+        drug: match entry.drug_kind {
+            DrugKindV1::Receipt => DrugCode::Receipt(code),
+            DrugKindV1::Yj => DrugCode::Yj(code),
+            DrugKindV1::Generic => DrugCode::Generic(code),
         },
         start: date,
-        supply: match m.supply {
+        supply: match entry.supply {
             SupplyV1::Days(n) => Supply::Days(n),
             SupplyV1::AsNeeded => Supply::AsNeeded,
             SupplyV1::External => Supply::External,
         },
         source: Source {
-            kind: if m.dispensed {
+            kind: if is_dispensed(entry) {
                 SourceKind::Dispensing
             } else {
                 SourceKind::Prescription
             },
-            code: institution(&m.source_code)?,
+            code: institution_code(entry.source_code)?,
             date,
         },
-        prescriber: Some(institution(&m.prescriber)?),
-        source_id: m.source_id.clone(),
+        prescriber: Some(institution_code(entry.prescriber)?),
+        source_id: source_id(entry),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EmbeddedStore;
+    use crate::{service::records::MedicationV1, store::EmbeddedStore};
 
     const TODAY: &str = "2026-12-01";
+
+    /// The `n`th test prescription's id.
+    fn rx(n: u8) -> String {
+        hash::hex(&[n; 16])
+    }
+
+    fn day(text: &str) -> i32 {
+        text.parse::<JapanDate>().unwrap().days_since_epoch()
+    }
 
     fn old_rx_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
         key(&[
@@ -691,26 +781,35 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         const MANY: u32 = 2 * MIGRATION_CHUNK as u32 + 500;
         read(&store, |tx| {
+            let (p1, p2, p3, p4) = (rx(1), rx(2), rx(3), rx(4));
             for l in [1, 0] {
                 put_old(
                     tx,
-                    old_rx_key("A", "p1", l),
-                    line("p1", format!("rx:p1:{l}"), false),
+                    old_rx_key("A", &p1, l),
+                    line(&p1, format!("rx:{p1}:{l}"), false),
                 );
             }
-            let d = |day: &str| old_dispensed_key("A", day, "p2", 1, 0);
-            put_old(tx, d("2026-12-20"), line("p2", "disp:p2:1:0".into(), true));
-            put_old(tx, d("2026-11-01"), line("p2", "disp:p2:1:1".into(), true));
+            let d = |day: &str, l: u32| old_dispensed_key("A", day, &p2, 1, l);
             put_old(
                 tx,
-                old_rx_key("B", "p3", 0),
-                line("p3", "rx:p3:0".into(), false),
+                d("2026-12-20", 0),
+                line(&p2, format!("disp:{p2}:1:0"), true),
+            );
+            put_old(
+                tx,
+                d("2026-11-01", 1),
+                line(&p2, format!("disp:{p2}:1:1"), true),
+            );
+            put_old(
+                tx,
+                old_rx_key("B", &p3, 0),
+                line(&p3, format!("rx:{p3}:0"), false),
             );
             for l in 0..MANY {
                 put_old(
                     tx,
-                    old_rx_key("C", "p4", l),
-                    line("p4", format!("rx:p4:{l}"), false),
+                    old_rx_key("C", &p4, l),
+                    line(&p4, format!("rx:{p4}:{l}"), false),
                 );
             }
             Ok(())
@@ -736,33 +835,42 @@ mod tests {
         })
         .await;
         assert_eq!(old_keys, 0);
-        let slots: Vec<_> = a.iter().map(|e| e.slot.clone()).collect();
-        let dispensed = |last_day: &str| SlotV1::Dispensed {
-            last_day: last_day.into(),
+        let slots: Vec<_> = a.iter().map(|e| e.slot).collect();
+        let dispensed = |last_day: &str, line: u32| SlotV2::Dispensed {
+            last_day: day(last_day),
             record: 1,
-            line: 0,
+            line,
         };
         assert_eq!(
             slots,
             [
-                SlotV1::Undispensed { line: 0 },
-                SlotV1::Undispensed { line: 1 },
-                dispensed("2026-11-01"),
-                dispensed("2026-12-20"),
+                SlotV2::Undispensed { line: 0 },
+                SlotV2::Undispensed { line: 1 },
+                dispensed("2026-11-01", 1),
+                dispensed("2026-12-20", 0),
             ]
         );
-        let ids: Vec<_> = a_history.iter().map(|m| m.source_id.as_str()).collect();
-        assert_eq!(ids, ["rx:p1:0", "rx:p1:1", "disp:p2:1:0"]);
+        let ids: Vec<_> = a_history.iter().map(|m| m.source_id.clone()).collect();
+        let (p1, p2) = (rx(1), rx(2));
+        assert_eq!(
+            ids,
+            [
+                format!("rx:{p1}:0"),
+                format!("rx:{p1}:1"),
+                format!("disp:{p2}:1:0")
+            ]
+        );
         assert_eq!(b.len(), 1);
         assert_eq!(c.len(), MANY as usize);
         assert!(c.windows(2).all(|w| order(&w[0]) < order(&w[1])));
 
         // Marked as done: an old-layout key written now is not moved again.
         read(&store, |tx| {
+            let p5 = rx(5);
             put_old(
                 tx,
-                old_rx_key("D", "p5", 0),
-                line("p5", "rx:p5:0".into(), false),
+                old_rx_key("D", &p5, 0),
+                line(&p5, format!("rx:{p5}:0"), false),
             );
             Ok(())
         })
@@ -795,13 +903,13 @@ mod tests {
                 history,
                 &Prescribed {
                     patient: "A",
-                    id: "p1",
+                    id: &rx(1),
                     institution: "1310000017",
                     issue_date: today.add_days(-30),
                     lines: &lines,
                 },
                 today.add_days(-30),
-            );
+            )?;
             let facts = [DispensedLineFacts {
                 prescription_line: 1,
                 drug: drug(),
@@ -810,7 +918,7 @@ mod tests {
             }];
             let dispensed = Dispensed {
                 patient: "A",
-                prescription_id: "p1",
+                prescription_id: &rx(1),
                 prescriber: "1310000017",
                 pharmacy: "1340000011",
                 date: today.add_days(-30),
@@ -821,22 +929,92 @@ mod tests {
             index_dispensing(tx, &dispensed, today.add_days(-30))?;
             let after = load(tx, "A")?;
             // A later write, on a day past the dispensed line's last one, drops it.
-            unindex_prescription(tx, "A", "p1", today)?;
+            unindex_prescription(tx, "A", &rx(1), today)?;
             Ok((after, load(tx, "A")?))
         }));
         let (after_dispensing, later) = entries;
-        let slots: Vec<_> = after_dispensing.iter().map(|e| e.slot.clone()).collect();
+        let slots: Vec<_> = after_dispensing.iter().map(|e| e.slot).collect();
         assert_eq!(
             slots,
             [
-                SlotV1::Undispensed { line: 0 },
-                SlotV1::Dispensed {
-                    last_day: today.add_days(-30 + 13).to_string(),
+                SlotV2::Undispensed { line: 0 },
+                SlotV2::Dispensed {
+                    last_day: today.add_days(-30 + 13).days_since_epoch(),
                     record: 1,
                     line: 0,
                 },
             ]
         );
         assert!(later.is_empty());
+    }
+
+    /// A version-1 record (one per patient, text fields) reads as version 2 with the same
+    /// source ids, so finding ids stay the same; the patient's next change writes it as
+    /// version 2; an entry whose kept source id disagrees with its slot is refused as corrupt.
+    #[tokio::test]
+    async fn version_1_records_read_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let (p1, p2) = (rx(1), rx(2));
+        let v1 = |slot: SlotV1, medication: MedicationV1| HistoryEntryV1 { slot, medication };
+        let record = HistoryRecord::V1(vec![
+            v1(
+                SlotV1::Undispensed { line: 0 },
+                line(&p1, format!("rx:{p1}:0"), false),
+            ),
+            v1(
+                SlotV1::Dispensed {
+                    last_day: "2026-12-20".into(),
+                    record: 2,
+                    line: 0,
+                },
+                MedicationV1 {
+                    source_code: "1340000011".into(),
+                    ..line(&p2, format!("disp:{p2}:2:0"), true)
+                },
+            ),
+        ]);
+        let mut wrong = line(&p1, format!("rx:{p1}:1"), false);
+        wrong.source_id = format!("rx:{p1}:9");
+        let bad = HistoryRecord::V1(vec![v1(SlotV1::Undispensed { line: 1 }, wrong)]);
+        let today: JapanDate = TODAY.parse().unwrap();
+        let (history, bad_read, stored) = read(&store, move |tx| {
+            tx.put(Table::Medications, b"A", &encode(&record));
+            tx.put(Table::Medications, b"B", &encode(&bad));
+            let history = active_medications(tx, &load(tx, "A")?, today, None)?;
+            let bad_read = load(tx, "B").map(|_| ());
+            // A new prescription for A: the record is written again, as version 2.
+            let lines = [RxLine {
+                drug: DrugCode::Receipt("610443014".into()),
+                supply: Supply::Days(7),
+            }];
+            let prescribed = Prescribed {
+                patient: "A",
+                id: &rx(3),
+                institution: "1310000017",
+                issue_date: today,
+                lines: &lines,
+            };
+            let before = PatientHistory::read(tx, "A")?;
+            index_prescription(tx, before, &prescribed, today)?;
+            let stored = tx.get(Table::Medications, b"A")?.unwrap();
+            Ok((history, bad_read, stored))
+        })
+        .await;
+        let ids: Vec<_> = history.iter().map(|m| m.source_id.clone()).collect();
+        assert_eq!(ids, [format!("rx:{p1}:0"), format!("disp:{p2}:2:0")]);
+        assert_eq!(history[1].source.kind, SourceKind::Dispensing);
+        assert_eq!(history[1].source.code.as_str(), "1340000011");
+        assert_eq!(
+            history[1].prescriber.as_ref().map(InstitutionCode::as_str),
+            Some("1310000017")
+        );
+        assert_eq!(history[0].start, today);
+        assert!(matches!(bad_read, Err(store::Error::Corrupt(_))));
+        let HistoryRecord::V2(entries) = decode(&stored).unwrap() else {
+            panic!("the record was written again as version 1");
+        };
+        assert_eq!(entries.len(), 3);
+        assert!(entries.windows(2).all(|w| order(&w[0]) < order(&w[1])));
     }
 }

@@ -914,7 +914,7 @@ impl Gateway {
                     lines: &lines,
                 },
                 today,
-            );
+            )?;
             clinical::record_consent(
                 tx,
                 &record.patient_key,

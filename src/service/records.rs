@@ -395,16 +395,52 @@ pub enum SlotV1 {
     },
 }
 
+/// Version 1 of a history entry, kept to read stores written before version 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntryV1 {
     pub slot: SlotV1,
     pub medication: MedicationV1,
 }
 
-/// A patient's whole medication history as the checks read it: one record per patient.
+/// Where a version-2 history entry stands, and what orders a patient's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotV2 {
+    /// A line of a REGISTERED or ACCEPTED prescription, not yet dispensed.
+    Undispensed { line: u32 },
+    /// A dispensed line, with the last day it can be active (days since 1970-01-01).
+    Dispensed {
+        last_day: i32,
+        record: u32,
+        line: u32,
+    },
+}
+
+/// Version 2 of a history entry: numbers where version 1 kept text, and nothing that follows
+/// from the rest (whether the line was dispensed, and its source id, follow from the slot and
+/// the prescription), so that a patient's record decodes with one allocation per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntryV2 {
+    pub slot: SlotV2,
+    /// The prescription's id, its 32 hex digits as bytes.
+    pub prescription_id: [u8; 16],
+    pub drug_kind: DrugKindV1,
+    pub code: String,
+    /// The issue date (undispensed) or the dispensing date, days since 1970-01-01.
+    pub start: i32,
+    pub supply: SupplyV1,
+    /// The prescribing institution, or the dispensing pharmacy: its 10-digit code as a number.
+    pub source_code: u64,
+    /// The institution that prescribed it, as a number.
+    pub prescriber: u64,
+}
+
+/// A patient's whole medication history as the checks read it: one record per patient, its
+/// entries in the order the checks take them. Written as version 2; a version-1 record is
+/// read as version 2 and rewritten as such at the patient's next change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryRecord {
     V1(Vec<HistoryEntryV1>),
+    V2(Vec<HistoryEntryV2>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
