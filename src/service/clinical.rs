@@ -271,24 +271,15 @@ fn is_past(entry: &HistoryEntryV2, today: JapanDate) -> bool {
 }
 
 /// The line's id in the patient's history, which finding ids are made from:
-/// `rx:<prescription>:<line>` or `disp:<prescription>:<record>:<line>`. Built per entry for
-/// every check, into one allocation.
+/// `rx:<prescription>:<line>` or `disp:<prescription>:<record>:<line>`.
 fn source_id(entry: &HistoryEntryV2) -> String {
-    let mut id = String::with_capacity(64);
-    let numbers = match entry.slot {
-        SlotV2::Undispensed { line } => {
-            id.push_str("rx:");
-            [None, Some(line)]
-        }
-        SlotV2::Dispensed { record, line, .. } => {
-            id.push_str("disp:");
-            [Some(record), Some(line)]
-        }
-    };
+    let mut id = String::from(if is_dispensed(entry) { "disp:" } else { "rx:" });
     hash::push_hex(&mut id, &entry.prescription_id);
-    for n in numbers.into_iter().flatten() {
-        write!(id, ":{n}").expect("a String takes every write");
+    match entry.slot {
+        SlotV2::Undispensed { line } => write!(id, ":{line}"),
+        SlotV2::Dispensed { record, line, .. } => write!(id, ":{record}:{line}"),
     }
+    .expect("a String takes every write");
     id
 }
 
