@@ -15,7 +15,7 @@ use rxgate::{
     domain::{
         checks::{
             CheckInput, CheckOptions, ContraindicationTable, DrugCode, Medication, NewLine, Source,
-            SourceKind, Supply, check,
+            SourceId, SourceKind, Supply, check,
         },
         ids::InstitutionCode,
         master::Catalog,
@@ -154,7 +154,11 @@ fn history(catalog: &Catalog, today: JapanDate, size: usize) -> Vec<Medication> 
                     date: start,
                 },
                 prescriber,
-                source_id: format!("h:{i}"),
+                source_id: SourceId {
+                    prescription: (i as u128).to_be_bytes(),
+                    record: (kind == SourceKind::Dispensing).then_some(0),
+                    line: 0,
+                },
             }
         })
         .collect()

@@ -56,8 +56,9 @@ fn rc(code: &str) -> DrugCode {
     DrugCode::Receipt(code.into())
 }
 
-/// A dispensing record from another clinic's prescription, dispensed at `PHARMACY` on `start`.
-fn dispensed(drug: DrugCode, start: &str, supply: Supply, id: &str) -> Medication {
+/// A dispensing record (number `record` of one prescription) from another clinic's
+/// prescription, dispensed at `PHARMACY` on `start`.
+fn dispensed(drug: DrugCode, start: &str, supply: Supply, record: u32) -> Medication {
     Medication {
         drug,
         start: date(start),
@@ -68,17 +69,21 @@ fn dispensed(drug: DrugCode, start: &str, supply: Supply, id: &str) -> Medicatio
             date: date(start),
         },
         prescriber: Some(inst(OTHER_CLINIC)),
-        source_id: id.into(),
+        source_id: SourceId {
+            prescription: [0; 16],
+            record: Some(record),
+            line: 0,
+        },
     }
 }
 
-/// An undispensed line of a prescription issued by `institution` on `start`.
+/// Undispensed line `line` of prescription `prescription`, issued by `institution` on `start`.
 fn prescribed(
     drug: DrugCode,
     start: &str,
     supply: Supply,
     institution: &str,
-    id: &str,
+    (prescription, line): (u8, u32),
 ) -> Medication {
     Medication {
         drug,
@@ -90,7 +95,11 @@ fn prescribed(
             date: date(start),
         },
         prescriber: None,
-        source_id: id.into(),
+        source_id: SourceId {
+            prescription: [prescription; 16],
+            record: None,
+            line,
+        },
     }
 }
 
@@ -121,7 +130,7 @@ fn run_on(
 
 /// One new receipt code against one 30-day history dispensing of another, today.
 fn pair(cat: &Catalog, new: &str, old: &str, options: &CheckOptions) -> Vec<Finding> {
-    let history = [dispensed(rc(old), "2025-09-01", Supply::Days(30), "d:1")];
+    let history = [dispensed(rc(old), "2025-09-01", Supply::Days(30), 1)];
     run_on(cat, &[rc(new)], &history, options, TODAY)
 }
 
@@ -331,7 +340,7 @@ fn scoped_rules_apply_to_generic_name_codes_and_selected_care_codes() {
         rc("616140105"),
         "2025-09-01",
         Supply::Days(30),
-        "d:1",
+        1,
     )]; // クラリス
     // 【般】タダラフィル錠20mg：AD (the Adcirca stem) is in scope; 【般】タダラフィル錠5mg：ZA is not.
     let ad = run_on(
@@ -527,12 +536,7 @@ fn one_moiety_under_several_codes_is_a_duplicate() {
             if i == j {
                 continue;
             }
-            let history = [dispensed(
-                old.clone(),
-                "2025-09-01",
-                Supply::Days(30),
-                "d:1",
-            )];
+            let history = [dispensed(old.clone(), "2025-09-01", Supply::Days(30), 1)];
             let f = run_on(
                 &cat,
                 std::slice::from_ref(new),
@@ -588,12 +592,7 @@ fn the_same_moiety_by_another_route_is_not_a_duplicate() {
 fn last_active_day_and_the_day_after() {
     let cat = catalog();
     // 7 days from 2025-09-01: active through 2025-09-07.
-    let history = [dispensed(
-        rc("616290177"),
-        "2025-09-01",
-        Supply::Days(7),
-        "d:1",
-    )];
+    let history = [dispensed(rc("616290177"), "2025-09-01", Supply::Days(7), 1)];
     let new = [rc("611120055")];
     let opts = CheckOptions::default();
     assert!(run_on(&cat, &new, &history, &opts, "2025-08-31").is_empty());
@@ -607,18 +606,13 @@ fn external_and_as_needed_count_fourteen_days() {
     let cat = catalog();
     let opts = CheckOptions::default();
     for supply in [Supply::AsNeeded, Supply::External] {
-        let history = [dispensed(rc("616290177"), "2025-09-01", supply, "d:1")];
+        let history = [dispensed(rc("616290177"), "2025-09-01", supply, 1)];
         let new = [rc("611120055")];
         assert_eq!(run_on(&cat, &new, &history, &opts, "2025-09-14").len(), 1);
         assert!(run_on(&cat, &new, &history, &opts, "2025-09-15").is_empty());
     }
     // An external product (suppository) counts 14 days whatever days supplied says.
-    let history = [dispensed(
-        rc("661140080"),
-        "2025-09-01",
-        Supply::Days(3),
-        "d:1",
-    )];
+    let history = [dispensed(rc("661140080"), "2025-09-01", Supply::Days(3), 1)];
     let new = [rc("661140080")];
     let f = run_on(&cat, &new, &history, &opts, "2025-09-14");
     assert_eq!(
@@ -638,14 +632,14 @@ fn same_institution_is_excluded_unless_opted_in() {
             "2025-09-05",
             Supply::Days(14),
             CALLER,
-            "rx:1:0",
+            (1, 0),
         ),
         prescribed(
             rc("616290177"),
             "2025-09-05",
             Supply::Days(14),
             CALLER,
-            "rx:1:1",
+            (1, 1),
         ),
     ];
     assert!(run_on(&cat, &new, &history, &CheckOptions::default(), TODAY).is_empty());
@@ -662,7 +656,7 @@ fn same_institution_is_excluded_unless_opted_in() {
         ]
     );
     // A dispensing record of the caller's own prescription is excluded too (prescriber).
-    let mut rec = dispensed(rc("616290177"), "2025-09-05", Supply::Days(14), "d:9");
+    let mut rec = dispensed(rc("616290177"), "2025-09-05", Supply::Days(14), 9);
     rec.prescriber = Some(inst(CALLER));
     assert!(run_on(&cat, &new, &[rec], &CheckOptions::default(), TODAY).is_empty());
 }
@@ -670,7 +664,7 @@ fn same_institution_is_excluded_unless_opted_in() {
 #[test]
 fn a_history_entry_is_counted_once_per_source_id() {
     let cat = catalog();
-    let m = dispensed(rc("622075501"), "2025-09-05", Supply::Days(14), "d:1");
+    let m = dispensed(rc("622075501"), "2025-09-05", Supply::Days(14), 1);
     let f = run_on(
         &cat,
         &[rc("611120055")],
@@ -709,7 +703,7 @@ fn unknown_codes_give_not_checked_never_an_error() {
         rc("699999999"),
         "2025-09-05",
         Supply::Days(14),
-        "d:1",
+        1,
     )];
     let f = run_on(
         &cat,
@@ -728,8 +722,8 @@ fn two_histories() -> (Vec<Medication>, Vec<Medication>) {
     // Both give line 0 a critical contraindication and line 1 a duplicate; they differ in the
     // other side's drug, institution (pharmacy) and date.
     let h1 = vec![
-        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), "d:1"), // イトリゾール
-        dispensed(rc("610443014"), "2025-09-01", Supply::Days(30), "d:2"), // リピトール
+        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), 1), // イトリゾール
+        dispensed(rc("610443014"), "2025-09-01", Supply::Days(30), 2), // リピトール
     ];
     let h2 = vec![
         Medication {
@@ -744,7 +738,7 @@ fn two_histories() -> (Vec<Medication>, Vec<Medication>) {
                 "2025-09-09",
                 Supply::Days(5),
                 "2710000019",
-                "rx:7:0",
+                (7, 0),
             )
         }, // ジフルカン
         prescribed(
@@ -752,14 +746,14 @@ fn two_histories() -> (Vec<Medication>, Vec<Medication>) {
             "2025-08-20",
             Supply::Days(60),
             "0110000018",
-            "rx:8:0",
+            (8, 0),
         ), // ノルバスク
         prescribed(
             rc("621973601"),
             "2025-08-20",
             Supply::Days(60),
             "0110000018",
-            "rx:8:1",
+            (8, 1),
         ), // コルヒチン (no finding)
     ];
     (h1, h2)
@@ -812,9 +806,9 @@ fn without_consent_one_finding_per_line_and_kind_with_the_highest_indicator() {
     let cat = catalog();
     // Two histories giving line 0 two duplicates and a critical + an unverified contraindication.
     let history = [
-        dispensed(rc("622075501"), "2025-09-01", Supply::Days(30), "d:1"),
-        dispensed(rc("671120055"), "2025-09-02", Supply::Days(30), "d:2"),
-        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), "d:3"),
+        dispensed(rc("622075501"), "2025-09-01", Supply::Days(30), 1),
+        dispensed(rc("671120055"), "2025-09-02", Supply::Days(30), 2),
+        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), 3),
     ];
     let f = run_on(
         &cat,

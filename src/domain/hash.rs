@@ -14,18 +14,13 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// Lowercase hex. By table, not `format!` per byte: every clinical finding's id is rendered
 /// here, inside the store's writer.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 * bytes.len());
-    push_hex(&mut s, bytes);
-    s
-}
-
-/// Appends the lowercase hex of `bytes` to `s`.
-pub fn push_hex(s: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
     for &b in bytes {
         s.push(char::from(DIGITS[usize::from(b >> 4)]));
         s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
+    s
 }
 
 /// The bytes of `N * 2` hex digits (either case); `None` for any other text.

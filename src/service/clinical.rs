@@ -12,13 +12,14 @@
 //!   external or as-needed drug): a check skips those past, and every write of the record drops
 //!   them, so the record holds only what may still be active, never the patient's older past.
 
-use std::{collections::BTreeMap, fmt::Write, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use crate::{
     domain::{
         checks::{
             self, CheckInput, CheckOptions, Consent, ContraindicationTable, DrugCode, Finding,
-            Indicator, Medication, NewLine, Source, SourceKind, Supply, history::ASSUMED_DAYS,
+            Indicator, Medication, NewLine, Source, SourceId, SourceKind, Supply,
+            history::ASSUMED_DAYS,
         },
         hash,
         ids::InstitutionCode,
@@ -270,17 +271,17 @@ fn is_past(entry: &HistoryEntryV2, today: JapanDate) -> bool {
     matches!(entry.slot, SlotV2::Dispensed { last_day, .. } if last_day < today.days_since_epoch())
 }
 
-/// The line's id in the patient's history, which finding ids are made from:
-/// `rx:<prescription>:<line>` or `disp:<prescription>:<record>:<line>`.
-fn source_id(entry: &HistoryEntryV2) -> String {
-    let mut id = String::from(if is_dispensed(entry) { "disp:" } else { "rx:" });
-    hash::push_hex(&mut id, &entry.prescription_id);
-    match entry.slot {
-        SlotV2::Undispensed { line } => write!(id, ":{line}"),
-        SlotV2::Dispensed { record, line, .. } => write!(id, ":{record}:{line}"),
+/// The line's id in the patient's history, which finding ids are made from.
+fn source_id(entry: &HistoryEntryV2) -> SourceId {
+    let (record, line) = match entry.slot {
+        SlotV2::Undispensed { line } => (None, line),
+        SlotV2::Dispensed { record, line, .. } => (Some(record), line),
+    };
+    SourceId {
+        prescription: entry.prescription_id,
+        record,
+        line,
     }
-    .expect("a String takes every write");
-    id
 }
 
 /// A prescription id as a history entry keeps it.
@@ -331,7 +332,7 @@ fn entry_v2(entry: HistoryEntryV1) -> Result<HistoryEntryV2, store::Error> {
         prescriber: institution_number(&medication.prescriber)?,
     };
     if medication.dispensed != is_dispensed(&converted)
-        || medication.source_id != source_id(&converted)
+        || medication.source_id != source_id(&converted).to_string()
     {
         return Err(corrupt("history entry"));
     }
@@ -841,7 +842,7 @@ mod tests {
                 dispensed("2026-12-20", 0),
             ]
         );
-        let ids: Vec<_> = a_history.iter().map(|m| m.source_id.clone()).collect();
+        let ids: Vec<_> = a_history.iter().map(|m| m.source_id.to_string()).collect();
         let (p1, p2) = (rx(1), rx(2));
         assert_eq!(
             ids,
@@ -992,7 +993,7 @@ mod tests {
             Ok((history, bad_read, stored))
         })
         .await;
-        let ids: Vec<_> = history.iter().map(|m| m.source_id.clone()).collect();
+        let ids: Vec<_> = history.iter().map(|m| m.source_id.to_string()).collect();
         assert_eq!(ids, [format!("rx:{p1}:0"), format!("disp:{p2}:2:0")]);
         assert_eq!(history[1].source.kind, SourceKind::Dispensing);
         assert_eq!(history[1].source.code.as_str(), "1340000011");

@@ -51,7 +51,7 @@ pub(crate) fn duplicate_findings(
                 kind.as_str(),
                 &line.to_string(),
                 drug.code.as_str(),
-                &a.med.source_id,
+                &a.med.source_id.to_string(),
                 other.code.as_str(),
                 &moiety_own,
             ]),

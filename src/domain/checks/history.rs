@@ -3,7 +3,9 @@
 //! date is a parameter), no tonic/prost/store engine; depends only on `domain::master`, `time`, `ids`.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use crate::domain::hash;
 use crate::domain::ids::InstitutionCode;
 use crate::domain::master::{Catalog, Route};
 use crate::domain::time::JapanDate;
@@ -179,9 +181,30 @@ pub struct Medication {
     /// institution, when known): the same-institution exclusion compares this; `None` falls back
     /// to `source.code`.
     pub prescriber: Option<InstitutionCode>,
-    /// Opaque, unique per history line (e.g. `rx:<id>:<line>` or `disp:<id>:<line>`); history
-    /// entries sharing one are counted once.
-    pub source_id: String,
+    /// Which history line this is; history entries sharing one are counted once.
+    pub source_id: SourceId,
+}
+
+/// A history line's identity, which finding ids name the other side by: a line of a prescription,
+/// or of one of its dispensing records. Rendered (only when a finding needs it) as
+/// `rx:<prescription>:<line>` or `disp:<prescription>:<record>:<line>`, the prescription id in
+/// lowercase hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId {
+    pub prescription: [u8; 16],
+    /// The dispensing record's number; `None` for a line not dispensed.
+    pub record: Option<u32>,
+    pub line: u32,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = hash::hex(&self.prescription);
+        match self.record {
+            None => write!(f, "rx:{id}:{}", self.line),
+            Some(record) => write!(f, "disp:{id}:{record}:{}", self.line),
+        }
+    }
 }
 
 impl Medication {

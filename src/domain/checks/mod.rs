@@ -25,13 +25,14 @@ pub mod contraindications;
 pub mod duplicates;
 pub mod history;
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
 pub use consent::{Consent, mask};
 pub use contraindications::{ContraindicationTable, Rule, RuleLevel, RuleSide, TableError};
-pub use history::{DrugCode, Medication, ResolvedDrug, Source, SourceKind, Supply, resolve};
+pub use history::{
+    DrugCode, Medication, ResolvedDrug, Source, SourceId, SourceKind, Supply, resolve,
+};
 
 use contraindications::RulesOf;
 use history::DrugView;
@@ -232,10 +233,10 @@ impl<'a> Other<'a> {
     }
 
     /// What a finding id names the other drug's entry by.
-    fn id(self) -> Cow<'a, str> {
+    fn id(self) -> String {
         match self {
-            Other::History(med) => Cow::Borrowed(&med.source_id),
-            Other::Line(line) => Cow::Owned(format!("line:{line}")),
+            Other::History(med) => med.source_id.to_string(),
+            Other::Line(line) => format!("line:{line}"),
         }
     }
 }
@@ -258,7 +259,7 @@ pub fn check(
     let mut active: Vec<ActiveMedication<'_>> = Vec::new();
     let mut unresolved: Vec<&Medication> = Vec::new();
     for med in input.history {
-        if !seen.insert(med.source_id.as_str()) {
+        if !seen.insert(med.source_id) {
             continue;
         }
         if !options.include_same_institution && med.prescribing_institution() == input.caller {
@@ -355,7 +356,7 @@ fn not_checked_history(line: &NewLine, drug: &DrugView<'_>, med: &Medication) ->
             "not_checked",
             &line.line.to_string(),
             line.drug.as_str(),
-            &med.source_id,
+            &med.source_id.to_string(),
             code,
         ]),
         kind: FindingKind::NotChecked,
