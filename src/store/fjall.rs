@@ -13,14 +13,27 @@
 //!   history) is written once to a blob file when its memtable is flushed, and compaction moves
 //!   only a pointer to it, not the value; stale blobs are collected by fjall. This is a property
 //!   of the keyspace, chosen when it is created: a store created without it keeps its layout.
+//! - **Retired memtables freed off the lock.** fjall drops a flushed memtable when it retires the
+//!   last version that held it, in its version housekeeping, with the tree's version lock held
+//!   for writing: every read and write of the store waits for that lock, and freeing a 64 MiB
+//!   memtable entry by entry held it 40–80 ms (README, Performance). After every batch the engine
+//!   takes its own reference to the active memtable, and a thread of its own (the reaper) drops
+//!   that reference once it is the last one, outside any lock of fjall's.
 //! - **Why fjall.** Under the gateway's load a registration writes ten keys at scattered places
 //!   (README, Performance): sled rewrote and split 16-entry B-tree leaves for each, and its
 //!   memory grew with the store; an LSM tree appends them to a memtable, and its memory is its
 //!   block cache and its memtables.
 
+use std::any::Any;
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{
+    AbstractTree, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+};
 
 use super::embedded::{Engine, Overlay};
 use super::{Entry, Error};
@@ -35,6 +48,10 @@ const KEYSPACE: &str = "rxgate";
 /// Performance). One thread flushes between compactions; with it (and key-value separation)
 /// registration ran 4,720 /s against 3,875 (60 s closed loop, README).
 const WORKER_THREADS: usize = 1;
+
+/// How often the reaper looks for memtables that only the engine still holds. A flushed
+/// memtable waits at most this long to be freed.
+const REAP_EVERY: Duration = Duration::from_millis(100);
 
 /// The file fjall keeps its format version in, at the top of its folder.
 const VERSION_FILE: &str = "version";
@@ -55,6 +72,49 @@ fn engine_error(error: fjall::Error) -> Error {
 pub(crate) struct FjallEngine {
     db: Database,
     space: Keyspace,
+    memtables: Arc<Memtables>,
+    /// Dropped to stop the reaper.
+    stop_reaper: Option<Sender<()>>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+/// The memtables that were active after the engine's batches, oldest first, each held until
+/// fjall has let go of it (see the module's documentation). The type is fjall's own; it is held, never looked into.
+#[derive(Default)]
+struct Memtables(Mutex<Vec<Arc<dyn Any + Send + Sync>>>);
+
+impl Memtables {
+    /// Holds `active` unless it is already the newest one held.
+    fn hold(&self, active: Arc<dyn Any + Send + Sync>) {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held
+            .last()
+            .is_some_and(|newest| Arc::ptr_eq(newest, &active))
+        {
+            held.push(active);
+        }
+    }
+
+    /// Takes out the memtables that nobody but this list holds any more.
+    fn take_released(&self) -> Vec<Arc<dyn Any + Send + Sync>> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.extract_if(.., |m| Arc::strong_count(m) == 1).collect()
+    }
+}
+
+/// The reaper's loop: every [`REAP_EVERY`], frees the memtables only the engine still holds,
+/// until `stop` is dropped.
+fn reap(memtables: &Memtables, stop: &mpsc::Receiver<()>) {
+    loop {
+        let stopping = matches!(
+            stop.recv_timeout(REAP_EVERY),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        drop(memtables.take_released());
+        if stopping {
+            return;
+        }
+    }
 }
 
 impl FjallEngine {
@@ -71,7 +131,32 @@ impl FjallEngine {
                     .with_kv_separation(Some(KvSeparationOptions::default()))
             })
             .map_err(engine_error)?;
-        Ok(FjallEngine { db, space })
+        let memtables = Arc::new(Memtables::default());
+        let (stop_reaper, stop) = mpsc::channel();
+        let reaper = {
+            let memtables = Arc::clone(&memtables);
+            thread::Builder::new()
+                .name("rxgate-store-reaper".into())
+                .spawn(move || reap(&memtables, &stop))
+                .map_err(|e| Error::Io(format!("cannot start the store's reaper thread: {e}")))?
+        };
+        Ok(FjallEngine {
+            db,
+            space,
+            memtables,
+            stop_reaper: Some(stop_reaper),
+            reaper: Some(reaper),
+        })
+    }
+}
+
+impl Drop for FjallEngine {
+    fn drop(&mut self) {
+        drop(self.stop_reaper.take());
+        if let Some(reaper) = self.reaper.take() {
+            // A panicked reaper has nothing left to do; what it held is freed with the list.
+            let _ = reaper.join();
+        }
     }
 }
 
@@ -105,7 +190,9 @@ impl Engine for FjallEngine {
                 None => batch.remove(&self.space, key),
             }
         }
-        batch.commit().map_err(engine_error)
+        batch.commit().map_err(engine_error)?;
+        self.memtables.hold(self.space.tree.active_memtable());
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -135,6 +222,59 @@ mod tests {
         engine.flush().unwrap();
         // Out of the memtable into a sorted table and, for the large values, a blob file.
         engine.space.rotate_memtable_and_wait().unwrap();
+    }
+
+    fn held(engine: &FjallEngine) -> usize {
+        engine.memtables.0.lock().unwrap().len()
+    }
+
+    /// A memtable is held once, however often it is written into, and let go of only when the
+    /// list holds its last reference.
+    #[test]
+    fn a_memtable_is_released_only_when_the_list_holds_the_last_reference() {
+        let list = Memtables::default();
+        let first: Arc<dyn Any + Send + Sync> = Arc::new(1u8);
+        let second: Arc<dyn Any + Send + Sync> = Arc::new(2u8);
+        list.hold(Arc::clone(&first));
+        list.hold(Arc::clone(&first));
+        list.hold(Arc::clone(&second));
+        assert_eq!(list.0.lock().unwrap().len(), 2);
+        assert!(
+            list.take_released().is_empty(),
+            "both still referenced elsewhere"
+        );
+        drop(first);
+        let released = list.take_released();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].downcast_ref::<u8>(), Some(&1));
+        assert_eq!(list.0.lock().unwrap().len(), 1, "the second stays held");
+    }
+
+    /// The engine holds the memtable it writes into; once fjall has flushed memtables and
+    /// retired the versions that held them, the reaper lets them go: the engine does not keep
+    /// memtables beyond fjall's own.
+    #[test]
+    fn flushed_memtables_are_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FjallEngine::open(dir.path(), 8 << 20).unwrap();
+        write(&engine, 0..10, 100);
+        assert_eq!(held(&engine), 1, "the memtable written into is held");
+        for round in 1..10 {
+            write(&engine, round * 10..round * 10 + 10, 100);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held(&engine) > 2 && std::time::Instant::now() < deadline {
+            thread::sleep(REAP_EVERY);
+        }
+        assert!(
+            held(&engine) <= 2,
+            "{} of 10 flushed memtables still held",
+            held(&engine)
+        );
+        assert_eq!(
+            engine.get(&5u32.to_be_bytes()).unwrap(),
+            Some(value(5, 100))
+        );
     }
 
     /// Large values, kept apart in blob files, and small ones read back after flushes,
