@@ -92,6 +92,17 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn flush(&self) -> Result<(), Error>;
 }
 
+/// Starts one of the store's threads, named `rxgate-store-{role}`.
+pub(super) fn spawn<T: Send + 'static>(
+    role: &str,
+    run: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, Error> {
+    thread::Builder::new()
+        .name(format!("rxgate-store-{role}"))
+        .spawn(run)
+        .map_err(|e| Error::Io(format!("cannot start the store's {role} thread: {e}")))
+}
+
 /// The storage engines a store can be kept in. The data folder's files say which one holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -254,10 +265,7 @@ impl EmbeddedStore {
             counters: Arc::clone(&counters),
             shared: Arc::clone(&shared),
         };
-        let flusher = thread::Builder::new()
-            .name("rxgate-store-flusher".into())
-            .spawn(move || flusher.run(applied))
-            .map_err(|e| Error::Io(format!("cannot start the store's flusher thread: {e}")))?;
+        let flusher = spawn("flusher", move || flusher.run(applied))?;
         let writer = Writer {
             engine,
             counters: Arc::clone(&counters),
@@ -266,10 +274,7 @@ impl EmbeddedStore {
             flusher,
             handed_over: 0,
         };
-        let handle = thread::Builder::new()
-            .name("rxgate-store-writer".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(|e| Error::Io(format!("cannot start the store's writer thread: {e}")))?;
+        let handle = spawn("writer", move || writer.run(receiver))?;
         Ok(EmbeddedStore {
             sender: RwLock::new(Some(sender)),
             writer_id: handle.thread().id(),

@@ -28,14 +28,14 @@ use std::any::Any;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{
     AbstractTree, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
 };
 
-use super::embedded::{Engine, Overlay};
+use super::embedded::{Engine, Overlay, spawn};
 use super::{Entry, Error};
 
 /// The keyspace holding every table.
@@ -73,9 +73,8 @@ pub(crate) struct FjallEngine {
     db: Database,
     space: Keyspace,
     memtables: Arc<Memtables>,
-    /// Dropped to stop the reaper.
-    stop_reaper: Option<Sender<()>>,
-    reaper: Option<JoinHandle<()>>,
+    /// The reaper thread, and the sender whose drop stops it.
+    reaper: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
 /// The memtables that were active after the engine's batches, oldest first, each held until
@@ -135,25 +134,21 @@ impl FjallEngine {
         let (stop_reaper, stop) = mpsc::channel();
         let reaper = {
             let memtables = Arc::clone(&memtables);
-            thread::Builder::new()
-                .name("rxgate-store-reaper".into())
-                .spawn(move || reap(&memtables, &stop))
-                .map_err(|e| Error::Io(format!("cannot start the store's reaper thread: {e}")))?
+            spawn("reaper", move || reap(&memtables, &stop))?
         };
         Ok(FjallEngine {
             db,
             space,
             memtables,
-            stop_reaper: Some(stop_reaper),
-            reaper: Some(reaper),
+            reaper: Some((stop_reaper, reaper)),
         })
     }
 }
 
 impl Drop for FjallEngine {
     fn drop(&mut self) {
-        drop(self.stop_reaper.take());
-        if let Some(reaper) = self.reaper.take() {
+        if let Some((stop, reaper)) = self.reaper.take() {
+            drop(stop);
             // A panicked reaper has nothing left to do; what it held is freed with the list.
             let _ = reaper.join();
         }
@@ -264,7 +259,7 @@ mod tests {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while held(&engine) > 2 && std::time::Instant::now() < deadline {
-            thread::sleep(REAP_EVERY);
+            std::thread::sleep(REAP_EVERY);
         }
         assert!(
             held(&engine) <= 2,
