@@ -133,7 +133,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         Arc::clone(&verifier),
         clock,
         Arc::new(clinical),
-        config.gateway_config(),
+        config.gateway_config()?,
     ));
     let services = Services::new(Arc::clone(&gateway));
     let metrics_listener = TcpListener::bind(config.metrics_listen)

@@ -12,14 +12,16 @@ use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use crate::{
+    domain::hash::from_hex,
     domain::{
         checks::CheckOptions,
         signature::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
+    limits::Limits,
     relay::RelayConfig,
-    service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical},
+    service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical, Pseudonyms},
     store::EngineKind,
     tls::{ClientFiles, TlsFiles},
     trust::TrustFiles,
@@ -80,6 +82,13 @@ pub struct Config {
     /// The clinical checks.
     #[serde(default)]
     pub checks: ChecksConfig,
+    /// The bounds on requests and histories (docs/LIMITS.md).
+    #[serde(default)]
+    pub limits: Limits,
+    /// A file holding the secret (64 hex digits: 32 random bytes) under which audit records
+    /// name a checked patient by pseudonym (HMAC-SHA-256). Keep it secret and keep it: a new
+    /// key gives every patient new pseudonyms.
+    pub audit_pseudonym_key: PathBuf,
     /// Seconds an ACCEPTED prescription may go without a dispensing record before it is stuck.
     #[serde(default = "default_stuck_after")]
     pub stuck_after_secs: u64,
@@ -156,10 +165,6 @@ pub struct ChecksConfig {
     pub caution: bool,
     pub same_class: bool,
     pub within_prescription: bool,
-    /// Pre-issue checks (CheckPrescription) allowed per (institution, patient) within
-    /// `precheck_window_secs`; then that pair waits for the same time.
-    pub precheck_max: usize,
-    pub precheck_window_secs: u64,
 }
 
 impl Default for ChecksConfig {
@@ -173,8 +178,6 @@ impl Default for ChecksConfig {
             caution: policy.defaults.caution,
             same_class: policy.defaults.same_class,
             within_prescription: policy.defaults.within_prescription,
-            precheck_max: policy.precheck_limit.max_misses,
-            precheck_window_secs: policy.precheck_limit.window.as_secs(),
         }
     }
 }
@@ -191,7 +194,6 @@ pub enum OnCriticalConfig {
 
 impl ChecksConfig {
     pub fn policy(&self) -> CheckPolicy {
-        let window = Duration::from_secs(self.precheck_window_secs);
         CheckPolicy {
             on_critical: match self.on_critical {
                 OnCriticalConfig::RequireOverride => OnCritical::RequireOverride,
@@ -202,11 +204,6 @@ impl ChecksConfig {
                 caution: self.caution,
                 same_class: self.same_class,
                 within_prescription: self.within_prescription,
-            },
-            precheck_limit: LockoutPolicy {
-                max_misses: self.precheck_max,
-                window,
-                lockout: window,
             },
         }
     }
@@ -329,6 +326,9 @@ impl Config {
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
+            limits: Limits::default(),
+            audit_pseudonym_key: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("certs/audit/pseudonym-dev.key"),
             stuck_after_secs: default_stuck_after(),
             event_retention_days: default_event_retention(),
             relay: None,
@@ -357,10 +357,62 @@ impl Config {
         if self.tls.client_crls.is_empty() {
             return invalid("tls.client_crls must name the CRL of every institution CA");
         }
-        if self.checks.precheck_max == 0 || self.checks.precheck_window_secs == 0 {
-            return invalid("checks.precheck_max and checks.precheck_window_secs must be positive");
-        }
+        self.limits.validate().map_err(Error::Invalid)?;
+        self.validate_durations()?;
+        self.pseudonyms()?;
         self.verifier_config().map(|_| ())
+    }
+
+    /// Every duration and count of the top level within a range that its arithmetic can hold
+    /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
+    fn validate_durations(&self) -> Result<(), Error> {
+        const DAY: u64 = 86_400;
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            (
+                "chain_cache_capacity",
+                self.chain_cache_capacity as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "signing_time_window_secs",
+                self.signing_time_window_secs,
+                0,
+                30 * DAY,
+            ),
+            ("clock_skew_secs", self.clock_skew_secs, 0, DAY),
+            ("max_usable_days", self.max_usable_days.into(), 3, 366),
+            (
+                "lookup_max_misses",
+                self.lookup_max_misses as u64,
+                1,
+                10_000,
+            ),
+            (
+                "lookup_miss_window_secs",
+                self.lookup_miss_window_secs,
+                1,
+                30 * DAY,
+            ),
+            ("lookup_lockout_secs", self.lookup_lockout_secs, 1, 30 * DAY),
+            ("crl_refresh_secs", self.crl_refresh_secs, 1, DAY),
+            ("expiry_sweep_secs", self.expiry_sweep_secs, 1, DAY),
+            ("stuck_after_secs", self.stuck_after_secs, 60, 366 * DAY),
+            (
+                "event_retention_days",
+                self.event_retention_days.into(),
+                1,
+                3_660,
+            ),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(Error::Invalid(format!(
+                    "{name} must lie between {min} and {max}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn verifier_config(&self) -> Result<VerifierConfig, Error> {
@@ -392,8 +444,25 @@ impl Config {
         })
     }
 
-    pub fn gateway_config(&self) -> GatewayConfig {
-        GatewayConfig {
+    /// The pseudonym key the configuration names.
+    fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
+        let path = &self.audit_pseudonym_key;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let text = text.trim();
+        let key = from_hex::<32>(text).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: the audit pseudonym key must be 64 hex digits",
+                path.display()
+            ))
+        })?;
+        Pseudonyms::new(&key).map_err(Error::Invalid)
+    }
+
+    pub fn gateway_config(&self) -> Result<GatewayConfig, Error> {
+        Ok(GatewayConfig {
             max_usable_days: self.max_usable_days,
             lockout: LockoutPolicy {
                 max_misses: self.lookup_max_misses,
@@ -401,9 +470,11 @@ impl Config {
                 lockout: Duration::from_secs(self.lookup_lockout_secs),
             },
             checks: self.checks.policy(),
+            limits: self.limits.clone(),
+            pseudonyms: self.pseudonyms()?,
             stuck_after: Duration::from_secs(self.stuck_after_secs),
             ..GatewayConfig::default()
-        }
+        })
     }
 }
 
@@ -452,8 +523,8 @@ mod tests {
     }
 
     #[test]
-    fn the_commented_checks_section_is_valid_and_matches_the_defaults() {
-        let checks: String = example()
+    fn the_commented_checks_and_limits_sections_are_valid_and_match_the_defaults() {
+        let sections: String = example()
             .split("# [checks]")
             .nth(1)
             .unwrap()
@@ -461,19 +532,53 @@ mod tests {
             .map(|l| l.trim_start_matches("# "))
             .collect::<Vec<_>>()
             .join("\n");
-        let text = format!("{}[checks]{checks}", example());
+        assert!(
+            sections.contains("[limits]"),
+            "the limits section follows checks"
+        );
+        let text = format!("{}[checks]{sections}", example());
         let config: Config = toml::from_str(&text).unwrap();
         config.validate().unwrap();
         let defaults = ChecksConfig::default();
         assert_eq!(config.checks.on_critical, defaults.on_critical);
-        assert_eq!(config.checks.precheck_max, defaults.precheck_max);
-        assert_eq!(
-            config.checks.precheck_window_secs,
-            defaults.precheck_window_secs
-        );
+        assert_eq!(config.limits, Limits::default());
         let warn = text.replace("\"require-override\"", "\"warn\"");
         let config: Config = toml::from_str(&warn).unwrap();
         assert_eq!(config.checks.policy().on_critical, OnCritical::Warn);
+    }
+
+    #[test]
+    fn numbers_that_would_wrap_or_make_no_sense_are_refused() {
+        let valid: Config = toml::from_str(&example()).unwrap();
+        for setting in [
+            "stuck_after_secs = 9223372036854775808",
+            "stuck_after_secs = 0",
+            "lookup_max_misses = 0",
+            "expiry_sweep_secs = 0",
+            "event_retention_days = 4294967295",
+            "chain_cache_capacity = 0",
+        ] {
+            let text = format!("{setting}\n{}", example());
+            let config: Config = toml::from_str(&text).unwrap();
+            assert!(config.validate().is_err(), "{setting} accepted");
+        }
+        assert!(valid.validate().is_ok());
+    }
+
+    #[test]
+    fn the_pseudonym_key_must_be_64_hex_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config: Config = toml::from_str(&example()).unwrap();
+        for (text, ok) in [
+            ("ab".repeat(32), true),
+            ("ab".repeat(31), false),
+            ("zz".repeat(32), false),
+        ] {
+            let path = dir.path().join("key");
+            std::fs::write(&path, format!("{text}\n")).unwrap();
+            config.audit_pseudonym_key = path;
+            assert_eq!(config.validate().is_ok(), ok, "{text}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::{
         signature::{DocumentKind, SignedContent},
         time::JapanDate,
     },
+    limits::{CEILING, MAX_MESSAGE_CHARS, MAX_TEXT_CHARS},
     proto::v1::{
         self as proto, DispensedLine, DispensedLineStatus, DispensingRecord, DocumentType, Dosing,
         DrugCode, DrugCodeKind, Practitioner, Prescription, PrescriptionLine, Sex,
@@ -101,6 +102,32 @@ fn id_rule(e: IdError) -> String {
     e.rule.to_owned()
 }
 
+/// The longest a days-based line may supply, and a dispensed line too.
+const MAX_DAYS: u32 = 365;
+
+/// The highest record number: three uses of a refill, each in up to three parts, leave nine; the
+/// rest of the range is room for the lifecycle to refuse with its own reason.
+const MAX_RECORD_NUMBER: u32 = 99;
+
+/// Refuses text over `max` characters under `field`.
+fn bounded_text(v: &mut Violations, field: &str, text: &str, max: usize) {
+    if text.chars().count() > max {
+        v.add(field, format!("at most {max} characters"));
+    }
+}
+
+/// Refuses a list of more than `max` entries, named by `field`: checked before any entry is
+/// parsed, so an over-long list costs nothing more.
+pub fn bounded_count(field: &str, count: usize, max: usize) -> Result<(), Vec<FieldViolation>> {
+    if count > max {
+        return Err(vec![FieldViolation::new(
+            field,
+            format!("at most {max} entries (this request has {count})"),
+        )]);
+    }
+    Ok(())
+}
+
 fn named_signer(v: &mut Violations, field: &str, p: Option<&Practitioner>) -> Option<NamedSigner> {
     let Some(p) = p else {
         v.add(field, "is required");
@@ -110,6 +137,13 @@ fn named_signer(v: &mut Violations, field: &str, p: Option<&Practitioner>) -> Op
         v.add(field, "name and serial_number are required");
         return None;
     }
+    bounded_text(v, &format!("{field}.name"), &p.name, MAX_TEXT_CHARS);
+    bounded_text(
+        v,
+        &format!("{field}.serial_number"),
+        &p.serial_number,
+        MAX_TEXT_CHARS,
+    );
     Some(NamedSigner {
         name: p.name.clone(),
         serial_number: p.serial_number.clone(),
@@ -195,8 +229,15 @@ fn prescription_lines(v: &mut Violations, lines: &[PrescriptionLine]) -> Vec<RxL
         if line.unit.is_empty() {
             v.add(format!("{field}.unit"), "is required");
         }
+        bounded_text(v, &format!("{field}.unit"), &line.unit, MAX_TEXT_CHARS);
+        bounded_text(
+            v,
+            &format!("{field}.dosage_instructions"),
+            &line.dosage_instructions,
+            MAX_MESSAGE_CHARS,
+        );
         let supply = match (Dosing::try_from(line.dosing), line.days_supplied) {
-            (Ok(Dosing::Days), n @ 1..=365) => Some(Supply::Days(n)),
+            (Ok(Dosing::Days), n @ 1..=MAX_DAYS) => Some(Supply::Days(n)),
             (Ok(Dosing::Days), _) => {
                 v.add(format!("{field}.days_supplied"), "1 to 365 days");
                 None
@@ -234,6 +275,22 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
     let mut parsed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let field = format!("lines[{i}]");
+        if line.days_supplied > MAX_DAYS {
+            v.add(
+                format!("{field}.days_supplied"),
+                "0 (as prescribed) to 365 days",
+            );
+        }
+        if line.prescription_line as usize >= CEILING {
+            v.add(
+                format!("{field}.prescription_line"),
+                "must name a line of the prescription",
+            );
+        }
+        bounded_text(v, &format!("{field}.unit"), &line.unit, MAX_TEXT_CHARS);
+        if !line.quantity.is_empty() && !is_decimal(&line.quantity) {
+            v.add(format!("{field}.quantity"), "a decimal number");
+        }
         match DispensedLineStatus::try_from(line.status) {
             Ok(DispensedLineStatus::NotDispensed) => {}
             Ok(status @ (DispensedLineStatus::Complete | DispensedLineStatus::Partial)) => {
@@ -310,6 +367,7 @@ impl TryFrom<&Prescription> for PrescriptionFacts {
                 if patient.name.is_empty() {
                     v.add("patient.name", "is required");
                 }
+                bounded_text(&mut v, "patient.name", &patient.name, MAX_TEXT_CHARS);
                 v.parse(
                     "patient.birth_date",
                     patient.birth_date.parse::<JapanDate>(),
@@ -381,8 +439,8 @@ impl TryFrom<&DispensingRecord> for DispensingFacts {
         if number.is_none() {
             v.add("prescription_number", "1-32 printable ASCII characters");
         }
-        if r.record_number == 0 {
-            v.add("record_number", "starts at 1");
+        if !(1..=MAX_RECORD_NUMBER).contains(&r.record_number) {
+            v.add("record_number", "1 to 99");
         }
         let pharmacy = v.parse("pharmacy_code", r.pharmacy_code.parse(), id_rule);
         let pharmacist = named_signer(&mut v, "pharmacist", r.pharmacist.as_ref());
@@ -391,6 +449,12 @@ impl TryFrom<&DispensingRecord> for DispensingFacts {
         if r.important_information && r.important_message.is_empty() {
             v.add("important_message", "required with important_information");
         }
+        bounded_text(
+            &mut v,
+            "important_message",
+            &r.important_message,
+            MAX_MESSAGE_CHARS,
+        );
         match (institution, number, pharmacy, pharmacist, date) {
             (
                 Some(institution),

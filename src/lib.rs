@@ -9,6 +9,7 @@
 //! - `signer`: makes CMS signatures (for `rxgate sign`, demos and tests).
 //! - `trust`: loads trust material from files (anchors, CRLs per issuing CA, reloaded on change).
 //! - `json`: the protobuf JSON mapping of the contract's messages.
+//! - `limits`: the bounds on what one request may ask and one patient's history may hold.
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
 //! - `metrics`: counters and histograms in the Prometheus text format.
@@ -28,6 +29,7 @@ pub mod documents;
 pub mod domain;
 pub mod grpc;
 pub mod json;
+pub mod limits;
 pub mod master_import;
 pub mod masters;
 pub mod metrics;

@@ -6,13 +6,16 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Read,
+    io::{self, Read},
     path::{Path, PathBuf},
 };
 
-use crate::domain::{
-    checks::{ContraindicationTable, TableError},
-    master::{Catalog, Ingredients, Master, MasterError, UpdateSummary, parse_y_file},
+use crate::{
+    domain::{
+        checks::{ContraindicationTable, TableError},
+        master::{Catalog, Ingredients, Master, MasterError, UpdateSummary, parse_y_file},
+    },
+    limits::MAX_IMPORT_FILE_BYTES,
 };
 
 /// Why the masters could not be loaded. Every variant names the file.
@@ -55,20 +58,30 @@ pub fn shipped_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/masters")
 }
 
+/// Decompresses gzip `bytes`, refusing output over [`MAX_IMPORT_FILE_BYTES`] (a small file can
+/// expand a thousandfold) without ever holding more than that.
+pub fn gunzip_bounded(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_IMPORT_FILE_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_IMPORT_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("decompresses to over {} MiB", MAX_IMPORT_FILE_BYTES >> 20),
+        ));
+    }
+    Ok(out)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    let bytes = fs::read(path).map_err(|source| Error::Read {
+    let read_error = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let bytes = fs::read(path).map_err(read_error)?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(bytes.len() * 5);
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| Error::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(out)
+        gunzip_bounded(&bytes).map_err(read_error)
     } else {
         Ok(bytes)
     }

@@ -7,11 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, patient, start_with};
+use common::{Harness, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
     config::OnCriticalConfig,
-    demo::{demo_dispensing, demo_prescription},
+    demo::demo_dispensing,
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::records::{OverrideRecord, decode},
     store::{EmbeddedStore, Store, Table},
@@ -29,31 +29,6 @@ const TRIAZOLAM: &str = "611120055"; // ハルシオン
 const ITRACONAZOLE: &str = "616290177"; // イトリゾール: contraindicated with triazolam
 const FLUCONAZOLE: &str = "616290165"; // ジフルカン: contraindicated with triazolam
 const AMLODIPINE: &str = "612170710"; // ノルバスク: no interaction with either
-
-fn line(code: &str) -> pb::PrescriptionLine {
-    pb::PrescriptionLine {
-        drug: Some(pb::DrugCode {
-            kind: pb::DrugCodeKind::Receipt as i32,
-            code: code.into(),
-        }),
-        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
-    }
-}
-
-/// A prescription of `institution` (a dev clinic) for patient `n`, issued today.
-fn prescription(
-    h: &Harness,
-    institution: &str,
-    number: &str,
-    n: u32,
-    codes: &[&str],
-) -> pb::Prescription {
-    pb::Prescription {
-        institution_code: institution.into(),
-        lines: codes.iter().map(|c| line(c)).collect(),
-        ..demo_prescription(number, patient(n), h.today())
-    }
-}
 
 fn consented(consent: pb::Consent) -> i32 {
     consent as i32
@@ -513,58 +488,99 @@ async fn unknown_codes_are_not_checked_and_never_refused() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_issue_checks_are_rate_limited_per_institution_and_patient_and_audited() {
-    let h = start_with(|c| c.checks.precheck_max = 3).await;
-    let draft = prescription(&h, CLINIC, "R-1", 9, &[AMLODIPINE]);
-    for _ in 0..3 {
-        precheck(&h, "clinic", &draft, pb::Consent::None, None)
-            .await
-            .unwrap();
-    }
-    let e = precheck(&h, "clinic", &draft, pb::Consent::None, None)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted);
-    // Another patient, or another clinic, is not held back.
-    let other_patient = prescription(&h, CLINIC, "R-2", 10, &[AMLODIPINE]);
-    precheck(&h, "clinic", &other_patient, pb::Consent::None, None)
-        .await
-        .unwrap();
-    let other_clinic = prescription(&h, CLINIC2, "R-3", 9, &[AMLODIPINE]);
-    precheck(&h, "clinic2", &other_clinic, pb::Consent::None, None)
-        .await
-        .unwrap();
-    // A draft must name the caller's own institution.
-    let e = precheck(&h, "clinic2", &draft, pb::Consent::None, None)
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-
+/// The audit records of CheckPrescription, filtered by patient pseudonym (hex) or not.
+async fn check_audit(h: &Harness, pseudonym: &str) -> Vec<pb::AuditRecord> {
     let mut audit = AdminServiceClient::new(h.channel("operator").await)
-        .export_audit(pb::ExportAuditRequest::default())
+        .export_audit(pb::ExportAuditRequest {
+            patient_pseudonym: pseudonym.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    let mut outcomes = Vec::new();
+    let mut records = Vec::new();
     while let Some(record) = audit.message().await.unwrap() {
         if record.action == "CheckPrescription" {
-            outcomes.push(record.outcome);
+            records.push(record);
         }
     }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_issue_checks_spend_a_per_patient_budget_across_institutions_and_are_audited() {
+    let h = start_with(|c| c.limits.patient_check_lines = 3).await;
+    let two = prescription(&h, CLINIC, "R-1", 9, &[AMLODIPINE, AMLODIPINE]);
+    precheck(&h, "clinic", &two, pb::Consent::None, None)
+        .await
+        .unwrap();
+    // Another clinic asking about the same patient spends the same budget, whatever consent it
+    // asserts: two more lines are refused, with the time to wait.
+    let two_more = prescription(&h, CLINIC2, "R-2", 9, &[AMLODIPINE, TRIAZOLAM]);
+    let e = precheck(&h, "clinic2", &two_more, pb::Consent::Card, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    let retry = e.get_details_retry_info().expect("a RetryInfo detail");
+    assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO));
+    let one = prescription(&h, CLINIC2, "R-3", 9, &[AMLODIPINE]);
+    precheck(&h, "clinic2", &one, pb::Consent::Card, None)
+        .await
+        .unwrap();
+    // The budget is kept in the store: a restart does not forgive it.
+    let h = h.restart().await;
+    let (nine, ten) = (one_of(&h, CLINIC, 9), one_of(&h, CLINIC, 10));
+    let none = pb::Consent::None;
+    let e = precheck(&h, "clinic", &nine, none, None).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    // Another patient is not held back.
+    precheck(&h, "clinic", &ten, none, None).await.unwrap();
+    // A draft must name the caller's own institution.
+    let e = precheck(&h, "clinic2", &ten, none, None).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let all = check_audit(&h, "").await;
+    let outcomes: Vec<_> = all.iter().map(|r| r.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
         [
             "OK",
-            "OK",
-            "OK",
             "RESOURCE_EXHAUSTED",
             "OK",
+            "RESOURCE_EXHAUSTED",
             "OK",
             "PERMISSION_DENIED"
         ]
     );
+    let asked: Vec<_> = all
+        .iter()
+        .map(|r| (r.line_count, r.consent.as_str()))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (2, "NONE"),
+            (2, "CARD"),
+            (1, "CARD"),
+            (1, "NONE"),
+            (1, "NONE"),
+            (1, "NONE")
+        ]
+    );
+    // One pseudonym per patient, whichever institution asked: the export filtered by it lists
+    // exactly that patient's checks.
+    let pseudonym = all[0].patient_pseudonym.clone();
+    assert_eq!(pseudonym.len(), 64);
+    assert!(all[..4].iter().all(|r| r.patient_pseudonym == pseudonym));
+    assert!(all[4..].iter().all(|r| r.patient_pseudonym != pseudonym));
+    let theirs = check_audit(&h, &pseudonym).await;
+    assert_eq!(theirs, all[..4]);
     h.shutdown().await;
+}
+
+/// A one-line amlodipine draft of `institution` for patient `n`.
+fn one_of(h: &Harness, institution: &str, n: u32) -> pb::Prescription {
+    prescription(h, institution, "R-9", n, &[AMLODIPINE])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -446,10 +446,7 @@ async fn the_authorization_table() {
     let mut clinic = h.clinic("clinic").await;
     let mut pharmacy = h.pharmacy("pharmacy").await;
     let rx = register(&h, &mut clinic, "AUTH-1", 8).await;
-    let audit = pb::ExportAuditRequest {
-        from_unix_ms: 0,
-        to_unix_ms: 0,
-    };
+    let audit = pb::ExportAuditRequest::default();
 
     // Each kind on the services that are not its own.
     for name in ["clinic", "management", "operator"] {
@@ -473,7 +470,7 @@ async fn the_authorization_table() {
     }
     for name in ["clinic", "pharmacy", "management"] {
         let mut a = AdminServiceClient::new(h.channel(name).await);
-        denied(a.export_audit(audit).await);
+        denied(a.export_audit(audit.clone()).await);
     }
 
     // Clinics: only their own prescriptions, only under their own institution code.
@@ -553,7 +550,11 @@ async fn the_authorization_table() {
 
     // Operators: the audit export, which shows who did what, refusals included.
     let mut admin = AdminServiceClient::new(h.channel("operator").await);
-    let mut stream = admin.export_audit(audit).await.unwrap().into_inner();
+    let mut stream = admin
+        .export_audit(audit.clone())
+        .await
+        .unwrap()
+        .into_inner();
     let mut records = Vec::new();
     while let Some(r) = stream.message().await.unwrap() {
         records.push(r);

@@ -9,27 +9,25 @@ use crate::{
     documents,
     domain::{
         checks::{Consent, DrugRef, Finding, FindingKind, Indicator, Origin, SourceKind},
-        hash::hex,
+        hash::{self, hex},
         patient::PatientKey,
         prescription::State,
         rx::FieldViolation,
         time::JapanDate,
     },
+    limits::{MAX_IMPORT_BYTES, MAX_IMPORT_FILE_BYTES, MAX_MESSAGE_CHARS},
     masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, EventEntry,
+        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, EventEntry, Findings,
         ImportFile, ImportSummary, LineState, RequestedOptions, Status as RxStatus,
-        records::{EventKindV1, StateV1},
+        records::{ConsentMethodV1, EventKindV1, StateV1},
     },
 };
 
-/// The largest file an import takes, and the most bytes one import takes in all.
-const MAX_IMPORT_FILE_BYTES: u64 = 64 << 20;
-const MAX_IMPORT_BYTES: u64 = 256 << 20;
-
-/// The longest acknowledgement reason accepted (characters).
-const MAX_REASON_CHARS: usize = 1000;
+/// The longest stuck threshold a caller may ask for (366 days, as `stuck_after_secs` in the
+/// configuration): a larger one would wrap the horizon into the future.
+pub const MAX_STUCK_AFTER_SECS: u64 = 366 * 86_400;
 
 /// The largest request rxgate decodes; larger ones are RESOURCE_EXHAUSTED. A signed document
 /// with its certificate chain is a few KiB.
@@ -209,7 +207,7 @@ pub fn event_filter(
 }
 
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
-    let r = e.record;
+    let (r, check) = (e.record.call, e.record.check);
     pb::AuditRecord {
         sequence: e.sequence,
         time_unix_ms: r.time_ms,
@@ -224,7 +222,27 @@ pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
         action: r.action,
         target: r.target.unwrap_or_default(),
         outcome: r.outcome,
+        patient_pseudonym: check.map(|c| hex(&c.patient_pseudonym)).unwrap_or_default(),
+        line_count: check.map_or(0, |c| c.lines),
+        consent: check
+            .map(|c| match c.consent {
+                ConsentMethodV1::Card => "CARD",
+                ConsentMethodV1::Verbal => "VERBAL",
+                ConsentMethodV1::None => "NONE",
+            })
+            .unwrap_or_default()
+            .to_owned(),
     }
+}
+
+/// The patient pseudonym an audit export is filtered by: empty for none, else 64 hex digits.
+pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    hash::from_hex(text)
+        .map(Some)
+        .ok_or_else(|| invalid("patient_pseudonym", "64 hex digits"))
 }
 
 /// The consent and switches of a check request. An unspecified consent is no consent.
@@ -244,7 +262,12 @@ pub fn check_request(consent: i32, options: Option<&pb::CheckOptions>) -> CheckR
 }
 
 /// The acknowledgements of a registration: each names a finding; its reason is free text.
-pub fn acknowledgements(acks: Vec<pb::Acknowledgement>) -> Result<Vec<Acknowledgement>, Error> {
+pub fn acknowledgements(
+    acks: Vec<pb::Acknowledgement>,
+    max: usize,
+) -> Result<Vec<Acknowledgement>, Error> {
+    documents::bounded_count("acknowledgements", acks.len(), max)
+        .map_err(Error::InvalidArgument)?;
     let mut violations = Vec::new();
     for (i, a) in acks.iter().enumerate() {
         if a.finding_id.is_empty() || a.finding_id.len() > 64 {
@@ -253,7 +276,7 @@ pub fn acknowledgements(acks: Vec<pb::Acknowledgement>) -> Result<Vec<Acknowledg
                 "a finding id",
             ));
         }
-        if a.reason.trim().is_empty() || a.reason.chars().count() > MAX_REASON_CHARS {
+        if a.reason.trim().is_empty() || a.reason.chars().count() > MAX_MESSAGE_CHARS {
             violations.push(FieldViolation::new(
                 format!("acknowledgements[{i}].reason"),
                 "a reason of 1 to 1000 characters",
@@ -480,6 +503,11 @@ pub fn to_status(error: Error) -> Status {
         Error::FailedPrecondition(why) => Status::failed_precondition(why),
         Error::AlreadyExists(why) => Status::already_exists(why),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why),
+        Error::RateLimited { limit, retry_after } => {
+            let mut details = ErrorDetails::new();
+            details.set_retry_info(Some(retry_after));
+            Status::with_error_details(Code::ResourceExhausted, limit, details)
+        }
         Error::OutOfRange(why) => Status::out_of_range(why),
         Error::CriticalFindings {
             findings,
@@ -495,7 +523,7 @@ pub fn to_status(error: Error) -> Status {
 /// FAILED_PRECONDITION for a registration with unacknowledged critical findings: a
 /// `google.rpc.PreconditionFailure` naming each finding id to acknowledge, and every finding as
 /// an `rxgate.v1.CheckFindings`. The message is fixed: the findings say what consent allows.
-fn critical_findings(findings: &[Finding], unacknowledged: &[String]) -> Status {
+fn critical_findings(findings: &Findings, unacknowledged: &[String]) -> Status {
     const MESSAGE: &str = "critical findings must be acknowledged with a reason (see details)";
     let precondition = tonic_types::pb::PreconditionFailure {
         violations: unacknowledged
@@ -508,7 +536,9 @@ fn critical_findings(findings: &[Finding], unacknowledged: &[String]) -> Status 
             .collect(),
     };
     let findings = pb::CheckFindings {
-        findings: findings.iter().map(finding_to_pb).collect(),
+        findings: findings.shown.iter().map(finding_to_pb).collect(),
+        truncated: findings.omitted > 0,
+        omitted: findings.omitted,
     };
     let status = tonic_types::pb::Status {
         code: Code::FailedPrecondition as i32,

@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 use crate::{
     documents,
     domain::{
-        checks::Finding,
         ids::InstitutionKind,
         rx::{DraftFacts, FieldViolation},
     },
@@ -23,7 +22,7 @@ use crate::{
         management_intake_server::ManagementIntake,
         prescription_service_server::PrescriptionService,
     },
-    service::{Caller, Delivery, Error, EventFilter, Gateway},
+    service::{Caller, Delivery, Error, EventFilter, Findings, Gateway},
     tls::peer_identity,
 };
 use convert::{
@@ -31,10 +30,16 @@ use convert::{
     prescription_id, signed_parts, status_to_pb, to_status,
 };
 
-fn check_response(findings: &[Finding]) -> pb::CheckResponse {
+fn check_response(findings: &Findings) -> pb::CheckResponse {
     pb::CheckResponse {
-        findings: findings.iter().map(finding_to_pb).collect(),
+        findings: findings_to_pb(findings),
+        truncated: findings.omitted > 0,
+        omitted: findings.omitted,
     }
+}
+
+fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
+    findings.shown.iter().map(finding_to_pb).collect()
 }
 
 pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
@@ -126,11 +131,15 @@ impl PrescriptionService for Services {
             .await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
+        let max_lines = self.gateway.limits().prescription_lines;
         let parsed = r
             .draft
             .as_ref()
             .ok_or_else(|| vec![FieldViolation::new("draft", "is required")])
-            .and_then(DraftFacts::try_from)
+            .and_then(|d| {
+                documents::bounded_count("draft.lines", d.lines.len(), max_lines)?;
+                DraftFacts::try_from(d)
+            })
             .map_err(Error::InvalidArgument);
         let draft = self.parsed(&caller, ACTION, parsed).await?;
         let findings = self
@@ -151,8 +160,10 @@ impl PrescriptionService for Services {
             .await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
-        let parsed = signed_parts("prescription", r.prescription)
-            .and_then(|signed| Ok((signed, acknowledgements(r.acknowledgements)?)));
+        let parsed = signed_parts("prescription", r.prescription).and_then(|signed| {
+            let max = self.gateway.limits().acknowledgements;
+            Ok((signed, acknowledgements(r.acknowledgements, max)?))
+        });
         let ((content, cms), acks) = self.parsed(&caller, ACTION, parsed).await?;
         let registered = self
             .gateway
@@ -164,7 +175,9 @@ impl PrescriptionService for Services {
             exchange_number: format!("{:06}", registered.exchange_number),
             state: state_to_pb(&registered.state) as i32,
             usable_through: registered.usable_through.to_string(),
-            findings: registered.findings.iter().map(finding_to_pb).collect(),
+            findings: findings_to_pb(&registered.findings),
+            findings_truncated: registered.findings.omitted > 0,
+            findings_omitted: registered.findings.omitted,
         }))
     }
 
@@ -246,8 +259,11 @@ impl DispensingService for Services {
             .await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
+        let max_lines = self.gateway.limits().dispensing_lines;
         let parsed = prescription_id(&r.prescription_id).and_then(|id| {
-            let lines = documents::lines_to_dispense(&r.lines).map_err(Error::InvalidArgument)?;
+            let lines = documents::bounded_count("lines", r.lines.len(), max_lines)
+                .and_then(|()| documents::lines_to_dispense(&r.lines))
+                .map_err(Error::InvalidArgument)?;
             Ok((id, lines))
         });
         let (id, lines) = self.parsed(&caller, ACTION, parsed).await?;
@@ -319,7 +335,9 @@ impl DispensingService for Services {
                 content: received.content,
                 cms_signature: received.cms_signature,
             }),
-            findings: received.findings.iter().map(finding_to_pb).collect(),
+            findings: findings_to_pb(&received.findings),
+            findings_truncated: received.findings.omitted > 0,
+            findings_omitted: received.findings.omitted,
         }))
     }
 
@@ -522,7 +540,16 @@ impl AdminService for Services {
             .await?;
         let after = match request.get_ref().stuck_after_secs {
             0 => self.gateway.stuck_after(),
-            secs => std::time::Duration::from_secs(secs),
+            secs @ 1..=convert::MAX_STUCK_AFTER_SECS => std::time::Duration::from_secs(secs),
+            _ => {
+                let e = Error::InvalidArgument(vec![FieldViolation::new(
+                    "stuck_after_secs",
+                    "0 (the configured threshold) to 366 days",
+                )]);
+                return Err(to_status(
+                    self.gateway.audit_refusal(&caller, ACTION, e).await,
+                ));
+            }
         };
         self.gateway
             .audit_access(&caller, ACTION)
@@ -572,6 +599,13 @@ impl AdminService for Services {
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
         let r = request.into_inner();
+        let patient = self
+            .parsed(
+                &caller,
+                ACTION,
+                convert::pseudonym_filter(&r.patient_pseudonym),
+            )
+            .await?;
         let from = r.from_unix_ms;
         let to = if r.to_unix_ms == 0 {
             i64::MAX
@@ -588,7 +622,7 @@ impl AdminService for Services {
         tokio::spawn(async move {
             let mut after = 0;
             loop {
-                match gateway.audit_page(from, to, after, 500).await {
+                match gateway.audit_page(from, to, after, 500, patient).await {
                     Ok((entries, next)) => {
                         for e in entries {
                             if tx.send(Ok(convert::audit_to_pb(e))).await.is_err() {

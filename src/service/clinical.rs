@@ -12,7 +12,11 @@
 //!   external or as-needed drug): a check skips those past, and every write of the record drops
 //!   them, so the record holds only what may still be active, never the patient's older past.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     domain::{
@@ -28,22 +32,20 @@ use crate::{
         rx::{DispensedLineFacts, RxLine},
         time::JapanDate,
     },
+    limits::Limits,
     masters::{LoadReport, Sources},
     metrics::Metrics,
     store::{self, Store, Table, Txn},
 };
 
 use super::{
-    Caller, Stored, corrupt, key,
+    Caller, Error, Stored, corrupt, key,
     records::{
-        ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1, HistoryEntryV1, HistoryEntryV2,
-        HistoryRecord, MedicationRecord, SlotV1, SlotV2, SupplyV1, decode, encode,
+        CheckBudgetRecord, CheckBudgetV1, ConsentMethodV1, ConsentRecord, ConsentV1, DrugKindV1,
+        HistoryEntryV1, HistoryEntryV2, HistoryRecord, MedicationRecord, SlotV1, SlotV2, SupplyV1,
+        decode, encode,
     },
 };
-
-/// At most this many history entries are read for one check (a bound on the work, far above
-/// any real patient's active medications).
-const HISTORY_LIMIT: usize = 10_000;
 
 /// The drug master and the contraindication table a check runs on.
 #[derive(Debug)]
@@ -142,10 +144,42 @@ pub struct Subject<'a> {
     pub exclude: Option<&'a str>,
 }
 
-/// The data in force for a check, and where its time is counted.
+/// The findings of a check as answered: every critical finding, and the others up to the
+/// configured number.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Findings {
+    pub shown: Vec<Finding>,
+    /// The warning and info findings left out.
+    pub omitted: u32,
+}
+
+impl Findings {
+    /// Keeps every critical finding and the first `max` others, in their order.
+    pub fn capped(findings: Vec<Finding>, max: usize) -> Findings {
+        let mut others = 0usize;
+        let mut omitted = 0u32;
+        let shown = findings
+            .into_iter()
+            .filter(|f| {
+                if f.indicator == Indicator::Critical {
+                    return true;
+                }
+                others += 1;
+                let keep = others <= max;
+                omitted += u32::from(!keep);
+                keep
+            })
+            .collect();
+        Findings { shown, omitted }
+    }
+}
+
+/// The data in force for a check, where its time is counted, and the bounds it keeps.
 pub struct Checker {
     pub clinical: Arc<Clinical>,
     pub metrics: Arc<Metrics>,
+    /// Read: `history_entries_per_patient` and `findings_per_answer`.
+    pub limits: Limits,
 }
 
 impl Checker {
@@ -156,13 +190,14 @@ impl Checker {
         subject: &Subject<'_>,
         options: &CheckOptions,
         consent: Consent,
-    ) -> Result<Vec<Finding>, store::Error> {
+    ) -> Result<Findings, store::Error> {
         let history = PatientHistory::read(tx, subject.patient)?;
         self.run_on(tx, subject, &history, options, consent)
     }
 
-    /// Runs the checks of `subject` against the patient's history as already read, and masks
-    /// the findings as the consent requires.
+    /// Runs the checks of `subject` against the patient's history as already read, masks the
+    /// findings as the consent requires and caps the non-critical ones. A history over the
+    /// configured size is not read in part: every line gets a critical not-checked finding.
     pub fn run_on(
         &self,
         tx: &dyn Txn,
@@ -170,23 +205,103 @@ impl Checker {
         history: &PatientHistory,
         options: &CheckOptions,
         consent: Consent,
-    ) -> Result<Vec<Finding>, store::Error> {
+    ) -> Result<Findings, store::Error> {
         let started = Instant::now();
-        let history = active_medications(tx, &history.0, subject.today, subject.exclude)?;
-        let input = CheckInput {
-            caller: subject.caller,
-            today: subject.today,
-            new_lines: subject.lines,
-            history: &history,
+        let findings = if history.0.len() > self.limits.history_entries_per_patient {
+            checks::not_checked_history_too_large(subject.lines)
+        } else {
+            let history = active_medications(tx, &history.0, subject.today, subject.exclude)?;
+            let input = CheckInput {
+                caller: subject.caller,
+                today: subject.today,
+                new_lines: subject.lines,
+                history: &history,
+            };
+            let c = &self.clinical;
+            checks::check(&input, &c.catalog, &c.table, options)
         };
-        let c = &self.clinical;
-        let findings = checks::mask(
-            checks::check(&input, &c.catalog, &c.table, options),
-            consent,
-        );
+        let findings = checks::mask(findings, consent);
         self.metrics.check.observe_duration(started.elapsed());
-        Ok(findings)
+        Ok(Findings::capped(findings, self.limits.findings_per_answer))
     }
+}
+
+/// Spends `lines` of the patient's check budget (CheckPrescription, CheckDispensing), kept in
+/// the store so that it holds across institutions, connections and restarts; refused, with the
+/// time until the window ends, once the window's lines are spent.
+pub fn spend_check_budget(
+    tx: &mut dyn Txn,
+    patient: &str,
+    lines: usize,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let budget_key = key(&[b"check-budget", patient.as_bytes()]);
+    let window_ms = (limits.patient_check_window_secs * 1_000) as i64;
+    let spent = match tx.get(Table::Clinical, &budget_key)? {
+        Some(bytes) => match decode(&bytes)? {
+            CheckBudgetRecord::V1(b) => b,
+        },
+        None => CheckBudgetV1 {
+            window_start_ms: now_ms,
+            lines: 0,
+        },
+    };
+    // A window that has ended, or one that starts after now (a clock set back), starts anew.
+    let ends_ms = spent.window_start_ms.saturating_add(window_ms);
+    let spent = if now_ms >= ends_ms || now_ms < spent.window_start_ms {
+        CheckBudgetV1 {
+            window_start_ms: now_ms,
+            lines: 0,
+        }
+    } else {
+        spent
+    };
+    let after = spent.lines as usize + lines;
+    if after > limits.patient_check_lines {
+        let wait_ms = spent.window_start_ms.saturating_add(window_ms) - now_ms;
+        return Err(Error::RateLimited {
+            limit: "limits.patient_check_lines: lines checked for one patient in the window",
+            retry_after: Duration::from_millis(wait_ms.max(1_000) as u64),
+        });
+    }
+    let record = CheckBudgetRecord::V1(CheckBudgetV1 {
+        window_start_ms: spent.window_start_ms,
+        lines: after as u32,
+    });
+    tx.put(Table::Clinical, &budget_key, &encode(&record));
+    Ok(())
+}
+
+/// Refuses a registration of `lines` more undispensed lines by `institution` that would take
+/// the patient's history past either bound. Called before the registration writes anything.
+pub fn admit_prescribed(
+    history: &PatientHistory,
+    institution: &str,
+    lines: usize,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let institution = institution_number(institution)?;
+    let held = history
+        .0
+        .iter()
+        .filter(|e| !is_dispensed(e) && e.source_code == institution)
+        .count();
+    if held + lines > limits.undispensed_lines_per_institution {
+        return Err(Error::ResourceExhausted(
+            "limits.undispensed_lines_per_institution: this institution's active undispensed lines for the patient",
+        ));
+    }
+    within_record_bound(history.0.len() + lines, limits)
+}
+
+fn within_record_bound(entries: usize, limits: &Limits) -> Result<(), Error> {
+    if entries > limits.history_entries_per_patient {
+        return Err(Error::ResourceExhausted(
+            "limits.history_entries_per_patient: the patient's active history",
+        ));
+    }
+    Ok(())
 }
 
 /// Records the consent an institution asserted for a check.
@@ -453,11 +568,13 @@ pub struct Dispensed<'a> {
 
 /// Adds the lines a dispensing record gave, in place of the prescription lines they fill: a
 /// dispensed line counts once, as what was actually dispensed, from the dispensing date.
+/// Refused, before anything is written, if the patient's record would pass its bound.
 pub fn index_dispensing(
     tx: &mut dyn Txn,
     d: &Dispensed<'_>,
     today: JapanDate,
-) -> Result<(), store::Error> {
+    limits: &Limits,
+) -> Result<(), Error> {
     let prescription_id = id_bytes(d.prescription_id)?;
     let (pharmacy, prescriber) = (
         institution_number(d.pharmacy)?,
@@ -483,7 +600,9 @@ pub fn index_dispensing(
             Supply::Days(n) => n.max(ASSUMED_DAYS),
             Supply::AsNeeded | Supply::External => ASSUMED_DAYS,
         };
-        let last_day = d.date.add_days(bound_days as i32 - 1);
+        // Days are bounded at the edge (365); a value past i32 is refused, never wrapped.
+        let bound_days = i32::try_from(bound_days).map_err(|_| corrupt("days supplied"))?;
+        let last_day = d.date.add_days(bound_days - 1);
         let (drug_kind, code) = drug_v1(&line.drug);
         let entry = HistoryEntryV2 {
             slot: SlotV2::Dispensed {
@@ -501,6 +620,8 @@ pub fn index_dispensing(
         };
         insert(&mut entries, entry);
     }
+    entries.retain(|e| !is_past(e, today));
+    within_record_bound(entries.len(), limits)?;
     save(tx, d.patient, entries, Some(today));
     Ok(())
 }
@@ -522,7 +643,7 @@ fn active_medications(
         .iter()
         .filter(|e| exclude != Some(e.prescription_id))
         .partition(|e| is_dispensed(e));
-    for entry in undispensed.into_iter().take(HISTORY_LIMIT) {
+    for entry in undispensed {
         let issued = JapanDate::from_days_since_epoch(entry.start);
         // An undispensed line is kept only while its prescription is REGISTERED or ACCEPTED, and
         // none expires within 4 days of its issue (the 4-day rule is the shortest usable
@@ -542,8 +663,7 @@ fn active_medications(
             out.push(medication(entry)?);
         }
     }
-    let current = dispensed.into_iter().filter(|e| !is_past(e, today));
-    for entry in current.take(HISTORY_LIMIT) {
+    for entry in dispensed.into_iter().filter(|e| !is_past(e, today)) {
         out.push(medication(entry)?);
     }
     Ok(out)
@@ -918,7 +1038,8 @@ mod tests {
                 prescribed: &lines,
                 lines: &facts,
             };
-            index_dispensing(tx, &dispensed, today.add_days(-30))?;
+            index_dispensing(tx, &dispensed, today.add_days(-30), &Limits::default())
+                .map_err(|e| store::Error::Engine(e.to_string()))?;
             let after = load(tx, "A")?;
             // A later write, on a day past the dispensed line's last one, drops it.
             unindex_prescription(tx, "A", &rx(1), today)?;

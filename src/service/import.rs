@@ -5,15 +5,11 @@
 //! the new data put in force. A restart replays the stored files over the shipped set, so the
 //! newest import still wins.
 
-use std::{
-    collections::HashSet,
-    io::{Read, Write},
-    sync::Arc,
-};
+use std::{collections::HashSet, io::Write, sync::Arc};
 
 use crate::{
     domain::hash::sha256,
-    masters::{FileKind, SourceFile, Sources},
+    masters::{FileKind, SourceFile, Sources, gunzip_bounded},
     store::{self, Store, Table, Txn},
 };
 
@@ -96,10 +92,7 @@ pub async fn imported_files(store: &impl Store) -> Result<Vec<ImportFile>, store
         stored
             .into_iter()
             .map(|f| {
-                let mut bytes = Vec::new();
-                flate2::read::GzDecoder::new(f.gzip.as_slice())
-                    .read_to_end(&mut bytes)
-                    .map_err(|_| corrupt("imported master file"))?;
+                let bytes = gunzip_bounded(&f.gzip).map_err(|_| corrupt("imported master file"))?;
                 Ok(ImportFile {
                     kind: kind_of(f.kind),
                     file: SourceFile {

@@ -7,6 +7,7 @@ pub mod clinical;
 mod events;
 mod import;
 mod lockout;
+mod pseudonym;
 pub mod records;
 mod relay;
 mod signatures;
@@ -22,16 +23,19 @@ use prost::Message;
 use ring::rand::SecureRandom;
 
 pub use clinical::{
-    Acknowledgement, CheckRequest, Clinical, OnCritical, RequestedOptions, migrate_history,
+    Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
+    migrate_history,
 };
 pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::LockoutPolicy;
+pub use pseudonym::Pseudonyms;
 pub use relay::{DeadLetter, Delivery};
 
 use crate::{
+    documents::bounded_count,
     domain::{
-        checks::{CheckOptions, Finding, Supply},
+        checks::{CheckOptions, Consent, Finding, Supply},
         hash::{hex, sha256},
         ids::{Institution, InstitutionCode},
         patient::PatientKey,
@@ -45,14 +49,15 @@ use crate::{
         signature::{Refusal, SignedContent, Signer, VerifiedDocument, Verifier},
         time::JapanDate,
     },
+    limits::Limits,
     metrics::Metrics,
     proto::v1::{DispensingRecord, Prescription},
     store::{self, Store, Table, Txn},
 };
 use records::{
-    AcknowledgedV1, AuditRecord, AuditV1, DispensingRecordRecord, DispensingV2, DocumentRecord,
-    DocumentV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord, PrescriptionV3,
-    RefillWindowV1, StateV1, decode, encode,
+    AcknowledgedV1, AuditRecord, AuditV1, AuditV2, CheckSubjectV1, ConsentMethodV1,
+    DispensingRecordRecord, DispensingV2, DocumentRecord, DocumentV1, EventKindV1, OverrideRecord,
+    OverrideV1, PrescriptionRecord, PrescriptionV3, RefillWindowV1, StateV1, decode, encode,
 };
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
@@ -93,12 +98,18 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(&'static str),
+    /// A rate or budget spent: the call may succeed after `retry_after`.
+    #[error("rate limited: {limit}")]
+    RateLimited {
+        limit: &'static str,
+        retry_after: Duration,
+    },
     #[error("out of range: {0}")]
     OutOfRange(String),
     /// A registration with critical findings that are not all acknowledged.
     #[error("unacknowledged critical findings")]
     CriticalFindings {
-        findings: Vec<Finding>,
+        findings: Findings,
         unacknowledged: Vec<String>,
     },
     #[error("internal error")]
@@ -119,7 +130,7 @@ impl Error {
             Error::NotFound => "NOT_FOUND".into(),
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::AlreadyExists(_) => "ALREADY_EXISTS".into(),
-            Error::ResourceExhausted(_) => "RESOURCE_EXHAUSTED".into(),
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } => "RESOURCE_EXHAUSTED".into(),
             Error::OutOfRange(_) => "OUT_OF_RANGE".into(),
             Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
             Error::Internal(_) => "INTERNAL".into(),
@@ -148,6 +159,10 @@ pub struct GatewayConfig {
     /// At most this many prescriptions in one search answer.
     pub search_limit: usize,
     pub checks: CheckPolicy,
+    /// The bounds on requests and histories.
+    pub limits: Limits,
+    /// The keyed pseudonyms that audit records name a checked patient by.
+    pub pseudonyms: Pseudonyms,
     /// An ACCEPTED prescription without a dispensing record for this long is stuck.
     pub stuck_after: Duration,
 }
@@ -159,6 +174,8 @@ impl Default for GatewayConfig {
             lockout: LockoutPolicy::default(),
             search_limit: 100,
             checks: CheckPolicy::default(),
+            limits: Limits::default(),
+            pseudonyms: Pseudonyms::ephemeral(),
             stuck_after: Duration::from_secs(3 * 86_400),
         }
     }
@@ -171,8 +188,6 @@ pub struct CheckPolicy {
     pub on_critical: OnCritical,
     /// The switches a request leaves unset (default: the national rules).
     pub defaults: CheckOptions,
-    /// Pre-issue checks allowed per (institution, patient) in a window, then a pause.
-    pub precheck_limit: LockoutPolicy,
 }
 
 impl Default for CheckPolicy {
@@ -180,11 +195,6 @@ impl Default for CheckPolicy {
         CheckPolicy {
             on_critical: OnCritical::RequireOverride,
             defaults: CheckOptions::default(),
-            precheck_limit: LockoutPolicy {
-                max_misses: 30,
-                window: Duration::from_secs(10 * 60),
-                lockout: Duration::from_secs(10 * 60),
-            },
         }
     }
 }
@@ -197,7 +207,7 @@ pub struct Registered {
     pub state: State,
     pub usable_through: JapanDate,
     /// The checks' findings (masked without consent).
-    pub findings: Vec<Finding>,
+    pub findings: Findings,
 }
 
 /// A dispensing record as the prescriber sees it.
@@ -283,7 +293,7 @@ pub struct Received {
     pub content: Vec<u8>,
     pub cms_signature: Vec<u8>,
     /// Advisory findings of the prescription against the patient's other medications.
-    pub findings: Vec<Finding>,
+    pub findings: Findings,
 }
 
 /// The result of recording a dispensing.
@@ -298,7 +308,7 @@ pub struct Dispensed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub sequence: u64,
-    pub record: AuditV1,
+    pub record: AuditV2,
 }
 
 /// The gateway's use cases over a store, a verifier and a clock.
@@ -308,7 +318,6 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: GatewayConfig,
     lockout: lockout::Lockout<InstitutionCode>,
-    prechecks: lockout::Lockout<(InstitutionCode, String)>,
     clinical: RwLock<Arc<Clinical>>,
     /// Imports run one at a time.
     imports: tokio::sync::Mutex<()>,
@@ -532,12 +541,14 @@ struct AuditDraft {
     signer: Option<Signer>,
     action: &'static str,
     target: Option<String>,
+    /// With a clinical check: whom it was about and what it asked.
+    check: Option<CheckSubjectV1>,
 }
 
 impl AuditDraft {
     fn write<T>(self, tx: &mut dyn Txn, outcome: &Result<T, Error>) -> Result<(), store::Error> {
         let sequence = tx.next_sequence("audit")?;
-        let record = AuditRecord::V1(AuditV1 {
+        let call = AuditV1 {
             time_ms: self.time_ms,
             institution_kind: self.caller.institution.kind.to_string(),
             institution_code: self.caller.institution.code.to_string(),
@@ -550,6 +561,10 @@ impl AuditDraft {
                 Ok(_) => "OK".into(),
                 Err(e) => e.audit_outcome(),
             },
+        };
+        let record = AuditRecord::V2(AuditV2 {
+            call,
+            check: self.check,
         });
         tx.put(Table::Audit, &sequence.to_be_bytes(), &encode(&record));
         Ok(())
@@ -563,6 +578,9 @@ trait Attributed {
     const SIGNER_DIFFERS: &'static str;
     fn filed_under(&self) -> &InstitutionCode;
     fn named_signer(&self) -> &NamedSigner;
+    /// How many lines the document has, and how many the limits allow.
+    fn lines(&self) -> usize;
+    fn max_lines(limits: &Limits) -> usize;
 }
 
 impl Attributed for PrescriptionFacts {
@@ -574,6 +592,12 @@ impl Attributed for PrescriptionFacts {
     fn named_signer(&self) -> &NamedSigner {
         &self.prescriber
     }
+    fn lines(&self) -> usize {
+        self.lines.len()
+    }
+    fn max_lines(limits: &Limits) -> usize {
+        limits.prescription_lines
+    }
 }
 
 impl Attributed for DispensingFacts {
@@ -584,6 +608,20 @@ impl Attributed for DispensingFacts {
     }
     fn named_signer(&self) -> &NamedSigner {
         &self.pharmacist
+    }
+    fn lines(&self) -> usize {
+        self.lines.len()
+    }
+    fn max_lines(limits: &Limits) -> usize {
+        limits.dispensing_lines
+    }
+}
+
+fn consent_v1(consent: Consent) -> ConsentMethodV1 {
+    match consent {
+        Consent::Card => ConsentMethodV1::Card,
+        Consent::Verbal => ConsentMethodV1::Verbal,
+        Consent::None => ConsentMethodV1::None,
     }
 }
 
@@ -604,7 +642,6 @@ impl Gateway {
             verifier,
             clock,
             lockout: lockout::Lockout::new(config.lockout.clone()),
-            prechecks: lockout::Lockout::new(config.checks.precheck_limit.clone()),
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
             events: tokio::sync::Notify::new(),
@@ -633,6 +670,7 @@ impl Gateway {
         clinical::Checker {
             clinical: self.clinical(),
             metrics: Arc::clone(&self.metrics),
+            limits: self.config.limits.clone(),
         }
     }
 
@@ -653,7 +691,34 @@ impl Gateway {
             signer: None,
             action,
             target: None,
+            check: None,
         }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Names, in the audit draft, the patient a check is about (by pseudonym), its lines and
+    /// the consent asserted; refuses more lines than the consent allows.
+    fn check_subject(
+        &self,
+        draft: &mut AuditDraft,
+        patient: &str,
+        lines: usize,
+        consent: Consent,
+    ) -> Result<(), Error> {
+        draft.check = Some(CheckSubjectV1 {
+            patient_pseudonym: self.config.pseudonyms.of(patient),
+            lines: lines as u32,
+            consent: consent_v1(consent),
+        });
+        if consent == Consent::None {
+            bounded_count("lines", lines, self.config.limits.unconsented_check_lines)
+                .map_err(Error::InvalidArgument)?;
+        }
+        Ok(())
     }
 
     /// Runs `decide` and the audit record of its outcome in one transaction. `decide` must not
@@ -717,6 +782,8 @@ impl Gateway {
         let verified = self.verify::<D>(content, cms, now)?;
         draft.signer = Some(verified.signer().clone());
         let facts = F::try_from(verified.document()).map_err(Error::InvalidArgument)?;
+        bounded_count("lines", facts.lines(), F::max_lines(&self.config.limits))
+            .map_err(Error::InvalidArgument)?;
         if *facts.filed_under() != caller.institution.code {
             return Err(Error::PermissionDenied(F::NAMES_ANOTHER_INSTITUTION));
         }
@@ -832,6 +899,7 @@ impl Gateway {
         let on_critical = self.config.checks.on_critical;
         let caller = caller.clone();
         let lines = facts.lines;
+        let limits = self.config.limits.clone();
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
@@ -864,8 +932,9 @@ impl Gateway {
                     usable_through: stored.lifecycle.usable_through,
                 });
             }
+            clinical::admit_prescribed(&history, &record.institution, lines.len(), &limits)?;
             let findings = findings_excluding(tx, &record.id)?;
-            let unacknowledged = clinical::unacknowledged(&findings, &acks);
+            let unacknowledged = clinical::unacknowledged(&findings.shown, &acks);
             if on_critical == OnCritical::RequireOverride && !unacknowledged.is_empty() {
                 return Err(Error::CriticalFindings {
                     findings,
@@ -930,7 +999,7 @@ impl Gateway {
                 &caller,
                 &signer,
                 draft.time_ms,
-                &findings,
+                &findings.shown,
                 &acks,
             );
             events::append(
@@ -1146,41 +1215,47 @@ impl Gateway {
         outcome
     }
 
-    /// A clinic's pre-issue check of an unsigned draft. Changes nothing but the audit log and
-    /// the consent record; rate-limited per (institution, patient).
+    /// A clinic's pre-issue check of an unsigned draft. Changes nothing but the audit log, the
+    /// consent record and the patient's check budget, which it spends (per patient, across
+    /// institutions).
     pub async fn check_prescription(
         &self,
         caller: &Caller,
         draft_facts: DraftFacts,
         check: CheckRequest,
-    ) -> Result<Vec<Finding>, Error> {
+    ) -> Result<Findings, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let draft = self.draft(caller, "CheckPrescription", now);
-        if draft_facts.institution != caller.institution.code {
-            let e = Error::PermissionDenied("the draft names another institution");
+        let mut draft = self.draft(caller, "CheckPrescription", now);
+        let patient = draft_facts.patient.canonical().to_owned();
+        let admitted = self
+            .check_subject(&mut draft, &patient, draft_facts.lines.len(), check.consent)
+            .and_then(|()| {
+                if draft_facts.institution != caller.institution.code {
+                    return Err(Error::PermissionDenied(
+                        "the draft names another institution",
+                    ));
+                }
+                Ok(())
+            });
+        if let Err(e) = admitted {
             return self.refuse(draft, e).await;
-        }
-        let limit_key = (
-            caller.institution.code.clone(),
-            draft_facts.patient.canonical().to_owned(),
-        );
-        if self.prechecks.is_locked(&limit_key, now) {
-            let e = Error::ResourceExhausted("too many checks for this patient: try again later");
-            return self.refuse(draft, e).await;
-        }
-        if self.prechecks.record_miss(&limit_key, now) {
-            tracing::warn!(institution = %caller.institution.code, "pre-issue checks paused for one patient after too many");
         }
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         self.run(draft, move |tx, draft| {
-            let patient = draft_facts.patient.canonical();
             let lines = clinical::new_lines(draft_facts.lines.iter().map(|l| &l.drug));
+            clinical::spend_check_budget(
+                tx,
+                &patient,
+                lines.len(),
+                draft.time_ms,
+                &checker.limits,
+            )?;
             let subject = clinical::Subject {
                 caller: &asserting.institution.code,
-                patient,
+                patient: &patient,
                 today,
                 lines: &lines,
                 exclude: None,
@@ -1188,7 +1263,7 @@ impl Gateway {
             let findings = checker.run(tx, &subject, &options, check.consent)?;
             clinical::record_consent(
                 tx,
-                patient,
+                &patient,
                 &asserting,
                 check.consent,
                 draft.time_ms,
@@ -1202,21 +1277,31 @@ impl Gateway {
 
     /// The accepting pharmacy checks the lines it is about to dispense (which may differ from
     /// the prescription after a query to the prescriber). Advisory; changes nothing but the audit
-    /// log and the consent record.
+    /// log, the consent record and the patient's check budget, which it spends.
     pub async fn check_dispensing(
         &self,
         caller: &Caller,
         id: String,
         lines: Vec<DispensedLineFacts>,
         check: CheckRequest,
-    ) -> Result<Vec<Finding>, Error> {
+    ) -> Result<Findings, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let mut draft = self.draft(caller, "CheckDispensing", now);
         draft.target = Some(id.clone());
+        if check.consent == Consent::None
+            && let Err(e) = bounded_count(
+                "lines",
+                lines.len(),
+                self.config.limits.unconsented_check_lines,
+            )
+        {
+            return self.refuse(draft, Error::InvalidArgument(e)).await;
+        }
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
+        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, draft| {
             let stored = Stored::load(tx, &id)?.ok_or(Error::NotFound)?;
             match &stored.lifecycle.state {
@@ -1227,8 +1312,14 @@ impl Gateway {
                     ));
                 }
             }
-            let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let patient = &stored.record.patient_key;
+            draft.check = Some(CheckSubjectV1 {
+                patient_pseudonym: pseudonyms.of(patient),
+                lines: lines.len() as u32,
+                consent: consent_v1(check.consent),
+            });
+            clinical::spend_check_budget(tx, patient, lines.len(), draft.time_ms, &checker.limits)?;
+            let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let subject = clinical::Subject {
                 caller: &asserting.institution.code,
                 patient,
@@ -1304,6 +1395,7 @@ impl Gateway {
         let document = verified.document().clone();
         let record_content = verified.content().to_vec();
         let (record_signature, certificates) = signatures::cut(verified.cms_signature());
+        let limits = self.config.limits.clone();
         self.run(draft, move |tx, draft| {
             if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
                 let DocumentRecord::V1(DocumentV1::Dispensing {
@@ -1385,6 +1477,7 @@ impl Gateway {
                     lines: &facts.lines,
                 },
                 today,
+                &limits,
             )?;
             signatures::store_certificates(tx, &certificates)?;
             let record = DispensingV2 {
@@ -1465,13 +1558,15 @@ impl Gateway {
 
     /// The audit records whose time lies in [from_ms, to_ms), in sequence order, a page at a
     /// time: the records after `after_sequence`, at most `limit`. Returns the records and the
-    /// last sequence read (for the next page), or None when the log is exhausted.
+    /// last sequence read (for the next page), or None when the log is exhausted. With
+    /// `patient`, only the checks of the patient with that pseudonym.
     pub async fn audit_page(
         &self,
         from_ms: i64,
         to_ms: i64,
         after_sequence: u64,
         limit: usize,
+        patient: Option<[u8; 32]>,
     ) -> Result<(Vec<AuditEntry>, Option<u64>), Error> {
         let outcome = self
             .store
@@ -1490,8 +1585,12 @@ impl Gateway {
                     let sequence = u64::from_be_bytes(
                         k.as_slice().try_into().map_err(|_| corrupt("audit key"))?,
                     );
-                    let AuditRecord::V1(record) = decode(&v)?;
-                    if record.time_ms >= from_ms && record.time_ms < to_ms {
+                    let record = decode::<AuditRecord>(&v)?.current();
+                    let about = |c: &CheckSubjectV1| Some(c.patient_pseudonym) == patient;
+                    if record.call.time_ms >= from_ms
+                        && record.call.time_ms < to_ms
+                        && (patient.is_none() || record.check.as_ref().is_some_and(about))
+                    {
                         entries.push(AuditEntry { sequence, record });
                     }
                 }
@@ -1505,7 +1604,8 @@ impl Gateway {
     /// The prescriptions ACCEPTED for longer than `after` without a dispensing record since the
     /// acceptance or the last part, oldest first.
     pub async fn stuck(&self, after: Duration) -> Result<Vec<Stuck>, Error> {
-        let horizon = millis(self.clock.now()).saturating_sub(after.as_millis() as i64);
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let horizon = millis(self.clock.now()).saturating_sub(after_ms);
         let found = self
             .store
             .transact(move |tx: &mut dyn Txn| {

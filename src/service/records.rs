@@ -335,9 +335,49 @@ pub struct AuditV1 {
     pub outcome: String,
 }
 
+/// Version 2 of an audit record: version 1 and, for a clinical check, whom it was about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditV2 {
+    pub call: AuditV1,
+    pub check: Option<CheckSubjectV1>,
+}
+
+/// Whom a check was about, and how much it asked: the patient as a keyed pseudonym (so the log
+/// shows who checked whom without holding a patient's identifiers), the lines, the consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSubjectV1 {
+    pub patient_pseudonym: [u8; 32],
+    pub lines: u32,
+    pub consent: ConsentMethodV1,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditRecord {
     V1(AuditV1),
+    V2(AuditV2),
+}
+
+impl AuditRecord {
+    /// The record as the current version (a version-1 record names no check subject).
+    pub fn current(self) -> AuditV2 {
+        match self {
+            AuditRecord::V1(call) => AuditV2 { call, check: None },
+            AuditRecord::V2(r) => r,
+        }
+    }
+}
+
+/// The per-patient budget of checked lines (CheckPrescription, CheckDispensing): lines counted
+/// since the window began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckBudgetV1 {
+    pub window_start_ms: i64,
+    pub lines: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckBudgetRecord {
+    V1(CheckBudgetV1),
 }
 
 /// The kind of a drug code, as stored.

@@ -192,6 +192,33 @@ pub fn patient(n: u32) -> pb::PatientKey {
     }
 }
 
+/// A prescription line of the drug with receipt code `code`, otherwise the demo line.
+pub fn line(code: &str) -> pb::PrescriptionLine {
+    pb::PrescriptionLine {
+        drug: Some(pb::DrugCode {
+            kind: pb::DrugCodeKind::Receipt as i32,
+            code: code.into(),
+        }),
+        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
+    }
+}
+
+/// A prescription of `institution` (a dev clinic) for patient `n`, issued today, one line per
+/// receipt code.
+pub fn prescription(
+    h: &Harness,
+    institution: &str,
+    number: &str,
+    n: u32,
+    codes: &[&str],
+) -> pb::Prescription {
+    pb::Prescription {
+        institution_code: institution.into(),
+        lines: codes.iter().map(|c| line(c)).collect(),
+        ..demo_prescription(number, patient(n), h.today())
+    }
+}
+
 /// A free local port (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -329,6 +329,33 @@ pub fn check(
     findings
 }
 
+/// The answer for a history too large to read whole: a critical not-checked finding on every
+/// line, never the findings of a part of it (which could miss exactly what counts).
+pub fn not_checked_history_too_large(lines: &[NewLine]) -> Vec<Finding> {
+    lines
+        .iter()
+        .map(|line| {
+            Finding {
+            id: finding_id(&["not_checked_history", &line.line.to_string()]),
+            kind: FindingKind::NotChecked,
+            indicator: Indicator::Critical,
+            summary: clip_summary(
+                "未チェック: 患者の併用薬の記録が上限を超えているため重複・併用禁忌を確認できません"
+                    .to_owned(),
+            ),
+            line: line.line,
+            own: Some(DrugRef {
+                code: line.drug.as_str().to_owned(),
+                name: None,
+                moiety: None,
+            }),
+            other: None,
+            rule: None,
+        }
+        })
+        .collect()
+}
+
 fn not_checked_own(line: &NewLine) -> Finding {
     let code = line.drug.as_str();
     Finding {

@@ -1,0 +1,339 @@
+//! Hostile clients with valid certificates (issue "Hostile clients I"): over-long line lists,
+//! a padded history, overflowing days, a consent-masked check used as an oracle, unbounded
+//! thresholds. Each test reproduces a finding of the adversarial review against the real server
+//! over mutual TLS, with real signatures and the shipped drug master, and asserts the bound that
+//! now holds: a clear refusal, and a check that still sees what it must.
+
+mod common;
+
+use common::{Harness, line, patient, prescription, start_with};
+use prost::Message;
+use rxgate::{
+    demo::demo_dispensing,
+    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+const CLINIC: &str = "1310000001";
+const CLINIC2: &str = "1310000002";
+
+// Receipt codes from the shipped master.
+const TRIAZOLAM: &str = "611120055";
+const ITRACONAZOLE: &str = "616290177"; // contraindicated with triazolam
+const FLUCONAZOLE: &str = "616290165"; // contraindicated with triazolam
+const AMLODIPINE: &str = "612170710"; // no interaction with either
+
+fn clinic_name(institution: &str) -> &'static str {
+    if institution == CLINIC {
+        "clinic"
+    } else {
+        "clinic2"
+    }
+}
+
+async fn register(
+    h: &Harness,
+    rx: &pb::Prescription,
+) -> Result<pb::RegisterPrescriptionResponse, Status> {
+    h.clinic(clinic_name(&rx.institution_code))
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            consent: pb::Consent::Card as i32,
+            acknowledgements: vec![],
+            check_options: Some(pb::CheckOptions {
+                // The registrations here set up histories: their own findings do not matter.
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn check(
+    h: &Harness,
+    draft: &pb::Prescription,
+    consent: pb::Consent,
+) -> Result<pb::CheckResponse, Status> {
+    h.clinic(clinic_name(&draft.institution_code))
+        .await
+        .check_prescription(pb::CheckPrescriptionRequest {
+            draft: Some(draft.clone()),
+            consent: consent as i32,
+            check_options: None,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The dev pharmacy receives (accepts) the prescription registered as `registered` for
+/// patient `n`; a repeat by the same pharmacy is answered again.
+async fn receive(h: &Harness, n: u32, registered: &pb::RegisterPrescriptionResponse) {
+    h.pharmacy("pharmacy")
+        .await
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(patient(n)),
+            exchange_number: registered.exchange_number.clone(),
+            consent: pb::Consent::Card as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The fields of the `BadRequest` detail of an INVALID_ARGUMENT status.
+fn bad_fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("a BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+fn criticals(findings: &[pb::Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| f.indicator() == pb::Indicator::Critical)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_lists_past_their_limit_are_refused_before_any_check() {
+    let h = start_with(|_| {}).await;
+    // A draft at the limit is checked; one line more is refused, naming the field and limit.
+    let at_limit = prescription(&h, CLINIC, "L-1", 1, &[AMLODIPINE; 64]);
+    check(&h, &at_limit, pb::Consent::Card).await.unwrap();
+    let over = prescription(&h, CLINIC, "L-2", 1, &[AMLODIPINE; 65]);
+    let e = check(&h, &over, pb::Consent::Card).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["draft.lines"]);
+    assert!(e.message().contains("at most 64"), "{}", e.message());
+    // The same for a signed prescription, and for a dispensing check.
+    let e = register(&h, &over).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["lines"]);
+    let registered = register(&h, &prescription(&h, CLINIC, "L-3", 1, &[AMLODIPINE]))
+        .await
+        .unwrap();
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    receive(&h, 1, &registered).await;
+    let dispensed = demo_dispensing("L-3", h.today()).lines[0].clone();
+    let e = pharmacy
+        .check_dispensing(pb::CheckDispensingRequest {
+            prescription_id: registered.prescription_id,
+            lines: vec![dispensed; 129],
+            consent: pb::Consent::Card as i32,
+            check_options: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&e), ["lines"]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padded_history_is_refused_and_hides_no_contraindication() {
+    let h = start_with(|_| {}).await;
+    register(&h, &prescription(&h, CLINIC2, "ITRA-1", 3, &[ITRACONAZOLE]))
+        .await
+        .unwrap();
+    // The review's padding: prescriptions of thousands of lines (4,500 aborted the process).
+    let pad = prescription(&h, CLINIC, "PAD-0", 3, &[AMLODIPINE; 4_500]);
+    assert_eq!(
+        bad_fields(&register(&h, &pad).await.unwrap_err()),
+        ["lines"]
+    );
+    // Within the line limit, one institution holds at most 128 undispensed lines per patient.
+    for n in 1..=2 {
+        let rx = prescription(&h, CLINIC, &format!("PAD-{n}"), 3, &[AMLODIPINE; 64]);
+        register(&h, &rx).await.unwrap();
+    }
+    let third = prescription(&h, CLINIC, "PAD-3", 3, &[AMLODIPINE]);
+    let e = register(&h, &third).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().contains("undispensed_lines_per_institution"),
+        "{}",
+        e.message()
+    );
+    // The padding clinic's own check still sees the other clinic's itraconazole.
+    let triazolam = prescription(&h, CLINIC, "TRI-1", 3, &[TRIAZOLAM]);
+    let found = check(&h, &triazolam, pb::Consent::Card).await.unwrap();
+    assert_eq!(criticals(&found.findings), 1, "{:?}", found.findings);
+    assert_eq!(found.findings[0].kind(), pb::FindingKind::Contraindication);
+
+    // A history larger than the bound in force (lowered after it was written) is not read in
+    // part: every line is answered with a critical not-checked finding.
+    let h = h
+        .restart_with(|c| {
+            c.limits.history_entries_per_patient = 64;
+        })
+        .await;
+    let two = prescription(&h, CLINIC, "TRI-2", 3, &[TRIAZOLAM, AMLODIPINE]);
+    let found = check(&h, &two, pb::Consent::None).await.unwrap();
+    let kinds: Vec<_> = found
+        .findings
+        .iter()
+        .map(|f| (f.line, f.kind(), f.indicator()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, pb::FindingKind::NotChecked, pb::Indicator::Critical),
+            (1, pb::FindingKind::NotChecked, pb::Indicator::Critical),
+        ]
+    );
+    h.shutdown().await;
+}
+
+/// Receives the prescription registered as `registered` for patient `n` at the dev pharmacy
+/// and records a dispensing of `code` for `days`.
+async fn dispense(
+    h: &Harness,
+    number: &str,
+    n: u32,
+    registered: &pb::RegisterPrescriptionResponse,
+    code: &str,
+    days: u32,
+) -> Result<pb::RecordDispensingResponse, Status> {
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    // Accepted by the first call; the calls after it are answered as repeats.
+    receive(h, n, registered).await;
+    let mut record = demo_dispensing(number, h.today());
+    record.institution_code = CLINIC2.into();
+    record.lines[0].drug = line(code).drug;
+    record.lines[0].days_supplied = days;
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(h.sign("pharmacist", record.encode_to_vec())),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_days_supplied_never_erases_a_dispensed_drug() {
+    let h = start_with(|_| {}).await;
+    let rx = prescription(&h, CLINIC2, "DAYS-1", 4, &[ITRACONAZOLE]);
+    let registered = register(&h, &rx).await.unwrap();
+    for days in [u32::MAX, 2_147_483_653, 366] {
+        let e = dispense(&h, "DAYS-1", 4, &registered, ITRACONAZOLE, days)
+            .await
+            .unwrap_err();
+        assert_eq!(bad_fields(&e), ["lines[0].days_supplied"], "{days}");
+    }
+    dispense(&h, "DAYS-1", 4, &registered, ITRACONAZOLE, 365)
+        .await
+        .unwrap();
+    // A year's supply stays in the history: another clinic's triazolam meets it.
+    let triazolam = prescription(&h, CLINIC, "TRI-3", 4, &[TRIAZOLAM]);
+    let found = check(&h, &triazolam, pb::Consent::Card).await.unwrap();
+    assert_eq!(criticals(&found.findings), 1, "{:?}", found.findings);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconsented_check_names_few_lines_and_every_check_spends_the_patients_budget() {
+    let h = start_with(|c| c.limits.patient_check_lines = 14).await;
+    register(&h, &prescription(&h, CLINIC2, "OR-1", 5, &[ITRACONAZOLE]))
+        .await
+        .unwrap();
+    // Nine candidates and the masked answer would say which the patient takes: without consent
+    // a check names at most ten lines.
+    let eleven = prescription(&h, CLINIC, "OR-2", 5, &[AMLODIPINE; 11]);
+    let e = check(&h, &eleven, pb::Consent::None).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["lines"]);
+    let ten = prescription(&h, CLINIC, "OR-3", 5, &[AMLODIPINE; 10]);
+    check(&h, &ten, pb::Consent::None).await.unwrap();
+
+    // CheckDispensing spends the same per-patient budget: 10 lines spent, 4 left.
+    let registered = register(&h, &prescription(&h, CLINIC2, "OR-4", 5, &[FLUCONAZOLE]))
+        .await
+        .unwrap();
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    receive(&h, 5, &registered).await;
+    let line = demo_dispensing("OR-4", h.today()).lines[0].clone();
+    let mut answered = 0;
+    let refused = loop {
+        let r = pharmacy
+            .check_dispensing(pb::CheckDispensingRequest {
+                prescription_id: registered.prescription_id.clone(),
+                lines: vec![line.clone()],
+                consent: pb::Consent::Verbal as i32,
+                check_options: None,
+            })
+            .await;
+        match r {
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+        assert!(answered <= 100, "CheckDispensing is never limited");
+    };
+    assert_eq!(answered, 4);
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.get_details_retry_info().is_some());
+    // Care is never refused by the budget: the pharmacy still records its dispensing.
+    let mut record = demo_dispensing("OR-4", h.today());
+    record.institution_code = CLINIC2.into();
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(h.sign("pharmacist", record.encode_to_vec())),
+        })
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_are_capped_and_critical_findings_never_dropped() {
+    let h = start_with(|c| c.limits.findings_per_answer = 1).await;
+    register(
+        &h,
+        &prescription(
+            &h,
+            CLINIC2,
+            "CAP-1",
+            6,
+            &[ITRACONAZOLE, FLUCONAZOLE, AMLODIPINE],
+        ),
+    )
+    .await
+    .unwrap();
+    // Two contraindications (critical) and two duplicates (warnings) against clinic 2's lines.
+    let draft = prescription(&h, CLINIC, "CAP-2", 6, &[TRIAZOLAM, AMLODIPINE, AMLODIPINE]);
+    let found = check(&h, &draft, pb::Consent::Card).await.unwrap();
+    assert_eq!(criticals(&found.findings), 2, "{:?}", found.findings);
+    assert_eq!(found.findings.len(), 3);
+    assert!(found.truncated);
+    assert_eq!(found.omitted, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_threshold_that_would_wrap_is_refused() {
+    let h = start_with(|_| {}).await;
+    let registered = register(&h, &prescription(&h, CLINIC, "ST-1", 7, &[AMLODIPINE]))
+        .await
+        .unwrap();
+    receive(&h, 7, &registered).await;
+    let mut admin = AdminServiceClient::new(h.channel("operator").await);
+    let e = admin
+        .list_stuck_prescriptions(pb::ListStuckPrescriptionsRequest {
+            stuck_after_secs: 1 << 63,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&e), ["stuck_after_secs"]);
+    // A just-accepted prescription is not stuck after an hour.
+    let stuck = admin
+        .list_stuck_prescriptions(pb::ListStuckPrescriptionsRequest {
+            stuck_after_secs: 3_600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stuck.prescriptions.is_empty());
+    h.shutdown().await;
+}
