@@ -12,7 +12,6 @@ use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use crate::{
-    domain::hash::from_hex,
     domain::{
         checks::CheckOptions,
         signature::{
@@ -446,19 +445,7 @@ impl Config {
 
     /// The pseudonym key the configuration names.
     fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
-        let path = &self.audit_pseudonym_key;
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let text = text.trim();
-        let key = from_hex::<32>(text).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: the audit pseudonym key must be 64 hex digits",
-                path.display()
-            ))
-        })?;
-        Pseudonyms::new(&key).map_err(Error::Invalid)
+        Pseudonyms::from_file(&self.audit_pseudonym_key).map_err(Error::Invalid)
     }
 
     pub fn gateway_config(&self) -> Result<GatewayConfig, Error> {

@@ -15,11 +15,12 @@ use rxgate::{
     config::Config,
     domain::{
         hash::hex,
+        patient::PatientKey,
         signature::{SignedContent, VerifierConfig},
     },
     json, master_import,
     proto::v1::{DispensingRecord, Prescription, SignedDocument},
-    service::SystemClock,
+    service::{Pseudonyms, SystemClock},
     signer::SigningKey,
     tls::ClientFiles,
     trust::{CrlFile, TrustFiles},
@@ -117,6 +118,11 @@ enum Command {
         #[arg(long)]
         signature_out: Option<PathBuf>,
     },
+    /// The audit log's patient pseudonyms.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Verify a SignedDocument and print what was verified, or the refusal reason.
     Verify {
         kind: Kind,
@@ -124,6 +130,31 @@ enum Command {
         document: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the pseudonym (64 hex digits) that audit records name a patient by: the
+    /// `patient_pseudonym` that ExportAudit filters on, to list every check of that patient.
+    Pseudonym {
+        /// The gateway's audit_pseudonym_key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// 保険者番号, 記号, 番号, 枝番 (insured patients).
+        #[arg(long, requires_all = ["symbol", "number", "branch"], conflicts_with = "payer")]
+        insurer: Option<String>,
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        number: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        /// 公費負担者番号 and 受給者番号 (patients covered by public funds only).
+        #[arg(long, requires = "recipient")]
+        payer: Option<String>,
+        #[arg(long)]
+        recipient: Option<String>,
     },
 }
 
@@ -320,6 +351,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             print!("{}", master_import::render(&summary));
             Ok(true)
         }
+        Command::Audit { command } => {
+            println!("{}", audit(command)?);
+            Ok(true)
+        }
         Command::Demo { addr } => {
             runtime()?.block_on(rxgate::demo::run(&addr))?;
             Ok(true)
@@ -377,6 +412,29 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
     }
+}
+
+/// What `rxgate audit` prints.
+fn audit(command: AuditCommand) -> anyhow::Result<String> {
+    let AuditCommand::Pseudonym {
+        key_file,
+        insurer,
+        symbol,
+        number,
+        branch,
+        payer,
+        recipient,
+    } = command;
+    let pseudonyms = Pseudonyms::from_file(&key_file).map_err(anyhow::Error::msg)?;
+    let patient = match (insurer, symbol, number, branch, payer, recipient) {
+        (Some(i), Some(s), Some(n), Some(b), None, None) => PatientKey::insurance(&i, &s, &n, &b),
+        (None, None, None, None, Some(p), Some(r)) => PatientKey::public_funds(&p, &r),
+        _ => {
+            bail!("name the patient by --insurer/--symbol/--number/--branch or --payer/--recipient")
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.rule))?;
+    Ok(hex(&pseudonyms.of(patient.canonical())))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

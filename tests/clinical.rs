@@ -575,6 +575,25 @@ async fn pre_issue_checks_spend_a_per_patient_budget_across_institutions_and_are
     assert!(all[4..].iter().all(|r| r.patient_pseudonym != pseudonym));
     let theirs = check_audit(&h, &pseudonym).await;
     assert_eq!(theirs, all[..4]);
+    // The operator's command computes it from the patient's identifiers and the key.
+    let key = format!(
+        "{}/certs/audit/pseudonym-dev.key",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .args([
+            "audit",
+            "pseudonym",
+            "--key-file",
+            &key,
+            "--insurer",
+            "06139999",
+        ])
+        .args(["--symbol", "ZQ", "--number", "0000009", "--branch", "01"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success());
+    assert_eq!(String::from_utf8(cli.stdout).unwrap().trim(), pseudonym);
     h.shutdown().await;
 }
 

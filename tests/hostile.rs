@@ -337,3 +337,19 @@ async fn a_stuck_threshold_that_would_wrap_is_refused() {
     assert!(stuck.prescriptions.is_empty());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_covers_at_most_a_year_of_issue_dates() {
+    let h = start_with(|_| {}).await;
+    let mut clinic = h.clinic("clinic").await;
+    let search = |from: i32| pb::SearchPrescriptionsRequest {
+        patient_key: Some(patient(8)),
+        issued_from: h.today().add_days(from).to_string(),
+        issued_to: h.today().to_string(),
+    };
+    clinic.search_prescriptions(search(-366)).await.unwrap();
+    // From year 0 to today was one scan over every prescription of the patient.
+    let e = clinic.search_prescriptions(search(-367)).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["issued_from"]);
+    h.shutdown().await;
+}

@@ -329,6 +329,13 @@ pub struct Gateway {
     rng: ring::rand::SystemRandom,
 }
 
+/// The widest issue-date range one search covers, in days.
+const SEARCH_MAX_DAYS: i32 = 366;
+
+/// The most index entries one search reads (every institution's prescriptions of the patient in
+/// the range).
+const SEARCH_MAX_SCAN: usize = 2_000;
+
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -1068,11 +1075,14 @@ impl Gateway {
         let caller_code = caller.institution.code.to_string();
         let limit = self.config.search_limit;
         let draft = self.draft(caller, "SearchPrescriptions", now);
-        if from > to {
+        if from > to || from.days_until(to) > SEARCH_MAX_DAYS {
             return self
                 .refuse(
                     draft,
-                    Error::invalid("issued_from", "must not be after issued_to"),
+                    Error::invalid(
+                        "issued_from",
+                        "must not be after issued_to, nor more than 366 days before it",
+                    ),
                 )
                 .await;
         }
@@ -1083,8 +1093,15 @@ impl Gateway {
                 to.add_days(1).to_string().as_bytes(),
             ]);
             let mut found = Vec::new();
-            // The index spans every institution: scan it all, keep the caller's own.
-            for (k, _) in tx.scan_range(Table::ByPatient, &start, &end, usize::MAX)? {
+            // The index spans every institution: scan it, keep the caller's own, but never more
+            // than a bounded number of entries on the store's writer.
+            let rows = tx.scan_range(Table::ByPatient, &start, &end, SEARCH_MAX_SCAN + 1)?;
+            if rows.len() > SEARCH_MAX_SCAN {
+                return Err(Error::ResourceExhausted(
+                    "too many prescriptions of this patient in the range: narrow issued_from..issued_to",
+                ));
+            }
+            for (k, _) in rows {
                 let id = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
                     .into_owned();
                 if let Some(stored) = Stored::load(tx, &id)?
@@ -1602,42 +1619,28 @@ impl Gateway {
     }
 
     /// The prescriptions ACCEPTED for longer than `after` without a dispensing record since the
-    /// acceptance or the last part, oldest first.
+    /// acceptance or the last part, oldest first. The index is read a page per transaction, so
+    /// the store's writer serves other calls between pages however many are accepted.
     pub async fn stuck(&self, after: Duration) -> Result<Vec<Stuck>, Error> {
+        const PAGE: usize = 1_000;
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let horizon = millis(self.clock.now()).saturating_sub(after_ms);
-        let found = self
-            .store
-            .transact(move |tx: &mut dyn Txn| {
-                let mut stuck = Vec::new();
-                for (k, _) in tx.scan_prefix(Table::Meta, &key(&[b"accepted", b""]), usize::MAX)? {
-                    let id = String::from_utf8_lossy(&k[b"accepted\0".len()..]).into_owned();
-                    let Some(stored) = Stored::load(tx, &id)? else {
-                        continue;
-                    };
-                    let r = stored.record;
-                    let (State::Accepted { pharmacy }, Some(accepted_at_ms)) =
-                        (stored.lifecycle.state, r.accepted_at_ms)
-                    else {
-                        continue;
-                    };
-                    if r.last_record_at_ms.unwrap_or(accepted_at_ms) < horizon {
-                        stuck.push(Stuck {
-                            id: r.id,
-                            institution: r.institution,
-                            number: r.number,
-                            pharmacy: pharmacy.to_string(),
-                            accepted_at_ms,
-                            last_record_at_ms: r.last_record_at_ms,
-                            records: r.records,
-                        });
-                    }
-                }
-                Ok::<_, store::Error>(stuck)
-            })
-            .await
-            .map_err(Error::from)?;
-        let mut stuck = found.map_err(Error::from)?;
+        let mut stuck = Vec::new();
+        let mut from = key(&[b"accepted", b""]);
+        loop {
+            let start = from.clone();
+            let (page, next) = self
+                .store
+                .transact(move |tx: &mut dyn Txn| stuck_page(tx, &start, PAGE, horizon))
+                .await
+                .map_err(Error::from)?
+                .map_err(Error::from)?;
+            stuck.extend(page);
+            match next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
         stuck.sort_by_key(|s| s.last_record_at_ms.unwrap_or(s.accepted_at_ms));
         Ok(stuck)
     }
@@ -1788,6 +1791,48 @@ fn record_overrides(
 }
 
 /// Only the holder may return or dispense: say so without naming the holder.
+/// One page of the stuck scan: the stuck prescriptions among at most `page` entries of the
+/// accepted index from `start`, and the key to go on from (none at the end of the index).
+fn stuck_page(
+    tx: &dyn Txn,
+    start: &[u8],
+    page: usize,
+    horizon: i64,
+) -> Result<(Vec<Stuck>, Option<Vec<u8>>), store::Error> {
+    let prefix = key(&[b"accepted", b""]);
+    let mut end = prefix.clone();
+    *end.last_mut().expect("the prefix ends in a separator") += 1;
+    let rows = tx.scan_range(Table::Meta, start, &end, page)?;
+    let next = (rows.len() == page)
+        .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+        .flatten();
+    let mut stuck = Vec::new();
+    for (k, _) in rows {
+        let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some(stored) = Stored::load(tx, &id)? else {
+            continue;
+        };
+        let r = stored.record;
+        let (State::Accepted { pharmacy }, Some(accepted_at_ms)) =
+            (stored.lifecycle.state, r.accepted_at_ms)
+        else {
+            continue;
+        };
+        if r.last_record_at_ms.unwrap_or(accepted_at_ms) < horizon {
+            stuck.push(Stuck {
+                id: r.id,
+                institution: r.institution,
+                number: r.number,
+                pharmacy: pharmacy.to_string(),
+                accepted_at_ms,
+                last_record_at_ms: r.last_record_at_ms,
+                records: r.records,
+            });
+        }
+    }
+    Ok((stuck, next))
+}
+
 fn only_the_holder(e: LifecycleError) -> Error {
     match e {
         LifecycleError::NotAcceptedByCaller => {
@@ -1868,4 +1913,44 @@ fn status_of(tx: &dyn Txn, stored: Stored, today: JapanDate) -> Result<Status, E
         usable_through: r.usable_through.clone(),
         dispensings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    #[tokio::test]
+    async fn the_stuck_scan_reads_the_accepted_index_a_page_at_a_time_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let pages = store
+            .transact(|tx: &mut dyn Txn| {
+                for id in ["a", "b", "c", "d", "e"] {
+                    tx.put(Table::Meta, &accepted_key(id), b"");
+                }
+                // Neighbours of the index that a page must never read.
+                tx.put(Table::Meta, b"accepte", b"");
+                tx.put(Table::Meta, b"accepted\x01", b"");
+                let mut pages = Vec::new();
+                let mut from = key(&[b"accepted", b""]);
+                loop {
+                    let rows = tx.scan_range(Table::Meta, &from, b"accepted\x01", 10)?;
+                    let (stuck, next) = stuck_page(tx, &from, 2, i64::MAX)?;
+                    // No prescription behind the keys: nothing is stuck, every key is read once.
+                    assert!(stuck.is_empty());
+                    pages.push(rows.len().min(2));
+                    match next {
+                        Some(next) => from = next,
+                        None => break,
+                    }
+                }
+                Ok::<_, store::Error>(pages)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pages, [2, 2, 1]);
+        store.close().unwrap();
+    }
 }

@@ -3,7 +3,9 @@
 //! operator who knows the patient's identifiers and the key computes the pseudonym) while a
 //! copy of the log alone names nobody. Uses `ring` only; knows no store and no protocol.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, path::Path, sync::Arc};
+
+use crate::domain::hash::from_hex;
 
 use ring::{hmac, rand::SecureRandom};
 
@@ -23,6 +25,20 @@ impl Pseudonyms {
             ));
         }
         Ok(Pseudonyms(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, key))))
+    }
+
+    /// Pseudonyms under the key in the file at `path`: 64 hex digits (surrounding whitespace is
+    /// ignored).
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let key = from_hex::<32>(text.trim()).ok_or_else(|| {
+            format!(
+                "{}: the audit pseudonym key must be 64 hex digits",
+                path.display()
+            )
+        })?;
+        Pseudonyms::new(&key)
     }
 
     /// Pseudonyms under a random key that dies with the process: for tests and benchmarks that
