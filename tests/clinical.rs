@@ -488,8 +488,8 @@ async fn unknown_codes_are_not_checked_and_never_refused() {
     h.shutdown().await;
 }
 
-/// The audit records of CheckPrescription, filtered by patient pseudonym (hex) or not.
-async fn check_audit(h: &Harness, pseudonym: &str) -> Vec<pb::AuditRecord> {
+/// The audit records of `action`, filtered by patient pseudonym (hex) or not.
+async fn audit_of(h: &Harness, action: &str, pseudonym: &str) -> Vec<pb::AuditRecord> {
     let mut audit = AdminServiceClient::new(h.channel("operator").await)
         .export_audit(pb::ExportAuditRequest {
             patient_pseudonym: pseudonym.into(),
@@ -500,7 +500,7 @@ async fn check_audit(h: &Harness, pseudonym: &str) -> Vec<pb::AuditRecord> {
         .into_inner();
     let mut records = Vec::new();
     while let Some(record) = audit.message().await.unwrap() {
-        if record.action == "CheckPrescription" {
+        if record.action == action {
             records.push(record);
         }
     }
@@ -539,7 +539,7 @@ async fn pre_issue_checks_spend_a_per_patient_budget_across_institutions_and_are
     let e = precheck(&h, "clinic2", &ten, none, None).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
-    let all = check_audit(&h, "").await;
+    let all = audit_of(&h, "CheckPrescription", "").await;
     let outcomes: Vec<_> = all.iter().map(|r| r.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
@@ -573,7 +573,7 @@ async fn pre_issue_checks_spend_a_per_patient_budget_across_institutions_and_are
     assert_eq!(pseudonym.len(), 64);
     assert!(all[..4].iter().all(|r| r.patient_pseudonym == pseudonym));
     assert!(all[4..].iter().all(|r| r.patient_pseudonym != pseudonym));
-    let theirs = check_audit(&h, &pseudonym).await;
+    let theirs = audit_of(&h, "CheckPrescription", &pseudonym).await;
     assert_eq!(theirs, all[..4]);
     // The operator's command computes it from the patient's identifiers and the key.
     let key = format!(
@@ -594,6 +594,17 @@ async fn pre_issue_checks_spend_a_per_patient_budget_across_institutions_and_are
         .unwrap();
     assert!(cli.status.success());
     assert_eq!(String::from_utf8(cli.stdout).unwrap().trim(), pseudonym);
+    // A registration is a check too: its record names the patient the same way.
+    let rx = prescription(&h, CLINIC, "R-10", 9, &[AMLODIPINE]);
+    register(&h, &rx, pb::Consent::Verbal, vec![])
+        .await
+        .unwrap();
+    let registered = audit_of(&h, "RegisterPrescription", &pseudonym).await;
+    let asked: Vec<_> = registered
+        .iter()
+        .map(|r| (r.line_count, r.consent.as_str()))
+        .collect();
+    assert_eq!(asked, [(1, "VERBAL")]);
     h.shutdown().await;
 }
 

@@ -67,8 +67,11 @@ impl JapanDate {
             .then(|| JapanDate(days_from_civil(y, m, d)))
     }
 
+    /// The date `days` later (earlier if negative). Saturates at the ends of the range instead
+    /// of wrapping: callers bound what they add (days supplied at most 365), and a date must
+    /// never wrap from the far future into the past.
     pub fn add_days(self, days: i32) -> Self {
-        JapanDate(self.0 + days)
+        JapanDate(self.0.saturating_add(days))
     }
 
     /// Whole days from `self` to `other` (negative if `other` is earlier).

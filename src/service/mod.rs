@@ -624,6 +624,19 @@ impl Attributed for DispensingFacts {
     }
 }
 
+fn subject_of(
+    pseudonyms: &Pseudonyms,
+    patient: &str,
+    lines: usize,
+    consent: Consent,
+) -> CheckSubjectV1 {
+    CheckSubjectV1 {
+        patient_pseudonym: pseudonyms.of(patient),
+        lines: lines as u32,
+        consent: consent_v1(consent),
+    }
+}
+
 fn consent_v1(consent: Consent) -> ConsentMethodV1 {
     match consent {
         Consent::Card => ConsentMethodV1::Card,
@@ -707,8 +720,13 @@ impl Gateway {
         &self.config.limits
     }
 
-    /// Names, in the audit draft, the patient a check is about (by pseudonym), its lines and
-    /// the consent asserted; refuses more lines than the consent allows.
+    /// Whom a check is about (by pseudonym), its lines and the consent asserted, as its audit
+    /// record names them.
+    fn subject(&self, patient: &str, lines: usize, check: CheckRequest) -> CheckSubjectV1 {
+        subject_of(&self.config.pseudonyms, patient, lines, check.consent)
+    }
+
+    /// Names the check's subject in the audit draft; refuses more lines than the consent allows.
     fn check_subject(
         &self,
         draft: &mut AuditDraft,
@@ -716,11 +734,7 @@ impl Gateway {
         lines: usize,
         consent: Consent,
     ) -> Result<(), Error> {
-        draft.check = Some(CheckSubjectV1 {
-            patient_pseudonym: self.config.pseudonyms.of(patient),
-            lines: lines as u32,
-            consent: consent_v1(consent),
-        });
+        draft.check = Some(subject_of(&self.config.pseudonyms, patient, lines, consent));
         if consent == Consent::None {
             bounded_count("lines", lines, self.config.limits.unconsented_check_lines)
                 .map_err(Error::InvalidArgument)?;
@@ -870,6 +884,7 @@ impl Gateway {
             Ok(admitted) => admitted,
             Err(e) => return self.refuse(draft, e).await,
         };
+        draft.check = Some(self.subject(facts.patient.canonical(), facts.lines.len(), check));
 
         let content_sha256 = sha256(verified.content());
         let through = usable_through(facts.issue_date, facts.usable_until);
@@ -1186,12 +1201,15 @@ impl Gateway {
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
+        let pseudonyms = self.config.pseudonyms.clone();
         let outcome = self
             .run(draft, move |tx, draft| {
                 let stored = find_active(tx, &patient, exchange_number)?;
                 draft.target = Some(stored.record.id.clone());
                 let transition = stored.lifecycle.accept(&pharmacy, today)?;
                 let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
+                let patient = &stored.record.patient_key;
+                draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
                 let subject = clinical::Subject {
                     caller: &pharmacy,
                     patient: &stored.record.patient_key,
@@ -1330,11 +1348,7 @@ impl Gateway {
                 }
             }
             let patient = &stored.record.patient_key;
-            draft.check = Some(CheckSubjectV1 {
-                patient_pseudonym: pseudonyms.of(patient),
-                lines: lines.len() as u32,
-                consent: consent_v1(check.consent),
-            });
+            draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
             clinical::spend_check_budget(tx, patient, lines.len(), draft.time_ms, &checker.limits)?;
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let subject = clinical::Subject {

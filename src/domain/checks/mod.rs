@@ -7,7 +7,8 @@
 //! Decisions (where the national rules are silent):
 //! - Indicators: a `retrieved` 併用禁忌 row is critical; a 併用禁忌 row with any other
 //!   verification text, a conditional row (named condition, or "scope uncertain" without one), a
-//!   duplicate and a same-class finding are warnings; caution and not-checked are info.
+//!   duplicate and a same-class finding are warnings; caution and not-checked are info, except
+//!   that a history too large to read whole is a critical not-checked on every line.
 //! - The same-institution exclusion (opt-in per request) applies to the whole check, duplicates and
 //!   contraindications alike, as the national service excludes the institution's own
 //!   prescriptions; a dispensing record is attributed to its prescriber when the caller knows it.
