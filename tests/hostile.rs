@@ -353,3 +353,21 @@ async fn a_search_covers_at_most_a_year_of_issue_dates() {
     assert_eq!(bad_fields(&e), ["issued_from"]);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_filter_names_each_kind_at_most_once() {
+    use rxgate::proto::v1::event_service_client::EventServiceClient;
+    let h = start_with(|_| {}).await;
+    let mut events = EventServiceClient::new(h.channel("clinic").await);
+    let watch = |n: usize| pb::WatchEventsRequest {
+        after_sequence: 0,
+        filter: Some(pb::EventFilter {
+            kinds: vec![pb::EventKind::Registered as i32; n],
+            ..Default::default()
+        }),
+    };
+    let e = events.watch_events(watch(7)).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["filter.kinds"]);
+    events.watch_events(watch(6)).await.unwrap();
+    h.shutdown().await;
+}

@@ -190,6 +190,8 @@ pub fn event_filter(
     let id = (!f.prescription_id.is_empty())
         .then(|| prescription_id(&f.prescription_id))
         .transpose()?;
+    // Six kinds exist: a longer list repeats some, and every event would be compared with it.
+    documents::bounded_count("filter.kinds", f.kinds.len(), 6).map_err(Error::InvalidArgument)?;
     let kinds = f
         .kinds
         .iter()
