@@ -11,7 +11,9 @@
 //! - `json`: the protobuf JSON mapping of the contract's messages.
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
-//! - `metrics`: counters and histograms in the Prometheus text format.
+//! - `metrics`: the gateway's counters and histograms; labels only from fixed sets.
+//! - `readiness`: whether the gateway should take traffic (a working store, no drain).
+//! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
@@ -31,7 +33,9 @@ pub mod json;
 pub mod master_import;
 pub mod masters;
 pub mod metrics;
+mod ops;
 pub mod proto;
+mod readiness;
 pub mod relay;
 pub mod service;
 pub mod signer;
