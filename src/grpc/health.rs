@@ -73,8 +73,9 @@ impl Health {
         }
         let status = match &ready {
             Ok(()) => ServingStatus::Serving,
+            // The store logs its own failure as an error; a drain is routine.
             Err(why) => {
-                tracing::warn!(reason = %why, "grpc health: not serving");
+                tracing::info!(reason = %why, "grpc health: not serving");
                 ServingStatus::NotServing
             }
         };
