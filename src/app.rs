@@ -10,10 +10,8 @@ use tonic::transport::Server as TonicServer;
 
 use crate::{
     config::Config,
-    domain::signature::Verifier,
-    grpc::{MAX_MESSAGE_BYTES, MetricsLayer, Services},
-    masters,
-    metrics::{write_header, write_histogram},
+    grpc::{Health, MAX_MESSAGE_BYTES, MetricsLayer, Services},
+    masters, ops,
     proto::{
         DESCRIPTOR_SET,
         v1::{
@@ -24,10 +22,14 @@ use crate::{
             prescription_service_server::PrescriptionServiceServer,
         },
     },
+    readiness::Readiness,
     service::{self, Clinical, Clock, Gateway},
     store::{EmbeddedStore, Store},
     tls,
 };
+
+/// How often the gRPC health service looks at the store (a drain is reported at once).
+const HEALTH_PERIOD: Duration = Duration::from_secs(1);
 
 /// A running server.
 pub struct Server {
@@ -141,22 +143,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .with_context(|| format!("binding the metrics port {}", config.metrics_listen))?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<PrescriptionServiceServer<Services>>()
-        .await;
-    health_reporter
-        .set_serving::<DispensingServiceServer<Services>>()
-        .await;
-    health_reporter
-        .set_serving::<AdminServiceServer<Services>>()
-        .await;
-    health_reporter
-        .set_serving::<EventServiceServer<Services>>()
-        .await;
-    health_reporter
-        .set_serving::<ManagementIntakeServer<Services>>()
-        .await;
+    let readiness = Arc::new(Readiness::new({
+        let store = Arc::clone(&store);
+        move || store.failure()
+    }));
+    let (health, health_service) = Health::start(Arc::clone(&readiness)).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -236,14 +227,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
         }
     }));
-    let (metered, metered_store, metered_verifier) = (
-        Arc::clone(&gateway),
-        Arc::clone(&store),
-        Arc::clone(&verifier),
-    );
-    background.push(tokio::spawn(serve_metrics(metrics_listener, move || {
-        render_metrics(&metered, metered_store.as_ref(), &metered_verifier)
-    })));
+    background.push(tokio::spawn(Arc::clone(&health).follow(HEALTH_PERIOD)));
+    let page = ops::Page::new(Arc::clone(&gateway), store.clone(), Arc::clone(&verifier));
+    background.push(tokio::spawn(ops::serve(metrics_listener, page, readiness)));
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = TonicServer::builder()
@@ -277,6 +263,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         let served = router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = shutdown_rx.await;
+                // Balancers and orchestrators hear of it before any connection drains.
+                health.drain().await;
                 // Open event feeds would hold their connections open forever.
                 closing.close_feeds();
             })
@@ -300,134 +288,4 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         shutdown: Some(shutdown_tx),
         task,
     })
-}
-
-/// Everything /metrics shows: the gateway's request and check metrics, the store's commits, the
-/// chain cache and the clinical data in force.
-fn render_metrics(gateway: &Gateway, store: &dyn Store, verifier: &Verifier) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(16 * 1024);
-    gateway.metrics().render(&mut out);
-    let stats = store.stats();
-    let counters = [
-        (
-            "rxgate_store_transactions_total",
-            "Store transactions answered.",
-            stats.transactions,
-        ),
-        (
-            "rxgate_store_commits_total",
-            "Store transactions that wrote.",
-            stats.commits,
-        ),
-        (
-            "rxgate_store_batches_total",
-            "Store batches (group commits).",
-            stats.batches,
-        ),
-        (
-            "rxgate_store_flushes_total",
-            "Durability flushes (fsync).",
-            stats.flushes,
-        ),
-    ];
-    for (name, help, value) in counters {
-        write_header(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    write_header(
-        &mut out,
-        "rxgate_store_flush_duration_seconds",
-        "histogram",
-        "Time of one durability flush.",
-    );
-    write_histogram(
-        &mut out,
-        "rxgate_store_flush_duration_seconds",
-        "",
-        &stats.flush_latency,
-    );
-    write_header(
-        &mut out,
-        "rxgate_store_batch_size",
-        "histogram",
-        "Transactions per store batch.",
-    );
-    write_histogram(&mut out, "rxgate_store_batch_size", "", &stats.batch_size);
-    let (hits, misses) = verifier.chain_cache_hits_and_misses();
-    write_header(
-        &mut out,
-        "rxgate_chain_cache_lookups_total",
-        "counter",
-        "Signer-chain cache lookups, by result.",
-    );
-    let _ = writeln!(
-        out,
-        "rxgate_chain_cache_lookups_total{{result=\"hit\"}} {hits}"
-    );
-    let _ = writeln!(
-        out,
-        "rxgate_chain_cache_lookups_total{{result=\"miss\"}} {misses}"
-    );
-    let clinical = gateway.clinical();
-    write_header(
-        &mut out,
-        "rxgate_master_current_products",
-        "gauge",
-        "Current products in the drug master in force.",
-    );
-    let _ = writeln!(
-        out,
-        "rxgate_master_current_products {}",
-        clinical.report.current
-    );
-    write_header(
-        &mut out,
-        "rxgate_master_imported_files",
-        "gauge",
-        "Files imported over the shipped drug masters.",
-    );
-    let _ = writeln!(out, "rxgate_master_imported_files {}", clinical.version);
-    out
-}
-
-/// Serves `GET /metrics` (HTTP/1.1, one request per connection) with the text `render` makes.
-async fn serve_metrics(listener: TcpListener, render: impl Fn() -> String + Send + 'static) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let mut request = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        let complete = loop {
-            match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    request.extend_from_slice(&buf[..n]);
-                    if request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break true;
-                    }
-                    if request.len() > 16 * 1024 {
-                        break false;
-                    }
-                }
-                _ => break false,
-            }
-        };
-        if !complete {
-            continue;
-        }
-        let (status, body) = if request.starts_with(b"GET /metrics ") {
-            ("200 OK", render())
-        } else {
-            ("404 Not Found", "GET /metrics\n".to_owned())
-        };
-        let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = socket.write_all(response.as_bytes()).await;
-        let _ = socket.shutdown().await;
-    }
 }

@@ -12,7 +12,9 @@
 //! - `limits`: the bounds on what one request may ask and one patient's history may hold.
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
-//! - `metrics`: counters and histograms in the Prometheus text format.
+//! - `metrics`: the gateway's counters and histograms; labels only from fixed sets.
+//! - `readiness`: whether the gateway should take traffic (a working store, no drain).
+//! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
@@ -33,7 +35,9 @@ pub mod limits;
 pub mod master_import;
 pub mod masters;
 pub mod metrics;
+mod ops;
 pub mod proto;
+mod readiness;
 pub mod relay;
 pub mod service;
 pub mod signer;

@@ -1,127 +1,47 @@
-//! Operational metrics in the Prometheus text format: request counts and latency by RPC and
-//! status code, store commits (flush latency, batch size), check latency and the chain cache.
-//! Plain atomics and one mutex-guarded map; no IO here (app.rs serves the text on a local port).
+//! The gateway's operational metrics: request counts and latency by RPC and status code, check
+//! latency, stuck prescriptions and the relay, with what every metric needs to be written in
+//! the Prometheus text format through `prometheus-client` (which names, escapes and lays out
+//! the lines). Labels come only from fixed sets ([`Rpc`], the gRPC code names): never from a
+//! client's text, an institution or a patient. No IO here, and no knowledge of gRPC or HTTP
+//! (`ops` serves the page).
+
+mod histogram;
+mod rpc;
+
+pub use histogram::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS, Snapshot};
+pub use rpc::Rpc;
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
-/// Latency buckets, in seconds.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{counter::Counter, family::Family, gauge::ConstGauge},
+};
 
-/// Batch-size buckets (transactions per store batch).
-pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-
-/// A cumulative histogram over fixed upper bounds, lock-free.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One counter per bound, and one for +Inf.
-    counts: Vec<AtomicU64>,
-    /// The sum of observations, in millionths of the unit.
-    sum_micros: AtomicU64,
+/// The labels of an answered request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answered {
+    rpc: &'static str,
+    code: &'static str,
 }
 
-/// A histogram's values at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub bounds: &'static [f64],
-    /// Observations per bucket (not cumulative), the last one above every bound.
-    pub counts: Vec<u64>,
-    pub sum: f64,
-}
-
-impl Snapshot {
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, value: f64) {
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    pub fn observe_duration(&self, d: Duration) {
-        self.observe(d.as_secs_f64());
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            bounds: self.bounds,
-            counts: self
-                .counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        }
-    }
-}
-
-/// Writes one histogram in the text format; `labels` is empty or `key="value",...`.
-pub fn write_histogram(out: &mut String, name: &str, labels: &str, s: &Snapshot) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    let mut cumulative = 0;
-    for (bound, count) in s.bounds.iter().zip(&s.counts) {
-        cumulative += count;
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-        s.count()
-    );
-    let braces = |l: &str| {
-        if l.is_empty() {
-            String::new()
-        } else {
-            format!("{{{l}}}")
-        }
-    };
-    let _ = writeln!(out, "{name}_sum{} {}", braces(labels), s.sum);
-    let _ = writeln!(out, "{name}_count{} {}", braces(labels), s.count());
-}
-
-/// Writes a metric's HELP and TYPE lines.
-pub fn write_header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The label of a per-RPC histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByRpc {
+    rpc: &'static str,
 }
 
 /// The gateway's own metrics (the store and the verifier keep theirs).
 #[derive(Debug)]
 pub struct Metrics {
     /// (RPC, gRPC status code name) → requests answered.
-    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    requests: Family<Answered, Counter>,
     /// RPC → latency from the request to the end of the response.
-    latency: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
+    latency: Family<ByRpc, Histogram, fn() -> Histogram>,
     /// Time one clinical check takes (reading the history and checking).
     pub check: Histogram,
     /// Prescriptions stuck at a pharmacy, as last counted.
@@ -137,9 +57,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
-            check: Histogram::new(LATENCY_BUCKETS),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(Histogram::latency),
+            check: Histogram::latency(),
             stuck: AtomicU64::new(0),
             relay_acked: AtomicU64::new(0),
             relay_lag: AtomicU64::new(0),
@@ -173,151 +93,163 @@ pub fn code_name(code: &str) -> &'static str {
     }
 }
 
+/// Writes `metric` with its HELP and TYPE lines. Counters are named without `_total`: the
+/// encoder adds it.
+pub(crate) fn describe(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A gauge of a value kept in an atomic.
+fn gauge(value: &AtomicU64) -> ConstGauge<u64> {
+    ConstGauge::new(value.load(Ordering::Relaxed))
+}
+
 impl Metrics {
-    /// Counts one answered request.
-    pub fn request(&self, rpc: &str, code: &'static str, took: Duration) {
-        {
-            let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-            *requests.entry((rpc.to_owned(), code)).or_default() += 1;
-        }
-        let histogram = {
-            let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-            std::sync::Arc::clone(
-                latency
-                    .entry(rpc.to_owned())
-                    .or_insert_with(|| std::sync::Arc::new(Histogram::new(LATENCY_BUCKETS))),
-            )
-        };
-        histogram.observe_duration(took);
+    /// Counts one answered request. `code` is a name from [`code_name`].
+    pub fn request(&self, rpc: Rpc, code: &'static str, took: Duration) {
+        let rpc = rpc.as_str();
+        self.requests.get_or_create(&Answered { rpc, code }).inc();
+        self.latency
+            .get_or_create(&ByRpc { rpc })
+            .observe_duration(took);
     }
 
-    /// The gateway's metrics in the text format.
-    pub fn render(&self, out: &mut String) {
-        write_header(
+    /// Writes the gateway's metrics.
+    pub fn encode(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        describe(
             out,
-            "rxgate_requests_total",
-            "counter",
+            "rxgate_requests",
             "gRPC requests answered, by RPC and status code.",
-        );
-        for ((rpc, code), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "rxgate_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}"
-            );
-        }
-        write_header(
+            &self.requests,
+        )?;
+        describe(
             out,
             "rxgate_request_duration_seconds",
-            "histogram",
             "gRPC request latency, from the request to the end of the response, by RPC.",
-        );
-        let latency: Vec<_> = self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(rpc, h)| (rpc.clone(), h.snapshot()))
-            .collect();
-        for (rpc, snapshot) in latency {
-            write_histogram(
-                out,
-                "rxgate_request_duration_seconds",
-                &format!("rpc=\"{rpc}\""),
-                &snapshot,
-            );
-        }
-        write_header(
+            &self.latency,
+        )?;
+        describe(
             out,
             "rxgate_check_duration_seconds",
-            "histogram",
             "One clinical check: reading the patient's history and checking.",
-        );
-        write_histogram(
-            out,
-            "rxgate_check_duration_seconds",
-            "",
-            &self.check.snapshot(),
-        );
-        write_header(
+            &self.check,
+        )?;
+        describe(
             out,
             "rxgate_stuck_prescriptions",
-            "gauge",
             "Prescriptions accepted without a dispensing record for longer than the threshold.",
-        );
-        let _ = writeln!(
-            out,
-            "rxgate_stuck_prescriptions {}",
-            self.stuck.load(Ordering::Relaxed)
-        );
-        for (name, kind, help, value) in [
+            &gauge(&self.stuck),
+        )?;
+        self.encode_relay(out)
+    }
+
+    fn encode_relay(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        for (name, help, value) in [
             (
                 "rxgate_relay_acked_sequence",
-                "gauge",
                 "The last event sequence the upstream acknowledged.",
                 &self.relay_acked,
             ),
             (
                 "rxgate_relay_lag_events",
-                "gauge",
                 "Events written but not yet relayed.",
                 &self.relay_lag,
             ),
             (
                 "rxgate_relay_up",
-                "gauge",
                 "1 while the upstream takes records, 0 while the relay retries.",
                 &self.relay_up,
             ),
-            (
-                "rxgate_relay_dead_letters_total",
-                "counter",
-                "Dispensing records the upstream refused for good since start.",
-                &self.relay_dead_letters,
-            ),
         ] {
-            write_header(out, name, kind, help);
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            describe(out, name, help, &gauge(value))?;
         }
+        describe(
+            out,
+            "rxgate_relay_dead_letters",
+            "Dispensing records the upstream refused for good since start.",
+            &prometheus_client::metrics::counter::ConstCounter::new(
+                self.relay_dead_letters.load(Ordering::Relaxed),
+            ),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::{collector::Collector, encoding::prometheus_text, registry::Registry};
+
     use super::*;
 
-    #[test]
-    fn histograms_render_cumulative_buckets_sum_and_count() {
-        let h = Histogram::new(&[0.01, 0.1]);
-        h.observe(0.005);
-        h.observe(0.05);
-        h.observe(5.0);
+    /// The gateway's metrics as /metrics shows them.
+    #[derive(Debug, Default)]
+    struct Page(std::sync::Arc<Metrics>);
+
+    impl Collector for Page {
+        fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+            self.0.encode(&mut out)
+        }
+    }
+
+    fn text(metrics: &std::sync::Arc<Metrics>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Page(std::sync::Arc::clone(metrics))));
         let mut out = String::new();
-        write_histogram(&mut out, "x", "rpc=\"A\"", &h.snapshot());
-        assert_eq!(
-            out,
-            "x_bucket{rpc=\"A\",le=\"0.01\"} 1\nx_bucket{rpc=\"A\",le=\"0.1\"} 2\n\
-             x_bucket{rpc=\"A\",le=\"+Inf\"} 3\nx_sum{rpc=\"A\"} 5.055\nx_count{rpc=\"A\"} 3\n"
-        );
+        prometheus_text::encode(&mut out, &registry).unwrap();
+        out
     }
 
     #[test]
-    fn requests_are_counted_by_rpc_and_code() {
-        let m = Metrics::default();
-        m.request("Register", "OK", Duration::from_millis(2));
-        m.request("Register", "OK", Duration::from_millis(3));
-        m.request("Register", "INVALID_ARGUMENT", Duration::from_millis(1));
-        let mut out = String::new();
-        m.render(&mut out);
-        assert!(out.contains("rxgate_requests_total{rpc=\"Register\",code=\"OK\"} 2\n"));
-        assert!(
-            out.contains("rxgate_requests_total{rpc=\"Register\",code=\"INVALID_ARGUMENT\"} 1\n")
-        );
-        assert!(out.contains("rxgate_request_duration_seconds_count{rpc=\"Register\"} 3\n"));
+    fn histograms_write_cumulative_buckets_sum_and_count() {
+        let metrics = std::sync::Arc::new(Metrics::default());
+        for seconds in [0.00005, 0.003, 5.0] {
+            metrics.check.observe(seconds);
+        }
+        let out = text(&metrics);
+        for line in [
+            "# TYPE rxgate_check_duration_seconds histogram\n",
+            "rxgate_check_duration_seconds_bucket{le=\"0.0001\"} 1\n",
+            "rxgate_check_duration_seconds_bucket{le=\"0.0025\"} 1\n",
+            "rxgate_check_duration_seconds_bucket{le=\"0.005\"} 2\n",
+            "rxgate_check_duration_seconds_bucket{le=\"2.5\"} 2\n",
+            "rxgate_check_duration_seconds_bucket{le=\"+Inf\"} 3\n",
+            "rxgate_check_duration_seconds_sum 5.00305\n",
+            "rxgate_check_duration_seconds_count 3\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_known_rpc_and_code_and_the_rest_as_unknown() {
+        let metrics = std::sync::Arc::new(Metrics::default());
+        let register = Rpc::of_path("/rxgate.v1.PrescriptionService/RegisterPrescription");
+        metrics.request(register, "OK", Duration::from_millis(2));
+        metrics.request(register, "OK", Duration::from_millis(3));
+        metrics.request(register, "INVALID_ARGUMENT", Duration::from_millis(1));
+        for path in ["/x/a\"b\\c\nd", "/rxgate.v1.PrescriptionService/1310000001"] {
+            metrics.request(Rpc::of_path(path), code_name("12"), Duration::ZERO);
+        }
+        metrics.relay_dead_letters.store(4, Ordering::Relaxed);
+        let out = text(&metrics);
+        for line in [
+            "# HELP rxgate_requests_total gRPC requests answered, by RPC and status code.\n",
+            "# TYPE rxgate_requests_total counter\n",
+            "rxgate_requests_total{rpc=\"RegisterPrescription\",code=\"OK\"} 2\n",
+            "rxgate_requests_total{rpc=\"RegisterPrescription\",code=\"INVALID_ARGUMENT\"} 1\n",
+            "rxgate_requests_total{rpc=\"unknown\",code=\"UNIMPLEMENTED\"} 2\n",
+            "rxgate_request_duration_seconds_count{rpc=\"RegisterPrescription\"} 3\n",
+            "rxgate_request_duration_seconds_count{rpc=\"unknown\"} 2\n",
+            "rxgate_relay_dead_letters_total 4\n",
+            "rxgate_relay_up 0\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+        assert_eq!(out.matches("rpc=").count(), 3 + 2 * 17, "{out}");
         assert_eq!(code_name("9"), "FAILED_PRECONDITION");
     }
 }

@@ -1,6 +1,7 @@
 //! A tower layer that counts every gRPC request by RPC and status code and times it from the
 //! request to the end of the response (the trailers that carry `grpc-status`, or the headers of
-//! a trailers-only answer). A response dropped before its end counts as CANCELLED.
+//! a trailers-only answer). A response dropped before its end counts as CANCELLED. Only the
+//! known RPCs get a label of their own; every other path counts as `unknown` ([`Rpc`]).
 
 use std::{
     future::Future,
@@ -13,7 +14,7 @@ use std::{
 use tonic::codegen::Body as _;
 use tonic::codegen::{Bytes, http, http::HeaderMap};
 
-use crate::metrics::{Metrics, code_name};
+use crate::metrics::{Metrics, Rpc, code_name};
 
 #[derive(Clone)]
 pub struct MetricsLayer {
@@ -46,7 +47,7 @@ pub struct Metered<S> {
 /// One request being timed; recorded once.
 struct Observation {
     metrics: Arc<Metrics>,
-    rpc: String,
+    rpc: Rpc,
     started: Instant,
     recorded: bool,
 }
@@ -61,8 +62,7 @@ impl Observation {
             .and_then(|h| h.get("grpc-status"))
             .and_then(|v| v.to_str().ok())
             .map_or("UNKNOWN", code_name);
-        self.metrics
-            .request(&self.rpc, code, self.started.elapsed());
+        self.metrics.request(self.rpc, code, self.started.elapsed());
     }
 }
 
@@ -71,7 +71,7 @@ impl Drop for Observation {
         if !self.recorded {
             self.recorded = true;
             self.metrics
-                .request(&self.rpc, "CANCELLED", self.started.elapsed());
+                .request(self.rpc, "CANCELLED", self.started.elapsed());
         }
     }
 }
@@ -92,13 +92,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let mut observation = Observation {
             metrics: Arc::clone(&self.metrics),
-            rpc: request
-                .uri()
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            rpc: Rpc::of_path(request.uri().path()),
             started: Instant::now(),
             recorded: false,
         };

@@ -204,6 +204,8 @@ pub struct EmbeddedStore {
     writer: Mutex<Option<JoinHandle<Result<(), Error>>>>,
     writer_id: ThreadId,
     counters: Arc<Counters>,
+    /// Shared with the writer and the flusher, to tell whether a write or a flush failed.
+    shared: Arc<Shared>,
     engine: EngineKind,
     /// A file the engine's own threads may still hold locked for a moment after closing.
     lock_file: Option<PathBuf>,
@@ -269,7 +271,7 @@ impl EmbeddedStore {
         let writer = Writer {
             engine,
             counters: Arc::clone(&counters),
-            shared,
+            shared: Arc::clone(&shared),
             to_flush,
             flusher,
             handed_over: 0,
@@ -280,6 +282,7 @@ impl EmbeddedStore {
             writer_id: handle.thread().id(),
             writer: Mutex::new(Some(handle)),
             counters,
+            shared,
             engine: kind,
             lock_file,
         })
@@ -359,6 +362,20 @@ impl Store for EmbeddedStore {
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             flush_latency: c.flush_latency.snapshot(),
             batch_size: c.batch_size.snapshot(),
+        }
+    }
+
+    fn failure(&self) -> Option<Error> {
+        if let Some(error) = self.shared.failed.get() {
+            return Some(error.clone());
+        }
+        match &*self.writer.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => Some(Error::Closed),
+            // The writer only returns once the store is closed: finished early, it panicked.
+            Some(writer) if writer.is_finished() => {
+                Some(Error::Engine("the store's writer thread stopped".into()))
+            }
+            Some(_) => None,
         }
     }
 }
@@ -709,6 +726,70 @@ mod tests {
         tags.dedup();
         assert_eq!(tags.len(), Table::ALL.len());
         assert!(tags.iter().all(|t| *t != u8::MAX));
+    }
+
+    /// An engine that keeps nothing; when `broken`, its writes fail as a full disk makes them.
+    struct Disk {
+        broken: bool,
+    }
+
+    impl Engine for Disk {
+        fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+            Ok(None)
+        }
+        fn range<'a>(
+            &'a self,
+            _: &[u8],
+            _: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<Entry, Error>> + 'a> {
+            Box::new(std::iter::empty())
+        }
+        fn apply(&self, _: Overlay) -> Result<(), Error> {
+            match self.broken {
+                true => Err(Error::Io("no space left on device".into())),
+                false => Ok(()),
+            }
+        }
+        fn flush(&self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn on(disk: Disk) -> EmbeddedStore {
+        EmbeddedStore::start(Arc::new(disk), EngineKind::Fjall, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_from_then_on() {
+        let store = on(Disk { broken: true });
+        assert_eq!(store.failure(), None, "a store that has not failed yet");
+        let read = store.transact(|tx| tx.get(Table::Meta, b"k")).await;
+        assert_eq!(read, Ok(Ok(None)));
+        assert_eq!(store.failure(), None, "reads write nothing");
+
+        let write = store
+            .transact(|tx| {
+                tx.put(Table::Meta, b"k", b"v");
+                Ok::<_, Error>(())
+            })
+            .await;
+        let broken = Error::Io("no space left on device".into());
+        assert_eq!(write, Err(broken.clone()));
+        assert_eq!(store.failure(), Some(broken.clone()));
+        assert_eq!(store.close(), Err(broken.clone()));
+        assert_eq!(
+            store.failure(),
+            Some(broken),
+            "the first failure stays the reason"
+        );
+    }
+
+    #[test]
+    fn a_closed_store_reports_it() {
+        let store = on(Disk { broken: false });
+        assert_eq!(store.failure(), None);
+        store.close().unwrap();
+        assert_eq!(store.failure(), Some(Error::Closed));
     }
 
     #[test]

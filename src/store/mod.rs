@@ -218,6 +218,11 @@ pub trait Store: Send + Sync + 'static {
     /// What the store has done so far.
     fn stats(&self) -> Stats;
 
+    /// Why the store takes no more work, if it does not: a failed write or flush (after which
+    /// every transaction is refused), a stopped writer, or a close. `None` while it works.
+    /// Readiness and the gRPC health service report from this.
+    fn failure(&self) -> Option<Error>;
+
     /// Runs `f` in a transaction; see [`Store::submit`] for when it runs and what it may do.
     /// The outer `Result` is the store's (`Err` means the outcome is unknown or it never ran),
     /// the inner one is `f`'s own (`Err` means rolled back).
@@ -244,6 +249,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn stats(&self) -> Stats {
         (**self).stats()
+    }
+
+    fn failure(&self) -> Option<Error> {
+        (**self).failure()
     }
 }
 
