@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, patient, start_with};
+use common::{Harness, patient, receipt_line as line, start_with};
 use prost::Message;
 use rxgate::{
     config::OnCriticalConfig,
@@ -29,16 +29,6 @@ const TRIAZOLAM: &str = "611120055"; // ハルシオン
 const ITRACONAZOLE: &str = "616290177"; // イトリゾール: contraindicated with triazolam
 const FLUCONAZOLE: &str = "616290165"; // ジフルカン: contraindicated with triazolam
 const AMLODIPINE: &str = "612170710"; // ノルバスク: no interaction with either
-
-fn line(code: &str) -> pb::PrescriptionLine {
-    pb::PrescriptionLine {
-        drug: Some(pb::DrugCode {
-            kind: pb::DrugCodeKind::Receipt as i32,
-            code: code.into(),
-        }),
-        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
-    }
-}
 
 /// A prescription of `institution` (a dev clinic) for patient `n`, issued today.
 fn prescription(

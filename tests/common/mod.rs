@@ -192,6 +192,17 @@ pub fn patient(n: u32) -> pb::PatientKey {
     }
 }
 
+/// A line of the demo prescription with the drug named by its receipt code.
+pub fn receipt_line(code: &str) -> pb::PrescriptionLine {
+    pb::PrescriptionLine {
+        drug: Some(pb::DrugCode {
+            kind: pb::DrugCodeKind::Receipt as i32,
+            code: code.into(),
+        }),
+        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
+    }
+}
+
 /// A free local port (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
