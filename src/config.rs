@@ -18,6 +18,7 @@ use crate::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
+    network::NetworkConfig,
     relay::RelayConfig,
     service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical},
     store::EngineKind,
@@ -93,6 +94,9 @@ pub struct Config {
     /// address).
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
+    /// Connection, HTTP/2, event-feed and per-institution fairness limits (docs/LIMITS.md).
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 /// The relay to an upstream management service.
@@ -333,6 +337,7 @@ impl Config {
             event_retention_days: default_event_retention(),
             relay: None,
             metrics_listen: default_metrics_listen(),
+            network: NetworkConfig::default(),
         }
     }
 
@@ -360,6 +365,7 @@ impl Config {
         if self.checks.precheck_max == 0 || self.checks.precheck_window_secs == 0 {
             return invalid("checks.precheck_max and checks.precheck_window_secs must be positive");
         }
+        self.network.validate().map_err(Error::Invalid)?;
         self.verifier_config().map(|_| ())
     }
 
@@ -502,6 +508,34 @@ mod tests {
         }
         let unknown = example().replace(commented, "store_engine = \"rocksdb\"\n");
         assert!(toml::from_str::<Config>(&unknown).is_err());
+    }
+
+    #[test]
+    fn the_commented_network_section_is_valid_and_matches_the_defaults() {
+        let network: String = example()
+            .split("# [network]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: Config = toml::from_str(&format!("{}[network]{network}", example())).unwrap();
+        config.validate().unwrap();
+        let stated = NetworkConfig {
+            fairness: crate::network::FairnessConfig {
+                overrides: Vec::new(),
+                ..config.network.fairness.clone()
+            },
+            ..config.network.clone()
+        };
+        assert_eq!(stated, NetworkConfig::default());
+        assert_eq!(config.network.fairness.overrides.len(), 1);
+        assert_eq!(
+            toml::from_str::<Config>(&example()).unwrap().network,
+            NetworkConfig::default()
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
 //! - `metrics`: counters and histograms in the Prometheus text format.
+//! - `keyed_slots`: counted places per key (handshakes per address, feeds per institution).
+//! - `log_throttle`: at most one log line per interval for what a peer can repeat at will.
+//! - `network`: the `[network]` configuration (connection, HTTP/2, feed and fairness limits).
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
@@ -28,9 +31,12 @@ pub mod documents;
 pub mod domain;
 pub mod grpc;
 pub mod json;
+pub mod keyed_slots;
+pub mod log_throttle;
 pub mod master_import;
 pub mod masters;
 pub mod metrics;
+pub mod network;
 pub mod proto;
 pub mod relay;
 pub mod service;

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub relay_lag: AtomicU64,
     pub relay_up: AtomicU64,
     pub relay_dead_letters: AtomicU64,
+    /// TLS handshakes that failed (timed out, broken, certificate refused); shared with the
+    /// accept loop.
+    pub tls_handshake_failures: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -145,6 +148,7 @@ impl Default for Metrics {
             relay_lag: AtomicU64::new(0),
             relay_up: AtomicU64::new(0),
             relay_dead_letters: AtomicU64::new(0),
+            tls_handshake_failures: std::sync::Arc::default(),
         }
     }
 }
@@ -278,6 +282,12 @@ impl Metrics {
                 "counter",
                 "Dispensing records the upstream refused for good since start.",
                 &self.relay_dead_letters,
+            ),
+            (
+                "rxgate_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that timed out, broke off or refused the client certificate.",
+                self.tls_handshake_failures.as_ref(),
             ),
         ] {
             write_header(out, name, kind, help);
