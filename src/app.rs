@@ -10,7 +10,10 @@ use tonic::transport::Server as TonicServer;
 
 use crate::{
     config::Config,
-    grpc::{Health, MAX_MESSAGE_BYTES, MetricsLayer, Services},
+    grpc::{
+        FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer, Services,
+        UnaryDeadline, streaming_paths,
+    },
     masters, ops,
     proto::{
         DESCRIPTOR_SET,
@@ -137,7 +140,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         Arc::new(clinical),
         config.gateway_config()?,
     ));
-    let services = Services::new(Arc::clone(&gateway));
+    let services = Services::new(Arc::clone(&gateway), config.network.feed_limits());
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
         .with_context(|| format!("binding the metrics port {}", config.metrics_listen))?;
@@ -232,11 +235,30 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     background.push(tokio::spawn(ops::serve(metrics_listener, page, readiness)));
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let network = &config.network;
+    let streaming = streaming_paths(&[
+        DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    ])
+    .map_err(|e| anyhow::anyhow!("reading the service descriptors: {e}"))?;
+    // Layers in order from the outside in: everything is measured, refusals included; the
+    // fairness limits refuse before a request's body is read; the deadline covers the handler.
     let router = TonicServer::builder()
+        .max_concurrent_streams(network.max_concurrent_streams)
+        .http2_keepalive_interval(Some(network.http2_keepalive_interval()))
+        .http2_keepalive_timeout(Some(network.http2_keepalive_timeout()))
         .layer(MetricsLayer::new(Arc::clone(gateway.metrics())))
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::oversize_is_resource_exhausted,
         ))
+        .layer(GuardLayer::new(FairnessGuard::new(
+            network.fairness_policy().map_err(anyhow::Error::msg)?,
+        )))
+        .layer(GuardLayer::new(UnaryDeadline::new(
+            network.unary_deadline(),
+            streaming,
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -257,7 +279,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .add_service(
             AdminServiceServer::new(services).max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
-    let incoming = tls::incoming(listener, server_tls);
+    let incoming = tls::incoming_with(
+        listener,
+        server_tls,
+        network.incoming(Arc::clone(&gateway.metrics().tls_handshake_failures)),
+    );
     let closing = Arc::clone(&gateway);
     let task = tokio::spawn(async move {
         let served = router

@@ -19,6 +19,7 @@ use crate::{
         },
     },
     limits::Limits,
+    network::NetworkConfig,
     relay::RelayConfig,
     service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical, Pseudonyms},
     store::EngineKind,
@@ -101,6 +102,9 @@ pub struct Config {
     /// address).
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
+    /// Connection, HTTP/2, event-feed and per-institution fairness limits (docs/LIMITS.md).
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 /// The relay to an upstream management service.
@@ -332,6 +336,7 @@ impl Config {
             event_retention_days: default_event_retention(),
             relay: None,
             metrics_listen: default_metrics_listen(),
+            network: NetworkConfig::default(),
         }
     }
 
@@ -357,6 +362,7 @@ impl Config {
             return invalid("tls.client_crls must name the CRL of every institution CA");
         }
         self.limits.validate().map_err(Error::Invalid)?;
+        self.network.validate().map_err(Error::Invalid)?;
         self.validate_durations()?;
         self.pseudonyms()?;
         self.verifier_config().map(|_| ())
@@ -594,6 +600,34 @@ mod tests {
         }
         let unknown = example().replace(commented, "store_engine = \"rocksdb\"\n");
         assert!(toml::from_str::<Config>(&unknown).is_err());
+    }
+
+    #[test]
+    fn the_commented_network_section_is_valid_and_matches_the_defaults() {
+        let network: String = example()
+            .split("# [network]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: Config = toml::from_str(&format!("{}[network]{network}", example())).unwrap();
+        config.validate().unwrap();
+        let stated = NetworkConfig {
+            fairness: crate::network::FairnessConfig {
+                overrides: Vec::new(),
+                ..config.network.fairness.clone()
+            },
+            ..config.network.clone()
+        };
+        assert_eq!(stated, NetworkConfig::default());
+        assert_eq!(config.network.fairness.overrides.len(), 1);
+        assert_eq!(
+            toml::from_str::<Config>(&example()).unwrap().network,
+            NetworkConfig::default()
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! - `metrics`: the gateway's counters and histograms; labels only from fixed sets.
 //! - `readiness`: whether the gateway should take traffic (a working store, no drain).
 //! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
+//! - `keyed_slots`: counted places per key (handshakes per address, feeds per institution).
+//! - `log_throttle`: at most one log line per interval for what a peer can repeat at will.
+//! - `network`: the `[network]` configuration (connection, HTTP/2, feed and fairness limits).
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `store`, `grpc`, `tls`, `app`: the store, the gRPC adapter, mutual TLS, the composition root.
@@ -31,10 +34,13 @@ pub mod documents;
 pub mod domain;
 pub mod grpc;
 pub mod json;
+pub mod keyed_slots;
 pub mod limits;
+pub mod log_throttle;
 pub mod master_import;
 pub mod masters;
 pub mod metrics;
+pub mod network;
 mod ops;
 pub mod proto;
 mod readiness;

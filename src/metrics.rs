@@ -52,6 +52,9 @@ pub struct Metrics {
     pub relay_lag: AtomicU64,
     pub relay_up: AtomicU64,
     pub relay_dead_letters: AtomicU64,
+    /// TLS handshakes that failed (timed out, broken, certificate refused); shared with the
+    /// accept loop.
+    pub tls_handshake_failures: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -65,6 +68,7 @@ impl Default for Metrics {
             relay_lag: AtomicU64::new(0),
             relay_up: AtomicU64::new(0),
             relay_dead_letters: AtomicU64::new(0),
+            tls_handshake_failures: std::sync::Arc::default(),
         }
     }
 }
@@ -145,10 +149,10 @@ impl Metrics {
             "Prescriptions accepted without a dispensing record for longer than the threshold.",
             &gauge(&self.stuck),
         )?;
-        self.encode_relay(out)
+        self.encode_relay_and_tls(out)
     }
 
-    fn encode_relay(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode_relay_and_tls(&self, out: &mut DescriptorEncoder) -> fmt::Result {
         for (name, help, value) in [
             (
                 "rxgate_relay_acked_sequence",
@@ -168,14 +172,25 @@ impl Metrics {
         ] {
             describe(out, name, help, &gauge(value))?;
         }
-        describe(
-            out,
-            "rxgate_relay_dead_letters",
-            "Dispensing records the upstream refused for good since start.",
-            &prometheus_client::metrics::counter::ConstCounter::new(
-                self.relay_dead_letters.load(Ordering::Relaxed),
+        let counters = [
+            (
+                "rxgate_relay_dead_letters",
+                "Dispensing records the upstream refused for good since start.",
+                &self.relay_dead_letters,
             ),
-        )
+            (
+                "rxgate_tls_handshake_failures",
+                "TLS handshakes that timed out, broke off or refused the client certificate.",
+                self.tls_handshake_failures.as_ref(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let count = prometheus_client::metrics::counter::ConstCounter::new(
+                value.load(Ordering::Relaxed),
+            );
+            describe(out, name, help, &count)?;
+        }
+        Ok(())
     }
 }
 

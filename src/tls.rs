@@ -9,6 +9,9 @@
 //! - [`incoming`] turns a `TcpListener` into the stream that
 //!   `tonic::transport::Server::serve_with_incoming_shutdown` wants. Handshakes run concurrently
 //!   (one spawned task each, with a timeout); only completed, authenticated connections come out.
+//!   Before TLS it bounds what an unauthenticated peer can hold ([`IncomingConfig`]): one source
+//!   address holds at most an eighth of the pending handshakes, open connections are capped,
+//!   and accept errors pause the loop rather than spin or end it.
 //! - A handler reads the identity with [`peer_identity`] (it is the connection's tonic
 //!   `ConnectInfo`, so it sits in the request extensions as a [`PeerIdentity`]).
 //!
@@ -34,7 +37,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
@@ -56,7 +62,6 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     task::JoinSet,
-    time::Sleep,
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
@@ -67,16 +72,39 @@ use x509_cert::{
     spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned},
 };
 
-use crate::domain::ids::{INSTITUTION_URI_PREFIX, IdError, Institution};
+use crate::{
+    domain::ids::{INSTITUTION_URI_PREFIX, IdError, Institution},
+    log_throttle::LogThrottle,
+};
+
+mod admission;
+mod backoff;
+
+use admission::{Admission, OpenSlot, PendingSlot, Refused};
+use backoff::AcceptBackoff;
 
 /// The name the server certificate is checked against by [`connect`].
 pub const SERVER_NAME: &str = "localhost";
 
-/// How long a client has to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to complete its TLS handshake: a real client needs a few round trips,
+/// and every pending handshake holds one of the [`MAX_PENDING_HANDSHAKES`] places.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client of [`connect`] waits for its connection and handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many handshakes may be in progress at once; further connections wait in the backlog.
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// How many of the pending handshakes one source address may hold: an eighth, so that one
+/// address (a scanner, or connections that never send a ClientHello) cannot fill them.
+pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = MAX_PENDING_HANDSHAKES / 8;
+
+/// How many authenticated connections may be open at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Idle time before TCP keepalive probes (a dead peer is also found by HTTP/2 pings).
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Why TLS material could not be loaded, or a client could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -562,6 +590,8 @@ impl TlsReloader {
 pub struct TlsConnection {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerIdentity,
+    /// Counts the connection as open until it is dropped.
+    _open: OpenSlot,
 }
 
 impl TlsConnection {
@@ -627,10 +657,19 @@ impl AsyncWrite for TlsConnection {
 }
 
 /// Limits of the accept loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IncomingConfig {
     pub handshake_timeout: Duration,
     pub max_pending_handshakes: usize,
+    /// Pending handshakes one source address may hold; its further connections are closed
+    /// right after accept.
+    pub max_pending_handshakes_per_source: usize,
+    /// Open authenticated connections; above it new connections are closed right after accept.
+    pub max_connections: usize,
+    /// Idle time before TCP keepalive probes; `None`: the system's setting.
+    pub tcp_keepalive: Option<Duration>,
+    /// Counts failed handshakes (timeouts, TLS errors, refused certificates) for /metrics.
+    pub handshake_failures: Arc<AtomicU64>,
 }
 
 impl Default for IncomingConfig {
@@ -638,6 +677,10 @@ impl Default for IncomingConfig {
         IncomingConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_pending_handshakes: MAX_PENDING_HANDSHAKES,
+            max_pending_handshakes_per_source: MAX_PENDING_HANDSHAKES_PER_SOURCE,
+            max_connections: MAX_CONNECTIONS,
+            tcp_keepalive: Some(TCP_KEEPALIVE),
+            handshake_failures: Arc::default(),
         }
     }
 }
@@ -652,26 +695,42 @@ pub fn incoming_with(listener: TcpListener, tls: ServerTls, config: IncomingConf
     Incoming {
         listener,
         tls,
+        admission: Admission::new(
+            config.max_pending_handshakes_per_source,
+            config.max_connections,
+        ),
         config,
         handshakes: JoinSet::new(),
-        backoff: None,
+        backoff: AcceptBackoff::new(),
     }
 }
 
 /// A stream of authenticated connections for
 /// `tonic::transport::Server::serve_with_incoming_shutdown`. Each accepted TCP connection gets
 /// its own task for the handshake (with the configuration in force at accept, and a timeout);
-/// connections come out in the order their handshakes complete. A failed handshake is logged
-/// at debug level and dropped; the stream never yields an error and never ends. Dropping it
-/// closes the listener and aborts the handshakes in progress. Must be polled inside a Tokio
-/// runtime.
+/// connections come out in the order their handshakes complete. A connection whose source
+/// address holds its share of the pending handshakes, or that comes while the open connections
+/// are at their cap, is closed right after accept. A failed handshake is counted and dropped;
+/// refusals and failures are logged at most once per [`REFUSAL_LOG_EVERY`]. The stream never
+/// yields an error and never ends: after an accept error such as EMFILE it pauses (100 ms
+/// doubling to 1 s) and accepts again. Dropping it closes the listener and aborts the
+/// handshakes in progress. Must be polled inside a Tokio runtime.
 pub struct Incoming {
     listener: TcpListener,
     tls: ServerTls,
     config: IncomingConfig,
+    admission: Admission,
     handshakes: JoinSet<Option<TlsConnection>>,
-    backoff: Option<Pin<Box<Sleep>>>,
+    backoff: AcceptBackoff,
 }
+
+/// How often each kind of refusal or failure of the accept loop may be logged.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+static ACCEPT_ERRORS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
+static SOURCE_BUSY: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
+static TOO_MANY_CONNECTIONS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
+static HANDSHAKE_FAILED: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -687,27 +746,57 @@ impl Incoming {
     /// Leaves a waker on the listener (or on the backoff timer) unless the limit is reached.
     fn accept_ready(&mut self, cx: &mut Context<'_>) {
         while self.handshakes.len() < self.config.max_pending_handshakes.max(1) {
-            if let Some(backoff) = &mut self.backoff {
-                if backoff.as_mut().poll(cx).is_pending() {
-                    return;
-                }
-                self.backoff = None;
+            if self.backoff.poll_ready(cx).is_pending() {
+                return;
             }
             match self.listener.poll_accept(cx) {
                 Poll::Pending => return,
                 Poll::Ready(Ok((tcp, remote))) => {
-                    let acceptor = self.tls.acceptor();
-                    let timeout = self.config.handshake_timeout;
-                    self.handshakes
-                        .spawn(handshake(acceptor, tcp, remote, timeout));
+                    self.backoff.reset();
+                    self.admit(tcp, remote);
                 }
                 Poll::Ready(Err(e)) if is_connection_error(&e) => {
                     tracing::debug!(error = %e, "accept failed");
                 }
                 Poll::Ready(Err(e)) => {
                     // E.g. out of file descriptors: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed; pausing for 1 s");
-                    self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                    let pause = self.backoff.pause();
+                    if let Some(left_out) = ACCEPT_ERRORS.allow() {
+                        let pause_ms = pause.as_millis() as u64;
+                        tracing::warn!(error = %e, pause_ms, left_out, "accept failed; pausing");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spawns the handshake of an accepted connection, or closes it at once (by dropping it).
+    fn admit(&mut self, tcp: TcpStream, remote: SocketAddr) {
+        match self.admission.admit(remote.ip()) {
+            Ok(slot) => {
+                let handshake = Handshake {
+                    acceptor: self.tls.acceptor(),
+                    timeout: self.config.handshake_timeout,
+                    tcp_keepalive: self.config.tcp_keepalive,
+                    failures: Arc::clone(&self.config.handshake_failures),
+                    slot,
+                };
+                self.handshakes.spawn(handshake.run(tcp, remote));
+            }
+            Err(Refused::SourceBusy) => {
+                if let Some(left_out) = SOURCE_BUSY.allow() {
+                    tracing::warn!(source = %remote.ip(), left_out,
+                        "connection closed: its address holds its share of the pending handshakes");
+                }
+            }
+            Err(Refused::TooManyConnections) => {
+                if let Some(left_out) = TOO_MANY_CONNECTIONS.allow() {
+                    let max = self.config.max_connections;
+                    tracing::warn!(
+                        max,
+                        left_out,
+                        "connection closed: open connections at the cap"
+                    );
                 }
             }
         }
@@ -746,43 +835,60 @@ impl Stream for Incoming {
     }
 }
 
-async fn handshake(
+/// One accepted connection's handshake, holding its pending place until it ends.
+struct Handshake {
     acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    remote: SocketAddr,
     timeout: Duration,
-) -> Option<TlsConnection> {
-    // gRPC is request/response over small frames: no Nagle delay.
-    let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Err(_elapsed) => {
-            tracing::debug!(%remote, "TLS handshake timed out");
-            return None;
+    tcp_keepalive: Option<Duration>,
+    failures: Arc<AtomicU64>,
+    slot: PendingSlot,
+}
+
+impl Handshake {
+    async fn run(self, tcp: TcpStream, remote: SocketAddr) -> Option<TlsConnection> {
+        // gRPC is request/response over small frames: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        if let Some(idle) = self.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         }
-        Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-            return None;
+        let stream = match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
+            Err(_elapsed) => return self.failed(remote, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return self.failed(remote, "TLS handshake failed");
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // The verifier already refused a certificate without an institution: this cannot fail
+        // for a completed handshake, but is checked again rather than assumed.
+        let identity = match stream.get_ref().1.peer_certificates() {
+            Some([end_entity, ..]) => PeerIdentity::of(end_entity, Some(remote)),
+            _ => Err(IdentityError::NoCertificate),
+        };
+        match identity {
+            Ok(peer) => {
+                tracing::debug!(%remote, institution = %peer.institution.to_uri(), "mutual TLS established");
+                Some(TlsConnection {
+                    inner: stream,
+                    peer,
+                    _open: self.slot.into_open(),
+                })
+            }
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "TLS connection refused");
+                self.failed(remote, "TLS connection refused")
+            }
         }
-        Ok(Ok(stream)) => stream,
-    };
-    // The verifier already refused a certificate without an institution: this cannot fail for
-    // a completed handshake, but is checked again rather than assumed.
-    let identity = match stream.get_ref().1.peer_certificates() {
-        Some([end_entity, ..]) => PeerIdentity::of(end_entity, Some(remote)),
-        _ => Err(IdentityError::NoCertificate),
-    };
-    match identity {
-        Ok(peer) => {
-            tracing::debug!(%remote, institution = %peer.institution.to_uri(), "mutual TLS established");
-            Some(TlsConnection {
-                inner: stream,
-                peer,
-            })
+    }
+
+    /// Counts a failed handshake and logs it (throttled).
+    fn failed(self, remote: SocketAddr, what: &'static str) -> Option<TlsConnection> {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = HANDSHAKE_FAILED.allow() {
+            tracing::info!(%remote, left_out, "{what}");
         }
-        Err(e) => {
-            tracing::debug!(%remote, error = %e, "TLS connection refused");
-            None
-        }
+        None
     }
 }
 
@@ -824,7 +930,7 @@ impl ClientFiles {
     /// Connects to `addr` (e.g. `https://127.0.0.1:50051`).
     pub async fn connect(&self, addr: &str) -> Result<tonic::transport::Channel, TlsError> {
         let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())?
-            .connect_timeout(HANDSHAKE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .tls_config(self.client_tls_config()?)?;
         Ok(endpoint.connect().await?)
     }

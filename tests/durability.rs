@@ -13,6 +13,8 @@
 //! birth dates, insurance and public-funds identifiers, issued exchange numbers, drug codes and
 //! dosage text.
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     fs::{self, File},
@@ -26,6 +28,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use common::throttled;
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use rxgate::{
@@ -568,18 +571,37 @@ fn state_name(s: i32) -> &'static str {
     pb::PrescriptionState::try_from(s).map_or("?", |s| s.as_str_name())
 }
 
+/// `pharmacy` receives the registration again.
+fn receive(
+    clients: &Clients,
+    pharmacy: Pharmacy,
+    key: &pb::PatientKey,
+    reg: &Registration,
+) -> impl std::future::Future<
+    Output = Result<tonic::Response<pb::ReceivePrescriptionResponse>, tonic::Status>,
+> + use<> {
+    let mut client = clients.pharmacy(pharmacy);
+    let request = pb::ReceivePrescriptionRequest {
+        patient_key: Some(key.clone()),
+        exchange_number: reg.exchange_number.clone(),
+        ..Default::default()
+    };
+    async move { client.receive_prescription(request).await }
+}
+
 /// Checks one registration against the restarted server; returns who holds it now.
 async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharmacy>, String> {
     let id = &reg.id;
-    let status = clients
-        .clinic
-        .clone()
-        .get_prescription_status(pb::GetPrescriptionStatusRequest {
+    let status = throttled(|| {
+        let mut clinic = clients.clinic.clone();
+        let request = pb::GetPrescriptionStatusRequest {
             prescription_id: id.clone(),
-        })
-        .await
-        .map_err(|s| format!("{id}: status: {:?} {}", s.code(), s.message()))?
-        .into_inner();
+        };
+        async move { clinic.get_prescription_status(request).await }
+    })
+    .await
+    .map_err(|s| format!("{id}: status: {:?} {}", s.code(), s.message()))?
+    .into_inner();
     if status.prescription_id != *id
         || status.prescription_number != reg.attempt.number
         || status.institution_code != CLINIC_CODE
@@ -624,15 +646,17 @@ async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharm
 
     let key = patient_key(reg.attempt.patient);
     let looker = holder.unwrap_or(Pharmacy::One);
-    let summary = clients
-        .pharmacy(looker)
-        .lookup_prescription(pb::LookupPrescriptionRequest {
+    let summary = throttled(|| {
+        let mut pharmacy = clients.pharmacy(looker);
+        let request = pb::LookupPrescriptionRequest {
             patient_key: Some(key.clone()),
             exchange_number: reg.exchange_number.clone(),
-        })
-        .await
-        .map_err(|s| format!("{id}: lookup: {:?} {}", s.code(), s.message()))?
-        .into_inner();
+        };
+        async move { pharmacy.lookup_prescription(request).await }
+    })
+    .await
+    .map_err(|s| format!("{id}: lookup: {:?} {}", s.code(), s.message()))?
+    .into_inner();
     if summary.prescription_id != *id
         || summary.state != status.state
         || summary.institution_code != CLINIC_CODE
@@ -648,13 +672,7 @@ async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharm
     }
 
     if let Some(h) = holder {
-        let again = clients
-            .pharmacy(h)
-            .receive_prescription(pb::ReceivePrescriptionRequest {
-                patient_key: Some(key.clone()),
-                exchange_number: reg.exchange_number.clone(),
-                ..Default::default()
-            })
+        let again = throttled(|| receive(clients, h, &key, reg))
             .await
             .map_err(|s| {
                 format!(
@@ -675,15 +693,7 @@ async fn check_one(clients: &Clients, reg: &Registration) -> Result<Option<Pharm
             ));
         }
         let other = h.other();
-        match clients
-            .pharmacy(other)
-            .receive_prescription(pb::ReceivePrescriptionRequest {
-                patient_key: Some(key),
-                exchange_number: reg.exchange_number.clone(),
-                ..Default::default()
-            })
-            .await
-        {
+        match throttled(|| receive(clients, other, &key, reg)).await {
             Err(s) if s.code() == Code::FailedPrecondition => {}
             Err(s) => {
                 return Err(format!(

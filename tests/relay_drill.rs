@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{free_port, metrics_text, patient};
+use common::{free_port, metrics_text, patient, throttled};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
@@ -149,31 +149,40 @@ async fn make_record(
     let today = JapanDate::of(SystemTime::now());
     let number = format!("DRILL-{i:04}");
     let rx = demo_prescription(&number, patient(10_000 + i), today);
-    let r = clinic
-        .register_prescription(pb::RegisterPrescriptionRequest {
-            prescription: Some(signed(&keys.0, rx.encode_to_vec())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    pharmacy
-        .receive_prescription(pb::ReceivePrescriptionRequest {
-            patient_key: Some(patient(10_000 + i)),
-            exchange_number: r.exchange_number,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    pharmacy
-        .record_dispensing(pb::RecordDispensingRequest {
-            dispensing_record: Some(signed(
-                &keys.1,
-                demo_dispensing(&number, today).encode_to_vec(),
-            )),
-        })
-        .await
-        .unwrap();
+    let register = pb::RegisterPrescriptionRequest {
+        prescription: Some(signed(&keys.0, rx.encode_to_vec())),
+        ..Default::default()
+    };
+    let r = throttled(|| {
+        let (mut clinic, request) = (clinic.clone(), register.clone());
+        async move { clinic.register_prescription(request).await }
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let receive = pb::ReceivePrescriptionRequest {
+        patient_key: Some(patient(10_000 + i)),
+        exchange_number: r.exchange_number,
+        ..Default::default()
+    };
+    throttled(|| {
+        let (mut pharmacy, request) = (pharmacy.clone(), receive.clone());
+        async move { pharmacy.receive_prescription(request).await }
+    })
+    .await
+    .unwrap();
+    let record = pb::RecordDispensingRequest {
+        dispensing_record: Some(signed(
+            &keys.1,
+            demo_dispensing(&number, today).encode_to_vec(),
+        )),
+    };
+    throttled(|| {
+        let (mut pharmacy, request) = (pharmacy.clone(), record.clone());
+        async move { pharmacy.record_dispensing(request).await }
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,11 @@ use rxgate::proto::v1::{self as pb, prescription_service_client::PrescriptionSer
 
 use crate::{fleet::Fleet, pool, report::Audit, workload::Acked};
 
-const CONCURRENCY: usize = 64;
-
 pub async fn read_back(fleet: &Fleet, acked: Vec<Acked>) -> anyhow::Result<Audit> {
     let acknowledged = acked.len() as u64;
-    let found = pool::run_bounded(acked, CONCURRENCY, |a| {
+    // Registrations go to the clinics in turn.
+    let concurrency = pool::PER_INSTITUTION * fleet.clinics.len().max(1);
+    let found = pool::run_bounded(acked, concurrency, |a| {
         let channel = fleet.clinics[a.clinic].channel();
         async move {
             let status = PrescriptionServiceClient::new(channel)

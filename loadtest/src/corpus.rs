@@ -86,9 +86,6 @@ const HISTORY_DRUGS: [Drug; 6] = [
 /// The reason sent with every acknowledgement.
 const ACK_REASON: &str = "load test: prescriber has weighed the interaction and goes on";
 
-/// How many setup calls are in flight at once.
-const SETUP_CONCURRENCY: usize = 64;
-
 /// The measured documents of a scenario.
 pub enum Corpus {
     /// Register and full flow.
@@ -246,7 +243,9 @@ impl Plan<'_> {
             .collect();
         let registered = jobs.len();
         let dispensed = dispensings.len();
-        pool::run_bounded(jobs, SETUP_CONCURRENCY, |job| job.run(fleet)).await?;
+        // Consecutive jobs go to the history clinics in turn.
+        let concurrency = pool::PER_INSTITUTION * fleet.history_clinics.len().max(1);
+        pool::run_bounded(jobs, concurrency, |job| job.run(fleet)).await?;
         Ok((registered, dispensed))
     }
 
@@ -472,7 +471,8 @@ pub async fn acknowledge(
         other => other?,
     };
     let mut learnt: BTreeMap<(usize, usize), Vec<String>> =
-        pool::run_bounded(pairs, SETUP_CONCURRENCY, check)
+        // The pairs come clinic by clinic: one clinic's share at a time.
+        pool::run_bounded(pairs, pool::PER_INSTITUTION, check)
             .await?
             .into_iter()
             .collect();

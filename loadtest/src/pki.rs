@@ -12,7 +12,7 @@ use rcgen::{
 };
 use rxgate::{
     domain::ids::{Institution, InstitutionKind},
-    tls::{HANDSHAKE_TIMEOUT, SERVER_NAME},
+    tls::{CONNECT_TIMEOUT, SERVER_NAME},
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -85,7 +85,7 @@ impl Credentials {
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
         let channel = Endpoint::from_shared(addr.to_owned())?
-            .connect_timeout(HANDSHAKE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout)
             .tls_config(tls)?
             .connect()

@@ -5,6 +5,11 @@ use std::future::Future;
 use anyhow::Context;
 use tokio::task::JoinSet;
 
+/// How many untimed calls one institution has in flight at once: half of what the gateway allows
+/// per institution (`[network.fairness] max_in_flight`, 8 by default), so that calls spread over
+/// the institutions in turn are never refused.
+pub const PER_INSTITUTION: usize = 4;
+
 /// Runs `task(item)` for every item with at most `limit` in flight; the results in completion
 /// order. The first error stops the rest (tasks in flight are aborted).
 pub async fn run_bounded<I, T, F, Fut>(

@@ -3,8 +3,13 @@
 //! messages to domain types, call the use cases and map results and errors back.
 
 mod convert;
+mod deadline;
+mod fairness;
+mod feed;
+mod guard;
 mod health;
 mod metered;
+mod token_bucket;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -44,6 +49,11 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
 }
 
 pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
+pub(crate) use deadline::{UnaryDeadline, streaming_paths};
+pub(crate) use fairness::FairnessGuard;
+pub use fairness::{Allowance, FairnessPolicy};
+pub use feed::FeedLimits;
+pub(crate) use guard::GuardLayer;
 pub(crate) use health::Health;
 pub use metered::MetricsLayer;
 
@@ -66,15 +76,19 @@ pub fn oversize_is_resource_exhausted<B>(
     response
 }
 
-/// The three services over one gateway.
+/// The services over one gateway.
 #[derive(Clone)]
 pub struct Services {
     gateway: Arc<Gateway>,
+    feeds: Arc<feed::Feeds>,
 }
 
 impl Services {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Services { gateway }
+    pub fn new(gateway: Arc<Gateway>, feeds: FeedLimits) -> Self {
+        Services {
+            gateway,
+            feeds: Arc::new(feed::Feeds::new(feeds)),
+        }
     }
 
     /// The caller, if its kind may use this service; a refusal is audited.
@@ -428,10 +442,6 @@ impl ManagementIntake for Services {
 type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
-/// How many events a feed reads at a time, and how long it waits for news before looking again.
-const EVENT_PAGE: usize = 500;
-const EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
 #[tonic::async_trait]
 impl EventService for Services {
     type WatchEventsStream = EventStream;
@@ -457,6 +467,8 @@ impl EventService for Services {
                 ));
             }
         };
+        // Claimed first, so that a flood of feeds is refused before it reads anything.
+        let slot = self.feeds.claim(&caller.institution)?;
         let r = request.into_inner();
         let (prescription_id, kinds) = self
             .parsed(&caller, ACTION, convert::event_filter(r.filter.as_ref()))
@@ -469,7 +481,7 @@ impl EventService for Services {
         // The first page is read before answering, so that OUT_OF_RANGE is the call's status.
         let first = self
             .gateway
-            .events_page(filter.clone(), r.after_sequence, EVENT_PAGE)
+            .events_page(filter.clone(), r.after_sequence, self.feeds.limits().buffer)
             .await;
         let first = match first {
             Ok(page) => page,
@@ -483,47 +495,12 @@ impl EventService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        let gateway = Arc::clone(&self.gateway);
-        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_PAGE);
-        tokio::spawn(async move {
-            let notify = gateway.events_notifier();
-            let mut after = r.after_sequence;
-            let mut page = Ok(first);
-            // Armed before each read, so that a commit after the read wakes the wait below.
-            let mut notified = Box::pin(notify.notified());
-            loop {
-                let (entries, last) = match page {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                };
-                for e in entries {
-                    if tx.send(Ok(convert::event_to_pb(e))).await.is_err() {
-                        return; // the consumer went away
-                    }
-                }
-                if gateway.feeds_closed() {
-                    return; // shutting down: the consumer resumes after the last event it got
-                }
-                match last {
-                    Some(last) => after = last,
-                    None => {
-                        tokio::select! {
-                            _ = notified.as_mut() => {}
-                            _ = tokio::time::sleep(EVENT_POLL) => {}
-                            _ = tx.closed() => return,
-                        }
-                    }
-                }
-                notified = Box::pin(notify.notified());
-                notified.as_mut().enable();
-                page = gateway.events_page(filter.clone(), after, EVENT_PAGE).await;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(feed::start(
+            Arc::clone(&self.gateway),
+            self.feeds.limits(),
+            (filter, r.after_sequence),
+            first,
+            slot,
         )))
     }
 }

@@ -219,6 +219,27 @@ pub fn prescription(
     }
 }
 
+/// Calls again, after the delay the gateway asks for, while it refuses with RESOURCE_EXHAUSTED
+/// and a RetryInfo (its per-institution rate and in-flight limits): the checks read back as fast
+/// as the gateway lets one institution, and a refusal of another kind is the answer.
+pub async fn throttled<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    use tonic_types::StatusExt;
+    loop {
+        match call().await {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                let Some(delay) = s.get_details_retry_info().and_then(|r| r.retry_delay) else {
+                    return Err(s);
+                };
+                tokio::time::sleep(delay).await;
+            }
+            answered => return answered,
+        }
+    }
+}
+
 /// A free local port (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,149 @@
+//! Admission before TLS: how many handshakes one source address may have pending, and how many
+//! authenticated connections may be open at once. Each admitted connection holds a guard that
+//! gives its place back when dropped, however its handshake or its life ends (completion,
+//! timeout, failure, abort). Pure bookkeeping: no IO, no TLS, no clock.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use crate::keyed_slots::{KeyedSlots, Slot};
+
+/// Why a new connection was closed right after accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its source address already holds its share of the pending handshakes.
+    SourceBusy,
+    /// The open authenticated connections are at their cap.
+    TooManyConnections,
+}
+
+/// The places of one accept loop.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    /// Pending handshakes by source address.
+    pending: Arc<KeyedSlots<IpAddr>>,
+    open: Arc<AtomicUsize>,
+    max_open: usize,
+}
+
+impl Admission {
+    pub(crate) fn new(per_source: usize, max_open: usize) -> Self {
+        Admission {
+            pending: KeyedSlots::new(per_source),
+            open: Arc::default(),
+            max_open: max_open.max(1),
+        }
+    }
+
+    /// A pending-handshake place for a connection from `source`. Refused while that address
+    /// holds its share, or while the open connections are at the cap (checked here, at accept:
+    /// handshakes already under way may still complete, so the cap can be passed by at most
+    /// the pending handshakes).
+    pub(crate) fn admit(&self, source: IpAddr) -> Result<PendingSlot, Refused> {
+        if self.open.load(Ordering::Relaxed) >= self.max_open {
+            return Err(Refused::TooManyConnections);
+        }
+        let slot = self.pending.take(&source).ok_or(Refused::SourceBusy)?;
+        Ok(PendingSlot {
+            _slot: slot,
+            open: Arc::clone(&self.open),
+        })
+    }
+
+    /// Authenticated connections open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// A handshake's place; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    _slot: Slot<IpAddr>,
+    open: Arc<AtomicUsize>,
+}
+
+impl PendingSlot {
+    /// The handshake succeeded: the connection now counts as open (and no longer as pending).
+    pub(crate) fn into_open(self) -> OpenSlot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenSlot {
+            open: Arc::clone(&self.open),
+        }
+    }
+}
+
+/// An open connection's place; given back when the connection is dropped.
+#[derive(Debug)]
+pub(crate) struct OpenSlot {
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_of_pending_handshakes() {
+        let admission = Admission::new(2, 100);
+        let first = admission.admit(ip("127.0.0.2")).unwrap();
+        let _second = admission.admit(ip("127.0.0.2")).unwrap();
+        assert_eq!(
+            admission.admit(ip("127.0.0.2")).unwrap_err(),
+            Refused::SourceBusy
+        );
+        // Another address is not affected.
+        let _other = admission.admit(ip("127.0.0.1")).unwrap();
+        // A handshake that ends (here: fails) gives its place back.
+        drop(first);
+        let _third = admission.admit(ip("127.0.0.2")).unwrap();
+        assert_eq!(
+            admission.admit(ip("127.0.0.2")).unwrap_err(),
+            Refused::SourceBusy
+        );
+    }
+
+    #[test]
+    fn the_table_forgets_an_address_with_its_last_handshake() {
+        let admission = Admission::new(4, 100);
+        let slots: Vec<_> = (1..=50)
+            .map(|i| admission.admit(ip(&format!("10.0.0.{i}"))).unwrap())
+            .collect();
+        assert_eq!(admission.pending.keys(), 50);
+        drop(slots);
+        assert_eq!(admission.pending.keys(), 0);
+    }
+
+    #[test]
+    fn open_connections_are_capped_and_counted_until_closed() {
+        let admission = Admission::new(8, 2);
+        let a = admission.admit(ip("127.0.0.1")).unwrap().into_open();
+        let b = admission.admit(ip("127.0.0.1")).unwrap().into_open();
+        assert_eq!(admission.open(), 2);
+        assert_eq!(admission.pending.keys(), 0);
+        assert_eq!(
+            admission.admit(ip("127.0.0.3")).unwrap_err(),
+            Refused::TooManyConnections
+        );
+        drop(a);
+        let _c = admission.admit(ip("127.0.0.3")).unwrap();
+        drop(b);
+        assert_eq!(admission.open(), 0);
+    }
+}
