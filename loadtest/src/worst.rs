@@ -311,6 +311,8 @@ struct Answer {
     code: Code,
     /// The encoded answer, or an error's message and details.
     bytes: usize,
+    /// An error's message.
+    message: Option<String>,
     /// The ids of its critical findings.
     critical: Vec<String>,
     /// Its warning and info findings, and those it says it left out.
@@ -329,6 +331,7 @@ impl Answer {
                 return Answer {
                     code: status.code(),
                     bytes: status.message().len() + status.details().len(),
+                    message: Some(status.message().to_owned()),
                     critical: Vec::new(),
                     others: 0,
                     omitted: 0,
@@ -342,6 +345,7 @@ impl Answer {
         Answer {
             code: Code::Ok,
             bytes: answer.encoded_len(),
+            message: None,
             critical: critical.into_iter().map(|f| f.id.clone()).collect(),
             others: others.len(),
             omitted,
@@ -595,14 +599,19 @@ fn figures(p: &Phase) -> Value {
     sorted.sort();
     let last = p.answers.last();
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &p.answers {
         *codes.entry(format!("{:?}", a.code)).or_default() += 1;
+        if let Some(message) = &a.message {
+            *errors.entry(message).or_default() += 1;
+        }
     }
     let (max_ms, peak_mib) = (ms(sorted[sorted.len() - 1]), mib(p.peak_extra));
     json!({
         "rpc": p.rpc,
         "calls": sorted.len(),
         "codes": codes,
+        "errors": errors,
         "min_ms": ms(sorted[0]),
         "median_ms": ms(sorted[sorted.len() / 2]),
         "max_ms": max_ms,
