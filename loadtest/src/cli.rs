@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
+use rxgate::limits::Limits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,7 +21,7 @@ pub struct Options {
     #[arg(
         long,
         conflicts_with = "concurrency",
-        required_unless_present_any = ["concurrency", "serve_echo"]
+        required_unless_present_any = ["concurrency", "serve_echo", "repetitions"]
     )]
     pub rate: Option<f64>,
     /// Closed loop: this many workers, each starting its next operation when the last ends.
@@ -109,6 +110,18 @@ pub struct Options {
     /// pair with the patient's history), sent with acknowledgements of every critical finding.
     #[arg(long, default_value_t = 0.1, value_parser = share)]
     pub findings: f64,
+
+    /// `--scenario worst`: how many times each worst request is sent (each time for patients of
+    /// its own, so that no per-patient check budget is spent out).
+    #[arg(long, conflicts_with_all = ["rate", "concurrency"])]
+    pub repetitions: Option<usize>,
+    /// `--scenario worst`: lines per prescription and draft, and the history bound, that the run
+    /// drives to; other than the gateway's defaults, the spawned gateway is configured with
+    /// them (`[limits]` prescription_lines and history_entries_per_patient).
+    #[arg(long, default_value_t = Limits::default().prescription_lines)]
+    pub lines: usize,
+    #[arg(long, default_value_t = Limits::default().history_entries_per_patient)]
+    pub history_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +135,9 @@ pub enum Scenario {
     /// A bare unary echo of a registration-sized payload, served in-process over the same mutual
     /// TLS: the ceiling the gateway's rate is compared with.
     Echo,
+    /// The worst CheckPrescription, RegisterPrescription and ReceivePrescription the limits
+    /// allow, one at a time, `--repetitions` times each, with the gateway's memory (`--spawn`).
+    Worst,
 }
 
 impl Scenario {
@@ -131,6 +147,7 @@ impl Scenario {
             Scenario::FullFlow => "full-flow",
             Scenario::Check => "check",
             Scenario::Echo => "echo",
+            Scenario::Worst => "worst",
         }
     }
 
@@ -146,6 +163,11 @@ impl Scenario {
             ],
             Scenario::Check => &["CheckPrescription"],
             Scenario::Echo => &[],
+            Scenario::Worst => &[
+                "CheckPrescription",
+                "RegisterPrescription",
+                "ReceivePrescription",
+            ],
         }
     }
 }
@@ -190,7 +212,7 @@ impl Options {
                 max_in_flight: self.max_in_flight,
             },
             (None, Some(concurrency)) => Load::Closed { concurrency },
-            (None, None) => unreachable!("clap requires --rate or --concurrency"),
+            (None, None) => unreachable!("clap requires --rate, --concurrency or --repetitions"),
         }
     }
 
@@ -239,6 +261,32 @@ impl Options {
         anyhow::ensure!(
             self.findings == 0.0 || self.history > 0 || self.scenario == Scenario::Echo,
             "--findings needs a history to trigger on (--history 1 or more)"
+        );
+        anyhow::ensure!(
+            (self.scenario == Scenario::Worst) == self.repetitions.is_some(),
+            "--scenario worst takes --repetitions (and no --rate or --concurrency), no other \
+             scenario does"
+        );
+        if self.scenario == Scenario::Worst {
+            self.validate_worst()?;
+        }
+        Ok(())
+    }
+
+    /// The worst scenario's sizes: a spawned gateway, whole prescriptions in the history.
+    fn validate_worst(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.spawn,
+            "--scenario worst needs --spawn (it reads the gateway's memory)"
+        );
+        anyhow::ensure!(self.repetitions > Some(0), "--repetitions must be positive");
+        anyhow::ensure!(
+            self.lines > 0 && self.history_entries.is_multiple_of(self.lines),
+            "--history-entries must be a multiple of --lines"
+        );
+        anyhow::ensure!(
+            self.history_entries >= 2 * self.lines,
+            "--history-entries must hold two prescriptions of --lines"
         );
         Ok(())
     }
@@ -296,5 +344,20 @@ mod tests {
             Options::try_parse_from(["loadtest", "--rate", "1", "--concurrency", "2"]).is_err()
         );
         assert!(Options::try_parse_from(["loadtest", "--findings", "1.5", "--rate", "1"]).is_err());
+    }
+
+    #[test]
+    fn the_worst_scenario_takes_repetitions_a_spawned_gateway_and_whole_prescriptions() {
+        let parse = |args: &[&str]| {
+            let base = ["loadtest", "--scenario", "worst", "--repetitions", "2"];
+            Options::try_parse_from(base.iter().chain(args)).map(|o| o.validate())
+        };
+        assert!(parse(&["--spawn"]).unwrap().is_ok());
+        assert!(parse(&[]).unwrap().is_err(), "no --spawn");
+        assert!(parse(&["--spawn", "--rate", "1"]).is_err());
+        let parts = ["--spawn", "--lines", "64", "--history-entries", "100"];
+        assert!(parse(&parts).unwrap().is_err());
+        let register = ["loadtest", "--repetitions", "2"];
+        assert!(Options::parse_from(register).validate().is_err());
     }
 }

@@ -34,24 +34,29 @@ use crate::{
 
 /// A drug by its receipt code (レセ電コード) and the unit it is prescribed in.
 #[derive(Debug, Clone, Copy)]
-struct Drug {
-    code: &'static str,
-    unit: &'static str,
+pub struct Drug {
+    pub code: &'static str,
+    pub unit: &'static str,
 }
 
 /// ハルシオン0.25mg錠: triazolam.
-const TRIAZOLAM: Drug = Drug {
+pub const TRIAZOLAM: Drug = Drug {
     code: "611120055",
     unit: "錠",
 };
 /// イトリゾールカプセル50: itraconazole, contraindicated with triazolam.
-const ITRACONAZOLE: Drug = Drug {
+pub const ITRACONAZOLE: Drug = Drug {
     code: "616290177",
     unit: "カプセル",
 };
 /// ノルバスク錠5mg: amlodipine, the measured prescriptions that trigger nothing.
-const AMLODIPINE: Drug = Drug {
+pub const AMLODIPINE: Drug = Drug {
     code: "612170710",
+    unit: "錠",
+};
+/// リピトール錠10mg: atorvastatin, a caution (併用注意) with itraconazole, when asked for.
+pub const ATORVASTATIN: Drug = Drug {
+    code: "610443014",
     unit: "錠",
 };
 /// The ordinary history: candesartan, famotidine, loxoprofen, aspirin, pravastatin, metformin
@@ -84,7 +89,7 @@ const HISTORY_DRUGS: [Drug; 6] = [
 ];
 
 /// The reason sent with every acknowledgement.
-const ACK_REASON: &str = "load test: prescriber has weighed the interaction and goes on";
+pub const ACK_REASON: &str = "load test: prescriber has weighed the interaction and goes on";
 
 /// The measured documents of a scenario.
 pub enum Corpus {
@@ -152,7 +157,7 @@ pub struct Plan<'a> {
 
 impl Plan<'_> {
     /// Patient `p` of this run (insurance key; the symbol carries the run tag).
-    fn patient(&self, p: usize) -> pb::PatientKey {
+    pub fn patient(&self, p: usize) -> pb::PatientKey {
         pb::PatientKey {
             kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
                 insurer_number: "06139999".into(),
@@ -163,7 +168,7 @@ impl Plan<'_> {
         }
     }
 
-    fn prescription(
+    pub fn prescription(
         &self,
         clinic: &Member,
         number: &str,
@@ -179,7 +184,7 @@ impl Plan<'_> {
         rx
     }
 
-    fn dispensing(
+    pub fn dispensing(
         &self,
         rx: &pb::Prescription,
         pharmacy: &Member,
@@ -200,8 +205,7 @@ impl Plan<'_> {
     /// of them are then received and dispensed by a pharmacy. Returns (registered, dispensed).
     pub async fn build_history(&self, fleet: &Fleet) -> anyhow::Result<(usize, usize)> {
         let o = self.options;
-        let mut records = Vec::with_capacity(o.patients * o.history);
-        let mut dispensings = Vec::new();
+        let mut unsigned = Vec::with_capacity(o.patients * o.history);
         for p in 0..o.patients {
             for k in 0..o.history {
                 let drug = if k == 0 && o.findings > 0.0 {
@@ -217,36 +221,49 @@ impl Plan<'_> {
                     self.patient(p),
                     drug,
                 );
-                let pharmacy = picked(p * o.history + k, o.history_dispensed)
-                    .then_some((p + k) % fleet.pharmacies.len());
-                if let Some(ph) = pharmacy {
-                    dispensings.push(self.dispensing(&rx, &fleet.pharmacies[ph], drug));
-                }
-                records.push((clinic, p, rx, pharmacy));
+                let dispensing = picked(p * o.history + k, o.history_dispensed).then(|| {
+                    let ph = (p + k) % fleet.pharmacies.len();
+                    (ph, self.dispensing(&rx, &fleet.pharmacies[ph], drug))
+                });
+                unsigned.push(Unsigned {
+                    clinic,
+                    patient: self.patient(p),
+                    prescription: rx,
+                    dispensing,
+                });
             }
         }
-        let rx: Vec<_> = records.iter().map(|r| r.2.clone()).collect();
-        let signed_rx = self.signers.doctor.sign_all(&rx)?;
-        let mut signed_dispensings = self.signers.pharmacist.sign_all(&dispensings)?.into_iter();
-        let jobs: Vec<_> = records
-            .into_iter()
-            .zip(signed_rx)
-            .map(|((clinic, p, _, pharmacy), signed)| HistoryJob {
-                clinic,
-                patient: self.patient(p),
-                prescription: signed,
-                dispensing: pharmacy.map(|ph| {
-                    let record = signed_dispensings.next().expect("one per dispensed record");
-                    (ph, record)
-                }),
-            })
-            .collect();
+        let dispensed = unsigned.iter().filter(|u| u.dispensing.is_some()).count();
+        let jobs = self.sign_history(unsigned)?;
         let registered = jobs.len();
-        let dispensed = dispensings.len();
         // Consecutive jobs go to the history clinics in turn.
         let concurrency = pool::PER_INSTITUTION * fleet.history_clinics.len().max(1);
         pool::run_bounded(jobs, concurrency, |job| job.run(fleet)).await?;
         Ok((registered, dispensed))
+    }
+
+    /// Signs history prescriptions and their dispensing records, in bulk.
+    pub fn sign_history(&self, unsigned: Vec<Unsigned>) -> anyhow::Result<Vec<HistoryJob>> {
+        let rx: Vec<_> = unsigned.iter().map(|u| u.prescription.clone()).collect();
+        let records: Vec<_> = unsigned
+            .iter()
+            .filter_map(|u| u.dispensing.as_ref().map(|(_, record)| record.clone()))
+            .collect();
+        let signed_rx = self.signers.doctor.sign_all(&rx)?;
+        let mut signed_records = self.signers.pharmacist.sign_all(&records)?.into_iter();
+        Ok(unsigned
+            .into_iter()
+            .zip(signed_rx)
+            .map(|(u, prescription)| HistoryJob {
+                clinic: u.clinic,
+                patient: u.patient,
+                prescription,
+                dispensing: u.dispensing.map(|(ph, _)| {
+                    let record = signed_records.next().expect("one per dispensed record");
+                    (ph, record)
+                }),
+            })
+            .collect())
     }
 
     /// The measured registrations (and, with the full flow, their dispensing records), signed.
@@ -355,8 +372,17 @@ fn measured_drug(i: usize, findings: f64) -> Drug {
     }
 }
 
+/// A history prescription before signing: its clinic (index into `Fleet::history_clinics`),
+/// and perhaps the pharmacy (index into `Fleet::pharmacies`) that dispenses it, with its record.
+pub struct Unsigned {
+    pub clinic: usize,
+    pub patient: pb::PatientKey,
+    pub prescription: pb::Prescription,
+    pub dispensing: Option<(usize, pb::DispensingRecord)>,
+}
+
 /// One history prescription: registered by its clinic, then perhaps received and dispensed.
-struct HistoryJob {
+pub struct HistoryJob {
     clinic: usize,
     patient: pb::PatientKey,
     prescription: pb::SignedDocument,
@@ -365,7 +391,7 @@ struct HistoryJob {
 }
 
 impl HistoryJob {
-    fn run(self, fleet: &Fleet) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+    pub fn run(self, fleet: &Fleet) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
         let clinic = fleet.history_clinics[self.clinic].channel();
         let pharmacy = self
             .dispensing
@@ -394,7 +420,7 @@ impl HistoryJob {
     }
 }
 
-fn receipt(drug: Drug) -> pb::DrugCode {
+pub fn receipt(drug: Drug) -> pb::DrugCode {
     pb::DrugCode {
         kind: pb::DrugCodeKind::Receipt as i32,
         code: drug.code.into(),
@@ -403,7 +429,7 @@ fn receipt(drug: Drug) -> pb::DrugCode {
 
 /// Consent is given at every call, so that findings come unmasked (their ids are the ones the
 /// checks report).
-fn register_request(signed: pb::SignedDocument) -> pb::RegisterPrescriptionRequest {
+pub fn register_request(signed: pb::SignedDocument) -> pb::RegisterPrescriptionRequest {
     pb::RegisterPrescriptionRequest {
         prescription: Some(signed),
         consent: pb::Consent::Card as i32,
@@ -423,7 +449,7 @@ pub fn receive_request(
     }
 }
 
-fn check_request(draft: pb::Prescription) -> pb::CheckPrescriptionRequest {
+pub fn check_request(draft: pb::Prescription) -> pb::CheckPrescriptionRequest {
     pb::CheckPrescriptionRequest {
         draft: Some(draft),
         consent: pb::Consent::Card as i32,

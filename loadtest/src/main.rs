@@ -16,6 +16,8 @@
 //!   in this one.
 //! - `server`: the gateway's own figures, from its `/metrics` before and after the load.
 //! - `pool`: bounded concurrency for untimed bulk work.
+//! - `worst`: `--scenario worst`, the worst single requests the gateway's limits allow, with the
+//!   gateway's memory.
 
 /// The same allocator as the gateway's, so the client costs what it would beside it.
 #[global_allocator]
@@ -34,6 +36,7 @@ mod server;
 mod signers;
 mod spawn;
 mod workload;
+mod worst;
 
 use std::{
     process::ExitCode,
@@ -80,11 +83,10 @@ impl Target {
         if !o.spawn {
             return Ok(Target::Remote(o.addr.clone()));
         }
-        let binary = match &o.rxgate_bin {
-            Some(path) => path.clone(),
-            None => spawn::default_binary()?,
-        };
-        Ok(Target::Spawned(Box::new(Gateway::start(&binary).await?)))
+        let binary = spawn::binary(o.rxgate_bin.as_deref())?;
+        Ok(Target::Spawned(Box::new(
+            Gateway::start(&binary, None).await?,
+        )))
     }
 
     fn addr(&self) -> String {
@@ -255,6 +257,7 @@ async fn measure(o: &Options, target: &Target) -> anyhow::Result<u64> {
             Scenario::FullFlow => Rpc::Flow,
             Scenario::Check => Rpc::Check,
             Scenario::Echo => Rpc::Echo,
+            Scenario::Worst => unreachable!("the worst scenario reports on its own"),
         },
         rate_target: o.rate,
         concurrency: o.concurrency,
@@ -348,6 +351,9 @@ async fn main() -> ExitCode {
     }
     let run = async {
         options.validate()?;
+        if options.scenario == Scenario::Worst {
+            return worst::run(&options).await.map(|()| 0);
+        }
         let target = Target::start(&options).await?;
         let measured = measure(&options, &target).await;
         let stopped = target.stop().await;

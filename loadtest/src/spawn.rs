@@ -1,6 +1,8 @@
 //! `--spawn`: runs `rxgate serve --dev` on a temporary data folder and a free loopback port, so
 //! that one command measures a fresh gateway. Ready is the gateway's own "listening" log line
-//! (which names the bound address); its log goes to `rxgate.log` in the temporary folder.
+//! (which names the bound address); its log goes to `rxgate.log` in the temporary folder. A run
+//! that needs other `[limits]` than the defaults starts it with `--config` instead of `--dev`:
+//! the repository's example configuration (the same dev PKI) with those limits added.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,6 +17,9 @@ use tokio::{
     sync::oneshot,
 };
 
+/// The repository: the example configuration's paths are relative to it.
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
 /// How long the gateway may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -28,14 +33,20 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
 }
 
-/// `rxgate` beside the running binary (both are built into the same target folder).
-pub fn default_binary() -> anyhow::Result<PathBuf> {
+/// The gateway binary: the one `named`, else `rxgate` beside the running binary (both are
+/// built into the same target folder).
+pub fn binary(named: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = named {
+        return Ok(path.to_owned());
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     Ok(exe.with_file_name(format!("rxgate{}", std::env::consts::EXE_SUFFIX)))
 }
 
 impl Gateway {
-    pub async fn start(binary: &Path) -> anyhow::Result<Self> {
+    /// Starts `binary` as `serve --dev`, or, given `limits` (the body of a `[limits]` table),
+    /// with a configuration that sets them.
+    pub async fn start(binary: &Path, limits: Option<&str>) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
                 "no rxgate binary at {}: build it (cargo build --release --bin rxgate) or name \
@@ -46,10 +57,24 @@ impl Gateway {
         let dir = tempfile::Builder::new()
             .prefix("rxgate-loadtest-")
             .tempdir()?;
-        let mut child = Command::new(binary)
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("store"))
+        let store = dir.path().join("store");
+        let mut command = Command::new(binary);
+        command.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]);
+        match limits {
+            None => command.arg("--dev").arg("--data-dir").arg(&store),
+            Some(limits) => {
+                let config = dir.path().join("rxgate.toml");
+                std::fs::write(&config, configuration(&store, limits)?)?;
+                command.current_dir(REPOSITORY).arg("--config").arg(config)
+            }
+        };
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,10 +103,35 @@ impl Gateway {
         })
     }
 
+    /// The gateway's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the gateway and waits for it (the data folder goes with `self`).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.child.kill().await.context("stopping the gateway")
     }
+}
+
+/// The example configuration (`examples/rxgate.toml`, whose paths name the committed dev PKI)
+/// with its store in `store` and the `[limits]` table `limits`.
+fn configuration(store: &Path, limits: &str) -> anyhow::Result<String> {
+    let example = Path::new(REPOSITORY).join("examples/rxgate.toml");
+    let text = std::fs::read_to_string(&example)
+        .with_context(|| format!("reading {}", example.display()))?;
+    let mut config: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("data_dir =") {
+                format!("data_dir = {:?}\n", store.display().to_string())
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    config.push_str(&format!("\n[limits]\n{limits}\n"));
+    Ok(config)
 }
 
 /// Copies the gateway's log to `path`; sends the addresses of its "rxgate listening" line.

@@ -1,11 +1,11 @@
 //! The load test end to end, as a functional test (nothing here is timed): `loadtest --spawn`
 //! against the real gateway binary for a few seconds at a low rate — every acknowledged
 //! registration must read back (`lost` = 0) and the JSON line must carry its stable keys — and
-//! the echo ceiling over the same mutual TLS.
+//! the echo ceiling over the same mutual TLS; and the worst requests at small sizes.
 
 use std::{path::PathBuf, process::Command};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The keys every JSON line carries, whatever the scenario (null when they do not apply).
 const STABLE_KEYS: [&str; 15] = [
@@ -41,7 +41,7 @@ fn rxgate_binary() -> PathBuf {
 }
 
 /// Runs `loadtest ARGS`; it must succeed; returns its last line of output, parsed.
-fn loadtest(args: &[&str]) -> Value {
+fn last_json(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
         .output()
@@ -55,7 +55,12 @@ fn loadtest(args: &[&str]) -> Value {
         output.status
     );
     let last = stdout.lines().last().expect("some output");
-    let json: Value = serde_json::from_str(last).expect("the last line is JSON");
+    serde_json::from_str(last).expect("the last line is JSON")
+}
+
+/// Runs a load (`loadtest ARGS`), which must succeed; its JSON line, with every stable key.
+fn loadtest(args: &[&str]) -> Value {
+    let json = last_json(args);
     for key in STABLE_KEYS {
         assert!(json.get(key).is_some(), "no {key} in {json}");
     }
@@ -151,4 +156,53 @@ fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
             "the echo has no gateway metrics"
         );
     }
+}
+
+/// The worst requests at small sizes (4 lines, histories of 12 entries: the spawned gateway is
+/// configured with them): every pair of a triazolam line and an itraconazole entry is a critical
+/// finding, the registration acknowledges all of its own, and the run reads the gateway's memory.
+#[test]
+fn the_worst_requests_meet_a_critical_finding_for_every_pair() {
+    let rxgate = rxgate_binary();
+    let (lines, history) = (4, 12);
+    let json = last_json(&[
+        "--spawn",
+        "--rxgate-bin",
+        rxgate.to_str().unwrap(),
+        "--scenario",
+        "worst",
+        "--repetitions",
+        "2",
+        "--lines",
+        &lines.to_string(),
+        "--history-entries",
+        &history.to_string(),
+    ]);
+    assert_eq!(json["scenario"], "worst");
+    let requests = &json["requests"];
+    let critical = |name: &str| requests[name]["critical"].as_u64().unwrap();
+    for name in [
+        "check",
+        "check-mix",
+        "check-unconsented",
+        "check-before-register",
+        "register",
+        "receive",
+    ] {
+        assert_eq!(requests[name]["codes"], json!({"Ok": 2}), "{name}: {json}");
+        assert!(requests[name]["peak_extra_rss_mib"].is_number(), "{json}");
+        assert!(requests[name]["rss_before_mib"].as_f64().unwrap() > 0.0);
+    }
+    // The check patient's whole history; the others' less the measured prescription.
+    assert_eq!(critical("check"), lines * history, "{json}");
+    assert_eq!(critical("check-before-register"), lines * (history - lines));
+    assert_eq!(critical("register"), lines * (history - lines), "{json}");
+    assert_eq!(critical("receive"), lines * (history - lines), "{json}");
+    // Without consent, one masked finding per line and kind.
+    assert_eq!(critical("check-unconsented"), lines, "{json}");
+    // The mix meets duplicates and cautions too.
+    assert!(
+        requests["check-mix"]["others"].as_u64().unwrap() > 0,
+        "{json}"
+    );
 }
