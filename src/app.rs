@@ -251,6 +251,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::oversize_is_resource_exhausted,
         ))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::grpc::undecodable_is_invalid_argument,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -3,6 +3,7 @@
 //! messages to domain types, call the use cases and map results and errors back.
 
 mod convert;
+mod decode_errors;
 mod metered;
 
 use std::{pin::Pin, sync::Arc};
@@ -43,6 +44,7 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
 }
 
 pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
+pub use decode_errors::undecodable_is_invalid_argument;
 pub use metered::MetricsLayer;
 
 /// tonic answers an oversize request with OUT_OF_RANGE before any handler runs; the contract
