@@ -402,7 +402,8 @@ impl ManagementIntake for Services {
             .caller(&request, InstitutionKind::Management, ACTION)
             .await?;
         let r = request.into_inner();
-        let signed = signed_parts("dispensing_record", r.dispensing_record);
+        let signed = convert::delivery_fields(&r)
+            .and_then(|()| signed_parts("dispensing_record", r.dispensing_record));
         let (content, cms_signature) = self.parsed(&caller, ACTION, signed).await?;
         let delivery = Delivery {
             record_id: r.record_id,
