@@ -252,6 +252,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::oversize_is_resource_exhausted,
         ))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::grpc::undecodable_is_invalid_argument,
+        ))
         .layer(GuardLayer::new(FairnessGuard::new(
             network.fairness_policy().map_err(anyhow::Error::msg)?,
         )))
@@ -259,8 +262,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             network.unary_deadline(),
             streaming,
         )))
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(reflection.max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(
             PrescriptionServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

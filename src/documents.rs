@@ -287,6 +287,17 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
                 "must name a line of the prescription",
             );
         }
+        // The same drug twice for one prescribed line is one line given twice: it would count
+        // twice in the patient's history and in the line's progress.
+        if lines[..i]
+            .iter()
+            .any(|e| e.prescription_line == line.prescription_line && e.drug == line.drug)
+        {
+            v.add(
+                format!("{field}.prescription_line"),
+                "repeats an earlier line (the same prescription line and drug)",
+            );
+        }
         bounded_text(v, &format!("{field}.unit"), &line.unit, MAX_TEXT_CHARS);
         if !line.quantity.is_empty() && !is_decimal(&line.quantity) {
             v.add(format!("{field}.quantity"), "a decimal number");

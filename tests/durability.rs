@@ -413,7 +413,7 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
             return;
         }
     };
-    let mut clinic = PrescriptionServiceClient::new(channel);
+    let clinic = PrescriptionServiceClient::new(channel);
     let mut i = 0;
     while !ctx.killed() {
         let number = format!("DUR-{round}-{task}-{i}");
@@ -434,12 +434,15 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
             },
         };
         ctx.model().unacked.insert(number.clone(), attempt.clone());
-        let answer = clinic
-            .register_prescription(pb::RegisterPrescriptionRequest {
-                prescription: Some(attempt.signed.clone()),
-                ..Default::default()
-            })
-            .await;
+        let register = pb::RegisterPrescriptionRequest {
+            prescription: Some(attempt.signed.clone()),
+            ..Default::default()
+        };
+        let answer = throttled(|| {
+            let (mut clinic, register) = (clinic.clone(), register.clone());
+            async move { clinic.register_prescription(register).await }
+        })
+        .await;
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -483,7 +486,7 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
             return;
         }
     };
-    let mut client = DispensingServiceClient::new(channel);
+    let client = DispensingServiceClient::new(channel);
     while !ctx.killed() {
         let next = {
             let mut m = ctx.model();
@@ -500,12 +503,16 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
-        let looked = client
-            .lookup_prescription(pb::LookupPrescriptionRequest {
-                patient_key: Some(key.clone()),
-                exchange_number: exchange_number.clone(),
-            })
-            .await;
+        // The gateway's per-institution rate refuses with a RetryInfo: wait and send again.
+        let lookup = pb::LookupPrescriptionRequest {
+            patient_key: Some(key.clone()),
+            exchange_number: exchange_number.clone(),
+        };
+        let looked = throttled(|| {
+            let (mut client, lookup) = (client.clone(), lookup.clone());
+            async move { client.lookup_prescription(lookup).await }
+        })
+        .await;
         match looked {
             Ok(s) => {
                 let s = s.into_inner();
@@ -530,13 +537,16 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
         if let Some(r) = ctx.model().registrations.get_mut(&id) {
             r.receive_pending = Some(pharmacy);
         }
-        let received = client
-            .receive_prescription(pb::ReceivePrescriptionRequest {
-                patient_key: Some(key),
-                exchange_number,
-                ..Default::default()
-            })
-            .await;
+        let receive = pb::ReceivePrescriptionRequest {
+            patient_key: Some(key),
+            exchange_number,
+            ..Default::default()
+        };
+        let received = throttled(|| {
+            let (mut client, receive) = (client.clone(), receive.clone());
+            async move { client.receive_prescription(receive).await }
+        })
+        .await;
         match received {
             Ok(r) => {
                 let r = r.into_inner();
@@ -790,12 +800,15 @@ async fn reregister_unacked(ctx: &Ctx, clients: &Arc<Clients>) -> (Vec<String>, 
             failures.push(format!("{number}: stored {} times", existing.len()));
             continue;
         }
-        let answer = clinic
-            .register_prescription(pb::RegisterPrescriptionRequest {
-                prescription: Some(attempt.signed.clone()),
-                ..Default::default()
-            })
-            .await;
+        let register = pb::RegisterPrescriptionRequest {
+            prescription: Some(attempt.signed.clone()),
+            ..Default::default()
+        };
+        let answer = throttled(|| {
+            let (mut clinic, register) = (clinic.clone(), register.clone());
+            async move { clinic.register_prescription(register).await }
+        })
+        .await;
         let r = match answer {
             Ok(r) => r.into_inner(),
             Err(s) => {

@@ -10,9 +10,10 @@ use crate::{
     domain::{
         checks::{Consent, DrugRef, Finding, FindingKind, Indicator, Origin, SourceKind},
         hash::{self, hex},
+        ids::InstitutionCode,
         patient::PatientKey,
         prescription::State,
-        rx::FieldViolation,
+        rx::{FieldViolation, PrescriptionNumber},
         time::JapanDate,
     },
     limits::{MAX_IMPORT_BYTES, MAX_IMPORT_FILE_BYTES, MAX_MESSAGE_CHARS},
@@ -58,6 +59,24 @@ fn exchange_number(s: &str) -> Result<u32, Error> {
     } else {
         Err(invalid("exchange_number", "6 digits"))
     }
+}
+
+/// The fields of a delivery beside the signed record, which the intake stores as given: the
+/// record id (SHA-256, hex), a receipt time after 1970 and the sender's prescription id,
+/// institution code and number in their own forms, so that none is unbounded or unparsable.
+pub fn delivery_fields(r: &pb::DeliverDispensingRecordRequest) -> Result<(), Error> {
+    hash::from_hex::<32>(&r.record_id)
+        .ok_or_else(|| invalid("record_id", "the SHA-256 of the record's content, hex"))?;
+    if r.received_unix_ms <= 0 {
+        return Err(invalid("received_unix_ms", "a time after 1970"));
+    }
+    prescription_id(&r.prescription_id)?;
+    r.institution_code
+        .parse::<InstitutionCode>()
+        .map_err(|e| invalid("institution_code", e.rule))?;
+    PrescriptionNumber::parse(&r.prescription_number)
+        .ok_or_else(|| invalid("prescription_number", "1-32 printable ASCII characters"))?;
+    Ok(())
 }
 
 /// The lookup key of a pharmacy's request: a patient key and an exchange number.
@@ -204,7 +223,15 @@ pub fn event_filter(
             Ok(pb::EventKind::DispensingRecorded) => Ok(EventKindV1::DispensingRecorded),
             _ => Err(invalid("filter.kinds", "known event kinds")),
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each kind at most once, so that the list (read for every event of the feed) stays short.
+    if kinds
+        .iter()
+        .enumerate()
+        .any(|(i, k)| kinds[..i].contains(k))
+    {
+        return Err(invalid("filter.kinds", "each event kind at most once"));
+    }
     Ok((id, kinds))
 }
 
@@ -327,11 +354,7 @@ pub async fn import_files(
     use pb::import_master_chunk::Part;
     let mut files: Vec<(ImportFile, u64)> = Vec::new();
     let mut total = 0u64;
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| invalid("chunks", &format!("the stream failed: {}", s.message())))?
-    {
+    while let Some(chunk) = stream.message().await.map_err(stream_failure)? {
         match chunk.part {
             Some(Part::File(header)) => {
                 if let Some((f, size)) = files.last()
@@ -384,6 +407,20 @@ pub async fn import_files(
         return Err(invalid("data", "a file's chunks must add up to its size"));
     }
     Ok(files.into_iter().map(|(f, _)| f).collect())
+}
+
+/// Why an import stream failed: a chunk over the message limit is RESOURCE_EXHAUSTED, as any
+/// oversize request is; anything else (an undecodable chunk) the client's error.
+fn stream_failure(status: Status) -> Error {
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => {
+            Error::ResourceExhausted("an import chunk is over the 256 KiB message limit")
+        }
+        _ => invalid(
+            "chunks",
+            &format!("the stream failed: {}", status.message()),
+        ),
+    }
 }
 
 pub fn import_summary_to_pb(s: ImportSummary) -> pb::ImportMasterSummary {
@@ -471,18 +508,7 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
 /// The one mapping of use-case errors to gRPC status. Messages carry no patient data.
 pub fn to_status(error: Error) -> Status {
     match error {
-        Error::InvalidArgument(violations) => {
-            let mut details = ErrorDetails::new();
-            for v in &violations {
-                details.add_bad_request_violation(v.field.clone(), v.rule.clone());
-            }
-            let summary = violations
-                .iter()
-                .map(|v| format!("{}: {}", v.field, v.rule))
-                .collect::<Vec<_>>()
-                .join("; ");
-            Status::with_error_details(Code::InvalidArgument, summary, details)
-        }
+        Error::InvalidArgument(violations) => invalid_argument(&violations),
         Error::Signature(refusal) => {
             let mut details = ErrorDetails::new();
             details.set_error_info(
@@ -520,6 +546,29 @@ pub fn to_status(error: Error) -> Status {
             Status::internal("internal error")
         }
     }
+}
+
+/// The most field violations one status names. Each of a request's lines can break several
+/// rules, and the status travels as HTTP/2 headers, which clients refuse past a size (16 KiB in
+/// hyper): so the first ones are named and the rest counted.
+const MAX_VIOLATIONS: usize = 16;
+
+/// INVALID_ARGUMENT with a `google.rpc.BadRequest` naming the first violations.
+fn invalid_argument(violations: &[FieldViolation]) -> Status {
+    let shown = &violations[..violations.len().min(MAX_VIOLATIONS)];
+    let mut details = ErrorDetails::new();
+    for v in shown {
+        details.add_bad_request_violation(v.field.clone(), v.rule.clone());
+    }
+    let mut summary = shown
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.rule))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if violations.len() > shown.len() {
+        summary.push_str(&format!("; and {} more", violations.len() - shown.len()));
+    }
+    Status::with_error_details(Code::InvalidArgument, summary, details)
 }
 
 /// FAILED_PRECONDITION for a registration with unacknowledged critical findings: a

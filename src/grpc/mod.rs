@@ -4,6 +4,7 @@
 
 mod convert;
 mod deadline;
+mod decode_errors;
 mod fairness;
 mod feed;
 mod guard;
@@ -50,6 +51,7 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
 
 pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
 pub(crate) use deadline::{UnaryDeadline, streaming_paths};
+pub use decode_errors::undecodable_is_invalid_argument;
 pub(crate) use fairness::FairnessGuard;
 pub use fairness::{Allowance, FairnessPolicy};
 pub use feed::FeedLimits;
@@ -416,7 +418,8 @@ impl ManagementIntake for Services {
             .caller(&request, InstitutionKind::Management, ACTION)
             .await?;
         let r = request.into_inner();
-        let signed = signed_parts("dispensing_record", r.dispensing_record);
+        let signed = convert::delivery_fields(&r)
+            .and_then(|()| signed_parts("dispensing_record", r.dispensing_record));
         let (content, cms_signature) = self.parsed(&caller, ACTION, signed).await?;
         let delivery = Delivery {
             record_id: r.record_id,

@@ -107,6 +107,17 @@ impl Harness {
         self.server.take().unwrap().shutdown().await.unwrap();
         self.dir
     }
+    /// Stops the server and keeps what starting it again needs, so that a test can open the
+    /// closed store in between (`Stopped::store_dir`).
+    pub async fn stop(mut self) -> Stopped {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        Stopped {
+            config: self.config,
+            clock: self.clock,
+            dir: self.dir,
+        }
+    }
+
     /// Stops the server and starts it again on the same store, configuration and clock (on a
     /// new port, unless the configuration names one).
     pub async fn restart(self) -> Harness {
@@ -178,6 +189,25 @@ impl Harness {
             })
             .await
             .unwrap();
+    }
+}
+
+/// A stopped harness: its store closed, its configuration and clock kept.
+pub struct Stopped {
+    config: Config,
+    clock: Arc<ManualClock>,
+    dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    /// The folder of the closed store (`EmbeddedStore::open` takes it).
+    pub fn store_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Starts the server again on the same store, configuration and clock.
+    pub async fn start(self) -> Harness {
+        start_on(self.config, self.clock, self.dir).await
     }
 }
 
