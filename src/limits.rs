@@ -23,7 +23,10 @@ pub const MAX_IMPORT_BYTES: u64 = 256 << 20;
 /// no setting can reopen the unbounded work these limits exist to prevent.
 pub const CEILING: usize = 4_096;
 
-/// The configurable bounds. Lowering one never makes a stored record unreadable: the bounds
+/// The configurable bounds. Their defaults are set by the worst requests they allow: the most
+/// lines against the largest history, every check switch on, must each answer within 50 ms and
+/// 32 MiB of extra memory (BENCHMARKS.md). A check's findings grow with lines × entries, and
+/// critical findings are never capped, so these two set the cost. Lowering one never makes a stored record unreadable: the bounds
 /// apply to what a request asks, and a check that meets a history over its bound says so.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,13 +61,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            prescription_lines: 64,
+            prescription_lines: 32,
             dispensing_lines: 128,
             unconsented_check_lines: 10,
             acknowledgements: 256,
             findings_per_answer: 100,
-            undispensed_lines_per_institution: 128,
-            history_entries_per_patient: 512,
+            undispensed_lines_per_institution: 64,
+            history_entries_per_patient: 128,
             patient_check_lines: 300,
             patient_check_window_secs: 600,
         }

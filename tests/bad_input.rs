@@ -22,6 +22,7 @@ use prost::{
 use rxgate::{
     demo::demo_dispensing,
     domain::hash::{hex, sha256},
+    limits::Limits,
     proto::v1::{self as pb, import_master_chunk::Part},
     store::{EmbeddedStore, Store, Table},
 };
@@ -244,7 +245,7 @@ fn check_prescription_rows(h: &Harness) -> Vec<Row> {
     let mut other = draft(line(|_| {}), card);
     other.draft.as_mut().unwrap().institution_code = "1310000002".into();
     vec![
-        one("check: 65 lines", "clinic", CHECK_RX, &draft(vec![common::line(AMLODIPINE); 65], card), Want::Invalid("draft.lines")),
+        one("check: a line past the limit", "clinic", CHECK_RX, &draft(vec![common::line(AMLODIPINE); Limits::default().prescription_lines + 1], card), Want::Invalid("draft.lines")),
         one("check: 11 lines without consent", "clinic", CHECK_RX, &draft(vec![common::line(AMLODIPINE); 11], pb::Consent::None), Want::Invalid("lines")),
         one("check: no lines", "clinic", CHECK_RX, &draft(vec![], card), Want::Invalid("lines")),
         one("check: days_supplied u32::MAX", "clinic", CHECK_RX, &draft(line(|l| l.days_supplied = u32::MAX), card), Want::Invalid("lines[0].days_supplied")),
@@ -281,7 +282,7 @@ fn register_rows(h: &Harness) -> Vec<Row> {
     let mut again = prescription(h, CLINIC, "BAD-1", 1, &[AMLODIPINE, AMLODIPINE]);
     again.lines[1].days_supplied = 7;
     vec![
-        one("register: 65 lines", "clinic", REGISTER, &rx("BAD-R1", |p| p.lines = vec![p.lines[0].clone(); 65]), Want::Invalid("lines")),
+        one("register: a line past the limit", "clinic", REGISTER, &rx("BAD-R1", |p| p.lines = vec![p.lines[0].clone(); Limits::default().prescription_lines + 1]), Want::Invalid("lines")),
         one("register: refill_count u32::MAX", "clinic", REGISTER, &rx("BAD-R2", |p| p.refill_count = u32::MAX), Want::Invalid("refill_count")),
         one("register: a patient name past MAX_TEXT_CHARS", "clinic", REGISTER, &rx("BAD-R3", |p| p.patient.as_mut().unwrap().name = text(129)), Want::Invalid("patient.name")),
         one("register: issued 9999-12-31", "clinic", REGISTER, &rx("BAD-R4", |p| p.issue_date = "9999-12-31".into()), Want::Invalid("issue_date")),

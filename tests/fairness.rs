@@ -39,8 +39,10 @@ use tonic_types::StatusExt;
 /// an alternating draft is a finding.
 const TRIAZOLAM: &str = "611120055";
 const ITRACONAZOLE: &str = "616290177";
-/// The largest draft the line limit allows (issue 22: 64 lines per prescription and draft).
-const WORST_DRAFT_LINES: usize = 64;
+/// The largest draft the line limit allows.
+fn worst_draft_lines() -> usize {
+    rxgate::limits::Limits::default().prescription_lines
+}
 
 #[test]
 fn one_client_cannot_starve_the_others() {
@@ -98,14 +100,16 @@ async fn idle_pre_tls_connections() {
     h.shutdown().await;
 }
 
-/// The most expensive pre-check the limits allow: 64 alternating contraindicated lines with
-/// every per-request switch on (1,024 critical findings, an answer of about 450 KB).
+/// The most expensive pre-check the limits allow: alternating contraindicated lines, as many as
+/// a draft may have, with every per-request switch on.
 fn worst_check(today: JapanDate, n: u32) -> pb::CheckPrescriptionRequest {
     let codes = [TRIAZOLAM, ITRACONAZOLE];
     pb::CheckPrescriptionRequest {
         draft: Some(pb::Prescription {
             institution_code: "1310000002".into(),
-            lines: (0..WORST_DRAFT_LINES).map(|i| line(codes[i % 2])).collect(),
+            lines: (0..worst_draft_lines())
+                .map(|i| line(codes[i % 2]))
+                .collect(),
             ..demo_prescription(&format!("A-{n}"), patient(n), today)
         }),
         consent: pb::Consent::Card as i32,

@@ -10,6 +10,7 @@ use common::{Harness, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
     demo::demo_dispensing,
+    limits::Limits,
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 use tonic::{Code, Status};
@@ -105,12 +106,17 @@ fn criticals(findings: &[pb::Finding]) -> usize {
 async fn line_lists_past_their_limit_are_refused_before_any_check() {
     let h = start_with(|_| {}).await;
     // A draft at the limit is checked; one line more is refused, naming the field and limit.
-    let at_limit = prescription(&h, CLINIC, "L-1", 1, &[AMLODIPINE; 64]);
+    let max = Limits::default().prescription_lines;
+    let at_limit = prescription(&h, CLINIC, "L-1", 1, &vec![AMLODIPINE; max]);
     check(&h, &at_limit, pb::Consent::Card).await.unwrap();
-    let over = prescription(&h, CLINIC, "L-2", 1, &[AMLODIPINE; 65]);
+    let over = prescription(&h, CLINIC, "L-2", 1, &vec![AMLODIPINE; max + 1]);
     let e = check(&h, &over, pb::Consent::Card).await.unwrap_err();
     assert_eq!(bad_fields(&e), ["draft.lines"]);
-    assert!(e.message().contains("at most 64"), "{}", e.message());
+    assert!(
+        e.message().contains(&format!("at most {max} ")),
+        "{}",
+        e.message()
+    );
     // The same for a signed prescription, and for a dispensing check.
     let e = register(&h, &over).await.unwrap_err();
     assert_eq!(bad_fields(&e), ["lines"]);
@@ -123,7 +129,7 @@ async fn line_lists_past_their_limit_are_refused_before_any_check() {
     let e = pharmacy
         .check_dispensing(pb::CheckDispensingRequest {
             prescription_id: registered.prescription_id,
-            lines: vec![dispensed; 129],
+            lines: vec![dispensed; Limits::default().dispensing_lines + 1],
             consent: pb::Consent::Card as i32,
             check_options: None,
         })
@@ -145,9 +151,13 @@ async fn a_padded_history_is_refused_and_hides_no_contraindication() {
         bad_fields(&register(&h, &pad).await.unwrap_err()),
         ["lines"]
     );
-    // Within the line limit, one institution holds at most 128 undispensed lines per patient.
-    for n in 1..=2 {
-        let rx = prescription(&h, CLINIC, &format!("PAD-{n}"), 3, &[AMLODIPINE; 64]);
+    // Within the line limit, one institution holds a bounded number of undispensed lines per
+    // patient (64 by default: two prescriptions of 32).
+    let limits = Limits::default();
+    let full = limits.undispensed_lines_per_institution / limits.prescription_lines;
+    for n in 1..=full {
+        let lines = vec![AMLODIPINE; limits.prescription_lines];
+        let rx = prescription(&h, CLINIC, &format!("PAD-{n}"), 3, &lines);
         register(&h, &rx).await.unwrap();
     }
     let third = prescription(&h, CLINIC, "PAD-3", 3, &[AMLODIPINE]);
@@ -168,7 +178,7 @@ async fn a_padded_history_is_refused_and_hides_no_contraindication() {
     // part: every line is answered with a critical not-checked finding.
     let h = h
         .restart_with(|c| {
-            c.limits.history_entries_per_patient = 64;
+            c.limits.history_entries_per_patient = c.limits.prescription_lines;
         })
         .await;
     let two = prescription(&h, CLINIC, "TRI-2", 3, &[TRIAZOLAM, AMLODIPINE]);
@@ -359,15 +369,62 @@ async fn an_event_filter_names_each_kind_at_most_once() {
     use rxgate::proto::v1::event_service_client::EventServiceClient;
     let h = start_with(|_| {}).await;
     let mut events = EventServiceClient::new(h.channel("clinic").await);
-    let watch = |n: usize| pb::WatchEventsRequest {
+    let watch = |kinds: Vec<pb::EventKind>| pb::WatchEventsRequest {
         after_sequence: 0,
         filter: Some(pb::EventFilter {
-            kinds: vec![pb::EventKind::Registered as i32; n],
+            kinds: kinds.into_iter().map(|k| k as i32).collect(),
             ..Default::default()
         }),
     };
-    let e = events.watch_events(watch(7)).await.unwrap_err();
+    let twice = vec![pb::EventKind::Registered, pb::EventKind::Registered];
+    let e = events.watch_events(watch(twice)).await.unwrap_err();
     assert_eq!(bad_fields(&e), ["filter.kinds"]);
-    events.watch_events(watch(6)).await.unwrap();
+    let all_six = vec![
+        pb::EventKind::Registered,
+        pb::EventKind::Accepted,
+        pb::EventKind::Returned,
+        pb::EventKind::Cancelled,
+        pb::EventKind::Expired,
+        pb::EventKind::DispensingRecorded,
+    ];
+    events.watch_events(watch(all_six)).await.unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_naming_many_critical_findings_reaches_the_client() {
+    let h = start_with(|_| {}).await;
+    let lines = Limits::default().prescription_lines;
+    let itraconazole = prescription(&h, CLINIC2, "MANY-1", 9, &vec![ITRACONAZOLE; lines]);
+    register(&h, &itraconazole).await.unwrap();
+    // Every triazolam line meets every itraconazole line: lines² critical findings, none
+    // acknowledged. The refusal names a bounded part of them in its trailer.
+    let triazolam = prescription(&h, CLINIC, "MANY-2", 9, &vec![TRIAZOLAM; lines]);
+    let mut clinic = h.clinic("clinic").await;
+    let request = pb::RegisterPrescriptionRequest {
+        prescription: Some(h.sign("doctor", triazolam.encode_to_vec())),
+        consent: pb::Consent::Card as i32,
+        ..Default::default()
+    };
+    let e = clinic
+        .register_prescription(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let to_acknowledge = e.get_details_precondition_failure().unwrap().violations;
+    assert_eq!(to_acknowledge.len(), 32);
+    let details = tonic_types::pb::Status::decode(e.details()).unwrap();
+    let findings = details
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("rxgate.v1.CheckFindings"))
+        .map(|a| pb::CheckFindings::decode(a.value.as_slice()).unwrap())
+        .unwrap();
+    assert_eq!(findings.findings.len(), 8);
+    assert!(findings.truncated);
+    assert_eq!(findings.omitted as usize, lines * lines - 8);
+    // The connection survives it: the same client is answered again.
+    let e = clinic.register_prescription(request).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
     h.shutdown().await;
 }

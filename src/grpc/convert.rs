@@ -209,8 +209,6 @@ pub fn event_filter(
     let id = (!f.prescription_id.is_empty())
         .then(|| prescription_id(&f.prescription_id))
         .transpose()?;
-    // Six kinds exist: a longer list repeats some, and every event would be compared with it.
-    documents::bounded_count("filter.kinds", f.kinds.len(), 6).map_err(Error::InvalidArgument)?;
     let kinds = f
         .kinds
         .iter()
@@ -571,25 +569,46 @@ fn invalid_argument(violations: &[FieldViolation]) -> Status {
     Status::with_error_details(Code::InvalidArgument, summary, details)
 }
 
+/// The most finding ids, and findings, a refused registration names in its details. Details
+/// travel in an HTTP/2 trailer, which clients bound (tonic's to 16 KiB): a refusal naming every
+/// finding of a large check was never read, and cost the client its connection.
+const REFUSAL_IDS: usize = 32;
+const REFUSAL_FINDINGS: usize = 8;
+
 /// FAILED_PRECONDITION for a registration with unacknowledged critical findings: a
-/// `google.rpc.PreconditionFailure` naming each finding id to acknowledge, and every finding as
-/// an `rxgate.v1.CheckFindings`. The message is fixed: the findings say what consent allows.
+/// `google.rpc.PreconditionFailure` naming the first [`REFUSAL_IDS`] finding ids to acknowledge,
+/// and the first [`REFUSAL_FINDINGS`] findings, critical first, as an `rxgate.v1.CheckFindings`
+/// that says how many it left out (CheckPrescription of the same draft answers them all, with
+/// the same ids). The message is fixed: the findings say what consent allows.
 fn critical_findings(findings: &Findings, unacknowledged: &[String]) -> Status {
-    const MESSAGE: &str = "critical findings must be acknowledged with a reason (see details)";
+    const MESSAGE: &str = "critical findings must be acknowledged with a reason (see details; \
+                           CheckPrescription of the draft lists every finding)";
     let precondition = tonic_types::pb::PreconditionFailure {
         violations: unacknowledged
             .iter()
+            .take(REFUSAL_IDS)
             .map(|id| tonic_types::pb::precondition_failure::Violation {
                 r#type: "CRITICAL_FINDING".into(),
                 subject: id.clone(),
-                description: "acknowledge this finding id with a reason".into(),
+                description: "acknowledge with a reason".into(),
             })
             .collect(),
     };
+    let (critical, other): (Vec<_>, Vec<_>) = findings
+        .shown
+        .iter()
+        .partition(|f| f.indicator == Indicator::Critical);
+    let named: Vec<_> = critical
+        .into_iter()
+        .chain(other)
+        .take(REFUSAL_FINDINGS)
+        .map(finding_to_pb)
+        .collect();
+    let left_out = (findings.shown.len() - named.len()) as u32 + findings.omitted;
     let findings = pb::CheckFindings {
-        findings: findings.shown.iter().map(finding_to_pb).collect(),
-        truncated: findings.omitted > 0,
-        omitted: findings.omitted,
+        findings: named,
+        truncated: left_out > 0,
+        omitted: left_out,
     };
     let status = tonic_types::pb::Status {
         code: Code::FailedPrecondition as i32,
