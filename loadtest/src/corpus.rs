@@ -458,8 +458,8 @@ pub fn check_request(draft: pb::Prescription) -> pb::CheckPrescriptionRequest {
 }
 
 /// Learns the critical findings of every triggering registration with one CheckPrescription per
-/// (clinic, patient) pair (finding ids are stable; the checks rate limit allows ~30 per pair per
-/// 10 minutes) and puts their acknowledgements into the requests. An UNIMPLEMENTED answer is
+/// (clinic, patient) pair (finding ids are stable; one line each, well within the patient's check
+/// budget) and puts their acknowledgements into the requests. An UNIMPLEMENTED answer is
 /// noted and the requests go without acknowledgements.
 pub async fn acknowledge(
     fleet: &Fleet,

@@ -320,18 +320,21 @@ fn policy_notes(o: &Options, setup: &Setup) -> Vec<String> {
             o.findings * 100.0
         ),
         "policy (server defaults, assumed): override \"require-override\" (a critical finding \
-         must be acknowledged, else FAILED_PRECONDITION); CheckPrescription ≤ 30 per 10 min per \
-         (institution, patient); lookup lockout after 10 misses in 10 min; same-institution \
-         history excluded; consent given (CONSENT_CARD) on every call"
+         must be acknowledged, else FAILED_PRECONDITION); checked lines per patient per window \
+         across institutions ([limits] patient_check_lines); per-institution in-flight and rate \
+         limits ([network.fairness]); lookup lockout after 10 misses in 10 min; \
+         same-institution history excluded; consent given (CONSENT_CARD) on every call"
             .to_owned(),
     ];
     if o.scenario == Scenario::Check {
+        let limits = rxgate::limits::Limits::default();
         notes.push(format!(
-            "check rate limit: at most {} checks per 10 min ({} clinics × {} patients × 30) \
-             before RESOURCE_EXHAUSTED",
-            o.clinics * o.patients * 30,
-            o.clinics,
-            o.patients
+            "check budget: at most {} one-line checks per {} s ({} patients × {} lines) before \
+             RESOURCE_EXHAUSTED: measure with more patients, never a higher limit",
+            o.patients * limits.patient_check_lines,
+            limits.patient_check_window_secs,
+            o.patients,
+            limits.patient_check_lines
         ));
     }
     notes
