@@ -2,6 +2,8 @@
 //! for each, so that what was verified is exactly what is read; and their parse into the
 //! domain's facts, every malformed field reported by its path (never its value).
 
+use std::collections::HashSet;
+
 use prost::Message;
 
 use crate::{
@@ -214,10 +216,27 @@ fn is_code12(code: &str) -> bool {
     code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Refuses, before any line is read, a list longer than any limit may allow: the configured
+/// limits are checked on the parsed lines, and reading a 256 KiB message of empty lines one by
+/// one would cost more than the whole request may.
+fn within_ceiling(v: &mut Violations, count: usize) -> bool {
+    if count > CEILING {
+        v.add(
+            "lines",
+            format!("at most {CEILING} entries (this request has {count})"),
+        );
+        return false;
+    }
+    true
+}
+
 /// The lines of a prescription (or draft), each violation named under `lines[i]`.
 fn prescription_lines(v: &mut Violations, lines: &[PrescriptionLine]) -> Vec<RxLine> {
     if lines.is_empty() {
         v.add("lines", "at least one line is required");
+    }
+    if !within_ceiling(v, lines.len()) {
+        return Vec::new();
     }
     let mut parsed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
@@ -272,6 +291,10 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
     if lines.is_empty() {
         v.add("lines", "at least one line is required");
     }
+    if !within_ceiling(v, lines.len()) {
+        return Vec::new();
+    }
+    let mut given = HashSet::with_capacity(lines.len());
     let mut parsed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let field = format!("lines[{i}]");
@@ -289,10 +312,8 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
         }
         // The same drug twice for one prescribed line is one line given twice: it would count
         // twice in the patient's history and in the line's progress.
-        if lines[..i]
-            .iter()
-            .any(|e| e.prescription_line == line.prescription_line && e.drug == line.drug)
-        {
+        let drug = line.drug.as_ref().map(|d| (d.kind, d.code.as_str()));
+        if !given.insert((line.prescription_line, drug)) {
             v.add(
                 format!("{field}.prescription_line"),
                 "repeats an earlier line (the same prescription line and drug)",
@@ -303,7 +324,12 @@ fn dispensed_lines(v: &mut Violations, lines: &[DispensedLine]) -> Vec<Dispensed
             v.add(format!("{field}.quantity"), "a decimal number");
         }
         match DispensedLineStatus::try_from(line.status) {
-            Ok(DispensedLineStatus::NotDispensed) => {}
+            Ok(DispensedLineStatus::NotDispensed) => {
+                // Nothing given, so no drug is needed; one that is named must be a drug code.
+                if line.drug.is_some() {
+                    drug_code(v, &format!("{field}.drug"), line.drug.as_ref());
+                }
+            }
             Ok(status @ (DispensedLineStatus::Complete | DispensedLineStatus::Partial)) => {
                 if let Some(drug) = drug_code(v, &format!("{field}.drug"), line.drug.as_ref()) {
                     parsed.push(DispensedLineFacts {

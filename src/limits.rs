@@ -43,9 +43,10 @@ pub struct Limits {
     /// Warning and info findings per answer; critical findings are never left out, and an answer
     /// that left some out says how many.
     pub findings_per_answer: usize,
-    /// Undispensed lines one institution may hold active for one patient: a registration past
-    /// it is refused, so that no institution can pad a patient's history.
-    pub undispensed_lines_per_institution: usize,
+    /// Active lines one institution may hold in one patient's history (a clinic's undispensed
+    /// lines, a pharmacy's dispensed ones): a registration or dispensing past it is refused, so
+    /// that no institution can pad a patient's history alone.
+    pub active_lines_per_institution: usize,
     /// Entries in one patient's history record (undispensed and dispensed lines still active),
     /// which every check reads whole: a registration or dispensing past it is refused, and a
     /// check that meets a larger record (after this was lowered) answers a critical not-checked
@@ -66,7 +67,7 @@ impl Default for Limits {
             unconsented_check_lines: 10,
             acknowledgements: 256,
             findings_per_answer: 100,
-            undispensed_lines_per_institution: 64,
+            active_lines_per_institution: 64,
             history_entries_per_patient: 128,
             patient_check_lines: 300,
             patient_check_window_secs: 600,
@@ -84,8 +85,8 @@ impl Limits {
             ("acknowledgements", self.acknowledgements),
             ("findings_per_answer", self.findings_per_answer),
             (
-                "undispensed_lines_per_institution",
-                self.undispensed_lines_per_institution,
+                "active_lines_per_institution",
+                self.active_lines_per_institution,
             ),
             (
                 "history_entries_per_patient",

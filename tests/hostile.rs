@@ -154,7 +154,7 @@ async fn a_padded_history_is_refused_and_hides_no_contraindication() {
     // Within the line limit, one institution holds a bounded number of undispensed lines per
     // patient (64 by default: two prescriptions of 32).
     let limits = Limits::default();
-    let full = limits.undispensed_lines_per_institution / limits.prescription_lines;
+    let full = limits.active_lines_per_institution / limits.prescription_lines;
     for n in 1..=full {
         let lines = vec![AMLODIPINE; limits.prescription_lines];
         let rx = prescription(&h, CLINIC, &format!("PAD-{n}"), 3, &lines);
@@ -164,7 +164,7 @@ async fn a_padded_history_is_refused_and_hides_no_contraindication() {
     let e = register(&h, &third).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(
-        e.message().contains("undispensed_lines_per_institution"),
+        e.message().contains("active_lines_per_institution"),
         "{}",
         e.message()
     );
@@ -426,5 +426,64 @@ async fn a_refusal_naming_many_critical_findings_reaches_the_client() {
     // The connection survives it: the same client is answered again.
     let e = clinic.register_prescription(request).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    h.shutdown().await;
+}
+
+/// A dispensing record of prescription `number` (of clinic 2) giving `lines` lines: two products
+/// per prescribed line, alternately amlodipine and fluconazole.
+fn record_of(h: &Harness, number: &str, lines: usize) -> pb::SignedDocument {
+    let mut record = demo_dispensing(number, h.today());
+    record.institution_code = CLINIC2.into();
+    let template = record.lines[0].clone();
+    record.lines = (0..lines)
+        .map(|j| pb::DispensedLine {
+            prescription_line: (j / 2) as u32,
+            drug: line([AMLODIPINE, FLUCONAZOLE][j % 2]).drug,
+            ..template.clone()
+        })
+        .collect();
+    h.sign("pharmacist", record.encode_to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pharmacy_cannot_pad_a_patients_history_either() {
+    let h = start_with(|_| {}).await;
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    let dispense = |record: pb::SignedDocument| pb::RecordDispensingRequest {
+        dispensing_record: Some(record),
+    };
+    // A record gives at most two products per prescribed line.
+    let one = register(&h, &prescription(&h, CLINIC2, "PH-1", 10, &[AMLODIPINE]))
+        .await
+        .unwrap();
+    receive(&h, 10, &one).await;
+    let e = pharmacy
+        .record_dispensing(dispense(record_of(&h, "PH-1", 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&e), ["lines"]);
+    // A pharmacy holds at most as many active lines of a patient as any institution.
+    let limits = Limits::default();
+    let half = limits.active_lines_per_institution / 2;
+    for n in 2..=3 {
+        let number = format!("PH-{n}");
+        let rx = prescription(&h, CLINIC2, &number, 11, &vec![AMLODIPINE; half]);
+        let registered = register(&h, &rx).await.unwrap();
+        receive(&h, 11, &registered).await;
+        let given = if n == 2 { 2 * half } else { 1 };
+        let answer = pharmacy
+            .record_dispensing(dispense(record_of(&h, &number, given)))
+            .await;
+        if n == 2 {
+            answer.unwrap();
+        } else {
+            let e = answer.unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            assert!(
+                e.message().contains("active_lines_per_institution"),
+                "{e:?}"
+            );
+        }
+    }
     h.shutdown().await;
 }

@@ -13,11 +13,15 @@ pub async fn read_back(fleet: &Fleet, acked: Vec<Acked>) -> anyhow::Result<Audit
     let found = pool::run_bounded(acked, concurrency, |a| {
         let channel = fleet.clinics[a.clinic].channel();
         async move {
-            let status = PrescriptionServiceClient::new(channel)
-                .get_prescription_status(pb::GetPrescriptionStatusRequest {
-                    prescription_id: a.prescription_id.clone(),
-                })
-                .await;
+            let clinic = PrescriptionServiceClient::new(channel);
+            let request = pb::GetPrescriptionStatusRequest {
+                prescription_id: a.prescription_id.clone(),
+            };
+            let status = pool::paced(|| {
+                let (mut clinic, request) = (clinic.clone(), request.clone());
+                async move { clinic.get_prescription_status(request).await }
+            })
+            .await;
             Ok(matches!(status, Ok(s) if intact(&a, s.get_ref())))
         }
     })

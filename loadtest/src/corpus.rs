@@ -397,23 +397,32 @@ impl HistoryJob {
             .dispensing
             .map(|(ph, record)| (fleet.pharmacies[ph].channel(), record));
         async move {
-            let registered = PrescriptionServiceClient::new(clinic)
-                .register_prescription(register_request(self.prescription))
-                .await
-                .context("history: registering")?
-                .into_inner();
+            let clinic = PrescriptionServiceClient::new(clinic);
+            let registered = pool::paced(|| {
+                let (mut clinic, rx) = (clinic.clone(), self.prescription.clone());
+                async move { clinic.register_prescription(register_request(rx)).await }
+            })
+            .await
+            .context("history: registering")?
+            .into_inner();
             if let Some((channel, record)) = pharmacy {
-                let mut pharmacy = DispensingServiceClient::new(channel);
-                pharmacy
-                    .receive_prescription(receive_request(self.patient, registered.exchange_number))
-                    .await
-                    .context("history: receiving")?;
-                pharmacy
-                    .record_dispensing(pb::RecordDispensingRequest {
-                        dispensing_record: Some(record),
-                    })
-                    .await
-                    .context("history: dispensing")?;
+                let pharmacy = DispensingServiceClient::new(channel);
+                let receive = receive_request(self.patient, registered.exchange_number);
+                pool::paced(|| {
+                    let (mut pharmacy, receive) = (pharmacy.clone(), receive.clone());
+                    async move { pharmacy.receive_prescription(receive).await }
+                })
+                .await
+                .context("history: receiving")?;
+                let dispense = pb::RecordDispensingRequest {
+                    dispensing_record: Some(record),
+                };
+                pool::paced(|| {
+                    let (mut pharmacy, dispense) = (pharmacy.clone(), dispense.clone());
+                    async move { pharmacy.record_dispensing(dispense).await }
+                })
+                .await
+                .context("history: dispensing")?;
             }
             Ok(())
         }
@@ -474,12 +483,15 @@ pub async fn acknowledge(
     let check = |(pair, draft): ((usize, usize), pb::Prescription)| {
         let channel = fleet.clinics[pair.0].channel();
         async move {
-            let findings = PrescriptionServiceClient::new(channel)
-                .check_prescription(check_request(draft))
-                .await
-                .context("CheckPrescription")?
-                .into_inner()
-                .findings;
+            let clinic = PrescriptionServiceClient::new(channel);
+            let findings = pool::paced(|| {
+                let (mut clinic, draft) = (clinic.clone(), draft.clone());
+                async move { clinic.check_prescription(check_request(draft)).await }
+            })
+            .await
+            .context("CheckPrescription")?
+            .into_inner()
+            .findings;
             let critical: Vec<String> = findings
                 .into_iter()
                 .filter(|f| f.indicator == pb::Indicator::Critical as i32)

@@ -10,6 +10,28 @@ use tokio::task::JoinSet;
 /// the institutions in turn are never refused.
 pub const PER_INSTITUTION: usize = 4;
 
+/// Sends `call` again, after the delay the gateway's RetryInfo asks for, while the gateway refuses
+/// it with RESOURCE_EXHAUSTED for an institution's rate: the untimed preparation then goes as
+/// fast as the gateway lets each institution, as a well-behaved client would. Any other answer
+/// (a refusal without a RetryInfo included) is returned.
+pub async fn paced<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    use tonic_types::StatusExt;
+    loop {
+        match call().await {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                let Some(delay) = s.get_details_retry_info().and_then(|r| r.retry_delay) else {
+                    return Err(s);
+                };
+                tokio::time::sleep(delay).await;
+            }
+            answered => return answered,
+        }
+    }
+}
+
 /// Runs `task(item)` for every item with at most `limit` in flight; the results in completion
 /// order. The first error stops the rest (tasks in flight are aborted).
 pub async fn run_bounded<I, T, F, Fut>(

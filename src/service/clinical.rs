@@ -154,18 +154,26 @@ pub struct Findings {
 }
 
 impl Findings {
-    /// Keeps every critical finding and the first `max` others, in their order.
+    /// Keeps every critical finding and `max` others, warnings before info (so that findings of
+    /// lesser weight, which a history's unknown codes can multiply, never push a warning out),
+    /// each in their order.
     pub fn capped(findings: Vec<Finding>, max: usize) -> Findings {
-        let mut others = 0usize;
+        let warnings = findings
+            .iter()
+            .filter(|f| f.indicator == Indicator::Warning)
+            .count();
+        let (mut warnings_room, mut info_room) = (max, max.saturating_sub(warnings));
         let mut omitted = 0u32;
         let shown = findings
             .into_iter()
             .filter(|f| {
-                if f.indicator == Indicator::Critical {
-                    return true;
-                }
-                others += 1;
-                let keep = others <= max;
+                let room = match f.indicator {
+                    Indicator::Critical => return true,
+                    Indicator::Warning => &mut warnings_room,
+                    Indicator::Info => &mut info_room,
+                };
+                let keep = *room > 0;
+                *room = room.saturating_sub(1);
                 omitted += u32::from(!keep);
                 keep
             })
@@ -281,18 +289,27 @@ pub fn admit_prescribed(
     lines: usize,
     limits: &Limits,
 ) -> Result<(), Error> {
-    let institution = institution_number(institution)?;
-    let held = history
-        .0
+    let held = held_by(&history.0, institution_number(institution)?);
+    within_institution_bound(held + lines, limits)?;
+    within_record_bound(history.0.len() + lines, limits)
+}
+
+/// The entries that `institution` holds in a patient's record: a clinic's undispensed lines, a
+/// pharmacy's dispensed ones.
+fn held_by(entries: &[HistoryEntryV2], institution: u64) -> usize {
+    entries
         .iter()
-        .filter(|e| !is_dispensed(e) && e.source_code == institution)
-        .count();
-    if held + lines > limits.undispensed_lines_per_institution {
+        .filter(|e| e.source_code == institution)
+        .count()
+}
+
+fn within_institution_bound(held: usize, limits: &Limits) -> Result<(), Error> {
+    if held > limits.active_lines_per_institution {
         return Err(Error::ResourceExhausted(
-            "limits.undispensed_lines_per_institution: this institution's active undispensed lines for the patient",
+            "limits.active_lines_per_institution: this institution's active lines for the patient",
         ));
     }
-    within_record_bound(history.0.len() + lines, limits)
+    Ok(())
 }
 
 fn within_record_bound(entries: usize, limits: &Limits) -> Result<(), Error> {
@@ -621,6 +638,7 @@ pub fn index_dispensing(
         insert(&mut entries, entry);
     }
     entries.retain(|e| !is_past(e, today));
+    within_institution_bound(held_by(&entries, pharmacy), limits)?;
     within_record_bound(entries.len(), limits)?;
     save(tx, d.patient, entries, Some(today));
     Ok(())
@@ -823,6 +841,39 @@ mod tests {
     use crate::{service::records::MedicationV1, store::EmbeddedStore};
 
     const TODAY: &str = "2026-12-01";
+
+    #[test]
+    fn a_capped_answer_keeps_every_critical_and_warnings_before_info() {
+        let finding = |line: usize, indicator: Indicator| Finding {
+            id: format!("F-{line}"),
+            kind: checks::FindingKind::NotChecked,
+            indicator,
+            summary: String::new(),
+            line,
+            own: None,
+            other: None,
+            rule: None,
+        };
+        use Indicator::{Critical, Info, Warning};
+        // Info on the first lines (as unknown history codes give), warnings after them.
+        let all = vec![
+            finding(0, Info),
+            finding(1, Info),
+            finding(2, Critical),
+            finding(3, Warning),
+            finding(4, Critical),
+            finding(5, Warning),
+            finding(6, Info),
+        ];
+        let kept = |max| {
+            let capped = Findings::capped(all.clone(), max);
+            let lines: Vec<_> = capped.shown.iter().map(|f| f.line).collect();
+            (lines, capped.omitted)
+        };
+        assert_eq!(kept(1), (vec![2, 3, 4], 4));
+        assert_eq!(kept(3), (vec![0, 2, 3, 4, 5], 2));
+        assert_eq!(kept(10), (vec![0, 1, 2, 3, 4, 5, 6], 0));
+    }
 
     /// The `n`th test prescription's id.
     fn rx(n: u8) -> String {

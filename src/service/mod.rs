@@ -1485,6 +1485,14 @@ impl Gateway {
                     "must not lie before the acceptance",
                 ));
             }
+            // A prescribed line may be given as two products (two strengths), no more: a record
+            // cannot add more to the patient's history than its prescription allows.
+            if facts.lines.len() > 2 * prescribed.len() {
+                return Err(Error::invalid(
+                    "lines",
+                    "at most two given lines per prescription line",
+                ));
+            }
             if facts
                 .lines
                 .iter()
