@@ -246,7 +246,7 @@ async fn an_overflowing_days_supplied_never_erases_a_dispensed_drug() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconsented_check_names_few_lines_and_every_check_spends_the_patients_budget() {
-    let h = start_with(|c| c.limits.patient_check_lines = 14).await;
+    let h = start_with(|c| c.limits.patient_check_lines = 17).await;
     register(&h, &prescription(&h, CLINIC2, "OR-1", 5, &[ITRACONAZOLE]))
         .await
         .unwrap();
@@ -258,7 +258,8 @@ async fn an_unconsented_check_names_few_lines_and_every_check_spends_the_patient
     let ten = prescription(&h, CLINIC, "OR-3", 5, &[AMLODIPINE; 10]);
     check(&h, &ten, pb::Consent::None).await.unwrap();
 
-    // CheckDispensing spends the same per-patient budget: 10 lines spent, 4 left.
+    // Every check spends the same per-patient budget: two registrations, the check of ten
+    // lines and the receipt have spent 13 of 17 lines, which leaves CheckDispensing 4.
     let registered = register(&h, &prescription(&h, CLINIC2, "OR-4", 5, &[FLUCONAZOLE]))
         .await
         .unwrap();
@@ -485,5 +486,28 @@ async fn a_pharmacy_cannot_pad_a_patients_history_either() {
             );
         }
     }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_spend_the_check_budget_and_answer_masked_once_it_is_spent() {
+    let h = start_with(|c| {
+        c.limits.patient_check_lines = 2;
+        c.checks.on_critical = rxgate::config::OnCriticalConfig::Warn;
+    })
+    .await;
+    register(&h, &prescription(&h, CLINIC2, "BU-1", 12, &[ITRACONAZOLE]))
+        .await
+        .unwrap();
+    let triazolam = |number: &str| prescription(&h, CLINIC, number, 12, &[TRIAZOLAM]);
+    // Within the budget (two lines): the finding names the other drug, as consent allows.
+    let within = register(&h, &triazolam("BU-2")).await.unwrap();
+    assert!(within.findings[0].other.is_some(), "{within:?}");
+    // Spent: never refused (care goes on), but answered as without consent, so that signed
+    // registrations are no oracle past the budget.
+    let spent = register(&h, &triazolam("BU-3")).await.unwrap();
+    assert_eq!(spent.findings.len(), 1);
+    assert_eq!(spent.findings[0].indicator(), pb::Indicator::Critical);
+    assert!(spent.findings[0].other.is_none(), "{spent:?}");
     h.shutdown().await;
 }

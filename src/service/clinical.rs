@@ -234,51 +234,74 @@ impl Checker {
     }
 }
 
-/// Spends `lines` of the patient's check budget (CheckPrescription, CheckDispensing), kept in
-/// the store so that it holds across institutions, connections and restarts; refused, with the
-/// time until the window ends, once the window's lines are spent.
+/// Whether a check fitted the patient's check budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// It fitted, and its lines are spent.
+    Within,
+    /// The window's lines are spent; nothing was written.
+    Spent,
+}
+
+/// Spends `lines` of the patient's check budget, kept in the store so that it holds across
+/// institutions, connections and restarts. Every check spends it; what a spent budget means is
+/// the caller's: CheckPrescription and CheckDispensing are refused ([`budget_refusal`]), while a
+/// registration or receipt is never refused for it but answers its findings masked, as without
+/// consent, so that neither is an oracle the budget does not bound. Writes only when within.
 pub fn spend_check_budget(
     tx: &mut dyn Txn,
     patient: &str,
     lines: usize,
     now_ms: i64,
     limits: &Limits,
-) -> Result<(), Error> {
+) -> Result<Budget, store::Error> {
     let budget_key = key(&[b"check-budget", patient.as_bytes()]);
     let window_ms = (limits.patient_check_window_secs * 1_000) as i64;
     let spent = match tx.get(Table::Clinical, &budget_key)? {
         Some(bytes) => match decode(&bytes)? {
-            CheckBudgetRecord::V1(b) => b,
+            CheckBudgetRecord::V1(b) => Some(b),
         },
-        None => CheckBudgetV1 {
+        None => None,
+    };
+    // No window yet, one that has ended, or one that starts after now (a clock set back):
+    // a new window starts.
+    let spent = spent
+        .filter(|b| {
+            now_ms >= b.window_start_ms && now_ms < b.window_start_ms.saturating_add(window_ms)
+        })
+        .unwrap_or(CheckBudgetV1 {
             window_start_ms: now_ms,
             lines: 0,
-        },
-    };
-    // A window that has ended, or one that starts after now (a clock set back), starts anew.
-    let ends_ms = spent.window_start_ms.saturating_add(window_ms);
-    let spent = if now_ms >= ends_ms || now_ms < spent.window_start_ms {
-        CheckBudgetV1 {
-            window_start_ms: now_ms,
-            lines: 0,
-        }
-    } else {
-        spent
-    };
+        });
     let after = spent.lines as usize + lines;
     if after > limits.patient_check_lines {
-        let wait_ms = spent.window_start_ms.saturating_add(window_ms) - now_ms;
-        return Err(Error::RateLimited {
-            limit: "limits.patient_check_lines: lines checked for one patient in the window",
-            retry_after: Duration::from_millis(wait_ms.max(1_000) as u64),
-        });
+        return Ok(Budget::Spent);
     }
     let record = CheckBudgetRecord::V1(CheckBudgetV1 {
         window_start_ms: spent.window_start_ms,
         lines: after as u32,
     });
     tx.put(Table::Clinical, &budget_key, &encode(&record));
-    Ok(())
+    Ok(Budget::Within)
+}
+
+/// The refusal of a pre-check or dispensing check over the patient's budget. It asks the caller
+/// to wait the whole window, not until the current one ends: when that is would tell the caller
+/// when another institution last checked the patient.
+pub fn budget_refusal(limits: &Limits) -> Error {
+    Error::RateLimited {
+        limit: "limits.patient_check_lines: lines checked for one patient in the window",
+        retry_after: Duration::from_secs(limits.patient_check_window_secs),
+    }
+}
+
+/// The consent a registration or receipt answers under: the one asserted while the patient's
+/// check budget lasts, none once it is spent.
+pub fn budgeted_consent(budget: Budget, asserted: Consent) -> Consent {
+    match budget {
+        Budget::Within => asserted,
+        Budget::Spent => Consent::None,
+    }
 }
 
 /// Refuses a registration of `lines` more undispensed lines by `institution` that would take

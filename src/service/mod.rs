@@ -925,6 +925,11 @@ impl Gateway {
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
+            // Spent by every registration, a refused or repeated one too (it is written even
+            // when the registration is refused, as the audit record is: that is its point).
+            let budget =
+                clinical::spend_check_budget(tx, &record.patient_key, lines.len(), draft.time_ms, &limits)?;
+            let consent = clinical::budgeted_consent(budget, check.consent);
             let findings_excluding = |tx: &dyn Txn, id: &str| {
                 let subject = clinical::Subject {
                     caller: &caller.institution.code,
@@ -933,7 +938,7 @@ impl Gateway {
                     lines: &new_lines,
                     exclude: Some(id),
                 };
-                checker.run_on(tx, &subject, &history, &options, check.consent)
+                checker.run_on(tx, &subject, &history, &options, consent)
             };
             // The institution's number again: with the same content (the number is part of it),
             // the original answer and nothing new stored; with other content, refused.
@@ -1210,6 +1215,13 @@ impl Gateway {
                 let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
                 let patient = &stored.record.patient_key;
                 draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
+                let budget = clinical::spend_check_budget(
+                    tx,
+                    patient,
+                    lines.len(),
+                    draft.time_ms,
+                    &checker.limits,
+                )?;
                 let subject = clinical::Subject {
                     caller: &pharmacy,
                     patient: &stored.record.patient_key,
@@ -1217,7 +1229,8 @@ impl Gateway {
                     lines: &lines,
                     exclude: Some(&stored.record.id),
                 };
-                let findings = checker.run(tx, &subject, &options, check.consent)?;
+                let consent = clinical::budgeted_consent(budget, check.consent);
+                let findings = checker.run(tx, &subject, &options, consent)?;
                 let (id, content, cms_signature) = (
                     stored.record.id.clone(),
                     stored.record.content.clone(),
@@ -1281,13 +1294,16 @@ impl Gateway {
         let asserting = caller.clone();
         self.run(draft, move |tx, draft| {
             let lines = clinical::new_lines(draft_facts.lines.iter().map(|l| &l.drug));
-            clinical::spend_check_budget(
+            let budget = clinical::spend_check_budget(
                 tx,
                 &patient,
                 lines.len(),
                 draft.time_ms,
                 &checker.limits,
             )?;
+            if budget == clinical::Budget::Spent {
+                return Err(clinical::budget_refusal(&checker.limits));
+            }
             let subject = clinical::Subject {
                 caller: &asserting.institution.code,
                 patient: &patient,
@@ -1349,7 +1365,16 @@ impl Gateway {
             }
             let patient = &stored.record.patient_key;
             draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
-            clinical::spend_check_budget(tx, patient, lines.len(), draft.time_ms, &checker.limits)?;
+            let budget = clinical::spend_check_budget(
+                tx,
+                patient,
+                lines.len(),
+                draft.time_ms,
+                &checker.limits,
+            )?;
+            if budget == clinical::Budget::Spent {
+                return Err(clinical::budget_refusal(&checker.limits));
+            }
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let subject = clinical::Subject {
                 caller: &asserting.institution.code,
