@@ -27,6 +27,10 @@ pub struct NetworkConfig {
     pub max_pending_handshakes_per_source: usize,
     /// Open authenticated connections; above it new connections are closed right after accept.
     pub max_connections: usize,
+    /// Open authenticated connections one institution (client certificate) may hold, at most
+    /// `max_connections`: so that one institution cannot hold them all and lock the others out.
+    /// Its further connections are closed right after their TLS handshake.
+    pub max_connections_per_institution: usize,
     /// Idle seconds before TCP keepalive probes on a connection.
     pub tcp_keepalive_secs: u64,
     /// HTTP/2 streams (concurrent calls) one connection may have open; the client queues the
@@ -53,6 +57,7 @@ impl Default for NetworkConfig {
             max_pending_handshakes: tls::MAX_PENDING_HANDSHAKES,
             max_pending_handshakes_per_source: tls::MAX_PENDING_HANDSHAKES_PER_SOURCE,
             max_connections: tls::MAX_CONNECTIONS,
+            max_connections_per_institution: tls::MAX_CONNECTIONS_PER_INSTITUTION,
             tcp_keepalive_secs: tls::TCP_KEEPALIVE.as_secs(),
             max_concurrent_streams: 100,
             http2_keepalive_interval_secs: 30,
@@ -141,6 +146,10 @@ impl NetworkConfig {
             ("handshake_timeout_secs", self.handshake_timeout_secs),
             ("max_pending_handshakes", self.max_pending_handshakes as u64),
             ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_institution",
+                self.max_connections_per_institution as u64,
+            ),
             ("tcp_keepalive_secs", self.tcp_keepalive_secs),
             (
                 "max_concurrent_streams",
@@ -182,6 +191,12 @@ impl NetworkConfig {
                     .into(),
             );
         }
+        if self.max_connections_per_institution > self.max_connections {
+            return Err(
+                "network.max_connections_per_institution must be at most network.max_connections"
+                    .into(),
+            );
+        }
         self.fairness_policy().map(|_| ())
     }
 
@@ -195,6 +210,7 @@ impl NetworkConfig {
             max_pending_handshakes: self.max_pending_handshakes,
             max_pending_handshakes_per_source: self.max_pending_handshakes_per_source,
             max_connections: self.max_connections,
+            max_connections_per_institution: self.max_connections_per_institution,
             tcp_keepalive: Some(secs(self.tcp_keepalive_secs)),
             handshake_failures,
         }
@@ -304,6 +320,14 @@ mod tests {
             (
                 "max_pending_handshakes_per_source = 200",
                 "max_pending_handshakes_per_source",
+            ),
+            (
+                "max_connections_per_institution = 0",
+                "max_connections_per_institution",
+            ),
+            (
+                "max_connections = 16\nmax_connections_per_institution = 32",
+                "max_connections_per_institution",
             ),
             (
                 "[[fairness.overrides]]\ninstitution = \"clinic 1\"",

@@ -11,7 +11,8 @@
 //!   (one spawned task each, with a timeout); only completed, authenticated connections come out.
 //!   Before TLS it bounds what an unauthenticated peer can hold ([`IncomingConfig`]): one source
 //!   address holds at most an eighth of the pending handshakes, open connections are capped,
-//!   and accept errors pause the loop rather than spin or end it.
+//!   and accept errors pause the loop rather than spin or end it. After TLS it caps the open
+//!   connections of each institution, so that one certificate cannot hold the global cap.
 //! - A handler reads the identity with [`peer_identity`] (it is the connection's tonic
 //!   `ConnectInfo`, so it sits in the request extensions as a [`PeerIdentity`]).
 //!
@@ -102,6 +103,13 @@ pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = MAX_PENDING_HANDSHAKES / 8;
 
 /// How many authenticated connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 4096;
+
+/// How many of the open connections one institution may hold: without it one certificate could
+/// complete [`MAX_CONNECTIONS`] handshakes, hold them idle (answering keepalive pings) and get
+/// every other institution's new connection closed. A client needs one connection (the load
+/// test's fleet uses one per institution, the fairness test floods with 8); 32 leaves room for
+/// several processes per institution while a lockout takes 128 institutions' certificates.
+pub const MAX_CONNECTIONS_PER_INSTITUTION: usize = 32;
 
 /// Idle time before TCP keepalive probes (a dead peer is also found by HTTP/2 pings).
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -590,7 +598,8 @@ impl TlsReloader {
 pub struct TlsConnection {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerIdentity,
-    /// Counts the connection as open until it is dropped.
+    /// Counts the connection as open, among all and among its institution's, until it is
+    /// dropped: tonic drops it when the connection ends, however it ends.
     _open: OpenSlot,
 }
 
@@ -666,6 +675,9 @@ pub struct IncomingConfig {
     pub max_pending_handshakes_per_source: usize,
     /// Open authenticated connections; above it new connections are closed right after accept.
     pub max_connections: usize,
+    /// Open authenticated connections one institution may hold; its further connections are
+    /// closed right after their handshake.
+    pub max_connections_per_institution: usize,
     /// Idle time before TCP keepalive probes; `None`: the system's setting.
     pub tcp_keepalive: Option<Duration>,
     /// Counts failed handshakes (timeouts, TLS errors, refused certificates) for /metrics.
@@ -679,6 +691,7 @@ impl Default for IncomingConfig {
             max_pending_handshakes: MAX_PENDING_HANDSHAKES,
             max_pending_handshakes_per_source: MAX_PENDING_HANDSHAKES_PER_SOURCE,
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_institution: MAX_CONNECTIONS_PER_INSTITUTION,
             tcp_keepalive: Some(TCP_KEEPALIVE),
             handshake_failures: Arc::default(),
         }
@@ -698,6 +711,7 @@ pub fn incoming_with(listener: TcpListener, tls: ServerTls, config: IncomingConf
         admission: Admission::new(
             config.max_pending_handshakes_per_source,
             config.max_connections,
+            config.max_connections_per_institution,
         ),
         config,
         handshakes: JoinSet::new(),
@@ -710,9 +724,10 @@ pub fn incoming_with(listener: TcpListener, tls: ServerTls, config: IncomingConf
 /// its own task for the handshake (with the configuration in force at accept, and a timeout);
 /// connections come out in the order their handshakes complete. A connection whose source
 /// address holds its share of the pending handshakes, or that comes while the open connections
-/// are at their cap, is closed right after accept. A failed handshake is counted and dropped;
-/// refusals and failures are logged at most once per [`REFUSAL_LOG_EVERY`]. The stream never
-/// yields an error and never ends: after an accept error such as EMFILE it pauses (100 ms
+/// are at their cap, is closed right after accept; one whose institution holds its share of the
+/// open connections is closed right after its handshake. A failed handshake is counted and
+/// dropped; refusals and failures are logged at most once per [`REFUSAL_LOG_EVERY`]. The stream
+/// never yields an error and never ends: after an accept error such as EMFILE it pauses (100 ms
 /// doubling to 1 s) and accepts again. Dropping it closes the listener and aborts the
 /// handshakes in progress. Must be polled inside a Tokio runtime.
 pub struct Incoming {
@@ -731,6 +746,7 @@ static ACCEPT_ERRORS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 static SOURCE_BUSY: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 static TOO_MANY_CONNECTIONS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 static HANDSHAKE_FAILED: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
+static INSTITUTION_BUSY: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -779,6 +795,7 @@ impl Incoming {
                     timeout: self.config.handshake_timeout,
                     tcp_keepalive: self.config.tcp_keepalive,
                     failures: Arc::clone(&self.config.handshake_failures),
+                    max_per_institution: self.config.max_connections_per_institution,
                     slot,
                 };
                 self.handshakes.spawn(handshake.run(tcp, remote));
@@ -841,6 +858,8 @@ struct Handshake {
     timeout: Duration,
     tcp_keepalive: Option<Duration>,
     failures: Arc<AtomicU64>,
+    /// For the log line of a connection refused for its institution.
+    max_per_institution: usize,
     slot: PendingSlot,
 }
 
@@ -868,11 +887,27 @@ impl Handshake {
         };
         match identity {
             Ok(peer) => {
-                tracing::debug!(%remote, institution = %peer.institution.to_uri(), "mutual TLS established");
+                let institution = peer.institution.to_uri();
+                // Refused, the stream is dropped here: the connection is closed, and its client
+                // sees it at its first call.
+                let Some(open) = self.slot.into_open(&peer.institution) else {
+                    if let Some(left_out) = INSTITUTION_BUSY.allow() {
+                        let max = self.max_per_institution;
+                        tracing::warn!(
+                            %remote,
+                            %institution,
+                            max,
+                            left_out,
+                            "connection closed: its institution holds its share of the connections"
+                        );
+                    }
+                    return None;
+                };
+                tracing::debug!(%remote, %institution, "mutual TLS established");
                 Some(TlsConnection {
                     inner: stream,
                     peer,
-                    _open: self.slot.into_open(),
+                    _open: open,
                 })
             }
             Err(e) => {

@@ -1,7 +1,9 @@
-//! Admission before TLS: how many handshakes one source address may have pending, and how many
-//! authenticated connections may be open at once. Each admitted connection holds a guard that
-//! gives its place back when dropped, however its handshake or its life ends (completion,
-//! timeout, failure, abort). Pure bookkeeping: no IO, no TLS, no clock.
+//! Admission around TLS: how many handshakes one source address may have pending, how many
+//! authenticated connections may be open at once (checked before TLS, when nothing is known of
+//! the peer), and how many of them one institution may hold (checked after TLS, when its
+//! certificate has named it). Each admitted connection holds a guard that gives its places back
+//! when dropped, however its handshake or its life ends (completion, timeout, failure, abort).
+//! Pure bookkeeping: no IO, no TLS, no clock.
 
 use std::{
     net::IpAddr,
@@ -11,7 +13,10 @@ use std::{
     },
 };
 
-use crate::keyed_slots::{KeyedSlots, Slot};
+use crate::{
+    domain::ids::Institution,
+    keyed_slots::{KeyedSlots, Slot},
+};
 
 /// Why a new connection was closed right after accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +32,18 @@ pub(crate) enum Refused {
 pub(crate) struct Admission {
     /// Pending handshakes by source address.
     pending: Arc<KeyedSlots<IpAddr>>,
+    /// Open connections by institution, so that one certificate cannot fill `max_open` and
+    /// lock every other institution out.
+    per_institution: Arc<KeyedSlots<Institution>>,
     open: Arc<AtomicUsize>,
     max_open: usize,
 }
 
 impl Admission {
-    pub(crate) fn new(per_source: usize, max_open: usize) -> Self {
+    pub(crate) fn new(per_source: usize, max_open: usize, per_institution: usize) -> Self {
         Admission {
             pending: KeyedSlots::new(per_source),
+            per_institution: KeyedSlots::new(per_institution),
             open: Arc::default(),
             max_open: max_open.max(1),
         }
@@ -51,6 +60,7 @@ impl Admission {
         let slot = self.pending.take(&source).ok_or(Refused::SourceBusy)?;
         Ok(PendingSlot {
             _slot: slot,
+            per_institution: Arc::clone(&self.per_institution),
             open: Arc::clone(&self.open),
         })
     }
@@ -66,23 +76,31 @@ impl Admission {
 #[derive(Debug)]
 pub(crate) struct PendingSlot {
     _slot: Slot<IpAddr>,
+    per_institution: Arc<KeyedSlots<Institution>>,
     open: Arc<AtomicUsize>,
 }
 
 impl PendingSlot {
-    /// The handshake succeeded: the connection now counts as open (and no longer as pending).
-    pub(crate) fn into_open(self) -> OpenSlot {
+    /// The handshake succeeded and the certificate named `institution`: the connection now
+    /// counts as open (and no longer as pending), unless that institution already holds its
+    /// share of the open connections (`None`: the caller closes it). Either way the pending
+    /// place is given back.
+    pub(crate) fn into_open(self, institution: &Institution) -> Option<OpenSlot> {
+        let institution_slot = self.per_institution.take(institution)?;
         self.open.fetch_add(1, Ordering::Relaxed);
-        OpenSlot {
+        Some(OpenSlot {
             open: Arc::clone(&self.open),
-        }
+            _institution: institution_slot,
+        })
     }
 }
 
-/// An open connection's place; given back when the connection is dropped.
+/// An open connection's places (among all, and among its institution's); given back when the
+/// connection is dropped.
 #[derive(Debug)]
 pub(crate) struct OpenSlot {
     open: Arc<AtomicUsize>,
+    _institution: Slot<Institution>,
 }
 
 impl Drop for OpenSlot {
@@ -99,9 +117,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn institution(code: &str) -> Institution {
+        Institution::from_uri(&format!("urn:rxgate:institution:clinic:{code}")).unwrap()
+    }
+
     #[test]
     fn one_source_holds_at_most_its_share_of_pending_handshakes() {
-        let admission = Admission::new(2, 100);
+        let admission = Admission::new(2, 100, 100);
         let first = admission.admit(ip("127.0.0.2")).unwrap();
         let _second = admission.admit(ip("127.0.0.2")).unwrap();
         assert_eq!(
@@ -121,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_table_forgets_an_address_with_its_last_handshake() {
-        let admission = Admission::new(4, 100);
+        let admission = Admission::new(4, 100, 100);
         let slots: Vec<_> = (1..=50)
             .map(|i| admission.admit(ip(&format!("10.0.0.{i}"))).unwrap())
             .collect();
@@ -132,9 +154,12 @@ mod tests {
 
     #[test]
     fn open_connections_are_capped_and_counted_until_closed() {
-        let admission = Admission::new(8, 2);
-        let a = admission.admit(ip("127.0.0.1")).unwrap().into_open();
-        let b = admission.admit(ip("127.0.0.1")).unwrap().into_open();
+        let admission = Admission::new(8, 2, 8);
+        let clinic = institution("1310000001");
+        let a = admission.admit(ip("127.0.0.1")).unwrap();
+        let a = a.into_open(&clinic).unwrap();
+        let b = admission.admit(ip("127.0.0.1")).unwrap();
+        let b = b.into_open(&clinic).unwrap();
         assert_eq!(admission.open(), 2);
         assert_eq!(admission.pending.keys(), 0);
         assert_eq!(
@@ -145,5 +170,25 @@ mod tests {
         let _c = admission.admit(ip("127.0.0.3")).unwrap();
         drop(b);
         assert_eq!(admission.open(), 0);
+    }
+
+    #[test]
+    fn one_institution_holds_at_most_its_share_of_open_connections() {
+        let admission = Admission::new(8, 100, 2);
+        let (clinic, other) = (institution("1310000001"), institution("1310000002"));
+        let open = |who: &Institution| admission.admit(ip("127.0.0.1")).unwrap().into_open(who);
+        let a = open(&clinic).unwrap();
+        let _b = open(&clinic).unwrap();
+        assert!(open(&clinic).is_none());
+        // The refused connection holds neither an open nor a pending place.
+        assert_eq!(admission.open(), 2);
+        assert_eq!(admission.pending.keys(), 0);
+        // Another institution is not affected.
+        let _c = open(&other).unwrap();
+        // A connection that ends gives its institution's place back.
+        drop(a);
+        let _d = open(&clinic).unwrap();
+        assert!(open(&clinic).is_none());
+        assert_eq!(admission.per_institution.keys(), 2);
     }
 }
