@@ -57,7 +57,10 @@ impl Admission {
         if self.open.load(Ordering::Relaxed) >= self.max_open {
             return Err(Refused::TooManyConnections);
         }
-        let slot = self.pending.take(&source).ok_or(Refused::SourceBusy)?;
+        let slot = self
+            .pending
+            .take(&source_key(source))
+            .ok_or(Refused::SourceBusy)?;
         Ok(PendingSlot {
             _slot: slot,
             per_institution: Arc::clone(&self.per_institution),
@@ -69,6 +72,23 @@ impl Admission {
     #[cfg(test)]
     fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// The source a pending handshake is counted under: an IPv4 address as it is (an IPv4-mapped
+/// IPv6 address as its IPv4 one), an IPv6 address by its /64 — the block one host is commonly
+/// given, so that cycling through its addresses buys no more places.
+fn source_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
     }
 }
 
@@ -119,6 +139,16 @@ mod tests {
 
     fn institution(code: &str) -> Institution {
         Institution::from_uri(&format!("urn:rxgate:institution:clinic:{code}")).unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_bit_prefix() {
+        let admission = Admission::new(1, 100, 10);
+        let _held = admission.admit(ip("2001:db8:1:2::1")).unwrap();
+        assert!(admission.admit(ip("2001:db8:1:2:ffff::7")).is_err());
+        assert!(admission.admit(ip("2001:db8:1:3::1")).is_ok());
+        let _v4 = admission.admit(ip("192.0.2.1")).unwrap();
+        assert!(admission.admit(ip("::ffff:192.0.2.1")).is_err());
     }
 
     #[test]
