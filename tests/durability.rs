@@ -434,15 +434,7 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
             },
         };
         ctx.model().unacked.insert(number.clone(), attempt.clone());
-        let register = pb::RegisterPrescriptionRequest {
-            prescription: Some(attempt.signed.clone()),
-            ..Default::default()
-        };
-        let answer = throttled(|| {
-            let (mut clinic, register) = (clinic.clone(), register.clone());
-            async move { clinic.register_prescription(register).await }
-        })
-        .await;
+        let answer = register_paced(&clinic, &attempt.signed).await;
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -579,6 +571,23 @@ async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
 
 fn state_name(s: i32) -> &'static str {
     pb::PrescriptionState::try_from(s).map_or("?", |s| s.as_str_name())
+}
+
+/// Registers `signed` as `clinic`, waiting out the gateway's per-institution rate as a client
+/// would.
+async fn register_paced(
+    clinic: &PrescriptionServiceClient<Channel>,
+    signed: &pb::SignedDocument,
+) -> Result<tonic::Response<pb::RegisterPrescriptionResponse>, tonic::Status> {
+    let register = pb::RegisterPrescriptionRequest {
+        prescription: Some(signed.clone()),
+        ..Default::default()
+    };
+    throttled(|| {
+        let (mut clinic, register) = (clinic.clone(), register.clone());
+        async move { clinic.register_prescription(register).await }
+    })
+    .await
 }
 
 /// `pharmacy` receives the registration again.
@@ -800,15 +809,7 @@ async fn reregister_unacked(ctx: &Ctx, clients: &Arc<Clients>) -> (Vec<String>, 
             failures.push(format!("{number}: stored {} times", existing.len()));
             continue;
         }
-        let register = pb::RegisterPrescriptionRequest {
-            prescription: Some(attempt.signed.clone()),
-            ..Default::default()
-        };
-        let answer = throttled(|| {
-            let (mut clinic, register) = (clinic.clone(), register.clone());
-            async move { clinic.register_prescription(register).await }
-        })
-        .await;
+        let answer = register_paced(&clinic, &attempt.signed).await;
         let r = match answer {
             Ok(r) => r.into_inner(),
             Err(s) => {

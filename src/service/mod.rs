@@ -624,6 +624,19 @@ impl Attributed for DispensingFacts {
     }
 }
 
+/// Names a check's subject in its audit draft and spends its lines of the patient's budget.
+fn begin_check(
+    tx: &mut dyn Txn,
+    draft: &mut AuditDraft,
+    (pseudonyms, limits): (&Pseudonyms, &Limits),
+    patient: &str,
+    lines: usize,
+    consent: Consent,
+) -> Result<clinical::Budget, store::Error> {
+    draft.check = Some(subject_of(pseudonyms, patient, lines, consent));
+    clinical::spend_check_budget(tx, patient, lines, draft.time_ms, limits)
+}
+
 fn subject_of(
     pseudonyms: &Pseudonyms,
     patient: &str,
@@ -1214,13 +1227,13 @@ impl Gateway {
                 let transition = stored.lifecycle.accept(&pharmacy, today)?;
                 let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
                 let patient = &stored.record.patient_key;
-                draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
-                let budget = clinical::spend_check_budget(
+                let budget = begin_check(
                     tx,
+                    draft,
+                    (&pseudonyms, &checker.limits),
                     patient,
                     lines.len(),
-                    draft.time_ms,
-                    &checker.limits,
+                    check.consent,
                 )?;
                 let subject = clinical::Subject {
                     caller: &pharmacy,
@@ -1364,13 +1377,13 @@ impl Gateway {
                 }
             }
             let patient = &stored.record.patient_key;
-            draft.check = Some(subject_of(&pseudonyms, patient, lines.len(), check.consent));
-            let budget = clinical::spend_check_budget(
+            let budget = begin_check(
                 tx,
+                draft,
+                (&pseudonyms, &checker.limits),
                 patient,
                 lines.len(),
-                draft.time_ms,
-                &checker.limits,
+                check.consent,
             )?;
             if budget == clinical::Budget::Spent {
                 return Err(clinical::budget_refusal(&checker.limits));
