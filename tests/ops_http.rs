@@ -72,7 +72,14 @@ async fn call_all(channel: &Channel, paths: impl IntoIterator<Item = String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_share_one_series_and_the_page_stays_parseable() {
-    let h = start_with(|_| {}).await;
+    // The 2,001 calls go out at once: an allowance that takes them all, so that every one is
+    // answered UNIMPLEMENTED (the per-institution rate is tests/fairness.rs's subject).
+    let h = start_with(|c| {
+        c.network.fairness.max_in_flight = 10_000;
+        c.network.fairness.rate_per_sec = 100_000;
+        c.network.fairness.burst = 100_000;
+    })
+    .await;
     let channel = h.channel("clinic").await;
     let (before, _) = scrape(&h).await;
     let paths = (0..2_000).map(|i| match i % 2 {
