@@ -7,7 +7,7 @@
 #  outside tests and local development.
 # =====================================================================
 #
-# Regenerates, from scratch, everything under certs/hpki/ and certs/tls/
+# Regenerates, from scratch, everything under certs/hpki/, certs/tls/ and certs/gateway/
 # (see README.md for what each file is for). Uses only the openssl CLI
 # (OpenSSL 3.0+) and bash. The openssl CA databases live in a temp dir
 # that is deleted on exit.
@@ -155,8 +155,8 @@ gencrl() {
         -gencrl -crldays 36500 "$@" -out "$out"
 }
 
-rm -rf hpki tls
-mkdir hpki tls
+rm -rf hpki tls gateway
+mkdir hpki tls gateway
 
 # =========================================================== A. HPKI
 DEV_O="rxgate development"
@@ -185,11 +185,13 @@ hpki_ee doctor-expired    rsa2048 "DEV Doctor Expired"            DEV-DR-0003 "$
         --valid 20200101000000Z 20210101000000Z
 hpki_ee doctor-revoked    rsa2048 "DEV Doctor Revoked"            DEV-DR-0004 "$CLINIC"   $ROLE_DOCTOR     "Medical Doctor"
 hpki_ee doctor-rsa1024    rsa1024 "DEV Doctor Weak Key"           DEV-DR-0005 "$CLINIC"   $ROLE_DOCTOR     "Medical Doctor"
+hpki_ee pharmacist-revoked rsa2048 "DEV Pharmacist Revoked"       DEV-PH-0004 "$PHARMACY" $ROLE_PHARMACIST "Pharmacist"
 
 # CRLs. The stale CRL is issued first (lower CRL number) with fixed dates
 # (thisUpdate 2025-01-03, nextUpdate one day later) so it is already past
 # its nextUpdate the moment it is generated; the current CRL supersedes it.
 revoke hpki/sign-ca hpki/doctor-revoked keyCompromise
+revoke hpki/sign-ca hpki/pharmacist-revoked keyCompromise
 gencrl hpki/sign-ca hpki/sign-ca-stale.crl.pem -crl_lastupdate 20250103000000Z -crl_nextupdate 20250104000000Z
 gencrl hpki/sign-ca hpki/sign-ca.crl.pem
 gencrl hpki/root    hpki/root.crl.pem
@@ -225,6 +227,19 @@ gencrl tls/ca tls/ca.crl.pem
 issue self tls/untrusted-ca p256 "/C=JP/O=$DEV_O/CN=DEV rxgate UNTRUSTED Institution Root CA" tls_ca
 tls_client untrusted-clinic clinic     1310000099 "DEV Untrusted Clinic" tls/untrusted-ca
 
+# ============================================================ gateway signing identity
+# The gateway's own ECDSA P-256 key and a self-signed certificate ([gateway] in the config): it
+# signs relay attestations. Receiving intakes pin the certificate (intake.trusted_senders). The
+# untrusted one signs attestations that a receiving intake must refuse.
+gateway_identity() {
+    genkey "gateway/$1.key.pem" p256
+    run openssl req -x509 -new -key "gateway/$1.key.pem" -subj "/C=JP/O=$DEV_O/CN=$2" \
+        -days 18000 -addext "keyUsage=critical,digitalSignature" \
+        -addext "basicConstraints=critical,CA:FALSE" -out "gateway/$1.cert.pem"
+}
+gateway_identity gateway           "DEV rxgate gateway signing"
+gateway_identity untrusted-gateway "DEV rxgate UNTRUSTED gateway signing"
+
 # ============================================================ self-check
 # The SubjectDirectoryAttributes of hpki/doctor must be byte-identical to
 # the real HPKI Medical Doctor encoding.
@@ -236,7 +251,7 @@ got=$(od -An -v -tx1 "$WORK/sda.der" | tr -d ' \n')
 [[ $got == "$SDA_DOCTOR" ]] || { echo "SDA of hpki/doctor differs from the reference: $got" >&2; exit 1; }
 
 for n in doctor doctor-ec dentist pharmacist pharmacist-ec director norole doctor-mismatch \
-         doctor-auth doctor-authpolicy doctor-revoked doctor-rsa1024; do
+         doctor-auth doctor-authpolicy doctor-revoked pharmacist-revoked doctor-rsa1024; do
     run openssl verify -CAfile hpki/root.cert.pem -untrusted hpki/sign-ca.cert.pem -purpose any "hpki/$n.cert.pem"
 done
 for n in server clinic clinic2 pharmacy pharmacy2 management operator pharmacy-revoked; do

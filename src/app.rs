@@ -202,9 +202,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     }));
     if let Some(relay) = &config.relay {
+        let identity = Arc::new(config.gateway_identity()?);
         background.push(tokio::spawn(crate::relay::run(
             Arc::clone(&gateway),
-            relay.relay_config(),
+            relay.relay_config(identity),
         )));
     }
     let pruner = Arc::clone(&gateway);

@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,6 +19,7 @@ use crate::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
+    identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
     limits::Limits,
     network::NetworkConfig,
     relay::RelayConfig,
@@ -105,6 +107,22 @@ pub struct Config {
     /// Connection, HTTP/2, event-feed and per-institution fairness limits (docs/LIMITS.md).
     #[serde(default)]
     pub network: NetworkConfig,
+    /// The gateway's own signing identity (ECDSA P-256 key and certificate): it attests the
+    /// metadata of the records it relays.
+    pub gateway: IdentityFiles,
+    /// What the intake (ManagementIntake) believes.
+    #[serde(default)]
+    pub intake: IntakeConfig,
+}
+
+/// The intake of relayed dispensing records.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// The `[gateway]` certificates of the gateways whose attested receipt times are believed
+    /// (pinned: PEM or DER files). A record from any other sender is judged as of its arrival.
+    #[serde(default)]
+    pub trusted_senders: Vec<PathBuf>,
 }
 
 /// The relay to an upstream management service.
@@ -140,8 +158,9 @@ impl RelayFiles {
         }
     }
 
-    pub fn relay_config(&self) -> RelayConfig {
+    pub fn relay_config(&self, identity: Arc<GatewayIdentity>) -> RelayConfig {
         RelayConfig {
+            identity,
             upstream: self.upstream.clone(),
             client: ClientFiles {
                 ca: self.upstream_ca.clone(),
@@ -337,6 +356,10 @@ impl Config {
             relay: None,
             metrics_listen: default_metrics_listen(),
             network: NetworkConfig::default(),
+            gateway: IdentityFiles::dev(),
+            intake: IntakeConfig {
+                trusted_senders: vec![IdentityFiles::dev().cert],
+            },
         }
     }
 
@@ -365,6 +388,8 @@ impl Config {
         self.network.validate().map_err(Error::Invalid)?;
         self.validate_durations()?;
         self.pseudonyms()?;
+        self.gateway_identity()?;
+        self.trusted_senders()?;
         self.verifier_config().map(|_| ())
     }
 
@@ -454,6 +479,17 @@ impl Config {
         Pseudonyms::from_file(&self.audit_pseudonym_key).map_err(Error::Invalid)
     }
 
+    /// The `[gateway]` signing identity, loaded.
+    pub fn gateway_identity(&self) -> Result<GatewayIdentity, Error> {
+        GatewayIdentity::from_files(&self.gateway)
+            .map_err(|e| Error::Invalid(format!("[gateway]: {e}")))
+    }
+
+    fn trusted_senders(&self) -> Result<TrustedSenders, Error> {
+        TrustedSenders::from_files(&self.intake.trusted_senders)
+            .map_err(|e| Error::Invalid(format!("intake.trusted_senders: {e}")))
+    }
+
     pub fn gateway_config(&self) -> Result<GatewayConfig, Error> {
         Ok(GatewayConfig {
             max_usable_days: self.max_usable_days,
@@ -466,6 +502,7 @@ impl Config {
             limits: self.limits.clone(),
             pseudonyms: self.pseudonyms()?,
             stuck_after: Duration::from_secs(self.stuck_after_secs),
+            trusted_senders: self.trusted_senders()?,
             ..GatewayConfig::default()
         })
     }

@@ -7,6 +7,7 @@
 //! - `documents`: the strict decode of the wire document types (`SignedContent`).
 //! - `proto`: the generated types of `proto/rxgate/v1`.
 //! - `signer`: makes CMS signatures (for `rxgate sign`, demos and tests).
+//! - `identity`: the gateway's own signing key and the gateways an intake pins.
 //! - `trust`: loads trust material from files (anchors, CRLs per issuing CA, reloaded on change).
 //! - `json`: the protobuf JSON mapping of the contract's messages.
 //! - `limits`: the bounds on what one request may ask and one patient's history may hold.
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod documents;
 pub mod domain;
 pub mod grpc;
+pub mod identity;
 pub mod json;
 pub mod keyed_slots;
 pub mod limits;

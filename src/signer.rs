@@ -52,7 +52,7 @@ pub struct SigningKey {
     rng: SystemRandom,
 }
 
-fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
     if bytes.starts_with(b"-----BEGIN") {
         let (found, der) = der::pem::decode_vec(bytes).map_err(|e| e.to_string())?;
         if found != label {

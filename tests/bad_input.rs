@@ -488,6 +488,7 @@ fn deliver_rows(h: &Harness) -> Vec<Row> {
             prescription_id: "0".repeat(32),
             institution_code: CLINIC.into(),
             prescription_number: "BAD-1".into(),
+            attestation: None,
         };
         f(&mut request);
         request

@@ -45,10 +45,7 @@ async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
         .unwrap();
     store.close().unwrap();
     rows.iter()
-        .map(|(_, v)| {
-            let IntakeRecord::V1(r) = decode(v).unwrap();
-            r.number
-        })
+        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current().record.number)
         .collect()
 }
 

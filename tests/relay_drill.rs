@@ -238,10 +238,7 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     store.close().unwrap();
     let held: Vec<_> = rows
         .iter()
-        .map(|(_, v)| {
-            let IntakeRecord::V1(r) = decode(v).unwrap();
-            r
-        })
+        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current().record)
         .collect();
     assert_eq!(held.len(), RECORDS as usize, "every record, once");
     let mut numbers: Vec<_> = held.iter().map(|r| r.number.clone()).collect();

@@ -76,6 +76,24 @@ pub fn delivery_fields(r: &pb::DeliverDispensingRecordRequest) -> Result<(), Err
         .map_err(|e| invalid("institution_code", e.rule))?;
     PrescriptionNumber::parse(&r.prescription_number)
         .ok_or_else(|| invalid("prescription_number", "1-32 printable ASCII characters"))?;
+    if let Some(a) = &r.attestation {
+        attestation_fields(a)?;
+    }
+    Ok(())
+}
+
+/// Bounds of a relay attestation, checked before its signature is.
+fn attestation_fields(a: &pb::RelayAttestation) -> Result<(), Error> {
+    if a.statement.len() > 1024 {
+        return Err(invalid("attestation.statement", "at most 1 KiB"));
+    }
+    // An ECDSA P-256 signature in ASN.1 DER is at most 72 bytes.
+    if a.signature.is_empty() || a.signature.len() > 72 {
+        return Err(invalid("attestation.signature", "1-72 bytes"));
+    }
+    if a.sender_certificate_sha256.len() != 32 {
+        return Err(invalid("attestation.sender_certificate_sha256", "32 bytes"));
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use crate::{
         management_intake_server::ManagementIntake,
         prescription_service_server::PrescriptionService,
     },
-    service::{Caller, Delivery, Error, EventFilter, Findings, Gateway},
+    service::{Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
     tls::peer_identity,
 };
 use convert::{
@@ -430,6 +430,11 @@ impl ManagementIntake for Services {
             prescription_id: r.prescription_id,
             institution: r.institution_code,
             number: r.prescription_number,
+            attestation: r.attestation.map(|a| Attestation {
+                statement: a.statement,
+                signature: a.signature,
+                sender_certificate_sha256: a.sender_certificate_sha256,
+            }),
         };
         let duplicate = self
             .gateway

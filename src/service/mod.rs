@@ -6,6 +6,7 @@
 pub mod clinical;
 mod events;
 mod import;
+mod intake;
 mod lockout;
 mod pseudonym;
 pub mod records;
@@ -28,9 +29,10 @@ pub use clinical::{
 };
 pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
+pub use intake::{Attestation, Delivery};
 pub use lockout::LockoutPolicy;
 pub use pseudonym::Pseudonyms;
-pub use relay::{DeadLetter, Delivery};
+pub use relay::DeadLetter;
 
 use crate::{
     documents::bounded_count,
@@ -49,6 +51,7 @@ use crate::{
         signature::{Refusal, SignedContent, Signer, VerifiedDocument, Verifier},
         time::JapanDate,
     },
+    identity::TrustedSenders,
     limits::Limits,
     metrics::Metrics,
     proto::v1::{DispensingRecord, Prescription},
@@ -165,6 +168,8 @@ pub struct GatewayConfig {
     pub pseudonyms: Pseudonyms,
     /// An ACCEPTED prescription without a dispensing record for this long is stuck.
     pub stuck_after: Duration,
+    /// The gateways whose relay attestations the intake believes.
+    pub trusted_senders: TrustedSenders,
 }
 
 impl Default for GatewayConfig {
@@ -177,6 +182,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             pseudonyms: Pseudonyms::ephemeral(),
             stuck_after: Duration::from_secs(3 * 86_400),
+            trusted_senders: TrustedSenders::default(),
         }
     }
 }

@@ -611,9 +611,35 @@ pub struct IntakeV1 {
     pub cms_signature: Vec<u8>,
 }
 
+/// A dispensing record received through ManagementIntake, with who attested its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeV2 {
+    /// `prescription_id` is the sender's id (scoped to `sender`); `received_at_ms` is the
+    /// sender's receipt time as claimed, which the record was verified as of only if attested.
+    pub record: IntakeV1,
+    /// The SHA-256 (hex) of the pinned gateway certificate that attested the metadata; none:
+    /// unattested, the record was verified as of its delivery.
+    pub attested_by: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IntakeRecord {
     V1(IntakeV1),
+    V2(IntakeV2),
+}
+
+impl IntakeRecord {
+    /// The record as the current version (version 1 was written before attestations: its
+    /// receipt time was believed as sent).
+    pub fn current(self) -> IntakeV2 {
+        match self {
+            IntakeRecord::V1(record) => IntakeV2 {
+                record,
+                attested_by: None,
+            },
+            IntakeRecord::V2(r) => r,
+        }
+    }
 }
 
 /// A dispensing record the upstream refused for good.

@@ -291,3 +291,16 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
     socket.read_to_string(&mut text).await.unwrap();
     text
 }
+
+/// The fields of the `BadRequest` detail of an INVALID_ARGUMENT status.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("a BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
