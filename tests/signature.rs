@@ -1,12 +1,16 @@
 //! Signed-document verification against the committed development PKI (certs/), with real CMS
-//! signatures made both by rxgate and by `openssl cms`, the standard tool.
+//! signatures made both by rxgate and by `openssl cms`, the standard tool, and hand-made ones
+//! outside the profile.
+
+mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use common::cms::{self as crafted, hpki};
 use prost::Message;
 use rxgate::{
     domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
@@ -14,12 +18,6 @@ use rxgate::{
     signer::SigningKey,
     trust::{CrlFile, TrustFiles},
 };
-
-fn hpki(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("certs/hpki")
-        .join(file)
-}
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -686,4 +684,89 @@ fn rxgate_sign_output_verifies_under_openssl() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ROLE_NOT_ALLOWED"));
+}
+
+// --- strict encoding: what a pharmacy's own verifier would refuse, refused here ----------------
+
+/// Verifies a hand-made signature of the dev doctor over the prescription: `sent` the signed
+/// attributes as sent, `signed` those the signature covers.
+fn verify_crafted(
+    econtent_type: &str,
+    sent: &[Vec<u8>],
+    signed: &[Vec<u8>],
+) -> Result<Role, rxgate::domain::signature::Refusal> {
+    let dir = tempfile::tempdir().unwrap();
+    let cms = crafted::signed_data(dir.path(), "doctor", econtent_type, sent, signed);
+    dev_verifier()
+        .verify::<Prescription>(&prescription(), &cms, now())
+        .map(|v| v.signer().role)
+}
+
+/// content-type id-data, a UTCTime signing-time of now and the message digest, in DER order.
+fn profile_attributes() -> Vec<Vec<u8>> {
+    crafted::der_order(&[
+        crafted::content_type(crafted::ID_DATA),
+        crafted::signing_time(now()),
+        crafted::message_digest(&prescription()),
+    ])
+}
+
+#[test]
+fn a_hand_made_signature_inside_the_profile_verifies() {
+    let attributes = profile_attributes();
+    assert_eq!(
+        verify_crafted(crafted::ID_DATA, &attributes, &attributes),
+        Ok(Role::Doctor)
+    );
+}
+
+/// Signed attributes out of DER SET OF order are refused, whether the signature covers the bytes
+/// sent or their DER re-encoding (which a verifier that re-encodes would check, and accept, and
+/// `openssl cms -verify` refuse), and so is a length not in its shortest form.
+#[test]
+fn signed_attributes_out_of_der_order_are_refused() {
+    let in_order = profile_attributes();
+    let mut reordered = in_order.clone();
+    reordered.reverse();
+    // and one attribute's length in a long form where the short one does
+    let mut long_length = in_order.clone();
+    let short = long_length[0].clone();
+    long_length[0] = [&[short[0], 0x81], &short[1..]].concat();
+    for (sent, signed) in [
+        (&reordered, &reordered),
+        (&reordered, &in_order),
+        (&long_length, &long_length),
+    ] {
+        let refusal = verify_crafted(crafted::ID_DATA, sent, signed).unwrap_err();
+        assert_eq!(refusal.reason, Reason::MalformedSignature);
+        assert_eq!(refusal.detail, "signed attributes are not DER-encoded");
+    }
+}
+
+#[test]
+fn an_encapsulated_content_type_other_than_id_data_is_refused() {
+    let foreign = "1.2.3.4";
+    let attributes = crafted::der_order(&[
+        crafted::content_type(foreign),
+        crafted::signing_time(now()),
+        crafted::message_digest(&prescription()),
+    ]);
+    let refusal = verify_crafted(foreign, &attributes, &attributes).unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedSignature);
+    assert_eq!(refusal.detail, "eContentType is not id-data");
+}
+
+#[test]
+fn a_current_signing_time_as_generalized_time_is_refused() {
+    let attributes = crafted::der_order(&[
+        crafted::content_type(crafted::ID_DATA),
+        crafted::signing_time_generalized(now()),
+        crafted::message_digest(&prescription()),
+    ]);
+    let refusal = verify_crafted(crafted::ID_DATA, &attributes, &attributes).unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedSignature);
+    assert_eq!(
+        refusal.detail,
+        "signing-time of 1950 to 2049 is not a UTCTime (RFC 5652 §11.3)"
+    );
 }
