@@ -13,8 +13,9 @@ use std::{
 use common::cms::{self as crafted, hpki};
 use prost::Message;
 use rxgate::{
+    demo::{demo_dispensing, demo_prescription},
     domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
-    proto::v1::{DispensingRecord, DocumentType, Practitioner, Prescription},
+    proto::v1::{self as pb, DispensingRecord, DocumentType, Practitioner, Prescription},
     signer::SigningKey,
     trust::{CrlFile, TrustFiles},
 };
@@ -532,6 +533,41 @@ fn openssl_sign(dir: &Path, name: &str, content: &[u8], extra: &[&str]) -> Vec<u
     read(&output)
 }
 
+/// `openssl cms -verify` of the detached `signature` over `content` with the dev HPKI root,
+/// writing the content it verified to `out`; panics with openssl's message if it fails.
+fn openssl_verify(signature: &Path, content: &Path, out: &Path) {
+    let verified = openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        path_str(signature),
+        "-content",
+        path_str(content),
+        "-CAfile",
+        path_str(&hpki("root.cert.pem")),
+        "-purpose",
+        "any",
+        "-out",
+        path_str(out),
+    ]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
+/// `openssl cms -verify` of a document as the gateway handed it out, in files under `dir`.
+fn openssl_verifies(dir: &Path, document: &pb::SignedDocument) {
+    let (content, signature) = (dir.join("handed.bin"), dir.join("handed.sig"));
+    std::fs::write(&content, &document.content).unwrap();
+    std::fs::write(&signature, &document.cms_signature).unwrap();
+    openssl_verify(&signature, &content, &dir.join("handed.verified"));
+}
+
 #[test]
 fn documents_signed_by_openssl_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -631,28 +667,7 @@ fn rxgate_sign_output_verifies_under_openssl() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = openssl(&[
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        path_str(&signature),
-        "-content",
-        path_str(&content),
-        "-CAfile",
-        path_str(&hpki("root.cert.pem")),
-        "-purpose",
-        "any",
-        "-out",
-        path_str(&dir.path().join("verified.bin")),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_verify(&signature, &content, &dir.path().join("verified.bin"));
     assert_eq!(read(&dir.path().join("verified.bin")), read(&content));
 
     // and `rxgate verify` accepts the SignedDocument JSON it wrote
@@ -769,4 +784,130 @@ fn a_current_signing_time_as_generalized_time_is_refused() {
         refusal.detail,
         "signing-time of 1950 to 2049 is not a UTCTime (RFC 5652 §11.3)"
     );
+}
+
+// --- through the gateway: what is handed out is what was received --------------------------------
+
+/// Registers `sent` as the dev clinic, for patient `n`, and receives it as the dev pharmacy: the
+/// signed prescription handed to the pharmacy, or the refusal of the registration.
+async fn handed_to_the_pharmacy(
+    h: &common::Harness,
+    n: u32,
+    sent: pb::SignedDocument,
+) -> Result<pb::SignedDocument, tonic::Status> {
+    let registered = h
+        .clinic("clinic")
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(sent),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let received = h
+        .pharmacy("pharmacy")
+        .await
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(common::patient(n)),
+            exchange_number: registered.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Ok(received.prescription.unwrap())
+}
+
+/// Signatures of every origin sent to the running gateway: each one it accepts reaches the
+/// pharmacy byte for byte as received (its certificates cut out when stored and put back when
+/// handed out) and verifies under `openssl cms -verify`; the others are refused.
+#[tokio::test]
+async fn every_accepted_signature_reaches_the_pharmacy_as_received_and_verifies_under_openssl() {
+    let h = common::start_with(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (doctor, time) = (signer("doctor"), h.now());
+    let crafted_by = |content: &[u8], reorder: fn(&mut Vec<Vec<u8>>), over_sent: bool| {
+        let in_order = crafted::der_order(&[
+            crafted::content_type(crafted::ID_DATA),
+            crafted::signing_time(time),
+            crafted::message_digest(content),
+        ]);
+        let mut sent = in_order.clone();
+        reorder(&mut sent);
+        let signed = if over_sent { &sent } else { &in_order };
+        crafted::signed_data(dir.path(), "doctor", crafted::ID_DATA, &sent, signed)
+    };
+    type Sign<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let origins: [(&str, Sign); 5] = [
+        ("openssl", &|c| openssl_sign(dir.path(), "doctor", c, &[])),
+        ("rxgate", &|c| doctor.sign(c, time).unwrap()),
+        ("by hand, DER", &|c| crafted_by(c, |_| {}, true)),
+        ("by hand, reordered and signed so", &|c| {
+            crafted_by(c, |a| a.reverse(), true)
+        }),
+        ("by hand, reordered and signed in DER order", &|c| {
+            crafted_by(c, |a| a.reverse(), false)
+        }),
+    ];
+    let mut accepted = Vec::new();
+    for (n, (origin, sign)) in (1..).zip(origins) {
+        let number = format!("RX-ORIGIN-{n}");
+        let content = demo_prescription(&number, common::patient(n), h.today()).encode_to_vec();
+        let sent = pb::SignedDocument {
+            cms_signature: sign(&content),
+            content,
+        };
+        match handed_to_the_pharmacy(&h, n, sent.clone()).await {
+            Ok(handed) => {
+                assert_eq!(handed, sent, "{origin}");
+                openssl_verifies(dir.path(), &handed);
+                accepted.push(origin);
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{origin}"),
+        }
+    }
+    assert_eq!(accepted, ["openssl", "rxgate", "by hand, DER"]);
+    h.shutdown().await;
+}
+
+/// A dispensing record signed by `openssl cms` reaches the clinic byte for byte as received and
+/// verifies under `openssl cms -verify`.
+#[tokio::test]
+async fn an_openssl_dispensing_record_reaches_the_clinic_as_received_and_verifies_under_openssl() {
+    let h = common::start_with(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registered = h.register_demo("clinic", "RX-OPENSSL-1", 1).await;
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    pharmacy
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(common::patient(1)),
+            exchange_number: registered.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let record = demo_dispensing("RX-OPENSSL-1", h.today()).encode_to_vec();
+    let sent = pb::SignedDocument {
+        cms_signature: openssl_sign(dir.path(), "pharmacist", &record, &[]),
+        content: record,
+    };
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(sent.clone()),
+        })
+        .await
+        .unwrap();
+    let status = h
+        .clinic("clinic")
+        .await
+        .get_prescription_status(pb::GetPrescriptionStatusRequest {
+            prescription_id: registered.prescription_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let handed = status.dispensing_records[0].record.clone().unwrap();
+    assert_eq!(handed, sent);
+    openssl_verifies(dir.path(), &handed);
+    h.shutdown().await;
 }
