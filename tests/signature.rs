@@ -911,3 +911,53 @@ async fn an_openssl_dispensing_record_reaches_the_clinic_as_received_and_verifie
     openssl_verifies(dir.path(), &handed);
     h.shutdown().await;
 }
+
+/// A signer certificate whose own signature does not verify (its last byte changed): a path to
+/// the anchor exists by name but does not validate. The client is told so in the gateway's own
+/// words, the path validator's diagnostic staying in the server's log.
+#[tokio::test]
+async fn a_path_that_does_not_validate_is_refused_in_the_gateways_words() {
+    use der::{Decode, Encode};
+    let h = common::start_with(|_| {}).await;
+    let content = demo_prescription("RX-FORGED-1", common::patient(1), h.today()).encode_to_vec();
+    let mut cms = signer("doctor").sign(&content, h.now()).unwrap();
+    let pem = read(&hpki("doctor.cert.pem"));
+    let certificate = x509_cert::Certificate::load_pem_chain(&pem).unwrap()[0]
+        .to_der()
+        .unwrap();
+    let end = cms
+        .windows(certificate.len())
+        .position(|w| w == certificate)
+        .unwrap()
+        + certificate.len();
+    cms[end - 1] ^= 0x01;
+    let forged = x509_cert::Certificate::from_der(&cms[end - certificate.len()..end]);
+    assert!(
+        forged.is_ok(),
+        "still a certificate, with a wrong signature"
+    );
+    let refusal = dev_verifier()
+        .verify::<Prescription>(&content, &cms, h.now())
+        .unwrap_err();
+    let diagnostic = refusal.diagnostic.unwrap_or_default();
+    assert!(
+        diagnostic.contains("SignatureVerificationFailure"),
+        "kept for the log: {diagnostic}"
+    );
+    let status = handed_to_the_pharmacy(
+        &h,
+        1,
+        pb::SignedDocument {
+            content,
+            cms_signature: cms,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "signature refused: CERT_UNTRUSTED: the certification path does not validate"
+    );
+    h.shutdown().await;
+}
