@@ -108,16 +108,10 @@ fn certificate(file: &str) -> Certificate {
     Certificate::load_pem_chain(&pem).unwrap().remove(0)
 }
 
-/// `openssl dgst -sha256 -sign`: RSA PKCS#1 v1.5 or DER ECDSA, as the key is.
-fn openssl_signature(dir: &Path, key: &Path, message: &[u8]) -> Vec<u8> {
-    let (input, output) = (dir.join("attributes.der"), dir.join("attributes.sig"));
-    std::fs::write(&input, message).unwrap();
+/// Runs the openssl command with `args`; panics with its message unless it succeeds.
+pub fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(key)
-        .arg("-out")
-        .arg(&output)
-        .arg(&input)
+        .args(args)
         .output()
         .expect("the openssl command is installed (.ci/run installs it)");
     assert!(
@@ -125,6 +119,22 @@ fn openssl_signature(dir: &Path, key: &Path, message: &[u8]) -> Vec<u8> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `openssl dgst -sha256 -sign`: RSA PKCS#1 v1.5 or DER ECDSA, as the key is.
+fn openssl_signature(dir: &Path, key: &Path, message: &[u8]) -> Vec<u8> {
+    let (input, output) = (dir.join("attributes.der"), dir.join("attributes.sig"));
+    std::fs::write(&input, message).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        &path(key),
+        "-out",
+        &path(&output),
+        &path(&input),
+    ]);
     std::fs::read(output).unwrap()
 }
 
