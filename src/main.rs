@@ -291,6 +291,9 @@ fn verify_as<D: SignedContent + Message>(
         }
         Err(refusal) => {
             println!("refused: {} ({})", refusal.reason, refusal.detail);
+            if let Some(diagnostic) = &refusal.diagnostic {
+                println!("path validation: {diagnostic}");
+            }
             Ok(false)
         }
     }

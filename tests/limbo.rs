@@ -264,9 +264,15 @@ fn run(case: &Testcase) -> Ours {
             match verifier.validate_certificate(&leaf, &presented, at, max_depth, check_revocation)
             {
                 Ok(()) => Ours::Accepted,
-                Err(refusal) => {
-                    Ours::Refused(format!("{}: {}", refusal.reason.code(), refusal.detail))
-                }
+                Err(refusal) => Ours::Refused(format!(
+                    "{}: {}{}",
+                    refusal.reason.code(),
+                    refusal.detail,
+                    refusal
+                        .diagnostic
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                )),
             },
         )
     };

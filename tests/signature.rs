@@ -1,25 +1,24 @@
 //! Signed-document verification against the committed development PKI (certs/), with real CMS
-//! signatures made both by rxgate and by `openssl cms`, the standard tool.
+//! signatures made both by rxgate and by `openssl cms`, the standard tool, and hand-made ones
+//! outside the profile.
+
+mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use common::cms::{self as crafted, hpki, openssl};
 use prost::Message;
 use rxgate::{
+    demo::{demo_dispensing, demo_prescription},
     domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
-    proto::v1::{DispensingRecord, DocumentType, Practitioner, Prescription},
+    proto::v1::{self as pb, DispensingRecord, DocumentType, Practitioner, Prescription},
     signer::SigningKey,
     trust::{CrlFile, TrustFiles},
 };
-
-fn hpki(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("certs/hpki")
-        .join(file)
-}
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -480,13 +479,6 @@ fn the_role_is_read_from_the_real_medis_certificate() {
 
 // --- interoperability with `openssl cms` -------------------------------------------------------
 
-fn openssl(args: &[&str]) -> std::process::Output {
-    Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command is installed (.ci/run installs it)")
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -525,13 +517,38 @@ fn openssl_sign(dir: &Path, name: &str, content: &[u8], extra: &[&str]) -> Vec<u
     ]);
     // after the first signer: options such as -keyopt apply to the signer before them
     args.extend_from_slice(extra);
-    let out = openssl(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl(&args);
     read(&output)
+}
+
+/// `openssl cms -verify` of the detached `signature` over `content` with the dev HPKI root,
+/// writing the content it verified to `out`; panics with openssl's message if it fails.
+fn openssl_verify(signature: &Path, content: &Path, out: &Path) {
+    openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        path_str(signature),
+        "-content",
+        path_str(content),
+        "-CAfile",
+        path_str(&hpki("root.cert.pem")),
+        "-purpose",
+        "any",
+        "-out",
+        path_str(out),
+    ]);
+}
+
+/// `openssl cms -verify` of a document as the gateway handed it out, in files under `dir`.
+fn openssl_verifies(dir: &Path, document: &pb::SignedDocument) {
+    let (content, signature) = (dir.join("handed.bin"), dir.join("handed.sig"));
+    std::fs::write(&content, &document.content).unwrap();
+    std::fs::write(&signature, &document.cms_signature).unwrap();
+    openssl_verify(&signature, &content, &dir.join("handed.verified"));
 }
 
 #[test]
@@ -633,28 +650,7 @@ fn rxgate_sign_output_verifies_under_openssl() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = openssl(&[
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        path_str(&signature),
-        "-content",
-        path_str(&content),
-        "-CAfile",
-        path_str(&hpki("root.cert.pem")),
-        "-purpose",
-        "any",
-        "-out",
-        path_str(&dir.path().join("verified.bin")),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_verify(&signature, &content, &dir.path().join("verified.bin"));
     assert_eq!(read(&dir.path().join("verified.bin")), read(&content));
 
     // and `rxgate verify` accepts the SignedDocument JSON it wrote
@@ -686,4 +682,265 @@ fn rxgate_sign_output_verifies_under_openssl() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ROLE_NOT_ALLOWED"));
+}
+
+// --- strict encoding: what a pharmacy's own verifier would refuse, refused here ----------------
+
+/// Verifies a hand-made signature of the dev doctor over the prescription: `sent` the signed
+/// attributes as sent, `signed` those the signature covers.
+fn verify_crafted(
+    econtent_type: &str,
+    sent: &[Vec<u8>],
+    signed: &[Vec<u8>],
+) -> Result<Role, rxgate::domain::signature::Refusal> {
+    let dir = tempfile::tempdir().unwrap();
+    let cms = crafted::signed_data(dir.path(), "doctor", econtent_type, sent, signed);
+    dev_verifier()
+        .verify::<Prescription>(&prescription(), &cms, now())
+        .map(|v| v.signer().role)
+}
+
+/// content-type id-data, a UTCTime signing-time of now and the message digest, in DER order.
+fn profile_attributes() -> Vec<Vec<u8>> {
+    crafted::der_order(&[
+        crafted::content_type(crafted::ID_DATA),
+        crafted::signing_time(now()),
+        crafted::message_digest(&prescription()),
+    ])
+}
+
+#[test]
+fn a_hand_made_signature_inside_the_profile_verifies() {
+    let attributes = profile_attributes();
+    assert_eq!(
+        verify_crafted(crafted::ID_DATA, &attributes, &attributes),
+        Ok(Role::Doctor)
+    );
+}
+
+/// Signed attributes out of DER SET OF order are refused, whether the signature covers the bytes
+/// sent or their DER re-encoding (which a verifier that re-encodes would check, and accept, and
+/// `openssl cms -verify` refuse), and so is a length not in its shortest form.
+#[test]
+fn signed_attributes_out_of_der_order_are_refused() {
+    let in_order = profile_attributes();
+    let mut reordered = in_order.clone();
+    reordered.reverse();
+    // and one attribute's length in a long form where the short one does
+    let mut long_length = in_order.clone();
+    let short = long_length[0].clone();
+    long_length[0] = [&[short[0], 0x81], &short[1..]].concat();
+    for (sent, signed) in [
+        (&reordered, &reordered),
+        (&reordered, &in_order),
+        (&long_length, &long_length),
+    ] {
+        let refusal = verify_crafted(crafted::ID_DATA, sent, signed).unwrap_err();
+        assert_eq!(refusal.reason, Reason::MalformedSignature);
+        assert_eq!(refusal.detail, "signed attributes are not DER-encoded");
+    }
+}
+
+#[test]
+fn an_encapsulated_content_type_other_than_id_data_is_refused() {
+    let foreign = "1.2.3.4";
+    let attributes = crafted::der_order(&[
+        crafted::content_type(foreign),
+        crafted::signing_time(now()),
+        crafted::message_digest(&prescription()),
+    ]);
+    let refusal = verify_crafted(foreign, &attributes, &attributes).unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedSignature);
+    assert_eq!(refusal.detail, "eContentType is not id-data");
+}
+
+#[test]
+fn a_current_signing_time_as_generalized_time_is_refused() {
+    let attributes = crafted::der_order(&[
+        crafted::content_type(crafted::ID_DATA),
+        crafted::signing_time_generalized(now()),
+        crafted::message_digest(&prescription()),
+    ]);
+    let refusal = verify_crafted(crafted::ID_DATA, &attributes, &attributes).unwrap_err();
+    assert_eq!(refusal.reason, Reason::MalformedSignature);
+    assert_eq!(
+        refusal.detail,
+        "signing-time of 1950 to 2049 is not a UTCTime (RFC 5652 §11.3)"
+    );
+}
+
+// --- through the gateway: what is handed out is what was received --------------------------------
+
+/// Registers `sent` as the dev clinic, for patient `n`, and receives it as the dev pharmacy: the
+/// signed prescription handed to the pharmacy, or the refusal of the registration.
+async fn handed_to_the_pharmacy(
+    h: &common::Harness,
+    n: u32,
+    sent: pb::SignedDocument,
+) -> Result<pb::SignedDocument, tonic::Status> {
+    let registered = h
+        .clinic("clinic")
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(sent),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let received = h
+        .pharmacy("pharmacy")
+        .await
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(common::patient(n)),
+            exchange_number: registered.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Ok(received.prescription.unwrap())
+}
+
+/// Signatures of every origin sent to the running gateway: each one it accepts reaches the
+/// pharmacy byte for byte as received (its certificates cut out when stored and put back when
+/// handed out) and verifies under `openssl cms -verify`; the others are refused.
+#[tokio::test]
+async fn every_accepted_signature_reaches_the_pharmacy_as_received_and_verifies_under_openssl() {
+    let h = common::start_with(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (doctor, time) = (signer("doctor"), h.now());
+    let crafted_by = |content: &[u8], reorder: fn(&mut Vec<Vec<u8>>), over_sent: bool| {
+        let in_order = crafted::der_order(&[
+            crafted::content_type(crafted::ID_DATA),
+            crafted::signing_time(time),
+            crafted::message_digest(content),
+        ]);
+        let mut sent = in_order.clone();
+        reorder(&mut sent);
+        let signed = if over_sent { &sent } else { &in_order };
+        crafted::signed_data(dir.path(), "doctor", crafted::ID_DATA, &sent, signed)
+    };
+    type Sign<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let origins: [(&str, Sign); 5] = [
+        ("openssl", &|c| openssl_sign(dir.path(), "doctor", c, &[])),
+        ("rxgate", &|c| doctor.sign(c, time).unwrap()),
+        ("by hand, DER", &|c| crafted_by(c, |_| {}, true)),
+        ("by hand, reordered and signed so", &|c| {
+            crafted_by(c, |a| a.reverse(), true)
+        }),
+        ("by hand, reordered and signed in DER order", &|c| {
+            crafted_by(c, |a| a.reverse(), false)
+        }),
+    ];
+    let mut accepted = Vec::new();
+    for (n, (origin, sign)) in (1..).zip(origins) {
+        let number = format!("RX-ORIGIN-{n}");
+        let content = demo_prescription(&number, common::patient(n), h.today()).encode_to_vec();
+        let sent = pb::SignedDocument {
+            cms_signature: sign(&content),
+            content,
+        };
+        match handed_to_the_pharmacy(&h, n, sent.clone()).await {
+            Ok(handed) => {
+                assert_eq!(handed, sent, "{origin}");
+                openssl_verifies(dir.path(), &handed);
+                accepted.push(origin);
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{origin}"),
+        }
+    }
+    assert_eq!(accepted, ["openssl", "rxgate", "by hand, DER"]);
+    h.shutdown().await;
+}
+
+/// A dispensing record signed by `openssl cms` reaches the clinic byte for byte as received and
+/// verifies under `openssl cms -verify`.
+#[tokio::test]
+async fn an_openssl_dispensing_record_reaches_the_clinic_as_received_and_verifies_under_openssl() {
+    let h = common::start_with(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registered = h.register_demo("clinic", "RX-OPENSSL-1", 1).await;
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    pharmacy
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(common::patient(1)),
+            exchange_number: registered.exchange_number,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let record = demo_dispensing("RX-OPENSSL-1", h.today()).encode_to_vec();
+    let sent = pb::SignedDocument {
+        cms_signature: openssl_sign(dir.path(), "pharmacist", &record, &[]),
+        content: record,
+    };
+    pharmacy
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(sent.clone()),
+        })
+        .await
+        .unwrap();
+    let status = h
+        .clinic("clinic")
+        .await
+        .get_prescription_status(pb::GetPrescriptionStatusRequest {
+            prescription_id: registered.prescription_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let handed = status.dispensing_records[0].record.clone().unwrap();
+    assert_eq!(handed, sent);
+    openssl_verifies(dir.path(), &handed);
+    h.shutdown().await;
+}
+
+/// A signer certificate whose own signature does not verify (its last byte changed): a path to
+/// the anchor exists by name but does not validate. The client is told so in the gateway's own
+/// words, the path validator's diagnostic staying in the server's log.
+#[tokio::test]
+async fn a_path_that_does_not_validate_is_refused_in_the_gateways_words() {
+    use der::{Decode, Encode};
+    let h = common::start_with(|_| {}).await;
+    let content = demo_prescription("RX-FORGED-1", common::patient(1), h.today()).encode_to_vec();
+    let mut cms = signer("doctor").sign(&content, h.now()).unwrap();
+    let pem = read(&hpki("doctor.cert.pem"));
+    let certificate = x509_cert::Certificate::load_pem_chain(&pem).unwrap()[0]
+        .to_der()
+        .unwrap();
+    let end = cms
+        .windows(certificate.len())
+        .position(|w| w == certificate)
+        .unwrap()
+        + certificate.len();
+    cms[end - 1] ^= 0x01;
+    let forged = x509_cert::Certificate::from_der(&cms[end - certificate.len()..end]);
+    assert!(
+        forged.is_ok(),
+        "still a certificate, with a wrong signature"
+    );
+    let refusal = dev_verifier()
+        .verify::<Prescription>(&content, &cms, h.now())
+        .unwrap_err();
+    let diagnostic = refusal.diagnostic.unwrap_or_default();
+    assert!(
+        diagnostic.contains("SignatureVerificationFailure"),
+        "kept for the log: {diagnostic}"
+    );
+    let status = handed_to_the_pharmacy(
+        &h,
+        1,
+        pb::SignedDocument {
+            content,
+            cms_signature: cms,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "signature refused: CERT_UNTRUSTED: the certification path does not validate"
+    );
+    h.shutdown().await;
 }

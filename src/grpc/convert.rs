@@ -526,6 +526,13 @@ pub fn to_status(error: Error) -> Status {
     match error {
         Error::InvalidArgument(violations) => invalid_argument(&violations),
         Error::Signature(refusal) => {
+            if let Some(diagnostic) = &refusal.diagnostic {
+                tracing::info!(
+                    reason = refusal.reason.code(),
+                    %diagnostic,
+                    "signature refused by path validation"
+                );
+            }
             let mut details = ErrorDetails::new();
             details.set_error_info(
                 refusal.reason.code(),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod cms;
+
 use std::{
     path::Path,
     sync::{Arc, Mutex},

@@ -26,8 +26,11 @@ use super::crypto::CertvalVerifier;
 pub(crate) enum ChainError {
     /// A certificate of the best path is outside its validity period at the time asked about.
     NotValidAtTime(String),
-    /// No path to a trust anchor validates.
+    /// No path to a trust anchor, or none that could be validated.
     Untrusted(String),
+    /// Paths to a trust anchor were found and none validates: certval's diagnostic for each, for
+    /// the server's log (its debug text, not for callers).
+    PathInvalid(String),
     /// A path validates, but for none of the required policies.
     NoAcceptablePolicy,
 }
@@ -192,7 +195,7 @@ impl TrustStore {
         pe.add_certificate_source(Box::new(sources));
 
         let target = PDVCertificate::try_from(leaf)
-            .map_err(|e| untrusted(format!("signer certificate does not decode: {e}")))?;
+            .map_err(|_| untrusted("signer certificate does not decode".into()))?;
         let mut paths = Vec::new();
         if pe
             .get_paths_for_target(&target, &mut paths, 0, toi)
@@ -250,7 +253,7 @@ impl TrustStore {
                 (outcome, status) => failures.push(format!("{status:?} {outcome:?}")),
             }
         }
-        Err(untrusted(failures.join("; ")))
+        Err(ChainError::PathInvalid(failures.join("; ")))
     }
 }
 

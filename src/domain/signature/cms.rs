@@ -1,5 +1,7 @@
-//! The CMS envelope: a detached SignedData with exactly one signer, its signed attributes, the
-//! message-digest comparison and the signature over the DER of the signed attributes.
+//! The CMS envelope: a detached SignedData of id-data with exactly one signer, its signed
+//! attributes, the message-digest comparison and the signature over the signed attributes exactly
+//! as received, which must be DER (RFC 5652 §5.4): never over a re-encoding of them, which could
+//! verify here and fail at the pharmacy's own verifier.
 //!
 //! The certificates the signature carries are kept as their DER bytes, not decoded: the verifier
 //! finds the signer's among them (most often as the leaf of a chain it validated before, keyed by
@@ -10,8 +12,8 @@ use std::time::SystemTime;
 use cms::{
     content_info::CmsVersion,
     signed_data::{
-        DigestAlgorithmIdentifiers, EncapsulatedContentInfo, SignerIdentifier, SignerInfo,
-        SignerInfos,
+        DigestAlgorithmIdentifiers, EncapsulatedContentInfo, SignedAttributes, SignerIdentifier,
+        SignerInfo,
     },
 };
 use const_oid::{ObjectIdentifier, db::rfc5911, db::rfc5912};
@@ -27,8 +29,10 @@ use super::{
 /// A SignedData as parsed, before anything about it is trusted: its one signer and the
 /// certificates it carries.
 pub(crate) struct Envelope<'a> {
-    econtent_type: ObjectIdentifier,
     signer_info: SignerInfo,
+    /// The signer's signed attributes as received, re-tagged from `[0] IMPLICIT` to the SET OF
+    /// that the signature covers (RFC 5652 §5.4); `None` when there are none.
+    signed_attributes: Option<Vec<u8>>,
     /// The certificates carried (the `Certificate` choices of the set), DER, in their order.
     pub certificates: Vec<&'a [u8]>,
 }
@@ -61,6 +65,8 @@ fn single_attribute<'a>(
 
 /// The first octet of a SEQUENCE, as a `Certificate` choice starts.
 const SEQUENCE: u8 = 0x30;
+/// The first octet of a SET OF, as signed attributes are signed.
+const SET: u8 = 0x31;
 /// The constructed context-specific tags [0] and [1].
 const CONTEXT_0: Tag = Tag::ContextSpecific {
     constructed: true,
@@ -73,12 +79,47 @@ const CONTEXT_1: Tag = Tag::ContextSpecific {
 
 /// The parts of a `ContentInfo { contentType, [0] EXPLICIT SignedData }` (RFC 5652 §3, §5.1)
 /// that a verification reads, the certificate set left as bytes and the revocation-info choices
-/// skipped (revocation comes from the CRLs in force, never from the signer).
+/// skipped (revocation comes from the CRLs in force, never from the signer). The signer infos are
+/// left as bytes too: their signed attributes are verified as received.
 struct Parts<'a> {
     content_type: ObjectIdentifier,
     encap: EncapsulatedContentInfo,
-    signers: SignerInfos,
+    signers: Vec<&'a [u8]>,
     certificates: Vec<&'a [u8]>,
+}
+
+/// The elements of a SET OF tagged `tag`, each as its DER bytes, in the order received.
+fn set_elements<'a>(reader: &mut SliceReader<'a>, tag: Tag) -> der::Result<Vec<&'a [u8]>> {
+    let set = Header::decode(reader)?;
+    set.tag().assert_eq(tag)?;
+    reader.read_nested(set.length(), |set| {
+        let mut elements = Vec::new();
+        while !set.is_finished() {
+            elements.push(set.tlv_bytes()?);
+        }
+        Ok(elements)
+    })
+}
+
+/// The signed attributes of one SignerInfo (`SEQUENCE { version, sid, digestAlgorithm,
+/// signedAttrs [0] IMPLICIT OPTIONAL, ... }`) as received, re-tagged as a SET OF.
+fn received_signed_attributes(signer_info: &[u8]) -> der::Result<Option<Vec<u8>>> {
+    let mut reader = SliceReader::new(signer_info)?;
+    let attributes = reader.sequence(|info| {
+        for _version_sid_digest_algorithm in 0..3 {
+            info.tlv_bytes()?;
+        }
+        let attributes = match Tag::peek(info)? {
+            CONTEXT_0 => Some([&[SET], &info.tlv_bytes()?[1..]].concat()),
+            _ => None,
+        };
+        while !info.is_finished() {
+            info.tlv_bytes()?;
+        }
+        Ok::<_, der::Error>(attributes)
+    })?;
+    reader.finish()?;
+    Ok(attributes)
 }
 
 fn read_parts<'a>(reader: &mut SliceReader<'a>) -> der::Result<Parts<'a>> {
@@ -93,23 +134,15 @@ fn read_parts<'a>(reader: &mut SliceReader<'a>) -> der::Result<Parts<'a>> {
                 let encap = signed.decode()?;
                 let mut certificates = Vec::new();
                 if Tag::peek(signed)? == CONTEXT_0 {
-                    let set = Header::decode(signed)?;
-                    signed.read_nested(set.length(), |set| {
-                        while !set.is_finished() {
-                            let choice = set.tlv_bytes()?;
-                            // The other choices (attribute certificates and the like) say
-                            // nothing about the signer.
-                            if choice.first() == Some(&SEQUENCE) {
-                                certificates.push(choice);
-                            }
-                        }
-                        Ok::<_, der::Error>(())
-                    })?;
+                    certificates = set_elements(signed, CONTEXT_0)?;
+                    // The other choices (attribute certificates and the like) say nothing
+                    // about the signer.
+                    certificates.retain(|choice| choice.first() == Some(&SEQUENCE));
                 }
                 if Tag::peek(signed)? == CONTEXT_1 {
                     signed.tlv_bytes()?;
                 }
-                let signers = signed.decode()?;
+                let signers = set_elements(signed, Tag::Set)?;
                 Ok(Parts {
                     content_type,
                     encap,
@@ -121,8 +154,8 @@ fn read_parts<'a>(reader: &mut SliceReader<'a>) -> der::Result<Parts<'a>> {
     })
 }
 
-/// Parses the envelope's structure: a detached SignedData with exactly one signer. Nothing of it
-/// is trusted yet.
+/// Parses the envelope's structure: a detached SignedData of id-data with exactly one signer.
+/// Nothing of it is trusted yet.
 pub(crate) fn parse(cms_der: &[u8]) -> Result<Envelope<'_>, Refusal> {
     let not_der =
         |e: der::Error| malformed(format!("not a DER ContentInfo with a SignedData: {e}"));
@@ -132,19 +165,32 @@ pub(crate) fn parse(cms_der: &[u8]) -> Result<Envelope<'_>, Refusal> {
     if parts.content_type != rfc5911::ID_SIGNED_DATA {
         return Err(malformed("content type is not signed-data"));
     }
+    if parts.encap.econtent_type != rfc5911::ID_DATA {
+        return Err(malformed("eContentType is not id-data"));
+    }
     if parts.encap.econtent.is_some() {
         return Err(malformed(
             "the signature must be detached (no encapsulated content)",
         ));
     }
-    let mut signers = parts.signers.0.into_vec().into_iter();
-    let signer_info = match (signers.next(), signers.next()) {
-        (Some(one), None) => one,
-        _ => return Err(malformed("exactly one signer is required")),
+    let &[signer_info] = parts.signers.as_slice() else {
+        return Err(malformed("exactly one signer is required"));
     };
+    let signed_attributes = received_signed_attributes(signer_info).map_err(not_der)?;
+    // DER is the one encoding of a value: bytes that do not decode strictly, or that re-encode
+    // to other bytes (a SET OF out of order, say), are not DER.
+    if let Some(received) = &signed_attributes
+        && SignedAttributes::from_der(received)
+            .and_then(|attributes| attributes.to_der())
+            .ok()
+            .as_ref()
+            != Some(received)
+    {
+        return Err(malformed("signed attributes are not DER-encoded"));
+    }
     Ok(Envelope {
-        econtent_type: parts.encap.econtent_type,
-        signer_info,
+        signed_attributes,
+        signer_info: SignerInfo::from_der(signer_info).map_err(not_der)?,
         certificates: parts.certificates,
     })
 }
@@ -172,15 +218,15 @@ impl Envelope<'_> {
     pub fn verify(&self, content: &[u8], signer: &Certificate) -> Result<SystemTime, Refusal> {
         let signer_info = &self.signer_info;
         // Signed attributes: content-type, message-digest, signing-time.
-        let attrs = signer_info
-            .signed_attrs
-            .as_ref()
-            .ok_or_else(|| malformed("signed attributes are required"))?;
+        let (Some(attrs), Some(received)) = (&signer_info.signed_attrs, &self.signed_attributes)
+        else {
+            return Err(malformed("signed attributes are required"));
+        };
         let content_type: ObjectIdentifier =
             single_attribute(attrs, rfc5911::ID_CONTENT_TYPE, "content-type")?
                 .decode_as()
                 .map_err(|e| malformed(format!("content-type: {e}")))?;
-        if content_type != self.econtent_type {
+        if content_type != rfc5911::ID_DATA {
             return Err(malformed(
                 "content-type attribute differs from the encapsulated type",
             ));
@@ -192,6 +238,13 @@ impl Envelope<'_> {
         let signing_time: Time = single_attribute(attrs, rfc5911::ID_SIGNING_TIME, "signing-time")?
             .decode_as()
             .map_err(|e| malformed(format!("signing-time: {e}")))?;
+        if let Time::GeneralTime(t) = signing_time
+            && (1950..2050).contains(&t.to_date_time().year())
+        {
+            return Err(malformed(
+                "signing-time of 1950 to 2049 is not a UTCTime (RFC 5652 §11.3)",
+            ));
+        }
 
         if signer_info.digest_alg.oid != rfc5912::ID_SHA_256 {
             return Err(refuse(
@@ -207,10 +260,6 @@ impl Envelope<'_> {
             ));
         }
 
-        // The signature covers the DER encoding of the signed attributes as a SET OF.
-        let signed_bytes = attrs
-            .to_der()
-            .map_err(|e| malformed(format!("signed attributes: {e}")))?;
         if !crypto::parameters_acceptable(&signer_info.signature_algorithm) {
             return Err(refuse(
                 Reason::UnsupportedAlgorithm,
@@ -222,7 +271,7 @@ impl Envelope<'_> {
             &signer_info.signature_algorithm.oid,
             Some(&signer_info.digest_alg.oid),
             signer.tbs_certificate().subject_public_key_info(),
-            &signed_bytes,
+            received,
             signer_info.signature.as_bytes(),
         )
         .map_err(|e| match e {

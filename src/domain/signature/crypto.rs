@@ -90,9 +90,10 @@ fn key_kind(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, CryptoError> {
             match curve {
                 Some(rfc5912::SECP_256_R_1) => Ok(KeyKind::EcP256),
                 Some(rfc5912::SECP_384_R_1) => Ok(KeyKind::EcP384),
-                other => Err(CryptoError::Unsupported(format!(
-                    "elliptic curve {other:?}"
-                ))),
+                Some(other) => Err(CryptoError::Unsupported(format!("elliptic curve {other}"))),
+                None => Err(CryptoError::Unsupported(
+                    "elliptic curve key without a named curve".into(),
+                )),
             }
         }
         rfc8410::ID_ED_25519 => Ok(KeyKind::Ed25519),
@@ -232,5 +233,40 @@ impl certval::VerifySignatureMessage for CertvalVerifier {
             signature,
         )
         .map_err(|_| invalid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use der::{Any, asn1::BitString};
+
+    use super::*;
+
+    fn ec_key(parameters: Option<Any>) -> SubjectPublicKeyInfoOwned {
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: rfc5912::ID_EC_PUBLIC_KEY,
+                parameters,
+            },
+            subject_public_key: BitString::from_bytes(&[4]).unwrap(),
+        }
+    }
+
+    /// An unsupported curve is named by its OID, in our words, not in a type's debug text.
+    #[test]
+    fn an_unsupported_curve_is_named_by_its_oid() {
+        let p521 = Any::encode_from(&rfc5912::SECP_521_R_1).unwrap();
+        let unsupported = |spki| match key_kind(&spki) {
+            Err(CryptoError::Unsupported(why)) => why,
+            _ => panic!("supported"),
+        };
+        assert_eq!(
+            unsupported(ec_key(Some(p521))),
+            "elliptic curve 1.3.132.0.35"
+        );
+        assert_eq!(
+            unsupported(ec_key(None)),
+            "elliptic curve key without a named curve"
+        );
     }
 }

@@ -75,13 +75,17 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A refused document: the reason and a detail for the caller. The detail names certificates,
-/// algorithms and fields, never document content.
+/// A refused document: the reason and a detail for the caller, and what a library said about it
+/// for the server's log. The detail is our own text and names certificates, algorithms and
+/// fields, never document content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct Refusal {
     pub reason: Reason,
     pub detail: String,
+    /// The path validator's own diagnostic (its debug text), for the server's log, never for
+    /// the caller. It names validation statuses, never document content.
+    pub diagnostic: Option<String>,
 }
 
 impl Refusal {
@@ -89,6 +93,7 @@ impl Refusal {
         Refusal {
             reason,
             detail: detail.into(),
+            diagnostic: None,
         }
     }
 }
@@ -322,6 +327,13 @@ impl Verifier {
                     Refusal::new(Reason::CertExpired, format!("{which}: not valid"))
                 }
                 chain::ChainError::Untrusted(why) => Refusal::new(Reason::CertUntrusted, why),
+                chain::ChainError::PathInvalid(diagnostic) => Refusal {
+                    diagnostic: Some(diagnostic),
+                    ..Refusal::new(
+                        Reason::CertUntrusted,
+                        "the certification path does not validate",
+                    )
+                },
                 chain::ChainError::NoAcceptablePolicy => Refusal::new(
                     Reason::CertNotForSigning,
                     "no configured signature policy is valid along the certification path",
