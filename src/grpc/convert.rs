@@ -1,6 +1,8 @@
 //! Conversions between the wire and the use cases: request fields into domain types, results into
 //! messages, and every `service::Error` into a `tonic::Status` in one exhaustive match.
 
+use std::time::Duration;
+
 use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -17,6 +19,7 @@ use crate::{
         time::JapanDate,
     },
     limits::{MAX_IMPORT_BYTES, MAX_IMPORT_FILE_BYTES, MAX_MESSAGE_CHARS},
+    log_throttle::LogThrottle,
     masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
@@ -526,10 +529,15 @@ pub fn to_status(error: Error) -> Status {
     match error {
         Error::InvalidArgument(violations) => invalid_argument(&violations),
         Error::Signature(refusal) => {
-            if let Some(diagnostic) = &refusal.diagnostic {
+            // A client can send refused signatures at will: one line per 10 s at most.
+            static PATH_REFUSED: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+            if let Some(diagnostic) = &refusal.diagnostic
+                && let Some(left_out) = PATH_REFUSED.allow()
+            {
                 tracing::info!(
                     reason = refusal.reason.code(),
                     %diagnostic,
+                    left_out,
                     "signature refused by path validation"
                 );
             }
