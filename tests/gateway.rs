@@ -17,7 +17,7 @@ use rxgate::{
 };
 use tonic::{Code, transport::Channel};
 
-const MAX_MISSES: usize = 5;
+const MAX_MISSES: u32 = 5;
 
 async fn start() -> Harness {
     start_with(|config| {

