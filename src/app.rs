@@ -214,6 +214,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
+            match pruner.prune_lockouts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "ended lockout entries"),
+                Err(e) => tracing::warn!(error = %e, "pruning ended lockout entries failed"),
+            }
             // Never past what the relay has not delivered yet.
             let keep_from = if relaying {
                 match pruner.relay_position().await {

@@ -5,10 +5,21 @@
 
 mod common;
 
+use std::{
+    io::Write,
+    process::Command,
+    sync::{Arc, Mutex, OnceLock},
+};
+
 use common::{Harness, patient, start_with};
 use rxgate::{
     config::Config,
-    proto::v1::{self as pb, dispensing_service_client::DispensingServiceClient},
+    domain::{hash::hex, patient::PatientKey},
+    proto::v1::{
+        self as pb, admin_service_client::AdminServiceClient,
+        dispensing_service_client::DispensingServiceClient, lockout_subject::Subject,
+    },
+    service::Pseudonyms,
 };
 use tonic::{Code, Status, transport::Channel};
 
@@ -209,6 +220,233 @@ async fn a_lockout_survives_a_restart() {
             .lookup_prescription(lookup(4, &rx.exchange_number))
             .await,
         "lookup_max_misses",
+    );
+    h.shutdown().await;
+}
+
+/// What this test binary's servers log: a writer for one global subscriber, installed once.
+#[derive(Clone)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn captured() -> Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs(Arc::default());
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            logs
+        })
+        .clone()
+    }
+
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The pseudonym (hex) the dev gateway names patient `n` by.
+fn pseudonym(n: u32) -> String {
+    let key = Config::dev("unused".into()).audit_pseudonym_key;
+    let patient = PatientKey::insurance("06139999", "ZQ", &format!("{n:07}"), "01").unwrap();
+    hex(&Pseudonyms::from_file(&key).unwrap().of(patient.canonical()))
+}
+
+async fn audit_records(h: &Harness) -> Vec<pb::AuditRecord> {
+    let mut admin = AdminServiceClient::new(h.channel("operator").await);
+    let mut stream = admin
+        .export_audit(pb::ExportAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        records.push(r);
+    }
+    records
+}
+
+/// `count` wrong guesses of the dev institution `name`, one after another, naming patient `n`
+/// (or patients `n`, `n + 1`, … with `spread`).
+async fn miss(h: &Harness, name: &str, n: u32, count: u32, spread: bool) -> Tally {
+    let mut pharmacy = h.pharmacy(name).await;
+    let mut tally = Tally::default();
+    for i in 0..count {
+        let who = if spread { n + i } else { n };
+        let answer = pharmacy
+            .lookup_prescription(lookup(who, &wrong(i as usize, "")))
+            .await;
+        tally.add(answer.map(|_| ()));
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_trip_is_logged_once_counted_and_audited() {
+    let logs = Logs::captured();
+    let h = start_with(generous).await;
+    // The tenth miss trips the pharmacy's limit and the patient's at once; the rest are refused.
+    let tally = miss(&h, "pharmacy2", 20, 30, false).await;
+    assert_eq!(
+        (tally.not_found, tally.locked),
+        (MAX_MISSES, 20),
+        "{tally:?}"
+    );
+
+    let pharmacy_lines = logs.lines_with("pharmacy locked out");
+    let ours: Vec<_> = pharmacy_lines
+        .iter()
+        .filter(|l| l.contains("1340000002"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{pharmacy_lines:?}");
+    let patient_lines = logs.lines_with(&pseudonym(20));
+    assert_eq!(patient_lines.len(), 1, "{patient_lines:?}");
+    assert!(
+        patient_lines[0].contains("pharmacy=1340000002"),
+        "{patient_lines:?}"
+    );
+    assert!(
+        logs.lines_with("0000020").is_empty(),
+        "a patient number was logged"
+    );
+
+    assert_eq!(
+        h.metrics_line("rxgate_pharmacy_lockouts_total").await,
+        "rxgate_pharmacy_lockouts_total 1"
+    );
+    assert_eq!(
+        h.metrics_line("rxgate_patient_lockouts_total").await,
+        "rxgate_patient_lockouts_total 1"
+    );
+
+    let trips: Vec<_> = audit_records(&h)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "Lockout")
+        .map(|r| (r.institution_code, r.target, r.outcome))
+        .collect();
+    let exhausted = "RESOURCE_EXHAUSTED".to_owned();
+    assert_eq!(
+        trips,
+        [
+            (
+                "1340000002".into(),
+                "pharmacy 1340000002".into(),
+                exhausted.clone()
+            ),
+            (
+                "1340000002".into(),
+                format!("patient {}", pseudonym(20)),
+                exhausted
+            ),
+        ]
+    );
+    h.shutdown().await;
+}
+
+/// Runs `rxgate admin ARGS --addr …` as the dev operator: whether it succeeded, and its output.
+fn admin_cli(h: &Harness, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
+        .arg("admin")
+        .args(args)
+        .args(["--addr", &h.addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_lists_and_lifts_lockouts_and_each_unlock_is_audited() {
+    let h = start_with(|c| {
+        generous(c);
+        c.lookup_max_misses = 20;
+    })
+    .await;
+    let rx = h.register_demo("clinic", "UNL-1", 40).await;
+    let other = h.register_demo("clinic", "UNL-2", 41).await;
+    // A pharmacy locked out (misses spread over patients), and a patient locked for another.
+    miss(&h, "pharmacy", 100, 20, true).await;
+    miss(&h, "race-pharmacy-01", 41, 10, false).await;
+    let (ok, listed) = admin_cli(&h, &["lockouts"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("pharmacy 1340000001  misses 20"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("patient {}  misses 10", pseudonym(41))),
+        "{listed}"
+    );
+
+    let (ok, out) = admin_cli(&h, &["unlock", "1340000001"]);
+    assert!(ok, "{out}");
+    let mut pharmacy = h.pharmacy("pharmacy").await;
+    pharmacy
+        .lookup_prescription(lookup(40, &rx.exchange_number))
+        .await
+        .unwrap();
+    let (ok, out) = admin_cli(&h, &["unlock", "--patient-pseudonym", &pseudonym(41)]);
+    assert!(ok, "{out}");
+    let mut racer = h.pharmacy("race-pharmacy-01").await;
+    racer
+        .lookup_prescription(lookup(41, &other.exchange_number))
+        .await
+        .unwrap();
+
+    // Nothing left to lift: said so.
+    let mut admin = AdminServiceClient::new(h.channel("operator").await);
+    let again = admin
+        .unlock(pb::UnlockRequest {
+            subject: Some(pb::LockoutSubject {
+                subject: Some(Subject::PharmacyCode("1340000001".into())),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let (ok, listed) = admin_cli(&h, &["lockouts"]);
+    assert!(ok && listed == "no lockout in force\n", "{listed}");
+
+    let unlocks: Vec<_> = audit_records(&h)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "Unlock")
+        .map(|r| (r.institution_code, r.target, r.outcome))
+        .collect();
+    let operator = "9990000002".to_owned();
+    assert_eq!(
+        unlocks,
+        [
+            (operator.clone(), "pharmacy 1340000001".into(), "OK".into()),
+            (
+                operator.clone(),
+                format!("patient {}", pseudonym(41)),
+                "OK".into()
+            ),
+            (
+                operator,
+                "pharmacy 1340000001".into(),
+                "FAILED_PRECONDITION".into()
+            ),
+        ]
     );
     h.shutdown().await;
 }

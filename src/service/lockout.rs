@@ -489,3 +489,149 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    const MINUTE: i64 = 60_000;
+
+    fn policy(pharmacy: u32, patient: u32) -> LockoutPolicy {
+        let limit = |max_misses| MissLimit {
+            max_misses,
+            window: Duration::from_secs(600),
+            lockout: Duration::from_secs(900),
+        };
+        LockoutPolicy {
+            pharmacy: limit(pharmacy),
+            patient: limit(patient),
+        }
+    }
+
+    fn guess(pharmacy: &str, patient: u8) -> Guess {
+        Guess {
+            pharmacy: pharmacy.parse().unwrap(),
+            patient: [patient; 32],
+        }
+    }
+
+    /// Runs `f` in a transaction of a new store.
+    async fn in_store<T: Send + 'static>(
+        f: impl FnOnce(&mut dyn Txn) -> Result<T, store::Error> + Send + 'static,
+    ) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let out = store.transact(f).await.unwrap().unwrap();
+        store.close().unwrap();
+        out
+    }
+
+    fn refused(tx: &dyn Txn, policy: &LockoutPolicy, guess: &Guess, now_ms: i64) -> bool {
+        admit(tx, policy, guess, now_ms).is_err()
+    }
+
+    #[tokio::test]
+    async fn the_miss_that_reaches_the_limit_trips_once_and_the_lockout_ends() {
+        let p = policy(3, 100);
+        let trips = in_store(move |tx| {
+            let g = guess("1340000001", 1);
+            let mut trips = Vec::new();
+            for i in 0..3 {
+                assert!(!refused(tx, &p, &g, i), "miss {i}");
+                trips.push(count_miss(tx, &p, &g, i)?.len());
+            }
+            assert!(refused(tx, &p, &g, 3));
+            assert!(!refused(tx, &p, &guess("1340000002", 1), 3));
+            assert!(refused(tx, &p, &g, 2 + 15 * MINUTE - 1));
+            // Once it has ended, the count starts over.
+            assert!(!refused(tx, &p, &g, 2 + 15 * MINUTE));
+            trips.push(count_miss(tx, &p, &g, 2 + 15 * MINUTE)?.len());
+            Ok(trips)
+        })
+        .await;
+        assert_eq!(trips, [0, 0, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_patients_lockout_refuses_only_the_pharmacies_that_missed_on_them() {
+        let p = policy(100, 2);
+        let trips = in_store(move |tx| {
+            let (a, b, c) = (
+                guess("1340000001", 7),
+                guess("1340000002", 7),
+                guess("1340000003", 7),
+            );
+            let mut trips = count_miss(tx, &p, &a, 0)?;
+            trips.extend(count_miss(tx, &p, &b, 1)?);
+            assert!(refused(tx, &p, &a, 2) && refused(tx, &p, &b, 2));
+            assert!(!refused(tx, &p, &c, 2), "never missed on the patient");
+            assert!(
+                !refused(tx, &p, &guess("1340000001", 8), 2),
+                "another patient"
+            );
+            // A miss marks the pharmacy, and trips nothing more.
+            trips.extend(count_miss(tx, &p, &c, 3)?);
+            assert!(refused(tx, &p, &c, 4));
+            Ok(trips)
+        })
+        .await;
+        assert_eq!(
+            trips,
+            [Trip {
+                subject: Subject::Patient([7; 32]),
+                by: "1340000002".parse().unwrap(),
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn unlocking_lifts_a_lockout_in_force_only() {
+        let p = policy(1, 100);
+        let lifted = in_store(move |tx| {
+            let g = guess("1340000001", 1);
+            let pharmacy = Subject::Pharmacy(g.pharmacy.clone());
+            let before = unlock(tx, &p, &pharmacy, 0)?;
+            count_miss(tx, &p, &g, 0)?;
+            let listed = locked_page(tx, &p, b"", 10, 1)?.0;
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].subject, pharmacy);
+            let lifted = unlock(tx, &p, &pharmacy, 1)?;
+            assert!(!refused(tx, &p, &g, 2));
+            Ok([before, lifted])
+        })
+        .await;
+        assert_eq!(lifted, [false, true]);
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_the_ended_entries_a_page_at_a_time() {
+        let p = policy(1, 1);
+        let left = in_store(move |tx| {
+            for n in 0..3 {
+                count_miss(tx, &p, &guess(&format!("134000000{n}"), n), 0)?;
+            }
+            // Three pharmacy counters, three patient counters, three marks.
+            let all = |tx: &dyn Txn| tx.scan_prefix(Table::Lockouts, b"", 100).map(|r| r.len());
+            assert_eq!(all(tx)?, 9);
+            let walk = |tx: &mut dyn Txn, now_ms| -> Result<usize, store::Error> {
+                let (mut pruned, mut from) = (0, Vec::new());
+                loop {
+                    let (n, next) = prune_page(tx, &p, &from, 2, now_ms)?;
+                    pruned += n;
+                    match next {
+                        Some(next) => from = next,
+                        None => return Ok(pruned),
+                    }
+                }
+            };
+            assert_eq!(walk(tx, 15 * MINUTE - 1)?, 0, "every lockout holds");
+            // The counters end with their lockouts; a mark once a lockout could no longer hold.
+            assert_eq!(walk(tx, 15 * MINUTE)?, 6);
+            assert_eq!(walk(tx, 25 * MINUTE)?, 3);
+            all(tx)
+        })
+        .await;
+        assert_eq!(left, 0);
+    }
+}
