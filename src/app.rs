@@ -131,6 +131,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     service::migrate_history(&dyn_store)
         .await
         .context("migrating the medication history")?;
+    service::migrate_search_index(&dyn_store)
+        .await
+        .context("migrating the search index")?;
     let clinical = load_clinical(&config, &dyn_store).await?;
 
     let gateway = Arc::new(Gateway::new(

@@ -10,6 +10,7 @@ mod lockout;
 mod pseudonym;
 pub mod records;
 mod relay;
+mod search;
 mod signatures;
 
 use std::{
@@ -31,6 +32,7 @@ pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use pseudonym::Pseudonyms;
 pub use relay::{DeadLetter, Delivery};
+pub use search::migrate_search_index;
 
 use crate::{
     documents::bounded_count,
@@ -327,13 +329,6 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     rng: ring::rand::SystemRandom,
 }
-
-/// The widest issue-date range one search covers, in days.
-const SEARCH_MAX_DAYS: i32 = 366;
-
-/// The most index entries one search reads (every institution's prescriptions of the patient in
-/// the range).
-const SEARCH_MAX_SCAN: usize = 2_000;
 
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -1003,15 +998,7 @@ impl Gateway {
                 &exchange_key(&record.patient_key, exchange_number),
                 id_bytes,
             );
-            tx.put(
-                Table::ByPatient,
-                &key(&[
-                    record.patient_key.as_bytes(),
-                    record.issue_date.as_bytes(),
-                    id_bytes,
-                ]),
-                b"",
-            );
+            tx.put(Table::ByPatient, &search::index_key(&record), b"");
             tx.put(Table::ByNumber, &number_key, id_bytes);
             tx.put(
                 Table::Meta,
@@ -1102,62 +1089,6 @@ impl Gateway {
         self.run(draft, move |tx, _| {
             let stored = own_prescription(tx, &id, &caller_code)?;
             status_of(tx, stored, today)
-        })
-        .await
-    }
-
-    /// The caller's prescriptions for one patient issued within [from, to].
-    pub async fn search(
-        &self,
-        caller: &Caller,
-        patient: PatientKey,
-        from: JapanDate,
-        to: JapanDate,
-    ) -> Result<Vec<Status>, Error> {
-        let now = self.clock.now();
-        let today = JapanDate::of(now);
-        let caller_code = caller.institution.code.to_string();
-        let limit = self.config.search_limit;
-        let draft = self.draft(caller, "SearchPrescriptions", now);
-        if from > to || from.days_until(to) > SEARCH_MAX_DAYS {
-            return self
-                .refuse(
-                    draft,
-                    Error::invalid(
-                        "issued_from",
-                        "must not be after issued_to, nor more than 366 days before it",
-                    ),
-                )
-                .await;
-        }
-        self.run(draft, move |tx, _| {
-            let start = key(&[patient.canonical().as_bytes(), from.to_string().as_bytes()]);
-            let end = key(&[
-                patient.canonical().as_bytes(),
-                to.add_days(1).to_string().as_bytes(),
-            ]);
-            let mut found = Vec::new();
-            // The index spans every institution: scan it, keep the caller's own, but never more
-            // than a bounded number of entries on the store's writer.
-            let rows = tx.scan_range(Table::ByPatient, &start, &end, SEARCH_MAX_SCAN + 1)?;
-            if rows.len() > SEARCH_MAX_SCAN {
-                return Err(Error::ResourceExhausted(
-                    "too many prescriptions of this patient in the range: narrow issued_from..issued_to",
-                ));
-            }
-            for (k, _) in rows {
-                let id = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
-                    .into_owned();
-                if let Some(stored) = Stored::load(tx, &id)?
-                    && stored.record.institution == caller_code
-                {
-                    found.push(status_of(tx, stored, today)?);
-                    if found.len() == limit {
-                        break;
-                    }
-                }
-            }
-            Ok(found)
         })
         .await
     }
