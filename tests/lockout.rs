@@ -269,20 +269,6 @@ fn pseudonym(n: u32) -> String {
     hex(&Pseudonyms::from_file(&key).unwrap().of(patient.canonical()))
 }
 
-async fn audit_records(h: &Harness) -> Vec<pb::AuditRecord> {
-    let mut admin = AdminServiceClient::new(h.channel("operator").await);
-    let mut stream = admin
-        .export_audit(pb::ExportAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        records.push(r);
-    }
-    records
-}
-
 /// `count` wrong guesses of the dev institution `name`, one after another, naming patient `n`
 /// (or patients `n`, `n + 1`, … with `spread`).
 async fn miss(h: &Harness, name: &str, n: u32, count: u32, spread: bool) -> Tally {
@@ -336,7 +322,8 @@ async fn each_trip_is_logged_once_counted_and_audited() {
         "rxgate_patient_lockouts_total 1"
     );
 
-    let trips: Vec<_> = audit_records(&h)
+    let trips: Vec<_> = h
+        .audit_records()
         .await
         .into_iter()
         .filter(|r| r.action == "Lockout")
@@ -425,7 +412,8 @@ async fn the_operator_lists_and_lifts_lockouts_and_each_unlock_is_audited() {
     let (ok, listed) = admin_cli(&h, &["lockouts"]);
     assert!(ok && listed == "no lockout in force\n", "{listed}");
 
-    let unlocks: Vec<_> = audit_records(&h)
+    let unlocks: Vec<_> = h
+        .audit_records()
         .await
         .into_iter()
         .filter(|r| r.action == "Unlock")
