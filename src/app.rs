@@ -131,6 +131,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     service::migrate_history(&dyn_store)
         .await
         .context("migrating the medication history")?;
+    service::migrate_search_index(&dyn_store)
+        .await
+        .context("migrating the search index")?;
     let clinical = load_clinical(&config, &dyn_store).await?;
 
     let gateway = Arc::new(Gateway::new(
@@ -215,6 +218,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
+            match pruner.prune_lockouts().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "ended lockout entries"),
+                Err(e) => tracing::warn!(error = %e, "pruning ended lockout entries failed"),
+            }
             // Never past what the relay has not delivered yet.
             let keep_from = if relaying {
                 match pruner.relay_position().await {

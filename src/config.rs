@@ -23,7 +23,7 @@ use crate::{
     limits::Limits,
     network::NetworkConfig,
     relay::RelayConfig,
-    service::{CheckPolicy, GatewayConfig, LockoutPolicy, OnCritical, Pseudonyms},
+    service::{CheckPolicy, GatewayConfig, LockoutPolicy, MissLimit, OnCritical, Pseudonyms},
     store::EngineKind,
     tls::{ClientFiles, TlsFiles},
     trust::TrustFiles,
@@ -68,13 +68,24 @@ pub struct Config {
     /// The latest usable-until date a prescription may carry, in days after issue.
     #[serde(default = "default_max_usable_days")]
     pub max_usable_days: u32,
-    /// Lookup misses a pharmacy may make within `lookup_miss_window_secs` before a lockout.
+    /// Wrong exchange numbers (lookups and receipts answered NOT_FOUND) a pharmacy may send
+    /// within `lookup_miss_window_secs`: the one that reaches this count locks the pharmacy out
+    /// for `lookup_lockout_secs`.
     #[serde(default = "default_max_misses")]
-    pub lookup_max_misses: usize,
+    pub lookup_max_misses: u32,
     #[serde(default = "default_miss_window")]
     pub lookup_miss_window_secs: u64,
     #[serde(default = "default_lockout")]
     pub lookup_lockout_secs: u64,
+    /// Wrong exchange numbers naming one patient, from any pharmacies, within
+    /// `lookup_patient_miss_window_secs`: the one that reaches this count locks the patient for
+    /// `lookup_patient_lockout_secs`, to the pharmacies that missed on them only.
+    #[serde(default = "default_max_misses")]
+    pub lookup_patient_max_misses: u32,
+    #[serde(default = "default_patient_lockout")]
+    pub lookup_patient_miss_window_secs: u64,
+    #[serde(default = "default_patient_lockout")]
+    pub lookup_patient_lockout_secs: u64,
     /// How often CRL files (signing and TLS) are checked for changes.
     #[serde(default = "default_crl_refresh")]
     pub crl_refresh_secs: u64,
@@ -257,7 +268,7 @@ fn default_chain_cache() -> usize {
 fn default_max_usable_days() -> u32 {
     30
 }
-fn default_max_misses() -> usize {
+fn default_max_misses() -> u32 {
     10
 }
 fn default_miss_window() -> u64 {
@@ -265,6 +276,9 @@ fn default_miss_window() -> u64 {
 }
 fn default_lockout() -> u64 {
     900
+}
+fn default_patient_lockout() -> u64 {
+    86_400
 }
 fn default_crl_refresh() -> u64 {
     30
@@ -345,6 +359,9 @@ impl Config {
             lookup_max_misses: default_max_misses(),
             lookup_miss_window_secs: default_miss_window(),
             lookup_lockout_secs: default_lockout(),
+            lookup_patient_max_misses: default_max_misses(),
+            lookup_patient_miss_window_secs: default_patient_lockout(),
+            lookup_patient_lockout_secs: default_patient_lockout(),
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
@@ -397,7 +414,7 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 14] = [
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
@@ -414,9 +431,27 @@ impl Config {
             ("max_usable_days", self.max_usable_days.into(), 3, 366),
             (
                 "lookup_max_misses",
-                self.lookup_max_misses as u64,
+                self.lookup_max_misses.into(),
                 1,
                 10_000,
+            ),
+            (
+                "lookup_patient_max_misses",
+                self.lookup_patient_max_misses.into(),
+                1,
+                10_000,
+            ),
+            (
+                "lookup_patient_miss_window_secs",
+                self.lookup_patient_miss_window_secs,
+                1,
+                30 * DAY,
+            ),
+            (
+                "lookup_patient_lockout_secs",
+                self.lookup_patient_lockout_secs,
+                1,
+                30 * DAY,
             ),
             (
                 "lookup_miss_window_secs",
@@ -494,9 +529,16 @@ impl Config {
         Ok(GatewayConfig {
             max_usable_days: self.max_usable_days,
             lockout: LockoutPolicy {
-                max_misses: self.lookup_max_misses,
-                window: Duration::from_secs(self.lookup_miss_window_secs),
-                lockout: Duration::from_secs(self.lookup_lockout_secs),
+                pharmacy: MissLimit {
+                    max_misses: self.lookup_max_misses,
+                    window: Duration::from_secs(self.lookup_miss_window_secs),
+                    lockout: Duration::from_secs(self.lookup_lockout_secs),
+                },
+                patient: MissLimit {
+                    max_misses: self.lookup_patient_max_misses,
+                    window: Duration::from_secs(self.lookup_patient_miss_window_secs),
+                    lockout: Duration::from_secs(self.lookup_patient_lockout_secs),
+                },
             },
             checks: self.checks.policy(),
             limits: self.limits.clone(),

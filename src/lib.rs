@@ -13,6 +13,7 @@
 //! - `limits`: the bounds on what one request may ask and one patient's history may hold.
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
+//! - `admin_cli`: the `rxgate admin lockouts` and `rxgate admin unlock` client.
 //! - `metrics`: the gateway's counters and histograms; labels only from fixed sets.
 //! - `readiness`: whether the gateway should take traffic (a working store, no drain).
 //! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
@@ -28,6 +29,7 @@
 //! - A business field is read only from content whose signature has been verified.
 //! - `ring` is the only crypto provider: every signature is made or verified through it.
 
+pub mod admin_cli;
 pub mod app;
 pub mod config;
 pub mod demo;

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use prost::Message;
 use rxgate::{
+    admin_cli,
     config::Config,
     domain::{
         hash::hex,
@@ -19,7 +20,7 @@ use rxgate::{
         signature::{SignedContent, VerifierConfig},
     },
     json, master_import,
-    proto::v1::{DispensingRecord, Prescription, SignedDocument},
+    proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
     service::{Pseudonyms, SystemClock},
     signer::SigningKey,
     tls::ClientFiles,
@@ -86,6 +87,11 @@ enum Command {
     Master {
         #[command(subcommand)]
         command: MasterCommand,
+    },
+    /// Exchange-number lockouts of a running gateway (as an operator; every call is audited).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
     Demo {
@@ -166,17 +172,53 @@ enum MasterCommand {
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        #[arg(long, default_value = "https://127.0.0.1:50051")]
-        addr: String,
-        /// The operator's TLS client certificate, key and the gateway's CA (PEM); default: the
-        /// development operator (certs/tls/operator.*). Development only.
-        #[arg(long, requires_all = ["key", "ca"])]
-        cert: Option<PathBuf>,
-        #[arg(long, requires_all = ["cert", "ca"])]
-        key: Option<PathBuf>,
-        #[arg(long, requires_all = ["cert", "key"])]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the exchange-number lockouts in force (pharmacies, and patients by pseudonym).
+    Lockouts {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Lift a lockout and forget its misses: a pharmacy's (by its code) or a patient's.
+    Unlock {
+        /// The pharmacy's institution code (10 digits).
+        #[arg(required_unless_present = "patient_pseudonym")]
+        pharmacy: Option<String>,
+        /// The patient's pseudonym (64 hex digits: `rxgate audit pseudonym`).
+        #[arg(long, conflicts_with = "pharmacy")]
+        patient_pseudonym: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+}
+
+/// A running gateway and the operator who calls it.
+#[derive(clap::Args)]
+struct GatewayArgs {
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    addr: String,
+    /// The operator's TLS client certificate, key and the gateway's CA (PEM); default: the
+    /// development operator (certs/tls/operator.*). Development only.
+    #[arg(long, requires_all = ["key", "ca"])]
+    cert: Option<PathBuf>,
+    #[arg(long, requires_all = ["cert", "ca"])]
+    key: Option<PathBuf>,
+    #[arg(long, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    fn operator(self) -> ClientFiles {
+        match (self.cert, self.key, self.ca) {
+            (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
+            _ => ClientFiles::dev("operator"),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -337,21 +379,16 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Master {
-            command:
-                MasterCommand::Import {
-                    files,
-                    addr,
-                    cert,
-                    key,
-                    ca,
-                },
+            command: MasterCommand::Import { files, gateway },
         } => {
-            let client = match (cert, key, ca) {
-                (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
-                _ => ClientFiles::dev("operator"),
-            };
+            let addr = gateway.addr.clone();
+            let client = gateway.operator();
             let summary = runtime()?.block_on(master_import::import(&addr, &client, &files))?;
             print!("{}", master_import::render(&summary));
+            Ok(true)
+        }
+        Command::Admin { command } => {
+            runtime()?.block_on(admin(command))?;
             Ok(true)
         }
         Command::Audit { command } => {
@@ -415,6 +452,31 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
     }
+}
+
+/// Runs `rxgate admin`.
+async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Lockouts { gateway } => {
+            let addr = gateway.addr.clone();
+            print!("{}", admin_cli::lockouts(&addr, &gateway.operator()).await?);
+        }
+        AdminCommand::Unlock {
+            pharmacy,
+            patient_pseudonym,
+            gateway,
+        } => {
+            let subject = match (pharmacy, patient_pseudonym) {
+                (_, Some(pseudonym)) => Subject::PatientPseudonym(pseudonym),
+                (Some(code), None) => Subject::PharmacyCode(code),
+                (None, None) => bail!("name a pharmacy code or --patient-pseudonym"),
+            };
+            let addr = gateway.addr.clone();
+            admin_cli::unlock(&addr, &gateway.operator(), subject).await?;
+            println!("unlocked");
+        }
+    }
+    Ok(())
 }
 
 /// What `rxgate audit` prints.

@@ -1,5 +1,5 @@
 //! The gateway's operational metrics: request counts and latency by RPC and status code, check
-//! latency, stuck prescriptions and the relay, with what every metric needs to be written in
+//! latency, stuck prescriptions, lockouts and the relay, with what every metric needs to be written in
 //! the Prometheus text format through `prometheus-client` (which names, escapes and lays out
 //! the lines). Labels come only from fixed sets ([`Rpc`], the gRPC code names): never from a
 //! client's text, an institution or a patient. No IO here, and no knowledge of gRPC or HTTP
@@ -52,6 +52,9 @@ pub struct Metrics {
     pub relay_lag: AtomicU64,
     pub relay_up: AtomicU64,
     pub relay_dead_letters: AtomicU64,
+    /// Exchange-number lockouts tripped since start: of a pharmacy, of a patient.
+    pub pharmacy_lockouts: AtomicU64,
+    pub patient_lockouts: AtomicU64,
     /// TLS handshakes that failed (timed out, broken, certificate refused); shared with the
     /// accept loop.
     pub tls_handshake_failures: std::sync::Arc<AtomicU64>,
@@ -68,6 +71,8 @@ impl Default for Metrics {
             relay_lag: AtomicU64::new(0),
             relay_up: AtomicU64::new(0),
             relay_dead_letters: AtomicU64::new(0),
+            pharmacy_lockouts: AtomicU64::new(0),
+            patient_lockouts: AtomicU64::new(0),
             tls_handshake_failures: std::sync::Arc::default(),
         }
     }
@@ -177,6 +182,17 @@ impl Metrics {
                 "rxgate_relay_dead_letters",
                 "Dispensing records the upstream refused for good since start.",
                 &self.relay_dead_letters,
+            ),
+            (
+                "rxgate_pharmacy_lockouts",
+                "Pharmacies locked out for too many wrong exchange numbers, since start.",
+                &self.pharmacy_lockouts,
+            ),
+            (
+                "rxgate_patient_lockouts",
+                "Patients locked for the pharmacies that sent too many wrong exchange numbers \
+                 naming them, since start.",
+                &self.patient_lockouts,
             ),
             (
                 "rxgate_tls_handshake_failures",

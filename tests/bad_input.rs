@@ -55,13 +55,15 @@ const DELIVER: &str = "/rxgate.v1.ManagementIntake/DeliverDispensingRecord";
 const STUCK: &str = "/rxgate.v1.AdminService/ListStuckPrescriptions";
 const IMPORT: &str = "/rxgate.v1.AdminService/ImportMaster";
 const EXPORT: &str = "/rxgate.v1.AdminService/ExportAudit";
+const LOCKOUTS: &str = "/rxgate.v1.AdminService/ListLockouts";
+const UNLOCK: &str = "/rxgate.v1.AdminService/Unlock";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 
 /// Every method the table must cover, each with at least three rows.
-const COVERED: [&str; 17] = [
+const COVERED: [&str; 19] = [
     CHECK_RX, REGISTER, CANCEL, STATUS, SEARCH, LOOKUP, RECEIVE, RETURN, RECORD, CHECK_DISP, WATCH,
-    DELIVER, STUCK, IMPORT, EXPORT, HEALTH, REFLECTION,
+    DELIVER, STUCK, IMPORT, EXPORT, LOCKOUTS, UNLOCK, HEALTH, REFLECTION,
 ];
 
 /// The field an undecodable request is refused under (src/grpc/decode_errors.rs).
@@ -529,6 +531,30 @@ fn stuck_and_export_rows() -> Vec<Row> {
     ]
 }
 
+#[rustfmt::skip]
+fn lockout_rows() -> Vec<Row> {
+    use pb::lockout_subject::Subject;
+    let unlock = |subject: Option<Subject>| pb::UnlockRequest {
+        subject: Some(pb::LockoutSubject { subject }),
+    };
+    let pharmacy = |code: &str| unlock(Some(Subject::PharmacyCode(code.into())));
+    let patient = |text: String| unlock(Some(Subject::PatientPseudonym(text)));
+    vec![
+        one("lockouts: none in force", "operator", LOCKOUTS, &pb::ListLockoutsRequest {}, Want::Answered(1)),
+        one("lockouts: a pharmacy calls", "pharmacy", LOCKOUTS, &pb::ListLockoutsRequest {}, Want::Code(Code::PermissionDenied)),
+        raw("lockouts: garbage (tag 0)", "operator", LOCKOUTS, TAG_ZERO, Want::Invalid(UNDECODABLE)),
+        raw("lockouts: garbage (an invalid varint)", "operator", LOCKOUTS, INVALID_VARINT, Want::Invalid(UNDECODABLE)),
+        one("unlock: no subject", "operator", UNLOCK, &unlock(None), Want::Invalid("subject")),
+        one("unlock: a pharmacy code of 9 digits", "operator", UNLOCK, &pharmacy("134000000"), Want::Invalid("subject.pharmacy_code")),
+        one("unlock: a pharmacy code of 300 KiB", "operator", UNLOCK, &pharmacy(&"1".repeat(OVERSIZE)), Want::Code(Code::ResourceExhausted)),
+        one("unlock: 63 hex digits", "operator", UNLOCK, &patient("a".repeat(63)), Want::Invalid("subject.patient_pseudonym")),
+        one("unlock: 64 digits not hex", "operator", UNLOCK, &patient("g".repeat(64)), Want::Invalid("subject.patient_pseudonym")),
+        one("unlock: nothing locked", "operator", UNLOCK, &pharmacy("1340000001"), Want::Code(Code::FailedPrecondition)),
+        one("unlock: a pharmacy unlocks itself", "pharmacy", UNLOCK, &pharmacy("1340000001"), Want::Code(Code::PermissionDenied)),
+        raw("unlock: garbage (a truncated subject)", "operator", UNLOCK, &[0x0a, 0x02, 0x0a, 0x80], Want::Invalid(UNDECODABLE)),
+    ]
+}
+
 fn header(name: &str, kind: pb::MasterFileKind, size: u64) -> Vec<u8> {
     let file = pb::ImportFileHeader {
         name: name.into(),
@@ -613,6 +639,7 @@ fn rows(h: &Harness, f: &Fixture) -> Vec<Row> {
         watch_rows(),
         deliver_rows(h),
         stuck_and_export_rows(),
+        lockout_rows(),
         import_rows(),
         health_and_reflection_rows(),
         unknown_method_rows(),

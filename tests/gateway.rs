@@ -17,7 +17,7 @@ use rxgate::{
 };
 use tonic::{Code, transport::Channel};
 
-const MAX_MISSES: usize = 5;
+const MAX_MISSES: u32 = 5;
 
 async fn start() -> Harness {
     start_with(|config| {
@@ -549,16 +549,7 @@ async fn the_authorization_table() {
         .unwrap();
 
     // Operators: the audit export, which shows who did what, refusals included.
-    let mut admin = AdminServiceClient::new(h.channel("operator").await);
-    let mut stream = admin
-        .export_audit(audit.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        records.push(r);
-    }
+    let records = h.audit_records().await;
     assert!(records.windows(2).all(|w| w[0].sequence < w[1].sequence));
     let find = |action: &str, code: &str, outcome: &str| {
         records.iter().any(|r| {

@@ -9,6 +9,7 @@ mod fairness;
 mod feed;
 mod guard;
 mod health;
+mod lockouts;
 mod metered;
 mod token_bucket;
 
@@ -557,6 +558,37 @@ impl AdminService for Services {
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_lockouts(
+        &self,
+        request: Request<pb::ListLockoutsRequest>,
+    ) -> Result<Response<pb::ListLockoutsResponse>, Status> {
+        const ACTION: &str = "ListLockouts";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        let locked = self.gateway.lockouts(&caller).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListLockoutsResponse {
+            lockouts: locked.into_iter().map(lockouts::lockout_to_pb).collect(),
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        const ACTION: &str = "Unlock";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        let parsed = lockouts::subject(request.get_ref().subject.as_ref());
+        let subject = self.parsed(&caller, ACTION, parsed).await?;
+        self.gateway
+            .unlock(&caller, subject)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UnlockResponse {}))
     }
 
     async fn import_master(

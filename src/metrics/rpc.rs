@@ -32,7 +32,13 @@ const SERVICES: &[(&str, &[&str])] = &[
     ("rxgate.v1.ManagementIntake", &["DeliverDispensingRecord"]),
     (
         "rxgate.v1.AdminService",
-        &["ExportAudit", "ImportMaster", "ListStuckPrescriptions"],
+        &[
+            "ExportAudit",
+            "ImportMaster",
+            "ListStuckPrescriptions",
+            "ListLockouts",
+            "Unlock",
+        ],
     ),
     ("grpc.health.v1.Health", &["Check", "Watch"]),
     (

@@ -11,6 +11,7 @@ mod lockout;
 mod pseudonym;
 pub mod records;
 mod relay;
+mod search;
 mod signatures;
 
 use std::{
@@ -30,9 +31,10 @@ pub use clinical::{
 pub use events::{EventEntry, EventFilter};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use intake::{Attestation, Delivery};
-pub use lockout::LockoutPolicy;
+pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use pseudonym::Pseudonyms;
 pub use relay::DeadLetter;
+pub use search::migrate_search_index;
 
 use crate::{
     documents::bounded_count,
@@ -323,7 +325,6 @@ pub struct Gateway {
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
     config: GatewayConfig,
-    lockout: lockout::Lockout<InstitutionCode>,
     clinical: RwLock<Arc<Clinical>>,
     /// Imports run one at a time.
     imports: tokio::sync::Mutex<()>,
@@ -334,13 +335,6 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     rng: ring::rand::SystemRandom,
 }
-
-/// The widest issue-date range one search covers, in days.
-const SEARCH_MAX_DAYS: i32 = 366;
-
-/// The most index entries one search reads (every institution's prescriptions of the patient in
-/// the range).
-const SEARCH_MAX_SCAN: usize = 2_000;
 
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -680,7 +674,6 @@ impl Gateway {
             store,
             verifier,
             clock,
-            lockout: lockout::Lockout::new(config.lockout.clone()),
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
             events: tokio::sync::Notify::new(),
@@ -761,27 +754,40 @@ impl Gateway {
         Ok(())
     }
 
-    /// Runs `decide` and the audit record of its outcome in one transaction. `decide` must not
-    /// write before it has decided to succeed.
+    /// Runs `decide` and the audit record of its outcome in one transaction. The writes of
+    /// `decide` are committed whatever its outcome but an internal error (which rolls back
+    /// everything, the audit record too): a refusal may count what it refused.
     async fn run<T: Send + 'static>(
         &self,
-        mut draft: AuditDraft,
+        draft: AuditDraft,
         decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        let (outcome, ()) = self
+            .run_noting(draft, move |tx, draft| (decide(tx, draft), ()))
+            .await?;
+        outcome
+    }
+
+    /// Like [`Gateway::run`], for a `decide` that also notes something for after the commit.
+    async fn run_noting<T: Send + 'static, N: Send + 'static>(
+        &self,
+        mut draft: AuditDraft,
+        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
+    ) -> Result<(Result<T, Error>, N), Error> {
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| {
-                let outcome = decide(tx, &mut draft);
+                let (outcome, noted) = decide(tx, &mut draft);
                 // A store error inside `decide` aborts the whole transaction, audit included.
                 if let Err(Error::Internal(e)) = &outcome {
                     return Err(store::Error::Engine(e.clone()));
                 }
                 draft.write(tx, &outcome)?;
-                Ok(outcome)
+                Ok((outcome, noted))
             })
             .await;
         self.events.notify_waiters();
-        outcome.map_err(Error::from)?.map_err(Error::from)?
+        outcome.map_err(Error::from)?.map_err(Error::from)
     }
 
     /// Audits a call refused before it reached any stored state.
@@ -998,15 +1004,7 @@ impl Gateway {
                 &exchange_key(&record.patient_key, exchange_number),
                 id_bytes,
             );
-            tx.put(
-                Table::ByPatient,
-                &key(&[
-                    record.patient_key.as_bytes(),
-                    record.issue_date.as_bytes(),
-                    id_bytes,
-                ]),
-                b"",
-            );
+            tx.put(Table::ByPatient, &search::index_key(&record), b"");
             tx.put(Table::ByNumber, &number_key, id_bytes);
             tx.put(
                 Table::Meta,
@@ -1101,78 +1099,6 @@ impl Gateway {
         .await
     }
 
-    /// The caller's prescriptions for one patient issued within [from, to].
-    pub async fn search(
-        &self,
-        caller: &Caller,
-        patient: PatientKey,
-        from: JapanDate,
-        to: JapanDate,
-    ) -> Result<Vec<Status>, Error> {
-        let now = self.clock.now();
-        let today = JapanDate::of(now);
-        let caller_code = caller.institution.code.to_string();
-        let limit = self.config.search_limit;
-        let draft = self.draft(caller, "SearchPrescriptions", now);
-        if from > to || from.days_until(to) > SEARCH_MAX_DAYS {
-            return self
-                .refuse(
-                    draft,
-                    Error::invalid(
-                        "issued_from",
-                        "must not be after issued_to, nor more than 366 days before it",
-                    ),
-                )
-                .await;
-        }
-        self.run(draft, move |tx, _| {
-            let start = key(&[patient.canonical().as_bytes(), from.to_string().as_bytes()]);
-            let end = key(&[
-                patient.canonical().as_bytes(),
-                to.add_days(1).to_string().as_bytes(),
-            ]);
-            let mut found = Vec::new();
-            // The index spans every institution: scan it, keep the caller's own, but never more
-            // than a bounded number of entries on the store's writer.
-            let rows = tx.scan_range(Table::ByPatient, &start, &end, SEARCH_MAX_SCAN + 1)?;
-            if rows.len() > SEARCH_MAX_SCAN {
-                return Err(Error::ResourceExhausted(
-                    "too many prescriptions of this patient in the range: narrow issued_from..issued_to",
-                ));
-            }
-            for (k, _) in rows {
-                let id = String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
-                    .into_owned();
-                if let Some(stored) = Stored::load(tx, &id)?
-                    && stored.record.institution == caller_code
-                {
-                    found.push(status_of(tx, stored, today)?);
-                    if found.len() == limit {
-                        break;
-                    }
-                }
-            }
-            Ok(found)
-        })
-        .await
-    }
-
-    fn check_lockout(&self, caller: &Caller, now: SystemTime) -> Option<Error> {
-        self.lockout
-            .is_locked(&caller.institution.code, now)
-            .then_some(Error::ResourceExhausted(
-                "too many lookup misses: try again later",
-            ))
-    }
-
-    fn count_miss<T>(&self, caller: &Caller, now: SystemTime, outcome: &Result<T, Error>) {
-        if matches!(outcome, Err(Error::NotFound))
-            && self.lockout.record_miss(&caller.institution.code, now)
-        {
-            tracing::warn!(pharmacy = %caller.institution.code, "pharmacy locked out after repeated lookup misses");
-        }
-    }
-
     /// A pharmacy looks at a prescription without changing anything.
     pub async fn lookup(
         &self,
@@ -1183,26 +1109,21 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let draft = self.draft(caller, "LookupPrescription", now);
-        if let Some(e) = self.check_lockout(caller, now) {
-            return self.refuse(draft, e).await;
-        }
-        let outcome = self
-            .run(draft, move |tx, draft| {
-                let stored = find_active(tx, &patient, exchange_number)?;
-                draft.target = Some(stored.record.id.clone());
-                let r = &stored.record;
-                Ok(Summary {
-                    id: r.id.clone(),
-                    state: stored.lifecycle.state_on(today),
-                    issue_date: r.issue_date.clone(),
-                    usable_through: r.usable_through.clone(),
-                    institution: r.institution.clone(),
-                    line_count: r.line_count,
-                })
+        let guessed = patient.clone();
+        self.guarded(draft, &guessed, move |tx, draft| {
+            let stored = find_active(tx, &patient, exchange_number)?;
+            draft.target = Some(stored.record.id.clone());
+            let r = &stored.record;
+            Ok(Summary {
+                id: r.id.clone(),
+                state: stored.lifecycle.state_on(today),
+                issue_date: r.issue_date.clone(),
+                usable_through: r.usable_through.clone(),
+                institution: r.institution.clone(),
+                line_count: r.line_count,
             })
-            .await;
-        self.count_miss(caller, now, &outcome);
-        outcome
+        })
+        .await
     }
 
     /// A pharmacy accepts a prescription and receives the signed document, with advisory
@@ -1219,67 +1140,62 @@ impl Gateway {
         let now_ms = millis(now);
         let pharmacy = caller.institution.code.clone();
         let draft = self.draft(caller, "ReceivePrescription", now);
-        if let Some(e) = self.check_lockout(caller, now) {
-            return self.refuse(draft, e).await;
-        }
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         let pseudonyms = self.config.pseudonyms.clone();
-        let outcome = self
-            .run(draft, move |tx, draft| {
-                let stored = find_active(tx, &patient, exchange_number)?;
-                draft.target = Some(stored.record.id.clone());
-                let transition = stored.lifecycle.accept(&pharmacy, today)?;
-                let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
-                let patient = &stored.record.patient_key;
-                let budget = begin_check(
-                    tx,
-                    draft,
-                    (&pseudonyms, &checker.limits),
-                    patient,
-                    lines.len(),
-                    check.consent,
-                )?;
-                let subject = clinical::Subject {
-                    caller: &pharmacy,
-                    patient: &stored.record.patient_key,
-                    today,
-                    lines: &lines,
-                    exclude: Some(&stored.record.id),
-                };
-                let consent = clinical::budgeted_consent(budget, check.consent);
-                let findings = checker.run(tx, &subject, &options, consent)?;
-                let (id, content, cms_signature) = (
-                    stored.record.id.clone(),
-                    stored.record.content.clone(),
-                    signatures::restore(tx, &stored.record.cms)?,
-                );
-                let patient_key = stored.record.patient_key.clone();
-                let state = match transition {
-                    Transition::Unchanged => stored.lifecycle.state_on(today),
-                    t => stored.apply(tx, t, today, now_ms)?,
-                };
-                clinical::record_consent(
-                    tx,
-                    &patient_key,
-                    &asserting,
-                    check.consent,
-                    draft.time_ms,
-                    draft.action,
-                    Some(&id),
-                )?;
-                Ok(Received {
-                    id,
-                    state,
-                    content,
-                    cms_signature,
-                    findings,
-                })
+        let guessed = patient.clone();
+        self.guarded(draft, &guessed, move |tx, draft| {
+            let stored = find_active(tx, &patient, exchange_number)?;
+            draft.target = Some(stored.record.id.clone());
+            let transition = stored.lifecycle.accept(&pharmacy, today)?;
+            let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
+            let patient = &stored.record.patient_key;
+            let budget = begin_check(
+                tx,
+                draft,
+                (&pseudonyms, &checker.limits),
+                patient,
+                lines.len(),
+                check.consent,
+            )?;
+            let subject = clinical::Subject {
+                caller: &pharmacy,
+                patient: &stored.record.patient_key,
+                today,
+                lines: &lines,
+                exclude: Some(&stored.record.id),
+            };
+            let consent = clinical::budgeted_consent(budget, check.consent);
+            let findings = checker.run(tx, &subject, &options, consent)?;
+            let (id, content, cms_signature) = (
+                stored.record.id.clone(),
+                stored.record.content.clone(),
+                signatures::restore(tx, &stored.record.cms)?,
+            );
+            let patient_key = stored.record.patient_key.clone();
+            let state = match transition {
+                Transition::Unchanged => stored.lifecycle.state_on(today),
+                t => stored.apply(tx, t, today, now_ms)?,
+            };
+            clinical::record_consent(
+                tx,
+                &patient_key,
+                &asserting,
+                check.consent,
+                draft.time_ms,
+                draft.action,
+                Some(&id),
+            )?;
+            Ok(Received {
+                id,
+                state,
+                content,
+                cms_signature,
+                findings,
             })
-            .await;
-        self.count_miss(caller, now, &outcome);
-        outcome
+        })
+        .await
     }
 
     /// A clinic's pre-issue check of an unsigned draft. Changes nothing but the audit log, the

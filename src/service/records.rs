@@ -380,6 +380,31 @@ pub enum CheckBudgetRecord {
     V1(CheckBudgetV1),
 }
 
+/// A lockout counter (a pharmacy's or a patient's): the wrong exchange numbers counted since the
+/// window began, and until when the lockout they tripped holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissCounterV1 {
+    pub window_start_ms: i64,
+    pub misses: u32,
+    pub locked_until_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissCounterRecord {
+    V1(MissCounterV1),
+}
+
+/// That a pharmacy missed on a patient, and when it last did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissMarkV1 {
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissMarkRecord {
+    V1(MissMarkV1),
+}
+
 /// The kind of a drug code, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DrugKindV1 {

@@ -158,6 +158,7 @@ fn tag(table: Table) -> u8 {
         Table::EventsByInstitution => 13,
         Table::Intake => 14,
         Table::Certificates => 15,
+        Table::Lockouts => 16,
     }
 }
 

@@ -31,7 +31,8 @@ pub enum Table {
     Prescriptions,
     /// (patient key, exchange number) → prescription id.
     ByExchange,
-    /// (patient key, prescription id) → ().
+    /// (institution code, patient key, issue date, prescription id) → (): a clinic's own
+    /// prescriptions of a patient, so that a search reads no other institution's.
     ByPatient,
     /// (institution, prescription number) → prescription id.
     ByNumber,
@@ -56,11 +57,13 @@ pub enum Table {
     Intake,
     /// SHA-256 of a DER certificate → the certificate, as the stored signatures carried it.
     Certificates,
+    /// The exchange-number lockout's miss counters, by pharmacy and by patient pseudonym.
+    Lockouts,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
@@ -75,6 +78,7 @@ impl Table {
         Table::EventsByInstitution,
         Table::Intake,
         Table::Certificates,
+        Table::Lockouts,
     ];
 }
 

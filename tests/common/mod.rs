@@ -19,7 +19,8 @@ use rxgate::{
     demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
     proto::v1::{
-        self as pb, dispensing_service_client::DispensingServiceClient,
+        self as pb, admin_service_client::AdminServiceClient,
+        dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
     service::Clock,
@@ -141,6 +142,21 @@ impl Harness {
             .find(|l| l.starts_with(prefix))
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// Every audit record, as the dev operator exports them.
+    pub async fn audit_records(&self) -> Vec<pb::AuditRecord> {
+        let mut admin = AdminServiceClient::new(self.channel("operator").await);
+        let mut stream = admin
+            .export_audit(pb::ExportAuditRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut records = Vec::new();
+        while let Some(r) = stream.message().await.unwrap() {
+            records.push(r);
+        }
+        records
     }
 
     /// Registers `rx`, signed by the dev doctor, as the dev clinic `clinic`.

@@ -1,0 +1,338 @@
+//! SearchPrescriptions: a clinic's own prescriptions of one patient, by issue date, through the
+//! [`Table::ByPatient`] index, keyed by institution first so that a search reads no other
+//! institution's entries (its cost, and so its timing, tells nothing of other clinics'
+//! prescriptions); and the migration of an index written before that. Knows no gRPC and no
+//! storage engine.
+
+use std::sync::Arc;
+
+use crate::{
+    domain::{patient::PatientKey, time::JapanDate},
+    store::{self, Store, Table, Txn},
+};
+
+use super::{
+    Caller, Error, Gateway, Status, Stored, corrupt, decode, key,
+    records::{PrescriptionRecord, PrescriptionV3},
+    status_of,
+};
+
+/// The widest issue-date range one search covers, in days.
+const SEARCH_MAX_DAYS: i32 = 366;
+
+/// The search index entry of a prescription: (institution, patient key, issue date, id).
+pub(super) fn index_key(record: &PrescriptionV3) -> Vec<u8> {
+    key(&[
+        record.institution.as_bytes(),
+        record.patient_key.as_bytes(),
+        record.issue_date.as_bytes(),
+        record.id.as_bytes(),
+    ])
+}
+
+/// What one search asks.
+struct Query {
+    institution: String,
+    patient: PatientKey,
+    from: JapanDate,
+    to: JapanDate,
+    limit: usize,
+}
+
+impl Gateway {
+    /// The caller's prescriptions for one patient issued within [from, to].
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        patient: PatientKey,
+        from: JapanDate,
+        to: JapanDate,
+    ) -> Result<Vec<Status>, Error> {
+        let now = self.clock.now();
+        let today = JapanDate::of(now);
+        let draft = self.draft(caller, "SearchPrescriptions", now);
+        if from > to || from.days_until(to) > SEARCH_MAX_DAYS {
+            return self
+                .refuse(
+                    draft,
+                    Error::invalid(
+                        "issued_from",
+                        "must not be after issued_to, nor more than 366 days before it",
+                    ),
+                )
+                .await;
+        }
+        let query = Query {
+            institution: caller.institution.code.to_string(),
+            patient,
+            from,
+            to,
+            limit: self.config.search_limit,
+        };
+        self.run(draft, move |tx, _| search(tx, &query, today))
+            .await
+    }
+}
+
+/// The search: at most `limit` entries of the caller's own part of the index, each loaded.
+fn search(tx: &dyn Txn, query: &Query, today: JapanDate) -> Result<Vec<Status>, Error> {
+    let (institution, patient) = (query.institution.as_bytes(), query.patient.canonical());
+    let start = key(&[
+        institution,
+        patient.as_bytes(),
+        query.from.to_string().as_bytes(),
+    ]);
+    let after = query.to.add_days(1).to_string();
+    let end = key(&[institution, patient.as_bytes(), after.as_bytes()]);
+    let mut found = Vec::new();
+    for (k, _) in tx.scan_range(Table::ByPatient, &start, &end, query.limit)? {
+        let stored =
+            Stored::load(tx, &id_of(&k)?)?.ok_or_else(|| corrupt("index without prescription"))?;
+        found.push(status_of(tx, stored, today)?);
+    }
+    Ok(found)
+}
+
+/// The prescription id an index key ends in.
+fn id_of(index_key: &[u8]) -> Result<String, store::Error> {
+    let id = index_key.rsplit(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8(id.to_vec()).map_err(|_| corrupt("prescription id"))
+}
+
+/// Marks a store whose search index has the current layout.
+const INDEX_LAYOUT_KEY: &[u8] = b"layout/search-index-by-institution";
+
+/// Index entries one migration transaction reads.
+const MIGRATION_CHUNK: usize = 1_000;
+
+/// Rewrites a search index of the layout before this one ((patient key, issue date, id), three
+/// parts) into the current one, a chunk per transaction, and marks the store so that later
+/// starts skip it; returns how many entries it moved. Safe to interrupt: a chunk writes its new
+/// entries and deletes the old ones in one transaction, and the next start goes on.
+pub async fn migrate_search_index(store: &Arc<dyn Store>) -> Result<u64, store::Error> {
+    let done = store
+        .transact(|tx| Ok::<_, store::Error>(tx.get(Table::Meta, INDEX_LAYOUT_KEY)?.is_some()))
+        .await??;
+    if done {
+        return Ok(0);
+    }
+    let (mut moved, mut from) = (0, Some(Vec::new()));
+    while let Some(start) = from.take() {
+        let (next, n) = store
+            .transact(move |tx| migrate_chunk(tx, &start))
+            .await??;
+        (moved, from) = (moved + n, next);
+    }
+    store
+        .transact(|tx| {
+            tx.put(Table::Meta, INDEX_LAYOUT_KEY, b"");
+            Ok::<_, store::Error>(())
+        })
+        .await??;
+    if moved > 0 {
+        tracing::info!(entries = moved, "search index keyed by institution");
+    }
+    Ok(moved)
+}
+
+/// Moves the old-layout entries among the `MIGRATION_CHUNK` keys from `from` on; returns where
+/// the next chunk starts (none after the last) and how many it moved.
+fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64), store::Error> {
+    let rows = tx.scan_range(Table::ByPatient, from, &[0xFF], MIGRATION_CHUNK)?;
+    let next = match rows.last() {
+        Some((last, _)) if rows.len() == MIGRATION_CHUNK => Some([last.as_slice(), &[0]].concat()),
+        _ => None,
+    };
+    let mut moved = 0;
+    // Neither a patient key nor an institution code holds 0: an old key has two separators.
+    for (k, _) in rows
+        .iter()
+        .filter(|(k, _)| k.iter().filter(|b| **b == 0).count() == 2)
+    {
+        tx.delete(Table::ByPatient, k);
+        if let Some(bytes) = tx.get(Table::Prescriptions, id_of(k)?.as_bytes())? {
+            let record = decode::<PrescriptionRecord>(&bytes)?.current();
+            tx.put(Table::ByPatient, &index_key(&record), b"");
+            moved += 1;
+        }
+    }
+    Ok((next, moved))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::{
+        service::records::{PrescriptionRecord, SignatureV1, StateV1, encode},
+        store::{self, EmbeddedStore, Entry, Store},
+    };
+
+    /// A transaction that counts what it reads: values got and entries scanned.
+    struct Counting<'a> {
+        tx: &'a mut dyn Txn,
+        reads: Cell<usize>,
+    }
+
+    impl Txn for Counting<'_> {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+            self.reads.set(self.reads.get() + 1);
+            self.tx.get(table, key)
+        }
+        fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+            self.tx.put(table, key, value)
+        }
+        fn delete(&mut self, table: Table, key: &[u8]) {
+            self.tx.delete(table, key)
+        }
+        fn scan_prefix(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            limit: usize,
+        ) -> Result<Vec<Entry>, store::Error> {
+            let rows = self.tx.scan_prefix(table, prefix, limit)?;
+            self.reads.set(self.reads.get() + rows.len());
+            Ok(rows)
+        }
+        fn scan_range(
+            &self,
+            table: Table,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<Entry>, store::Error> {
+            let rows = self.tx.scan_range(table, start, end, limit)?;
+            self.reads.set(self.reads.get() + rows.len());
+            Ok(rows)
+        }
+    }
+
+    const PATIENT: &str = "patient";
+    const TODAY: &str = "2026-12-01";
+
+    /// Stores a prescription of `institution` for the patient, indexed as registration does.
+    fn prescribe(tx: &mut dyn Txn, id: &str, institution: &str) {
+        let record = PrescriptionV3 {
+            id: id.into(),
+            institution: institution.into(),
+            number: id.into(),
+            patient_key: PATIENT.into(),
+            exchange_number: 1,
+            issue_date: TODAY.into(),
+            usable_through: "2026-12-04".into(),
+            state: StateV1::Registered,
+            returned_by: None,
+            accepted_on: None,
+            line_count: 1,
+            refill_count: 1,
+            content: Vec::new(),
+            cms: SignatureV1::whole(Vec::new()),
+            content_sha256: [0; 32],
+            signer_serial_number: String::new(),
+            signer_certificate_sha256: [0; 32],
+            received_at_ms: 0,
+            records: 0,
+            refill_window: None,
+            accepted_at_ms: None,
+            last_record_at_ms: None,
+        };
+        tx.put(Table::ByPatient, &index_key(&record), b"");
+        let bytes = encode(&PrescriptionRecord::V3(record));
+        tx.put(Table::Prescriptions, id.as_bytes(), &bytes);
+    }
+
+    /// The reads of one clinic's search for the patient, with `others` prescriptions of other
+    /// clinics beside its own two.
+    async fn reads_with(others: usize) -> (usize, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let counted = store
+            .transact(move |tx: &mut dyn Txn| {
+                for n in 0..others {
+                    // Before and after the caller's own in the index.
+                    let other = if n % 2 == 0 {
+                        "1310000000"
+                    } else {
+                        "1310000009"
+                    };
+                    prescribe(tx, &format!("other{n:04}"), other);
+                }
+                prescribe(tx, "own1", "1310000001");
+                prescribe(tx, "own2", "1310000001");
+                let today: JapanDate = TODAY.parse().unwrap();
+                let query = Query {
+                    institution: "1310000001".into(),
+                    patient: PatientKey::from_canonical(PATIENT.into()),
+                    from: today,
+                    to: today,
+                    limit: 100,
+                };
+                let counting = Counting {
+                    tx,
+                    reads: Cell::new(0),
+                };
+                let found = search(&counting, &query, today)?;
+                Ok::<_, Error>((found.len(), counting.reads.get()))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        store.close().unwrap();
+        counted
+    }
+
+    #[tokio::test]
+    async fn an_index_of_the_old_layout_is_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        store
+            .transact(|tx: &mut dyn Txn| {
+                prescribe(tx, "own1", "1310000001");
+                // As versions before this one indexed it, and an entry without a prescription.
+                tx.delete(
+                    Table::ByPatient,
+                    &key(&[b"1310000001", PATIENT.as_bytes(), TODAY.as_bytes(), b"own1"]),
+                );
+                tx.put(
+                    Table::ByPatient,
+                    &key(&[PATIENT.as_bytes(), TODAY.as_bytes(), b"own1"]),
+                    b"",
+                );
+                tx.put(
+                    Table::ByPatient,
+                    &key(&[PATIENT.as_bytes(), TODAY.as_bytes(), b"gone"]),
+                    b"",
+                );
+                Ok::<_, store::Error>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(migrate_search_index(&store).await, Ok(1));
+        assert_eq!(migrate_search_index(&store).await, Ok(0));
+        let index = store
+            .transact(|tx: &mut dyn Txn| tx.scan_prefix(Table::ByPatient, b"", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        let keys: Vec<_> = index.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [key(&[
+                b"1310000001",
+                PATIENT.as_bytes(),
+                TODAY.as_bytes(),
+                b"own1"
+            ])]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_search_reads_no_other_institutions_prescriptions() {
+        let alone = reads_with(0).await;
+        assert_eq!(alone.0, 2, "the clinic's own two");
+        assert_eq!(reads_with(500).await, alone);
+    }
+}
