@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Harness, line, patient, prescription, start_with};
+use common::{Harness, bad_fields, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
     demo::demo_dispensing,
@@ -81,18 +81,6 @@ async fn receive(h: &Harness, n: u32, registered: &pb::RegisterPrescriptionRespo
         })
         .await
         .unwrap();
-}
-
-/// The fields of the `BadRequest` detail of an INVALID_ARGUMENT status.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("a BadRequest detail")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
 }
 
 fn criticals(findings: &[pb::Finding]) -> usize {

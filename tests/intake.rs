@@ -6,15 +6,13 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Harness, bad_fields, start_with};
+use common::{Harness, bad_fields, intake_records, start_with};
 use prost::Message;
 use rxgate::{
     demo::demo_dispensing,
     domain::hash::{hex, sha256},
     identity::{GatewayIdentity, IdentityFiles, RELAY_STATEMENT},
     proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
-    service::records::{IntakeRecord, decode},
-    store::{EmbeddedStore, Store, Table},
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -102,15 +100,10 @@ async fn deliver(
 /// The attesting certificates (hex fingerprints) of the stored records, in arrival order.
 async fn stored_attesters(h: Harness) -> Vec<Option<String>> {
     let dir = h.shutdown().await;
-    let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
-    let rows = store
-        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+    intake_records(&dir.path().join("store"))
         .await
-        .unwrap()
-        .unwrap();
-    store.close().unwrap();
-    rows.iter()
-        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current().attested_by)
+        .into_iter()
+        .map(|r| r.attested_by)
         .collect()
 }
 

@@ -7,13 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, free_port, start_with};
-use rxgate::{
-    config::RelayFiles,
-    domain::signature::Role,
-    service::records::{IntakeRecord, decode},
-    store::{EmbeddedStore, Store, Table},
-};
+use common::{Harness, free_port, intake_records, start_with};
+use rxgate::{config::RelayFiles, domain::signature::Role};
 
 async fn dispense_one(h: &Harness, number: &str, n: u32) {
     let r = h.register_demo("clinic", number, n).await;
@@ -37,15 +32,10 @@ async fn until_metric(h: &Harness, expected: &str) {
 
 /// The prescription numbers the upstream holds, in arrival order.
 async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
-    let store = EmbeddedStore::open(&dir.join("store")).unwrap();
-    let rows = store
-        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+    intake_records(&dir.join("store"))
         .await
-        .unwrap()
-        .unwrap();
-    store.close().unwrap();
-    rows.iter()
-        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current().record.number)
+        .into_iter()
+        .map(|r| r.record.number)
         .collect()
 }
 

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{free_port, metrics_text, patient, throttled};
+use common::{free_port, intake_records, metrics_text, patient, throttled};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
@@ -23,9 +23,7 @@ use rxgate::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    service::records::{IntakeRecord, decode},
     signer::SigningKey,
-    store::{EmbeddedStore, Store, Table},
     tls::ClientFiles,
 };
 use tonic::transport::Channel;
@@ -229,16 +227,10 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     down.kill();
     up.kill();
 
-    let store = EmbeddedStore::open(&up_data).unwrap();
-    let rows = store
-        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+    let held: Vec<_> = intake_records(&up_data)
         .await
-        .unwrap()
-        .unwrap();
-    store.close().unwrap();
-    let held: Vec<_> = rows
-        .iter()
-        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current().record)
+        .into_iter()
+        .map(|r| r.record)
         .collect();
     assert_eq!(held.len(), RECORDS as usize, "every record, once");
     let mut numbers: Vec<_> = held.iter().map(|r| r.number.clone()).collect();

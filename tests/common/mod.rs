@@ -322,3 +322,21 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
         .map(|v| v.field)
         .collect()
 }
+
+/// The records a (closed) store's intake holds, in arrival order.
+pub async fn intake_records(store_dir: &Path) -> Vec<rxgate::service::records::IntakeV2> {
+    use rxgate::{
+        service::records::{IntakeRecord, decode},
+        store::{EmbeddedStore, Store, Table},
+    };
+    let store = EmbeddedStore::open(store_dir).unwrap();
+    let rows = store
+        .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().unwrap();
+    rows.iter()
+        .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current())
+        .collect()
+}
