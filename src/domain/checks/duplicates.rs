@@ -8,7 +8,8 @@ use super::{
 };
 
 /// Duplicate findings (warning) for the new line `line` with drug `drug`: one per active history
-/// medication sharing a moiety by the same route (naming the first shared moiety). With
+/// medication sharing a moiety by the same route (naming the first shared moiety), before
+/// `check` groups them by that moiety. With
 /// `options.same_class`, a history drug of the same 4-digit class and no shared moiety gives a
 /// same-class warning. There is no check inside the new prescription.
 pub(crate) fn duplicate_findings(
@@ -51,8 +52,6 @@ pub(crate) fn duplicate_findings(
                 kind.as_str(),
                 &line.to_string(),
                 drug.code.as_str(),
-                &a.med.source_id.to_string(),
-                other.code.as_str(),
                 &moiety_own,
             ]),
             kind,
@@ -64,14 +63,14 @@ pub(crate) fn duplicate_findings(
                 name: Some(drug.name().into_owned()),
                 moiety: Some(moiety_own),
             }),
-            other: Some(OtherSide {
+            others: vec![OtherSide {
                 drug: DrugRef {
                     code: other.code.as_str().to_owned(),
                     name: Some(other.name().into_owned()),
                     moiety: Some(moiety_other),
                 },
-                origin: Origin::History(a.med.source.clone()),
-            }),
+                origins: vec![Origin::History(a.med.source.clone())],
+            }],
             rule: None,
         });
     }

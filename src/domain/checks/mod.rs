@@ -20,10 +20,15 @@
 //! - A history code that does not resolve gives every new line a not-checked finding; history
 //!   entries sharing a source id count once.
 //! - An in-prescription pair (opt-in) is reported on the earlier line.
+//! - Findings are grouped: one per (own line, rule) for the table's findings, per (own line,
+//!   shared moiety) for duplicates, per own line for same-class and for unknown history codes,
+//!   each naming every other drug and every origin it covers. Their number never grows with the
+//!   number of history entries, and their ids never depend on the history.
 
 pub mod consent;
 pub mod contraindications;
 pub mod duplicates;
+mod group;
 pub mod history;
 
 use std::collections::HashSet;
@@ -114,11 +119,13 @@ pub enum Origin {
     ThisPrescription { line: usize },
 }
 
-/// The other side of a finding.
+/// One other drug of a finding and every place it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OtherSide {
     pub drug: DrugRef,
-    pub origin: Origin,
+    /// Each origin once (history entries from one institution on one date are one origin), in
+    /// the order the history lists them, lines of the prescription under check last; never empty.
+    pub origins: Vec<Origin>,
 }
 
 /// The table rule behind a contraindication / conditional / caution finding.
@@ -136,7 +143,8 @@ pub struct RuleRef {
 /// One finding, shaped like a CDS Hooks card.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
-    /// Stable: a hash of kind, own line, own code, the other drug and its history id, and rule.
+    /// Stable: a hash of kind, own line, own code and what the finding groups by (the rule, or the
+    /// shared moiety), never of the history, so the ids a pre-check answers hold at registration.
     pub id: String,
     pub kind: FindingKind,
     pub indicator: Indicator,
@@ -146,8 +154,9 @@ pub struct Finding {
     pub line: usize,
     /// The caller's own drug; `None` only in masked findings.
     pub own: Option<DrugRef>,
-    /// The other drug and its origin; `None` for a not-checked own line and in masked findings.
-    pub other: Option<OtherSide>,
+    /// The other drugs, each with every origin, in the order the history lists them; empty for a
+    /// not-checked own line and in masked findings.
+    pub others: Vec<OtherSide>,
     pub rule: Option<RuleRef>,
 }
 
@@ -232,18 +241,10 @@ impl<'a> Other<'a> {
             Other::Line(line) => Origin::ThisPrescription { line },
         }
     }
-
-    /// What a finding id names the other drug's entry by.
-    fn id(self) -> String {
-        match self {
-            Other::History(med) => med.source_id.to_string(),
-            Other::Line(line) => format!("line:{line}"),
-        }
-    }
 }
 
-/// Runs every check of `input.new_lines` against the active history. Findings come back sorted by
-/// (line, kind, id), each once. Unknown or unresolved codes give `not_checked` (info) findings,
+/// Runs every check of `input.new_lines` against the active history. Findings come back grouped
+/// (see the module's decisions) and sorted by (line, kind, id). Unknown or unresolved codes give `not_checked` (info) findings,
 /// never an error. Runs inside the store's writer, so it copies nothing per medication: codes
 /// resolve to views of the catalog's precomputed products, a history line that cannot be active is
 /// not resolved, and a new line's table rules are found once, then tested against each drug.
@@ -325,9 +326,7 @@ pub fn check(
         }
     }
 
-    findings.sort_by(|a, b| (a.line, a.kind, &a.id).cmp(&(b.line, b.kind, &b.id)));
-    findings.dedup_by(|a, b| a.id == b.id);
-    findings
+    group::group(findings)
 }
 
 /// The answer for a history too large to read whole: a critical not-checked finding on every
@@ -350,7 +349,7 @@ pub fn not_checked_history_too_large(lines: &[NewLine]) -> Vec<Finding> {
                 name: None,
                 moiety: None,
             }),
-            other: None,
+            others: Vec::new(),
             rule: None,
         }
         })
@@ -372,7 +371,7 @@ fn not_checked_own(line: &NewLine) -> Finding {
             name: None,
             moiety: None,
         }),
-        other: None,
+        others: Vec::new(),
         rule: None,
     }
 }
@@ -384,28 +383,27 @@ fn not_checked_history(line: &NewLine, drug: &DrugView<'_>, med: &Medication) ->
             "not_checked",
             &line.line.to_string(),
             line.drug.as_str(),
-            &med.source_id.to_string(),
-            code,
+            "history",
         ]),
         kind: FindingKind::NotChecked,
         indicator: Indicator::Info,
-        summary: clip_summary(format!(
-            "未チェック: 併用中の薬 (コード {code}) がマスターにないため確認できません"
-        )),
+        summary: clip_summary(
+            "未チェック: 併用中の薬にマスターにないものがあるため確認できません".to_owned(),
+        ),
         line: line.line,
         own: Some(DrugRef {
             code: drug.code.as_str().to_owned(),
             name: Some(drug.name().into_owned()),
             moiety: None,
         }),
-        other: Some(OtherSide {
+        others: vec![OtherSide {
             drug: DrugRef {
                 code: code.to_owned(),
                 name: None,
                 moiety: None,
             },
-            origin: Origin::History(med.source.clone()),
-        }),
+            origins: vec![Origin::History(med.source.clone())],
+        }],
         rule: None,
     }
 }
@@ -467,23 +465,16 @@ fn contraindication_findings(
         ));
         let rule_id = rule.id();
         out.push(Finding {
-            id: finding_id(&[
-                kind.as_str(),
-                &line.to_string(),
-                x.code.as_str(),
-                &other.id(),
-                y.code.as_str(),
-                &rule_id,
-            ]),
+            id: finding_id(&[kind.as_str(), &line.to_string(), x.code.as_str(), &rule_id]),
             kind,
             indicator,
             summary,
             line,
             own: Some(own_ref(x, &own_moiety)),
-            other: Some(OtherSide {
+            others: vec![OtherSide {
                 drug: own_ref(y, &other_moiety),
-                origin: other.origin(),
-            }),
+                origins: vec![other.origin()],
+            }],
             rule: Some(RuleRef {
                 id: rule_id,
                 mechanism: rule.mechanism.clone(),
