@@ -1,9 +1,9 @@
 //! `--scenario worst`: the worst-request budget of issue 22. Against a spawned gateway, the
-//! worst CheckPrescription, RegisterPrescription and ReceivePrescription its limits allow — as
-//! many lines as allowed, every per-request switch on, consent given, against a patient history
-//! as large as allowed, with drugs that make a finding of every pair — each sent alone,
-//! `--repetitions` times, with its latency, the size of its answer and the gateway's resident
-//! memory around it. Prints a table, then one line of JSON.
+//! worst CheckPrescription, RegisterPrescription, ReceivePrescription and CheckDispensing its
+//! limits allow — as many lines as allowed, every per-request switch on, consent given, against
+//! a patient history as large as allowed, with drugs that meet a rule with every entry — each
+//! sent alone, `--repetitions` times, with its latency, the size of its answer and the gateway's
+//! resident memory around it. Prints a table, then one line of JSON.
 //!
 //! Every repetition has three patients of its own, so that no per-patient check budget runs out
 //! and no registration meets the history bound:
@@ -16,10 +16,11 @@
 //!   many as the gateway takes.
 //! - the *receive* patient: the measured clinic's triazolam prescription, registered first
 //!   against an empty history; then prescriptions of amlodipine that pharmacies receive and
-//!   record as dispensed itraconazole. A registration that meets more critical findings than
-//!   it may acknowledge can never register (require-override), so no prescription could be
-//!   registered against a critical history of this size; a dispensing record is neither checked
-//!   nor compared with its prescription's drugs, which lets the history grow after it.
+//!   record as dispensed itraconazole (a dispensing record is neither checked nor compared with
+//!   its prescription's drugs, which lets the history grow after it). Once received, the
+//!   pharmacy checks a dispensing of it: as many lines as a record may have, all triazolam,
+//!   against that record of as many entries as allowed (the prescription's own lines among
+//!   them, excluded by the check).
 //!
 //! Memory: VmRSS before a call and VmHWM after it, from `/proc/PID/status` of the spawned
 //! gateway, with the peak reset in between (`/proc/PID/clear_refs`): the call's peak extra RSS.
@@ -114,8 +115,11 @@ struct Repetition {
     /// signed.
     draft: pb::Prescription,
     signed: pb::SignedDocument,
-    /// The exchange number of the prescription the pharmacy receives.
+    /// The prescription the pharmacy receives: its exchange number, its id, and the lines of
+    /// the dispensing checked once it is received.
     exchange: String,
+    received: String,
+    dispensing: Vec<pb::DispensedLine>,
 }
 
 /// Starts the gateway, builds the histories, measures, reports.
@@ -184,7 +188,11 @@ async fn prepare(
     let drafts: Vec<_> = (0..repetitions).map(|r| measured(r, "reg", 1)).collect();
     let received: Vec<_> = (0..repetitions).map(|r| measured(r, "rx", 2)).collect();
     let signed = plan.signers.doctor.sign_all(&drafts)?;
-    let exchanges = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
+    let dispensings: Vec<_> = received
+        .iter()
+        .map(|rx| dispensing_lines(plan, fleet, rx))
+        .collect();
+    let registered = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
     let unsigned = (0..repetitions).flat_map(|r| histories(plan, fleet, sizes, r));
     let jobs = plan.sign_history(unsigned.collect())?;
     let concurrency = pool::PER_INSTITUTION * fleet.history_clinics.len().max(1);
@@ -192,15 +200,19 @@ async fn prepare(
     Ok(drafts
         .into_iter()
         .zip(signed)
-        .zip(exchanges)
+        .zip(registered.into_iter().zip(dispensings))
         .enumerate()
-        .map(|(r, ((draft, signed), exchange))| Repetition {
-            check: plan.patient(3 * r),
-            receive: plan.patient(3 * r + 2),
-            draft,
-            signed,
-            exchange,
-        })
+        .map(
+            |(r, ((draft, signed), ((exchange, received), dispensing)))| Repetition {
+                check: plan.patient(3 * r),
+                receive: plan.patient(3 * r + 2),
+                draft,
+                signed,
+                exchange,
+                received,
+                dispensing,
+            },
+        )
         .collect())
 }
 
@@ -288,21 +300,39 @@ fn dispensed(plan: &Plan<'_>, rx: &pb::Prescription, pharmacy: &Member) -> pb::D
     record
 }
 
+/// The lines of the worst dispensing check of `rx`: as many as a record may have, each
+/// triazolam, filling the prescribed lines in turn.
+fn dispensing_lines(
+    plan: &Plan<'_>,
+    fleet: &Fleet,
+    rx: &pb::Prescription,
+) -> Vec<pb::DispensedLine> {
+    let record = plan.dispensing(rx, &fleet.pharmacies[0], TRIAZOLAM);
+    let template = record.lines[0].clone();
+    (0..Limits::default().dispensing_lines)
+        .map(|i| pb::DispensedLine {
+            prescription_line: (i % rx.lines.len()) as u32,
+            ..template.clone()
+        })
+        .collect()
+}
+
 /// Registers the receive patients' prescriptions while their histories are empty; their
-/// exchange numbers.
+/// exchange numbers and prescription ids.
 async fn register_first(
     clinic: &Member,
     signed: Vec<pb::SignedDocument>,
-) -> anyhow::Result<Vec<String>> {
-    let mut exchanges = Vec::with_capacity(signed.len());
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut registered = Vec::with_capacity(signed.len());
     for document in signed {
         let answer = PrescriptionServiceClient::new(clinic.channel())
             .register_prescription(corpus::register_request(document))
             .await
-            .context("registering a prescription to receive")?;
-        exchanges.push(answer.into_inner().exchange_number);
+            .context("registering a prescription to receive")?
+            .into_inner();
+        registered.push((answer.exchange_number, answer.prescription_id));
     }
-    Ok(exchanges)
+    Ok(registered)
 }
 
 /// What one answer was.
@@ -465,6 +495,11 @@ fn clinic_client(fleet: &Fleet) -> PrescriptionServiceClient<Channel> {
         .max_decoding_message_size(MAX_ANSWER_BYTES)
 }
 
+fn pharmacy_client(fleet: &Fleet) -> DispensingServiceClient<Channel> {
+    DispensingServiceClient::new(fleet.pharmacies[0].channel())
+        .max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
 /// A CheckPrescription of `drugs` in turn, `lines` lines, by the measured clinic.
 async fn check(
     plan: &Plan<'_>,
@@ -495,7 +530,7 @@ async fn check_draft(fleet: &Fleet, draft: pb::Prescription, consent: pb::Consen
 }
 
 /// Every phase, in order: the checks, then the registration (acknowledging what its own check
-/// found), then the receipt.
+/// found), then the receipt and the check of its dispensing.
 async fn run_phases(
     plan: &Plan<'_>,
     fleet: &Fleet,
@@ -544,6 +579,10 @@ async fn run_phases(
         receive(fleet, &reps[r])
     });
     phases.push(receive.await?);
+    let dispensing = probe.phase(("check-dispensing", "CheckDispensing"), n, |r| {
+        check_dispensing(fleet, &reps[r])
+    });
+    phases.push(dispensing.await?);
     Ok(phases)
 }
 
@@ -578,11 +617,19 @@ async fn receive(fleet: &Fleet, rep: &Repetition) -> Answer {
         check_options: all_switches(),
         ..corpus::receive_request(rep.receive.clone(), rep.exchange.clone())
     };
-    let answer = DispensingServiceClient::new(fleet.pharmacies[0].channel())
-        .max_decoding_message_size(MAX_ANSWER_BYTES)
-        .receive_prescription(request)
-        .await;
+    let answer = pharmacy_client(fleet).receive_prescription(request).await;
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))
+}
+
+async fn check_dispensing(fleet: &Fleet, rep: &Repetition) -> Answer {
+    let request = pb::CheckDispensingRequest {
+        prescription_id: rep.received.clone(),
+        lines: rep.dispensing.clone(),
+        consent: pb::Consent::Card as i32,
+        check_options: all_switches(),
+    };
+    let answer = pharmacy_client(fleet).check_dispensing(request).await;
+    Answer::of(answer, |a| (&a.findings, a.omitted))
 }
 
 fn ms(d: Duration) -> f64 {
