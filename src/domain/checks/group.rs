@@ -1,41 +1,81 @@
-//! Grouping of a check's findings: the findings of one (line, history entry) pair each, merged
-//! by id into one finding that names every other drug and every origin it covers. Pure: no IO,
-//! no clock, no tonic/prost/store engine; depends only on the finding types of `checks`.
+//! Grouping of a check's findings: one finding per (own line, kind, what it groups by), naming
+//! every other drug and every origin it covers. A finding is made once, when its group first
+//! meets a drug; a further drug or entry only adds a name or an origin, so the check's cost per
+//! (line, history drug) pair stays small. Pure: no IO, no clock, no tonic/prost/store engine;
+//! depends only on the finding types of `checks`.
 
 use std::collections::HashMap;
 
-use super::{Finding, OtherSide};
+use super::{DrugRef, Finding, FindingKind, Origin, OtherSide};
 
-/// Merges the findings sharing an id (the id names the group: kind, line, own drug, rule or
-/// moiety) into the first of them, and sorts the result by (line, kind, id). A merged finding's
-/// other drugs keep the order they came in, each once, and so do each drug's origins.
-pub(super) fn group(findings: Vec<Finding>) -> Vec<Finding> {
-    let mut at: HashMap<String, usize> = HashMap::new();
-    let mut grouped: Vec<Finding> = Vec::new();
-    for f in findings {
-        match at.get(&f.id) {
-            Some(&i) => merge(&mut grouped[i].others, f.others),
-            None => {
-                at.insert(f.id.clone(), grouped.len());
-                grouped.push(f);
-            }
-        }
-    }
-    grouped.sort_by(|a, b| (a.line, a.kind, &a.id).cmp(&(b.line, b.kind, &b.id)));
-    grouped
+/// What a finding groups by, besides its own line and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum By<'a> {
+    /// A row of the contraindication table.
+    Rule(usize),
+    /// The moiety the own drug shares with the others (duplicates).
+    Moiety(&'a str),
+    /// Nothing more: one finding per own line and kind.
+    Line,
 }
 
-fn merge(into: &mut Vec<OtherSide>, from: Vec<OtherSide>) {
-    for side in from {
-        match into.iter_mut().find(|o| o.drug == side.drug) {
+/// A group: the own line, the kind, and what else the finding groups by.
+pub(super) type Key<'a> = (usize, FindingKind, By<'a>);
+
+/// A drug a finding meets: its code as written and every origin of it, each once.
+#[derive(Debug, Clone)]
+pub(super) struct Met<'o> {
+    pub code: &'o str,
+    pub origins: &'o [Origin],
+}
+
+/// The findings of one check, being grouped.
+#[derive(Debug, Default)]
+pub(super) struct Groups<'a> {
+    at: HashMap<Key<'a>, usize>,
+    findings: Vec<Finding>,
+}
+
+impl<'a> Groups<'a> {
+    /// A finding that groups nothing (an own code not in the master).
+    pub fn push(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+
+    /// Adds the drug `met` to the finding of `key`, which `make` makes (without other drugs)
+    /// when the group is new; `drug` names the met drug when the finding does not name it yet.
+    pub fn add(
+        &mut self,
+        key: Key<'a>,
+        make: impl FnOnce() -> Finding,
+        met: Met<'_>,
+        drug: impl FnOnce() -> DrugRef,
+    ) {
+        let findings = &mut self.findings;
+        let i = *self.at.entry(key).or_insert_with(|| {
+            findings.push(make());
+            findings.len() - 1
+        });
+        let others = &mut findings[i].others;
+        match others.iter_mut().find(|o| o.drug.code == met.code) {
             Some(known) => {
-                for origin in side.origins {
-                    if !known.origins.contains(&origin) {
-                        known.origins.push(origin);
+                for origin in met.origins {
+                    if !known.origins.contains(origin) {
+                        known.origins.push(origin.clone());
                     }
                 }
             }
-            None => into.push(side),
+            None => others.push(OtherSide {
+                drug: drug(),
+                origins: met.origins.to_vec(),
+            }),
         }
+    }
+
+    /// The findings, sorted by (line, kind, id).
+    pub fn finish(mut self) -> Vec<Finding> {
+        self.findings
+            .sort_by(|a, b| (a.line, a.kind, &a.id).cmp(&(b.line, b.kind, &b.id)));
+        self.findings
     }
 }
