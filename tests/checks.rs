@@ -381,15 +381,17 @@ fn critical_finding_names_both_drugs_source_and_rule() {
     let own = f.own.as_ref().unwrap();
     assert_eq!(own.code, "611120055");
     assert_eq!(own.moiety.as_deref(), Some("トリアゾラム"));
-    let other = f.other.as_ref().unwrap();
+    let [other] = f.others.as_slice() else {
+        panic!("one other drug: {f:?}")
+    };
     assert_eq!(other.drug.moiety.as_deref(), Some("イトラコナゾール"));
     assert_eq!(
-        other.origin,
-        Origin::History(Source {
+        other.origins,
+        [Origin::History(Source {
             kind: SourceKind::Dispensing,
             code: inst(PHARMACY),
             date: date("2025-09-01"),
-        })
+        })]
     );
     let rule = f.rule.as_ref().unwrap();
     assert!(
@@ -401,6 +403,81 @@ fn critical_finding_names_both_drugs_source_and_rule() {
     // Stable: the same check gives the same id.
     let again = pair(&cat, "611120055", "616290177", &CheckOptions::default());
     assert_eq!(again[0].id, f.id);
+}
+
+/// Itraconazole three times (twice from one pharmacy on one day, once from another clinic) and
+/// fluconazole once, against two triazolam lines and an itraconazole line.
+fn grouped_case(cat: &Catalog) -> Vec<Finding> {
+    let history = [
+        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), 1),
+        dispensed(rc("616290177"), "2025-09-01", Supply::Days(30), 2),
+        prescribed(
+            rc("616290177"),
+            "2025-09-05",
+            Supply::Days(30),
+            OTHER_CLINIC,
+            (3, 0),
+        ),
+        prescribed(
+            rc("616290165"),
+            "2025-09-05",
+            Supply::Days(30),
+            OTHER_CLINIC,
+            (3, 1),
+        ),
+    ];
+    let new = [rc("611120055"), rc("611120055"), rc("616290177")];
+    let on = CheckOptions {
+        within_prescription: true,
+        ..CheckOptions::default()
+    };
+    run_on(cat, &new, &history, &on, TODAY)
+}
+
+#[test]
+fn one_finding_per_line_and_rule_whatever_the_number_of_history_entries() {
+    let cat = catalog();
+    let f = grouped_case(&cat);
+    // Each triazolam line: one critical for itraconazole (three entries and line 2), one for
+    // fluconazole; the itraconazole line: one duplicate of the three entries.
+    let lines: Vec<(usize, FindingKind, Indicator)> =
+        f.iter().map(|x| (x.line, x.kind, x.indicator)).collect();
+    use FindingKind::*;
+    use Indicator::*;
+    assert_eq!(
+        lines,
+        vec![
+            (0, Contraindication, Critical),
+            (0, Contraindication, Critical),
+            (1, Contraindication, Critical),
+            (1, Contraindication, Critical),
+            (2, Duplicate, Warning),
+        ],
+        "{f:#?}"
+    );
+    // Line 0's itraconazole finding names the drug once, with each institution and date once,
+    // line 2 last; its id is the same whatever the history.
+    let pharmacy = Origin::History(Source {
+        kind: SourceKind::Dispensing,
+        code: inst(PHARMACY),
+        date: date("2025-09-01"),
+    });
+    let clinic = Origin::History(Source {
+        kind: SourceKind::Prescription,
+        code: inst(OTHER_CLINIC),
+        date: date("2025-09-05"),
+    });
+    let itraconazole = f
+        .iter()
+        .find(|x| x.line == 0 && x.others[0].drug.code == "616290177")
+        .unwrap();
+    assert_eq!(itraconazole.others.len(), 1);
+    assert_eq!(
+        itraconazole.others[0].origins,
+        [pharmacy, clinic, Origin::ThisPrescription { line: 2 }]
+    );
+    let alone = pair(&cat, "611120055", "616290177", &CheckOptions::default());
+    assert_eq!(alone[0].id, itraconazole.id);
 }
 
 #[test]
@@ -494,8 +571,8 @@ fn contraindicated_pairs_inside_the_new_prescription_only_when_switched_on() {
     );
     assert_eq!(f[0].line, 0);
     assert_eq!(
-        f[0].other.as_ref().unwrap().origin,
-        Origin::ThisPrescription { line: 1 }
+        f[0].others[0].origins,
+        [Origin::ThisPrescription { line: 1 }]
     );
     // Never a duplicate inside one prescription.
     let same = [rc("611120055"), rc("622075501")];
@@ -786,7 +863,7 @@ fn without_consent_histories_differing_in_the_other_side_look_identical() {
         ]
     );
     for f in &m1 {
-        assert!(f.own.is_none() && f.other.is_none() && f.rule.is_none());
+        assert!(f.own.is_none() && f.others.is_empty() && f.rule.is_none());
         for leak in [
             "ハルシオン",
             "イトリゾール",
@@ -804,7 +881,8 @@ fn without_consent_histories_differing_in_the_other_side_look_identical() {
 #[test]
 fn without_consent_one_finding_per_line_and_kind_with_the_highest_indicator() {
     let cat = catalog();
-    // Two histories giving line 0 two duplicates and a critical + an unverified contraindication.
+    // Two histories giving line 0 a duplicate of two drugs and a critical + an unverified
+    // contraindication.
     let history = [
         dispensed(rc("622075501"), "2025-09-01", Supply::Days(30), 1),
         dispensed(rc("671120055"), "2025-09-02", Supply::Days(30), 2),
@@ -817,12 +895,12 @@ fn without_consent_one_finding_per_line_and_kind_with_the_highest_indicator() {
         &CheckOptions::default(),
         TODAY,
     );
-    assert_eq!(
-        f.iter()
-            .filter(|x| x.kind == FindingKind::Duplicate)
-            .count(),
-        2
-    );
+    let duplicates: Vec<&Finding> = f
+        .iter()
+        .filter(|x| x.kind == FindingKind::Duplicate)
+        .collect();
+    assert_eq!(duplicates.len(), 1);
+    assert_eq!(duplicates[0].others.len(), 2);
     let m = mask(f, Consent::None);
     assert_eq!(
         kinds(&m),

@@ -12,6 +12,7 @@ use prost::Message;
 use rxgate::{
     config::OnCriticalConfig,
     demo::demo_dispensing,
+    limits::Limits,
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::records::{OverrideRecord, decode},
     store::{EmbeddedStore, Store, Table},
@@ -168,7 +169,15 @@ async fn duplicates_come_from_other_institutions_unless_the_caller_opts_in() {
     let all = precheck(&h, "clinic", &draft, pb::Consent::Card, Some(opted_in))
         .await
         .unwrap();
-    assert_eq!(kinds(&all.findings).len(), 2, "{:?}", all.findings);
+    // One duplicate of amlodipine, from both clinics.
+    assert_eq!(all.findings.len(), 1, "{:?}", all.findings);
+    let mut origins: Vec<&str> = all.findings[0].others[0]
+        .origins
+        .iter()
+        .map(|o| o.institution_code.as_str())
+        .collect();
+    origins.sort();
+    assert_eq!(origins, [CLINIC, CLINIC2]);
     h.shutdown().await;
 }
 
@@ -227,10 +236,16 @@ async fn a_critical_finding_must_be_acknowledged_and_the_acknowledgement_is_kept
     let registered = register(&h, &rx, pb::Consent::Card, vec![ack])
         .await
         .unwrap();
+    // The same finding, the same id; the refusal named its first origin only.
+    assert_eq!(registered.findings.len(), 1);
     assert_eq!(
-        registered.findings, findings,
-        "the same finding, the same id"
+        pb::Finding {
+            others: vec![],
+            ..registered.findings[0].clone()
+        },
+        findings[0]
     );
+    assert_eq!(registered.findings[0].others.len(), 1);
 
     // The acknowledgement is stored with who made it.
     let dir = h.shutdown().await;
@@ -274,6 +289,78 @@ async fn under_the_warn_policy_a_critical_finding_registers() {
         kinds(&r.findings),
         [(pb::FindingKind::Contraindication, pb::Indicator::Critical)]
     );
+    h.shutdown().await;
+}
+
+/// Every per-request switch on.
+fn every_switch() -> Option<pb::CheckOptions> {
+    Some(pb::CheckOptions {
+        include_same_institution: Some(true),
+        caution: Some(true),
+        same_class: Some(true),
+        within_prescription: Some(true),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worst_prescription_against_the_largest_history_registers_once_acknowledged() {
+    let h = start_with(|_| {}).await;
+    let lines = Limits::default().prescription_lines;
+    // The largest history a registration of `lines` lines fits beside: every entry itraconazole,
+    // from clinic 2 (two prescriptions) and from the clinic itself (counted: every switch on).
+    for (clinic, number) in [(CLINIC2, "BIG-1"), (CLINIC2, "BIG-2"), (CLINIC, "BIG-3")] {
+        let rx = prescription(&h, clinic, number, 40, &vec![ITRACONAZOLE; lines]);
+        register(&h, &rx, pb::Consent::Card, vec![]).await.unwrap();
+    }
+    let history = 3 * lines;
+    assert_eq!(
+        history + lines,
+        Limits::default().history_entries_per_patient
+    );
+    let rx = prescription(&h, CLINIC, "BIG-4", 40, &vec![TRIAZOLAM; lines]);
+    let checked = precheck(&h, "clinic", &rx, pb::Consent::Card, every_switch())
+        .await
+        .unwrap();
+    let critical: Vec<&pb::Finding> = checked
+        .findings
+        .iter()
+        .filter(|f| f.indicator() == pb::Indicator::Critical)
+        .collect();
+    // One critical finding per line, naming the drug once and each institution (of one date)
+    // once.
+    assert_eq!(critical.len(), lines);
+    for f in &critical {
+        let [other] = f.others.as_slice() else {
+            panic!("one other drug: {f:?}")
+        };
+        let mut institutions: Vec<&str> = other
+            .origins
+            .iter()
+            .map(|o| o.institution_code.as_str())
+            .collect();
+        institutions.sort();
+        assert_eq!(institutions, [CLINIC, CLINIC2], "{f:?}");
+    }
+    let acknowledgements = critical
+        .iter()
+        .map(|f| pb::Acknowledgement {
+            finding_id: f.id.clone(),
+            reason: "itraconazole stops today".into(),
+        })
+        .collect();
+    let registered = h
+        .clinic("clinic")
+        .await
+        .register_prescription(pb::RegisterPrescriptionRequest {
+            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            consent: consented(pb::Consent::Card),
+            acknowledgements,
+            check_options: every_switch(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(registered.findings, checked.findings, "the same ids");
     h.shutdown().await;
 }
 

@@ -384,10 +384,13 @@ async fn an_event_filter_names_each_kind_at_most_once() {
 async fn a_refusal_naming_many_critical_findings_reaches_the_client() {
     let h = start_with(|_| {}).await;
     let lines = Limits::default().prescription_lines;
-    let itraconazole = prescription(&h, CLINIC2, "MANY-1", 9, &vec![ITRACONAZOLE; lines]);
-    register(&h, &itraconazole).await.unwrap();
-    // Every triazolam line meets every itraconazole line: lines² critical findings, none
-    // acknowledged. The refusal names a bounded part of them in its trailer.
+    let half = lines / 2;
+    let azoles = [vec![ITRACONAZOLE; half], vec![FLUCONAZOLE; half]].concat();
+    let azoles = prescription(&h, CLINIC2, "MANY-1", 9, &azoles);
+    register(&h, &azoles).await.unwrap();
+    // Every triazolam line meets two rules (itraconazole, fluconazole), each naming its `half`
+    // entries: 2 × lines critical findings, none acknowledged. The refusal names a bounded part
+    // of them in its trailer, without the origins (`others`) a finding may hold.
     let triazolam = prescription(&h, CLINIC, "MANY-2", 9, &vec![TRIAZOLAM; lines]);
     let mut clinic = h.clinic("clinic").await;
     let request = pb::RegisterPrescriptionRequest {
@@ -411,10 +414,75 @@ async fn a_refusal_naming_many_critical_findings_reaches_the_client() {
         .unwrap();
     assert_eq!(findings.findings.len(), 8);
     assert!(findings.truncated);
-    assert_eq!(findings.omitted as usize, lines * lines - 8);
+    assert_eq!(findings.omitted as usize, 2 * lines - 8);
+    for f in &findings.findings {
+        assert!(
+            f.others.is_empty() && f.other.is_some() && f.origin.is_some(),
+            "{f:?}"
+        );
+    }
     // The connection survives it: the same client is answered again.
     let e = clinic.register_prescription(request).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    h.shutdown().await;
+}
+
+/// Acknowledgements for `findings`, each with a reason.
+fn acknowledging(findings: &[String]) -> Vec<pb::Acknowledgement> {
+    findings
+        .iter()
+        .map(|id| pb::Acknowledgement {
+            finding_id: id.clone(),
+            reason: "known and monitored".into(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_past_the_acknowledgement_limit_registers_only_under_warn() {
+    // The bound of docs/LIMITS.md, scaled down: at most 3 acknowledgements, and three triazolam
+    // lines that each meet two rules (itraconazole, fluconazole): 6 critical findings.
+    let h = start_with(|c| c.limits.acknowledgements = 3).await;
+    let azoles = prescription(&h, CLINIC2, "ACK-1", 12, &[ITRACONAZOLE, FLUCONAZOLE]);
+    register(&h, &azoles).await.unwrap();
+    let rx = prescription(&h, CLINIC, "ACK-2", 12, &[TRIAZOLAM; 3]);
+    let attempt = |acknowledgements| {
+        let request = pb::RegisterPrescriptionRequest {
+            prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+            consent: pb::Consent::Card as i32,
+            acknowledgements,
+            check_options: None,
+        };
+        let h = &h;
+        async move {
+            h.clinic("clinic")
+                .await
+                .register_prescription(request)
+                .await
+        }
+    };
+    let e = attempt(vec![]).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let ids: Vec<String> = e
+        .get_details_precondition_failure()
+        .unwrap()
+        .violations
+        .into_iter()
+        .map(|v| v.subject)
+        .collect();
+    assert_eq!(ids.len(), 6);
+    // Every one acknowledged: more than the limit, refused as such; as many as allowed: the
+    // others still unacknowledged.
+    let e = attempt(acknowledging(&ids)).await.unwrap_err();
+    assert_eq!(bad_fields(&e), ["acknowledgements"]);
+    let e = attempt(acknowledging(&ids[..3])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // Under on_critical = "warn" it registers, with its findings.
+    let h = h
+        .restart_with(|c| c.checks.on_critical = rxgate::config::OnCriticalConfig::Warn)
+        .await;
+    let registered = register(&h, &rx).await.unwrap();
+    assert_eq!(criticals(&registered.findings), 6);
     h.shutdown().await;
 }
 

@@ -1,11 +1,11 @@
 //! `--scenario worst`: the worst-request budget of issue 22. Against a spawned gateway, the
-//! worst CheckPrescription, RegisterPrescription and ReceivePrescription its limits allow — as
-//! many lines as allowed, every per-request switch on, consent given, against a patient history
-//! as large as allowed, with drugs that make a finding of every pair — each sent alone,
-//! `--repetitions` times, with its latency, the size of its answer and the gateway's resident
-//! memory around it. Prints a table, then one line of JSON.
+//! worst CheckPrescription, RegisterPrescription, ReceivePrescription and CheckDispensing its
+//! limits allow — as many lines as allowed, every per-request switch on, consent given, against
+//! a patient history as large as allowed, with drugs that meet a rule with every entry — each
+//! sent alone, `--repetitions` times, with its latency, the size of its answer and the gateway's
+//! resident memory around it. Prints a table, then one line of JSON.
 //!
-//! Every repetition has three patients of its own, so that no per-patient check budget runs out
+//! Every repetition has four patients of its own, so that no per-patient check budget runs out
 //! and no registration meets the history bound:
 //! - the *check* patient: `--history-entries` lines of itraconazole, in prescriptions of
 //!   `--lines` lines from the history clinics, every other one received and dispensed by a
@@ -16,10 +16,15 @@
 //!   many as the gateway takes.
 //! - the *receive* patient: the measured clinic's triazolam prescription, registered first
 //!   against an empty history; then prescriptions of amlodipine that pharmacies receive and
-//!   record as dispensed itraconazole. A registration that meets more critical findings than
-//!   it may acknowledge can never register (require-override), so no prescription could be
-//!   registered against a critical history of this size; a dispensing record is neither checked
-//!   nor compared with its prescription's drugs, which lets the history grow after it.
+//!   record as dispensed itraconazole (a dispensing record is neither checked nor compared with
+//!   its prescription's drugs, which lets the history grow after it).
+//! - the *dispense* patient: a one-line amlodipine prescription, registered and received by the
+//!   measured pharmacy first; then undispensed itraconazole from the history clinics, as many
+//!   lines as the record has room for beside it. The pharmacy checks a dispensing of it: as
+//!   many lines as a record may have, all triazolam (the lines a pharmacy checks may differ from
+//!   the prescription's), against every other entry. Its history spends the patient's check
+//!   budget once per line (registrations), where a dispensed one spends it twice (registration
+//!   and receipt): with the check of 128 lines it stays within 300.
 //!
 //! Memory: VmRSS before a call and VmHWM after it, from `/proc/PID/status` of the spawned
 //! gateway, with the peak reset in between (`/proc/PID/clear_refs`): the call's peak extra RSS.
@@ -65,6 +70,9 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 
 /// Pharmacies that dispense the histories; the first receives the measured prescriptions.
 const PHARMACIES: usize = 2;
+
+/// Patients of one repetition: check, register, receive, dispense.
+const PATIENTS: usize = 4;
 
 /// The sizes a run drives to.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +124,10 @@ struct Repetition {
     signed: pb::SignedDocument,
     /// The exchange number of the prescription the pharmacy receives.
     exchange: String,
+    /// The dispense patient's prescription, accepted by the measured pharmacy, and the lines of
+    /// the dispensing it checks.
+    accepted: String,
+    dispensing: Vec<pb::DispensedLine>,
 }
 
 /// Starts the gateway, builds the histories, measures, reports.
@@ -176,15 +188,23 @@ async fn prepare(
     repetitions: usize,
 ) -> anyhow::Result<Vec<Repetition>> {
     let clinic = &fleet.clinics[0];
-    let measured = |r: usize, tag: &str, patient: usize| {
+    let measured = |(r, tag): (usize, &str), patient: usize, (drug, lines): (Drug, usize)| {
         let number = format!("LW-{}-{r}-{tag}", plan.run);
-        let patient = plan.patient(3 * r + patient);
-        draft(plan, clinic, &number, patient, &[TRIAZOLAM], sizes.lines)
+        let patient = plan.patient(PATIENTS * r + patient);
+        draft(plan, clinic, &number, patient, &[drug], lines)
     };
-    let drafts: Vec<_> = (0..repetitions).map(|r| measured(r, "reg", 1)).collect();
-    let received: Vec<_> = (0..repetitions).map(|r| measured(r, "rx", 2)).collect();
+    let all = |tag: &str, patient: usize, drug: (Drug, usize)| -> Vec<_> {
+        (0..repetitions)
+            .map(|r| measured((r, tag), patient, drug))
+            .collect()
+    };
+    let drafts = all("reg", 1, (TRIAZOLAM, sizes.lines));
+    let received = all("rx", 2, (TRIAZOLAM, sizes.lines));
+    let to_dispense = all("dsp", 3, (AMLODIPINE, 1));
     let signed = plan.signers.doctor.sign_all(&drafts)?;
-    let exchanges = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
+    let registered = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
+    let accepted = accept_first(plan, fleet, plan.signers.doctor.sign_all(&to_dispense)?).await?;
+    let dispensing = dispensing_lines(plan, fleet, &to_dispense[0]);
     let unsigned = (0..repetitions).flat_map(|r| histories(plan, fleet, sizes, r));
     let jobs = plan.sign_history(unsigned.collect())?;
     let concurrency = pool::PER_INSTITUTION * fleet.history_clinics.len().max(1);
@@ -192,23 +212,28 @@ async fn prepare(
     Ok(drafts
         .into_iter()
         .zip(signed)
-        .zip(exchanges)
+        .zip(registered.into_iter().zip(accepted))
         .enumerate()
-        .map(|(r, ((draft, signed), exchange))| Repetition {
-            check: plan.patient(3 * r),
-            receive: plan.patient(3 * r + 2),
-            draft,
-            signed,
-            exchange,
-        })
+        .map(
+            |(r, ((draft, signed), ((exchange, _), accepted)))| Repetition {
+                check: plan.patient(PATIENTS * r),
+                receive: plan.patient(PATIENTS * r + 2),
+                draft,
+                signed,
+                exchange,
+                accepted,
+                dispensing: dispensing.clone(),
+            },
+        )
         .collect())
 }
 
 /// The histories of repetition `r`'s patients: the check patient's as large as allowed, the
-/// register patient's a prescription short of it, the receive patient's carriers.
+/// register patient's a prescription short of it, the receive patient's carriers, the dispense
+/// patient's undispensed lines.
 fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsigned> {
     let n = sizes.prescriptions();
-    [
+    let mut all: Vec<Unsigned> = [
         ("chk", n, ITRACONAZOLE),
         ("reg", n - 1, ITRACONAZOLE),
         ("car", n - 1, AMLODIPINE),
@@ -216,10 +241,46 @@ fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsi
     .into_iter()
     .enumerate()
     .flat_map(|(patient, (tag, count, drug))| {
-        let key = plan.patient(3 * r + patient);
+        let key = plan.patient(PATIENTS * r + patient);
         history(plan, fleet, (r, tag), key, count, (drug, sizes.lines))
     })
-    .collect()
+    .collect();
+    let key = plan.patient(PATIENTS * r + 3);
+    all.extend(undispensed(plan, fleet, (r, "dsp"), key, sizes));
+    all
+}
+
+/// Itraconazole prescriptions for `patient`, one from each history clinic, none dispensed: as
+/// many lines as the check patient's history less the one line of the accepted prescription.
+fn undispensed(
+    plan: &Plan<'_>,
+    fleet: &Fleet,
+    (r, tag): (usize, &str),
+    patient: pb::PatientKey,
+    sizes: Sizes,
+) -> Vec<Unsigned> {
+    let entries = sizes.prescriptions() * sizes.lines - 1;
+    (0..entries.div_ceil(sizes.lines))
+        .map(|k| {
+            let lines = sizes.lines.min(entries - k * sizes.lines);
+            let clinic = &fleet.history_clinics[k];
+            let number = format!("LW-{}-{r}-{tag}-{k}", plan.run);
+            let rx = draft(
+                plan,
+                clinic,
+                &number,
+                patient.clone(),
+                &[ITRACONAZOLE],
+                lines,
+            );
+            Unsigned {
+                clinic: k,
+                patient: patient.clone(),
+                prescription: rx,
+                dispensing: None,
+            }
+        })
+        .collect()
 }
 
 /// A prescription (or draft) of `lines` lines of `drugs` in turn, by `clinic`.
@@ -288,21 +349,60 @@ fn dispensed(plan: &Plan<'_>, rx: &pb::Prescription, pharmacy: &Member) -> pb::D
     record
 }
 
-/// Registers the receive patients' prescriptions while their histories are empty; their
-/// exchange numbers.
+/// The lines of the worst dispensing check of `rx`: as many as a record may have, each
+/// triazolam. A check names each (prescribed line, drug) once; it does not compare the lines
+/// with the prescription (the record does), so line i names prescribed line i.
+fn dispensing_lines(
+    plan: &Plan<'_>,
+    fleet: &Fleet,
+    rx: &pb::Prescription,
+) -> Vec<pb::DispensedLine> {
+    let record = plan.dispensing(rx, &fleet.pharmacies[0], TRIAZOLAM);
+    let template = record.lines[0].clone();
+    (0..Limits::default().dispensing_lines)
+        .map(|i| pb::DispensedLine {
+            prescription_line: i as u32,
+            ..template.clone()
+        })
+        .collect()
+}
+
+/// Registers the receive (or dispense) patients' prescriptions while their histories are empty;
+/// their exchange numbers and prescription ids.
 async fn register_first(
     clinic: &Member,
     signed: Vec<pb::SignedDocument>,
-) -> anyhow::Result<Vec<String>> {
-    let mut exchanges = Vec::with_capacity(signed.len());
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut registered = Vec::with_capacity(signed.len());
     for document in signed {
         let answer = PrescriptionServiceClient::new(clinic.channel())
             .register_prescription(corpus::register_request(document))
             .await
-            .context("registering a prescription to receive")?;
-        exchanges.push(answer.into_inner().exchange_number);
+            .context("registering a prescription to receive")?
+            .into_inner();
+        registered.push((answer.exchange_number, answer.prescription_id));
     }
-    Ok(exchanges)
+    Ok(registered)
+}
+
+/// Registers the dispense patients' prescriptions, and the measured pharmacy receives them,
+/// while their histories are empty; their prescription ids.
+async fn accept_first(
+    plan: &Plan<'_>,
+    fleet: &Fleet,
+    signed: Vec<pb::SignedDocument>,
+) -> anyhow::Result<Vec<String>> {
+    let registered = register_first(&fleet.clinics[0], signed).await?;
+    let mut accepted = Vec::with_capacity(registered.len());
+    for (r, (exchange, id)) in registered.into_iter().enumerate() {
+        let patient = plan.patient(PATIENTS * r + 3);
+        pharmacy_client(fleet)
+            .receive_prescription(corpus::receive_request(patient, exchange))
+            .await
+            .context("receiving a prescription to dispense")?;
+        accepted.push(id);
+    }
+    Ok(accepted)
 }
 
 /// What one answer was.
@@ -465,6 +565,11 @@ fn clinic_client(fleet: &Fleet) -> PrescriptionServiceClient<Channel> {
         .max_decoding_message_size(MAX_ANSWER_BYTES)
 }
 
+fn pharmacy_client(fleet: &Fleet) -> DispensingServiceClient<Channel> {
+    DispensingServiceClient::new(fleet.pharmacies[0].channel())
+        .max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
 /// A CheckPrescription of `drugs` in turn, `lines` lines, by the measured clinic.
 async fn check(
     plan: &Plan<'_>,
@@ -495,7 +600,7 @@ async fn check_draft(fleet: &Fleet, draft: pb::Prescription, consent: pb::Consen
 }
 
 /// Every phase, in order: the checks, then the registration (acknowledging what its own check
-/// found), then the receipt.
+/// found), then the receipt and the check of its dispensing.
 async fn run_phases(
     plan: &Plan<'_>,
     fleet: &Fleet,
@@ -544,6 +649,10 @@ async fn run_phases(
         receive(fleet, &reps[r])
     });
     phases.push(receive.await?);
+    let dispensing = probe.phase(("check-dispensing", "CheckDispensing"), n, |r| {
+        check_dispensing(fleet, &reps[r])
+    });
+    phases.push(dispensing.await?);
     Ok(phases)
 }
 
@@ -578,11 +687,19 @@ async fn receive(fleet: &Fleet, rep: &Repetition) -> Answer {
         check_options: all_switches(),
         ..corpus::receive_request(rep.receive.clone(), rep.exchange.clone())
     };
-    let answer = DispensingServiceClient::new(fleet.pharmacies[0].channel())
-        .max_decoding_message_size(MAX_ANSWER_BYTES)
-        .receive_prescription(request)
-        .await;
+    let answer = pharmacy_client(fleet).receive_prescription(request).await;
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))
+}
+
+async fn check_dispensing(fleet: &Fleet, rep: &Repetition) -> Answer {
+    let request = pb::CheckDispensingRequest {
+        prescription_id: rep.accepted.clone(),
+        lines: rep.dispensing.clone(),
+        consent: pb::Consent::Card as i32,
+        check_options: all_switches(),
+    };
+    let answer = pharmacy_client(fleet).check_dispensing(request).await;
+    Answer::of(answer, |a| (&a.findings, a.omitted))
 }
 
 fn ms(d: Duration) -> f64 {

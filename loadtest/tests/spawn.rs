@@ -159,10 +159,11 @@ fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
 }
 
 /// The worst requests at small sizes (4 lines, histories of 12 entries: the spawned gateway is
-/// configured with them): every pair of a triazolam line and an itraconazole entry is a critical
-/// finding, the registration acknowledges all of its own, and the run reads the gateway's memory.
+/// configured with them): every triazolam line meets one critical finding, however many
+/// itraconazole entries, the registration acknowledges all of its own and registers, the
+/// dispensing check names as many lines as allowed, and the run reads the gateway's memory.
 #[test]
-fn the_worst_requests_meet_a_critical_finding_for_every_pair() {
+fn the_worst_requests_meet_one_critical_finding_per_line() {
     let rxgate = rxgate_binary();
     let (lines, history) = (4, 12);
     let json = last_json(&[
@@ -188,16 +189,18 @@ fn the_worst_requests_meet_a_critical_finding_for_every_pair() {
         "check-before-register",
         "register",
         "receive",
+        "check-dispensing",
     ] {
         assert_eq!(requests[name]["codes"], json!({"Ok": 2}), "{name}: {json}");
         assert!(requests[name]["peak_extra_rss_mib"].is_number(), "{json}");
         assert!(requests[name]["rss_before_mib"].as_f64().unwrap() > 0.0);
     }
-    // The check patient's whole history; the others' less the measured prescription.
-    assert_eq!(critical("check"), lines * history, "{json}");
-    assert_eq!(critical("check-before-register"), lines * (history - lines));
-    assert_eq!(critical("register"), lines * (history - lines), "{json}");
-    assert_eq!(critical("receive"), lines * (history - lines), "{json}");
+    // One per line, naming every entry.
+    for name in ["check", "check-before-register", "register", "receive"] {
+        assert_eq!(critical(name), lines, "{name}: {json}");
+    }
+    let dispensing_lines = rxgate::limits::Limits::default().dispensing_lines as u64;
+    assert_eq!(critical("check-dispensing"), dispensing_lines, "{json}");
     // Without consent, one masked finding per line and kind.
     assert_eq!(critical("check-unconsented"), lines, "{json}");
     // The mix meets duplicates and cautions too.

@@ -474,6 +474,25 @@ fn drug_to_pb(drug: &DrugRef) -> pb::DrugReference {
     }
 }
 
+fn origin_to_pb(origin: &Origin) -> pb::Origin {
+    match origin {
+        Origin::History(source) => pb::Origin {
+            kind: match source.kind {
+                SourceKind::Prescription => pb::OriginKind::Prescription,
+                SourceKind::Dispensing => pb::OriginKind::Dispensing,
+            } as i32,
+            institution_code: source.code.to_string(),
+            date: source.date.to_string(),
+            line: 0,
+        },
+        Origin::ThisPrescription { line } => pb::Origin {
+            kind: pb::OriginKind::ThisPrescription as i32,
+            line: *line as u32,
+            ..Default::default()
+        },
+    }
+}
+
 /// A finding as the wire carries it.
 pub fn finding_to_pb(f: &Finding) -> pb::Finding {
     let kind = match f.kind {
@@ -489,22 +508,15 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
         Indicator::Warning => pb::Indicator::Warning,
         Indicator::Critical => pb::Indicator::Critical,
     };
-    let origin = f.other.as_ref().map(|o| match &o.origin {
-        Origin::History(source) => pb::Origin {
-            kind: match source.kind {
-                SourceKind::Prescription => pb::OriginKind::Prescription,
-                SourceKind::Dispensing => pb::OriginKind::Dispensing,
-            } as i32,
-            institution_code: source.code.to_string(),
-            date: source.date.to_string(),
-            line: 0,
-        },
-        Origin::ThisPrescription { line } => pb::Origin {
-            kind: pb::OriginKind::ThisPrescription as i32,
-            line: *line as u32,
-            ..Default::default()
-        },
-    });
+    let others: Vec<pb::OtherDrug> = f
+        .others
+        .iter()
+        .map(|o| pb::OtherDrug {
+            drug: Some(drug_to_pb(&o.drug)),
+            origins: o.origins.iter().map(origin_to_pb).collect(),
+        })
+        .collect();
+    let first = others.first();
     pb::Finding {
         id: f.id.clone(),
         kind: kind as i32,
@@ -512,8 +524,8 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
         summary: f.summary.clone(),
         line: f.line as u32,
         own: f.own.as_ref().map(drug_to_pb),
-        other: f.other.as_ref().map(|o| drug_to_pb(&o.drug)),
-        origin,
+        other: first.and_then(|o| o.drug.clone()),
+        origin: first.and_then(|o| o.origins.first().cloned()),
         rule: f.rule.as_ref().map(|r| pb::Rule {
             id: r.id.clone(),
             mechanism: r.mechanism.clone(),
@@ -521,6 +533,7 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
             verification: r.verification.clone(),
             condition: r.condition.clone().unwrap_or_default(),
         }),
+        others,
     }
 }
 
@@ -612,7 +625,9 @@ const REFUSAL_FINDINGS: usize = 8;
 /// `google.rpc.PreconditionFailure` naming the first [`REFUSAL_IDS`] finding ids to acknowledge,
 /// and the first [`REFUSAL_FINDINGS`] findings, critical first, as an `rxgate.v1.CheckFindings`
 /// that says how many it left out (CheckPrescription of the same draft answers them all, with
-/// the same ids). The message is fixed: the findings say what consent allows.
+/// the same ids). Each names its first other drug and origin only (`others` left empty): a
+/// finding may cover a whole history of origins. The message is fixed: the findings say what
+/// consent allows.
 fn critical_findings(findings: &Findings, unacknowledged: &[String]) -> Status {
     const MESSAGE: &str = "critical findings must be acknowledged with a reason (see details; \
                            CheckPrescription of the draft lists every finding)";
@@ -635,7 +650,10 @@ fn critical_findings(findings: &Findings, unacknowledged: &[String]) -> Status {
         .into_iter()
         .chain(other)
         .take(REFUSAL_FINDINGS)
-        .map(finding_to_pb)
+        .map(|f| pb::Finding {
+            others: Vec::new(),
+            ..finding_to_pb(f)
+        })
         .collect();
     let left_out = (findings.shown.len() - named.len()) as u32 + findings.omitted;
     let findings = pb::CheckFindings {

@@ -874,7 +874,7 @@ mod tests {
             summary: String::new(),
             line,
             own: None,
-            other: None,
+            others: Vec::new(),
             rule: None,
         };
         use Indicator::{Critical, Info, Warning};

@@ -63,7 +63,7 @@ pub fn mask(findings: Vec<Finding>, consent: Consent) -> Vec<Finding> {
             summary: masked_summary(kind).to_owned(),
             line,
             own: None,
-            other: None,
+            others: Vec::new(),
             rule: None,
         })
         .collect()

@@ -20,13 +20,18 @@
 //! - A history code that does not resolve gives every new line a not-checked finding; history
 //!   entries sharing a source id count once.
 //! - An in-prescription pair (opt-in) is reported on the earlier line.
+//! - Findings are grouped: one per (own line, rule) for the table's findings, per (own line,
+//!   shared moiety) for duplicates, per own line for same-class and for unknown history codes,
+//!   each naming every other drug and every origin it covers. Their number never grows with the
+//!   number of history entries, and their ids never depend on the history.
 
 pub mod consent;
 pub mod contraindications;
 pub mod duplicates;
+mod group;
 pub mod history;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 pub use consent::{Consent, mask};
@@ -36,6 +41,7 @@ pub use history::{
 };
 
 use contraindications::RulesOf;
+use group::{By, Groups, Met};
 use history::DrugView;
 
 use crate::domain::hash;
@@ -114,11 +120,13 @@ pub enum Origin {
     ThisPrescription { line: usize },
 }
 
-/// The other side of a finding.
+/// One other drug of a finding and every place it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OtherSide {
     pub drug: DrugRef,
-    pub origin: Origin,
+    /// Each origin once (history entries from one institution on one date are one origin), in
+    /// the order the history lists them, lines of the prescription under check last; never empty.
+    pub origins: Vec<Origin>,
 }
 
 /// The table rule behind a contraindication / conditional / caution finding.
@@ -136,7 +144,8 @@ pub struct RuleRef {
 /// One finding, shaped like a CDS Hooks card.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
-    /// Stable: a hash of kind, own line, own code, the other drug and its history id, and rule.
+    /// Stable: a hash of kind, own line, own code and what the finding groups by (the rule, or the
+    /// shared moiety), never of the history, so the ids a pre-check answers hold at registration.
     pub id: String,
     pub kind: FindingKind,
     pub indicator: Indicator,
@@ -146,8 +155,9 @@ pub struct Finding {
     pub line: usize,
     /// The caller's own drug; `None` only in masked findings.
     pub own: Option<DrugRef>,
-    /// The other drug and its origin; `None` for a not-checked own line and in masked findings.
-    pub other: Option<OtherSide>,
+    /// The other drugs, each with every origin, in the order the history lists them; empty for a
+    /// not-checked own line and in masked findings.
+    pub others: Vec<OtherSide>,
     pub rule: Option<RuleRef>,
 }
 
@@ -203,11 +213,28 @@ pub fn clip_summary(s: String) -> String {
     out
 }
 
-/// A resolved history medication that counts on the check date.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ActiveMedication<'a> {
-    pub med: &'a Medication,
+/// A drug the new lines are checked against, with every origin of it, each once: every active
+/// history entry of one code, or another line of the prescription under check.
+#[derive(Debug, Clone)]
+pub(crate) struct OtherDrug<'a> {
     pub drug: DrugView<'a>,
+    pub origins: Vec<Origin>,
+}
+
+impl OtherDrug<'_> {
+    fn met(&self) -> Met<'_> {
+        Met {
+            code: self.drug.code.as_str(),
+            origins: &self.origins,
+        }
+    }
+}
+
+/// A history code that did not resolve, with every origin of it.
+#[derive(Debug, Clone)]
+struct UnknownDrug<'a> {
+    code: &'a DrugCode,
+    origins: Vec<Origin>,
 }
 
 fn own_ref(drug: &DrugView<'_>, moiety: &str) -> DrugRef {
@@ -218,47 +245,38 @@ fn own_ref(drug: &DrugView<'_>, moiety: &str) -> DrugRef {
     }
 }
 
-/// The other drug of a pair, borrowed until a finding needs its origin and id.
-#[derive(Debug, Clone, Copy)]
-enum Other<'a> {
-    History(&'a Medication),
-    Line(usize),
-}
-
-impl<'a> Other<'a> {
-    fn origin(self) -> Origin {
-        match self {
-            Other::History(med) => Origin::History(med.source.clone()),
-            Other::Line(line) => Origin::ThisPrescription { line },
+/// Adds `origin` to the entry of `code` in `drugs`, or a new entry made by `new`.
+fn gather<'a, T>(
+    drugs: &mut Vec<T>,
+    at: &mut HashMap<&'a str, usize>,
+    (code, origin): (&'a str, Origin),
+    new: impl FnOnce(Vec<Origin>) -> T,
+    origins: impl Fn(&mut T) -> &mut Vec<Origin>,
+) {
+    match at.get(code) {
+        Some(&i) => {
+            let known = origins(&mut drugs[i]);
+            if !known.contains(&origin) {
+                known.push(origin);
+            }
+        }
+        None => {
+            at.insert(code, drugs.len());
+            drugs.push(new(vec![origin]));
         }
     }
-
-    /// What a finding id names the other drug's entry by.
-    fn id(self) -> String {
-        match self {
-            Other::History(med) => med.source_id.to_string(),
-            Other::Line(line) => format!("line:{line}"),
-        }
-    }
 }
 
-/// Runs every check of `input.new_lines` against the active history. Findings come back sorted by
-/// (line, kind, id), each once. Unknown or unresolved codes give `not_checked` (info) findings,
-/// never an error. Runs inside the store's writer, so it copies nothing per medication: codes
-/// resolve to views of the catalog's precomputed products, a history line that cannot be active is
-/// not resolved, and a new line's table rules are found once, then tested against each drug.
-pub fn check(
-    input: &CheckInput<'_>,
-    catalog: &Catalog,
-    table: &ContraindicationTable,
+/// The history that counts, by drug code: counted once per source id, not excluded, active
+/// today; resolved drugs and unknown codes apart.
+fn active_drugs<'a>(
+    input: &CheckInput<'a>,
+    catalog: &'a Catalog,
     options: &CheckOptions,
-) -> Vec<Finding> {
-    let mut findings = Vec::new();
-
-    // The history that counts: counted once per source id, not excluded, active today.
+) -> (Vec<OtherDrug<'a>>, Vec<UnknownDrug<'a>>) {
     let mut seen = HashSet::with_capacity(input.history.len());
-    let mut active: Vec<ActiveMedication<'_>> = Vec::new();
-    let mut unresolved: Vec<&Medication> = Vec::new();
+    let (mut active, mut active_at) = (Vec::new(), HashMap::new());
+    let (mut unknown, mut unknown_at) = (Vec::new(), HashMap::new());
     for med in input.history {
         if !seen.insert(med.source_id) {
             continue;
@@ -269,43 +287,55 @@ pub fn check(
         if !med.may_be_active_on(input.today) {
             continue;
         }
+        let met = (med.drug.as_str(), Origin::History(med.source.clone()));
         match DrugView::resolve(catalog, &med.drug) {
-            Some(drug) => {
-                if med.is_active_on(input.today, drug.route) {
-                    active.push(ActiveMedication { med, drug });
-                }
+            Some(drug) if med.is_active_on(input.today, drug.route) => {
+                let new = |origins| OtherDrug { drug, origins };
+                gather(&mut active, &mut active_at, met, new, |d| &mut d.origins);
             }
-            None => {
-                // The period of an unknown drug is unknown too: count it as long as it may last.
-                if med.is_active_on(input.today, None) {
-                    unresolved.push(med);
-                }
+            Some(_) => {}
+            // The period of an unknown drug is unknown too: count it as long as it may last.
+            None if med.is_active_on(input.today, None) => {
+                let new = |origins| UnknownDrug {
+                    code: &med.drug,
+                    origins,
+                };
+                gather(&mut unknown, &mut unknown_at, met, new, |d| &mut d.origins);
             }
+            None => {}
         }
     }
+    (active, unknown)
+}
 
+/// Runs every check of `input.new_lines` against the active history. Findings come back grouped
+/// (see the module's decisions) and sorted by (line, kind, id). Unknown or unresolved codes give
+/// `not_checked` (info) findings, never an error. Runs inside the store's writer, so it copies
+/// little per medication: codes resolve to views of the catalog's precomputed products, a history
+/// line that cannot be active is not resolved, the history is gathered by drug code, a new line's
+/// table rules are found once, then tested against each drug, and a finding is made once per
+/// group.
+pub fn check(
+    input: &CheckInput<'_>,
+    catalog: &Catalog,
+    table: &ContraindicationTable,
+    options: &CheckOptions,
+) -> Vec<Finding> {
+    let (active, unknown) = active_drugs(input, catalog, options);
+    let mut groups = Groups::default();
     let mut resolved_lines = Vec::with_capacity(input.new_lines.len());
     for line in input.new_lines {
         let Some(drug) = DrugView::resolve(catalog, &line.drug) else {
-            findings.push(not_checked_own(line));
+            groups.push(not_checked_own(line));
             continue;
         };
-        for med in &unresolved {
-            findings.push(not_checked_history(line, &drug, med));
+        for u in &unknown {
+            not_checked_history(&mut groups, line, &drug, u);
         }
-        findings.extend(duplicates::duplicate_findings(
-            line.line, &drug, &active, options,
-        ));
+        duplicates::duplicate_findings(&mut groups, line.line, &drug, &active, options);
         let rules = table.rules_of(&drug);
         for a in &active {
-            findings.extend(contraindication_findings(
-                line.line,
-                &drug,
-                &a.drug,
-                Other::History(a.med),
-                &rules,
-                options,
-            ));
+            contraindication_findings(&mut groups, (line.line, &drug), a, &rules, options);
         }
         resolved_lines.push((line.line, drug, rules));
     }
@@ -313,21 +343,15 @@ pub fn check(
     if options.within_prescription {
         for (i, (x_line, x, x_rules)) in resolved_lines.iter().enumerate() {
             for (y_line, y, _) in &resolved_lines[i + 1..] {
-                findings.extend(contraindication_findings(
-                    *x_line,
-                    x,
-                    y,
-                    Other::Line(*y_line),
-                    x_rules,
-                    options,
-                ));
+                let other = OtherDrug {
+                    drug: *y,
+                    origins: vec![Origin::ThisPrescription { line: *y_line }],
+                };
+                contraindication_findings(&mut groups, (*x_line, x), &other, x_rules, options);
             }
         }
     }
-
-    findings.sort_by(|a, b| (a.line, a.kind, &a.id).cmp(&(b.line, b.kind, &b.id)));
-    findings.dedup_by(|a, b| a.id == b.id);
-    findings
+    groups.finish()
 }
 
 /// The answer for a history too large to read whole: a critical not-checked finding on every
@@ -350,7 +374,7 @@ pub fn not_checked_history_too_large(lines: &[NewLine]) -> Vec<Finding> {
                 name: None,
                 moiety: None,
             }),
-            other: None,
+            others: Vec::new(),
             rule: None,
         }
         })
@@ -372,126 +396,126 @@ fn not_checked_own(line: &NewLine) -> Finding {
             name: None,
             moiety: None,
         }),
-        other: None,
+        others: Vec::new(),
         rule: None,
     }
 }
 
-fn not_checked_history(line: &NewLine, drug: &DrugView<'_>, med: &Medication) -> Finding {
-    let code = med.drug.as_str();
-    Finding {
+/// The not-checked finding of a resolved line against the unknown history code `u`.
+fn not_checked_history<'a>(
+    groups: &mut Groups<'a>,
+    line: &NewLine,
+    drug: &DrugView<'_>,
+    u: &UnknownDrug<'_>,
+) {
+    let make = || Finding {
         id: finding_id(&[
             "not_checked",
             &line.line.to_string(),
             line.drug.as_str(),
-            &med.source_id.to_string(),
-            code,
+            "history",
         ]),
         kind: FindingKind::NotChecked,
         indicator: Indicator::Info,
-        summary: clip_summary(format!(
-            "未チェック: 併用中の薬 (コード {code}) がマスターにないため確認できません"
-        )),
+        summary: clip_summary(
+            "未チェック: 併用中の薬にマスターにないものがあるため確認できません".to_owned(),
+        ),
         line: line.line,
         own: Some(DrugRef {
             code: drug.code.as_str().to_owned(),
             name: Some(drug.name().into_owned()),
             moiety: None,
         }),
-        other: Some(OtherSide {
-            drug: DrugRef {
-                code: code.to_owned(),
-                name: None,
-                moiety: None,
-            },
-            origin: Origin::History(med.source.clone()),
-        }),
+        others: Vec::new(),
         rule: None,
+    };
+    let met = Met {
+        code: u.code.as_str(),
+        origins: &u.origins,
+    };
+    let named = || DrugRef {
+        code: u.code.as_str().to_owned(),
+        name: None,
+        moiety: None,
+    };
+    groups.add(
+        (line.line, FindingKind::NotChecked, By::Line),
+        make,
+        met,
+        named,
+    );
+}
+
+/// The kind and indicator of a finding of `rule`; `None` for a caution row not asked for.
+fn rule_level(rule: &Rule, options: &CheckOptions) -> Option<(FindingKind, Indicator)> {
+    match rule.level {
+        RuleLevel::Contraindicated if rule.is_authoritative() => {
+            Some((FindingKind::Contraindication, Indicator::Critical))
+        }
+        RuleLevel::Contraindicated => Some((FindingKind::Contraindication, Indicator::Warning)),
+        RuleLevel::Conditional => Some((FindingKind::Conditional, Indicator::Warning)),
+        RuleLevel::Caution if options.caution => Some((FindingKind::Caution, Indicator::Info)),
+        RuleLevel::Caution => None,
     }
 }
 
-/// Contraindication findings of one ordered pair (own line drug `x` with its rules, other drug
-/// `y`).
-fn contraindication_findings(
-    line: usize,
-    x: &DrugView<'_>,
-    y: &DrugView<'_>,
-    other: Other<'_>,
+/// How a summary names `rule`'s level.
+fn rule_label(rule: &Rule) -> String {
+    match (rule.level, &rule.condition) {
+        (RuleLevel::Contraindicated, _) if rule.is_authoritative() => "併用禁忌".to_owned(),
+        (RuleLevel::Contraindicated, _) => "併用禁忌(未確認)".to_owned(),
+        (RuleLevel::Conditional, Some(c)) => format!("条件付き併用禁忌({c})"),
+        (RuleLevel::Conditional, None) => "併用禁忌の可能性(添付文書の適用範囲が不確か)".to_owned(),
+        (RuleLevel::Caution, _) => "併用注意".to_owned(),
+    }
+}
+
+/// Contraindication findings of one ordered pair (own line and drug `x` with its rules, the
+/// other drug `y`), one group per rule.
+fn contraindication_findings<'a>(
+    groups: &mut Groups<'a>,
+    (line, x): (usize, &DrugView<'_>),
+    y: &OtherDrug<'_>,
     x_rules: &RulesOf<'_>,
     options: &CheckOptions,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for m in x_rules.matching(y) {
+) {
+    for m in x_rules.matching(&y.drug) {
         let rule = m.rule;
+        let Some((kind, indicator)) = rule_level(rule, options) else {
+            continue;
+        };
         let (own_side, other_side) = if m.x_is_a {
             (&rule.a, &rule.b)
         } else {
             (&rule.b, &rule.a)
         };
-        let (kind, indicator, label) = match rule.level {
-            RuleLevel::Contraindicated if rule.is_authoritative() => (
-                FindingKind::Contraindication,
-                Indicator::Critical,
-                "併用禁忌".to_owned(),
-            ),
-            RuleLevel::Contraindicated => (
-                FindingKind::Contraindication,
-                Indicator::Warning,
-                "併用禁忌(未確認)".to_owned(),
-            ),
-            RuleLevel::Conditional => match &rule.condition {
-                Some(c) => (
-                    FindingKind::Conditional,
-                    Indicator::Warning,
-                    format!("条件付き併用禁忌({c})"),
-                ),
-                None => (
-                    FindingKind::Conditional,
-                    Indicator::Warning,
-                    "併用禁忌の可能性(添付文書の適用範囲が不確か)".to_owned(),
-                ),
-            },
-            RuleLevel::Caution if options.caution => {
-                (FindingKind::Caution, Indicator::Info, "併用注意".to_owned())
+        let make = || {
+            let rule_id = rule.id();
+            Finding {
+                id: finding_id(&[kind.as_str(), &line.to_string(), x.code.as_str(), &rule_id]),
+                kind,
+                indicator,
+                summary: clip_summary(format!(
+                    "{}: {} ({}) と {} ({})",
+                    rule_label(rule),
+                    x.name(),
+                    own_side.name,
+                    y.drug.name(),
+                    other_side.name
+                )),
+                line,
+                own: Some(own_ref(x, &own_side.moieties.join("・"))),
+                others: Vec::new(),
+                rule: Some(RuleRef {
+                    id: rule_id,
+                    mechanism: rule.mechanism.clone(),
+                    source: rule.source.clone(),
+                    verification: rule.verification.clone(),
+                    condition: rule.condition.clone(),
+                }),
             }
-            RuleLevel::Caution => continue,
         };
-        let own_moiety = own_side.moieties.join("・");
-        let other_moiety = other_side.moieties.join("・");
-        let summary = clip_summary(format!(
-            "{label}: {} ({}) と {} ({})",
-            x.name(),
-            own_side.name,
-            y.name(),
-            other_side.name
-        ));
-        let rule_id = rule.id();
-        out.push(Finding {
-            id: finding_id(&[
-                kind.as_str(),
-                &line.to_string(),
-                x.code.as_str(),
-                &other.id(),
-                y.code.as_str(),
-                &rule_id,
-            ]),
-            kind,
-            indicator,
-            summary,
-            line,
-            own: Some(own_ref(x, &own_moiety)),
-            other: Some(OtherSide {
-                drug: own_ref(y, &other_moiety),
-                origin: other.origin(),
-            }),
-            rule: Some(RuleRef {
-                id: rule_id,
-                mechanism: rule.mechanism.clone(),
-                source: rule.source.clone(),
-                verification: rule.verification.clone(),
-                condition: rule.condition.clone(),
-            }),
-        });
+        let named = || own_ref(&y.drug, &other_side.moieties.join("・"));
+        groups.add((line, kind, By::Rule(rule.row)), make, y.met(), named);
     }
-    out
 }
