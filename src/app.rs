@@ -11,8 +11,8 @@ use tonic::transport::Server as TonicServer;
 use crate::{
     config::Config,
     grpc::{
-        FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer, Services,
-        UnaryDeadline, streaming_paths,
+        FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer, Services, StreamCap,
+        StreamCount, UnaryDeadline, streaming_paths,
     },
     masters, ops,
     proto::{
@@ -102,6 +102,33 @@ async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Resul
     })
 }
 
+/// Calls `look` on `state` every `period`, on the blocking pool (it reads, hashes and maybe
+/// parses files), for as long as the task runs.
+async fn every_off_runtime<T: Send + 'static>(
+    period: Duration,
+    mut state: T,
+    look: impl Fn(&mut T) + Clone + Send + 'static,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let look = look.clone();
+        state = match tokio::task::spawn_blocking(move || {
+            look(&mut state);
+            state
+        })
+        .await
+        {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "a periodic file reload failed; it stops");
+                return;
+            }
+        };
+    }
+}
+
 /// Binds `config.listen` and starts serving; returns once the server accepts connections.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     config.validate()?;
@@ -120,7 +147,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         )
         .context("opening the store")?,
     );
-    let (verifier, mut crl_watcher) = config
+    let (verifier, crl_watcher) = config
         .signing
         .load(config.verifier_config()?)
         .context("loading the document-signing trust")?;
@@ -162,21 +189,25 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
 
     let refresh = Duration::from_secs(config.crl_refresh_secs.max(1));
     let mut background = Vec::new();
-    background.push(tokio::spawn(tls_reloader.run(refresh)));
-    let crl_verifier = Arc::clone(&verifier);
-    background.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(refresh);
-        loop {
-            tick.tick().await;
-            match crl_watcher.refresh(&crl_verifier) {
-                Ok(Some(generation)) => tracing::info!(generation, "signing CRLs reloaded"),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "signing CRLs not reloaded; the old ones stay")
-                }
+    background.push(tokio::spawn(every_off_runtime(
+        refresh,
+        tls_reloader,
+        |reloader| {
+            if let Err(e) = reloader.refresh() {
+                tracing::warn!(error = %e, "TLS configuration not reloaded; the old one stays");
             }
-        }
-    }));
+        },
+    )));
+    let crl_verifier = Arc::clone(&verifier);
+    background.push(tokio::spawn(every_off_runtime(
+        refresh,
+        crl_watcher,
+        move |watcher| match watcher.refresh(&crl_verifier) {
+            Ok(Some(generation)) => tracing::info!(generation, "signing CRLs reloaded"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "signing CRLs not reloaded; the old ones stay"),
+        },
+    )));
     let sweeper = Arc::clone(&gateway);
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     background.push(tokio::spawn(async move {
@@ -245,14 +276,22 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let network = &config.network;
-    let streaming = streaming_paths(&[
-        DESCRIPTOR_SET,
+    let standard = [
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-    ])
-    .map_err(|e| anyhow::anyhow!("reading the service descriptors: {e}"))?;
-    // Layers in order from the outside in: everything is measured, refusals included; the
-    // fairness limits refuse before a request's body is read; the deadline covers the handler.
+    ];
+    let descriptors = |e| anyhow::anyhow!("reading the service descriptors: {e}");
+    let streaming = Arc::new(
+        streaming_paths(&[DESCRIPTOR_SET, standard[0], standard[1]]).map_err(descriptors)?,
+    );
+    let standard_streams = StreamCap::new(
+        streaming_paths(&standard).map_err(descriptors)?,
+        network.health_reflection_streams_per_institution,
+    );
+    // Layers in order from the outside in: everything is measured, refusals included; every
+    // call counts as an open stream of its connection (against the idle timeout); the fairness
+    // limits and the cap on health and reflection streams refuse before a request's body is
+    // read; the deadline covers the handler.
     let router = TonicServer::builder()
         .max_concurrent_streams(network.max_concurrent_streams)
         .http2_keepalive_interval(Some(network.http2_keepalive_interval()))
@@ -264,9 +303,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::undecodable_is_invalid_argument,
         ))
+        .layer(GuardLayer::new(StreamCount))
         .layer(GuardLayer::new(FairnessGuard::new(
             network.fairness_policy().map_err(anyhow::Error::msg)?,
+            Arc::clone(&streaming),
         )))
+        .layer(GuardLayer::new(standard_streams))
         .layer(GuardLayer::new(UnaryDeadline::new(
             network.unary_deadline(),
             streaming,
@@ -326,4 +368,29 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn file_reloads_run_off_the_async_runtime() {
+        let runtime_thread = std::thread::current().id();
+        let (looked, mut threads) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(every_off_runtime(
+            Duration::from_secs(30),
+            0u32,
+            move |looks: &mut u32| {
+                *looks += 1;
+                let _ = looked.send((*looks, std::thread::current().id()));
+            },
+        ));
+        for expected in 1..=3 {
+            let (looks, thread) = threads.recv().await.unwrap();
+            assert_eq!(looks, expected, "the state is carried from look to look");
+            assert_ne!(thread, runtime_thread);
+        }
+        task.abort();
+    }
 }

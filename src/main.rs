@@ -75,7 +75,8 @@ enum Command {
         /// Override the listen address (with --dev it must be a loopback address).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Override where `GET /metrics` is served (default 127.0.0.1:9464).
+        /// Override where `GET /metrics` is served (default 127.0.0.1:9464; with --dev it must
+        /// be a loopback address).
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
         /// With --dev: relay dispensing records to this upstream gateway (as the development
@@ -374,6 +375,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             if dev && !config.listen.ip().is_loopback() {
                 bail!("a --dev instance listens on loopback only");
+            }
+            if dev && !config.metrics_listen.ip().is_loopback() {
+                bail!("a --dev instance serves its metrics port on loopback only");
             }
             runtime()?.block_on(serve(config))?;
             Ok(true)

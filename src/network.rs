@@ -41,9 +41,16 @@ pub struct NetworkConfig {
     pub http2_keepalive_interval_secs: u64,
     /// Seconds an HTTP/2 ping may go unanswered before the connection is closed.
     pub http2_keepalive_timeout_secs: u64,
+    /// Seconds a connection with no open stream (no call in progress, no feed) is kept before the
+    /// server closes it. A connection with any open stream, a live feed above all, is never
+    /// closed by it.
+    pub idle_timeout_secs: u64,
     /// Seconds a unary call may take before it is answered DEADLINE_EXCEEDED (streaming calls
     /// are exempt). A shorter `grpc-timeout` from the client still applies.
     pub unary_deadline_secs: u64,
+    /// Open `grpc.health.v1.Health/Watch` and server reflection streams one institution may
+    /// have at once (together); more are refused with RESOURCE_EXHAUSTED.
+    pub health_reflection_streams_per_institution: usize,
     /// WatchEvents feeds.
     pub feeds: FeedsConfig,
     /// Per-institution requests in flight and rate.
@@ -62,7 +69,9 @@ impl Default for NetworkConfig {
             max_concurrent_streams: 100,
             http2_keepalive_interval_secs: 30,
             http2_keepalive_timeout_secs: 20,
+            idle_timeout_secs: tls::IDLE_TIMEOUT.as_secs(),
             unary_deadline_secs: 10,
+            health_reflection_streams_per_institution: 4,
             feeds: FeedsConfig::default(),
             fairness: FairnessConfig::default(),
         }
@@ -163,7 +172,12 @@ impl NetworkConfig {
                 "http2_keepalive_timeout_secs",
                 self.http2_keepalive_timeout_secs,
             ),
+            ("idle_timeout_secs", self.idle_timeout_secs),
             ("unary_deadline_secs", self.unary_deadline_secs),
+            (
+                "health_reflection_streams_per_institution",
+                self.health_reflection_streams_per_institution as u64,
+            ),
             (
                 "feeds.max_per_institution",
                 self.feeds.max_per_institution as u64,
@@ -212,6 +226,7 @@ impl NetworkConfig {
             max_connections: self.max_connections,
             max_connections_per_institution: self.max_connections_per_institution,
             tcp_keepalive: Some(secs(self.tcp_keepalive_secs)),
+            idle_timeout: secs(self.idle_timeout_secs),
             handshake_failures,
         }
     }

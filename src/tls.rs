@@ -4,8 +4,9 @@
 //!
 //! Server side:
 //! - [`TlsFiles::load`] gives a [`ServerTls`] (the current `rustls::ServerConfig`, shared) and a
-//!   [`TlsReloader`] whose [`TlsReloader::refresh`] puts changed files in force for new
-//!   connections.
+//!   [`TlsReloader`] whose [`TlsReloader::refresh`] puts changed files in force: for new
+//!   connections, and for open ones, which check their client certificates against it (`recheck`)
+//!   and close if refused. Files are parsed only when their fingerprint changed.
 //! - [`incoming`] turns a `TcpListener` into the stream that
 //!   `tonic::transport::Server::serve_with_incoming_shutdown` wants. Handshakes run concurrently
 //!   (one spawned task each, with a timeout); only completed, authenticated connections come out.
@@ -17,16 +18,20 @@
 //!   `ConnectInfo`, so it sits in the request extensions as a [`PeerIdentity`]).
 //!
 //! Policy, enforced in the handshake itself (a refused client gets a TLS alert):
-//! - a client certificate is required, chained to one of the client CAs, with EKU clientAuth;
+//! - a client certificate is required, chained to one of the client CAs, with an extended key
+//!   usage extension that names clientAuth (WebPKI alone accepts a certificate without one);
 //! - when CRLs are configured, every certificate of the chain must be covered by a CRL of its
 //!   issuer (unknown revocation status is refused) and a CRL past its nextUpdate is refused too
 //!   (fail closed, like a stale CRL in document verification);
 //! - the certificate must name exactly one institution with a URI SAN
-//!   `urn:rxgate:institution:<kind>:<code>` ([`institution_of`]); otherwise the handshake fails
+//!   `urn:rxgate:institution:<kind>:<code>` ([`institution_of`], prefix compared ignoring case,
+//!   so that a second one in other case is ambiguity, refused); otherwise the handshake fails
 //!   with `access_denied`, since such a connection could never be authorized.
 //!
-//! No session resumption: every connection is verified in full against the CRLs in force. A
-//! reload affects new connections only; open connections keep the identity they proved.
+//! No session resumption: every connection is verified in full against the CRLs in force. At a
+//! reload every open connection's client certificate chain is verified again with the new
+//! configuration, as a new handshake's would be; a connection that fails is closed, its open
+//! calls cut. A connection with no open stream for the idle timeout is closed (`idle`).
 //! CRLs are checked when loaded (issuer is a client CA, signature verifies), so a wrong file is
 //! refused at load instead of failing every handshake. Limit: client CAs issue the institution
 //! certificates directly; a CRL of an intermediate CA cannot be configured.
@@ -60,8 +65,8 @@ use rustls::{
     },
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -80,11 +85,19 @@ use crate::{
 
 mod admission;
 mod backoff;
+mod connection;
+mod idle;
+mod recheck;
 
-use admission::{Admission, OpenSlot, PendingSlot, Refused};
+use admission::{Admission, PendingSlot, Refused};
 use backoff::AcceptBackoff;
+pub use connection::{ConnectionInfo, TlsConnection};
+pub use idle::{OpenStream, OpenStreams};
+use recheck::{Recheck, VerifierInForce};
 
-/// The name the server certificate is checked against by [`connect`].
+/// The host name the development server certificate names (besides 127.0.0.1 and ::1), for
+/// clients that connect by address but check another name. [`connect`] checks the host of the
+/// address it connects to.
 pub const SERVER_NAME: &str = "localhost";
 
 /// How long a client has to complete its TLS handshake: a real client needs a few round trips,
@@ -113,6 +126,11 @@ pub const MAX_CONNECTIONS_PER_INSTITUTION: usize = 32;
 
 /// Idle time before TCP keepalive probes (a dead peer is also found by HTTP/2 pings).
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// How long a connection may stay open with no stream open (no call, no feed): a client
+/// reconnects in a few milliseconds, and an idle connection holds one of its institution's
+/// places.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why TLS material could not be loaded, or a client could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -146,14 +164,17 @@ pub enum IdentityError {
     Malformed,
     #[error("client certificate has no institution URI SAN")]
     NoInstitutionUri,
-    #[error("client certificate has several institution URI SANs")]
+    #[error("client certificate has several institution URI SANs (compared ignoring case)")]
     SeveralInstitutionUris,
     #[error("client certificate institution URI: {0}")]
     InvalidInstitutionUri(IdError),
 }
 
 /// The institution a client certificate (DER) names: its one URI SAN starting
-/// `urn:rxgate:institution:`. Other SANs are ignored; two institution URIs are refused.
+/// `urn:rxgate:institution:`. Other SANs are ignored. The prefix is compared ignoring case (a
+/// URN's scheme and namespace are case-insensitive), so that a second institution URI in other
+/// case is refused as a second institution rather than ignored; one in other than lower case
+/// is refused as invalid.
 pub fn institution_of(cert_der: &[u8]) -> Result<Institution, IdentityError> {
     let cert = Certificate::from_der(cert_der).map_err(|_| IdentityError::Malformed)?;
     let san = match cert.tbs_certificate().get_extension::<SubjectAltName>() {
@@ -161,21 +182,24 @@ pub fn institution_of(cert_der: &[u8]) -> Result<Institution, IdentityError> {
         Ok(None) => return Err(IdentityError::NoInstitutionUri),
         Err(_) => return Err(IdentityError::Malformed),
     };
-    let mut found = None;
-    for name in &san.0 {
-        let GeneralName::UniformResourceIdentifier(uri) = name else {
-            continue;
-        };
-        let uri = uri.as_str();
-        if !uri.starts_with(INSTITUTION_URI_PREFIX) {
-            continue;
+    let mut institution_uris = san
+        .0
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.as_str()),
+            _ => None,
+        })
+        .filter(|uri| {
+            uri.get(..INSTITUTION_URI_PREFIX.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(INSTITUTION_URI_PREFIX))
+        });
+    match (institution_uris.next(), institution_uris.next()) {
+        (None, _) => Err(IdentityError::NoInstitutionUri),
+        (Some(_), Some(_)) => Err(IdentityError::SeveralInstitutionUris),
+        (Some(uri), None) => {
+            Institution::from_uri(uri).map_err(IdentityError::InvalidInstitutionUri)
         }
-        if found.is_some() {
-            return Err(IdentityError::SeveralInstitutionUris);
-        }
-        found = Some(Institution::from_uri(uri).map_err(IdentityError::InvalidInstitutionUri)?);
     }
-    found.ok_or(IdentityError::NoInstitutionUri)
 }
 
 /// The authenticated peer of a connection: the tonic `ConnectInfo` of a [`TlsConnection`].
@@ -202,7 +226,10 @@ impl PeerIdentity {
 /// The authenticated peer of the connection a request came on. `None` only for a request that
 /// did not come through [`incoming`] (e.g. a unit test calling a handler directly).
 pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<&PeerIdentity> {
-    request.extensions().get::<PeerIdentity>()
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| &info.peer)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,11 +266,12 @@ impl TlsFiles {
 
     /// Reads every file and builds the server configuration, with a reloader for later changes.
     pub fn load(&self) -> Result<(ServerTls, TlsReloader), TlsError> {
-        let material = Material::read(self)?;
-        let seen = material.fingerprint;
-        let config = material.server_config()?;
+        let read = FileBytes::read(self)?;
+        let seen = read.fingerprint;
+        let (config, verifier) = Material::parse(self, read.bytes)?.server_config()?;
         let tls = ServerTls {
             current: Arc::new(RwLock::new(config)),
+            verifier: Arc::new(watch::Sender::new(verifier)),
         };
         let reloader = TlsReloader {
             files: self.clone(),
@@ -280,23 +308,48 @@ fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
-/// Everything a server configuration is built from, read at one moment.
+/// Every file's bytes, read at one moment in configuration order (server certificate, key,
+/// client CAs, CRLs), and their fingerprint: what a reload compares before it parses anything.
+struct FileBytes {
+    bytes: Vec<Vec<u8>>,
+    /// SHA-256 over every file's SHA-256, in configuration order.
+    fingerprint: [u8; 32],
+}
+
+impl FileBytes {
+    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        let paths = [&files.server_cert, &files.server_key]
+            .into_iter()
+            .chain(&files.client_ca)
+            .chain(&files.client_crls);
+        let mut all = digest::Context::new(&digest::SHA256);
+        let mut bytes = Vec::new();
+        for path in paths {
+            let read = read(path)?;
+            all.update(digest::digest(&digest::SHA256, &read).as_ref());
+            bytes.push(read);
+        }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(all.finish().as_ref());
+        Ok(FileBytes { bytes, fingerprint })
+    }
+}
+
+/// Everything a server configuration is built from, parsed from one reading of the files.
 struct Material {
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivateKeyDer<'static>,
     roots: RootCertStore,
     crls: Vec<CertificateRevocationListDer<'static>>,
-    /// SHA-256 over every file's bytes, in configuration order.
-    fingerprint: [u8; 32],
 }
 
 impl Material {
-    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
-        let mut all = digest::Context::new(&digest::SHA256);
-        let mut read_hashed = |path: &Path| -> Result<Vec<u8>, TlsError> {
-            let bytes = read(path)?;
-            all.update(digest::digest(&digest::SHA256, &bytes).as_ref());
-            Ok(bytes)
+    /// Parses `read` (of `files`), checking every CRL against its CA.
+    fn parse(files: &TlsFiles, read: Vec<Vec<u8>>) -> Result<Self, TlsError> {
+        let mut read = read.into_iter();
+        let mut read_hashed = |path: &Path| {
+            read.next()
+                .ok_or_else(|| file_error(path, "not read with the other files"))
         };
 
         let cert_bytes = read_hashed(&files.server_cert)?;
@@ -343,36 +396,35 @@ impl Material {
             crls.push(der);
         }
 
-        let mut fingerprint = [0u8; 32];
-        fingerprint.copy_from_slice(all.finish().as_ref());
         Ok(Material {
             server_chain,
             server_key,
             roots,
             crls,
-            fingerprint,
         })
     }
 
-    fn server_config(self) -> Result<Arc<ServerConfig>, TlsError> {
+    /// The server configuration, and its client verifier (for open connections to check their
+    /// certificates again with).
+    fn server_config(self) -> Result<(Arc<ServerConfig>, VerifierInForce), TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut builder =
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots), provider.clone());
         if !self.crls.is_empty() {
             builder = builder.with_crls(self.crls).enforce_revocation_expiration();
         }
-        let verifier = Arc::new(InstitutionVerifier {
+        let verifier: VerifierInForce = Arc::new(InstitutionVerifier {
             inner: builder.build()?,
         });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::clone(&verifier))
             .with_single_cert(self.server_chain, self.server_key)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         // No resumption: every connection is verified in full against the CRLs in force.
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
+        Ok((Arc::new(config), verifier))
     }
 }
 
@@ -445,7 +497,21 @@ fn verify_signature(
         .map_err(|_| "does not verify with the CA's key")
 }
 
-/// The WebPKI client verifier (chain, EKU clientAuth, CRLs), then the institution URI check.
+/// Whether a certificate (DER) has an extended key usage extension that names clientAuth.
+/// WebPKI accepts a certificate without the extension for any purpose; the gateway does not.
+fn names_client_auth(cert_der: &[u8]) -> bool {
+    use x509_cert::ext::pkix::ExtendedKeyUsage;
+    let Ok(cert) = Certificate::from_der(cert_der) else {
+        return false;
+    };
+    match cert.tbs_certificate().get_extension::<ExtendedKeyUsage>() {
+        Ok(Some((_critical, eku))) => eku.0.contains(&const_oid::db::rfc5280::ID_KP_CLIENT_AUTH),
+        Ok(None) | Err(_) => false,
+    }
+}
+
+/// The WebPKI client verifier (chain, EKU clientAuth when present, CRLs), then the gateway's
+/// own rules: an EKU extension naming clientAuth, and one institution URI.
 #[derive(Debug)]
 struct InstitutionVerifier {
     inner: Arc<dyn ClientCertVerifier>,
@@ -473,6 +539,12 @@ impl ClientCertVerifier for InstitutionVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        if !names_client_auth(end_entity) {
+            tracing::debug!("client certificate refused: no extended key usage clientAuth");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
         match institution_of(end_entity) {
             Ok(_) => Ok(verified),
             Err(e) => {
@@ -508,10 +580,13 @@ impl ClientCertVerifier for InstitutionVerifier {
 }
 
 /// The server TLS configuration in force, shared with the [`TlsReloader`] that replaces it.
-/// Cheap to clone; every new connection uses the configuration current at its accept.
+/// Cheap to clone; every new connection uses the configuration current at its accept, and every
+/// open connection checks its client certificate again with each new one.
 #[derive(Clone)]
 pub struct ServerTls {
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The client verifier of `current`, which open connections follow.
+    verifier: Arc<watch::Sender<VerifierInForce>>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -534,8 +609,11 @@ impl ServerTls {
         TlsAcceptor::from(self.config())
     }
 
-    fn replace(&self, config: Arc<ServerConfig>) {
+    /// Puts a new configuration in force; open connections check their certificates against
+    /// its `verifier`.
+    fn replace(&self, (config, verifier): (Arc<ServerConfig>, VerifierInForce)) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        self.verifier.send_replace(verifier);
     }
 }
 
@@ -559,111 +637,28 @@ impl TlsReloader {
         &self.files
     }
 
-    /// Re-reads every file (CRLs, client CAs, server certificate and key). If any byte changed
-    /// and everything loads, the new configuration serves new connections and this returns
-    /// `Ok(true)`; `Ok(false)` when nothing changed. On an error the configuration in force
-    /// stays, and the same files are tried again at the next call.
+    /// Re-reads every file (CRLs, client CAs, server certificate and key) and compares their
+    /// fingerprint with the configuration in force; only if a byte changed are they parsed. If
+    /// everything loads, the new configuration serves new connections, every open connection
+    /// checks its client certificate against it, and this returns `Ok(true)`; `Ok(false)` when
+    /// nothing changed. On an error the configuration in force stays, and the same files are
+    /// tried again at the next call. Blocking work: call it off the async runtime.
     pub fn refresh(&mut self) -> Result<bool, TlsError> {
-        let material = Material::read(&self.files)?;
-        if material.fingerprint == self.seen {
+        let read = FileBytes::read(&self.files)?;
+        if read.fingerprint == self.seen {
             return Ok(false);
         }
-        let fingerprint = material.fingerprint;
-        let config = material.server_config()?;
-        self.target.replace(config);
-        self.seen = fingerprint;
+        let in_force = Material::parse(&self.files, read.bytes)?.server_config()?;
+        self.target.replace(in_force);
+        self.seen = read.fingerprint;
         tracing::info!("TLS configuration reloaded");
         Ok(true)
-    }
-
-    /// Refreshes every `period`, forever (spawn it). Errors are logged; the old config stays.
-    pub async fn run(mut self, period: Duration) {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.refresh() {
-                tracing::warn!(error = %e, "TLS configuration not reloaded; the old one stays");
-            }
-        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Accepting connections
 // ---------------------------------------------------------------------------------------------
-
-/// An authenticated server-side connection: what [`incoming`] yields. Its tonic `ConnectInfo`
-/// is the [`PeerIdentity`], which tonic puts in every request's extensions.
-pub struct TlsConnection {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: PeerIdentity,
-    /// Counts the connection as open, among all and among its institution's, until it is
-    /// dropped: tonic drops it when the connection ends, however it ends.
-    _open: OpenSlot,
-}
-
-impl TlsConnection {
-    pub fn peer(&self) -> &PeerIdentity {
-        &self.peer
-    }
-}
-
-impl fmt::Debug for TlsConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConnection")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = PeerIdentity;
-
-    fn connect_info(&self) -> PeerIdentity {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone)]
@@ -680,6 +675,10 @@ pub struct IncomingConfig {
     pub max_connections_per_institution: usize,
     /// Idle time before TCP keepalive probes; `None`: the system's setting.
     pub tcp_keepalive: Option<Duration>,
+    /// How long a connection with no open stream is kept. Streams count only where the server
+    /// takes an [`OpenStream`] for each (the gateway's gRPC layer does, from the request to
+    /// the end of its answer); elsewhere every connection is closed this long after it opened.
+    pub idle_timeout: Duration,
     /// Counts failed handshakes (timeouts, TLS errors, refused certificates) for /metrics.
     pub handshake_failures: Arc<AtomicU64>,
 }
@@ -693,6 +692,7 @@ impl Default for IncomingConfig {
             max_connections: MAX_CONNECTIONS,
             max_connections_per_institution: MAX_CONNECTIONS_PER_INSTITUTION,
             tcp_keepalive: Some(TCP_KEEPALIVE),
+            idle_timeout: IDLE_TIMEOUT,
             handshake_failures: Arc::default(),
         }
     }
@@ -792,7 +792,9 @@ impl Incoming {
             Ok(slot) => {
                 let handshake = Handshake {
                     acceptor: self.tls.acceptor(),
+                    reloads: self.tls.verifier.subscribe(),
                     timeout: self.config.handshake_timeout,
+                    idle_timeout: self.config.idle_timeout,
                     tcp_keepalive: self.config.tcp_keepalive,
                     failures: Arc::clone(&self.config.handshake_failures),
                     max_per_institution: self.config.max_connections_per_institution,
@@ -855,7 +857,10 @@ impl Stream for Incoming {
 /// One accepted connection's handshake, holding its pending place until it ends.
 struct Handshake {
     acceptor: TlsAcceptor,
+    /// The reloads after the configuration of `acceptor`, for the connection to follow.
+    reloads: watch::Receiver<VerifierInForce>,
     timeout: Duration,
+    idle_timeout: Duration,
     tcp_keepalive: Option<Duration>,
     failures: Arc<AtomicU64>,
     /// For the log line of a connection refused for its institution.
@@ -904,11 +909,14 @@ impl Handshake {
                     return None;
                 };
                 tracing::debug!(%remote, %institution, "mutual TLS established");
-                Some(TlsConnection {
-                    inner: stream,
+                let recheck = Recheck::new(self.reloads);
+                Some(TlsConnection::new(
+                    stream,
                     peer,
-                    _open: open,
-                })
+                    self.idle_timeout,
+                    recheck,
+                    open,
+                ))
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "TLS connection refused");
@@ -953,11 +961,10 @@ impl ClientFiles {
     }
 
     /// The tonic client TLS configuration: trust `ca`, present `cert`/`key`, expect the server
-    /// certificate to name [`SERVER_NAME`].
+    /// certificate to name the host of the address connected to.
     pub fn client_tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
         use tonic::transport::{Certificate as CaCertificate, ClientTlsConfig, Identity};
         Ok(ClientTlsConfig::new()
-            .domain_name(SERVER_NAME)
             .ca_certificate(CaCertificate::from_pem(read(&self.ca)?))
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?)))
     }

@@ -144,14 +144,18 @@ impl TrustFiles {
                 .collect::<Result<Vec<_>, Error>>()?,
             seen: None,
         };
-        let (crls, fingerprint) = watcher.read_all()?;
+        let (files, fingerprint) = watcher.read_files()?;
+        let crls = watcher.parse(&files)?;
         watcher.seen = Some(fingerprint);
         let verifier = Verifier::new(config, &anchors, &intermediates, crls)?;
         Ok((verifier, watcher))
     }
 }
 
-/// Watches the configured CRL files and puts a changed set in force.
+/// Watches the configured CRL files and puts a changed set in force. Each look reads the files
+/// and compares their fingerprint (SHA-256 of every file's bytes) with the set in force; only a
+/// changed set is parsed and verified. Blocking work: call [`CrlWatcher::refresh`] off the
+/// async runtime (`spawn_blocking`).
 pub struct CrlWatcher {
     files: Vec<(Certificate, PathBuf)>,
     /// SHA-256 over every CRL file's bytes, as last put in force.
@@ -159,16 +163,22 @@ pub struct CrlWatcher {
 }
 
 impl CrlWatcher {
-    fn read_all(&self) -> Result<(CrlSet, Vec<u8>), Error> {
+    /// Every CRL file's DER, and the fingerprint of their bytes.
+    fn read_files(&self) -> Result<(Vec<Vec<u8>>, Vec<u8>), Error> {
         let mut ders = Vec::with_capacity(self.files.len());
         let mut all = digest::Context::new(&digest::SHA256);
         for (_, path) in &self.files {
             let bytes = read(path)?;
             all.update(digest::digest(&digest::SHA256, &bytes).as_ref());
-            ders.push((path, crl_der(path, &bytes)?));
+            ders.push(crl_der(path, &bytes)?);
         }
+        Ok((ders, all.finish().as_ref().to_vec()))
+    }
+
+    /// The CRL set of `ders` (one per file, in order), each verified against its CA.
+    fn parse(&self, ders: &[Vec<u8>]) -> Result<CrlSet, Error> {
         let mut set = Vec::with_capacity(ders.len());
-        for ((ca, _), (path, der)) in self.files.iter().zip(&ders) {
+        for ((ca, path), der) in self.files.iter().zip(ders) {
             // Verify each on its own first, so that an error names the file.
             CrlSet::new([(ca, der.as_slice())]).map_err(|source| Error::Crl {
                 path: path.to_path_buf(),
@@ -176,20 +186,21 @@ impl CrlWatcher {
             })?;
             set.push((ca, der.as_slice()));
         }
-        let crls = CrlSet::new(set).map_err(|source| Error::Crl {
+        CrlSet::new(set).map_err(|source| Error::Crl {
             path: PathBuf::new(),
             source,
-        })?;
-        Ok((crls, all.finish().as_ref().to_vec()))
+        })
     }
 
     /// Re-reads the CRL files; if any changed and all verify, puts them in force and returns the
-    /// new generation. On an error the CRLs in force stay as they are.
+    /// new generation. Unchanged files are not parsed. On an error the CRLs in force stay as
+    /// they are.
     pub fn refresh(&mut self, verifier: &Verifier) -> Result<Option<u64>, Error> {
-        let (crls, fingerprint) = self.read_all()?;
+        let (ders, fingerprint) = self.read_files()?;
         if self.seen.as_ref() == Some(&fingerprint) {
             return Ok(None);
         }
+        let crls = self.parse(&ders)?;
         self.seen = Some(fingerprint);
         Ok(Some(verifier.replace_crls(crls)))
     }

@@ -31,6 +31,8 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+mod common;
+
 fn tls_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls")
 }
@@ -70,7 +72,12 @@ impl TestServer {
 /// Serves the health service; the interceptor records the peer identity and lets only clinics
 /// and pharmacies through (PERMISSION_DENIED otherwise), as a real handler would.
 async fn serve_with(tls: ServerTls, config: IncomingConfig) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1", tls, config).await
+}
+
+/// [`serve_with`] on a port of `ip`.
+async fn serve_on(ip: &str, tls: ServerTls, config: IncomingConfig) -> TestServer {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
@@ -101,7 +108,7 @@ async fn serve_with(tls: ServerTls, config: IncomingConfig) -> TestServer {
             .expect("server");
     });
     TestServer {
-        addr: format!("https://127.0.0.1:{port}"),
+        addr: format!("https://{ip}:{port}"),
         seen,
         _shutdown: shutdown,
     }
@@ -192,6 +199,16 @@ fn unique_serial() -> String {
 /// A client certificate from the dev CA with the profile of the committed ones (clientAuth,
 /// digitalSignature) and the given subjectAltName (openssl syntax).
 fn mint_client(dir: &Path, name: &str, san: &str) -> ClientFiles {
+    mint_client_with(
+        dir,
+        name,
+        &format!("extendedKeyUsage=clientAuth\nsubjectAltName={san}\n"),
+    )
+}
+
+/// A client certificate from the dev CA (CA:FALSE, digitalSignature) with further `extensions`
+/// (openssl extension-file lines).
+fn mint_client_with(dir: &Path, name: &str, extensions: &str) -> ClientFiles {
     let key = dir.join(format!("{name}.key.pem"));
     let csr = dir.join(format!("{name}.csr.pem"));
     let cert = dir.join(format!("{name}.cert.pem"));
@@ -199,8 +216,7 @@ fn mint_client(dir: &Path, name: &str, san: &str) -> ClientFiles {
     fs::write(
         &ext,
         format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=clientAuth\nsubjectAltName={san}\n"
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}"
         ),
     )
     .unwrap();
@@ -425,8 +441,13 @@ async fn a_changed_crl_takes_effect_for_new_connections() {
     call(&server, &revoked).await.expect("not yet revoked");
     assert!(!reloader.refresh().unwrap(), "nothing changed yet");
 
-    // An open connection keeps its identity; new handshakes use the new CRL.
+    // New handshakes use the new CRL, and open connections are held to it too: the revoked
+    // one is closed, the others are left as they are.
     let open = revoked.connect(&server.addr).await.unwrap();
+    check_on(open.clone()).await.expect("not yet revoked");
+    let open_clinic = clinic.connect(&server.addr).await.unwrap();
+    check_on(open_clinic.clone()).await.unwrap();
+    let clinic_remote = server.seen().last().unwrap().remote_addr;
     fs::copy(tls_dir().join("ca.crl.pem"), &watched).unwrap();
     assert!(reloader.refresh().unwrap(), "the CRL changed");
     assert!(!reloader.refresh().unwrap(), "and is now in force");
@@ -438,7 +459,13 @@ async fn a_changed_crl_takes_effect_for_new_connections() {
     call(&server, &clinic).await.expect("clinic after reload");
     check_on(open)
         .await
-        .expect("connection opened before the reload");
+        .expect_err("the revoked connection opened before the reload");
+    check_on(open_clinic).await.unwrap();
+    assert_eq!(
+        server.seen().last().unwrap().remote_addr,
+        clinic_remote,
+        "the clinic's connection was kept"
+    );
 
     // A broken file keeps the configuration in force.
     fs::write(
@@ -596,6 +623,18 @@ async fn a_certificate_must_name_exactly_one_valid_institution() {
             "URI:urn:rxgate:institution:clinic:1310000077,URI:urn:rxgate:institution:pharmacy:1340000077",
             IdentityError::SeveralInstitutionUris,
         ),
+        // URN schemes and namespace ids are case-insensitive: a second institution in other
+        // case is a second institution, never silently ignored.
+        (
+            "twouris-case",
+            "URI:urn:rxgate:institution:clinic:1310000077,URI:URN:RXGATE:INSTITUTION:pharmacy:1340000077",
+            IdentityError::SeveralInstitutionUris,
+        ),
+        (
+            "twouris-case-first",
+            "URI:Urn:RxGate:Institution:pharmacy:1340000077,URI:urn:rxgate:institution:clinic:1310000077",
+            IdentityError::SeveralInstitutionUris,
+        ),
     ] {
         let client = mint_client(dir.path(), name, san);
         let der = CertificateDer::from_pem_file(&client.cert).unwrap();
@@ -603,6 +642,99 @@ async fn a_certificate_must_name_exactly_one_valid_institution() {
         assert_refused(call(&server, &client).await, name, "AccessDenied");
     }
     assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_certificate_without_extended_key_usage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_files(&TlsFiles::dev()).await;
+    let no_eku = mint_client_with(
+        dir.path(),
+        "noeku",
+        "subjectAltName=URI:urn:rxgate:institution:clinic:1310000077\n",
+    );
+    assert_refused(
+        call(&server, &no_eku).await,
+        "a certificate without EKU",
+        "UnsupportedCertificate",
+    );
+    // The same certificate with clientAuth is accepted.
+    let with_eku = mint_client(
+        dir.path(),
+        "witheku",
+        "URI:urn:rxgate:institution:clinic:1310000077",
+    );
+    call(&server, &with_eku).await.unwrap();
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_checks_the_server_certificate_against_the_host_it_connects_to() {
+    // The dev server certificate names localhost, 127.0.0.1 and ::1: not 127.0.0.2.
+    let (tls, _reloader) = TlsFiles::dev().load().unwrap();
+    let server = serve_on("127.0.0.2", tls, IncomingConfig::default()).await;
+    let status = call(&server, &ClientFiles::dev("clinic"))
+        .await
+        .expect_err("a server certificate that does not name the host");
+    let text = chain(&status);
+    assert!(text.contains("not valid for name"), "{text}");
+    assert!(server.seen().is_empty());
+    // The host it names is accepted (every other test connects to 127.0.0.1).
+    call(
+        &serve_files(&TlsFiles::dev()).await,
+        &ClientFiles::dev("clinic"),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_client_is_cut_off_the_real_server_within_one_crl_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, ca_key) = (tls_dir().join("ca.cert.pem"), tls_dir().join("ca.key.pem"));
+    let watched = dir.path().join("watched.crl.pem");
+    fs::copy(
+        mint_empty_crl(dir.path(), "empty", &ca, &ca_key, &[]),
+        &watched,
+    )
+    .unwrap();
+    let h = common::start_with(|config| {
+        config.tls.client_crls = vec![watched.clone()];
+        config.crl_refresh_secs = 1;
+    })
+    .await;
+    let watch = |channel: Channel| async move {
+        let mut watch = HealthClient::new(channel)
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(watch.message().await.unwrap().is_some(), "the first status");
+        watch
+    };
+    let revoked = ClientFiles::dev("pharmacy-revoked")
+        .connect(&h.addr)
+        .await
+        .unwrap();
+    let mut revoked_watch = watch(revoked.clone()).await;
+    let mut clinic_watch = watch(h.channel("clinic").await).await;
+
+    fs::copy(tls_dir().join("ca.crl.pem"), &watched).unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(10), revoked_watch.message())
+        .await
+        .expect("the revoked client's stream ends within 10 s (refreshes every second)");
+    assert!(cut.is_err(), "{cut:?}");
+    check_on(revoked).await.expect_err("and it is refused");
+
+    // The clinic's stream lived through the reload: it hears the drain of the shutdown.
+    let stopping = tokio::spawn(h.shutdown());
+    let last = clinic_watch
+        .message()
+        .await
+        .unwrap()
+        .expect("a last status");
+    assert_eq!(last.status, 2, "NOT_SERVING");
+    stopping.await.unwrap();
 }
 
 #[tokio::test]

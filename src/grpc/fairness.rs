@@ -1,6 +1,7 @@
 //! Per-institution fairness, as a guard (`guard`) in front of every service: a cap on the requests
-//! an institution has in flight (from the request to its response headers, so a feed counts only
-//! while it starts) and a token bucket on the rate at which it starts them, with per-institution
+//! an institution has in flight (a unary call from the request to the end of its answer's body,
+//! so that answers a client never reads hold its places and no more; a streaming call until its
+//! response headers, so that a feed counts only while it starts) and a token bucket on the rate at which it starts them, with per-institution
 //! overrides. A refusal answers RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` detail, before
 //! the request body is read. The institution is the caller's TLS identity (`tls::PeerIdentity`
 //! in the request extensions). The table of per-institution state forgets idle entries (no
@@ -8,7 +9,7 @@
 //! active lately. Must not depend on the service layer or the store.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -18,10 +19,10 @@ use tonic::{Code, Status, codegen::http};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    guard::{Guard, Pass},
+    guard::{Guard, Pass, Until},
     token_bucket::{Rate, TokenBucket},
 };
-use crate::{domain::ids::Institution, log_throttle::LogThrottle, tls::PeerIdentity};
+use crate::{domain::ids::Institution, log_throttle::LogThrottle, tls::ConnectionInfo};
 
 /// What one institution may do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,11 +170,14 @@ impl Drop for Permit {
 #[derive(Debug, Clone)]
 pub(crate) struct FairnessGuard {
     fairness: Arc<Fairness>,
+    /// The paths of the streaming methods, whose calls count in flight only until answered.
+    streaming: Arc<HashSet<String>>,
 }
 
 impl FairnessGuard {
-    pub(crate) fn new(policy: FairnessPolicy) -> Self {
+    pub(crate) fn new(policy: FairnessPolicy, streaming: Arc<HashSet<String>>) -> Self {
         FairnessGuard {
+            streaming,
             fairness: Arc::new(Fairness {
                 policy,
                 table: Mutex::new(Table {
@@ -192,15 +196,22 @@ impl Guard for FairnessGuard {
     fn decide<B>(&self, request: &http::Request<B>) -> Result<Pass<Option<Permit>>, Status> {
         // Every connection comes through the mutual-TLS acceptor; a request without an identity
         // (none in practice) is left to the handlers, which refuse it.
-        let Some(peer) = request.extensions().get::<PeerIdentity>() else {
+        let Some(connection) = ConnectionInfo::of(request) else {
             return Ok(Pass {
                 hold: None,
+                until: Until::Answered,
                 deadline: None,
             });
         };
-        match self.fairness.admit(&peer.institution) {
+        let until = if self.streaming.contains(request.uri().path()) {
+            Until::Answered
+        } else {
+            Until::BodyEnds
+        };
+        match self.fairness.admit(&connection.peer.institution) {
             Ok(permit) => Ok(Pass {
                 hold: Some(permit),
+                until,
                 deadline: None,
             }),
             Err(refusal) => {
@@ -229,7 +240,7 @@ mod tests {
                 .map(|(who, a)| ((*who).clone(), *a))
                 .collect(),
         };
-        Arc::clone(&FairnessGuard::new(policy).fairness)
+        Arc::clone(&FairnessGuard::new(policy, Arc::default()).fairness)
     }
 
     const SMALL: Allowance = Allowance {

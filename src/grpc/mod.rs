@@ -11,6 +11,8 @@ mod guard;
 mod health;
 mod lockouts;
 mod metered;
+mod open_streams;
+mod stream_cap;
 mod token_bucket;
 
 use std::{pin::Pin, sync::Arc};
@@ -59,6 +61,8 @@ pub use feed::FeedLimits;
 pub(crate) use guard::GuardLayer;
 pub(crate) use health::Health;
 pub use metered::MetricsLayer;
+pub(crate) use open_streams::StreamCount;
+pub(crate) use stream_cap::StreamCap;
 
 /// tonic answers an oversize request with OUT_OF_RANGE before any handler runs; the contract
 /// says RESOURCE_EXHAUSTED (as gRPC itself specifies for exceeded message limits). Such an
