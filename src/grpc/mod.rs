@@ -639,9 +639,9 @@ impl AdminService for Services {
         let gateway = Arc::clone(&self.gateway);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            let mut after = 0;
+            let mut after = Vec::new();
             loop {
-                match gateway.audit_page(from, to, after, 500, patient).await {
+                match gateway.audit_page((from, to), after, 500, patient).await {
                     Ok((entries, next)) => {
                         for e in entries {
                             if tx.send(Ok(convert::audit_to_pb(e))).await.is_err() {
