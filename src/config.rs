@@ -422,7 +422,7 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 14] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
