@@ -73,12 +73,13 @@ pub fn append(
     let head = match head(tx, writer)? {
         Some(head) => head,
         None => {
-            let unchained = match tx.get(Table::Meta, UNCHAINED_COUNTER)? {
-                Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-                    store::Error::Corrupt("the unchained audit counter".into())
-                })?),
-                None => 0,
-            };
+            let unchained =
+                match tx.get(Table::Meta, UNCHAINED_COUNTER)? {
+                    Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                        store::Error::Corrupt("the unchained audit counter".into())
+                    })?),
+                    None => 0,
+                };
             let before = ChainHeadV1 {
                 writer: *writer,
                 sequence: 0,
@@ -174,7 +175,9 @@ impl Gateway {
                 for (k, v) in rows {
                     let entry = entry_of(&k, &v)?;
                     let about = match &entry.entry {
-                        ChainedV1::Call(r) => r.check.is_some_and(|c| Some(c.patient_pseudonym) == patient),
+                        ChainedV1::Call(r) => r
+                            .check
+                            .is_some_and(|c| Some(c.patient_pseudonym) == patient),
                         ChainedV1::Genesis { .. } => false,
                     };
                     let time = time_ms(&entry.entry);

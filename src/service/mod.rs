@@ -4,6 +4,7 @@
 //! store transaction, and return domain results. Knows no gRPC and no storage engine.
 
 mod audit_chain;
+mod audit_checkpoint;
 pub mod clinical;
 mod events;
 mod import;
@@ -26,6 +27,7 @@ use prost::Message;
 use ring::rand::SecureRandom;
 
 pub use audit_chain::{Cursor, entry_of, head_key, heads, link_key, parse_key};
+pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
     migrate_history,
