@@ -11,6 +11,7 @@ mod guard;
 mod health;
 mod lockouts;
 mod metered;
+mod paged;
 mod token_bucket;
 
 use std::{pin::Pin, sync::Arc};
@@ -33,6 +34,8 @@ use crate::{
     service::{Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
     tls::peer_identity,
 };
+use paged::{PagedStream, stream_pages};
+
 use convert::{
     acknowledgements, check_request, finding_to_pb, patient_and_number, patient_key,
     prescription_id, signed_parts, status_to_pb, to_status,
@@ -50,7 +53,7 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
     findings.shown.iter().map(finding_to_pb).collect()
 }
 
-pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
+pub use convert::{MAX_MESSAGE_BYTES, audit_to_pb, file_kind_to_pb, state_to_pb};
 pub(crate) use deadline::{UnaryDeadline, streaming_paths};
 pub use decode_errors::undecodable_is_invalid_argument;
 pub(crate) use fairness::FairnessGuard;
@@ -448,7 +451,6 @@ impl ManagementIntake for Services {
     }
 }
 
-type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -516,7 +518,8 @@ impl EventService for Services {
 
 #[tonic::async_trait]
 impl AdminService for Services {
-    type ExportAuditStream = AuditStream;
+    type ExportAuditStream = PagedStream<pb::AuditRecord>;
+    type ExportAuditCheckpointsStream = PagedStream<pb::AuditCheckpoint>;
 
     async fn list_stuck_prescriptions(
         &self,
@@ -612,7 +615,7 @@ impl AdminService for Services {
     async fn export_audit(
         &self,
         request: Request<pb::ExportAuditRequest>,
-    ) -> Result<Response<AuditStream>, Status> {
+    ) -> Result<Response<PagedStream<pb::AuditRecord>>, Status> {
         const ACTION: &str = "ExportAudit";
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
@@ -637,31 +640,39 @@ impl AdminService for Services {
             .await
             .map_err(to_status)?;
         let gateway = Arc::clone(&self.gateway);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut after = Vec::new();
-            loop {
-                match gateway.audit_page((from, to), after, 500, patient).await {
-                    Ok((entries, next)) => {
-                        for e in entries {
-                            if tx.send(Ok(convert::audit_to_pb(e))).await.is_err() {
-                                return; // the client went away
-                            }
-                        }
-                        match next {
-                            Some(n) => after = n,
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                }
+        Ok(Response::new(stream_pages(move |after| {
+            let gateway = Arc::clone(&gateway);
+            async move {
+                let (entries, next) = gateway.audit_page((from, to), after, 500, patient).await?;
+                let records = entries.into_iter().map(convert::audit_to_pb).collect();
+                Ok((records, next))
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        })))
+    }
+
+    async fn export_audit_checkpoints(
+        &self,
+        request: Request<pb::ExportAuditCheckpointsRequest>,
+    ) -> Result<Response<PagedStream<pb::AuditCheckpoint>>, Status> {
+        const ACTION: &str = "ExportAuditCheckpoints";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        self.gateway
+            .audit_access(&caller, ACTION)
+            .await
+            .map_err(to_status)?;
+        let gateway = Arc::clone(&self.gateway);
+        Ok(Response::new(stream_pages(move |after| {
+            let gateway = Arc::clone(&gateway);
+            async move {
+                let (stored, next) = gateway.audit_checkpoints(after, 500).await?;
+                let checkpoints = stored
+                    .into_iter()
+                    .map(|signed| pb::AuditCheckpoint { signed })
+                    .collect();
+                Ok((checkpoints, next))
+            }
+        })))
     }
 }

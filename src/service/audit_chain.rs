@@ -138,6 +138,34 @@ pub fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
     })
 }
 
+/// The rows of `table` in [`floor`, `end`) after the key `after` (all when empty), at most
+/// `limit`, and the key to go on from when there may be more.
+pub fn rows_after(
+    tx: &dyn Txn,
+    table: Table,
+    (floor, end): (&[u8], &[u8]),
+    after: &[u8],
+    limit: usize,
+) -> Result<(Vec<store::Entry>, Option<Vec<u8>>), store::Error> {
+    // The smallest key after `after`.
+    let start = [after, &[0]].concat();
+    let rows = tx.scan_range(table, floor.max(&start), end, limit)?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|(k, _)| k.clone()))
+        .flatten();
+    Ok((rows, next))
+}
+
+/// The audit rows (key, stored record) after the key `after`, in key order: the unchained
+/// records, then each writer's chain.
+pub fn audit_rows(
+    tx: &dyn Txn,
+    after: &[u8],
+    limit: usize,
+) -> Result<(Vec<store::Entry>, Option<Vec<u8>>), store::Error> {
+    rows_after(tx, Table::Audit, (&[], &[u8::MAX; 42]), after, limit)
+}
+
 /// When an entry happened.
 fn time_ms(entry: &ChainedV1) -> i64 {
     match entry {
@@ -165,12 +193,7 @@ impl Gateway {
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| -> Result<_, store::Error> {
-                // The smallest key after `after`.
-                let start = [after.as_slice(), &[0]].concat();
-                let rows = tx.scan_range(Table::Audit, &start, &[u8::MAX; 42], limit)?;
-                let next = (rows.len() == limit)
-                    .then(|| rows.last().map(|(k, _)| k.clone()))
-                    .flatten();
+                let (rows, next) = audit_rows(tx, &after, limit)?;
                 let mut entries = Vec::new();
                 for (k, v) in rows {
                     let entry = entry_of(&k, &v)?;

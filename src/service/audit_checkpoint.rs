@@ -85,16 +85,9 @@ pub fn checkpoints_page(
     after: &[u8],
     limit: usize,
 ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), store::Error> {
-    let start = if after.is_empty() {
-        CHECKPOINT.to_vec()
-    } else {
-        [after, &[0]].concat()
-    };
     let end = [&CHECKPOINT[..CHECKPOINT.len() - 1], &[1]].concat();
-    let rows = tx.scan_range(Table::AuditChain, &start, &end, limit)?;
-    let next = (rows.len() == limit)
-        .then(|| rows.last().map(|(k, _)| k.clone()))
-        .flatten();
+    let (rows, next) =
+        audit_chain::rows_after(tx, Table::AuditChain, (CHECKPOINT, &end), after, limit)?;
     Ok((rows.into_iter().map(|(_, v)| v).collect(), next))
 }
 
