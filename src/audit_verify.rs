@@ -56,6 +56,9 @@ fn short(writer: &[u8; 32]) -> String {
 struct Chain {
     head: ChainHeadV1,
     broken: bool,
+    /// A link that fits but for the hash it names: the one before it was altered, or its own
+    /// bytes were (then the next link does not name its hash either).
+    suspect: Option<ChainHeadV1>,
 }
 
 /// A head a checkpoint names, and which checkpoint.
@@ -177,8 +180,16 @@ impl ChainVerifier {
                 hash: [0; 32],
             },
             broken: false,
+            suspect: None,
         });
         if chain.broken {
+            return None;
+        }
+        if let Some(suspect) = chain.suspect.take() {
+            let vouched = matches!(decode(canonical),
+                Ok(AuditRecord::V3(next)) if next.previous == suspect.hash);
+            let (sequence, problem) = altered(&suspect, vouched);
+            self.reject(writer, sequence, &problem);
             return None;
         }
         match fits(&chain.head, sequence, canonical) {
@@ -195,7 +206,15 @@ impl ChainVerifier {
                 self.compare_named(&head);
                 Some(link)
             }
-            Err((sequence, problem)) => {
+            Err(Misfit::Unlinked) => {
+                chain.suspect = Some(ChainHeadV1 {
+                    writer,
+                    sequence,
+                    hash: sha256(canonical),
+                });
+                None
+            }
+            Err(Misfit::Bad(sequence, problem)) => {
                 chain.broken = true;
                 self.findings.push(Finding::Link {
                     writer,
@@ -241,6 +260,11 @@ impl ChainVerifier {
 
     /// The verdict; over a store, `heads` are the writers' recorded heads.
     pub fn finish(mut self, heads: Option<&[ChainHeadV1]>) -> Report {
+        let suspects: Vec<_> = self.chains.values().filter_map(|c| c.suspect).collect();
+        for suspect in suspects {
+            let (sequence, problem) = altered(&suspect, true);
+            self.reject(suspect.writer, sequence, &format!("{problem} (or it was)"));
+        }
         for head in heads.unwrap_or_default() {
             self.compare_head(head);
         }
@@ -312,44 +336,64 @@ impl ChainVerifier {
     }
 }
 
-/// The link `canonical` decoded, if it is the one after `head` at `sequence`; otherwise the first
-/// sequence that cannot be trusted and why.
-fn fits(head: &ChainHeadV1, sequence: u64, canonical: &[u8]) -> Result<AuditV3, (u64, String)> {
+/// Why a link does not fit after a chain's head.
+enum Misfit {
+    /// The first sequence that cannot be trusted, and why.
+    Bad(u64, String),
+    /// It fits but for the hash it names.
+    Unlinked,
+}
+
+fn bad(sequence: u64, problem: impl Into<String>) -> Misfit {
+    Misfit::Bad(sequence, problem.into())
+}
+
+/// The first bad sequence, and why, about a link `suspect` that names another hash than its
+/// predecessor's: the predecessor if the next link `vouched` for the suspect's bytes (named
+/// their hash), otherwise the suspect itself.
+fn altered(suspect: &ChainHeadV1, vouched: bool) -> (u64, String) {
+    let sequence = suspect.sequence;
+    if vouched {
+        let problem = format!("altered: its hash is not the one sequence {sequence} names");
+        (sequence - 1, problem)
+    } else {
+        let problem = "altered: neither the hash it names nor its own is in the chain";
+        (sequence, problem.to_owned())
+    }
+}
+
+/// The link `canonical` decoded, if it is the one after `head` at `sequence`.
+fn fits(head: &ChainHeadV1, sequence: u64, canonical: &[u8]) -> Result<AuditV3, Misfit> {
     let expected = head.sequence + 1;
     if sequence > expected {
-        return Err((
+        return Err(bad(
             expected,
             format!("missing: the chain goes on at {sequence}"),
         ));
     }
     if sequence < expected {
-        return Err((expected, format!("missing: {sequence} comes again instead")));
+        return Err(bad(
+            expected,
+            format!("missing: {sequence} comes again instead"),
+        ));
     }
     let link = match decode::<AuditRecord>(canonical) {
         Ok(AuditRecord::V3(link)) => link,
-        Ok(_) => return Err((sequence, "not a chain link".into())),
-        Err(_) => return Err((sequence, "does not decode".into())),
+        Ok(_) => return Err(bad(sequence, "not a chain link")),
+        Err(_) => return Err(bad(sequence, "does not decode")),
     };
     if link.writer != head.writer || link.sequence != sequence {
-        let problem = format!(
-            "holds sequence {} of writer {}",
-            link.sequence,
-            short(&link.writer)
-        );
-        return Err((sequence, problem));
+        let short_writer = short(&link.writer);
+        let problem = format!("holds sequence {} of writer {short_writer}", link.sequence);
+        return Err(bad(sequence, problem));
     }
     let genesis = matches!(link.entry, ChainedV1::Genesis { .. });
     if genesis != (sequence == 1) {
-        return Err((sequence, "a genesis link only begins a chain".into()));
+        return Err(bad(sequence, "a genesis link only begins a chain"));
     }
-    if link.previous != head.hash {
-        return Err(match head.sequence {
-            0 => (sequence, "the genesis link names a predecessor".into()),
-            before => (
-                before,
-                format!("altered: its hash is not the one sequence {sequence} names"),
-            ),
-        });
+    match (link.previous == head.hash, head.sequence) {
+        (true, _) => Ok(link),
+        (false, 0) => Err(bad(sequence, "the genesis link names a predecessor")),
+        (false, _) => Err(Misfit::Unlinked),
     }
-    Ok(link)
 }

@@ -7,28 +7,22 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Stopped, start_with};
+use common::{
+    Stopped,
+    audit::{dev_gateway_certs, only_bad_link, writer},
+    start_with,
+};
 use rxgate::{
     audit_cli,
     audit_verify::{ChainVerifier, Finding, Report},
     domain::hash::sha256,
-    identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
+    identity::{IdentityFiles, TrustedSenders},
     service::{
         head_key, link_key,
         records::{AuditRecord, AuditV1, AuditV2, ChainHeadRecord, ChainHeadV1, decode, encode},
     },
     store::{EmbeddedStore, Error as StoreError, Store, Table, Txn},
 };
-
-fn writer() -> [u8; 32] {
-    GatewayIdentity::from_files(&IdentityFiles::dev())
-        .unwrap()
-        .fingerprint()
-}
-
-fn dev_gateway_certs() -> TrustedSenders {
-    TrustedSenders::from_files(&[IdentityFiles::dev().cert]).unwrap()
-}
 
 /// A stopped gateway whose chain holds its genesis link and `calls` audited exports (links
 /// 2..=calls + 1), bound by the checkpoint written at shutdown.
@@ -65,20 +59,6 @@ fn link(tx: &dyn Txn, sequence: u64) -> Vec<u8> {
     tx.get(Table::Audit, &link_key(&writer(), sequence))
         .unwrap()
         .unwrap()
-}
-
-/// The one finding of `report`: a link of the dev gateway's chain at `sequence`.
-fn only_bad_link(report: &Report, sequence: u64) -> &str {
-    match &report.findings[..] {
-        [
-            Finding::Link {
-                writer: w,
-                sequence: s,
-                problem,
-            },
-        ] if *w == writer() && *s == sequence => problem,
-        other => panic!("expected one bad link at {sequence}, found {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -308,4 +288,46 @@ async fn an_upgraded_store_begins_its_chain_with_a_genesis_link() {
         ),
         "{report}"
     );
+}
+
+#[tokio::test]
+async fn each_gateway_writes_its_own_chain() {
+    let h = start_with(|_| {}).await;
+    h.audit_records().await;
+    let dir = IdentityFiles::dev().cert.with_file_name("");
+    let other = IdentityFiles {
+        key: dir.join("untrusted-gateway.key.pem"),
+        cert: dir.join("untrusted-gateway.cert.pem"),
+    };
+    let certs = [IdentityFiles::dev().cert, other.cert.clone()];
+    let h = h.restart_with(move |c| c.gateway = other).await;
+    let records = h.audit_records().await;
+    let writers: std::collections::BTreeSet<_> =
+        records.iter().map(|r| r.chain_writer.clone()).collect();
+    assert_eq!(writers.len(), 2, "two chains");
+    assert_eq!(
+        records.last().unwrap().sequence,
+        2,
+        "the second's own sequence"
+    );
+    let stopped = h.stop().await;
+
+    let both = ChainVerifier::new(TrustedSenders::from_files(&certs).unwrap());
+    let report = audit_cli::verify_store(stopped.store_dir(), both, &[])
+        .await
+        .unwrap();
+    assert!(report.findings.is_empty(), "{report}");
+    // The first's at its shutdown; the second's at its start and shutdown, each binding both
+    // chains.
+    assert_eq!(
+        (report.writers, report.links, report.checkpoints),
+        (2, 4, 3)
+    );
+    let report = verify(stopped.store_dir(), &[]).await;
+    let unknown = |f: &Finding| {
+        matches!(f, Finding::Checkpoint { problem, .. }
+            if problem.contains("not a given gateway certificate"))
+    };
+    assert_eq!(report.findings.len(), 2, "{report}");
+    assert!(report.findings.iter().all(unknown), "{report}");
 }
