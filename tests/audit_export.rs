@@ -50,6 +50,18 @@ fn tampered(pristine: &pb::AuditExport, file: &Path, tamper: fn(&mut pb::AuditEx
 
 type Tamper = fn(&mut pb::AuditExport);
 
+/// Record 4 (an ExportAudit) shown and encoded as another action, consistently.
+fn rename_action(export: &mut pb::AuditExport) {
+    let record = &mut export.records[3];
+    let at = record
+        .canonical
+        .windows(6)
+        .position(|w| w == b"Export")
+        .unwrap();
+    record.canonical[at] = b'e';
+    record.action = "exportAudit".into();
+}
+
 #[tokio::test]
 async fn an_export_verifies_and_names_the_first_bad_sequence_after_tampering() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,8 +74,20 @@ async fn an_export_verifies_and_names_the_first_bad_sequence_after_tampering() {
         json::from_json(EXPORT, &std::fs::read_to_string(&file).unwrap()).unwrap();
 
     // Records are exported in sequence order: records[i] is sequence i + 1.
-    let cases: [(&str, Tamper, u64, &str); 6] = [
-        ("a changed byte", |e| e.records[3].canonical[40] ^= 1, 4, ""),
+    let cases: [(&str, Tamper, u64, &str); 7] = [
+        // In the hash the link names.
+        (
+            "a changed byte",
+            |e| e.records[3].canonical[40] ^= 1,
+            4,
+            "altered",
+        ),
+        (
+            "a changed record, its fields too",
+            rename_action,
+            4,
+            "altered",
+        ),
         (
             "a deleted record",
             |e| drop(e.records.remove(3)),
