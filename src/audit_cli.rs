@@ -13,7 +13,7 @@ use crate::{
     json,
     proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::{AuditEntry, ChainLink, audit_rows, checkpoint_body, checkpoints_page, heads},
-    service::{parse_key, records::ChainHeadV1},
+    service::{Page, parse_key, records::ChainHeadV1},
     store::{EmbeddedStore, Entry, Error as StoreError, Store, Txn},
     tls::ClientFiles,
 };
@@ -43,10 +43,11 @@ pub fn checkpoints_in(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 /// Reads the closed store at `dir` a page at a time: `read(tx, after)` answers rows and the key
 /// to go on from.
-async fn pages<T: Send + 'static>(
-    store: &EmbeddedStore,
-    read: fn(&dyn Txn, &[u8]) -> Result<(Vec<T>, Option<Vec<u8>>), StoreError>,
-) -> anyhow::Result<Vec<Vec<T>>> {
+async fn pages<T, F>(store: &EmbeddedStore, read: F) -> anyhow::Result<Vec<Vec<T>>>
+where
+    T: Send + 'static,
+    F: Fn(&dyn Txn, &[u8]) -> Result<Page<T>, StoreError> + Copy + Send + 'static,
+{
     let mut all = Vec::new();
     let mut after = Vec::new();
     loop {
@@ -61,14 +62,11 @@ async fn pages<T: Send + 'static>(
     }
 }
 
-fn checkpoint_page(
-    tx: &dyn Txn,
-    after: &[u8],
-) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+fn checkpoint_page(tx: &dyn Txn, after: &[u8]) -> Result<Page<Vec<u8>>, StoreError> {
     checkpoints_page(tx, after, PAGE)
 }
 
-fn audit_page(tx: &dyn Txn, after: &[u8]) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
+fn audit_page(tx: &dyn Txn, after: &[u8]) -> Result<Page<Entry>, StoreError> {
     audit_rows(tx, after, PAGE)
 }
 

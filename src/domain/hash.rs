@@ -32,7 +32,7 @@ pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 pub fn from_hex_bytes(text: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| char::from(c).to_digit(16);
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks_exact(2)

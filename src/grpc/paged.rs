@@ -7,7 +7,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use super::to_status;
-use crate::service::Error;
+use crate::service::{Error, Page};
 
 pub type PagedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -17,7 +17,7 @@ pub fn stream_pages<T, F, Fut>(mut fetch: F) -> PagedStream<T>
 where
     T: Send + 'static,
     F: FnMut(Vec<u8>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(Vec<T>, Option<Vec<u8>>), Error>> + Send,
+    Fut: Future<Output = Result<Page<T>, Error>> + Send,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {

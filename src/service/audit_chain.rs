@@ -120,8 +120,11 @@ fn link(tx: &mut dyn Txn, head: ChainHeadV1, entry: ChainedV1) -> ChainHeadV1 {
 pub fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
     let (writer, sequence) = parse_key(key)?;
     let (entry, chain) = match decode::<AuditRecord>(value)? {
-        AuditRecord::V1(call) => (ChainedV1::Call(AuditV2 { call, check: None }), None),
-        AuditRecord::V2(r) => (ChainedV1::Call(r), None),
+        AuditRecord::V1(call) => (
+            ChainedV1::Call(Box::new(AuditV2 { call, check: None })),
+            None,
+        ),
+        AuditRecord::V2(r) => (ChainedV1::Call(Box::new(r)), None),
         AuditRecord::V3(link) => {
             let chain = super::ChainLink {
                 writer: writer.ok_or_else(|| store::Error::Corrupt("unkeyed link".into()))?,
@@ -138,6 +141,12 @@ pub fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
     })
 }
 
+/// The position of a paged read: the last key read.
+pub type Cursor = Vec<u8>;
+
+/// A page of a paged read, and where to go on from (None after the last).
+pub type Page<T> = (Vec<T>, Option<Cursor>);
+
 /// The rows of `table` in [`floor`, `end`) after the key `after` (all when empty), at most
 /// `limit`, and the key to go on from when there may be more.
 pub fn rows_after(
@@ -146,7 +155,7 @@ pub fn rows_after(
     (floor, end): (&[u8], &[u8]),
     after: &[u8],
     limit: usize,
-) -> Result<(Vec<store::Entry>, Option<Vec<u8>>), store::Error> {
+) -> Result<Page<store::Entry>, store::Error> {
     // The smallest key after `after`.
     let start = [after, &[0]].concat();
     let rows = tx.scan_range(table, floor.max(&start), end, limit)?;
@@ -162,7 +171,7 @@ pub fn audit_rows(
     tx: &dyn Txn,
     after: &[u8],
     limit: usize,
-) -> Result<(Vec<store::Entry>, Option<Vec<u8>>), store::Error> {
+) -> Result<Page<store::Entry>, store::Error> {
     rows_after(tx, Table::Audit, (&[], &[u8::MAX; 42]), after, limit)
 }
 
@@ -173,9 +182,6 @@ fn time_ms(entry: &ChainedV1) -> i64 {
         ChainedV1::Call(r) => r.call.time_ms,
     }
 }
-
-/// The position of an export: the last audit key read.
-pub type Cursor = Vec<u8>;
 
 impl Gateway {
     /// The audit records whose time lies in [from_ms, to_ms), a page at a time: the records
@@ -189,7 +195,7 @@ impl Gateway {
         after: Cursor,
         limit: usize,
         patient: Option<[u8; 32]>,
-    ) -> Result<(Vec<AuditEntry>, Option<Cursor>), Error> {
+    ) -> Result<Page<AuditEntry>, Error> {
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| -> Result<_, store::Error> {

@@ -12,7 +12,9 @@ use crate::{
 };
 
 use super::{
-    Error, Gateway, audit_chain, millis,
+    Error, Gateway, audit_chain,
+    audit_chain::Page,
+    millis,
     records::{CheckpointV1, SignedCheckpointRecord, decode, encode},
 };
 
@@ -84,7 +86,7 @@ pub fn checkpoints_page(
     tx: &dyn Txn,
     after: &[u8],
     limit: usize,
-) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), store::Error> {
+) -> Result<Page<Vec<u8>>, store::Error> {
     let end = [&CHECKPOINT[..CHECKPOINT.len() - 1], &[1]].concat();
     let (rows, next) =
         audit_chain::rows_after(tx, Table::AuditChain, (CHECKPOINT, &end), after, limit)?;
@@ -119,7 +121,7 @@ impl Gateway {
         &self,
         after: Vec<u8>,
         limit: usize,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), Error> {
+    ) -> Result<Page<Vec<u8>>, Error> {
         self.store
             .transact(move |tx: &mut dyn Txn| checkpoints_page(tx, &after, limit))
             .await

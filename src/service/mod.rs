@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use prost::Message;
 use ring::rand::SecureRandom;
 
-pub use audit_chain::{Cursor, audit_rows, entry_of, head_key, heads, link_key, parse_key};
+pub use audit_chain::{Cursor, Page, audit_rows, entry_of, head_key, heads, link_key, parse_key};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
@@ -589,10 +589,10 @@ impl AuditDraft {
                 Err(e) => e.audit_outcome(),
             },
         };
-        let record = ChainedV1::Call(AuditV2 {
+        let record = ChainedV1::Call(Box::new(AuditV2 {
             call,
             check: self.check,
-        });
+        }));
         audit_chain::append(tx, &self.writer, self.time_ms, record)
     }
 }

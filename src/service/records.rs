@@ -377,7 +377,7 @@ pub enum ChainedV1 {
     /// and 2, keyed 1..=unchained) the store held then.
     Genesis { time_ms: i64, unchained: u64 },
     /// The audit record of a call.
-    Call(AuditV2),
+    Call(Box<AuditV2>),
 }
 
 /// The last link of a writer's chain.
