@@ -55,15 +55,34 @@ const DELIVER: &str = "/rxgate.v1.ManagementIntake/DeliverDispensingRecord";
 const STUCK: &str = "/rxgate.v1.AdminService/ListStuckPrescriptions";
 const IMPORT: &str = "/rxgate.v1.AdminService/ImportMaster";
 const EXPORT: &str = "/rxgate.v1.AdminService/ExportAudit";
+const CHECKPOINTS: &str = "/rxgate.v1.AdminService/ExportAuditCheckpoints";
 const LOCKOUTS: &str = "/rxgate.v1.AdminService/ListLockouts";
 const UNLOCK: &str = "/rxgate.v1.AdminService/Unlock";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 
 /// Every method the table must cover, each with at least three rows.
-const COVERED: [&str; 19] = [
-    CHECK_RX, REGISTER, CANCEL, STATUS, SEARCH, LOOKUP, RECEIVE, RETURN, RECORD, CHECK_DISP, WATCH,
-    DELIVER, STUCK, IMPORT, EXPORT, LOCKOUTS, UNLOCK, HEALTH, REFLECTION,
+const COVERED: [&str; 20] = [
+    CHECK_RX,
+    REGISTER,
+    CANCEL,
+    STATUS,
+    SEARCH,
+    LOOKUP,
+    RECEIVE,
+    RETURN,
+    RECORD,
+    CHECK_DISP,
+    WATCH,
+    DELIVER,
+    STUCK,
+    IMPORT,
+    EXPORT,
+    CHECKPOINTS,
+    LOCKOUTS,
+    UNLOCK,
+    HEALTH,
+    REFLECTION,
 ];
 
 /// The field an undecodable request is refused under (src/grpc/decode_errors.rs).
@@ -528,6 +547,9 @@ fn stuck_and_export_rows() -> Vec<Row> {
         one("export: from i64::MAX to i64::MIN", "operator", EXPORT, &export(i64::MAX, i64::MIN, String::new()), Want::Answered(0)),
         one("export: a pharmacy calls", "pharmacy", EXPORT, &export(0, 0, String::new()), Want::Code(Code::PermissionDenied)),
         raw("export: garbage (tag 0)", "operator", EXPORT, TAG_ZERO, Want::Invalid(UNDECODABLE)),
+        one("checkpoints: a pharmacy calls", "pharmacy", CHECKPOINTS, &pb::ExportAuditCheckpointsRequest {}, Want::Code(Code::PermissionDenied)),
+        one("checkpoints: a clinic calls", "clinic", CHECKPOINTS, &pb::ExportAuditCheckpointsRequest {}, Want::Code(Code::PermissionDenied)),
+        raw("checkpoints: garbage (a truncated field)", "operator", CHECKPOINTS, TRUNCATED, Want::Invalid(UNDECODABLE)),
     ]
 }
 
