@@ -70,74 +70,60 @@ async fn an_untouched_store_verifies() {
     assert_eq!(report.checkpoints, 1, "the one written at shutdown");
 }
 
-#[tokio::test]
-async fn one_changed_byte_is_named() {
-    let stopped = audited(6).await;
-    edit(stopped.store_dir(), |tx| {
-        let mut value = link(tx, 4);
-        let at = value.windows(6).position(|w| w == b"Export").unwrap();
-        value[at] = b'e';
-        tx.put(Table::Audit, &link_key(&writer(), 4), &value);
-    })
-    .await;
-    let report = verify(stopped.store_dir(), &[]).await;
-    assert!(only_bad_link(&report, 4).contains("altered"), "{report}");
+/// Changes one byte of link 4 (its action's first letter).
+fn change_a_byte(tx: &mut dyn Txn) {
+    let mut value = link(tx, 4);
+    let at = value.windows(6).position(|w| w == b"Export").unwrap();
+    value[at] = b'e';
+    tx.put(Table::Audit, &link_key(&writer(), 4), &value);
 }
 
-#[tokio::test]
-async fn a_deleted_record_is_named() {
-    let stopped = audited(6).await;
-    edit(stopped.store_dir(), |tx| {
-        tx.delete(Table::Audit, &link_key(&writer(), 4))
-    })
-    .await;
-    let report = verify(stopped.store_dir(), &[]).await;
-    assert!(only_bad_link(&report, 4).contains("missing"), "{report}");
+fn swap(tx: &mut dyn Txn) {
+    let (four, five) = (link(tx, 4), link(tx, 5));
+    tx.put(Table::Audit, &link_key(&writer(), 4), &five);
+    tx.put(Table::Audit, &link_key(&writer(), 5), &four);
 }
 
-#[tokio::test]
-async fn two_swapped_records_are_named() {
-    let stopped = audited(6).await;
-    edit(stopped.store_dir(), |tx| {
-        let (four, five) = (link(tx, 4), link(tx, 5));
-        tx.put(Table::Audit, &link_key(&writer(), 4), &five);
-        tx.put(Table::Audit, &link_key(&writer(), 5), &four);
-    })
-    .await;
-    let report = verify(stopped.store_dir(), &[]).await;
-    assert!(
-        only_bad_link(&report, 4).contains("holds sequence 5"),
-        "{report}"
-    );
-}
-
-/// Inserts a well-formed link at `at` (a copy of the one before, naming its hash) and moves the
-/// links from `at` on one place up, through `last`.
-fn insert(tx: &mut dyn Txn, at: u64, last: u64) {
-    for sequence in (at..=last).rev() {
+/// Inserts a well-formed link at 4 (a copy of 3, naming its hash) and moves links 4..=7 one
+/// place up.
+fn insert(tx: &mut dyn Txn) {
+    for sequence in (4..=7).rev() {
         let value = link(tx, sequence);
         tx.put(Table::Audit, &link_key(&writer(), sequence + 1), &value);
     }
-    let before = link(tx, at - 1);
+    let before = link(tx, 3);
     let Ok(AuditRecord::V3(mut forged)) = decode::<AuditRecord>(&before) else {
         panic!("not a link");
     };
-    forged.sequence = at;
+    forged.sequence = 4;
     forged.previous = sha256(&before);
     let forged = encode(&AuditRecord::V3(forged));
-    tx.put(Table::Audit, &link_key(&writer(), at), &forged);
+    tx.put(Table::Audit, &link_key(&writer(), 4), &forged);
 }
 
+type Tamper = fn(&mut dyn Txn);
+
 #[tokio::test]
-async fn an_inserted_record_is_named() {
-    let stopped = audited(6).await;
-    edit(stopped.store_dir(), |tx| insert(tx, 4, 7)).await;
-    let report = verify(stopped.store_dir(), &[]).await;
-    // The forged link fits after 3; the one it displaced does not fit after it.
-    assert!(
-        only_bad_link(&report, 5).contains("holds sequence 4"),
-        "{report}"
-    );
+async fn each_kind_of_tampering_is_named() {
+    let cases: [(&str, Tamper, u64, &str); 4] = [
+        ("a changed byte", change_a_byte, 4, "altered"),
+        (
+            "a deleted record",
+            |tx| tx.delete(Table::Audit, &link_key(&writer(), 4)),
+            4,
+            "missing",
+        ),
+        ("two swapped records", swap, 4, "holds sequence 5"),
+        // The forged link fits after 3; the one it displaced does not fit after it.
+        ("an inserted record", insert, 5, "holds sequence 4"),
+    ];
+    for (what, tamper, sequence, problem) in cases {
+        let stopped = audited(6).await;
+        edit(stopped.store_dir(), tamper).await;
+        let report = verify(stopped.store_dir(), &[]).await;
+        let found = only_bad_link(&report, sequence);
+        assert!(found.contains(problem), "{what}: {report}");
+    }
 }
 
 /// Drops the last two links and rewrites the head to match: only a checkpoint notices.

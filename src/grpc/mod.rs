@@ -639,15 +639,16 @@ impl AdminService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        let gateway = Arc::clone(&self.gateway);
-        Ok(Response::new(stream_pages(move |after| {
-            let gateway = Arc::clone(&gateway);
-            async move {
+        Ok(Response::new(stream_pages(
+            &self.gateway,
+            move |gateway, after| async move {
                 let (entries, next) = gateway.audit_page((from, to), after, 500, patient).await?;
-                let records = entries.into_iter().map(convert::audit_to_pb).collect();
-                Ok((records, next))
-            }
-        })))
+                Ok((
+                    entries.into_iter().map(convert::audit_to_pb).collect(),
+                    next,
+                ))
+            },
+        )))
     }
 
     async fn export_audit_checkpoints(
@@ -662,17 +663,13 @@ impl AdminService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        let gateway = Arc::clone(&self.gateway);
-        Ok(Response::new(stream_pages(move |after| {
-            let gateway = Arc::clone(&gateway);
-            async move {
+        let signed = |signed| pb::AuditCheckpoint { signed };
+        Ok(Response::new(stream_pages(
+            &self.gateway,
+            move |gateway, after| async move {
                 let (stored, next) = gateway.audit_checkpoints(after, 500).await?;
-                let checkpoints = stored
-                    .into_iter()
-                    .map(|signed| pb::AuditCheckpoint { signed })
-                    .collect();
-                Ok((checkpoints, next))
-            }
-        })))
+                Ok((stored.into_iter().map(signed).collect(), next))
+            },
+        )))
     }
 }
