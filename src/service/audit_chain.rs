@@ -117,7 +117,7 @@ fn link(tx: &mut dyn Txn, head: ChainHeadV1, entry: ChainedV1) -> ChainHeadV1 {
 
 /// A stored audit row as exported: an unchained record (a call), or a link with its chain fields
 /// and its encoding (what the chain hashes).
-pub fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
+fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
     let (writer, sequence) = parse_key(key)?;
     let (entry, chain) = match decode::<AuditRecord>(value)? {
         AuditRecord::V1(call) => (

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use prost::Message;
 use ring::rand::SecureRandom;
 
-pub use audit_chain::{Cursor, Page, audit_rows, entry_of, head_key, heads, link_key, parse_key};
+pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
