@@ -14,6 +14,7 @@ use crate::{
         FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer, Services, StreamCap,
         StreamCount, UnaryDeadline, streaming_paths,
     },
+    identity::GatewayIdentity,
     masters, ops,
     proto::{
         DESCRIPTOR_SET,
@@ -129,6 +130,14 @@ async fn every_off_runtime<T: Send + 'static>(
     }
 }
 
+/// Writes an audit checkpoint if the chains moved; a failure is logged (the next one binds the
+/// same heads).
+async fn checkpoint(gateway: &Gateway, identity: &Arc<GatewayIdentity>) {
+    if let Err(e) = gateway.checkpoint_audit(Arc::clone(identity)).await {
+        tracing::warn!(error = %e, "audit checkpoint failed");
+    }
+}
+
 /// Binds `config.listen` and starts serving; returns once the server accepts connections.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     config.validate()?;
@@ -235,13 +244,23 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
         }
     }));
+    let identity = Arc::new(config.gateway_identity()?);
     if let Some(relay) = &config.relay {
-        let identity = Arc::new(config.gateway_identity()?);
         background.push(tokio::spawn(crate::relay::run(
             Arc::clone(&gateway),
-            relay.relay_config(identity),
+            relay.relay_config(Arc::clone(&identity)),
         )));
     }
+    let checkpointer = Arc::clone(&gateway);
+    let checkpoint_every = Duration::from_secs(config.audit_checkpoint_secs.max(1));
+    let signer = Arc::clone(&identity);
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(checkpoint_every);
+        loop {
+            tick.tick().await;
+            checkpoint(&checkpointer, &signer).await;
+        }
+    }));
     let pruner = Arc::clone(&gateway);
     let retention_ms = i64::from(config.event_retention_days) * 86_400_000;
     let relaying = config.relay.is_some();
@@ -352,6 +371,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         for task in background {
             task.abort();
         }
+        // The last calls' records are bound by a checkpoint before the store closes.
+        checkpoint(&gateway, &identity).await;
         drop(gateway);
         // Closing flushes, joins the writer thread and waits for the engine to release its files:
         // blocking work, kept off the async runtime.

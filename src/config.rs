@@ -105,6 +105,10 @@ pub struct Config {
     /// Seconds an ACCEPTED prescription may go without a dispensing record before it is stuck.
     #[serde(default = "default_stuck_after")]
     pub stuck_after_secs: u64,
+    /// How often, when the audit chain has moved, the gateway writes a signed checkpoint of
+    /// every chain head (also at shutdown; docs/SECURITY.md, Audit trail).
+    #[serde(default = "default_audit_checkpoint")]
+    pub audit_checkpoint_secs: u64,
     /// Days the event log keeps events (never those the relay has not yet delivered).
     #[serde(default = "default_event_retention")]
     pub event_retention_days: u32,
@@ -289,6 +293,9 @@ fn default_sweep() -> u64 {
 fn default_stuck_after() -> u64 {
     3 * 86_400
 }
+fn default_audit_checkpoint() -> u64 {
+    60
+}
 fn default_event_retention() -> u32 {
     90
 }
@@ -369,6 +376,7 @@ impl Config {
             audit_pseudonym_key: Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("certs/audit/pseudonym-dev.key"),
             stuck_after_secs: default_stuck_after(),
+            audit_checkpoint_secs: default_audit_checkpoint(),
             event_retention_days: default_event_retention(),
             relay: None,
             metrics_listen: default_metrics_listen(),
@@ -414,7 +422,7 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 14] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
@@ -463,6 +471,7 @@ impl Config {
             ("crl_refresh_secs", self.crl_refresh_secs, 1, DAY),
             ("expiry_sweep_secs", self.expiry_sweep_secs, 1, DAY),
             ("stuck_after_secs", self.stuck_after_secs, 60, 366 * DAY),
+            ("audit_checkpoint_secs", self.audit_checkpoint_secs, 1, DAY),
             (
                 "event_retention_days",
                 self.event_retention_days.into(),
@@ -545,6 +554,7 @@ impl Config {
             pseudonyms: self.pseudonyms()?,
             stuck_after: Duration::from_secs(self.stuck_after_secs),
             trusted_senders: self.trusted_senders()?,
+            audit_writer: self.gateway_identity()?.fingerprint(),
             ..GatewayConfig::default()
         })
     }

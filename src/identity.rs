@@ -1,7 +1,8 @@
 //! The gateway's own signing identity (`[gateway]`: an ECDSA P-256 key and its certificate) and
 //! the pinned certificates of the gateways an intake trusts (`intake.trusted_senders`). One
-//! identity for everything the gateway itself attests: today the relay metadata of a dispensing
-//! record (its original receipt time, institution and prescription number).
+//! identity for everything the gateway itself attests: the relay metadata of a dispensing record
+//! (its original receipt time, institution and prescription number) and the checkpoints of its
+//! audit chain. The pinned certificates verify both (an intake, `rxgate audit verify`).
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -19,6 +20,8 @@ use crate::{domain::hash::sha256, signer::pem_or_der};
 /// What a signature of the identity is about: signed ahead of the message, so that a signature
 /// made for one purpose never verifies for another.
 pub const RELAY_STATEMENT: &[u8] = b"rxgate.v1.RelayStatement\0";
+/// A checkpoint of the audit chains (service::audit_checkpoint).
+pub const AUDIT_CHECKPOINT: &[u8] = b"rxgate.v1.AuditCheckpoint\0";
 
 fn in_context(context: &[u8], message: &[u8]) -> Vec<u8> {
     [context, message].concat()
@@ -137,7 +140,8 @@ pub enum Untrusted {
     BadSignature,
 }
 
-/// The gateways whose attestations an intake believes, by certificate fingerprint.
+/// The gateways whose attestations are believed (by an intake, by the audit verifier), by
+/// certificate fingerprint.
 #[derive(Clone, Default)]
 pub struct TrustedSenders(Arc<HashMap<[u8; 32], Vec<u8>>>);
 

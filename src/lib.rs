@@ -14,6 +14,8 @@
 //! - `masters`: the drug masters and contraindication table from files (`Sources`).
 //! - `master_import`: the `rxgate master import` client.
 //! - `admin_cli`: the `rxgate admin lockouts` and `rxgate admin unlock` client.
+//! - `audit_verify`: checks the audit chains and their signed checkpoints; `audit_cli` feeds it
+//!   a stopped store or an export (`rxgate audit verify`, `checkpoints`, `export`).
 //! - `metrics`: the gateway's counters and histograms; labels only from fixed sets.
 //! - `readiness`: whether the gateway should take traffic (a working store, no drain).
 //! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
@@ -31,6 +33,8 @@
 
 pub mod admin_cli;
 pub mod app;
+pub mod audit_cli;
+pub mod audit_verify;
 pub mod config;
 pub mod demo;
 pub mod documents;

@@ -12,13 +12,15 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use prost::Message;
 use rxgate::{
-    admin_cli,
+    admin_cli, audit_cli,
+    audit_verify::ChainVerifier,
     config::Config,
     domain::{
         hash::hex,
         patient::PatientKey,
         signature::{SignedContent, VerifierConfig},
     },
+    identity::TrustedSenders,
     json, master_import,
     proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
     service::{Pseudonyms, SystemClock},
@@ -125,7 +127,7 @@ enum Command {
         #[arg(long)]
         signature_out: Option<PathBuf>,
     },
-    /// The audit log's patient pseudonyms.
+    /// The audit log: its patient pseudonyms, its hash chains and their checkpoints.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -142,6 +144,41 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// Check the audit chains and their signed checkpoints, of a stopped gateway's store or of
+    /// an export; names the first bad sequence of each chain. Exit code 1 when not intact.
+    Verify {
+        /// The store's folder (the gateway stopped).
+        #[arg(long, required_unless_present = "export", conflicts_with = "export")]
+        data_dir: Option<PathBuf>,
+        /// An export (`rxgate audit export`).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Checkpoints kept outside the store: a file of `checkpoint=HEX` lines (the gateway's
+        /// log, or what `rxgate audit checkpoints` printed).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The [gateway] certificate of each gateway whose checkpoints are believed
+        /// (repeatable); default: the one --config names.
+        #[arg(long)]
+        gateway_cert: Vec<PathBuf>,
+        /// The gateway's configuration, for its [gateway] certificate.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the signed checkpoints of a stopped gateway's store, each with its `checkpoint=HEX`
+    /// line (keep a copy: `rxgate audit verify --checkpoints` reads it).
+    Checkpoints {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Write a running gateway's whole audit trail and checkpoints to a file (as an operator):
+    /// protobuf JSON of rxgate.v1.AuditExport, what `rxgate audit verify --export` reads.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Print the pseudonym (64 hex digits) that audit records name a patient by: the
     /// `patient_pseudonym` that ExportAudit filters on, to list every check of that patient.
     Pseudonym {
@@ -395,10 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime()?.block_on(admin(command))?;
             Ok(true)
         }
-        Command::Audit { command } => {
-            println!("{}", audit(command)?);
-            Ok(true)
-        }
+        Command::Audit { command } => audit(command),
         Command::Demo { addr } => {
             runtime()?.block_on(rxgate::demo::run(&addr))?;
             Ok(true)
@@ -483,18 +517,78 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `rxgate audit` prints.
-fn audit(command: AuditCommand) -> anyhow::Result<String> {
-    let AuditCommand::Pseudonym {
-        key_file,
-        insurer,
-        symbol,
-        number,
-        branch,
-        payer,
-        recipient,
-    } = command;
-    let pseudonyms = Pseudonyms::from_file(&key_file).map_err(anyhow::Error::msg)?;
+/// Runs `rxgate audit`; false when a verification failed.
+fn audit(command: AuditCommand) -> anyhow::Result<bool> {
+    match command {
+        AuditCommand::Verify {
+            data_dir,
+            export,
+            checkpoints,
+            gateway_cert,
+            config,
+        } => {
+            let certs = match (gateway_cert.is_empty(), config) {
+                (false, _) => gateway_cert,
+                (true, Some(config)) => vec![Config::from_file(&config)?.gateway.cert],
+                (true, None) => bail!("name the --gateway-cert (or the gateway's --config)"),
+            };
+            let verifier = ChainVerifier::new(TrustedSenders::from_files(&certs)?);
+            let external = match checkpoints {
+                Some(path) => audit_cli::checkpoints_in(&path)?,
+                None => Vec::new(),
+            };
+            let report = match (data_dir, export) {
+                (Some(dir), _) => {
+                    runtime()?.block_on(audit_cli::verify_store(&dir, verifier, &external))?
+                }
+                (None, Some(file)) => audit_cli::verify_export(&file, verifier, &external)?,
+                (None, None) => bail!("name the --data-dir or the --export"),
+            };
+            println!("{report}");
+            Ok(report.findings.is_empty())
+        }
+        AuditCommand::Checkpoints { data_dir } => {
+            print!(
+                "{}",
+                runtime()?.block_on(audit_cli::list_checkpoints(&data_dir))?
+            );
+            Ok(true)
+        }
+        AuditCommand::Export { out, gateway } => {
+            let addr = gateway.addr.clone();
+            let operator = gateway.operator();
+            let export = audit_cli::export(&addr, &operator, &out);
+            let records = runtime()?.block_on(export)?;
+            println!(
+                "{records} audit records and the checkpoints written to {}",
+                out.display()
+            );
+            Ok(true)
+        }
+        AuditCommand::Pseudonym {
+            key_file,
+            insurer,
+            symbol,
+            number,
+            branch,
+            payer,
+            recipient,
+        } => {
+            let pseudonym = pseudonym(
+                &key_file,
+                [insurer, symbol, number, branch, payer, recipient],
+            )?;
+            println!("{pseudonym}");
+            Ok(true)
+        }
+    }
+}
+
+/// The audit pseudonym (hex) of the patient named by insurer, symbol, number and branch, or by
+/// payer and recipient.
+fn pseudonym(key_file: &Path, patient: [Option<String>; 6]) -> anyhow::Result<String> {
+    let [insurer, symbol, number, branch, payer, recipient] = patient;
+    let pseudonyms = Pseudonyms::from_file(key_file).map_err(anyhow::Error::msg)?;
     let patient = match (insurer, symbol, number, branch, payer, recipient) {
         (Some(i), Some(s), Some(n), Some(b), None, None) => PatientKey::insurance(&i, &s, &n, &b),
         (None, None, None, None, Some(p), Some(r)) => PatientKey::public_funds(&p, &r),

@@ -55,15 +55,34 @@ const DELIVER: &str = "/rxgate.v1.ManagementIntake/DeliverDispensingRecord";
 const STUCK: &str = "/rxgate.v1.AdminService/ListStuckPrescriptions";
 const IMPORT: &str = "/rxgate.v1.AdminService/ImportMaster";
 const EXPORT: &str = "/rxgate.v1.AdminService/ExportAudit";
+const CHECKPOINTS: &str = "/rxgate.v1.AdminService/ExportAuditCheckpoints";
 const LOCKOUTS: &str = "/rxgate.v1.AdminService/ListLockouts";
 const UNLOCK: &str = "/rxgate.v1.AdminService/Unlock";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 
 /// Every method the table must cover, each with at least three rows.
-const COVERED: [&str; 19] = [
-    CHECK_RX, REGISTER, CANCEL, STATUS, SEARCH, LOOKUP, RECEIVE, RETURN, RECORD, CHECK_DISP, WATCH,
-    DELIVER, STUCK, IMPORT, EXPORT, LOCKOUTS, UNLOCK, HEALTH, REFLECTION,
+const COVERED: [&str; 20] = [
+    CHECK_RX,
+    REGISTER,
+    CANCEL,
+    STATUS,
+    SEARCH,
+    LOOKUP,
+    RECEIVE,
+    RETURN,
+    RECORD,
+    CHECK_DISP,
+    WATCH,
+    DELIVER,
+    STUCK,
+    IMPORT,
+    EXPORT,
+    CHECKPOINTS,
+    LOCKOUTS,
+    UNLOCK,
+    HEALTH,
+    REFLECTION,
 ];
 
 /// The field an undecodable request is refused under (src/grpc/decode_errors.rs).
@@ -528,6 +547,9 @@ fn stuck_and_export_rows() -> Vec<Row> {
         one("export: from i64::MAX to i64::MIN", "operator", EXPORT, &export(i64::MAX, i64::MIN, String::new()), Want::Answered(0)),
         one("export: a pharmacy calls", "pharmacy", EXPORT, &export(0, 0, String::new()), Want::Code(Code::PermissionDenied)),
         raw("export: garbage (tag 0)", "operator", EXPORT, TAG_ZERO, Want::Invalid(UNDECODABLE)),
+        one("checkpoints: a pharmacy calls", "pharmacy", CHECKPOINTS, &pb::ExportAuditCheckpointsRequest {}, Want::Code(Code::PermissionDenied)),
+        one("checkpoints: a clinic calls", "clinic", CHECKPOINTS, &pb::ExportAuditCheckpointsRequest {}, Want::Code(Code::PermissionDenied)),
+        raw("checkpoints: garbage (a truncated field)", "operator", CHECKPOINTS, TRUNCATED, Want::Invalid(UNDECODABLE)),
     ]
 }
 
@@ -733,7 +755,8 @@ async fn still_answers(h: &Harness, f: &Fixture) -> Result<(), String> {
     }
 }
 
-/// Every key and value of the closed store at `dir`, but the audit table and its counter, the
+/// Every key and value of the closed store at `dir`, but the audit trail (records, chain heads,
+/// checkpoints), the
 /// event log's retention floor (which the server writes at start-up, whatever it is asked) and the
 /// patients' check budgets (which every check spends, a refused registration's too: that is what
 /// keeps registration from being an oracle outside the budget).
@@ -742,15 +765,15 @@ type Snapshot = BTreeMap<(String, Vec<u8>), Vec<u8>>;
 async fn snapshot(dir: &Path) -> Snapshot {
     let store = EmbeddedStore::open(dir).unwrap();
     let mut all = Snapshot::new();
-    for table in Table::ALL.into_iter().filter(|t| *t != Table::Audit) {
+    let audit = [Table::Audit, Table::AuditChain];
+    for table in Table::ALL.into_iter().filter(|t| !audit.contains(t)) {
         let entries = store
             .transact(move |tx| tx.scan_prefix(table, b"", usize::MAX))
             .await
             .unwrap()
             .unwrap();
         for (key, value) in entries {
-            let counter = table == Table::Meta
-                && [&b"sequence/audit"[..], b"events\0floor"].contains(&&key[..]);
+            let counter = table == Table::Meta && key == b"events\0floor";
             let budget = table == Table::Clinical && key.starts_with(b"check-budget\0");
             if !counter && !budget {
                 all.insert((format!("{table:?}"), key), value);

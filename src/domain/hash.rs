@@ -25,16 +25,19 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The bytes of `N * 2` hex digits (either case); `None` for any other text.
 pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    from_hex_bytes(text)?.try_into().ok()
+}
+
+/// The bytes of an even number of hex digits (either case); `None` for any other text.
+pub fn from_hex_bytes(text: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| char::from(c).to_digit(16);
     let text = text.as_bytes();
-    if text.len() != 2 * N {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
-    let mut out = [0u8; N];
-    for (b, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *b = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
-    }
-    Some(out)
+    text.chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? << 4 | digit(pair[1])?) as u8))
+        .collect()
 }
 
 #[cfg(test)]

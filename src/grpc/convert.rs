@@ -25,7 +25,7 @@ use crate::{
     service::{
         Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, EventEntry, Findings,
         ImportFile, ImportSummary, LineState, RequestedOptions, Status as RxStatus,
-        records::{ConsentMethodV1, EventKindV1, StateV1},
+        records::{ChainedV1, ConsentMethodV1, EventKindV1, StateV1},
     },
 };
 
@@ -255,7 +255,26 @@ pub fn event_filter(
 }
 
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
-    let (r, check) = (e.record.call, e.record.check);
+    let (chain_writer, previous_sha256, canonical) = e
+        .chain
+        .map(|c| (c.writer.to_vec(), c.previous.to_vec(), c.canonical))
+        .unwrap_or_default();
+    let (r, check) = match e.entry {
+        ChainedV1::Call(r) => (r.call, r.check),
+        ChainedV1::Genesis { time_ms, unchained } => {
+            return pb::AuditRecord {
+                sequence: e.sequence,
+                time_unix_ms: time_ms,
+                action: GENESIS.into(),
+                target: unchained.to_string(),
+                outcome: "OK".into(),
+                chain_writer,
+                previous_sha256,
+                canonical,
+                ..pb::AuditRecord::default()
+            };
+        }
+    };
     pb::AuditRecord {
         sequence: e.sequence,
         time_unix_ms: r.time_ms,
@@ -280,8 +299,14 @@ pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
             })
             .unwrap_or_default()
             .to_owned(),
+        chain_writer,
+        previous_sha256,
+        canonical,
     }
 }
+
+/// The action of a chain's genesis link in an export (its target: the unchained records before).
+const GENESIS: &str = "AuditChainGenesis";
 
 /// The patient pseudonym an audit export is filtered by: empty for none, else 64 hex digits.
 pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {

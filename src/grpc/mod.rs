@@ -12,6 +12,7 @@ mod health;
 mod lockouts;
 mod metered;
 mod open_streams;
+mod paged;
 mod stream_cap;
 mod token_bucket;
 
@@ -35,6 +36,8 @@ use crate::{
     service::{Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
     tls::peer_identity,
 };
+use paged::{PagedStream, stream_pages};
+
 use convert::{
     acknowledgements, check_request, finding_to_pb, patient_and_number, patient_key,
     prescription_id, signed_parts, status_to_pb, to_status,
@@ -52,7 +55,7 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
     findings.shown.iter().map(finding_to_pb).collect()
 }
 
-pub use convert::{MAX_MESSAGE_BYTES, file_kind_to_pb, state_to_pb};
+pub use convert::{MAX_MESSAGE_BYTES, audit_to_pb, file_kind_to_pb, state_to_pb};
 pub(crate) use deadline::{UnaryDeadline, streaming_paths};
 pub use decode_errors::undecodable_is_invalid_argument;
 pub(crate) use fairness::FairnessGuard;
@@ -452,7 +455,6 @@ impl ManagementIntake for Services {
     }
 }
 
-type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -520,7 +522,8 @@ impl EventService for Services {
 
 #[tonic::async_trait]
 impl AdminService for Services {
-    type ExportAuditStream = AuditStream;
+    type ExportAuditStream = PagedStream<pb::AuditRecord>;
+    type ExportAuditCheckpointsStream = PagedStream<pb::AuditCheckpoint>;
 
     async fn list_stuck_prescriptions(
         &self,
@@ -616,7 +619,7 @@ impl AdminService for Services {
     async fn export_audit(
         &self,
         request: Request<pb::ExportAuditRequest>,
-    ) -> Result<Response<AuditStream>, Status> {
+    ) -> Result<Response<PagedStream<pb::AuditRecord>>, Status> {
         const ACTION: &str = "ExportAudit";
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
@@ -640,32 +643,37 @@ impl AdminService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        let gateway = Arc::clone(&self.gateway);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut after = 0;
-            loop {
-                match gateway.audit_page(from, to, after, 500, patient).await {
-                    Ok((entries, next)) => {
-                        for e in entries {
-                            if tx.send(Ok(convert::audit_to_pb(e))).await.is_err() {
-                                return; // the client went away
-                            }
-                        }
-                        match next {
-                            Some(n) => after = n,
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(stream_pages(
+            &self.gateway,
+            move |gateway, after| async move {
+                let (entries, next) = gateway.audit_page((from, to), after, 500, patient).await?;
+                Ok((
+                    entries.into_iter().map(convert::audit_to_pb).collect(),
+                    next,
+                ))
+            },
+        )))
+    }
+
+    async fn export_audit_checkpoints(
+        &self,
+        request: Request<pb::ExportAuditCheckpointsRequest>,
+    ) -> Result<Response<PagedStream<pb::AuditCheckpoint>>, Status> {
+        const ACTION: &str = "ExportAuditCheckpoints";
+        let caller = self
+            .caller(&request, InstitutionKind::Operator, ACTION)
+            .await?;
+        self.gateway
+            .audit_access(&caller, ACTION)
+            .await
+            .map_err(to_status)?;
+        let signed = |signed| pb::AuditCheckpoint { signed };
+        Ok(Response::new(stream_pages(
+            &self.gateway,
+            move |gateway, after| async move {
+                let (stored, next) = gateway.audit_checkpoints(after, 500).await?;
+                Ok((stored.into_iter().map(signed).collect(), next))
+            },
         )))
     }
 }

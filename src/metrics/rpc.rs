@@ -34,6 +34,7 @@ const SERVICES: &[(&str, &[&str])] = &[
         "rxgate.v1.AdminService",
         &[
             "ExportAudit",
+            "ExportAuditCheckpoints",
             "ImportMaster",
             "ListStuckPrescriptions",
             "ListLockouts",

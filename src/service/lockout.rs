@@ -354,6 +354,7 @@ pub(crate) fn prune_page(
 /// miss tripped it), the lockout as its target, RESOURCE_EXHAUSTED as its outcome.
 fn audit_trip(tx: &mut dyn Txn, draft: &AuditDraft, trip: &Trip) -> Result<(), store::Error> {
     let record = AuditDraft {
+        writer: draft.writer,
         time_ms: draft.time_ms,
         caller: draft.caller.clone(),
         signer: None,

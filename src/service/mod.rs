@@ -3,6 +3,8 @@
 //! and domain types, run each decision and its writes — and the audit record of the call — in one
 //! store transaction, and return domain results. Knows no gRPC and no storage engine.
 
+mod audit_chain;
+mod audit_checkpoint;
 pub mod clinical;
 mod events;
 mod import;
@@ -24,6 +26,8 @@ use std::collections::BTreeSet;
 use prost::Message;
 use ring::rand::SecureRandom;
 
+pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
+pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
     migrate_history,
@@ -60,7 +64,7 @@ use crate::{
     store::{self, Store, Table, Txn},
 };
 use records::{
-    AcknowledgedV1, AuditRecord, AuditV1, AuditV2, CheckSubjectV1, ConsentMethodV1,
+    AcknowledgedV1, AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1,
     DispensingRecordRecord, DispensingV2, DocumentRecord, DocumentV1, EventKindV1, OverrideRecord,
     OverrideV1, PrescriptionRecord, PrescriptionV3, RefillWindowV1, StateV1, decode, encode,
 };
@@ -172,6 +176,8 @@ pub struct GatewayConfig {
     pub stuck_after: Duration,
     /// The gateways whose relay attestations the intake believes.
     pub trusted_senders: TrustedSenders,
+    /// Whose audit chain this gateway writes: its `[gateway]` certificate's SHA-256.
+    pub audit_writer: [u8; 32],
 }
 
 impl Default for GatewayConfig {
@@ -185,6 +191,7 @@ impl Default for GatewayConfig {
             pseudonyms: Pseudonyms::ephemeral(),
             stuck_after: Duration::from_secs(3 * 86_400),
             trusted_senders: TrustedSenders::default(),
+            audit_writer: [0; 32],
         }
     }
 }
@@ -315,8 +322,20 @@ pub struct Dispensed {
 /// One audit record as exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// Its writer's sequence (a link) or the store-wide one (an unchained record).
     pub sequence: u64,
-    pub record: AuditV2,
+    pub entry: ChainedV1,
+    /// None for the unchained records of stores written before the chain.
+    pub chain: Option<ChainLink>,
+}
+
+/// What a third party needs to check a link: its writer, the hash it names and its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    pub writer: [u8; 32],
+    pub previous: [u8; 32],
+    /// The stored encoding: the link's hash is its SHA-256.
+    pub canonical: Vec<u8>,
 }
 
 /// The gateway's use cases over a store, a verifier and a clock.
@@ -543,6 +562,8 @@ fn expiry_key(usable_through: &str, id: &str) -> Vec<u8> {
 
 /// What the audit record of a call says besides its outcome.
 struct AuditDraft {
+    /// Whose chain the record goes on.
+    writer: [u8; 32],
     time_ms: i64,
     caller: Caller,
     signer: Option<Signer>,
@@ -554,7 +575,6 @@ struct AuditDraft {
 
 impl AuditDraft {
     fn write<T>(self, tx: &mut dyn Txn, outcome: &Result<T, Error>) -> Result<(), store::Error> {
-        let sequence = tx.next_sequence("audit")?;
         let call = AuditV1 {
             time_ms: self.time_ms,
             institution_kind: self.caller.institution.kind.to_string(),
@@ -569,12 +589,11 @@ impl AuditDraft {
                 Err(e) => e.audit_outcome(),
             },
         };
-        let record = AuditRecord::V2(AuditV2 {
+        let record = ChainedV1::Call(Box::new(AuditV2 {
             call,
             check: self.check,
-        });
-        tx.put(Table::Audit, &sequence.to_be_bytes(), &encode(&record));
-        Ok(())
+        }));
+        audit_chain::append(tx, &self.writer, self.time_ms, record)
     }
 }
 
@@ -718,6 +737,7 @@ impl Gateway {
 
     fn draft(&self, caller: &Caller, action: &'static str, now: SystemTime) -> AuditDraft {
         AuditDraft {
+            writer: self.config.audit_writer,
             time_ms: millis(now),
             caller: caller.clone(),
             signer: None,
@@ -1552,51 +1572,6 @@ impl Gateway {
             .await
             .map_err(Error::from)?;
         self.events.notify_waiters();
-        outcome.map_err(Error::from)
-    }
-
-    /// The audit records whose time lies in [from_ms, to_ms), in sequence order, a page at a
-    /// time: the records after `after_sequence`, at most `limit`. Returns the records and the
-    /// last sequence read (for the next page), or None when the log is exhausted. With
-    /// `patient`, only the checks of the patient with that pseudonym.
-    pub async fn audit_page(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        after_sequence: u64,
-        limit: usize,
-        patient: Option<[u8; 32]>,
-    ) -> Result<(Vec<AuditEntry>, Option<u64>), Error> {
-        let outcome = self
-            .store
-            .transact(move |tx: &mut dyn Txn| -> Result<_, store::Error> {
-                let start = (after_sequence + 1).to_be_bytes();
-                let rows = tx.scan_range(Table::Audit, &start, &u64::MAX.to_be_bytes(), limit)?;
-                let last = (rows.len() == limit)
-                    .then(|| {
-                        rows.last().map(|(k, _)| {
-                            u64::from_be_bytes(k.as_slice().try_into().unwrap_or_default())
-                        })
-                    })
-                    .flatten();
-                let mut entries = Vec::new();
-                for (k, v) in rows {
-                    let sequence = u64::from_be_bytes(
-                        k.as_slice().try_into().map_err(|_| corrupt("audit key"))?,
-                    );
-                    let record = decode::<AuditRecord>(&v)?.current();
-                    let about = |c: &CheckSubjectV1| Some(c.patient_pseudonym) == patient;
-                    if record.call.time_ms >= from_ms
-                        && record.call.time_ms < to_ms
-                        && (patient.is_none() || record.check.as_ref().is_some_and(about))
-                    {
-                        entries.push(AuditEntry { sequence, record });
-                    }
-                }
-                Ok((entries, last))
-            })
-            .await
-            .map_err(Error::from)?;
         outcome.map_err(Error::from)
     }
 

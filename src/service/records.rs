@@ -351,20 +351,63 @@ pub struct CheckSubjectV1 {
     pub consent: ConsentMethodV1,
 }
 
+/// Versions 1 and 2 are unchained (stores written before the hash chain); version 3 is a link
+/// of a writer's chain, and its encoding (the stored value) is what the chain hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditRecord {
     V1(AuditV1),
     V2(AuditV2),
+    V3(AuditV3),
 }
 
-impl AuditRecord {
-    /// The record as the current version (a version-1 record names no check subject).
-    pub fn current(self) -> AuditV2 {
-        match self {
-            AuditRecord::V1(call) => AuditV2 { call, check: None },
-            AuditRecord::V2(r) => r,
-        }
-    }
+/// A link of one writer's (one gateway's) audit chain: its own gapless sequence (1, 2, ...) and
+/// the SHA-256 of the encoded record before it (zeros before the first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditV3 {
+    /// The SHA-256 of the writer's `[gateway]` certificate.
+    pub writer: [u8; 32],
+    pub sequence: u64,
+    pub previous: [u8; 32],
+    pub entry: ChainedV1,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainedV1 {
+    /// The first link of a chain: when it began and how many unchained records (versions 1
+    /// and 2, keyed 1..=unchained) the store held then.
+    Genesis { time_ms: i64, unchained: u64 },
+    /// The audit record of a call.
+    Call(Box<AuditV2>),
+}
+
+/// The last link of a writer's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHeadV1 {
+    pub writer: [u8; 32],
+    pub sequence: u64,
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainHeadRecord {
+    V1(ChainHeadV1),
+}
+
+/// What a checkpoint attests: every chain head of the store at `time_ms`, as seen by `signer`
+/// (its `[gateway]` certificate's SHA-256), its `number`th checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointV1 {
+    pub signer: [u8; 32],
+    pub number: u64,
+    pub time_ms: i64,
+    pub heads: Vec<ChainHeadV1>,
+}
+
+/// A checkpoint as stored, logged and exported: the encoded [`CheckpointV1`] and the signer's
+/// signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignedCheckpointRecord {
+    V1 { body: Vec<u8>, signature: Vec<u8> },
 }
 
 /// The per-patient budget of checked lines (CheckPrescription, CheckDispensing): lines counted

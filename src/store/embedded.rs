@@ -159,6 +159,7 @@ fn tag(table: Table) -> u8 {
         Table::Intake => 14,
         Table::Certificates => 15,
         Table::Lockouts => 16,
+        Table::AuditChain => 17,
     }
 }
 

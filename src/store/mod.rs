@@ -41,7 +41,8 @@ pub enum Table {
     Documents,
     /// (prescription id, record number) → dispensing record.
     Dispensings,
-    /// Audit sequence number → audit record.
+    /// The audit trail: unchained records by store-wide sequence, chain links by writer and
+    /// sequence (service::audit_chain).
     Audit,
     /// Counters and other store-wide values (see [`Txn::next_sequence`]).
     Meta,
@@ -59,11 +60,13 @@ pub enum Table {
     Certificates,
     /// The exchange-number lockout's miss counters, by pharmacy and by patient pseudonym.
     Lockouts,
+    /// The audit chains' heads and the signed checkpoints over them.
+    AuditChain,
 }
 
 impl Table {
     /// Every table, in declaration order.
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Prescriptions,
         Table::ByExchange,
         Table::ByPatient,
@@ -79,6 +82,7 @@ impl Table {
         Table::Intake,
         Table::Certificates,
         Table::Lockouts,
+        Table::AuditChain,
     ];
 }
 

@@ -1,0 +1,223 @@
+//! The audit trail as hash chains: one chain per writer (a gateway, named by the SHA-256 of its
+//! `[gateway]` certificate), each link keyed by (writer, the writer's own gapless sequence) and
+//! holding the SHA-256 of the encoded link before it. The only row a call writes besides its
+//! record is its writer's head, so gateways sharing a store never write the same row.
+//!
+//! Keys in [`Table::Audit`]: 8 bytes (a big-endian store-wide sequence) for the unchained
+//! records of stores written before the chain; `c`, writer, sequence (big-endian) for links.
+//! Heads are in [`Table::AuditChain`] under `head\0` and the writer.
+
+use crate::{
+    domain::hash::sha256,
+    store::{self, Store, Table, Txn},
+};
+
+use super::{
+    AuditEntry, Error, Gateway,
+    records::{AuditRecord, AuditV2, AuditV3, ChainHeadRecord, ChainHeadV1, ChainedV1},
+    records::{decode, encode},
+};
+
+/// The first byte of a link's key (an unchained record's key starts with 0).
+const LINK: u8 = b'c';
+const HEAD: &[u8] = b"head\0";
+/// The store-wide counter the unchained records were keyed by.
+const UNCHAINED_COUNTER: &[u8] = b"sequence/audit";
+
+/// Where the link `sequence` of `writer` is kept.
+pub fn link_key(writer: &[u8; 32], sequence: u64) -> Vec<u8> {
+    [&[LINK][..], writer, &sequence.to_be_bytes()].concat()
+}
+
+/// Where the head of `writer` is kept in [`Table::AuditChain`].
+pub fn head_key(writer: &[u8; 32]) -> Vec<u8> {
+    [HEAD, writer].concat()
+}
+
+/// The writer (for a link) and the sequence an audit key names.
+pub fn parse_key(key: &[u8]) -> Result<(Option<[u8; 32]>, u64), store::Error> {
+    let corrupt = || store::Error::Corrupt("audit key".into());
+    let sequence = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
+    match key {
+        [LINK, rest @ ..] if rest.len() == 40 => {
+            let writer = rest[..32].try_into().map_err(|_| corrupt())?;
+            Ok((Some(writer), sequence(&rest[32..])?))
+        }
+        _ => Ok((None, sequence(key)?)),
+    }
+}
+
+/// The head of `writer`'s chain, if it has begun.
+pub fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
+    tx.get(Table::AuditChain, &head_key(writer))?
+        .map(|v| decode::<ChainHeadRecord>(&v).map(|ChainHeadRecord::V1(h)| h))
+        .transpose()
+}
+
+/// Every chain head of the store, by writer.
+pub fn heads(tx: &dyn Txn) -> Result<Vec<ChainHeadV1>, store::Error> {
+    tx.scan_prefix(Table::AuditChain, HEAD, usize::MAX)?
+        .iter()
+        .map(|(_, v)| decode::<ChainHeadRecord>(v).map(|ChainHeadRecord::V1(h)| h))
+        .collect()
+}
+
+/// Appends `entry` to the chain of `writer`; begins the chain with its genesis link first if
+/// it has not begun. The one way an audit record is written.
+pub fn append(
+    tx: &mut dyn Txn,
+    writer: &[u8; 32],
+    time_ms: i64,
+    entry: ChainedV1,
+) -> Result<(), store::Error> {
+    let head = match head(tx, writer)? {
+        Some(head) => head,
+        None => {
+            let unchained =
+                match tx.get(Table::Meta, UNCHAINED_COUNTER)? {
+                    Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                        store::Error::Corrupt("the unchained audit counter".into())
+                    })?),
+                    None => 0,
+                };
+            let before = ChainHeadV1 {
+                writer: *writer,
+                sequence: 0,
+                hash: [0; 32],
+            };
+            link(tx, before, ChainedV1::Genesis { time_ms, unchained })
+        }
+    };
+    link(tx, head, entry);
+    Ok(())
+}
+
+/// Writes the link after `head` and makes it the head.
+fn link(tx: &mut dyn Txn, head: ChainHeadV1, entry: ChainedV1) -> ChainHeadV1 {
+    let record = AuditV3 {
+        writer: head.writer,
+        sequence: head.sequence + 1,
+        previous: head.hash,
+        entry,
+    };
+    let bytes = encode(&AuditRecord::V3(record));
+    let next = ChainHeadV1 {
+        writer: head.writer,
+        sequence: head.sequence + 1,
+        hash: sha256(&bytes),
+    };
+    tx.put(Table::Audit, &link_key(&head.writer, next.sequence), &bytes);
+    tx.put(
+        Table::AuditChain,
+        &head_key(&head.writer),
+        &encode(&ChainHeadRecord::V1(next)),
+    );
+    next
+}
+
+/// A stored audit row as exported: an unchained record (a call), or a link with its chain fields
+/// and its encoding (what the chain hashes).
+fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
+    let (writer, sequence) = parse_key(key)?;
+    let (entry, chain) = match decode::<AuditRecord>(value)? {
+        AuditRecord::V1(call) => (
+            ChainedV1::Call(Box::new(AuditV2 { call, check: None })),
+            None,
+        ),
+        AuditRecord::V2(r) => (ChainedV1::Call(Box::new(r)), None),
+        AuditRecord::V3(link) => {
+            let chain = super::ChainLink {
+                writer: writer.ok_or_else(|| store::Error::Corrupt("unkeyed link".into()))?,
+                previous: link.previous,
+                canonical: value.to_vec(),
+            };
+            (link.entry, Some(chain))
+        }
+    };
+    Ok(AuditEntry {
+        sequence,
+        entry,
+        chain,
+    })
+}
+
+/// The position of a paged read: the last key read.
+pub type Cursor = Vec<u8>;
+
+/// A page of a paged read, and where to go on from (None after the last).
+pub type Page<T> = (Vec<T>, Option<Cursor>);
+
+/// The rows of `table` in [`floor`, `end`) after the key `after` (all when empty), at most
+/// `limit`, and the key to go on from when there may be more.
+pub fn rows_after(
+    tx: &dyn Txn,
+    table: Table,
+    (floor, end): (&[u8], &[u8]),
+    after: &[u8],
+    limit: usize,
+) -> Result<Page<store::Entry>, store::Error> {
+    // The smallest key after `after`.
+    let start = [after, &[0]].concat();
+    let rows = tx.scan_range(table, floor.max(&start), end, limit)?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|(k, _)| k.clone()))
+        .flatten();
+    Ok((rows, next))
+}
+
+/// The audit rows (key, stored record) after the key `after`, in key order: the unchained
+/// records, then each writer's chain.
+pub fn audit_rows(
+    tx: &dyn Txn,
+    after: &[u8],
+    limit: usize,
+) -> Result<Page<store::Entry>, store::Error> {
+    rows_after(tx, Table::Audit, (&[], &[u8::MAX; 42]), after, limit)
+}
+
+/// When an entry happened.
+fn time_ms(entry: &ChainedV1) -> i64 {
+    match entry {
+        ChainedV1::Genesis { time_ms, .. } => *time_ms,
+        ChainedV1::Call(r) => r.call.time_ms,
+    }
+}
+
+impl Gateway {
+    /// The audit records whose time lies in [from_ms, to_ms), a page at a time: the records
+    /// after `after` (from the start when empty), at most `limit` read. In key order: the
+    /// unchained records, then each writer's chain in sequence order. Returns the records and
+    /// where to go on, or None when the log is exhausted. With `patient`, only the checks of the
+    /// patient with that pseudonym.
+    pub async fn audit_page(
+        &self,
+        (from_ms, to_ms): (i64, i64),
+        after: Cursor,
+        limit: usize,
+        patient: Option<[u8; 32]>,
+    ) -> Result<Page<AuditEntry>, Error> {
+        let outcome = self
+            .store
+            .transact(move |tx: &mut dyn Txn| -> Result<_, store::Error> {
+                let (rows, next) = audit_rows(tx, &after, limit)?;
+                let mut entries = Vec::new();
+                for (k, v) in rows {
+                    let entry = entry_of(&k, &v)?;
+                    let about = match &entry.entry {
+                        ChainedV1::Call(r) => r
+                            .check
+                            .is_some_and(|c| Some(c.patient_pseudonym) == patient),
+                        ChainedV1::Genesis { .. } => false,
+                    };
+                    let time = time_ms(&entry.entry);
+                    if time >= from_ms && time < to_ms && (patient.is_none() || about) {
+                        entries.push(entry);
+                    }
+                }
+                Ok((entries, next))
+            })
+            .await
+            .map_err(Error::from)?;
+        outcome.map_err(Error::from)
+    }
+}
