@@ -741,6 +741,61 @@ fn signed_attributes_out_of_der_order_are_refused() {
     }
 }
 
+/// A signature is kept and handed out as received, so what it carries beside its signer must be
+/// what a pharmacy's verifier can read: certificates that are X.509 certificates, and CRLs.
+#[test]
+fn a_signature_carrying_what_is_not_a_certificate_or_a_crl_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let attributes = profile_attributes();
+    let [leaf, ca] = crafted::chain("doctor");
+    let junk = crafted::tlv(0x30, &[0x02, 0x01, 0x00]); // SEQUENCE { INTEGER 0 }
+    let crl = std::fs::read(hpki("sign-ca.crl.pem")).unwrap();
+    let crl = der::pem::decode_vec(&crl).unwrap().1;
+    let certificates = |carried: &[&[u8]]| crafted::tlv(0xa0, &carried.concat());
+    let crls = |carried: &[u8]| crafted::tlv(0xa1, carried);
+    let cases: [(Vec<u8>, Option<&str>); 5] = [
+        (
+            certificates(&[&leaf, &ca, &junk]),
+            Some("embedded certificate"),
+        ),
+        (
+            certificates(&[&junk, &leaf, &ca]),
+            Some("embedded certificate"),
+        ),
+        (
+            certificates(&[&leaf, &ca, &crafted::tlv(0xa1, &junk)]),
+            Some("only X.509 certificates may be carried"),
+        ),
+        (
+            [certificates(&[&leaf, &ca]), crls(&junk)].concat(),
+            Some("carried revocation information is not a CRL"),
+        ),
+        ([certificates(&[&leaf, &ca]), crls(&crl)].concat(), None),
+    ];
+    // Once with the signer's chain unknown, once with it cached by a verification before.
+    let verifier = dev_verifier();
+    for warm in [false, true] {
+        for (carried, refused) in &cases {
+            let cms = crafted::signed_data_carrying(
+                dir.path(),
+                "doctor",
+                (crafted::ID_DATA, &attributes, &attributes),
+                carried,
+            );
+            let got = verifier.verify::<Prescription>(&prescription(), &cms, now());
+            match refused {
+                Some(detail) => {
+                    let refusal = got.err().unwrap_or_else(|| panic!("accepted: {detail}"));
+                    assert_eq!(refusal.reason, Reason::MalformedSignature, "{warm}");
+                    assert!(refusal.detail.starts_with(detail), "{}", refusal.detail);
+                }
+                None => assert_eq!(got.unwrap().signer().role, Role::Doctor),
+            }
+        }
+        assert_eq!(verifier.chain_cache_hits_and_misses().0 > 0, warm);
+    }
+}
+
 #[test]
 fn an_encapsulated_content_type_other_than_id_data_is_refused() {
     let foreign = "1.2.3.4";

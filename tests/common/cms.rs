@@ -148,8 +148,27 @@ pub fn signed_data(
     sent: &[Vec<u8>],
     signed: &[Vec<u8>],
 ) -> Vec<u8> {
+    let carried = tlv(CONTEXT_0, &chain(name).concat());
+    signed_data_carrying(dir, name, (econtent_type, sent, signed), &carried)
+}
+
+/// The DER of the dev signer `name`'s certificate and of the signing CA's.
+pub fn chain(name: &str) -> [Vec<u8>; 2] {
+    [
+        der(&certificate(&format!("{name}.cert.pem"))),
+        der(&certificate("sign-ca.cert.pem")),
+    ]
+}
+
+/// Like [`signed_data`], with `carried` (the SignedData's `certificates [0]` and `crls [1]`
+/// fields, tagged, as they are to be sent) in place of the signer's chain.
+pub fn signed_data_carrying(
+    dir: &Path,
+    name: &str,
+    (econtent_type, sent, signed): (&str, &[Vec<u8>], &[Vec<u8>]),
+    carried: &[u8],
+) -> Vec<u8> {
     let signer = certificate(&format!("{name}.cert.pem"));
-    let ca = certificate("sign-ca.cert.pem");
     let tbs = signer.tbs_certificate();
     let signature = openssl_signature(
         dir,
@@ -185,7 +204,7 @@ pub fn signed_data(
             der(&1u8),
             tlv(SET, &sha256),
             tlv(SEQUENCE, &oid(econtent_type)),
-            tlv(CONTEXT_0, &[der(&signer), der(&ca)].concat()),
+            carried.to_vec(),
             tlv(SET, &signer_info),
         ]
         .concat(),

@@ -16,7 +16,7 @@ use certval::{
     PDVCertificate, PathValidationStatus, PkiEnvironment, TaSource, TimeOfInterest,
 };
 use const_oid::ObjectIdentifier;
-use der::Decode;
+use der::{Decode, Encode};
 use x509_cert::Certificate;
 
 use super::crypto::CertvalVerifier;
@@ -53,6 +53,8 @@ pub enum TrustError {
 #[derive(Debug)]
 pub(crate) struct Chain {
     pub certs: Vec<Certificate>,
+    /// SHA-256 of each of `certs`' DER, in the same order.
+    pub fingerprints: Vec<[u8; 32]>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
 }
@@ -78,8 +80,14 @@ impl Chain {
             .map(|c| validity(c).1)
             .min()
             .unwrap_or(UNIX_EPOCH);
+        let fingerprints = certs
+            .iter()
+            .map(|c| c.to_der().map(|der| crate::domain::hash::sha256(&der)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
         Chain {
             certs,
+            fingerprints,
             not_before,
             not_after,
         }

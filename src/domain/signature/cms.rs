@@ -19,7 +19,7 @@ use cms::{
 use const_oid::{ObjectIdentifier, db::rfc5911, db::rfc5912};
 use der::{Decode, Encode, Header, Reader, SliceReader, Tag, TagNumber, asn1::OctetString};
 use ring::digest;
-use x509_cert::{Certificate, time::Time};
+use x509_cert::{Certificate, certificate::Rfc5280, crl::CertificateList, time::Time};
 
 use super::{
     Reason, Refusal,
@@ -78,14 +78,15 @@ const CONTEXT_1: Tag = Tag::ContextSpecific {
 };
 
 /// The parts of a `ContentInfo { contentType, [0] EXPLICIT SignedData }` (RFC 5652 §3, §5.1)
-/// that a verification reads, the certificate set left as bytes and the revocation-info choices
-/// skipped (revocation comes from the CRLs in force, never from the signer). The signer infos are
-/// left as bytes too: their signed attributes are verified as received.
+/// that a verification reads, the certificate and revocation-info sets left as bytes (revocation
+/// comes from the CRLs in force, never from the signer). The signer infos are left as bytes too:
+/// their signed attributes are verified as received.
 struct Parts<'a> {
     content_type: ObjectIdentifier,
     encap: EncapsulatedContentInfo,
     signers: Vec<&'a [u8]>,
     certificates: Vec<&'a [u8]>,
+    revocation_info: Vec<&'a [u8]>,
 }
 
 /// The elements of a SET OF tagged `tag`, each as its DER bytes, in the order received.
@@ -135,12 +136,10 @@ fn read_parts<'a>(reader: &mut SliceReader<'a>) -> der::Result<Parts<'a>> {
                 let mut certificates = Vec::new();
                 if Tag::peek(signed)? == CONTEXT_0 {
                     certificates = set_elements(signed, CONTEXT_0)?;
-                    // The other choices (attribute certificates and the like) say nothing
-                    // about the signer.
-                    certificates.retain(|choice| choice.first() == Some(&SEQUENCE));
                 }
+                let mut revocation_info = Vec::new();
                 if Tag::peek(signed)? == CONTEXT_1 {
-                    signed.tlv_bytes()?;
+                    revocation_info = set_elements(signed, CONTEXT_1)?;
                 }
                 let signers = set_elements(signed, Tag::Set)?;
                 Ok(Parts {
@@ -148,6 +147,7 @@ fn read_parts<'a>(reader: &mut SliceReader<'a>) -> der::Result<Parts<'a>> {
                     encap,
                     signers,
                     certificates,
+                    revocation_info,
                 })
             })
         })
@@ -176,6 +176,7 @@ pub(crate) fn parse(cms_der: &[u8]) -> Result<Envelope<'_>, Refusal> {
     let &[signer_info] = parts.signers.as_slice() else {
         return Err(malformed("exactly one signer is required"));
     };
+    carried_material(&parts)?;
     let signed_attributes = received_signed_attributes(signer_info).map_err(not_der)?;
     // DER is the one encoding of a value: bytes that do not decode strictly, or that re-encode
     // to other bytes (a SET OF out of order, say), are not DER.
@@ -193,6 +194,28 @@ pub(crate) fn parse(cms_der: &[u8]) -> Result<Envelope<'_>, Refusal> {
         signer_info: SignerInfo::from_der(signer_info).map_err(not_der)?,
         certificates: parts.certificates,
     })
+}
+
+/// What the signature carries beside its signer must be what a pharmacy's verifier can read, as
+/// it is kept and handed out as received: certificates only (no attribute or other certificate
+/// choices; each decoded as X.509 when the signer is looked for) and CRLs only. Revocation is
+/// judged from the CRLs in force, never from these.
+fn carried_material(parts: &Parts<'_>) -> Result<(), Refusal> {
+    if parts
+        .certificates
+        .iter()
+        .any(|choice| choice.first() != Some(&SEQUENCE))
+    {
+        return Err(malformed("only X.509 certificates may be carried"));
+    }
+    if parts
+        .revocation_info
+        .iter()
+        .any(|choice| CertificateList::<Rfc5280>::from_der(choice).is_err())
+    {
+        return Err(malformed("carried revocation information is not a CRL"));
+    }
+    Ok(())
 }
 
 impl Envelope<'_> {

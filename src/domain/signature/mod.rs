@@ -263,6 +263,17 @@ impl Known {
     }
 }
 
+/// A certificate the signature carries, decoded: one that does not decode is refused, as the
+/// pharmacy's verifier would refuse the signature that carries it.
+fn decode_carried(der: &[u8]) -> Result<Certificate, Refusal> {
+    Certificate::from_der(der).map_err(|e| {
+        Refusal::new(
+            Reason::MalformedSignature,
+            format!("embedded certificate: {e}"),
+        )
+    })
+}
+
 impl Verifier {
     /// Chain-cache lookups that hit, and that missed, since start-up.
     pub fn chain_cache_hits_and_misses(&self) -> (u64, u64) {
@@ -366,35 +377,42 @@ impl Verifier {
 
     /// The certificate the envelope's signer identifier names, in the order carried: a
     /// certificate whose chain the cache holds, valid at `at`, is the leaf of that chain and is
-    /// not decoded again.
+    /// not decoded again. Every other certificate carried must decode too, unless it is one of
+    /// that cached chain's: the signature is handed out as received.
     fn find_signer(
         &self,
         envelope: &cms::Envelope<'_>,
         at: SystemTime,
     ) -> Result<FoundSigner, Refusal> {
+        let mut found = None;
         for (position, der) in envelope.certificates.iter().enumerate() {
             let fingerprint = super::hash::sha256(der);
+            if found.is_some() {
+                if !matches!(&found, Some(FoundSigner { known: Known::Validated(chain), .. })
+                    if chain.fingerprints.contains(&fingerprint))
+                {
+                    decode_carried(der)?;
+                }
+                continue;
+            }
             let known = match self.cache.get(&fingerprint, at) {
                 Some(chain) => Known::Validated(chain),
-                None => Known::Decoded(Box::new(Certificate::from_der(der).map_err(|e| {
-                    Refusal::new(
-                        Reason::MalformedSignature,
-                        format!("embedded certificate: {e}"),
-                    )
-                })?)),
+                None => Known::Decoded(Box::new(decode_carried(der)?)),
             };
             if envelope.is_signed_by(known.certificate()) {
-                return Ok(FoundSigner {
+                found = Some(FoundSigner {
                     position,
                     fingerprint,
                     known,
                 });
             }
         }
-        Err(Refusal::new(
-            Reason::MalformedSignature,
-            "the signer's certificate is not embedded",
-        ))
+        found.ok_or_else(|| {
+            Refusal::new(
+                Reason::MalformedSignature,
+                "the signer's certificate is not embedded",
+            )
+        })
     }
 
     /// Validates a certificate on its own, outside any document: a path from `leaf` through the
