@@ -48,9 +48,9 @@ pub struct Limits {
     /// that no institution can pad a patient's history alone.
     pub active_lines_per_institution: usize,
     /// Entries in one patient's history record (undispensed and dispensed lines still active),
-    /// which every check reads whole: a registration or dispensing past it is refused, and a
-    /// check that meets a larger record (after this was lowered) answers a critical not-checked
-    /// finding instead of reading part of it.
+    /// which every check reads whole: a registration past it is refused (a dispensing never
+    /// is), and a check that meets a larger record (a dispensing took it past, or this was
+    /// lowered) answers a critical not-checked finding instead of reading part of it.
     pub history_entries_per_patient: usize,
     /// Lines that CheckPrescription and CheckDispensing may check for one patient within
     /// `patient_check_window_secs`, counted across every institution and kept in the store.

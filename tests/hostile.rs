@@ -211,6 +211,41 @@ async fn dispense(
         .map(|r| r.into_inner())
 }
 
+/// A dispensing record is a legal record and its drugs must reach the checks: a patient's
+/// record at its bound (filled by others, say) never refuses one. The record then holds more
+/// than the bound, and a check answers critical not-checked findings instead of a partial one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_record_never_refuses_a_dispensing() {
+    let h = start_with(|c| {
+        c.limits.prescription_lines = 1;
+        c.limits.history_entries_per_patient = 1;
+    })
+    .await;
+    let rx = prescription(&h, CLINIC2, "FULL-1", 6, &[ITRACONAZOLE]);
+    let registered = register(&h, &rx).await.unwrap();
+    receive(&h, 6, &registered).await;
+    // Two strengths given for the one prescribed line: two entries in place of one.
+    let mut record = demo_dispensing("FULL-1", h.today());
+    record.institution_code = CLINIC2.into();
+    record.lines[0].drug = line(ITRACONAZOLE).drug;
+    let mut second = record.lines[0].clone();
+    second.drug = line(FLUCONAZOLE).drug;
+    record.lines.push(second);
+    h.pharmacy("pharmacy")
+        .await
+        .record_dispensing(pb::RecordDispensingRequest {
+            dispensing_record: Some(h.sign("pharmacist", record.encode_to_vec())),
+        })
+        .await
+        .unwrap();
+    let triazolam = prescription(&h, CLINIC, "TRI-5", 6, &[TRIAZOLAM]);
+    let found = check(&h, &triazolam, pb::Consent::Card).await.unwrap();
+    let kinds: Vec<_> = found.findings.iter().map(|f| f.kind()).collect();
+    assert_eq!(kinds, [pb::FindingKind::NotChecked]);
+    assert_eq!(found.findings[0].indicator(), pb::Indicator::Critical);
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overflowing_days_supplied_never_erases_a_dispensed_drug() {
     let h = start_with(|_| {}).await;
