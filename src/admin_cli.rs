@@ -31,7 +31,13 @@ pub async fn lockouts(addr: &str, operator: &ClientFiles) -> anyhow::Result<Stri
         .list_lockouts(pb::ListLockoutsRequest {})
         .await
         .map_err(|s| refused("listing", s))?;
-    Ok(render(&answer.into_inner().lockouts))
+    let answer = answer.into_inner();
+    let more = if answer.truncated {
+        "… and more lockouts than listed are in force\n"
+    } else {
+        ""
+    };
+    Ok(render(&answer.lockouts) + more)
 }
 
 /// Lifts the lockout of `subject` at the gateway at `addr`.

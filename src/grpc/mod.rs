@@ -575,9 +575,10 @@ impl AdminService for Services {
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
-        let locked = self.gateway.lockouts(&caller).await.map_err(to_status)?;
+        let (locked, truncated) = self.gateway.lockouts(&caller).await.map_err(to_status)?;
         Ok(Response::new(pb::ListLockoutsResponse {
             lockouts: locked.into_iter().map(lockouts::lockout_to_pb).collect(),
+            truncated,
         }))
     }
 

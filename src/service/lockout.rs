@@ -367,6 +367,8 @@ fn audit_trip(tx: &mut dyn Txn, draft: &AuditDraft, trip: &Trip) -> Result<(), s
 
 /// How many entries one transaction of a paged walk reads.
 const PAGE: usize = 1_000;
+/// The most lockouts one list answers: an attacker can trip many, and an answer stays small.
+const LISTED: usize = 1_000;
 
 impl Gateway {
     /// Runs a lookup or receipt of `patient` behind the lockout, in the one transaction of the
@@ -431,8 +433,9 @@ impl Gateway {
         }
     }
 
-    /// The lockouts in force (the operator's list); audited. Read a page per transaction.
-    pub async fn lockouts(&self, caller: &Caller) -> Result<Vec<Locked>, Error> {
+    /// The lockouts in force (the operator's list), at most [`LISTED`] of them, and whether
+    /// more are in force; audited. Read a page per transaction.
+    pub async fn lockouts(&self, caller: &Caller) -> Result<(Vec<Locked>, bool), Error> {
         self.audit_access(caller, "ListLockouts").await?;
         let policy = self.config.lockout;
         let now_ms = millis(self.clock.now());
@@ -446,8 +449,12 @@ impl Gateway {
                 .await??;
             locked.extend(page);
             match next {
+                Some(_) if locked.len() >= LISTED => {
+                    locked.truncate(LISTED);
+                    return Ok((locked, true));
+                }
                 Some(next) => from = next,
-                None => return Ok(locked),
+                None => return Ok((locked, false)),
             }
         }
     }
