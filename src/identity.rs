@@ -69,7 +69,12 @@ fn p256_certificate(path: &Path) -> Result<([u8; 32], Vec<u8>), LoadError> {
     let der = pem_or_der(&bytes, "CERTIFICATE").map_err(|e| load_error(path, e))?;
     let cert = Certificate::from_der(&der).map_err(|e| load_error(path, e))?;
     let spki = cert.tbs_certificate().subject_public_key_info();
-    if spki.algorithm.oid != rfc5912::ID_EC_PUBLIC_KEY {
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
+    if spki.algorithm.oid != rfc5912::ID_EC_PUBLIC_KEY || curve != Some(rfc5912::SECP_256_R_1) {
         return Err(load_error(path, "not an ECDSA P-256 certificate"));
     }
     let public = spki

@@ -8,7 +8,7 @@ use crate::store::{self, Store, Table, Txn};
 
 use super::{
     Error, Gateway, key, millis,
-    records::{DeadLetterRecord, DeadLetterV1, decode, encode},
+    records::{DeadLetterRecord, DeadLetterV1, encode},
 };
 
 const ACKED_KEY: &[u8] = b"relay\0acked";
@@ -77,20 +77,5 @@ impl Gateway {
             .await
             .map_err(Error::from)?;
         written.map_err(Error::from)
-    }
-
-    /// The dead-letter list, oldest first.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetterV1>, Error> {
-        let read = self
-            .store
-            .transact(|tx: &mut dyn Txn| {
-                tx.scan_prefix(Table::Intake, &key(&[b"dead", b""]), usize::MAX)?
-                    .into_iter()
-                    .map(|(_, v)| decode::<DeadLetterRecord>(&v).map(|DeadLetterRecord::V1(r)| r))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(Error::from)?;
-        read.map_err(Error::from)
     }
 }
