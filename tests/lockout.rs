@@ -12,8 +12,10 @@ use std::{
 };
 
 use common::{Harness, patient, start_with};
+use prost::Message;
 use rxgate::{
     config::Config,
+    demo::demo_prescription,
     domain::{hash::hex, patient::PatientKey},
     proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
@@ -95,6 +97,24 @@ async fn burst(
     tally
 }
 
+/// Starts `n` registrations of a clinic (signed beforehand), each on its own task, for patients
+/// no guess names.
+async fn write_flood(h: &Harness, n: u32) -> Vec<tokio::task::JoinHandle<Result<(), Status>>> {
+    let clinic = h.clinic("clinic").await;
+    (0..n)
+        .map(|i| {
+            let rx = demo_prescription(&format!("FLOOD-{i}"), patient(50_000 + i), h.today());
+            let request = pb::RegisterPrescriptionRequest {
+                prescription: Some(h.sign("doctor", rx.encode_to_vec())),
+                consent: pb::Consent::Card as i32,
+                ..Default::default()
+            };
+            let mut clinic = clinic.clone();
+            tokio::spawn(async move { clinic.register_prescription(request).await.map(|_| ()) })
+        })
+        .collect()
+}
+
 async fn connections(h: &Harness, name: &str, n: usize) -> Vec<DispensingServiceClient<Channel>> {
     let mut clients = Vec::new();
     for _ in 0..n {
@@ -110,7 +130,7 @@ fn assert_locked(answer: Result<impl std::fmt::Debug, Status>, limit: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_guesses_at_once_over_four_connections_meet_the_limit() {
+async fn a_thousand_guesses_at_once_over_four_connections_and_a_busy_writer_meet_the_limit() {
     let h = start_with(generous).await;
     let rx = h.register_demo("clinic", "BURST-1", 1).await;
     let clients = connections(&h, "pharmacy", 4).await;
@@ -125,7 +145,13 @@ async fn a_thousand_guesses_at_once_over_four_connections_meet_the_limit() {
         })
         .collect();
     guesses.push((clients[3].clone(), lookup(1, &rx.exchange_number)));
+    // The store's writer kept busy meanwhile, so that the guesses queue behind it (sent while
+    // the writer was stalled, every guess used to be evaluated).
+    let flood = write_flood(&h, 200).await;
     let tally = burst(guesses).await;
+    for registration in flood {
+        registration.await.unwrap().unwrap();
+    }
     assert_eq!(tally.not_found, MAX_MISSES, "{tally:?}");
     assert!(tally.ok <= 1, "{tally:?}");
     assert_eq!(tally.locked, 1_001 - MAX_MISSES - tally.ok, "{tally:?}");
