@@ -25,6 +25,10 @@
 //!   the prescription's), against every other entry. Its history spends the patient's check
 //!   budget once per line (registrations), where a dispensed one spends it twice (registration
 //!   and receipt): with the check of 128 lines it stays within 300.
+//! - the *grouped* patient: `--history-entries` undispensed lines from the history clinics, of
+//!   as many different products as meet a contraindication row of triazolam, in turn. A draft
+//!   of triazolam lines then meets one critical finding per (line, row), which names every
+//!   product of its row: the answer names about lines × entries drugs.
 //!
 //! Memory: VmRSS before a call and VmHWM after it, from `/proc/PID/status` of the spawned
 //! gateway, with the peak reset in between (`/proc/PID/clear_refs`): the call's peak extra RSS.
@@ -71,8 +75,34 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 /// Pharmacies that dispense the histories; the first receives the measured prescriptions.
 const PHARMACIES: usize = 2;
 
-/// Patients of one repetition: check, register, receive, dispense.
-const PATIENTS: usize = 4;
+/// Patients of one repetition: check, register, receive, dispense, grouped.
+const PATIENTS: usize = 5;
+
+/// Receipt codes of every shipped product that meets a contraindication row of triazolam: 87
+/// products of itraconazole, fluconazole, voriconazole, posaconazole, miconazole (oral and
+/// injection), darunavir, cobicistat and ensitrelvir (8 rows; the two darunavir/cobicistat
+/// combinations meet two). Ritonavir's products are left out: ritonavir is contraindicated with
+/// voriconazole, and the history's registrations acknowledge nothing.
+const TRIAZOLAM_CONTRAINDICATED: &str = "\
+    616290164 616290165 616290177 620000121 620000122 620002493 620002494 620002497 620002804 \
+    620002805 620003726 620003727 620003728 620004349 620006311 620007077 620007481 620007482 \
+    620007914 620008922 620008923 621530003 621530103 621531201 621531301 621542001 621542101 \
+    621542201 621543201 621543302 621543402 621569001 621569101 621569201 621569301 621629201 \
+    621636802 621639401 621688201 621746701 622053301 622056701 622070301 622070401 622073601 \
+    622139201 622139301 622328600 622375301 622403501 622479601 622479701 622480701 622480801 \
+    622483001 622483101 622491901 622492001 622492101 622495403 622495503 622499601 622499701 \
+    622499801 622507701 622532301 622632903 622683501 622747200 622747300 622747400 622747700 \
+    622765200 622765300 622765400 622765500 622765600 622784301 622784401 622972101 628785801 \
+    670002493 670002494 670003726 670003727 670003728 676290177";
+
+/// The products of `TRIAZOLAM_CONTRAINDICATED` (the gateway does not compare a line's unit
+/// with the master's).
+fn contraindicated_with_triazolam() -> Vec<Drug> {
+    TRIAZOLAM_CONTRAINDICATED
+        .split_whitespace()
+        .map(|code| Drug { code, unit: "錠" })
+        .collect()
+}
 
 /// The sizes a run drives to.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +148,7 @@ fn all_switches() -> Option<pb::CheckOptions> {
 struct Repetition {
     check: pb::PatientKey,
     receive: pb::PatientKey,
+    grouped: pb::PatientKey,
     /// The measured registration for the register patient, unsigned (its prior check) and
     /// signed.
     draft: pb::Prescription,
@@ -218,6 +249,7 @@ async fn prepare(
             |(r, ((draft, signed), ((exchange, _), accepted)))| Repetition {
                 check: plan.patient(PATIENTS * r),
                 receive: plan.patient(PATIENTS * r + 2),
+                grouped: plan.patient(PATIENTS * r + 4),
                 draft,
                 signed,
                 exchange,
@@ -230,7 +262,7 @@ async fn prepare(
 
 /// The histories of repetition `r`'s patients: the check patient's as large as allowed, the
 /// register patient's a prescription short of it, the receive patient's carriers, the dispense
-/// patient's undispensed lines.
+/// patient's and the grouped patient's undispensed lines.
 fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsigned> {
     let n = sizes.prescriptions();
     let mut all: Vec<Unsigned> = [
@@ -245,34 +277,41 @@ fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsi
         history(plan, fleet, (r, tag), key, count, (drug, sizes.lines))
     })
     .collect();
-    let key = plan.patient(PATIENTS * r + 3);
-    all.extend(undispensed(plan, fleet, (r, "dsp"), key, sizes));
+    let entries = sizes.prescriptions() * sizes.lines;
+    let undispensed_of = |(tag, patient, drugs, entries): (&str, usize, &[Drug], usize)| {
+        let key = plan.patient(PATIENTS * r + patient);
+        undispensed(plan, fleet, (r, tag), key, (drugs, entries), sizes)
+    };
+    // The dispense patient's record holds the accepted prescription's line beside them.
+    all.extend(undispensed_of(("dsp", 3, &[ITRACONAZOLE], entries - 1)));
+    let grouped = contraindicated_with_triazolam();
+    all.extend(undispensed_of(("grp", 4, &grouped, entries)));
     all
 }
 
-/// Itraconazole prescriptions for `patient`, one from each history clinic, none dispensed: as
-/// many lines as the check patient's history less the one line of the accepted prescription.
+/// `entries` lines of `drugs` in turn for `patient`, in prescriptions of `sizes.lines` lines,
+/// one from each history clinic, none dispensed.
 fn undispensed(
     plan: &Plan<'_>,
     fleet: &Fleet,
     (r, tag): (usize, &str),
     patient: pb::PatientKey,
+    (drugs, entries): (&[Drug], usize),
     sizes: Sizes,
 ) -> Vec<Unsigned> {
-    let entries = sizes.prescriptions() * sizes.lines - 1;
     (0..entries.div_ceil(sizes.lines))
         .map(|k| {
             let lines = sizes.lines.min(entries - k * sizes.lines);
             let clinic = &fleet.history_clinics[k];
             let number = format!("LW-{}-{r}-{tag}-{k}", plan.run);
-            let rx = draft(
-                plan,
-                clinic,
-                &number,
-                patient.clone(),
-                &[ITRACONAZOLE],
-                lines,
-            );
+            let drugs: Vec<Drug> = drugs
+                .iter()
+                .cycle()
+                .skip(k * sizes.lines)
+                .take(lines)
+                .copied()
+                .collect();
+            let rx = draft(plan, clinic, &number, patient.clone(), &drugs, lines);
             Unsigned {
                 clinic: k,
                 patient: patient.clone(),
@@ -418,6 +457,8 @@ struct Answer {
     /// Its warning and info findings, and those it says it left out.
     others: usize,
     omitted: u32,
+    /// The other drugs its findings name, summed over the findings.
+    named: usize,
 }
 
 impl Answer {
@@ -435,10 +476,12 @@ impl Answer {
                     critical: Vec::new(),
                     others: 0,
                     omitted: 0,
+                    named: 0,
                 };
             }
         };
         let (findings, omitted) = findings(&answer);
+        let named = findings.iter().map(|f| f.others.len()).sum();
         let (critical, others): (Vec<_>, Vec<_>) = findings
             .iter()
             .partition(|f| f.indicator == pb::Indicator::Critical as i32);
@@ -449,6 +492,7 @@ impl Answer {
             critical: critical.into_iter().map(|f| f.id.clone()).collect(),
             others: others.len(),
             omitted,
+            named,
         }
     }
 }
@@ -620,13 +664,15 @@ async fn run_phases(
     let unconsented = (&[TRIAZOLAM][..], unconsented_lines, pb::Consent::None);
     let check_rpc = "CheckPrescription";
     let mut phases = Vec::new();
-    for (name, shape) in [
-        ("check", worst),
-        ("check-mix", mix),
-        ("check-unconsented", unconsented),
+    for (name, shape, patient) in [
+        ("check", worst, 0),
+        ("check-mix", mix, 0),
+        ("check-unconsented", unconsented, 0),
+        ("check-grouped", worst, 1),
     ] {
         let phase = probe.phase((name, check_rpc), n, |r| {
-            check(plan, fleet, &reps[r].check, shape)
+            let patients = [&reps[r].check, &reps[r].grouped];
+            check(plan, fleet, patients[patient], shape)
         });
         phases.push(phase.await?);
     }
@@ -736,6 +782,7 @@ fn figures(p: &Phase) -> Value {
         "critical": last.map(|a| a.critical.len()),
         "others": last.map(|a| a.others),
         "omitted": last.map(|a| a.omitted),
+        "named": last.map(|a| a.named),
         "peak_extra_rss_mib": peak_mib,
         "peak_reset": p.peak_reset,
         "rss_before_mib": mib(p.rss.0),
@@ -757,7 +804,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         o.signer.describe()
     );
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>7} {:>9} {:>6}",
+        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>6}",
         "request",
         "min ms",
         "med ms",
@@ -767,6 +814,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         "answer KiB",
         "critical",
         "others",
+        "named",
         "peak MiB",
         "budget"
     );
@@ -775,7 +823,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         let f = figures(p);
         let num = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.0} {:>8.0} {:>7.0} {:>9.1} {:>6}  {}",
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.0} {:>8.0} {:>7.0} {:>7.0} {:>9.1} {:>6}  {}",
             p.name,
             num("min_ms"),
             num("median_ms"),
@@ -785,6 +833,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
             num("answer_bytes") / 1024.0,
             num("critical"),
             num("others"),
+            num("named"),
             num("peak_extra_rss_mib"),
             if f["within_budget"] == true {
                 "met"

@@ -161,7 +161,8 @@ fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
 /// The worst requests at small sizes (4 lines, histories of 12 entries: the spawned gateway is
 /// configured with them): every triazolam line meets one critical finding, however many
 /// itraconazole entries, the registration acknowledges all of its own and registers, the
-/// dispensing check names as many lines as allowed, and the run reads the gateway's memory.
+/// dispensing check names as many lines as allowed, a history of different products names
+/// each, and the run reads the gateway's memory.
 #[test]
 fn the_worst_requests_meet_one_critical_finding_per_line() {
     let rxgate = rxgate_binary();
@@ -186,6 +187,7 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
         "check",
         "check-mix",
         "check-unconsented",
+        "check-grouped",
         "check-before-register",
         "register",
         "receive",
@@ -201,6 +203,11 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
     }
     let dispensing_lines = rxgate::limits::Limits::default().dispensing_lines as u64;
     assert_eq!(critical("check-dispensing"), dispensing_lines, "{json}");
+    // A history of different products of triazolam's rows: one finding per (line, row), and
+    // every line's findings name every entry.
+    assert!(critical("check-grouped") >= lines, "{json}");
+    let named = requests["check-grouped"]["named"].as_u64().unwrap();
+    assert!(named >= lines * history, "{json}");
     // Without consent, one masked finding per line and kind.
     assert_eq!(critical("check-unconsented"), lines, "{json}");
     // The mix meets duplicates and cautions too.
