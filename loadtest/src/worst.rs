@@ -29,6 +29,8 @@
 //!   as many different products as meet a contraindication row of triazolam, in turn. A draft
 //!   of triazolam lines then meets one critical finding per (line, row), which names every
 //!   product of its row: the answer names about lines × entries drugs.
+//! - the *receive-grouped* patient: as the receive patient, its carriers dispensed as those
+//!   products in turn.
 //!
 //! Memory: VmRSS before a call and VmHWM after it, from `/proc/PID/status` of the spawned
 //! gateway, with the peak reset in between (`/proc/PID/clear_refs`): the call's peak extra RSS.
@@ -75,8 +77,8 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 /// Pharmacies that dispense the histories; the first receives the measured prescriptions.
 const PHARMACIES: usize = 2;
 
-/// Patients of one repetition: check, register, receive, dispense, grouped.
-const PATIENTS: usize = 5;
+/// Patients of one repetition: check, register, receive, dispense, grouped, receive-grouped.
+const PATIENTS: usize = 6;
 
 /// Receipt codes of every shipped product that meets a contraindication row of triazolam: 87
 /// products of itraconazole, fluconazole, voriconazole, posaconazole, miconazole (oral and
@@ -147,14 +149,14 @@ fn all_switches() -> Option<pb::CheckOptions> {
 /// One repetition: its patients and the documents of its measured requests.
 struct Repetition {
     check: pb::PatientKey,
-    receive: pb::PatientKey,
     grouped: pb::PatientKey,
+    /// The receive patients and the exchange numbers of the prescriptions the pharmacy
+    /// receives: history dispensed as itraconazole, as the grouped products.
+    received: [(pb::PatientKey, String); 2],
     /// The measured registration for the register patient, unsigned (its prior check) and
     /// signed.
     draft: pb::Prescription,
     signed: pb::SignedDocument,
-    /// The exchange number of the prescription the pharmacy receives.
-    exchange: String,
     /// The dispense patient's prescription, accepted by the measured pharmacy, and the lines of
     /// the dispensing it checks.
     accepted: String,
@@ -233,7 +235,10 @@ async fn prepare(
     let received = all("rx", 2, (TRIAZOLAM, sizes.lines));
     let to_dispense = all("dsp", 3, (AMLODIPINE, 1));
     let signed = plan.signers.doctor.sign_all(&drafts)?;
+    let received_grouped = all("rxg", 5, (TRIAZOLAM, sizes.lines));
     let registered = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
+    let registered_grouped =
+        register_first(clinic, plan.signers.doctor.sign_all(&received_grouped)?).await?;
     let accepted = accept_first(plan, fleet, plan.signers.doctor.sign_all(&to_dispense)?).await?;
     let dispensing = dispensing_lines(plan, fleet, &to_dispense[0]);
     let unsigned = (0..repetitions).flat_map(|r| histories(plan, fleet, sizes, r));
@@ -244,37 +249,45 @@ async fn prepare(
         .into_iter()
         .zip(signed)
         .zip(registered.into_iter().zip(accepted))
+        .zip(registered_grouped)
         .enumerate()
         .map(
-            |(r, ((draft, signed), ((exchange, _), accepted)))| Repetition {
-                check: plan.patient(PATIENTS * r),
-                receive: plan.patient(PATIENTS * r + 2),
-                grouped: plan.patient(PATIENTS * r + 4),
-                draft,
-                signed,
-                exchange,
-                accepted,
-                dispensing: dispensing.clone(),
+            |(r, (((draft, signed), ((exchange, _), accepted)), (grouped_exchange, _)))| {
+                Repetition {
+                    check: plan.patient(PATIENTS * r),
+                    grouped: plan.patient(PATIENTS * r + 4),
+                    received: [
+                        (plan.patient(PATIENTS * r + 2), exchange),
+                        (plan.patient(PATIENTS * r + 5), grouped_exchange),
+                    ],
+                    draft,
+                    signed,
+                    accepted,
+                    dispensing: dispensing.clone(),
+                }
             },
         )
         .collect())
 }
 
 /// The histories of repetition `r`'s patients: the check patient's as large as allowed, the
-/// register patient's a prescription short of it, the receive patient's carriers, the dispense
+/// register patient's a prescription short of it, the receive patients' carriers, the dispense
 /// patient's and the grouped patient's undispensed lines.
 fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsigned> {
     let n = sizes.prescriptions();
+    let grouped = contraindicated_with_triazolam();
+    let itraconazole = &[ITRACONAZOLE][..];
     let mut all: Vec<Unsigned> = [
-        ("chk", n, ITRACONAZOLE),
-        ("reg", n - 1, ITRACONAZOLE),
-        ("car", n - 1, AMLODIPINE),
+        ("chk", 0, n, ITRACONAZOLE, itraconazole),
+        ("reg", 1, n - 1, ITRACONAZOLE, itraconazole),
+        ("car", 2, n - 1, AMLODIPINE, itraconazole),
+        ("cag", 5, n - 1, AMLODIPINE, &grouped),
     ]
     .into_iter()
-    .enumerate()
-    .flat_map(|(patient, (tag, count, drug))| {
+    .flat_map(|(tag, patient, count, drug, dispensed_as)| {
         let key = plan.patient(PATIENTS * r + patient);
-        history(plan, fleet, (r, tag), key, count, (drug, sizes.lines))
+        let shape = (drug, sizes.lines, dispensed_as);
+        history(plan, fleet, (r, tag), key, count, shape)
     })
     .collect();
     let entries = sizes.prescriptions() * sizes.lines;
@@ -284,7 +297,6 @@ fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsi
     };
     // The dispense patient's record holds the accepted prescription's line beside them.
     all.extend(undispensed_of(("dsp", 3, &[ITRACONAZOLE], entries - 1)));
-    let grouped = contraindicated_with_triazolam();
     all.extend(undispensed_of(("grp", 4, &grouped, entries)));
     all
 }
@@ -304,13 +316,7 @@ fn undispensed(
             let lines = sizes.lines.min(entries - k * sizes.lines);
             let clinic = &fleet.history_clinics[k];
             let number = format!("LW-{}-{r}-{tag}-{k}", plan.run);
-            let drugs: Vec<Drug> = drugs
-                .iter()
-                .cycle()
-                .skip(k * sizes.lines)
-                .take(lines)
-                .copied()
-                .collect();
+            let drugs = in_turn(drugs, k * sizes.lines, lines);
             let rx = draft(plan, clinic, &number, patient.clone(), &drugs, lines);
             Unsigned {
                 clinic: k,
@@ -346,15 +352,20 @@ fn draft(
     rx
 }
 
+/// `n` of `drugs` in turn, from the `from`th on.
+fn in_turn(drugs: &[Drug], from: usize, n: usize) -> Vec<Drug> {
+    drugs.iter().cycle().skip(from).take(n).copied().collect()
+}
+
 /// `count` history prescriptions of `drug` for `patient`, one from each history clinic; every
-/// other one (every one, for a carrier of amlodipine) is dispensed, as itraconazole.
+/// other one (every one, for a carrier of amlodipine) is dispensed, as `dispensed_as` in turn.
 fn history(
     plan: &Plan<'_>,
     fleet: &Fleet,
     (r, tag): (usize, &str),
     patient: pb::PatientKey,
     count: usize,
-    (drug, lines): (Drug, usize),
+    (drug, lines, dispensed_as): (Drug, usize, &[Drug]),
 ) -> Vec<Unsigned> {
     (0..count)
         .map(|k| {
@@ -363,7 +374,8 @@ fn history(
             let rx = draft(plan, clinic, &number, patient.clone(), &[drug], lines);
             let dispensing = (k % 2 == 0 || drug.code != ITRACONAZOLE.code).then(|| {
                 let ph = k % PHARMACIES;
-                (ph, dispensed(plan, &rx, &fleet.pharmacies[ph]))
+                let drugs = in_turn(dispensed_as, k * lines, lines);
+                (ph, dispensed(plan, &rx, &fleet.pharmacies[ph], &drugs))
             });
             Unsigned {
                 clinic: k,
@@ -375,13 +387,22 @@ fn history(
         .collect()
 }
 
-/// The dispensing record of every line of `rx`, as itraconazole.
-fn dispensed(plan: &Plan<'_>, rx: &pb::Prescription, pharmacy: &Member) -> pb::DispensingRecord {
-    let mut record = plan.dispensing(rx, pharmacy, ITRACONAZOLE);
+/// The dispensing record of every line of `rx`, line i as `drugs[i]`.
+fn dispensed(
+    plan: &Plan<'_>,
+    rx: &pb::Prescription,
+    pharmacy: &Member,
+    drugs: &[Drug],
+) -> pb::DispensingRecord {
+    let mut record = plan.dispensing(rx, pharmacy, drugs[0]);
     let template = record.lines[0].clone();
-    record.lines = (0..rx.lines.len())
-        .map(|i| pb::DispensedLine {
+    record.lines = drugs
+        .iter()
+        .enumerate()
+        .map(|(i, drug)| pb::DispensedLine {
             prescription_line: i as u32,
+            drug: Some(corpus::receipt(*drug)),
+            unit: drug.unit.into(),
             ..template.clone()
         })
         .collect();
@@ -691,10 +712,12 @@ async fn run_phases(
         register(fleet, reps[r].signed.clone(), acks[r].clone())
     });
     phases.push(register.await?);
-    let receive = probe.phase(("receive", "ReceivePrescription"), n, |r| {
-        receive(fleet, &reps[r])
-    });
-    phases.push(receive.await?);
+    for (name, k) in [("receive", 0), ("receive-grouped", 1)] {
+        let phase = probe.phase((name, "ReceivePrescription"), n, |r| {
+            receive(fleet, &reps[r].received[k])
+        });
+        phases.push(phase.await?);
+    }
     let dispensing = probe.phase(("check-dispensing", "CheckDispensing"), n, |r| {
         check_dispensing(fleet, &reps[r])
     });
@@ -728,10 +751,10 @@ async fn register(
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))
 }
 
-async fn receive(fleet: &Fleet, rep: &Repetition) -> Answer {
+async fn receive(fleet: &Fleet, (patient, exchange): &(pb::PatientKey, String)) -> Answer {
     let request = pb::ReceivePrescriptionRequest {
         check_options: all_switches(),
-        ..corpus::receive_request(rep.receive.clone(), rep.exchange.clone())
+        ..corpus::receive_request(patient.clone(), exchange.clone())
     };
     let answer = pharmacy_client(fleet).receive_prescription(request).await;
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))

@@ -191,6 +191,7 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
         "check-before-register",
         "register",
         "receive",
+        "receive-grouped",
         "check-dispensing",
     ] {
         assert_eq!(requests[name]["codes"], json!({"Ok": 2}), "{name}: {json}");
@@ -206,8 +207,14 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
     // A history of different products of triazolam's rows: one finding per (line, row), and
     // every line's findings name every entry.
     assert!(critical("check-grouped") >= lines, "{json}");
-    let named = requests["check-grouped"]["named"].as_u64().unwrap();
-    assert!(named >= lines * history, "{json}");
+    let named = |name: &str| requests[name]["named"].as_u64().unwrap();
+    assert!(named("check-grouped") >= lines * history, "{json}");
+    // Received against as many dispensed, less the received prescription's own lines.
+    assert!(critical("receive-grouped") >= lines, "{json}");
+    assert!(
+        named("receive-grouped") >= lines * (history - lines),
+        "{json}"
+    );
     // Without consent, one masked finding per line and kind.
     assert_eq!(critical("check-unconsented"), lines, "{json}");
     // The mix meets duplicates and cautions too.
