@@ -5,7 +5,7 @@
 //! sent alone, `--repetitions` times, with its latency, the size of its answer and the gateway's
 //! resident memory around it. Prints a table, then one line of JSON.
 //!
-//! Every repetition has four patients of its own, so that no per-patient check budget runs out
+//! Every repetition has six patients of its own, so that no per-patient check budget runs out
 //! and no registration meets the history bound:
 //! - the *check* patient: `--history-entries` lines of itraconazole, in prescriptions of
 //!   `--lines` lines from the history clinics, every other one received and dispensed by a
