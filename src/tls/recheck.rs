@@ -53,10 +53,7 @@ async fn next_reload(mut reloads: watch::Receiver<VerifierInForce>) -> Option<Re
 
 /// Checks `chain` (the end-entity certificate, then its intermediates) with `verifier` on the
 /// blocking pool, when its turn comes.
-async fn check(
-    (reloads, verifier): Reloaded,
-    chain: Vec<CertificateDer<'static>>,
-) -> Checked {
+async fn check((reloads, verifier): Reloaded, chain: Vec<CertificateDer<'static>>) -> Checked {
     let _turn = RECHECKS.acquire().await;
     let verified = tokio::task::spawn_blocking(move || match chain.as_slice() {
         [] => Err(rustls::Error::NoCertificatesPresented),
