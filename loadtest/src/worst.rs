@@ -5,7 +5,7 @@
 //! sent alone, `--repetitions` times, with its latency, the size of its answer and the gateway's
 //! resident memory around it. Prints a table, then one line of JSON.
 //!
-//! Every repetition has four patients of its own, so that no per-patient check budget runs out
+//! Every repetition has six patients of its own, so that no per-patient check budget runs out
 //! and no registration meets the history bound:
 //! - the *check* patient: `--history-entries` lines of itraconazole, in prescriptions of
 //!   `--lines` lines from the history clinics, every other one received and dispensed by a
@@ -25,6 +25,12 @@
 //!   the prescription's), against every other entry. Its history spends the patient's check
 //!   budget once per line (registrations), where a dispensed one spends it twice (registration
 //!   and receipt): with the check of 128 lines it stays within 300.
+//! - the *grouped* patient: `--history-entries` undispensed lines from the history clinics, of
+//!   as many different products as meet a contraindication row of triazolam, in turn. A draft
+//!   of triazolam lines then meets one critical finding per (line, row), which names every
+//!   product of its row: the answer names about lines × entries drugs.
+//! - the *receive-grouped* patient: as the receive patient, its carriers dispensed as those
+//!   products in turn.
 //!
 //! Memory: VmRSS before a call and VmHWM after it, from `/proc/PID/status` of the spawned
 //! gateway, with the peak reset in between (`/proc/PID/clear_refs`): the call's peak extra RSS.
@@ -71,8 +77,34 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 /// Pharmacies that dispense the histories; the first receives the measured prescriptions.
 const PHARMACIES: usize = 2;
 
-/// Patients of one repetition: check, register, receive, dispense.
-const PATIENTS: usize = 4;
+/// Patients of one repetition: check, register, receive, dispense, grouped, receive-grouped.
+const PATIENTS: usize = 6;
+
+/// Receipt codes of every shipped product that meets a contraindication row of triazolam: 87
+/// products of itraconazole, fluconazole, voriconazole, posaconazole, miconazole (oral and
+/// injection), darunavir, cobicistat and ensitrelvir (8 rows; the two darunavir/cobicistat
+/// combinations meet two). Ritonavir's products are left out: ritonavir is contraindicated with
+/// voriconazole, and the history's registrations acknowledge nothing.
+const TRIAZOLAM_CONTRAINDICATED: &str = "\
+    616290164 616290165 616290177 620000121 620000122 620002493 620002494 620002497 620002804 \
+    620002805 620003726 620003727 620003728 620004349 620006311 620007077 620007481 620007482 \
+    620007914 620008922 620008923 621530003 621530103 621531201 621531301 621542001 621542101 \
+    621542201 621543201 621543302 621543402 621569001 621569101 621569201 621569301 621629201 \
+    621636802 621639401 621688201 621746701 622053301 622056701 622070301 622070401 622073601 \
+    622139201 622139301 622328600 622375301 622403501 622479601 622479701 622480701 622480801 \
+    622483001 622483101 622491901 622492001 622492101 622495403 622495503 622499601 622499701 \
+    622499801 622507701 622532301 622632903 622683501 622747200 622747300 622747400 622747700 \
+    622765200 622765300 622765400 622765500 622765600 622784301 622784401 622972101 628785801 \
+    670002493 670002494 670003726 670003727 670003728 676290177";
+
+/// The products of `TRIAZOLAM_CONTRAINDICATED` (the gateway does not compare a line's unit
+/// with the master's).
+fn contraindicated_with_triazolam() -> Vec<Drug> {
+    TRIAZOLAM_CONTRAINDICATED
+        .split_whitespace()
+        .map(|code| Drug { code, unit: "錠" })
+        .collect()
+}
 
 /// The sizes a run drives to.
 #[derive(Debug, Clone, Copy)]
@@ -117,13 +149,14 @@ fn all_switches() -> Option<pb::CheckOptions> {
 /// One repetition: its patients and the documents of its measured requests.
 struct Repetition {
     check: pb::PatientKey,
-    receive: pb::PatientKey,
+    grouped: pb::PatientKey,
+    /// The receive patients and the exchange numbers of the prescriptions the pharmacy
+    /// receives: history dispensed as itraconazole, as the grouped products.
+    received: [(pb::PatientKey, String); 2],
     /// The measured registration for the register patient, unsigned (its prior check) and
     /// signed.
     draft: pb::Prescription,
     signed: pb::SignedDocument,
-    /// The exchange number of the prescription the pharmacy receives.
-    exchange: String,
     /// The dispense patient's prescription, accepted by the measured pharmacy, and the lines of
     /// the dispensing it checks.
     accepted: String,
@@ -202,7 +235,10 @@ async fn prepare(
     let received = all("rx", 2, (TRIAZOLAM, sizes.lines));
     let to_dispense = all("dsp", 3, (AMLODIPINE, 1));
     let signed = plan.signers.doctor.sign_all(&drafts)?;
+    let received_grouped = all("rxg", 5, (TRIAZOLAM, sizes.lines));
     let registered = register_first(clinic, plan.signers.doctor.sign_all(&received)?).await?;
+    let registered_grouped =
+        register_first(clinic, plan.signers.doctor.sign_all(&received_grouped)?).await?;
     let accepted = accept_first(plan, fleet, plan.signers.doctor.sign_all(&to_dispense)?).await?;
     let dispensing = dispensing_lines(plan, fleet, &to_dispense[0]);
     let unsigned = (0..repetitions).flat_map(|r| histories(plan, fleet, sizes, r));
@@ -213,66 +249,75 @@ async fn prepare(
         .into_iter()
         .zip(signed)
         .zip(registered.into_iter().zip(accepted))
+        .zip(registered_grouped)
         .enumerate()
         .map(
-            |(r, ((draft, signed), ((exchange, _), accepted)))| Repetition {
-                check: plan.patient(PATIENTS * r),
-                receive: plan.patient(PATIENTS * r + 2),
-                draft,
-                signed,
-                exchange,
-                accepted,
-                dispensing: dispensing.clone(),
+            |(r, (((draft, signed), ((exchange, _), accepted)), (grouped_exchange, _)))| {
+                Repetition {
+                    check: plan.patient(PATIENTS * r),
+                    grouped: plan.patient(PATIENTS * r + 4),
+                    received: [
+                        (plan.patient(PATIENTS * r + 2), exchange),
+                        (plan.patient(PATIENTS * r + 5), grouped_exchange),
+                    ],
+                    draft,
+                    signed,
+                    accepted,
+                    dispensing: dispensing.clone(),
+                }
             },
         )
         .collect())
 }
 
 /// The histories of repetition `r`'s patients: the check patient's as large as allowed, the
-/// register patient's a prescription short of it, the receive patient's carriers, the dispense
-/// patient's undispensed lines.
+/// register patient's a prescription short of it, the receive patients' carriers, the dispense
+/// patient's and the grouped patient's undispensed lines.
 fn histories(plan: &Plan<'_>, fleet: &Fleet, sizes: Sizes, r: usize) -> Vec<Unsigned> {
     let n = sizes.prescriptions();
+    let grouped = contraindicated_with_triazolam();
+    let itraconazole = &[ITRACONAZOLE][..];
     let mut all: Vec<Unsigned> = [
-        ("chk", n, ITRACONAZOLE),
-        ("reg", n - 1, ITRACONAZOLE),
-        ("car", n - 1, AMLODIPINE),
+        ("chk", 0, n, ITRACONAZOLE, itraconazole),
+        ("reg", 1, n - 1, ITRACONAZOLE, itraconazole),
+        ("car", 2, n - 1, AMLODIPINE, itraconazole),
+        ("cag", 5, n - 1, AMLODIPINE, &grouped),
     ]
     .into_iter()
-    .enumerate()
-    .flat_map(|(patient, (tag, count, drug))| {
+    .flat_map(|(tag, patient, count, drug, dispensed_as)| {
         let key = plan.patient(PATIENTS * r + patient);
-        history(plan, fleet, (r, tag), key, count, (drug, sizes.lines))
+        let shape = (drug, sizes.lines, dispensed_as);
+        history(plan, fleet, (r, tag), key, count, shape)
     })
     .collect();
-    let key = plan.patient(PATIENTS * r + 3);
-    all.extend(undispensed(plan, fleet, (r, "dsp"), key, sizes));
+    let entries = sizes.prescriptions() * sizes.lines;
+    let undispensed_of = |(tag, patient, drugs, entries): (&str, usize, &[Drug], usize)| {
+        let key = plan.patient(PATIENTS * r + patient);
+        undispensed(plan, fleet, (r, tag), key, (drugs, entries), sizes)
+    };
+    // The dispense patient's record holds the accepted prescription's line beside them.
+    all.extend(undispensed_of(("dsp", 3, &[ITRACONAZOLE], entries - 1)));
+    all.extend(undispensed_of(("grp", 4, &grouped, entries)));
     all
 }
 
-/// Itraconazole prescriptions for `patient`, one from each history clinic, none dispensed: as
-/// many lines as the check patient's history less the one line of the accepted prescription.
+/// `entries` lines of `drugs` in turn for `patient`, in prescriptions of `sizes.lines` lines,
+/// one from each history clinic, none dispensed.
 fn undispensed(
     plan: &Plan<'_>,
     fleet: &Fleet,
     (r, tag): (usize, &str),
     patient: pb::PatientKey,
+    (drugs, entries): (&[Drug], usize),
     sizes: Sizes,
 ) -> Vec<Unsigned> {
-    let entries = sizes.prescriptions() * sizes.lines - 1;
     (0..entries.div_ceil(sizes.lines))
         .map(|k| {
             let lines = sizes.lines.min(entries - k * sizes.lines);
             let clinic = &fleet.history_clinics[k];
             let number = format!("LW-{}-{r}-{tag}-{k}", plan.run);
-            let rx = draft(
-                plan,
-                clinic,
-                &number,
-                patient.clone(),
-                &[ITRACONAZOLE],
-                lines,
-            );
+            let drugs = in_turn(drugs, k * sizes.lines, lines);
+            let rx = draft(plan, clinic, &number, patient.clone(), &drugs, lines);
             Unsigned {
                 clinic: k,
                 patient: patient.clone(),
@@ -307,15 +352,20 @@ fn draft(
     rx
 }
 
+/// `n` of `drugs` in turn, from the `from`th on.
+fn in_turn(drugs: &[Drug], from: usize, n: usize) -> Vec<Drug> {
+    drugs.iter().cycle().skip(from).take(n).copied().collect()
+}
+
 /// `count` history prescriptions of `drug` for `patient`, one from each history clinic; every
-/// other one (every one, for a carrier of amlodipine) is dispensed, as itraconazole.
+/// other one (every one, for a carrier of amlodipine) is dispensed, as `dispensed_as` in turn.
 fn history(
     plan: &Plan<'_>,
     fleet: &Fleet,
     (r, tag): (usize, &str),
     patient: pb::PatientKey,
     count: usize,
-    (drug, lines): (Drug, usize),
+    (drug, lines, dispensed_as): (Drug, usize, &[Drug]),
 ) -> Vec<Unsigned> {
     (0..count)
         .map(|k| {
@@ -324,7 +374,8 @@ fn history(
             let rx = draft(plan, clinic, &number, patient.clone(), &[drug], lines);
             let dispensing = (k % 2 == 0 || drug.code != ITRACONAZOLE.code).then(|| {
                 let ph = k % PHARMACIES;
-                (ph, dispensed(plan, &rx, &fleet.pharmacies[ph]))
+                let drugs = in_turn(dispensed_as, k * lines, lines);
+                (ph, dispensed(plan, &rx, &fleet.pharmacies[ph], &drugs))
             });
             Unsigned {
                 clinic: k,
@@ -336,13 +387,22 @@ fn history(
         .collect()
 }
 
-/// The dispensing record of every line of `rx`, as itraconazole.
-fn dispensed(plan: &Plan<'_>, rx: &pb::Prescription, pharmacy: &Member) -> pb::DispensingRecord {
-    let mut record = plan.dispensing(rx, pharmacy, ITRACONAZOLE);
+/// The dispensing record of every line of `rx`, line i as `drugs[i]`.
+fn dispensed(
+    plan: &Plan<'_>,
+    rx: &pb::Prescription,
+    pharmacy: &Member,
+    drugs: &[Drug],
+) -> pb::DispensingRecord {
+    let mut record = plan.dispensing(rx, pharmacy, drugs[0]);
     let template = record.lines[0].clone();
-    record.lines = (0..rx.lines.len())
-        .map(|i| pb::DispensedLine {
+    record.lines = drugs
+        .iter()
+        .enumerate()
+        .map(|(i, drug)| pb::DispensedLine {
             prescription_line: i as u32,
+            drug: Some(corpus::receipt(*drug)),
+            unit: drug.unit.into(),
             ..template.clone()
         })
         .collect();
@@ -418,6 +478,8 @@ struct Answer {
     /// Its warning and info findings, and those it says it left out.
     others: usize,
     omitted: u32,
+    /// The other drugs its findings name, summed over the findings.
+    named: usize,
 }
 
 impl Answer {
@@ -435,10 +497,12 @@ impl Answer {
                     critical: Vec::new(),
                     others: 0,
                     omitted: 0,
+                    named: 0,
                 };
             }
         };
         let (findings, omitted) = findings(&answer);
+        let named = findings.iter().map(|f| f.others.len()).sum();
         let (critical, others): (Vec<_>, Vec<_>) = findings
             .iter()
             .partition(|f| f.indicator == pb::Indicator::Critical as i32);
@@ -449,6 +513,7 @@ impl Answer {
             critical: critical.into_iter().map(|f| f.id.clone()).collect(),
             others: others.len(),
             omitted,
+            named,
         }
     }
 }
@@ -620,13 +685,15 @@ async fn run_phases(
     let unconsented = (&[TRIAZOLAM][..], unconsented_lines, pb::Consent::None);
     let check_rpc = "CheckPrescription";
     let mut phases = Vec::new();
-    for (name, shape) in [
-        ("check", worst),
-        ("check-mix", mix),
-        ("check-unconsented", unconsented),
+    for (name, shape, patient) in [
+        ("check", worst, 0),
+        ("check-mix", mix, 0),
+        ("check-unconsented", unconsented, 0),
+        ("check-grouped", worst, 1),
     ] {
         let phase = probe.phase((name, check_rpc), n, |r| {
-            check(plan, fleet, &reps[r].check, shape)
+            let patients = [&reps[r].check, &reps[r].grouped];
+            check(plan, fleet, patients[patient], shape)
         });
         phases.push(phase.await?);
     }
@@ -645,10 +712,12 @@ async fn run_phases(
         register(fleet, reps[r].signed.clone(), acks[r].clone())
     });
     phases.push(register.await?);
-    let receive = probe.phase(("receive", "ReceivePrescription"), n, |r| {
-        receive(fleet, &reps[r])
-    });
-    phases.push(receive.await?);
+    for (name, k) in [("receive", 0), ("receive-grouped", 1)] {
+        let phase = probe.phase((name, "ReceivePrescription"), n, |r| {
+            receive(fleet, &reps[r].received[k])
+        });
+        phases.push(phase.await?);
+    }
     let dispensing = probe.phase(("check-dispensing", "CheckDispensing"), n, |r| {
         check_dispensing(fleet, &reps[r])
     });
@@ -682,10 +751,10 @@ async fn register(
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))
 }
 
-async fn receive(fleet: &Fleet, rep: &Repetition) -> Answer {
+async fn receive(fleet: &Fleet, (patient, exchange): &(pb::PatientKey, String)) -> Answer {
     let request = pb::ReceivePrescriptionRequest {
         check_options: all_switches(),
-        ..corpus::receive_request(rep.receive.clone(), rep.exchange.clone())
+        ..corpus::receive_request(patient.clone(), exchange.clone())
     };
     let answer = pharmacy_client(fleet).receive_prescription(request).await;
     Answer::of(answer, |a| (&a.findings, a.findings_omitted))
@@ -736,6 +805,7 @@ fn figures(p: &Phase) -> Value {
         "critical": last.map(|a| a.critical.len()),
         "others": last.map(|a| a.others),
         "omitted": last.map(|a| a.omitted),
+        "named": last.map(|a| a.named),
         "peak_extra_rss_mib": peak_mib,
         "peak_reset": p.peak_reset,
         "rss_before_mib": mib(p.rss.0),
@@ -757,7 +827,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         o.signer.describe()
     );
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>7} {:>9} {:>6}",
+        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>6}",
         "request",
         "min ms",
         "med ms",
@@ -767,6 +837,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         "answer KiB",
         "critical",
         "others",
+        "named",
         "peak MiB",
         "budget"
     );
@@ -775,7 +846,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
         let f = figures(p);
         let num = |key: &str| f[key].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.0} {:>8.0} {:>7.0} {:>9.1} {:>6}  {}",
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>10.0} {:>8.0} {:>7.0} {:>7.0} {:>9.1} {:>6}  {}",
             p.name,
             num("min_ms"),
             num("median_ms"),
@@ -785,6 +856,7 @@ fn print_report(o: &Options, sizes: Sizes, prepared_s: f64, phases: &[Phase]) {
             num("answer_bytes") / 1024.0,
             num("critical"),
             num("others"),
+            num("named"),
             num("peak_extra_rss_mib"),
             if f["within_budget"] == true {
                 "met"

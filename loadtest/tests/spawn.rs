@@ -161,7 +161,8 @@ fn the_echo_ceiling_runs_over_the_same_mutual_tls() {
 /// The worst requests at small sizes (4 lines, histories of 12 entries: the spawned gateway is
 /// configured with them): every triazolam line meets one critical finding, however many
 /// itraconazole entries, the registration acknowledges all of its own and registers, the
-/// dispensing check names as many lines as allowed, and the run reads the gateway's memory.
+/// dispensing check names as many lines as allowed, a history of different products names
+/// each, and the run reads the gateway's memory.
 #[test]
 fn the_worst_requests_meet_one_critical_finding_per_line() {
     let rxgate = rxgate_binary();
@@ -186,9 +187,11 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
         "check",
         "check-mix",
         "check-unconsented",
+        "check-grouped",
         "check-before-register",
         "register",
         "receive",
+        "receive-grouped",
         "check-dispensing",
     ] {
         assert_eq!(requests[name]["codes"], json!({"Ok": 2}), "{name}: {json}");
@@ -201,6 +204,17 @@ fn the_worst_requests_meet_one_critical_finding_per_line() {
     }
     let dispensing_lines = rxgate::limits::Limits::default().dispensing_lines as u64;
     assert_eq!(critical("check-dispensing"), dispensing_lines, "{json}");
+    // A history of different products of triazolam's rows: one finding per (line, row), and
+    // every line's findings name every entry.
+    assert!(critical("check-grouped") >= lines, "{json}");
+    let named = |name: &str| requests[name]["named"].as_u64().unwrap();
+    assert!(named("check-grouped") >= lines * history, "{json}");
+    // Received against as many dispensed, less the received prescription's own lines.
+    assert!(critical("receive-grouped") >= lines, "{json}");
+    assert!(
+        named("receive-grouped") >= lines * (history - lines),
+        "{json}"
+    );
     // Without consent, one masked finding per line and kind.
     assert_eq!(critical("check-unconsented"), lines, "{json}");
     // The mix meets duplicates and cautions too.
