@@ -19,8 +19,11 @@ use rxgate::{
     trust::TrustFiles,
 };
 
+/// A fuzz entry point of `rxgate::fuzzing`.
+type Entry = fn(&[u8]);
+
 /// Each target's name (its folder) and entry point.
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+const TARGETS: [(&str, Entry); 5] = [
     ("cms", fuzzing::cms),
     ("document", fuzzing::document),
     ("master", fuzzing::master),
