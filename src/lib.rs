@@ -5,6 +5,7 @@
 //!   profile, time, revocation, role) and yields `VerifiedDocument`, the only proof of a verified
 //!   signature.
 //! - `documents`: the strict decode of the wire document types (`SignedContent`).
+//! - `fuzzing`: the fuzz entry points, one per parser (the targets under `fuzz/`, docs/FUZZING.md).
 //! - `proto`: the generated types of `proto/rxgate/v1`.
 //! - `signer`: makes CMS signatures (for `rxgate sign`, demos and tests).
 //! - `identity`: the gateway's own signing key and the gateways an intake pins.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod documents;
 pub mod domain;
+pub mod fuzzing;
 pub mod grpc;
 pub mod identity;
 pub mod json;
