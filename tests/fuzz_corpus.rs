@@ -1,7 +1,8 @@
 //! The corpus replay: every committed fuzz input (`fuzz/corpus/TARGET/`) and every crash found
 //! (`fuzz/regressions/TARGET/`) goes through the same `rxgate::fuzzing` function the cargo-fuzz
 //! target calls, so CI runs what the fuzzers found without building them (docs/FUZZING.md).
-//! Also the seed writer that made the corpora's starting points from the test fixtures.
+//! Also the seeds, the corpora's starting points made from the test fixtures: run through their
+//! targets, and written on request.
 
 use std::{
     fs,
@@ -189,14 +190,22 @@ fn the_signed_seeds_verify_as_of_the_fuzzed_receipt_time() {
         .unwrap();
 }
 
-/// Writes the seeds into `fuzz/corpus/TARGET/seed-NAME` (run once before fuzzing; the
-/// minimized corpora keep what they still add).
+/// The seeds go through their targets without a panic; with `RXGATE_WRITE_FUZZ_SEEDS=1` they
+/// are also written into `fuzz/corpus/TARGET/seed-NAME` (once, before fuzzing: the minimized
+/// corpora keep what they still add).
 #[test]
-#[ignore = "writes the fuzz seeds: cargo test --test fuzz_corpus -- --ignored write_seeds"]
-fn write_seeds() {
+fn the_seeds_run_through_their_targets() {
+    let write = std::env::var_os("RXGATE_WRITE_FUZZ_SEEDS").is_some();
     for (target, name, bytes) in seeds() {
-        let dir = root().join("fuzz/corpus").join(target);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        let (_, entry) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
+        assert!(
+            catch_unwind(AssertUnwindSafe(|| entry(&bytes))).is_ok(),
+            "seed {target}/{name} panicked"
+        );
+        if write {
+            let dir = root().join("fuzz/corpus").join(target);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
     }
 }
