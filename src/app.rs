@@ -11,8 +11,8 @@ use tonic::transport::Server as TonicServer;
 use crate::{
     config::Config,
     grpc::{
-        FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer, Services, StreamCap,
-        StreamCount, UnaryDeadline, streaming_paths,
+        EdgeAuditLayer, FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer,
+        Services, StreamCap, StreamCount, UnaryDeadline, streaming_paths,
     },
     identity::GatewayIdentity,
     masters, ops,
@@ -307,15 +307,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         streaming_paths(&standard).map_err(descriptors)?,
         network.health_reflection_streams_per_institution,
     );
-    // Layers in order from the outside in: everything is measured, refusals included; every
+    // Layers in order from the outside in: everything is measured, refusals included; what no
+    // handler audits is audited as answered (the rewrites below applied); every
     // call counts as an open stream of its connection (against the idle timeout); the fairness
     // limits and the cap on health and reflection streams refuse before a request's body is
     // read; the deadline covers the handler.
+    let edge_audit = EdgeAuditLayer::new(Arc::clone(&gateway), network.edge_audit_per_second);
     let router = TonicServer::builder()
         .max_concurrent_streams(network.max_concurrent_streams)
         .http2_keepalive_interval(Some(network.http2_keepalive_interval()))
         .http2_keepalive_timeout(Some(network.http2_keepalive_timeout()))
         .layer(MetricsLayer::new(Arc::clone(gateway.metrics())))
+        .layer(edge_audit.clone())
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::oversize_is_resource_exhausted,
         ))
@@ -371,7 +374,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         for task in background {
             task.abort();
         }
-        // The last calls' records are bound by a checkpoint before the store closes.
+        // The counted edge requests are written, and the last calls' records bound by a
+        // checkpoint, before the store closes.
+        edge_audit.written().await;
         checkpoint(&gateway, &identity).await;
         drop(gateway);
         // Closing flushes, joins the writer thread and waits for the engine to release its files:

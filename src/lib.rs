@@ -22,6 +22,7 @@
 //! - `ops`: the operations port: `/metrics`, `/healthz` and `/readyz` over plain HTTP.
 //! - `keyed_slots`: counted places per key (handshakes per address, feeds per institution).
 //! - `log_throttle`: at most one log line per interval for what a peer can repeat at will.
+//! - `tally`: bounds a connection's edge audit records per second; the rest become counts.
 //! - `network`: the `[network]` configuration (connection, HTTP/2, feed and fairness limits).
 //! - `service`: the use cases, the clinical checks' history index, master imports.
 //! - `relay`: pushes dispensing records to the upstream management service.
@@ -58,5 +59,6 @@ pub mod relay;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod tally;
 pub mod tls;
 pub mod trust;

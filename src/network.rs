@@ -51,6 +51,10 @@ pub struct NetworkConfig {
     /// Open `grpc.health.v1.Health/Watch` and server reflection streams one institution may
     /// have at once (together); more are refused with RESOURCE_EXHAUSTED.
     pub health_reflection_streams_per_institution: usize,
+    /// Requests answered before any handler (refusals at the edge, health and reflection calls)
+    /// one connection may have audited one record each per second; the rest of its second are
+    /// counted, and written as one record of counts.
+    pub edge_audit_per_second: u32,
     /// WatchEvents feeds.
     pub feeds: FeedsConfig,
     /// Per-institution requests in flight and rate.
@@ -72,6 +76,7 @@ impl Default for NetworkConfig {
             idle_timeout_secs: tls::IDLE_TIMEOUT.as_secs(),
             unary_deadline_secs: 10,
             health_reflection_streams_per_institution: 4,
+            edge_audit_per_second: 5,
             feeds: FeedsConfig::default(),
             fairness: FairnessConfig::default(),
         }
@@ -177,6 +182,10 @@ impl NetworkConfig {
             (
                 "health_reflection_streams_per_institution",
                 self.health_reflection_streams_per_institution as u64,
+            ),
+            (
+                "edge_audit_per_second",
+                u64::from(self.edge_audit_per_second),
             ),
             (
                 "feeds.max_per_institution",

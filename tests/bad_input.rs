@@ -14,11 +14,8 @@ use std::{
     time::UNIX_EPOCH,
 };
 
-use common::{Harness, patient, prescription, start_with};
-use prost::{
-    Message,
-    bytes::{Buf, BufMut},
-};
+use common::{Harness, patient, prescription, raw::call_raw, start_with};
+use prost::Message;
 use rxgate::{
     demo::demo_dispensing,
     domain::hash::{hex, sha256},
@@ -26,11 +23,7 @@ use rxgate::{
     proto::v1::{self as pb, import_master_chunk::Part},
     store::{EmbeddedStore, Store, Table},
 };
-use tonic::{
-    Code, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::http::uri::PathAndQuery,
-};
+use tonic::{Code, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_request::MessageRequest,
@@ -104,44 +97,6 @@ const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Over the 256 KiB message limit.
 const OVERSIZE: usize = 300 * 1024;
-
-/// A codec that sends and reads message bytes exactly as given.
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// What a row must be answered with.
 #[derive(Debug)]
@@ -679,18 +634,7 @@ async fn call(
     path: &'static str,
     messages: Vec<Vec<u8>>,
 ) -> Result<usize, Status> {
-    let mut grpc = tonic::client::Grpc::new(h.channel(cert).await);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let request = tonic::Request::new(tokio_stream::iter(messages));
-    let path = PathAndQuery::from_static(path);
-    let mut answer = grpc.streaming(request, path, Raw).await?.into_inner();
-    let mut messages = 0;
-    while answer.message().await?.is_some() {
-        messages += 1;
-    }
-    Ok(messages)
+    call_raw(h.channel(cert).await, path, messages, &[]).await
 }
 
 /// Whether `got` is what `row` wants; if not, why not.

@@ -261,6 +261,31 @@ pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
         .unwrap_or_default();
     let (r, check) = match e.entry {
         ChainedV1::Call(r) => (r.call, r.check),
+        ChainedV1::Counted(c) => {
+            return pb::AuditRecord {
+                sequence: e.sequence,
+                time_unix_ms: c.from_ms,
+                until_unix_ms: c.until_ms,
+                institution_kind: c.institution_kind,
+                institution_code: c.institution_code,
+                certificate_sha256: hex(&c.certificate_sha256),
+                action: COUNTED.into(),
+                outcome: "OK".into(),
+                counts: c
+                    .counts
+                    .into_iter()
+                    .map(|c| pb::AuditCount {
+                        action: c.action,
+                        outcome: c.outcome,
+                        count: c.count,
+                    })
+                    .collect(),
+                chain_writer,
+                previous_sha256,
+                canonical,
+                ..pb::AuditRecord::default()
+            };
+        }
         ChainedV1::Genesis { time_ms, unchained } => {
             return pb::AuditRecord {
                 sequence: e.sequence,
@@ -302,11 +327,14 @@ pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
         chain_writer,
         previous_sha256,
         canonical,
+        ..pb::AuditRecord::default()
     }
 }
 
 /// The action of a chain's genesis link in an export (its target: the unchained records before).
 const GENESIS: &str = "AuditChainGenesis";
+/// The action of a record of counted edge requests (its counts say of what).
+const COUNTED: &str = "EdgeRequestsCounted";
 
 /// The patient pseudonym an audit export is filtered by: empty for none, else 64 hex digits.
 pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {

@@ -5,6 +5,7 @@
 mod convert;
 mod deadline;
 mod decode_errors;
+mod edge_audit;
 mod fairness;
 mod feed;
 mod guard;
@@ -58,6 +59,7 @@ fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
 pub use convert::{MAX_MESSAGE_BYTES, audit_to_pb, file_kind_to_pb, state_to_pb};
 pub(crate) use deadline::{UnaryDeadline, streaming_paths};
 pub use decode_errors::undecodable_is_invalid_argument;
+pub use edge_audit::EdgeAuditLayer;
 pub(crate) use fairness::FairnessGuard;
 pub use fairness::{Allowance, FairnessPolicy};
 pub use feed::FeedLimits;
@@ -86,6 +88,19 @@ pub fn oversize_is_resource_exhausted<B>(
     response
 }
 
+/// The caller of `request`, as its connection's client certificate names it. The handler that
+/// asks audits the call from here on.
+fn authenticated<T>(request: &Request<T>) -> Result<Caller, Status> {
+    edge_audit::Reached::mark(request);
+    // Every connection comes through the mutual-TLS acceptor, which refuses anonymous peers.
+    let peer =
+        peer_identity(request).ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    Ok(Caller {
+        institution: peer.institution.clone(),
+        certificate_sha256: peer.certificate_sha256,
+    })
+}
+
 /// The services over one gateway.
 #[derive(Clone)]
 pub struct Services {
@@ -108,13 +123,7 @@ impl Services {
         allowed: InstitutionKind,
         action: &'static str,
     ) -> Result<Caller, Status> {
-        // Every connection comes through the mutual-TLS acceptor, which refuses anonymous peers.
-        let peer = peer_identity(request)
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let caller = Caller {
-            institution: peer.institution.clone(),
-            certificate_sha256: peer.certificate_sha256,
-        };
+        let caller = authenticated(request)?;
         if caller.institution.kind != allowed {
             let error = Error::PermissionDenied(match allowed {
                 InstitutionKind::Clinic => "only clinics may use the prescription service",
@@ -466,12 +475,7 @@ impl EventService for Services {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         const ACTION: &str = "WatchEvents";
-        let peer = peer_identity(&request)
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let caller = Caller {
-            institution: peer.institution.clone(),
-            certificate_sha256: peer.certificate_sha256,
-        };
+        let caller = authenticated(&request)?;
         let institution = match caller.institution.kind {
             InstitutionKind::Clinic => Some(caller.institution.code.clone()),
             InstitutionKind::Management => None,
@@ -483,7 +487,14 @@ impl EventService for Services {
             }
         };
         // Claimed first, so that a flood of feeds is refused before it reads anything.
-        let slot = self.feeds.claim(&caller.institution)?;
+        let slot = match self.feeds.claim(&caller.institution) {
+            Ok(slot) => slot,
+            Err(status) => {
+                let error = Error::ResourceExhausted("the institution's open WatchEvents streams");
+                self.gateway.audit_refusal(&caller, ACTION, error).await;
+                return Err(status);
+            }
+        };
         let r = request.into_inner();
         let (prescription_id, kinds) = self
             .parsed(&caller, ACTION, convert::event_filter(r.filter.as_ref()))

@@ -180,6 +180,7 @@ fn time_ms(entry: &ChainedV1) -> i64 {
     match entry {
         ChainedV1::Genesis { time_ms, .. } => *time_ms,
         ChainedV1::Call(r) => r.call.time_ms,
+        ChainedV1::Counted(c) => c.from_ms,
     }
 }
 
@@ -207,7 +208,7 @@ impl Gateway {
                         ChainedV1::Call(r) => r
                             .check
                             .is_some_and(|c| Some(c.patient_pseudonym) == patient),
-                        ChainedV1::Genesis { .. } => false,
+                        ChainedV1::Genesis { .. } | ChainedV1::Counted(_) => false,
                     };
                     let time = time_ms(&entry.entry);
                     if time >= from_ms && time < to_ms && (patient.is_none() || about) {

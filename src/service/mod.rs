@@ -5,6 +5,7 @@
 
 mod audit_chain;
 mod audit_checkpoint;
+mod audit_edge;
 pub mod clinical;
 mod events;
 mod import;
@@ -561,6 +562,7 @@ fn expiry_key(usable_through: &str, id: &str) -> Vec<u8> {
 }
 
 /// What the audit record of a call says besides its outcome.
+#[derive(Debug, Clone)]
 struct AuditDraft {
     /// Whose chain the record goes on.
     writer: [u8; 32],
@@ -574,7 +576,7 @@ struct AuditDraft {
 }
 
 impl AuditDraft {
-    fn write<T>(self, tx: &mut dyn Txn, outcome: &Result<T, Error>) -> Result<(), store::Error> {
+    fn write<T>(&self, tx: &mut dyn Txn, outcome: &Result<T, Error>) -> Result<(), store::Error> {
         let call = AuditV1 {
             time_ms: self.time_ms,
             institution_kind: self.caller.institution.kind.to_string(),
@@ -583,7 +585,7 @@ impl AuditDraft {
             signer_serial_number: self.signer.as_ref().map(|s| s.serial_number.clone()),
             signer_certificate_sha256: self.signer.as_ref().map(|s| s.certificate_sha256),
             action: self.action.to_owned(),
-            target: self.target,
+            target: self.target.clone(),
             outcome: match outcome {
                 Ok(_) => "OK".into(),
                 Err(e) => e.audit_outcome(),
@@ -747,6 +749,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's clock, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        millis(self.clock.now())
+    }
+
     /// The bounds in force.
     pub fn limits(&self) -> &Limits {
         &self.config.limits
@@ -776,7 +783,8 @@ impl Gateway {
 
     /// Runs `decide` and the audit record of its outcome in one transaction. The writes of
     /// `decide` are committed whatever its outcome but an internal error (which rolls back
-    /// everything, the audit record too): a refusal may count what it refused.
+    /// everything): a refusal may count what it refused. A transaction that fails so still
+    /// leaves its audit record, written in a transaction of its own.
     async fn run<T: Send + 'static>(
         &self,
         draft: AuditDraft,
@@ -791,23 +799,47 @@ impl Gateway {
     /// Like [`Gateway::run`], for a `decide` that also notes something for after the commit.
     async fn run_noting<T: Send + 'static, N: Send + 'static>(
         &self,
-        mut draft: AuditDraft,
+        draft: AuditDraft,
         decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
     ) -> Result<(Result<T, Error>, N), Error> {
+        // The draft as `decide` left it, for the record of a transaction that failed.
+        let decided = Arc::new(std::sync::Mutex::new(draft.clone()));
+        let keep = Arc::clone(&decided);
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| {
+                let mut draft = draft;
                 let (outcome, noted) = decide(tx, &mut draft);
-                // A store error inside `decide` aborts the whole transaction, audit included.
-                if let Err(Error::Internal(e)) = &outcome {
-                    return Err(store::Error::Engine(e.clone()));
-                }
-                draft.write(tx, &outcome)?;
-                Ok((outcome, noted))
+                let written = match &outcome {
+                    // A store error inside `decide` aborts the whole transaction.
+                    Err(Error::Internal(e)) => Err(store::Error::Engine(e.clone())),
+                    _ => draft.write(tx, &outcome),
+                };
+                *keep.lock().unwrap_or_else(|e| e.into_inner()) = draft;
+                written.map(|()| (outcome, noted))
             })
             .await;
         self.events.notify_waiters();
-        outcome.map_err(Error::from)?.map_err(Error::from)
+        let failed = match outcome {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) | Err(e) => Error::from(e),
+        };
+        let draft = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.audit_failed(draft, &failed).await;
+        Err(failed)
+    }
+
+    /// Writes the audit record of a call whose transaction failed, in a transaction of its own.
+    async fn audit_failed(&self, draft: AuditDraft, failed: &Error) {
+        let action = draft.action;
+        let outcome: Result<(), Error> = Err(failed.clone());
+        let written = self
+            .store
+            .transact(move |tx: &mut dyn Txn| draft.write(tx, &outcome))
+            .await;
+        if let Err(e) | Ok(Err(e)) = written {
+            tracing::error!(action, error = %e, "the audit record of a failed call could not be written");
+        }
     }
 
     /// Audits a call refused before it reached any stored state.

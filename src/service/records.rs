@@ -378,6 +378,29 @@ pub enum ChainedV1 {
     Genesis { time_ms: i64, unchained: u64 },
     /// The audit record of a call.
     Call(Box<AuditV2>),
+    /// The requests of one connection answered before any handler beyond the per-second number
+    /// recorded one by one: how many, of which kind.
+    Counted(Box<CountedV1>),
+}
+
+/// Requests of one connection (its client certificate) answered before any handler, counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedV1 {
+    pub institution_kind: String,
+    pub institution_code: String,
+    pub certificate_sha256: [u8; 32],
+    /// When the first and the last counted request came.
+    pub from_ms: i64,
+    pub until_ms: i64,
+    /// By action and outcome, in that order.
+    pub counts: Vec<CountV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountV1 {
+    pub action: String,
+    pub outcome: String,
+    pub count: u64,
 }
 
 /// The last link of a writer's chain.

@@ -1,0 +1,354 @@
+//! Every request on an authenticated connection leaves an audit record (issue 24, "Complete"):
+//! those refused before any handler runs (an unknown method, an undecodable, oversize or
+//! compressed body, a fairness limit) and those the health service answers get one record each,
+//! and a handler's call exactly one; a call whose transaction fails still leaves its record; a
+//! flood of refusals is counted into few records, none of its requests left out, while other
+//! callers are answered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, raw::call_raw, start_with};
+use prost::Message;
+use rxgate::{
+    network::FairnessOverride,
+    proto::v1::{self as pb},
+    store::{EmbeddedStore, Store, Table, Txn},
+};
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+
+const STATUS: &str = "/rxgate.v1.PrescriptionService/GetPrescriptionStatus";
+const UNKNOWN: &str = "/rxgate.v1.PrescriptionService/Nope";
+const HEALTH: &str = "/grpc.health.v1.Health/Check";
+/// The action of a record of counted edge requests.
+const COUNTED: &str = "EdgeRequestsCounted";
+
+fn status_request(id: &str) -> Vec<u8> {
+    pb::GetPrescriptionStatusRequest {
+        prescription_id: id.into(),
+    }
+    .encode_to_vec()
+}
+
+/// How many audit records there are now (an export's own record included).
+async fn audit_len(h: &Harness) -> usize {
+    h.audit_records().await.len()
+}
+
+/// The audit records written after the first `before`, but the exports that read them.
+async fn written_since(h: &Harness, before: usize) -> Vec<pb::AuditRecord> {
+    let records = h.audit_records().await;
+    records
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.action != "ExportAudit")
+        .collect()
+}
+
+/// One request and the one record it must leave.
+struct Case {
+    name: &'static str,
+    cert: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    headers: &'static [(&'static str, &'static str)],
+    answer: Result<usize, Code>,
+    action: &'static str,
+    outcome: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let unknown_id = status_request(&"0".repeat(32));
+    let case = |name, cert, path, body, answer, action, outcome| Case {
+        name,
+        cert,
+        path,
+        body,
+        headers: &[],
+        answer,
+        action,
+        outcome,
+    };
+    vec![
+        case(
+            "an unknown method",
+            "clinic",
+            UNKNOWN,
+            Vec::new(),
+            Err(Code::Unimplemented),
+            "UnknownMethod",
+            "UNIMPLEMENTED",
+        ),
+        case(
+            "an undecodable body",
+            "clinic",
+            STATUS,
+            vec![
+                0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+            Err(Code::InvalidArgument),
+            "GetPrescriptionStatus",
+            "INVALID_ARGUMENT",
+        ),
+        case(
+            "a body over the size limit",
+            "clinic",
+            STATUS,
+            vec![0; 300 * 1024],
+            Err(Code::ResourceExhausted),
+            "GetPrescriptionStatus",
+            "RESOURCE_EXHAUSTED",
+        ),
+        Case {
+            headers: &[("grpc-encoding", "gzip")],
+            ..case(
+                "a compressed body",
+                "clinic",
+                STATUS,
+                unknown_id.clone(),
+                Err(Code::Unimplemented),
+                "GetPrescriptionStatus",
+                "UNIMPLEMENTED",
+            )
+        },
+        case(
+            "a health check",
+            "pharmacy",
+            HEALTH,
+            HealthCheckRequest::default().encode_to_vec(),
+            Ok(1),
+            "Check",
+            "OK",
+        ),
+        case(
+            "a caller of the wrong kind (the handler's)",
+            "pharmacy",
+            STATUS,
+            unknown_id.clone(),
+            Err(Code::PermissionDenied),
+            "GetPrescriptionStatus",
+            "PERMISSION_DENIED",
+        ),
+        case(
+            "a handler's answer",
+            "clinic",
+            STATUS,
+            unknown_id,
+            Err(Code::NotFound),
+            "GetPrescriptionStatus",
+            "NOT_FOUND",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_leaves_exactly_one_record() {
+    let h = start_with(|_| {}).await;
+    let mut failures = Vec::new();
+    for case in cases() {
+        let before = audit_len(&h).await;
+        let channel = h.channel(case.cert).await;
+        let answer = call_raw(channel, case.path, vec![case.body], case.headers).await;
+        let answer = answer.map_err(|s| s.code());
+        let written = written_since(&h, before).await;
+        let fits = |r: &pb::AuditRecord| {
+            r.action == case.action
+                && r.outcome.starts_with(case.outcome)
+                && r.institution_kind == case.cert
+                && (case.action != "UnknownMethod" || r.target == case.path)
+        };
+        if answer != case.answer || written.len() != 1 || !fits(&written[0]) {
+            failures.push(format!(
+                "{}: answered {answer:?}, wrote {:?}",
+                case.name,
+                written
+                    .iter()
+                    .map(|r| (&r.action, &r.outcome, &r.institution_kind, &r.target))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fairness_refusal_leaves_a_record() {
+    let h = start_with(|config| {
+        config.network.fairness.overrides.push(FairnessOverride {
+            institution: "urn:rxgate:institution:clinic:1310000001".into(),
+            max_in_flight: None,
+            rate_per_sec: Some(1),
+            burst: Some(1),
+        });
+    })
+    .await;
+    let before = audit_len(&h).await;
+    let mut codes = Vec::new();
+    let channel = h.channel("clinic").await;
+    for _ in 0..3 {
+        let request = status_request(&"0".repeat(32));
+        let answer = call_raw(channel.clone(), STATUS, vec![request], &[]).await;
+        codes.push(answer.map_err(|s| s.code()).err());
+    }
+    let refused = codes
+        .iter()
+        .filter(|c| **c == Some(Code::ResourceExhausted))
+        .count();
+    assert!(
+        refused >= 1,
+        "the rate of 1 per second refused none: {codes:?}"
+    );
+    let written = written_since(&h, before).await;
+    let outcomes: Vec<_> = written
+        .iter()
+        .filter(|r| r.action == "GetPrescriptionStatus")
+        .map(|r| r.outcome.split(' ').next().unwrap_or_default())
+        .collect();
+    let mut answered: Vec<_> = codes
+        .iter()
+        .map(|c| match c {
+            Some(Code::ResourceExhausted) => "RESOURCE_EXHAUSTED",
+            Some(Code::NotFound) => "NOT_FOUND",
+            other => panic!("unexpected answer {other:?}"),
+        })
+        .collect();
+    let mut recorded = outcomes.clone();
+    answered.sort_unstable();
+    recorded.sort_unstable();
+    assert_eq!(recorded, answered, "one record per call, with its outcome");
+}
+
+/// Overwrites the one stored prescription of the closed store at `dir` with bytes that decode
+/// to nothing.
+async fn damage_the_prescription(dir: &std::path::Path) {
+    let store = EmbeddedStore::open(dir).unwrap();
+    store
+        .transact(|tx: &mut dyn Txn| {
+            let rows = tx.scan_prefix(Table::Prescriptions, b"", 2)?;
+            assert_eq!(rows.len(), 1, "one prescription");
+            tx.put(Table::Prescriptions, &rows[0].0, &[0xff; 7]);
+            Ok::<_, rxgate::store::Error>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_transaction_fails_still_leaves_its_record() {
+    let h = start_with(|_| {}).await;
+    let id = h
+        .register_demo("clinic", "RX-EDGE-1", 1)
+        .await
+        .prescription_id;
+    let stopped = h.stop().await;
+    damage_the_prescription(stopped.store_dir()).await;
+    let h = stopped.start().await;
+
+    let before = audit_len(&h).await;
+    let answer = h
+        .clinic("clinic")
+        .await
+        .get_prescription_status(pb::GetPrescriptionStatusRequest {
+            prescription_id: id.clone(),
+        })
+        .await;
+    assert_eq!(answer.unwrap_err().code(), Code::Internal);
+    let written = written_since(&h, before).await;
+    let found: Vec<_> = written
+        .iter()
+        .map(|r| (r.action.as_str(), r.target.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [("GetPrescriptionStatus", id.as_str(), "INTERNAL")],
+        "the failed call's record, written on its own"
+    );
+}
+
+const FLOOD: usize = 10_000;
+/// Requests of the flood in flight at once (on one connection).
+const FLOOD_IN_FLIGHT: usize = 64;
+
+/// Sends `FLOOD` requests to an unknown method as the dev clinic, on one connection; returns
+/// how many were answered UNIMPLEMENTED or RESOURCE_EXHAUSTED (a fairness limit).
+async fn flood(h: &Harness) -> usize {
+    let channel = h.channel("clinic").await;
+    let mut senders = JoinSet::new();
+    for worker in 0..FLOOD_IN_FLIGHT {
+        let channel = channel.clone();
+        senders.spawn(async move {
+            let mut refused = 0;
+            for _ in (worker..FLOOD).step_by(FLOOD_IN_FLIGHT) {
+                let answer = call_raw(channel.clone(), UNKNOWN, vec![Vec::new()], &[]).await;
+                let code = answer.map_err(|s| s.code()).err();
+                if matches!(code, Some(Code::Unimplemented | Code::ResourceExhausted)) {
+                    refused += 1;
+                }
+            }
+            refused
+        });
+    }
+    senders.join_all().await.into_iter().sum()
+}
+
+/// Meanwhile another institution's calls: each must be answered (NOT_FOUND: no such id).
+async fn others_answered(h: &Harness, calls: usize) -> Vec<Code> {
+    let mut clinic = h.clinic("clinic2").await;
+    let mut wrong = Vec::new();
+    for _ in 0..calls {
+        let answer = clinic
+            .get_prescription_status(pb::GetPrescriptionStatusRequest {
+                prescription_id: "0".repeat(32),
+            })
+            .await;
+        let code = answer.map_or_else(|s| s.code(), |_| Code::Ok);
+        if code != Code::NotFound {
+            wrong.push(code);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wrong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_methods_is_counted_into_few_records() {
+    let h = start_with(|_| {}).await;
+    let before = audit_len(&h).await;
+    let (refused, wrong) = tokio::join!(flood(&h), others_answered(&h, 50));
+    assert_eq!(refused, FLOOD, "every request of the flood refused");
+    assert_eq!(wrong, [], "the other clinic's calls answered meanwhile");
+    // The counts are written within a second of their last request; a restart waits for them.
+    let h = h.restart().await;
+
+    let written = written_since(&h, before).await;
+    let clinic: Vec<_> = written
+        .iter()
+        .filter(|r| r.institution_kind == "clinic" && r.institution_code == "1310000001")
+        .collect();
+    let one_by_one = clinic
+        .iter()
+        .filter(|r| r.action == "UnknownMethod" && r.target == UNKNOWN)
+        .count() as u64;
+    let counted: u64 = clinic
+        .iter()
+        .filter(|r| r.action == COUNTED)
+        .flat_map(|r| &r.counts)
+        .filter(|c| c.action == "UnknownMethod")
+        .map(|c| c.count)
+        .sum();
+    assert!(
+        clinic.len() <= 100,
+        "{} records for the flood of {FLOOD}",
+        clinic.len()
+    );
+    assert_eq!(
+        one_by_one + counted,
+        FLOOD as u64,
+        "every request of the flood is in a record or a count"
+    );
+}
