@@ -38,7 +38,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The folder of the embedded store (created if missing).
     pub data_dir: PathBuf,
-    /// The store's cache, in MiB: a part of the gateway's memory (README, Performance).
+    /// The store's cache, in MiB: a part of the gateway's memory (BENCHMARKS.md).
     #[serde(default = "default_store_cache_mib")]
     pub store_cache_mib: u64,
     /// The store's engine: `"fjall"` or `"sled"`. Unset: the engine whose files the data folder

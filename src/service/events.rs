@@ -11,10 +11,12 @@ use crate::{
 };
 
 use super::{
-    DispensingSummary, Error, Gateway, corrupt, key, millis,
+    DispensingSummary, Error, Gateway, millis,
     records::{
         DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV3, decode, encode,
     },
+    schema::key,
+    stored::corrupt,
 };
 
 /// The first retained sequence number, in `Table::Meta` (absent: 1).

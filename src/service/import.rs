@@ -14,8 +14,10 @@ use crate::{
 };
 
 use super::{
-    Caller, Clinical, Error, Gateway, corrupt, key,
+    Caller, Clinical, Error, Gateway,
     records::{ImportedFileRecord, ImportedFileV1, MasterFileKindV1, decode, encode},
+    schema::key,
+    stored::corrupt,
 };
 
 /// A file sent for import.

@@ -19,8 +19,9 @@ use crate::{
 };
 
 use super::{
-    Caller, Error, Gateway, key, millis,
+    Caller, Error, Gateway, millis,
     records::{IntakeRecord, IntakeV1, IntakeV2, encode},
+    schema::key,
 };
 
 /// A dispensing record as a relaying gateway delivers it.

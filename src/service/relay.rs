@@ -7,8 +7,9 @@
 use crate::store::{self, Store, Table, Txn};
 
 use super::{
-    Error, Gateway, key, millis,
+    Error, Gateway, millis,
     records::{DeadLetterRecord, DeadLetterV1, encode},
+    schema::key,
 };
 
 const ACKED_KEY: &[u8] = b"relay\0acked";

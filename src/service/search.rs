@@ -12,9 +12,10 @@ use crate::{
 };
 
 use super::{
-    Caller, Error, Gateway, Status, Stored, corrupt, decode, key,
+    Caller, Error, Gateway, Status, decode,
     records::{PrescriptionRecord, PrescriptionV3},
-    status_of,
+    schema::key,
+    stored::{Stored, corrupt, status_of},
 };
 
 /// The widest issue-date range one search covers, in days.

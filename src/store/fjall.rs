@@ -16,11 +16,11 @@
 //! - **Retired memtables freed off the lock.** fjall drops a flushed memtable when it retires the
 //!   last version that held it, in its version housekeeping, with the tree's version lock held
 //!   for writing: every read and write of the store waits for that lock, and freeing a 64 MiB
-//!   memtable entry by entry held it 40–80 ms (README, Performance). After every batch the engine
+//!   memtable entry by entry held it 40–80 ms (BENCHMARKS.md). After every batch the engine
 //!   takes its own reference to the active memtable, and a thread of its own (the reaper) drops
 //!   that reference once it is the last one, outside any lock of fjall's.
 //! - **Why fjall.** Under the gateway's load a registration writes ten keys at scattered places
-//!   (README, Performance): sled rewrote and split 16-entry B-tree leaves for each, and its
+//!   (BENCHMARKS.md): sled rewrote and split 16-entry B-tree leaves for each, and its
 //!   memory grew with the store; an LSM tree appends them to a memtable, and its memory is its
 //!   block cache and its memtables.
 
@@ -44,9 +44,9 @@ const KEYSPACE: &str = "rxgate";
 /// fjall's background threads (memtable flushes and compactions). One, not fjall's default of
 /// one per core (two here): with two, the first hands every compaction request back to the
 /// queue so as to stay free for flushes, and while the second compacts it receives and re-sends
-/// the same request in a loop, a busy spin measured at a tenth of a core under load (README,
-/// Performance). One thread flushes between compactions; with it (and key-value separation)
-/// registration ran 4,720 /s against 3,875 (60 s closed loop, README).
+/// the same request in a loop, a busy spin measured at a tenth of a core under load
+/// (BENCHMARKS.md). One thread flushes between compactions; with it (and key-value separation)
+/// registration ran 4,720 /s against 3,875 (60 s closed loop, BENCHMARKS.md).
 const WORKER_THREADS: usize = 1;
 
 /// How often the reaper looks for memtables that only the engine still holds. A flushed

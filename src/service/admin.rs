@@ -1,0 +1,180 @@
+//! The operator's and the gateway's own work: the expiry sweep and the report of stuck
+//! prescriptions.
+
+use std::time::Duration;
+
+use crate::{
+    domain::{prescription::State, time::JapanDate},
+    store::{self, Store, Table, Txn},
+};
+
+use super::{Error, Gateway, millis, schema::key, stored::Stored};
+
+/// An accepted prescription without a dispensing record for too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub id: String,
+    pub institution: String,
+    pub number: String,
+    pub pharmacy: String,
+    pub accepted_at_ms: i64,
+    pub last_record_at_ms: Option<i64>,
+    pub records: u32,
+}
+
+/// Only the holder may return or dispense: say so without naming the holder.
+/// One page of the stuck scan: the stuck prescriptions among at most `page` entries of the
+/// accepted index from `start`, and the key to go on from (none at the end of the index).
+pub(super) fn stuck_page(
+    tx: &dyn Txn,
+    start: &[u8],
+    page: usize,
+    horizon: i64,
+) -> Result<(Vec<Stuck>, Option<Vec<u8>>), store::Error> {
+    let prefix = key(&[b"accepted", b""]);
+    let mut end = prefix.clone();
+    *end.last_mut().expect("the prefix ends in a separator") += 1;
+    let rows = tx.scan_range(Table::Meta, start, &end, page)?;
+    let next = (rows.len() == page)
+        .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+        .flatten();
+    let mut stuck = Vec::new();
+    for (k, _) in rows {
+        let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some(stored) = Stored::load(tx, &id)? else {
+            continue;
+        };
+        let r = stored.record;
+        let (State::Accepted { pharmacy }, Some(accepted_at_ms)) =
+            (stored.lifecycle.state, r.accepted_at_ms)
+        else {
+            continue;
+        };
+        if r.last_record_at_ms.unwrap_or(accepted_at_ms) < horizon {
+            stuck.push(Stuck {
+                id: r.id,
+                institution: r.institution,
+                number: r.number,
+                pharmacy: pharmacy.to_string(),
+                accepted_at_ms,
+                last_record_at_ms: r.last_record_at_ms,
+                records: r.records,
+            });
+        }
+    }
+    Ok((stuck, next))
+}
+
+impl Gateway {
+    /// Writes EXPIRED on every registered prescription past its last usable date as of now;
+    /// returns how many. Run periodically by the server.
+    pub async fn sweep_expired(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let (today, now_ms) = (JapanDate::of(now), millis(now));
+        let outcome = self
+            .store
+            .transact(move |tx: &mut dyn Txn| -> Result<usize, store::Error> {
+                // Keys sort by date: everything before today's key is past its last usable day.
+                let end = key(&[b"expiry", today.to_string().as_bytes()]);
+                let mut expired = 0;
+                for (k, _) in tx.scan_range(Table::Meta, b"expiry\0", &end, 10_000)? {
+                    let id =
+                        String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
+                            .into_owned();
+                    let Some(stored) = Stored::load(tx, &id)? else {
+                        tx.delete(Table::Meta, &k);
+                        continue;
+                    };
+                    match stored.lifecycle.expire(today) {
+                        // apply() drops the index entry of a prescription that stops being active
+                        Some(t) => {
+                            stored.apply(tx, t, today, now_ms)?;
+                            expired += 1;
+                        }
+                        None if !stored.lifecycle.state.is_active() => tx.delete(Table::Meta, &k),
+                        // accepted: it does not expire, but stays indexed in case it is returned
+                        None => {}
+                    }
+                }
+                Ok(expired)
+            })
+            .await
+            .map_err(Error::from)?;
+        self.events.notify_waiters();
+        outcome.map_err(Error::from)
+    }
+
+    /// The prescriptions ACCEPTED for longer than `after` without a dispensing record since the
+    /// acceptance or the last part, oldest first. The index is read a page per transaction, so
+    /// the store's writer serves other calls between pages however many are accepted.
+    pub async fn stuck(&self, after: Duration) -> Result<Vec<Stuck>, Error> {
+        const PAGE: usize = 1_000;
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let horizon = millis(self.clock.now()).saturating_sub(after_ms);
+        let mut stuck = Vec::new();
+        let mut from = key(&[b"accepted", b""]);
+        loop {
+            let start = from.clone();
+            let (page, next) = self
+                .store
+                .transact(move |tx: &mut dyn Txn| stuck_page(tx, &start, PAGE, horizon))
+                .await
+                .map_err(Error::from)?
+                .map_err(Error::from)?;
+            stuck.extend(page);
+            match next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        stuck.sort_by_key(|s| s.last_record_at_ms.unwrap_or(s.accepted_at_ms));
+        Ok(stuck)
+    }
+
+    /// How long until the next expiry sweep is worth running: at the next Japan midnight.
+    pub fn until_next_day(&self) -> Duration {
+        let now = self.clock.now();
+        let next = JapanDate::of(now).add_days(1).start();
+        next.duration_since(now).unwrap_or(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{service::schema::accepted_key, store::EmbeddedStore};
+
+    #[tokio::test]
+    async fn the_stuck_scan_reads_the_accepted_index_a_page_at_a_time_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let pages = store
+            .transact(|tx: &mut dyn Txn| {
+                for id in ["a", "b", "c", "d", "e"] {
+                    tx.put(Table::Meta, &accepted_key(id), b"");
+                }
+                // Neighbours of the index that a page must never read.
+                tx.put(Table::Meta, b"accepte", b"");
+                tx.put(Table::Meta, b"accepted\x01", b"");
+                let mut pages = Vec::new();
+                let mut from = key(&[b"accepted", b""]);
+                loop {
+                    let rows = tx.scan_range(Table::Meta, &from, b"accepted\x01", 10)?;
+                    let (stuck, next) = stuck_page(tx, &from, 2, i64::MAX)?;
+                    // No prescription behind the keys: nothing is stuck, every key is read once.
+                    assert!(stuck.is_empty());
+                    pages.push(rows.len().min(2));
+                    match next {
+                        Some(next) => from = next,
+                        None => break,
+                    }
+                }
+                Ok::<_, store::Error>(pages)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pages, [2, 2, 1]);
+        store.close().unwrap();
+    }
+}

@@ -1,0 +1,177 @@
+//! The audit record of a call: the draft each use case fills in (caller, signer, target, the
+//! subject of a check) and writes with its outcome; the exported form of a record.
+
+use std::time::SystemTime;
+
+use crate::{
+    documents::bounded_count,
+    domain::{checks::Consent, signature::Signer},
+    limits::Limits,
+    store::{self, Txn},
+};
+
+use super::{
+    Caller, CheckRequest, Error, Gateway, Pseudonyms, audit_chain, clinical, millis,
+    records::{AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1},
+};
+
+/// One audit record as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its writer's sequence (a link) or the store-wide one (an unchained record).
+    pub sequence: u64,
+    pub entry: ChainedV1,
+    /// None for the unchained records of stores written before the chain.
+    pub chain: Option<ChainLink>,
+}
+
+/// What a third party needs to check a link: its writer, the hash it names and its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    pub writer: [u8; 32],
+    pub previous: [u8; 32],
+    /// The stored encoding: the link's hash is its SHA-256.
+    pub canonical: Vec<u8>,
+}
+
+/// What the audit record of a call says besides its outcome.
+#[derive(Debug, Clone)]
+pub(super) struct AuditDraft {
+    /// Whose chain the record goes on.
+    pub(super) writer: [u8; 32],
+    pub(super) time_ms: i64,
+    pub(super) caller: Caller,
+    pub(super) signer: Option<Signer>,
+    pub(super) action: &'static str,
+    pub(super) target: Option<String>,
+    /// With a clinical check: whom it was about and what it asked.
+    pub(super) check: Option<CheckSubjectV1>,
+}
+
+impl AuditDraft {
+    pub(super) fn write<T>(
+        &self,
+        tx: &mut dyn Txn,
+        outcome: &Result<T, Error>,
+    ) -> Result<(), store::Error> {
+        let call = AuditV1 {
+            time_ms: self.time_ms,
+            institution_kind: self.caller.institution.kind.to_string(),
+            institution_code: self.caller.institution.code.to_string(),
+            certificate_sha256: self.caller.certificate_sha256,
+            signer_serial_number: self.signer.as_ref().map(|s| s.serial_number.clone()),
+            signer_certificate_sha256: self.signer.as_ref().map(|s| s.certificate_sha256),
+            action: self.action.to_owned(),
+            target: self.target.clone(),
+            outcome: match outcome {
+                Ok(_) => "OK".into(),
+                Err(e) => e.audit_outcome(),
+            },
+        };
+        let record = ChainedV1::Call(Box::new(AuditV2 {
+            call,
+            check: self.check,
+        }));
+        audit_chain::append(tx, &self.writer, self.time_ms, record)
+    }
+}
+
+/// Names a check's subject in its audit draft and spends its lines of the patient's budget.
+pub(super) fn begin_check(
+    tx: &mut dyn Txn,
+    draft: &mut AuditDraft,
+    (pseudonyms, limits): (&Pseudonyms, &Limits),
+    patient: &str,
+    lines: usize,
+    consent: Consent,
+) -> Result<clinical::Budget, store::Error> {
+    draft.check = Some(subject_of(pseudonyms, patient, lines, consent));
+    clinical::spend_check_budget(tx, patient, lines, draft.time_ms, limits)
+}
+
+pub(super) fn subject_of(
+    pseudonyms: &Pseudonyms,
+    patient: &str,
+    lines: usize,
+    consent: Consent,
+) -> CheckSubjectV1 {
+    CheckSubjectV1 {
+        patient_pseudonym: pseudonyms.of(patient),
+        lines: lines as u32,
+        consent: consent_v1(consent),
+    }
+}
+
+pub(super) fn consent_v1(consent: Consent) -> ConsentMethodV1 {
+    match consent {
+        Consent::Card => ConsentMethodV1::Card,
+        Consent::Verbal => ConsentMethodV1::Verbal,
+        Consent::None => ConsentMethodV1::None,
+    }
+}
+
+impl Gateway {
+    pub(super) fn draft(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        now: SystemTime,
+    ) -> AuditDraft {
+        AuditDraft {
+            writer: self.config.audit_writer,
+            time_ms: millis(now),
+            caller: caller.clone(),
+            signer: None,
+            action,
+            target: None,
+            check: None,
+        }
+    }
+
+    /// Whom a check is about (by pseudonym), its lines and the consent asserted, as its audit
+    /// record names them.
+    pub(super) fn subject(
+        &self,
+        patient: &str,
+        lines: usize,
+        check: CheckRequest,
+    ) -> CheckSubjectV1 {
+        subject_of(&self.config.pseudonyms, patient, lines, check.consent)
+    }
+
+    /// Names the check's subject in the audit draft; refuses more lines than the consent allows.
+    pub(super) fn check_subject(
+        &self,
+        draft: &mut AuditDraft,
+        patient: &str,
+        lines: usize,
+        consent: Consent,
+    ) -> Result<(), Error> {
+        draft.check = Some(subject_of(&self.config.pseudonyms, patient, lines, consent));
+        if consent == Consent::None {
+            bounded_count("lines", lines, self.config.limits.unconsented_check_lines)
+                .map_err(Error::InvalidArgument)?;
+        }
+        Ok(())
+    }
+
+    /// Audits a successful access that changes nothing (an audit export).
+    pub async fn audit_access(&self, caller: &Caller, action: &'static str) -> Result<(), Error> {
+        let draft = self.draft(caller, action, self.clock.now());
+        self.run(draft, |_, _| Ok(())).await
+    }
+
+    /// Audits a call refused by the protocol layer (for example a caller of the wrong kind).
+    pub async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        error: Error,
+    ) -> Error {
+        let draft = self.draft(caller, action, self.clock.now());
+        match self.refuse::<()>(draft, error).await {
+            Err(e) => e,
+            Ok(()) => Error::Internal("a refusal succeeded".into()),
+        }
+    }
+}
