@@ -8,7 +8,11 @@
 //! `Unchanged`, so that retried calls get the current outcome.
 //! Pure: `today` comes in as a parameter.
 
-use super::{ids::InstitutionCode, time::JapanDate};
+use super::{
+    ids::InstitutionCode,
+    rx::{FieldViolation, PrescriptionFacts, longest_days},
+    time::JapanDate,
+};
 
 /// Where a prescription is in its lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +136,38 @@ pub struct Part {
 pub fn usable_through(issue_date: JapanDate, usable_until: Option<JapanDate>) -> JapanDate {
     let four_days = issue_date.add_days(3);
     usable_until.map_or(four_days, |until| until.max(four_days))
+}
+
+/// Whether a prescription with `facts` may be registered on `today`, the first transition of
+/// its lifecycle: issued on `today` (a day of tolerance either side, for clocks around
+/// midnight), usable until no earlier than its issue date and at most `max_usable_days` after
+/// it, and, for a refill, with a days-based line (its uses are planned by the longest).
+pub fn registrable(
+    facts: &PrescriptionFacts,
+    today: JapanDate,
+    max_usable_days: u32,
+) -> Result<(), FieldViolation> {
+    if facts.issue_date.days_until(today).abs() > 1 {
+        return Err(FieldViolation::new(
+            "issue_date",
+            "must be the Japan date of receipt (one day of tolerance)",
+        ));
+    }
+    if let Some(until) = facts.usable_until
+        && (until < facts.issue_date || facts.issue_date.days_until(until) > max_usable_days as i32)
+    {
+        return Err(FieldViolation::new(
+            "usable_until",
+            "must lie between the issue date and the configured maximum",
+        ));
+    }
+    if facts.refill_count > 1 && longest_days(&facts.lines).is_none() {
+        return Err(FieldViolation::new(
+            "refill_count",
+            "a refill prescription needs a days-based line (its uses are planned by it)",
+        ));
+    }
+    Ok(())
 }
 
 /// A prescription's lifecycle facts.

@@ -51,6 +51,17 @@ pub struct RxLine {
     pub supply: Supply,
 }
 
+/// The longest days supplied among days-based lines, if there is one.
+pub fn longest_days(lines: &[RxLine]) -> Option<u32> {
+    lines
+        .iter()
+        .filter_map(|l| match l.supply {
+            Supply::Days(n) => Some(n),
+            Supply::AsNeeded | Supply::External => None,
+        })
+        .max()
+}
+
 /// What a pre-issue check reads of an unsigned draft.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftFacts {

@@ -4,10 +4,10 @@ use ring::rand::SecureRandom;
 
 use crate::{
     domain::{
-        checks::{Finding, Supply},
+        checks::Finding,
         hash::{hex, sha256},
-        prescription::{State, Transition, usable_through},
-        rx::{DraftFacts, PrescriptionFacts, RxLine},
+        prescription::{State, Transition, registrable, usable_through},
+        rx::{DraftFacts, PrescriptionFacts},
         signature::Signer,
         time::JapanDate,
     },
@@ -36,17 +36,6 @@ pub struct Registered {
     pub usable_through: JapanDate,
     /// The checks' findings (masked without consent).
     pub findings: Findings,
-}
-
-/// The longest days supplied among days-based lines, if there is one.
-pub(super) fn longest_days(lines: &[RxLine]) -> Option<u32> {
-    lines
-        .iter()
-        .filter_map(|l| match l.supply {
-            Supply::Days(n) => Some(n),
-            Supply::AsNeeded | Supply::External => None,
-        })
-        .max()
 }
 
 /// Stores the findings a registration acknowledged (those among its findings), with who did.
@@ -159,27 +148,8 @@ impl Gateway {
         let admitted = self
             .admit::<Prescription, PrescriptionFacts>(caller, &mut draft, &content, &cms, now)
             .and_then(|(verified, facts)| {
-                if facts.issue_date.days_until(today).abs() > 1 {
-                    return Err(Error::invalid(
-                        "issue_date",
-                        "must be the Japan date of receipt (one day of tolerance)",
-                    ));
-                }
-                if let Some(until) = facts.usable_until
-                    && (until < facts.issue_date
-                        || facts.issue_date.days_until(until) > self.config.max_usable_days as i32)
-                {
-                    return Err(Error::invalid(
-                        "usable_until",
-                        "must lie between the issue date and the configured maximum",
-                    ));
-                }
-                if facts.refill_count > 1 && longest_days(&facts.lines).is_none() {
-                    return Err(Error::invalid(
-                        "refill_count",
-                        "a refill prescription needs a days-based line (its uses are planned by it)",
-                    ));
-                }
+                registrable(&facts, today, self.config.max_usable_days)
+                    .map_err(|v| Error::InvalidArgument(vec![v]))?;
                 Ok((verified, facts))
             });
         let (verified, facts) = match admitted {
