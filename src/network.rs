@@ -51,9 +51,9 @@ pub struct NetworkConfig {
     /// Open `grpc.health.v1.Health/Watch` and server reflection streams one institution may
     /// have at once (together); more are refused with RESOURCE_EXHAUSTED.
     pub health_reflection_streams_per_institution: usize,
-    /// Requests answered before any handler (refusals at the edge, health and reflection calls)
-    /// one connection may have audited one record each per second; the rest of its second are
-    /// counted, and written as one record of counts.
+    /// Requests no handler records (refusals at the edge, health and reflection calls, requests
+    /// given up) one client certificate may have audited one record each per second; the rest of
+    /// its second are counted, and written as one record of counts.
     pub edge_audit_per_second: u32,
     /// WatchEvents feeds.
     pub feeds: FeedsConfig,

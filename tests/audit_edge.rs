@@ -1,15 +1,20 @@
 //! Every request on an authenticated connection leaves an audit record (issue 24, "Complete"):
 //! those refused before any handler runs (an unknown method, an undecodable, oversize or
 //! compressed body, a fairness limit) and those the health service answers get one record each,
-//! and a handler's call exactly one; a call whose transaction fails still leaves its record; a
-//! flood of refusals is counted into few records, none of its requests left out, while other
-//! callers are answered.
+//! and a handler's call exactly one; a request given up before its handler ran is recorded too;
+//! a call whose transaction fails still leaves its record; a flood of refusals is counted into
+//! few records, none of its requests left out, while other callers are answered, and opening
+//! more connections does not buy a client more records.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Harness, raw::call_raw, start_with};
+use common::{
+    Harness,
+    raw::{Raw, call_raw},
+    start_with,
+};
 use prost::Message;
 use rxgate::{
     network::FairnessOverride,
@@ -17,7 +22,7 @@ use rxgate::{
     store::{EmbeddedStore, Store, Table, Txn},
 };
 use tokio::task::JoinSet;
-use tonic::Code;
+use tonic::{Code, codegen::http::uri::PathAndQuery};
 use tonic_health::pb::HealthCheckRequest;
 
 const STATUS: &str = "/rxgate.v1.PrescriptionService/GetPrescriptionStatus";
@@ -319,7 +324,9 @@ async fn others_answered(h: &Harness, calls: usize) -> Vec<Code> {
 async fn a_flood_of_unknown_methods_is_counted_into_few_records() {
     let h = start_with(|_| {}).await;
     let before = audit_len(&h).await;
+    let started = Instant::now();
     let (refused, wrong) = tokio::join!(flood(&h), others_answered(&h, 50));
+    println!("the flood of {FLOOD} took {:?}", started.elapsed());
     assert_eq!(refused, FLOOD, "every request of the flood refused");
     assert_eq!(wrong, [], "the other clinic's calls answered meanwhile");
     // The counts are written within a second of their last request; a restart waits for them.
@@ -350,5 +357,75 @@ async fn a_flood_of_unknown_methods_is_counted_into_few_records() {
         one_by_one + counted,
         FLOOD as u64,
         "every request of the flood is in a record or a count"
+    );
+}
+
+/// The records of the dev institution `kind`/`code` among `records` for `action`: how many
+/// stand one by one, and how many requests in all (the counts included).
+fn accounted(records: &[pb::AuditRecord], code: &str, action: &str) -> (u64, u64) {
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| r.institution_code == code)
+        .collect();
+    let one_by_one = mine.iter().filter(|r| r.action == action).count() as u64;
+    let counted: u64 = mine
+        .iter()
+        .filter(|r| r.action == COUNTED)
+        .flat_map(|r| &r.counts)
+        .filter(|c| c.action == action)
+        .map(|c| c.count)
+        .sum();
+    (one_by_one, one_by_one + counted)
+}
+
+const CLINIC2: &str = "1310000002";
+const GIVEN_UP: u64 = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_given_up_before_its_handler_ran_leaves_a_record() {
+    let h = start_with(|_| {}).await;
+    let before = audit_len(&h).await;
+    let channel = h.channel("clinic2").await;
+    for _ in 0..GIVEN_UP {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        // A body that never comes, and a client that gives up after 50 ms.
+        let mut request = tonic::Request::new(tokio_stream::pending::<Vec<u8>>());
+        request.set_timeout(Duration::from_millis(50));
+        let path = PathAndQuery::from_static(STATUS);
+        let answer = grpc.streaming(request, path, Raw).await;
+        assert!(answer.is_err(), "no answer to a request without a body");
+    }
+    // Counts are written within a second of their last request; a restart waits for them.
+    let h = h.restart().await;
+    let written = written_since(&h, before).await;
+    let (_, all) = accounted(&written, CLINIC2, "GetPrescriptionStatus");
+    assert_eq!(
+        all, GIVEN_UP,
+        "every request given up is in a record or a count"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_do_not_buy_more_records() {
+    let h = start_with(|_| {}).await;
+    let before = audit_len(&h).await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        let channel = h.channel("clinic2").await;
+        for _ in 0..10 {
+            let answer = call_raw(channel.clone(), UNKNOWN, vec![Vec::new()], &[]).await;
+            assert_eq!(answer.unwrap_err().code(), Code::Unimplemented);
+        }
+    }
+    let seconds = started.elapsed().as_secs();
+    let h = h.restart().await;
+    let written = written_since(&h, before).await;
+    let (one_by_one, all) = accounted(&written, CLINIC2, "UnknownMethod");
+    assert_eq!(all, 100, "every request is in a record or a count");
+    // 5 a second for the client, whatever its connections (each second begun counts).
+    assert!(
+        one_by_one <= 5 * (seconds + 1),
+        "{one_by_one} records one by one in {seconds} s over 10 connections"
     );
 }

@@ -88,16 +88,17 @@ pub fn oversize_is_resource_exhausted<B>(
     response
 }
 
-/// The caller of `request`, as its connection's client certificate names it. The handler that
-/// asks audits the call from here on.
+/// The caller of `request`, as its connection's client certificate names it, with the receipt
+/// its audit record is said to be submitted through (the edge audit's; a fresh one, for a
+/// request that did not come through that layer).
 fn authenticated<T>(request: &Request<T>) -> Result<Caller, Status> {
-    edge_audit::Reached::mark(request);
     // Every connection comes through the mutual-TLS acceptor, which refuses anonymous peers.
     let peer =
         peer_identity(request).ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     Ok(Caller {
         institution: peer.institution.clone(),
         certificate_sha256: peer.certificate_sha256,
+        receipt: request.extensions().get().cloned().unwrap_or_default(),
     })
 }
 

@@ -1,7 +1,13 @@
 //! The audit record of a call: the draft each use case fills in (caller, signer, target, the
 //! subject of a check) and writes with its outcome; the exported form of a record.
 
-use std::time::SystemTime;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::SystemTime,
+};
 
 use crate::{
     documents::bounded_count,
@@ -14,6 +20,24 @@ use super::{
     Caller, CheckRequest, Error, Gateway, Pseudonyms, audit_chain, clinical, millis,
     records::{AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1},
 };
+
+/// Whether a call's audit record has been handed to the store: set by the service when it
+/// submits the transaction that writes the record (which then commits, or is followed by the
+/// record of its failure, whatever becomes of the call's caller); read by the edge audit, which
+/// records a request whose record never was (refused before its handler, or given up before the
+/// handler got that far).
+#[derive(Debug, Clone, Default)]
+pub struct AuditReceipt(Arc<AtomicBool>);
+
+impl AuditReceipt {
+    pub fn submitted(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(super) fn submit(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// One audit record as exported.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,7 @@ use std::{
 
 pub use admin::Stuck;
 use audit::AuditDraft;
-pub use audit::{AuditEntry, ChainLink};
+pub use audit::{AuditEntry, AuditReceipt, ChainLink};
 pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
@@ -62,10 +62,30 @@ use crate::{
     },
     identity::TrustedSenders,
     limits::Limits,
+    log_throttle::LogThrottle,
     metrics::Metrics,
     store::{self, Store, Txn},
 };
 use records::decode;
+
+/// Writes the audit record of a call whose transaction failed, in a transaction of its own.
+async fn audit_failed(store: &Arc<dyn Store>, draft: AuditDraft, failed: &Error) {
+    let action = draft.action;
+    let outcome: Result<(), Error> = Err(failed.clone());
+    let written = store
+        .transact(move |tx: &mut dyn Txn| draft.write(tx, &outcome))
+        .await;
+    if let Err(e) | Ok(Err(e)) = written
+        && let Some(left_out) = UNWRITTEN.allow()
+    {
+        tracing::error!(action, error = %e, left_out,
+            "the audit record of a failed call could not be written");
+    }
+}
+
+/// At most one line a minute for failed calls whose record could not be written either (a
+/// failed store fails every call).
+static UNWRITTEN: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
 pub trait Clock: Send + Sync + 'static {
@@ -81,11 +101,13 @@ impl Clock for SystemClock {
     }
 }
 
-/// Who is calling: the institution its client certificate names, and that certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is calling: the institution its client certificate names, and that certificate; and
+/// where the call's audit record is said to be submitted.
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub institution: Institution,
     pub certificate_sha256: [u8; 32],
+    pub receipt: AuditReceipt,
 }
 
 /// Why a call was refused.
@@ -314,6 +336,8 @@ impl Gateway {
     }
 
     /// Like [`Gateway::run`], for a `decide` that also notes something for after the commit.
+    /// What follows the submission runs on a task of its own: a caller that stops waiting (a
+    /// client's cancel, the deadline) must not keep a failed call's record from being written.
     async fn run_noting<T: Send + 'static, N: Send + 'static>(
         &self,
         draft: AuditDraft,
@@ -322,41 +346,32 @@ impl Gateway {
         // The draft as `decide` left it, for the record of a transaction that failed.
         let decided = Arc::new(std::sync::Mutex::new(draft.clone()));
         let keep = Arc::clone(&decided);
-        let outcome = self
-            .store
-            .transact(move |tx: &mut dyn Txn| {
-                let mut draft = draft;
-                let (outcome, noted) = decide(tx, &mut draft);
-                let written = match &outcome {
-                    // A store error inside `decide` aborts the whole transaction.
-                    Err(Error::Internal(e)) => Err(store::Error::Engine(e.clone())),
-                    _ => draft.write(tx, &outcome),
-                };
-                *keep.lock().unwrap_or_else(|e| e.into_inner()) = draft;
-                written.map(|()| (outcome, noted))
-            })
-            .await;
+        let receipt = draft.caller.receipt.clone();
+        let committed = self.store.transact(move |tx: &mut dyn Txn| {
+            let mut draft = draft;
+            let (outcome, noted) = decide(tx, &mut draft);
+            let written = match &outcome {
+                // A store error inside `decide` aborts the whole transaction.
+                Err(Error::Internal(e)) => Err(store::Error::Engine(e.clone())),
+                _ => draft.write(tx, &outcome),
+            };
+            *keep.lock().unwrap_or_else(|e| e.into_inner()) = draft;
+            written.map(|()| (outcome, noted))
+        });
+        receipt.submit();
+        let store = Arc::clone(&self.store);
+        let finished = tokio::spawn(async move {
+            let failed = match committed.await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) | Err(e) => Error::from(e),
+            };
+            let draft = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            audit_failed(&store, draft, &failed).await;
+            Err(failed)
+        })
+        .await;
         self.events.notify_waiters();
-        let failed = match outcome {
-            Ok(Ok(done)) => return Ok(done),
-            Ok(Err(e)) | Err(e) => Error::from(e),
-        };
-        let draft = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        self.audit_failed(draft, &failed).await;
-        Err(failed)
-    }
-
-    /// Writes the audit record of a call whose transaction failed, in a transaction of its own.
-    async fn audit_failed(&self, draft: AuditDraft, failed: &Error) {
-        let action = draft.action;
-        let outcome: Result<(), Error> = Err(failed.clone());
-        let written = self
-            .store
-            .transact(move |tx: &mut dyn Txn| draft.write(tx, &outcome))
-            .await;
-        if let Err(e) | Ok(Err(e)) = written {
-            tracing::error!(action, error = %e, "the audit record of a failed call could not be written");
-        }
+        finished.map_err(|e| Error::Internal(format!("the transaction's task: {e}")))?
     }
 
     /// Audits a call refused before it reached any stored state.

@@ -24,7 +24,7 @@ use super::{
     idle::{IdleTimer, OpenStreams},
     recheck::Recheck,
 };
-use crate::{log_throttle::LogThrottle, tally::Tally};
+use crate::log_throttle::LogThrottle;
 
 static CUT_OFF: LogThrottle = LogThrottle::new(super::REFUSAL_LOG_EVERY);
 
@@ -35,8 +35,6 @@ pub struct ConnectionInfo {
     /// The connection's open streams: each call counts as one until its answer ends, and the
     /// connection is idle while none is open.
     pub(crate) streams: Arc<OpenStreams>,
-    /// Its requests answered before any handler, as the audit trail bounds them.
-    pub(crate) edge_audit: Arc<Tally>,
 }
 
 impl ConnectionInfo {
@@ -70,11 +68,7 @@ impl TlsConnection {
         let streams = Arc::clone(idle.streams());
         TlsConnection {
             inner,
-            info: ConnectionInfo {
-                peer,
-                streams,
-                edge_audit: Arc::default(),
-            },
+            info: ConnectionInfo { peer, streams },
             idle,
             recheck,
             _open: open,
