@@ -1,0 +1,497 @@
+//! The invariants of `src/lib.rs`, enforced by reading the source instead of trusting review:
+//! the domain names no gRPC crate, store engine, file system, network or clock; nothing outside
+//! `src/store/` names fjall or sled; `Cargo.lock` holds ring and no second crypto provider.
+//! The source is read as syntax (syn): `use` items, paths, method calls and the tokens of a
+//! macro's input count; comments, doc comments and literals, where module headers and config
+//! strings name these crates, never do. Each rule is also run over fixtures that break it
+//! (`tests/invariants/fixtures/`), which shows that it can fail.
+
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    path::{Path, PathBuf},
+};
+
+use proc_macro2::{Delimiter, Ident, Spacing, Span, TokenStream, TokenTree};
+use serde::Deserialize;
+use syn::{
+    UseTree,
+    visit::{self, Visit},
+};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/invariants/fixtures").join(name)
+}
+
+/// The `.rs` files under `dir`, at any depth, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A name the code uses: a path as written, without a leading `::` (`std::fs::read`), or the
+/// name of a called method (`elapsed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Name {
+    Path(Vec<String>),
+    Method(String),
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Name::Path(segments) => write!(f, "{}", segments.join("::")),
+            Name::Method(method) => write!(f, ".{method}()"),
+        }
+    }
+}
+
+/// A name and the line it is on.
+struct Named {
+    line: usize,
+    name: Name,
+}
+
+/// Collects the names of one file's code.
+#[derive(Default)]
+struct Names {
+    found: Vec<Named>,
+    /// What each name a `use` or `extern crate` brings in stands for: `fs` → `std::fs`, and for
+    /// `use std::time::SystemTime as Wall`, `Wall` → `std::time::SystemTime`.
+    imports: HashMap<String, Vec<String>>,
+}
+
+impl Names {
+    /// The names of `source`'s code, each path's first segment replaced by what a `use` of the
+    /// same file brought in under that name (`Wall::now` → `std::time::SystemTime::now`), so that
+    /// a short or renamed import hides nothing. Scopes are not followed: within one file a name
+    /// imported anywhere is taken to stand for one thing.
+    fn of(source: &str) -> syn::Result<Vec<Named>> {
+        let mut names = Names::default();
+        names.visit_file(&syn::parse_file(source)?);
+        let Names { mut found, imports } = names;
+        for named in &mut found {
+            if let Name::Path(path) = &mut named.name
+                && let Some(full) = path.first().and_then(|first| imports.get(first))
+            {
+                path.splice(..1, full.iter().cloned());
+            }
+        }
+        Ok(found)
+    }
+
+    fn push(&mut self, at: Span, name: Name) {
+        let line = at.start().line;
+        self.found.push(Named { line, name });
+    }
+
+    /// Records the paths of a `use` tree below `prefix`, one per name it brings in.
+    fn use_tree(&mut self, tree: &UseTree, mut prefix: Vec<String>) {
+        match tree {
+            UseTree::Path(path) => {
+                prefix.push(path.ident.to_string());
+                self.use_tree(&path.tree, prefix);
+            }
+            UseTree::Name(name) => self.import(prefix, &name.ident, None),
+            UseTree::Rename(rename) => self.import(prefix, &rename.ident, Some(&rename.rename)),
+            UseTree::Glob(glob) => self.push(glob.star_token.spans[0], Name::Path(prefix)),
+            UseTree::Group(group) => {
+                for tree in &group.items {
+                    self.use_tree(tree, prefix.clone());
+                }
+            }
+        }
+    }
+
+    /// Records `use prefix::ident` (or `prefix::{self}`), and what the name it brings in, `alias`
+    /// if renamed, stands for.
+    fn import(&mut self, mut path: Vec<String>, ident: &Ident, alias: Option<&Ident>) {
+        if ident != "self" {
+            path.push(ident.to_string());
+        }
+        let local = match alias {
+            Some(alias) => Some(alias.to_string()),
+            None => path.last().cloned(),
+        };
+        if let Some(local) = local.filter(|local| local != "_") {
+            self.imports.insert(local, path.clone());
+        }
+        self.push(ident.span(), Name::Path(path));
+    }
+
+    /// Records the paths and method calls among a macro's input, which syn leaves as tokens:
+    /// `assert!(tokio::fs::write(p, b).await.is_ok())` still writes a file. A literal is a
+    /// token of its own and a comment is no token, so neither can count.
+    fn tokens(&mut self, tokens: TokenStream) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let mut i = 0;
+        while i < tokens.len() {
+            let leading_colon = path_separator_at(&tokens, i);
+            let start = if leading_colon { i + 2 } else { i };
+            let Some(TokenTree::Ident(first)) = tokens.get(start) else {
+                if let TokenTree::Group(group) = &tokens[i] {
+                    self.tokens(group.stream());
+                }
+                i += 1;
+                continue;
+            };
+            let mut segments = vec![first.to_string()];
+            let mut end = start + 1;
+            while path_separator_at(&tokens, end)
+                && let Some(TokenTree::Ident(next)) = tokens.get(end + 2)
+            {
+                segments.push(next.to_string());
+                end += 3;
+            }
+            let after_dot = matches!(i.checked_sub(1).map(|before| &tokens[before]),
+                Some(TokenTree::Punct(dot)) if dot.as_char() == '.');
+            let called = matches!(tokens.get(end),
+                Some(TokenTree::Group(args)) if args.delimiter() == Delimiter::Parenthesis);
+            if leading_colon || segments.len() > 1 {
+                self.push(first.span(), Name::Path(segments));
+            } else if after_dot && called {
+                self.push(first.span(), Name::Method(segments.remove(0)));
+            }
+            i = end;
+        }
+    }
+}
+
+/// Whether `tokens[i..]` starts with `::`.
+fn path_separator_at(tokens: &[TokenTree], i: usize) -> bool {
+    matches!((tokens.get(i), tokens.get(i + 1)),
+        (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b)))
+            if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':')
+}
+
+impl<'ast> Visit<'ast> for Names {
+    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+        self.use_tree(&item.tree, Vec::new());
+    }
+
+    fn visit_item_extern_crate(&mut self, item: &'ast syn::ItemExternCrate) {
+        let alias = item.rename.as_ref().map(|(_, alias)| alias);
+        self.import(Vec::new(), &item.ident, alias);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        // One segment without a leading `::` is a local, or a name in scope that a `use` of
+        // the file already recorded; never a crate.
+        if let Some(first) = path.segments.first()
+            && (path.segments.len() > 1 || path.leading_colon.is_some())
+        {
+            let segments = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.push(first.ident.span(), Name::Path(segments));
+        }
+        visit::visit_path(self, path);
+    }
+
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        self.push(call.method.span(), Name::Method(call.method.to_string()));
+        visit::visit_expr_method_call(self, call);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        self.tokens(mac.tokens.clone());
+        visit::visit_macro(self, mac);
+    }
+}
+
+/// A rule over names: why it forbids `name`, or `None`.
+type Rule = fn(&Name) -> Option<&'static str>;
+
+/// A name a rule forbids, where it is and why.
+struct Violation {
+    file: PathBuf,
+    line: usize,
+    name: Name,
+    why: &'static str,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.strip_prefix(root()).unwrap_or(&self.file);
+        write!(
+            f,
+            "{}:{}: `{}` ({})",
+            file.display(),
+            self.line,
+            self.name,
+            self.why
+        )
+    }
+}
+
+/// What `rule` forbids in `files`. A file that does not parse fails the test: it would
+/// otherwise pass unread.
+fn check(files: &[PathBuf], rule: Rule) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for file in files {
+        let source =
+            fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let names = Names::of(&source).unwrap_or_else(|e| panic!("parse {}: {e}", file.display()));
+        violations.extend(names.into_iter().filter_map(|Named { line, name }| {
+            let why = rule(&name)?;
+            Some(Violation {
+                file: file.clone(),
+                line,
+                name,
+                why,
+            })
+        }));
+    }
+    violations
+}
+
+/// The names reported, as written, in order: what a fixture's test compares.
+fn reported(violations: &[Violation]) -> Vec<String> {
+    violations.iter().map(|v| v.name.to_string()).collect()
+}
+
+fn assert_none(violations: &[Violation]) {
+    let list: Vec<String> = violations.iter().map(Violation::to_string).collect();
+    assert!(
+        list.is_empty(),
+        "{} violations:\n{}",
+        list.len(),
+        list.join("\n")
+    );
+}
+
+fn starts_with(path: &[String], prefix: &[&str]) -> bool {
+    path.len() >= prefix.len() && path.iter().zip(prefix).all(|(segment, p)| segment == p)
+}
+
+/// The store engines: only `src/store/` may name them.
+const ENGINES: [&str; 2] = ["fjall", "sled"];
+
+/// Forbids any path with an engine among its segments: the crate, and `store::sled` too.
+fn engine_rule(name: &Name) -> Option<&'static str> {
+    match name {
+        Name::Path(path) if path.iter().any(|s| ENGINES.contains(&s.as_str())) => {
+            Some("a store engine")
+        }
+        _ => None,
+    }
+}
+
+/// The path prefixes the domain may not name, and why.
+const DOMAIN_FORBIDS: [(&[&str], &str); 14] = [
+    (&["tonic"], "gRPC"),
+    (&["tonic_health"], "gRPC"),
+    (&["tonic_prost"], "gRPC"),
+    (&["tonic_reflection"], "gRPC"),
+    (&["tonic_types"], "gRPC"),
+    (&["prost"], "gRPC"),
+    (&["prost_types"], "gRPC"),
+    (&["prost_reflect"], "gRPC"),
+    (&["crate", "proto"], "gRPC: the generated prost types"),
+    (&["crate", "grpc"], "gRPC: the adapter"),
+    (&["std", "fs"], "the file system"),
+    (&["tokio", "fs"], "the file system"),
+    (&["std", "net"], "the network"),
+    (&["tokio", "net"], "the network"),
+];
+
+/// The calls that read a clock: a type, then the function.
+const CLOCK_READS: [[&str; 2]; 6] = [
+    ["SystemTime", "now"],
+    ["SystemTime", "elapsed"],
+    ["Instant", "now"],
+    ["Instant", "elapsed"],
+    ["Utc", "now"],
+    ["Local", "now"],
+];
+
+/// Forbids what the domain may not depend on: gRPC, a store engine, the file system, the
+/// network, the clock (time comes in as a parameter). `.elapsed()` is forbidden on any receiver:
+/// on a `SystemTime` or an `Instant`, `UNIX_EPOCH.elapsed()` among them, it reads the clock.
+fn domain_rule(name: &Name) -> Option<&'static str> {
+    let path = match name {
+        Name::Method(method) => return (method == "elapsed").then_some("the clock"),
+        Name::Path(path) => path,
+    };
+    let reads_clock = path
+        .windows(2)
+        .any(|pair| CLOCK_READS.iter().any(|read| pair == read));
+    engine_rule(name)
+        .or_else(|| {
+            DOMAIN_FORBIDS
+                .iter()
+                .find(|(prefix, _)| starts_with(path, prefix))
+                .map(|(_, why)| *why)
+        })
+        .or_else(|| reads_clock.then_some("the clock"))
+}
+
+#[test]
+fn the_domain_names_no_grpc_engine_file_system_network_or_clock() {
+    let files = rust_files(&root().join("src/domain"));
+    assert!(
+        files.contains(&root().join("src/domain/mod.rs")),
+        "src/domain/ not found"
+    );
+    assert_none(&check(&files, domain_rule));
+}
+
+#[test]
+fn only_the_store_names_a_store_engine() {
+    let store = root().join("src/store");
+    let files: Vec<PathBuf> = rust_files(&root().join("src"))
+        .into_iter()
+        .filter(|file| !file.starts_with(&store))
+        .collect();
+    assert!(files.contains(&root().join("src/app.rs")), "src/ not found");
+    assert_none(&check(&files, engine_rule));
+}
+
+#[test]
+fn the_domain_rule_reports_io() {
+    let violations = check(&[fixture("domain_does_io.rs")], domain_rule);
+    assert_eq!(
+        reported(&violations),
+        [
+            "std::fs",
+            "std::fs::read_to_string",
+            "tokio::fs::write",
+            "tokio::net::TcpStream::connect"
+        ]
+    );
+}
+
+#[test]
+fn the_domain_rule_reports_clock_reads() {
+    let violations = check(&[fixture("domain_reads_clock.rs")], domain_rule);
+    assert_eq!(
+        reported(&violations),
+        [
+            "std::time::SystemTime::now",
+            "std::time::Instant::now",
+            ".elapsed()"
+        ]
+    );
+}
+
+#[test]
+fn the_domain_rule_reports_grpc() {
+    let violations = check(&[fixture("domain_uses_protocol.rs")], domain_rule);
+    assert_eq!(
+        reported(&violations),
+        [
+            "prost::Message",
+            "tonic::Status",
+            "tonic::Status::invalid_argument",
+            "crate::proto::v1::Empty"
+        ]
+    );
+}
+
+#[test]
+fn the_engine_rule_and_the_domain_rule_report_an_engine() {
+    let expected = [
+        "fjall::Database",
+        "sled::Result",
+        "sled::Db",
+        "sled::open",
+        "crate::store::sled::SledStore",
+    ];
+    for rule in [engine_rule as Rule, domain_rule] {
+        let violations = check(&[fixture("engine_outside_store.rs")], rule);
+        assert_eq!(reported(&violations), expected);
+    }
+}
+
+#[test]
+fn no_rule_reports_names_in_comments_or_literals() {
+    let files = [fixture("mentions_only.rs")];
+    assert_none(&check(&files, domain_rule));
+    assert_none(&check(&files, engine_rule));
+    // Not vacuous: the code around those mentions was read.
+    let source = fs::read_to_string(&files[0]).expect("the fixture");
+    let names: Vec<String> = Names::of(&source)
+        .expect("it parses")
+        .iter()
+        .map(|n| n.name.to_string())
+        .collect();
+    for read in ["std::time::SystemTime", "EngineKind::Sled", ".len()"] {
+        assert!(
+            names.iter().any(|name| name == read),
+            "{read} not among {names:?}"
+        );
+    }
+}
+
+/// The packages of crypto providers other than ring: libcrypto builds and their bindings.
+const OTHER_PROVIDERS: [&str; 5] = [
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "openssl",
+    "openssl-sys",
+    "boring-sys",
+];
+
+/// What breaks "ring is the one crypto provider" in the lock file at `path`: each package of
+/// another provider, and ring's absence.
+fn lock_problems(path: &Path) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Lock {
+        #[serde(default)]
+        package: Vec<Package>,
+    }
+    #[derive(Deserialize)]
+    struct Package {
+        name: String,
+    }
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let lock: Lock =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let mut problems: Vec<String> = (lock.package.iter())
+        .filter(|package| OTHER_PROVIDERS.contains(&package.name.as_str()))
+        .map(|package| format!("{}: a second crypto provider", package.name))
+        .collect();
+    if !lock.package.iter().any(|package| package.name == "ring") {
+        problems.push("ring: missing".to_owned());
+    }
+    problems
+}
+
+#[test]
+fn ring_is_the_only_crypto_provider() {
+    assert_eq!(
+        lock_problems(&root().join("Cargo.lock")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_lock_rule_reports_a_second_provider_and_a_missing_ring() {
+    assert_eq!(
+        lock_problems(&fixture("lock_second_provider.lock")),
+        [
+            "aws-lc-rs: a second crypto provider",
+            "aws-lc-sys: a second crypto provider"
+        ]
+    );
+    assert_eq!(
+        lock_problems(&fixture("lock_without_ring.lock")),
+        ["ring: missing"]
+    );
+    assert_eq!(
+        lock_problems(&fixture("lock_ring_only.lock")),
+        Vec::<String>::new()
+    );
+}
