@@ -53,11 +53,6 @@ impl Server {
         }
         self.task.await.context("server task")?
     }
-
-    /// Waits until the server stops by itself (it does not, unless it fails).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task")?
-    }
 }
 
 /// The drug masters and contraindication table the configuration names (by default the

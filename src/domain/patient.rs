@@ -91,11 +91,6 @@ impl PatientKey {
     pub fn canonical(&self) -> &str {
         &self.0
     }
-
-    /// Rebuilds a key from its canonical encoding as stored.
-    pub fn from_canonical(s: String) -> Self {
-        PatientKey(s)
-    }
 }
 
 #[cfg(test)]

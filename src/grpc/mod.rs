@@ -34,7 +34,7 @@ use crate::{
         management_intake_server::ManagementIntake,
         prescription_service_server::PrescriptionService,
     },
-    service::{Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
+    service::{Action, Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
     tls::peer_identity,
 };
 use paged::{PagedStream, stream_pages};
@@ -122,7 +122,7 @@ impl Services {
         &self,
         request: &Request<T>,
         allowed: InstitutionKind,
-        action: &'static str,
+        action: Action,
     ) -> Result<Caller, Status> {
         let caller = authenticated(request)?;
         if caller.institution.kind != allowed {
@@ -143,7 +143,7 @@ impl Services {
     async fn parsed<T>(
         &self,
         caller: &Caller,
-        action: &'static str,
+        action: Action,
         parsed: Result<T, Error>,
     ) -> Result<T, Status> {
         match parsed {
@@ -161,7 +161,7 @@ impl PrescriptionService for Services {
         &self,
         request: Request<pb::CheckPrescriptionRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        const ACTION: &str = "CheckPrescription";
+        const ACTION: Action = Action::CheckPrescription;
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
@@ -190,7 +190,7 @@ impl PrescriptionService for Services {
         &self,
         request: Request<pb::RegisterPrescriptionRequest>,
     ) -> Result<Response<pb::RegisterPrescriptionResponse>, Status> {
-        const ACTION: &str = "RegisterPrescription";
+        const ACTION: Action = Action::RegisterPrescription;
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
@@ -221,7 +221,7 @@ impl PrescriptionService for Services {
         &self,
         request: Request<pb::CancelPrescriptionRequest>,
     ) -> Result<Response<pb::CancelPrescriptionResponse>, Status> {
-        const ACTION: &str = "CancelPrescription";
+        const ACTION: Action = Action::CancelPrescription;
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
@@ -242,7 +242,7 @@ impl PrescriptionService for Services {
         &self,
         request: Request<pb::GetPrescriptionStatusRequest>,
     ) -> Result<Response<pb::PrescriptionStatus>, Status> {
-        const ACTION: &str = "GetPrescriptionStatus";
+        const ACTION: Action = Action::GetPrescriptionStatus;
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
@@ -261,7 +261,7 @@ impl PrescriptionService for Services {
         &self,
         request: Request<pb::SearchPrescriptionsRequest>,
     ) -> Result<Response<pb::SearchPrescriptionsResponse>, Status> {
-        const ACTION: &str = "SearchPrescriptions";
+        const ACTION: Action = Action::SearchPrescriptions;
         let caller = self
             .caller(&request, InstitutionKind::Clinic, ACTION)
             .await?;
@@ -289,7 +289,7 @@ impl DispensingService for Services {
         &self,
         request: Request<pb::CheckDispensingRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        const ACTION: &str = "CheckDispensing";
+        const ACTION: Action = Action::CheckDispensing;
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
@@ -315,7 +315,7 @@ impl DispensingService for Services {
         &self,
         request: Request<pb::LookupPrescriptionRequest>,
     ) -> Result<Response<pb::PrescriptionSummary>, Status> {
-        const ACTION: &str = "LookupPrescription";
+        const ACTION: Action = Action::LookupPrescription;
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
@@ -346,7 +346,7 @@ impl DispensingService for Services {
         &self,
         request: Request<pb::ReceivePrescriptionRequest>,
     ) -> Result<Response<pb::ReceivePrescriptionResponse>, Status> {
-        const ACTION: &str = "ReceivePrescription";
+        const ACTION: Action = Action::ReceivePrescription;
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
@@ -381,7 +381,7 @@ impl DispensingService for Services {
         &self,
         request: Request<pb::ReturnPrescriptionRequest>,
     ) -> Result<Response<pb::ReturnPrescriptionResponse>, Status> {
-        const ACTION: &str = "ReturnPrescription";
+        const ACTION: Action = Action::ReturnPrescription;
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
@@ -406,7 +406,7 @@ impl DispensingService for Services {
         &self,
         request: Request<pb::RecordDispensingRequest>,
     ) -> Result<Response<pb::RecordDispensingResponse>, Status> {
-        const ACTION: &str = "RecordDispensing";
+        const ACTION: Action = Action::RecordDispensing;
         let caller = self
             .caller(&request, InstitutionKind::Pharmacy, ACTION)
             .await?;
@@ -431,7 +431,7 @@ impl ManagementIntake for Services {
         &self,
         request: Request<pb::DeliverDispensingRecordRequest>,
     ) -> Result<Response<pb::DeliverDispensingRecordResponse>, Status> {
-        const ACTION: &str = "DeliverDispensingRecord";
+        const ACTION: Action = Action::DeliverDispensingRecord;
         let caller = self
             .caller(&request, InstitutionKind::Management, ACTION)
             .await?;
@@ -475,7 +475,7 @@ impl EventService for Services {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        const ACTION: &str = "WatchEvents";
+        const ACTION: Action = Action::WatchEvents;
         let caller = authenticated(&request)?;
         let institution = match caller.institution.kind {
             InstitutionKind::Clinic => Some(caller.institution.code.clone()),
@@ -541,7 +541,7 @@ impl AdminService for Services {
         &self,
         request: Request<pb::ListStuckPrescriptionsRequest>,
     ) -> Result<Response<pb::ListStuckPrescriptionsResponse>, Status> {
-        const ACTION: &str = "ListStuckPrescriptions";
+        const ACTION: Action = Action::ListStuckPrescriptions;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
@@ -583,7 +583,7 @@ impl AdminService for Services {
         &self,
         request: Request<pb::ListLockoutsRequest>,
     ) -> Result<Response<pb::ListLockoutsResponse>, Status> {
-        const ACTION: &str = "ListLockouts";
+        const ACTION: Action = Action::ListLockouts;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
@@ -598,7 +598,7 @@ impl AdminService for Services {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        const ACTION: &str = "Unlock";
+        const ACTION: Action = Action::Unlock;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
@@ -615,7 +615,7 @@ impl AdminService for Services {
         &self,
         request: Request<tonic::Streaming<pb::ImportMasterChunk>>,
     ) -> Result<Response<pb::ImportMasterSummary>, Status> {
-        const ACTION: &str = "ImportMaster";
+        const ACTION: Action = Action::ImportMaster;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
@@ -633,7 +633,7 @@ impl AdminService for Services {
         &self,
         request: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<PagedStream<pb::AuditRecord>>, Status> {
-        const ACTION: &str = "ExportAudit";
+        const ACTION: Action = Action::ExportAudit;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;
@@ -672,7 +672,7 @@ impl AdminService for Services {
         &self,
         request: Request<pb::ExportAuditCheckpointsRequest>,
     ) -> Result<Response<PagedStream<pb::AuditCheckpoint>>, Status> {
-        const ACTION: &str = "ExportAuditCheckpoints";
+        const ACTION: Action = Action::ExportAuditCheckpoints;
         let caller = self
             .caller(&request, InstitutionKind::Operator, ACTION)
             .await?;

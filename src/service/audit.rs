@@ -21,6 +21,58 @@ use super::{
     records::{AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1},
 };
 
+/// What a call did, as its audit record names it: the RPC it came as (the gRPC layer and the
+/// use cases name the same one), or a lockout it tripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    CheckPrescription,
+    RegisterPrescription,
+    CancelPrescription,
+    GetPrescriptionStatus,
+    SearchPrescriptions,
+    CheckDispensing,
+    LookupPrescription,
+    ReceivePrescription,
+    ReturnPrescription,
+    RecordDispensing,
+    WatchEvents,
+    DeliverDispensingRecord,
+    ListStuckPrescriptions,
+    ListLockouts,
+    Unlock,
+    ImportMaster,
+    ExportAudit,
+    ExportAuditCheckpoints,
+    Lockout,
+}
+
+impl Action {
+    /// The name in the record (the RPC's method name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::CheckPrescription => "CheckPrescription",
+            Action::RegisterPrescription => "RegisterPrescription",
+            Action::CancelPrescription => "CancelPrescription",
+            Action::GetPrescriptionStatus => "GetPrescriptionStatus",
+            Action::SearchPrescriptions => "SearchPrescriptions",
+            Action::CheckDispensing => "CheckDispensing",
+            Action::LookupPrescription => "LookupPrescription",
+            Action::ReceivePrescription => "ReceivePrescription",
+            Action::ReturnPrescription => "ReturnPrescription",
+            Action::RecordDispensing => "RecordDispensing",
+            Action::WatchEvents => "WatchEvents",
+            Action::DeliverDispensingRecord => "DeliverDispensingRecord",
+            Action::ListStuckPrescriptions => "ListStuckPrescriptions",
+            Action::ListLockouts => "ListLockouts",
+            Action::Unlock => "Unlock",
+            Action::ImportMaster => "ImportMaster",
+            Action::ExportAudit => "ExportAudit",
+            Action::ExportAuditCheckpoints => "ExportAuditCheckpoints",
+            Action::Lockout => "Lockout",
+        }
+    }
+}
+
 /// Whether a call's audit record has been handed to the store: set by the service when it
 /// submits the transaction that writes the record (which then commits, or is followed by the
 /// record of its failure, whatever becomes of the call's caller); read by the edge audit, which
@@ -66,7 +118,7 @@ pub(super) struct AuditDraft {
     pub(super) time_ms: i64,
     pub(super) caller: Caller,
     pub(super) signer: Option<Signer>,
-    pub(super) action: &'static str,
+    pub(super) action: Action,
     pub(super) target: Option<String>,
     /// With a clinical check: whom it was about and what it asked.
     pub(super) check: Option<CheckSubjectV1>,
@@ -85,7 +137,7 @@ impl AuditDraft {
             certificate_sha256: self.caller.certificate_sha256,
             signer_serial_number: self.signer.as_ref().map(|s| s.serial_number.clone()),
             signer_certificate_sha256: self.signer.as_ref().map(|s| s.certificate_sha256),
-            action: self.action.to_owned(),
+            action: self.action.as_str().to_owned(),
             target: self.target.clone(),
             outcome: match outcome {
                 Ok(_) => "OK".into(),
@@ -135,12 +187,7 @@ pub(super) fn consent_v1(consent: Consent) -> ConsentMethodV1 {
 }
 
 impl Gateway {
-    pub(super) fn draft(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        now: SystemTime,
-    ) -> AuditDraft {
+    pub(super) fn draft(&self, caller: &Caller, action: Action, now: SystemTime) -> AuditDraft {
         AuditDraft {
             writer: self.config.audit_writer,
             time_ms: millis(now),
@@ -180,18 +227,13 @@ impl Gateway {
     }
 
     /// Audits a successful access that changes nothing (an audit export).
-    pub async fn audit_access(&self, caller: &Caller, action: &'static str) -> Result<(), Error> {
+    pub async fn audit_access(&self, caller: &Caller, action: Action) -> Result<(), Error> {
         let draft = self.draft(caller, action, self.clock.now());
         self.run(draft, |_, _| Ok(())).await
     }
 
     /// Audits a call refused by the protocol layer (for example a caller of the wrong kind).
-    pub async fn audit_refusal(
-        &self,
-        caller: &Caller,
-        action: &'static str,
-        error: Error,
-    ) -> Error {
+    pub async fn audit_refusal(&self, caller: &Caller, action: Action, error: Error) -> Error {
         let draft = self.draft(caller, action, self.clock.now());
         match self.refuse::<()>(draft, error).await {
             Err(e) => e,

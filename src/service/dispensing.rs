@@ -16,7 +16,7 @@ use crate::{
 };
 
 use super::{
-    Caller, CheckRequest, Error, Findings, Gateway,
+    Action, Caller, CheckRequest, Error, Findings, Gateway,
     audit::begin_check,
     clinical, millis,
     records::{DispensingRecordRecord, DispensingV2, DocumentRecord, DocumentV1, decode, encode},
@@ -74,7 +74,7 @@ impl Gateway {
     ) -> Result<Summary, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let draft = self.draft(caller, "LookupPrescription", now);
+        let draft = self.draft(caller, Action::LookupPrescription, now);
         let guessed = patient.clone();
         self.guarded(draft, &guessed, move |tx, draft| {
             let stored = find_active(tx, &patient, exchange_number)?;
@@ -105,7 +105,7 @@ impl Gateway {
         let today = JapanDate::of(now);
         let now_ms = millis(now);
         let pharmacy = caller.institution.code.clone();
-        let draft = self.draft(caller, "ReceivePrescription", now);
+        let draft = self.draft(caller, Action::ReceivePrescription, now);
         let checker = self.checker();
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
@@ -150,7 +150,7 @@ impl Gateway {
                 &asserting,
                 check.consent,
                 draft.time_ms,
-                draft.action,
+                draft.action.as_str(),
                 Some(&id),
             )?;
             Ok(Received {
@@ -176,7 +176,7 @@ impl Gateway {
     ) -> Result<Findings, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let mut draft = self.draft(caller, "CheckDispensing", now);
+        let mut draft = self.draft(caller, Action::CheckDispensing, now);
         draft.target = Some(id.clone());
         if check.consent == Consent::None
             && let Err(e) = bounded_count(
@@ -228,7 +228,7 @@ impl Gateway {
                 &asserting,
                 check.consent,
                 draft.time_ms,
-                draft.action,
+                draft.action.as_str(),
                 Some(&id),
             )?;
             Ok(findings)
@@ -242,7 +242,7 @@ impl Gateway {
         let today = JapanDate::of(now);
         let now_ms = millis(now);
         let pharmacy = caller.institution.code.clone();
-        let mut draft = self.draft(caller, "ReturnPrescription", now);
+        let mut draft = self.draft(caller, Action::ReturnPrescription, now);
         draft.target = Some(id.clone());
         self.run(draft, move |tx, _| {
             let stored = Stored::load(tx, &id)?.ok_or(Error::NotFound)?;
@@ -268,7 +268,7 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let now_ms = millis(now);
-        let mut draft = self.draft(caller, "RecordDispensing", now);
+        let mut draft = self.draft(caller, Action::RecordDispensing, now);
         let admitted = self
             .admit::<DispensingRecord, DispensingFacts>(caller, &mut draft, &content, &cms, now)
             .and_then(|(verified, facts)| {

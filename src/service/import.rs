@@ -14,7 +14,7 @@ use crate::{
 };
 
 use super::{
-    Caller, Clinical, Error, Gateway,
+    Action, Caller, Clinical, Error, Gateway,
     records::{ImportedFileRecord, ImportedFileV1, MasterFileKindV1, decode, encode},
     schema::key,
     stored::corrupt,
@@ -140,7 +140,7 @@ impl Gateway {
         caller: &Caller,
         files: Vec<ImportFile>,
     ) -> Result<ImportSummary, Error> {
-        let draft = self.draft(caller, "ImportMaster", self.clock.now());
+        let draft = self.draft(caller, Action::ImportMaster, self.clock.now());
         let _one_at_a_time = self.imports.lock().await;
         let current = self.clinical();
         let known: HashSet<[u8; 32]> = match self

@@ -19,7 +19,7 @@ use crate::{
 };
 
 use super::{
-    Caller, Error, Gateway, millis,
+    Action, Caller, Error, Gateway, millis,
     records::{IntakeRecord, IntakeV1, IntakeV2, encode},
     schema::key,
 };
@@ -127,7 +127,7 @@ impl Gateway {
     /// once by record id. Returns true for a duplicate.
     pub async fn intake(&self, caller: &Caller, d: Delivery) -> Result<bool, Error> {
         let now = self.clock.now();
-        let mut draft = self.draft(caller, "DeliverDispensingRecord", now);
+        let mut draft = self.draft(caller, Action::DeliverDispensingRecord, now);
         draft.target = Some(d.record_id.clone());
         if d.record_id != hex(&sha256(&d.content)) {
             let e = Error::invalid("record_id", "must be the SHA-256 of the record's content");

@@ -24,7 +24,7 @@ use crate::{
 };
 
 use super::{
-    AuditDraft, Caller, Error, Gateway, millis,
+    Action, AuditDraft, Caller, Error, Gateway, millis,
     records::{MissCounterRecord, MissCounterV1, MissMarkRecord, MissMarkV1, decode, encode},
 };
 
@@ -358,7 +358,7 @@ fn audit_trip(tx: &mut dyn Txn, draft: &AuditDraft, trip: &Trip) -> Result<(), s
         time_ms: draft.time_ms,
         caller: draft.caller.clone(),
         signer: None,
-        action: "Lockout",
+        action: Action::Lockout,
         target: Some(trip.subject.to_string()),
         check: None,
     };
@@ -436,7 +436,7 @@ impl Gateway {
     /// The lockouts in force (the operator's list), at most [`LISTED`] of them, and whether
     /// more are in force; audited. Read a page per transaction.
     pub async fn lockouts(&self, caller: &Caller) -> Result<(Vec<Locked>, bool), Error> {
-        self.audit_access(caller, "ListLockouts").await?;
+        self.audit_access(caller, Action::ListLockouts).await?;
         let policy = self.config.lockout;
         let now_ms = millis(self.clock.now());
         let mut locked = Vec::new();
@@ -463,7 +463,7 @@ impl Gateway {
     /// with the lockout as the target.
     pub async fn unlock(&self, caller: &Caller, subject: Subject) -> Result<(), Error> {
         let now = self.clock.now();
-        let mut draft = self.draft(caller, "Unlock", now);
+        let mut draft = self.draft(caller, Action::Unlock, now);
         draft.target = Some(subject.to_string());
         let policy = self.config.lockout;
         self.run(draft, move |tx, draft| {

@@ -34,7 +34,7 @@ use std::{
 
 pub use admin::Stuck;
 use audit::AuditDraft;
-pub use audit::{AuditEntry, AuditReceipt, ChainLink};
+pub use audit::{Action, AuditEntry, AuditReceipt, ChainLink};
 pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
@@ -70,7 +70,7 @@ use records::decode;
 
 /// Writes the audit record of a call whose transaction failed, in a transaction of its own.
 async fn audit_failed(store: &Arc<dyn Store>, draft: AuditDraft, failed: &Error) {
-    let action = draft.action;
+    let action = draft.action.as_str();
     let outcome: Result<(), Error> = Err(failed.clone());
     let written = store
         .transact(move |tx: &mut dyn Txn| draft.write(tx, &outcome))

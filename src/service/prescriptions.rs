@@ -16,8 +16,8 @@ use crate::{
 };
 
 use super::{
-    Acknowledgement, Caller, CheckRequest, Error, Findings, Gateway, OnCritical, clinical, events,
-    millis,
+    Acknowledgement, Action, Caller, CheckRequest, Error, Findings, Gateway, OnCritical, clinical,
+    events, millis,
     records::{
         AcknowledgedV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord,
         PrescriptionV3, StateV1, encode,
@@ -144,7 +144,7 @@ impl Gateway {
     ) -> Result<Registered, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let mut draft = self.draft(caller, "RegisterPrescription", now);
+        let mut draft = self.draft(caller, Action::RegisterPrescription, now);
         let admitted = self
             .admit::<Prescription, PrescriptionFacts>(caller, &mut draft, &content, &cms, now)
             .and_then(|(verified, facts)| {
@@ -281,7 +281,7 @@ impl Gateway {
                 &caller,
                 check.consent,
                 draft.time_ms,
-                draft.action,
+                draft.action.as_str(),
                 Some(&record.id),
             )?;
             record_overrides(
@@ -319,7 +319,7 @@ impl Gateway {
         let today = JapanDate::of(now);
         let now_ms = millis(now);
         let caller_code = caller.institution.code.to_string();
-        let mut draft = self.draft(caller, "CancelPrescription", now);
+        let mut draft = self.draft(caller, Action::CancelPrescription, now);
         draft.target = Some(id.clone());
         self.run(draft, move |tx, _| {
             let stored = own_prescription(tx, &id, &caller_code)?;
@@ -337,7 +337,7 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let caller_code = caller.institution.code.to_string();
-        let mut draft = self.draft(caller, "GetPrescriptionStatus", now);
+        let mut draft = self.draft(caller, Action::GetPrescriptionStatus, now);
         draft.target = Some(id.clone());
         self.run(draft, move |tx, _| {
             let stored = own_prescription(tx, &id, &caller_code)?;
@@ -357,7 +357,7 @@ impl Gateway {
     ) -> Result<Findings, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let mut draft = self.draft(caller, "CheckPrescription", now);
+        let mut draft = self.draft(caller, Action::CheckPrescription, now);
         let patient = draft_facts.patient.canonical().to_owned();
         let admitted = self
             .check_subject(&mut draft, &patient, draft_facts.lines.len(), check.consent)
@@ -401,7 +401,7 @@ impl Gateway {
                 &asserting,
                 check.consent,
                 draft.time_ms,
-                draft.action,
+                draft.action.as_str(),
                 None,
             )?;
             Ok(findings)

@@ -12,7 +12,7 @@ use crate::{
 };
 
 use super::{
-    Caller, Error, Gateway, Status, decode,
+    Action, Caller, Error, Gateway, Status, decode,
     records::{PrescriptionRecord, PrescriptionV3},
     schema::key,
     stored::{Stored, corrupt, status_of},
@@ -51,7 +51,7 @@ impl Gateway {
     ) -> Result<Vec<Status>, Error> {
         let now = self.clock.now();
         let today = JapanDate::of(now);
-        let draft = self.draft(caller, "SearchPrescriptions", now);
+        let draft = self.draft(caller, Action::SearchPrescriptions, now);
         if from > to || from.days_until(to) > SEARCH_MAX_DAYS {
             return self
                 .refuse(
@@ -210,7 +210,10 @@ mod tests {
         }
     }
 
-    const PATIENT: &str = "patient";
+    /// The patient every prescription of the test is for.
+    fn patient() -> PatientKey {
+        PatientKey::public_funds("12345678", "1234567").unwrap()
+    }
     const TODAY: &str = "2026-12-01";
 
     /// Stores a prescription of `institution` for the patient, indexed as registration does.
@@ -219,7 +222,7 @@ mod tests {
             id: id.into(),
             institution: institution.into(),
             number: id.into(),
-            patient_key: PATIENT.into(),
+            patient_key: patient().canonical().into(),
             exchange_number: 1,
             issue_date: TODAY.into(),
             usable_through: "2026-12-04".into(),
@@ -265,7 +268,7 @@ mod tests {
                 let today: JapanDate = TODAY.parse().unwrap();
                 let query = Query {
                     institution: "1310000001".into(),
-                    patient: PatientKey::from_canonical(PATIENT.into()),
+                    patient: patient(),
                     from: today,
                     to: today,
                     limit: 100,
@@ -294,16 +297,21 @@ mod tests {
                 // As versions before this one indexed it, and an entry without a prescription.
                 tx.delete(
                     Table::ByPatient,
-                    &key(&[b"1310000001", PATIENT.as_bytes(), TODAY.as_bytes(), b"own1"]),
+                    &key(&[
+                        b"1310000001",
+                        patient().canonical().as_bytes(),
+                        TODAY.as_bytes(),
+                        b"own1",
+                    ]),
                 );
                 tx.put(
                     Table::ByPatient,
-                    &key(&[PATIENT.as_bytes(), TODAY.as_bytes(), b"own1"]),
+                    &key(&[patient().canonical().as_bytes(), TODAY.as_bytes(), b"own1"]),
                     b"",
                 );
                 tx.put(
                     Table::ByPatient,
-                    &key(&[PATIENT.as_bytes(), TODAY.as_bytes(), b"gone"]),
+                    &key(&[patient().canonical().as_bytes(), TODAY.as_bytes(), b"gone"]),
                     b"",
                 );
                 Ok::<_, store::Error>(())
@@ -323,7 +331,7 @@ mod tests {
             keys,
             [key(&[
                 b"1310000001",
-                PATIENT.as_bytes(),
+                patient().canonical().as_bytes(),
                 TODAY.as_bytes(),
                 b"own1"
             ])]
