@@ -638,6 +638,10 @@ pub fn to_status(error: Error) -> Status {
             findings,
             unacknowledged,
         } => critical_findings(&findings, &unacknowledged),
+        Error::Store(error) => {
+            tracing::error!(%error, "store error");
+            Status::internal("internal error")
+        }
         Error::Internal(detail) => {
             tracing::error!(%detail, "internal error");
             Status::internal("internal error")

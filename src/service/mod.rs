@@ -141,6 +141,11 @@ pub enum Error {
         findings: Findings,
         unacknowledged: Vec<String>,
     },
+    /// The store failed (its kind kept: I/O, engine, closed, corrupt data, a panicked
+    /// transaction); the call's outcome is unknown to its caller only for I/O and engine errors.
+    #[error("store: {0}")]
+    Store(store::Error),
+    /// Anything else that should not happen.
     #[error("internal error")]
     Internal(String),
 }
@@ -162,14 +167,14 @@ impl Error {
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => "RESOURCE_EXHAUSTED".into(),
             Error::OutOfRange(_) => "OUT_OF_RANGE".into(),
             Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
-            Error::Internal(_) => "INTERNAL".into(),
+            Error::Store(_) | Error::Internal(_) => "INTERNAL".into(),
         }
     }
 }
 
 impl From<store::Error> for Error {
     fn from(e: store::Error) -> Self {
-        Error::Internal(e.to_string())
+        Error::Store(e)
     }
 }
 
@@ -352,6 +357,7 @@ impl Gateway {
             let (outcome, noted) = decide(tx, &mut draft);
             let written = match &outcome {
                 // A store error inside `decide` aborts the whole transaction.
+                Err(Error::Store(e)) => Err(e.clone()),
                 Err(Error::Internal(e)) => Err(store::Error::Engine(e.clone())),
                 _ => draft.write(tx, &outcome),
             };
