@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::{
     domain::ids::Institution,
-    grpc::{Allowance, FairnessPolicy, FeedLimits},
+    grpc::{Allowance, EVENT_POLL, FairnessPolicy, FeedLimits},
     tls::{self, IncomingConfig},
 };
 
@@ -257,6 +257,7 @@ impl NetworkConfig {
             max_per_institution: self.feeds.max_per_institution,
             buffer: self.feeds.buffer_events,
             stall: secs(self.feeds.stall_secs),
+            poll: EVENT_POLL,
         }
     }
 

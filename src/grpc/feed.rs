@@ -28,8 +28,8 @@ use crate::{
     service::{EventEntry, EventFilter, Gateway},
 };
 
-/// How long an idle feed waits for news before it looks again.
-const EVENT_POLL: Duration = Duration::from_secs(1);
+/// How long an idle feed waits for news before it looks again, unless configured otherwise.
+pub const EVENT_POLL: Duration = Duration::from_secs(1);
 
 static CUT: LogThrottle = LogThrottle::new(Duration::from_secs(10));
 
@@ -42,6 +42,9 @@ pub struct FeedLimits {
     pub buffer: usize,
     /// How long a full buffer is tolerated before the feed is cut.
     pub stall: Duration,
+    /// How long an idle feed waits for news before it looks again: a commit's notification
+    /// wakes it at once, so this only bounds how late a missed notification could be noticed.
+    pub poll: Duration,
 }
 
 /// The open feeds, by institution.
@@ -148,8 +151,11 @@ impl Feed {
     async fn run(self, mut after: u64, first: Page) {
         let notify = self.gateway.events_notifier();
         let mut page = Ok(first);
-        // Armed before each read, so that a commit after the read wakes the wait below.
+        // Armed before each read, so that a commit after the read wakes the wait below. The
+        // call read the first page before this task could arm anything, so that page is never
+        // waited on: with nothing new in it, the feed reads again, armed.
         let mut notified = Box::pin(notify.notified());
+        let mut armed_read = false;
         loop {
             let (entries, last) = match page {
                 Ok(page) => page,
@@ -168,16 +174,18 @@ impl Feed {
             }
             match last {
                 Some(last) => after = last,
-                None => {
+                None if armed_read => {
                     tokio::select! {
                         _ = notified.as_mut() => {}
-                        _ = tokio::time::sleep(EVENT_POLL) => {}
+                        _ = tokio::time::sleep(self.limits.poll) => {}
                         _ = self.tx.closed() => return,
                     }
                 }
+                None => {}
             }
             notified = Box::pin(notify.notified());
             notified.as_mut().enable();
+            armed_read = true;
             page = self
                 .gateway
                 .events_page(self.filter.clone(), after, self.limits.buffer.max(1))
@@ -203,5 +211,48 @@ impl Feed {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::{domain::ids::InstitutionKind, service::testing};
+
+    /// The call reads the first page before the feed's task starts; an event committed in
+    /// between (its notification given before the task was there to hear it) must still reach
+    /// the feed, when only a notification can wake it: the poll is an hour.
+    #[tokio::test]
+    async fn an_event_committed_after_the_first_page_was_read_wakes_the_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = testing::gateway(dir.path());
+        let limits = FeedLimits {
+            max_per_institution: 1,
+            buffer: 8,
+            stall: Duration::from_secs(10),
+            poll: Duration::from_secs(3600),
+        };
+        let filter = EventFilter::default();
+        let first = gateway
+            .events_page(filter.clone(), 0, limits.buffer)
+            .await
+            .unwrap();
+        assert_eq!(first, (Vec::new(), None), "nothing yet");
+        testing::register(&gateway, "FEED-1", 1).await;
+
+        let management = testing::caller(InstitutionKind::Management).institution;
+        let slot = Feeds::new(limits).claim(&management).unwrap();
+        let mut feed = start(Arc::clone(&gateway), limits, (filter, 0), first, slot);
+        let event = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("the commit's notification wakes the feed")
+            .expect("the feed goes on")
+            .unwrap();
+        assert_eq!(
+            (event.sequence, event.prescription_number.as_str()),
+            (1, "FEED-1")
+        );
     }
 }

@@ -62,7 +62,7 @@ pub use decode_errors::undecodable_is_invalid_argument;
 pub use edge_audit::EdgeAuditLayer;
 pub(crate) use fairness::FairnessGuard;
 pub use fairness::{Allowance, FairnessPolicy};
-pub use feed::FeedLimits;
+pub use feed::{EVENT_POLL, FeedLimits};
 pub(crate) use guard::GuardLayer;
 pub(crate) use health::Health;
 pub use metered::MetricsLayer;

@@ -142,7 +142,16 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{service::schema::accepted_key, store::EmbeddedStore};
+    use crate::{
+        domain::ids::InstitutionKind,
+        service::{
+            prescriptions::allocate_exchange_number,
+            records::{PrescriptionRecord, encode},
+            schema::{accepted_key, exchange_key, expiry_key},
+            testing,
+        },
+        store::EmbeddedStore,
+    };
 
     #[tokio::test]
     async fn the_stuck_scan_reads_the_accepted_index_a_page_at_a_time_to_its_end() {
@@ -176,5 +185,53 @@ mod tests {
             .unwrap();
         assert_eq!(pages, [2, 2, 1]);
         store.close().unwrap();
+    }
+
+    /// A prescription past its last usable day frees its exchange number for the patient's next
+    /// one before the sweep has written it EXPIRED; sweeping it afterwards must leave the index
+    /// entry, which by then names the new holder.
+    #[tokio::test]
+    async fn sweeping_an_expired_holder_keeps_the_entry_of_its_numbers_new_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, clock) = testing::gateway(dir.path());
+        let old = testing::register(&gateway, "EXP-OLD", 1).await;
+        // Past its last usable day, and no sweep yet: still REGISTERED in the store.
+        clock.advance(Duration::from_secs(5 * 86_400));
+        let today = clock.today();
+        let (_, patient) = testing::patient(1);
+
+        // The next prescription draws the old one's number, as registration allocates it.
+        let (holder, number) = (patient.canonical().to_owned(), old.exchange_number);
+        let new_id = gateway
+            .store
+            .transact(move |tx: &mut dyn Txn| {
+                let number = allocate_exchange_number(tx, &holder, &[number], today)?;
+                let mut new = Stored::load(tx, &old.id)?.expect("the old one").record;
+                new.id = "0".repeat(32);
+                new.usable_through = today.add_days(3).to_string();
+                tx.put(
+                    Table::ByExchange,
+                    &exchange_key(&holder, number),
+                    new.id.as_bytes(),
+                );
+                tx.put(Table::Meta, &expiry_key(&new.usable_through, &new.id), b"");
+                tx.put(
+                    Table::Prescriptions,
+                    new.id.as_bytes(),
+                    &encode(&PrescriptionRecord::V3(new.clone())),
+                );
+                Ok::<_, Error>(new.id)
+            })
+            .await
+            .unwrap()
+            .expect("the expired holder frees its number");
+
+        assert_eq!(gateway.sweep_expired().await.unwrap(), 1);
+        let pharmacy = testing::caller(InstitutionKind::Pharmacy);
+        let found = gateway
+            .lookup(&pharmacy, patient, old.exchange_number)
+            .await
+            .expect("the new holder is still found by the number");
+        assert_eq!(found.id, new_id);
     }
 }

@@ -26,6 +26,8 @@ mod schema;
 mod search;
 mod signatures;
 mod stored;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{
     sync::{Arc, RwLock},

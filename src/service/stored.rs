@@ -188,10 +188,12 @@ impl Stored {
             }
         }
         if was_active && !state.is_active() {
-            tx.delete(
-                Table::ByExchange,
-                &exchange_key(&r.patient_key, r.exchange_number),
-            );
+            // Past its last usable day the number was free for the patient's next prescription
+            // (allocate_exchange_number): the entry goes only while it still names this one.
+            let exchange = exchange_key(&r.patient_key, r.exchange_number);
+            if tx.get(Table::ByExchange, &exchange)?.as_deref() == Some(r.id.as_bytes()) {
+                tx.delete(Table::ByExchange, &exchange);
+            }
             tx.delete(Table::Meta, &expiry_key(&r.usable_through, &r.id));
             if let Some(w) = &r.refill_window {
                 tx.delete(Table::Meta, &expiry_key(&w.until, &r.id));
