@@ -22,7 +22,6 @@ pub struct Stuck {
     pub records: u32,
 }
 
-/// Only the holder may return or dispense: say so without naming the holder.
 /// One page of the stuck scan: the stuck prescriptions among at most `page` entries of the
 /// accepted index from `start`, and the key to go on from (none at the end of the index).
 pub(super) fn stuck_page(

@@ -55,6 +55,7 @@ pub struct Dispensed {
     pub record_number: u32,
 }
 
+/// Only the holder may return or dispense: say so without naming the holder.
 pub(super) fn only_the_holder(e: LifecycleError) -> Error {
     match e {
         LifecycleError::NotAcceptedByCaller => {
