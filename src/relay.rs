@@ -19,7 +19,7 @@ use crate::{
     domain::hash::{hex, sha256},
     identity::{GatewayIdentity, RELAY_STATEMENT},
     proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
-    service::{DeadLetter, EventEntry, EventFilter, Gateway, records::EventKindV1},
+    service::{DeadLetter, EventEntry, EventFilter, EventKind, Gateway},
     tls::ClientFiles,
 };
 
@@ -166,7 +166,7 @@ impl Relay {
         let filter = EventFilter {
             institution: None,
             prescription_id: None,
-            kinds: vec![EventKindV1::DispensingRecorded],
+            kinds: vec![EventKind::DispensingRecorded],
         };
         let gateway = Arc::clone(&self.gateway);
         loop {

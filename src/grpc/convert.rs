@@ -23,9 +23,10 @@ use crate::{
     masters::{FileKind, SourceFile},
     proto::v1 as pb,
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, EventEntry, Findings,
-        ImportFile, ImportSummary, LineState, RequestedOptions, Status as RxStatus,
-        records::{ChainedV1, ConsentMethodV1, EventKindV1, StateV1},
+        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, Event, EventEntry,
+        EventKind, Findings, ImportFile, ImportSummary, LineState, RequestedOptions,
+        Status as RxStatus,
+        records::{ChainedV1, ConsentMethodV1},
     },
 };
 
@@ -184,46 +185,50 @@ fn dispensing_to_pb(d: DispensingSummary) -> pb::DispensingRecordSummary {
     }
 }
 
-fn event_kind_to_pb(kind: EventKindV1) -> pb::EventKind {
+fn event_kind_to_pb(kind: EventKind) -> pb::EventKind {
     match kind {
-        EventKindV1::Registered => pb::EventKind::Registered,
-        EventKindV1::Accepted => pb::EventKind::Accepted,
-        EventKindV1::Returned => pb::EventKind::Returned,
-        EventKindV1::Cancelled => pb::EventKind::Cancelled,
-        EventKindV1::Expired => pb::EventKind::Expired,
-        EventKindV1::DispensingRecorded => pb::EventKind::DispensingRecorded,
-    }
-}
-
-fn state_v1_to_pb(state: &StateV1) -> pb::PrescriptionState {
-    match state {
-        StateV1::Registered => pb::PrescriptionState::Registered,
-        StateV1::Accepted(_) => pb::PrescriptionState::Accepted,
-        StateV1::Dispensed(_) => pb::PrescriptionState::Dispensed,
-        StateV1::Cancelled => pb::PrescriptionState::Cancelled,
-        StateV1::Expired => pb::PrescriptionState::Expired,
-        StateV1::AwaitingRefill => pb::PrescriptionState::AwaitingRefill,
+        EventKind::Registered => pb::EventKind::Registered,
+        EventKind::Accepted => pb::EventKind::Accepted,
+        EventKind::Returned => pb::EventKind::Returned,
+        EventKind::Cancelled => pb::EventKind::Cancelled,
+        EventKind::Expired => pb::EventKind::Expired,
+        EventKind::DispensingRecorded => pb::EventKind::DispensingRecorded,
     }
 }
 
 pub fn event_to_pb(e: EventEntry) -> pb::Event {
+    let EventEntry {
+        sequence,
+        event,
+        record,
+    } = e;
+    let Event {
+        time_ms,
+        kind,
+        prescription_id,
+        institution,
+        number,
+        pharmacy,
+        state,
+        record_number: _,
+    } = event;
     pb::Event {
-        sequence: e.sequence,
-        time_unix_ms: e.event.time_ms,
-        kind: event_kind_to_pb(e.event.kind) as i32,
-        prescription_id: e.event.prescription_id,
-        institution_code: e.event.institution,
-        prescription_number: e.event.number,
-        pharmacy_code: e.event.pharmacy.unwrap_or_default(),
-        state: state_v1_to_pb(&e.event.state) as i32,
-        dispensing_record: e.record.map(dispensing_to_pb),
+        sequence,
+        time_unix_ms: time_ms,
+        kind: event_kind_to_pb(kind) as i32,
+        prescription_id,
+        institution_code: institution,
+        prescription_number: number,
+        pharmacy_code: pharmacy.unwrap_or_default(),
+        state: state_to_pb(&state) as i32,
+        dispensing_record: record.map(dispensing_to_pb),
     }
 }
 
 /// The filter of a feed request: the prescription (if any) and the kinds (if any).
 pub fn event_filter(
     filter: Option<&pb::EventFilter>,
-) -> Result<(Option<String>, Vec<EventKindV1>), Error> {
+) -> Result<(Option<String>, Vec<EventKind>), Error> {
     let Some(f) = filter else {
         return Ok((None, Vec::new()));
     };
@@ -234,12 +239,12 @@ pub fn event_filter(
         .kinds
         .iter()
         .map(|k| match pb::EventKind::try_from(*k) {
-            Ok(pb::EventKind::Registered) => Ok(EventKindV1::Registered),
-            Ok(pb::EventKind::Accepted) => Ok(EventKindV1::Accepted),
-            Ok(pb::EventKind::Returned) => Ok(EventKindV1::Returned),
-            Ok(pb::EventKind::Cancelled) => Ok(EventKindV1::Cancelled),
-            Ok(pb::EventKind::Expired) => Ok(EventKindV1::Expired),
-            Ok(pb::EventKind::DispensingRecorded) => Ok(EventKindV1::DispensingRecorded),
+            Ok(pb::EventKind::Registered) => Ok(EventKind::Registered),
+            Ok(pb::EventKind::Accepted) => Ok(EventKind::Accepted),
+            Ok(pb::EventKind::Returned) => Ok(EventKind::Returned),
+            Ok(pb::EventKind::Cancelled) => Ok(EventKind::Cancelled),
+            Ok(pb::EventKind::Expired) => Ok(EventKind::Expired),
+            Ok(pb::EventKind::DispensingRecorded) => Ok(EventKind::DispensingRecorded),
             _ => Err(invalid("filter.kinds", "known event kinds")),
         })
         .collect::<Result<Vec<_>, _>>()?;

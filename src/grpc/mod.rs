@@ -1,4 +1,5 @@
-//! The gRPC adapter: the only place that names tonic. Thin service implementations that
+//! The gRPC adapter: the services' handlers (the rest of tonic's use is the TLS edge, the
+//! composition root and the command-line clients). Thin service implementations that
 //! authenticate the caller from its TLS identity, authorize by institution kind, convert wire
 //! messages to domain types, call the use cases and map results and errors back.
 
@@ -102,6 +103,34 @@ fn authenticated<T>(request: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
+/// Who may use a service: the kinds of institution, and what a refusal says.
+#[derive(Clone, Copy)]
+struct Allowed {
+    kinds: &'static [InstitutionKind],
+    refusal: &'static str,
+}
+
+const CLINICS: Allowed = Allowed {
+    kinds: &[InstitutionKind::Clinic],
+    refusal: "only clinics may use the prescription service",
+};
+const PHARMACIES: Allowed = Allowed {
+    kinds: &[InstitutionKind::Pharmacy],
+    refusal: "only pharmacies may use the dispensing service",
+};
+const MANAGEMENT: Allowed = Allowed {
+    kinds: &[InstitutionKind::Management],
+    refusal: "only the management service may deliver records",
+};
+const OPERATORS: Allowed = Allowed {
+    kinds: &[InstitutionKind::Operator],
+    refusal: "only operators may use the admin service",
+};
+const FEED_READERS: Allowed = Allowed {
+    kinds: &[InstitutionKind::Clinic, InstitutionKind::Management],
+    refusal: "only clinics and management read the feed",
+};
+
 /// The services over one gateway.
 #[derive(Clone)]
 pub struct Services {
@@ -121,17 +150,12 @@ impl Services {
     async fn caller<T>(
         &self,
         request: &Request<T>,
-        allowed: InstitutionKind,
+        allowed: Allowed,
         action: Action,
     ) -> Result<Caller, Status> {
         let caller = authenticated(request)?;
-        if caller.institution.kind != allowed {
-            let error = Error::PermissionDenied(match allowed {
-                InstitutionKind::Clinic => "only clinics may use the prescription service",
-                InstitutionKind::Pharmacy => "only pharmacies may use the dispensing service",
-                InstitutionKind::Management => "only the management service may deliver records",
-                _ => "only operators may use the admin service",
-            });
+        if !allowed.kinds.contains(&caller.institution.kind) {
+            let error = Error::PermissionDenied(allowed.refusal);
             return Err(to_status(
                 self.gateway.audit_refusal(&caller, action, error).await,
             ));
@@ -162,9 +186,7 @@ impl PrescriptionService for Services {
         request: Request<pb::CheckPrescriptionRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         const ACTION: Action = Action::CheckPrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Clinic, ACTION)
-            .await?;
+        let caller = self.caller(&request, CLINICS, ACTION).await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
         let max_lines = self.gateway.limits().prescription_lines;
@@ -191,9 +213,7 @@ impl PrescriptionService for Services {
         request: Request<pb::RegisterPrescriptionRequest>,
     ) -> Result<Response<pb::RegisterPrescriptionResponse>, Status> {
         const ACTION: Action = Action::RegisterPrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Clinic, ACTION)
-            .await?;
+        let caller = self.caller(&request, CLINICS, ACTION).await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
         let parsed = signed_parts("prescription", r.prescription).and_then(|signed| {
@@ -222,9 +242,7 @@ impl PrescriptionService for Services {
         request: Request<pb::CancelPrescriptionRequest>,
     ) -> Result<Response<pb::CancelPrescriptionResponse>, Status> {
         const ACTION: Action = Action::CancelPrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Clinic, ACTION)
-            .await?;
+        let caller = self.caller(&request, CLINICS, ACTION).await?;
         let id = self
             .parsed(
                 &caller,
@@ -243,9 +261,7 @@ impl PrescriptionService for Services {
         request: Request<pb::GetPrescriptionStatusRequest>,
     ) -> Result<Response<pb::PrescriptionStatus>, Status> {
         const ACTION: Action = Action::GetPrescriptionStatus;
-        let caller = self
-            .caller(&request, InstitutionKind::Clinic, ACTION)
-            .await?;
+        let caller = self.caller(&request, CLINICS, ACTION).await?;
         let id = self
             .parsed(
                 &caller,
@@ -262,9 +278,7 @@ impl PrescriptionService for Services {
         request: Request<pb::SearchPrescriptionsRequest>,
     ) -> Result<Response<pb::SearchPrescriptionsResponse>, Status> {
         const ACTION: Action = Action::SearchPrescriptions;
-        let caller = self
-            .caller(&request, InstitutionKind::Clinic, ACTION)
-            .await?;
+        let caller = self.caller(&request, CLINICS, ACTION).await?;
         let r = request.get_ref();
         let parsed = patient_key(r.patient_key.as_ref()).and_then(|key| {
             let from = convert::date("issued_from", &r.issued_from)?;
@@ -290,9 +304,7 @@ impl DispensingService for Services {
         request: Request<pb::CheckDispensingRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         const ACTION: Action = Action::CheckDispensing;
-        let caller = self
-            .caller(&request, InstitutionKind::Pharmacy, ACTION)
-            .await?;
+        let caller = self.caller(&request, PHARMACIES, ACTION).await?;
         let r = request.into_inner();
         let check = check_request(r.consent, r.check_options.as_ref());
         let max_lines = self.gateway.limits().dispensing_lines;
@@ -316,9 +328,7 @@ impl DispensingService for Services {
         request: Request<pb::LookupPrescriptionRequest>,
     ) -> Result<Response<pb::PrescriptionSummary>, Status> {
         const ACTION: Action = Action::LookupPrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Pharmacy, ACTION)
-            .await?;
+        let caller = self.caller(&request, PHARMACIES, ACTION).await?;
         let r = request.get_ref();
         let (key, number) = self
             .parsed(
@@ -347,9 +357,7 @@ impl DispensingService for Services {
         request: Request<pb::ReceivePrescriptionRequest>,
     ) -> Result<Response<pb::ReceivePrescriptionResponse>, Status> {
         const ACTION: Action = Action::ReceivePrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Pharmacy, ACTION)
-            .await?;
+        let caller = self.caller(&request, PHARMACIES, ACTION).await?;
         let r = request.get_ref();
         let (key, number) = self
             .parsed(
@@ -382,9 +390,7 @@ impl DispensingService for Services {
         request: Request<pb::ReturnPrescriptionRequest>,
     ) -> Result<Response<pb::ReturnPrescriptionResponse>, Status> {
         const ACTION: Action = Action::ReturnPrescription;
-        let caller = self
-            .caller(&request, InstitutionKind::Pharmacy, ACTION)
-            .await?;
+        let caller = self.caller(&request, PHARMACIES, ACTION).await?;
         let id = self
             .parsed(
                 &caller,
@@ -407,9 +413,7 @@ impl DispensingService for Services {
         request: Request<pb::RecordDispensingRequest>,
     ) -> Result<Response<pb::RecordDispensingResponse>, Status> {
         const ACTION: Action = Action::RecordDispensing;
-        let caller = self
-            .caller(&request, InstitutionKind::Pharmacy, ACTION)
-            .await?;
+        let caller = self.caller(&request, PHARMACIES, ACTION).await?;
         let signed = signed_parts("dispensing_record", request.into_inner().dispensing_record);
         let (content, cms) = self.parsed(&caller, ACTION, signed).await?;
         let d = self
@@ -432,9 +436,7 @@ impl ManagementIntake for Services {
         request: Request<pb::DeliverDispensingRecordRequest>,
     ) -> Result<Response<pb::DeliverDispensingRecordResponse>, Status> {
         const ACTION: Action = Action::DeliverDispensingRecord;
-        let caller = self
-            .caller(&request, InstitutionKind::Management, ACTION)
-            .await?;
+        let caller = self.caller(&request, MANAGEMENT, ACTION).await?;
         let r = request.into_inner();
         let signed = convert::delivery_fields(&r)
             .and_then(|()| signed_parts("dispensing_record", r.dispensing_record));
@@ -476,17 +478,10 @@ impl EventService for Services {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         const ACTION: Action = Action::WatchEvents;
-        let caller = authenticated(&request)?;
-        let institution = match caller.institution.kind {
-            InstitutionKind::Clinic => Some(caller.institution.code.clone()),
-            InstitutionKind::Management => None,
-            _ => {
-                let error = Error::PermissionDenied("only clinics and management read the feed");
-                return Err(to_status(
-                    self.gateway.audit_refusal(&caller, ACTION, error).await,
-                ));
-            }
-        };
+        let caller = self.caller(&request, FEED_READERS, ACTION).await?;
+        // A clinic reads its own prescriptions' events, the management service all.
+        let institution = (caller.institution.kind == InstitutionKind::Clinic)
+            .then(|| caller.institution.code.clone());
         // Claimed first, so that a flood of feeds is refused before it reads anything.
         let slot = match self.feeds.claim(&caller.institution) {
             Ok(slot) => slot,
@@ -542,9 +537,7 @@ impl AdminService for Services {
         request: Request<pb::ListStuckPrescriptionsRequest>,
     ) -> Result<Response<pb::ListStuckPrescriptionsResponse>, Status> {
         const ACTION: Action = Action::ListStuckPrescriptions;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let after = match request.get_ref().stuck_after_secs {
             0 => self.gateway.stuck_after(),
             secs @ 1..=convert::MAX_STUCK_AFTER_SECS => std::time::Duration::from_secs(secs),
@@ -584,9 +577,7 @@ impl AdminService for Services {
         request: Request<pb::ListLockoutsRequest>,
     ) -> Result<Response<pb::ListLockoutsResponse>, Status> {
         const ACTION: Action = Action::ListLockouts;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let (locked, truncated) = self.gateway.lockouts(&caller).await.map_err(to_status)?;
         Ok(Response::new(pb::ListLockoutsResponse {
             lockouts: locked.into_iter().map(lockouts::lockout_to_pb).collect(),
@@ -599,9 +590,7 @@ impl AdminService for Services {
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         const ACTION: Action = Action::Unlock;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let parsed = lockouts::subject(request.get_ref().subject.as_ref());
         let subject = self.parsed(&caller, ACTION, parsed).await?;
         self.gateway
@@ -616,9 +605,7 @@ impl AdminService for Services {
         request: Request<tonic::Streaming<pb::ImportMasterChunk>>,
     ) -> Result<Response<pb::ImportMasterSummary>, Status> {
         const ACTION: Action = Action::ImportMaster;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let files = convert::import_files(request.into_inner()).await;
         let files = self.parsed(&caller, ACTION, files).await?;
         let summary = self
@@ -634,9 +621,7 @@ impl AdminService for Services {
         request: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<PagedStream<pb::AuditRecord>>, Status> {
         const ACTION: Action = Action::ExportAudit;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let r = request.into_inner();
         let patient = self
             .parsed(
@@ -673,9 +658,7 @@ impl AdminService for Services {
         request: Request<pb::ExportAuditCheckpointsRequest>,
     ) -> Result<Response<PagedStream<pb::AuditCheckpoint>>, Status> {
         const ACTION: Action = Action::ExportAuditCheckpoints;
-        let caller = self
-            .caller(&request, InstitutionKind::Operator, ACTION)
-            .await?;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
         self.gateway
             .audit_access(&caller, ACTION)
             .await

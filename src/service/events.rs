@@ -6,7 +6,7 @@
 //! (OUT_OF_RANGE). A per-institution index serves a clinic's replay.
 
 use crate::{
-    domain::ids::InstitutionCode,
+    domain::{ids::InstitutionCode, prescription::State},
     store::{self, Store, Table, Txn},
 };
 
@@ -16,7 +16,7 @@ use super::{
         DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV3, decode, encode,
     },
     schema::key,
-    stored::corrupt,
+    stored::{corrupt, state_of},
 };
 
 /// The first retained sequence number, in `Table::Meta` (absent: 1).
@@ -26,9 +26,73 @@ const FLOOR_KEY: &[u8] = b"events\0floor";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventEntry {
     pub sequence: u64,
-    pub event: EventV1,
+    pub event: Event,
     /// With `DispensingRecorded`: the record.
     pub record: Option<DispensingSummary>,
+}
+
+/// What happened to a prescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Registered,
+    Accepted,
+    Returned,
+    Cancelled,
+    Expired,
+    DispensingRecorded,
+}
+
+/// One event of the log, as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub time_ms: i64,
+    pub kind: EventKind,
+    pub prescription_id: String,
+    pub institution: String,
+    pub number: String,
+    pub pharmacy: Option<String>,
+    /// The state after the event.
+    pub state: State,
+    /// With `DispensingRecorded`: the record's number.
+    pub record_number: Option<u32>,
+}
+
+impl EventKind {
+    fn of(kind: EventKindV1) -> EventKind {
+        match kind {
+            EventKindV1::Registered => EventKind::Registered,
+            EventKindV1::Accepted => EventKind::Accepted,
+            EventKindV1::Returned => EventKind::Returned,
+            EventKindV1::Cancelled => EventKind::Cancelled,
+            EventKindV1::Expired => EventKind::Expired,
+            EventKindV1::DispensingRecorded => EventKind::DispensingRecorded,
+        }
+    }
+}
+
+impl Event {
+    fn of(e: EventV1) -> Result<Event, store::Error> {
+        let EventV1 {
+            time_ms,
+            kind,
+            prescription_id,
+            institution,
+            number,
+            pharmacy,
+            state,
+            record_number,
+        } = e;
+        Ok(Event {
+            time_ms,
+            kind: EventKind::of(kind),
+            prescription_id,
+            institution,
+            number,
+            pharmacy,
+            state: state_of(&state)?,
+            record_number,
+        })
+    }
 }
 
 /// Which events a reader may and wants to see.
@@ -38,7 +102,7 @@ pub struct EventFilter {
     pub institution: Option<InstitutionCode>,
     pub prescription_id: Option<String>,
     /// Empty: every kind.
-    pub kinds: Vec<EventKindV1>,
+    pub kinds: Vec<EventKind>,
 }
 
 impl EventFilter {
@@ -46,7 +110,7 @@ impl EventFilter {
         self.prescription_id
             .as_ref()
             .is_none_or(|id| *id == e.prescription_id)
-            && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && (self.kinds.is_empty() || self.kinds.contains(&EventKind::of(e.kind)))
     }
 }
 
@@ -167,7 +231,7 @@ impl Gateway {
                         let record = dispensing_summary(tx, &event)?;
                         entries.push(EventEntry {
                             sequence,
-                            event,
+                            event: Event::of(event)?,
                             record,
                         });
                     }

@@ -44,7 +44,7 @@ pub use clinical::{
     migrate_history,
 };
 pub use dispensing::{Dispensed, Received, Summary};
-pub use events::{EventEntry, EventFilter};
+pub use events::{Event, EventEntry, EventFilter, EventKind};
 pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};

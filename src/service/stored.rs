@@ -71,6 +71,18 @@ pub(super) fn state_v1(state: &State) -> StateV1 {
     }
 }
 
+/// The state a stored record names.
+pub(super) fn state_of(state: &StateV1) -> Result<State, store::Error> {
+    Ok(match state {
+        StateV1::Registered => State::Registered,
+        StateV1::Accepted(p) => State::Accepted { pharmacy: code(p)? },
+        StateV1::Dispensed(p) => State::Dispensed { pharmacy: code(p)? },
+        StateV1::Cancelled => State::Cancelled,
+        StateV1::Expired => State::Expired,
+        StateV1::AwaitingRefill => State::AwaitingRefill,
+    })
+}
+
 pub(super) fn corrupt(what: &str) -> store::Error {
     store::Error::Corrupt(what.to_owned())
 }
@@ -103,14 +115,7 @@ impl Stored {
             return Ok(None);
         };
         let record = decode::<PrescriptionRecord>(&bytes)?.current();
-        let state = match &record.state {
-            StateV1::Registered => State::Registered,
-            StateV1::Accepted(p) => State::Accepted { pharmacy: code(p)? },
-            StateV1::Dispensed(p) => State::Dispensed { pharmacy: code(p)? },
-            StateV1::Cancelled => State::Cancelled,
-            StateV1::Expired => State::Expired,
-            StateV1::AwaitingRefill => State::AwaitingRefill,
-        };
+        let state = state_of(&record.state)?;
         let lifecycle = Lifecycle {
             state,
             usable_through: date(&record.usable_through)?,
