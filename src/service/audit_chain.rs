@@ -22,7 +22,7 @@ use super::{
 const LINK: u8 = b'c';
 const HEAD: &[u8] = b"head\0";
 /// The store-wide counter the unchained records were keyed by.
-const UNCHAINED_COUNTER: &[u8] = b"sequence/audit";
+const UNCHAINED_COUNTER: &str = "audit";
 
 /// Where the link `sequence` of `writer` is kept.
 pub fn link_key(writer: &[u8; 32], sequence: u64) -> Vec<u8> {
@@ -73,13 +73,7 @@ pub fn append(
     let head = match head(tx, writer)? {
         Some(head) => head,
         None => {
-            let unchained =
-                match tx.get(Table::Meta, UNCHAINED_COUNTER)? {
-                    Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-                        store::Error::Corrupt("the unchained audit counter".into())
-                    })?),
-                    None => 0,
-                };
+            let unchained = tx.sequence(UNCHAINED_COUNTER)?;
             let before = ChainHeadV1 {
                 writer: *writer,
                 sequence: 0,

@@ -247,10 +247,7 @@ impl Gateway {
     pub async fn latest_event(&self) -> Result<u64, Error> {
         let read = self
             .store
-            .transact(|tx: &mut dyn Txn| {
-                tx.get(Table::Meta, b"sequence/event")?
-                    .map_or(Ok(0), |b| sequence_of(&b))
-            })
+            .transact(|tx: &mut dyn Txn| tx.sequence("event"))
             .await
             .map_err(Error::from)?;
         read.map_err(Error::from)

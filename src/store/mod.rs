@@ -136,26 +136,37 @@ pub trait Txn {
         limit: usize,
     ) -> Result<Vec<Entry>, Error>;
 
+    /// The last value [`Txn::next_sequence`] gave for the named counter (0 before the first).
+    fn sequence(&self, name: &str) -> Result<u64, Error> {
+        match self.get(Table::Meta, &sequence_key(name))? {
+            None => Ok(0),
+            Some(bytes) => Ok(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                |_| {
+                    Error::Corrupt(format!(
+                        "sequence {name:?} is {} bytes long, not 8",
+                        bytes.len()
+                    ))
+                },
+            )?)),
+        }
+    }
+
     /// The next value (1, 2, 3, ...) of the named monotonic counter. The counter is kept in
     /// [`Table::Meta`] under `sequence/{name}` (8 bytes, big-endian) and is written with this
     /// transaction: a rolled-back transaction does not consume its values.
     fn next_sequence(&mut self, name: &str) -> Result<u64, Error> {
-        let key = [b"sequence/".as_slice(), name.as_bytes()].concat();
-        let current = match self.get(Table::Meta, &key)? {
-            None => 0,
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                Error::Corrupt(format!(
-                    "sequence {name:?} is {} bytes long, not 8",
-                    bytes.len()
-                ))
-            })?),
-        };
+        let current = self.sequence(name)?;
         let next = current
             .checked_add(1)
             .ok_or_else(|| Error::Corrupt(format!("sequence {name:?} is exhausted")))?;
-        self.put(Table::Meta, &key, &next.to_be_bytes());
+        self.put(Table::Meta, &sequence_key(name), &next.to_be_bytes());
         Ok(next)
     }
+}
+
+/// Where the counter `name` of [`Txn::next_sequence`] is kept.
+fn sequence_key(name: &str) -> Vec<u8> {
+    [b"sequence/".as_slice(), name.as_bytes()].concat()
 }
 
 /// A transaction's result with its type erased, so that [`Store`] can stay dyn-compatible:
