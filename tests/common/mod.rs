@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod cms;
+pub mod exposition;
 pub mod raw;
 
 use std::{

@@ -13,7 +13,7 @@
 //! birth dates, insurance and public-funds identifiers, issued exchange numbers, drug codes and
 //! dosage text.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},

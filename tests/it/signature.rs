@@ -2,7 +2,7 @@
 //! signatures made both by rxgate and by `openssl cms`, the standard tool, and hand-made ones
 //! outside the profile.
 
-mod common;
+use crate::common;
 
 use std::{
     path::Path,

@@ -3,7 +3,7 @@
 //! than the signing-time window; a record refused for good is dead-lettered and does not block
 //! the next. (The crash drill with real processes is in relay_drill.rs.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! killed with SIGKILL while it relays and started again. The upstream must end up holding every
 //! record exactly once, in order.
 
-mod common;
+use crate::common;
 
 use std::{
     fs::File,
