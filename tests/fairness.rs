@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{line, patient, start_with};
+use common::{line, patient, signed, signer, start_with};
 use prost::Message;
 use rxgate::{
     demo::demo_prescription,
@@ -27,7 +27,6 @@ use rxgate::{
         self as pb, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    signer::SigningKey,
     tls::ClientFiles,
 };
 use tokio::{net::TcpSocket, task::JoinSet};
@@ -300,16 +299,7 @@ impl Spawned {
 
 /// Registers `count` demo prescriptions (one event each) through the spawned server.
 async fn fill_event_log(addr: &str, count: u32) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let key = Arc::new(
-        SigningKey::new(
-            &read("doctor.cert.pem"),
-            &read("sign-ca.cert.pem"),
-            &read("doctor.key.pem"),
-        )
-        .unwrap(),
-    );
+    let key = Arc::new(signer("doctor"));
     let clinic =
         PrescriptionServiceClient::new(ClientFiles::dev("clinic").connect(addr).await.unwrap());
     let today = JapanDate::of(std::time::SystemTime::now());
@@ -319,14 +309,10 @@ async fn fill_event_log(addr: &str, count: u32) {
         tasks.spawn(async move {
             for n in (worker..count).step_by(8) {
                 let rx = demo_prescription(&format!("FEED-{n}"), patient(n), today);
-                let content = rx.encode_to_vec();
-                let signed = pb::SignedDocument {
-                    cms_signature: key.sign(&content, std::time::SystemTime::now()).unwrap(),
-                    content,
-                };
+                let document = signed(&key, rx.encode_to_vec(), std::time::SystemTime::now());
                 clinic
                     .register_prescription(pb::RegisterPrescriptionRequest {
-                        prescription: Some(signed),
+                        prescription: Some(document),
                         ..Default::default()
                     })
                     .await

@@ -7,7 +7,11 @@
 pub mod audit;
 pub mod cms;
 pub mod exposition;
+pub mod fixtures;
 pub mod raw;
+
+#[allow(unused_imports)] // as with dead code: each test binary uses its own part
+pub use fixtures::{line, patient, prescription, signed, signer};
 
 use std::{
     path::Path,
@@ -27,7 +31,6 @@ use rxgate::{
         prescription_service_client::PrescriptionServiceClient,
     },
     service::Clock,
-    signer::SigningKey,
     tls::ClientFiles,
 };
 use tonic::transport::Channel;
@@ -95,19 +98,9 @@ impl Harness {
     pub fn today(&self) -> JapanDate {
         JapanDate::of(self.now())
     }
-    pub fn sign(&self, signer: &str, content: Vec<u8>) -> pb::SignedDocument {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let key = SigningKey::new(
-            &read(format!("{signer}.cert.pem")),
-            &read("sign-ca.cert.pem".into()),
-            &read(format!("{signer}.key.pem")),
-        )
-        .unwrap();
-        pb::SignedDocument {
-            cms_signature: key.sign(&content, self.now()).unwrap(),
-            content,
-        }
+    /// `content` signed by the dev signer `name` (certs/hpki) as of the harness's clock.
+    pub fn sign(&self, name: &str, content: Vec<u8>) -> pb::SignedDocument {
+        signed(&signer(name), content, self.now())
     }
     pub async fn shutdown(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().shutdown().await.unwrap();
@@ -229,44 +222,6 @@ impl Stopped {
     /// Starts the server again on the same store, configuration and clock.
     pub async fn start(self) -> Harness {
         start_on(self.config, self.clock, self.dir).await
-    }
-}
-
-pub fn patient(n: u32) -> pb::PatientKey {
-    pb::PatientKey {
-        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
-            insurer_number: "06139999".into(),
-            symbol: "ZQ".into(),
-            number: format!("{n:07}"),
-            branch: "01".into(),
-        })),
-    }
-}
-
-/// A prescription line of the drug with receipt code `code`, otherwise the demo line.
-pub fn line(code: &str) -> pb::PrescriptionLine {
-    pb::PrescriptionLine {
-        drug: Some(pb::DrugCode {
-            kind: pb::DrugCodeKind::Receipt as i32,
-            code: code.into(),
-        }),
-        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
-    }
-}
-
-/// A prescription of `institution` (a dev clinic) for patient `n`, issued today, one line per
-/// receipt code.
-pub fn prescription(
-    h: &Harness,
-    institution: &str,
-    number: &str,
-    n: u32,
-    codes: &[&str],
-) -> pb::Prescription {
-    pb::Prescription {
-        institution_code: institution.into(),
-        lines: codes.iter().map(|c| line(c)).collect(),
-        ..demo_prescription(number, patient(n), h.today())
     }
 }
 

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::throttled;
+use common::{signed, signer, throttled};
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use rxgate::{
@@ -154,17 +154,6 @@ fn random_id(rng: &SystemRandom) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b).expect("system RNG");
     b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn doctor() -> SigningKey {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: &str| fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}"));
-    SigningKey::new(
-        &read("doctor.cert.pem"),
-        &read("sign-ca.cert.pem"),
-        &read("doctor.key.pem"),
-    )
-    .expect("doctor signing key")
 }
 
 /// A prescription with the distinctive patient data, one of two line shapes.
@@ -421,17 +410,10 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
         let r = random_u64(&ctx.rng);
         let patient = (r % PATIENTS as u64) as usize;
         let content = prescription(&number, patient, r >> 32, ctx.today).encode_to_vec();
-        let cms_signature = ctx
-            .doctor
-            .sign(&content, SystemTime::now())
-            .expect("signing");
         let attempt = Attempt {
             number: number.clone(),
             patient,
-            signed: pb::SignedDocument {
-                content,
-                cms_signature,
-            },
+            signed: signed(&ctx.doctor, content, SystemTime::now()),
         };
         ctx.model().unacked.insert(number.clone(), attempt.clone());
         let answer = register_paced(&clinic, &attempt.signed).await;
@@ -1035,7 +1017,7 @@ async fn acknowledged_work_survives_sigkill() {
     let ctx = Arc::new(Ctx {
         model: Mutex::new(Model::default()),
         killed: AtomicBool::new(false),
-        doctor: doctor(),
+        doctor: signer("doctor"),
         rng: SystemRandom::new(),
         today: JapanDate::of(SystemTime::now()),
     });

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{free_port, intake_records, metrics_text, patient, throttled};
+use common::{free_port, intake_records, metrics_text, patient, signed, signer, throttled};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
@@ -119,24 +119,6 @@ impl Gateway {
     }
 }
 
-fn signer(name: &str) -> SigningKey {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-    SigningKey::new(
-        &read(format!("{name}.cert.pem")),
-        &read("sign-ca.cert.pem".into()),
-        &read(format!("{name}.key.pem")),
-    )
-    .unwrap()
-}
-
-fn signed(key: &SigningKey, content: Vec<u8>) -> pb::SignedDocument {
-    pb::SignedDocument {
-        cms_signature: key.sign(&content, SystemTime::now()).unwrap(),
-        content,
-    }
-}
-
 /// Registers, receives and dispenses prescription `i`.
 async fn make_record(
     clinic: &mut PrescriptionServiceClient<Channel>,
@@ -148,7 +130,7 @@ async fn make_record(
     let number = format!("DRILL-{i:04}");
     let rx = demo_prescription(&number, patient(10_000 + i), today);
     let register = pb::RegisterPrescriptionRequest {
-        prescription: Some(signed(&keys.0, rx.encode_to_vec())),
+        prescription: Some(signed(&keys.0, rx.encode_to_vec(), SystemTime::now())),
         ..Default::default()
     };
     let r = throttled(|| {
@@ -173,6 +155,7 @@ async fn make_record(
         dispensing_record: Some(signed(
             &keys.1,
             demo_dispensing(&number, today).encode_to_vec(),
+            SystemTime::now(),
         )),
     };
     throttled(|| {
