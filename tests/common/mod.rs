@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cms;
 pub mod exposition;
 pub mod fixtures;
+pub mod process;
 pub mod raw;
 
 #[allow(unused_imports)] // as with dead code: each test binary uses its own part
@@ -244,15 +245,6 @@ where
             answered => return answered,
         }
     }
-}
-
-/// A free local port (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The text of GET /metrics at `addr`.
