@@ -1,6 +1,6 @@
 //! The fuzz entry points: one function per parser that faces the network or the official data
 //! files. Each feeds its bytes to the real code and ignores a refusal; a panic is the bug. The
-//! cargo-fuzz targets under `fuzz/` call these, and `tests/fuzz_corpus.rs` replays every
+//! cargo-fuzz targets under `fuzz/` call these, and `tests/it/fuzz_corpus.rs` replays every
 //! committed corpus file through them (docs/FUZZING.md).
 
 use std::{

@@ -32,7 +32,8 @@
 //! - The domain never reads the clock and never does IO; time comes in as a parameter.
 //! - A business field is read only from content whose signature has been verified.
 //! - `ring` is the only crypto provider: every signature is made or verified through it.
-//! - `tests/invariants.rs` enforces the first (clock, fs, net), the last, and `store`-only engines.
+//! - `tests/it/invariants.rs` enforces the first (clock, fs, net), the last, and `store`-only
+//!   engines.
 
 pub mod admin_cli;
 pub mod app;

@@ -7,10 +7,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{line, patient, start_with};
+use common::{line, patient, process::Serve, signed, signer, start_with};
 use prost::Message;
 use rxgate::{
     demo::demo_prescription,
@@ -27,7 +24,6 @@ use rxgate::{
         self as pb, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    signer::SigningKey,
     tls::ClientFiles,
 };
 use tokio::{net::TcpSocket, task::JoinSet};
@@ -240,76 +236,9 @@ async fn flooding_institution() {
     h.shutdown().await;
 }
 
-/// A spawned `rxgate serve --dev`, killed when dropped.
-struct Spawned {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Spawned {
-    /// Starts the built binary on a free port; ready when it logs the address it listens on.
-    fn start(data_dir: &Path) -> Spawned {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rxgate"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning rxgate serve");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (found, addr) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if line.contains("rxgate listening")
-                    && let Some(rest) = line.split(" addr=").nth(1)
-                {
-                    let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-            }
-        });
-        let addr = addr
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs its address");
-        Spawned {
-            child,
-            addr: format!("https://{addr}"),
-        }
-    }
-
-    /// VmRSS of the process, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kib * 1024
-    }
-}
-
 /// Registers `count` demo prescriptions (one event each) through the spawned server.
 async fn fill_event_log(addr: &str, count: u32) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let key = Arc::new(
-        SigningKey::new(
-            &read("doctor.cert.pem"),
-            &read("sign-ca.cert.pem"),
-            &read("doctor.key.pem"),
-        )
-        .unwrap(),
-    );
+    let key = Arc::new(signer("doctor"));
     let clinic =
         PrescriptionServiceClient::new(ClientFiles::dev("clinic").connect(addr).await.unwrap());
     let today = JapanDate::of(std::time::SystemTime::now());
@@ -319,14 +248,10 @@ async fn fill_event_log(addr: &str, count: u32) {
         tasks.spawn(async move {
             for n in (worker..count).step_by(8) {
                 let rx = demo_prescription(&format!("FEED-{n}"), patient(n), today);
-                let content = rx.encode_to_vec();
-                let signed = pb::SignedDocument {
-                    cms_signature: key.sign(&content, std::time::SystemTime::now()).unwrap(),
-                    content,
-                };
+                let document = signed(&key, rx.encode_to_vec(), std::time::SystemTime::now());
                 clinic
                     .register_prescription(pb::RegisterPrescriptionRequest {
-                        prescription: Some(signed),
+                        prescription: Some(document),
                         ..Default::default()
                     })
                     .await
@@ -370,7 +295,10 @@ fn watch_all() -> pb::WatchEventsRequest {
 /// RESOURCE_EXHAUSTED naming it, and a feed left full for 10 s is disconnected, its slot freed.
 async fn never_read_feeds() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Spawned::start(&dir.path().join("store"));
+    let store = dir.path().join("store");
+    let server = Serve::dev(&store, &store.with_extension("log"))
+        .start()
+        .await;
     fill_event_log(&server.addr, 400).await;
     let before = server.rss();
 

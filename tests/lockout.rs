@@ -2,6 +2,8 @@
 //! wrong guesses sent all at once, over many connections and pharmacy certificates, are never
 //! evaluated past the limit; a lockout survives a restart; the per-patient limit refuses only the
 //! pharmacies that missed on the patient; the operator lists and lifts lockouts, audited.
+//! Its own test binary, not a module of `tests/it/`: it installs a process-wide tracing
+//! subscriber and counts lines in what every server of the process logs.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! so the whole flow is prepared), and the acknowledgements of the critical findings that some
 //! prescriptions are meant to trigger, learnt from CheckPrescription.
 //!
-//! Drugs are real receipt codes of the SSK master (as in tests/checks.rs): the history holds
+//! Drugs are real receipt codes of the SSK master (as in tests/it/checks.rs): the history holds
 //! ordinary drugs with no contraindicated pair among them or with the measured drugs, plus, when
 //! findings are asked for, one itraconazole record; a triggering prescription is triazolam, a
 //! contraindicated pair with itraconazole (CI table, source HAL/ITR), so its critical finding

@@ -6,7 +6,13 @@
 
 pub mod audit;
 pub mod cms;
+pub mod exposition;
+pub mod fixtures;
+pub mod process;
 pub mod raw;
+
+#[allow(unused_imports)] // as with dead code: each test binary uses its own part
+pub use fixtures::{line, patient, prescription, signed, signer};
 
 use std::{
     path::Path,
@@ -26,7 +32,6 @@ use rxgate::{
         prescription_service_client::PrescriptionServiceClient,
     },
     service::Clock,
-    signer::SigningKey,
     tls::ClientFiles,
 };
 use tonic::transport::Channel;
@@ -94,19 +99,9 @@ impl Harness {
     pub fn today(&self) -> JapanDate {
         JapanDate::of(self.now())
     }
-    pub fn sign(&self, signer: &str, content: Vec<u8>) -> pb::SignedDocument {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-        let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-        let key = SigningKey::new(
-            &read(format!("{signer}.cert.pem")),
-            &read("sign-ca.cert.pem".into()),
-            &read(format!("{signer}.key.pem")),
-        )
-        .unwrap();
-        pb::SignedDocument {
-            cms_signature: key.sign(&content, self.now()).unwrap(),
-            content,
-        }
+    /// `content` signed by the dev signer `name` (certs/hpki) as of the harness's clock.
+    pub fn sign(&self, name: &str, content: Vec<u8>) -> pb::SignedDocument {
+        signed(&signer(name), content, self.now())
     }
     pub async fn shutdown(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().shutdown().await.unwrap();
@@ -231,44 +226,6 @@ impl Stopped {
     }
 }
 
-pub fn patient(n: u32) -> pb::PatientKey {
-    pb::PatientKey {
-        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
-            insurer_number: "06139999".into(),
-            symbol: "ZQ".into(),
-            number: format!("{n:07}"),
-            branch: "01".into(),
-        })),
-    }
-}
-
-/// A prescription line of the drug with receipt code `code`, otherwise the demo line.
-pub fn line(code: &str) -> pb::PrescriptionLine {
-    pb::PrescriptionLine {
-        drug: Some(pb::DrugCode {
-            kind: pb::DrugCodeKind::Receipt as i32,
-            code: code.into(),
-        }),
-        ..demo_prescription("x", patient(0), "2025-01-01".parse().unwrap()).lines[0].clone()
-    }
-}
-
-/// A prescription of `institution` (a dev clinic) for patient `n`, issued today, one line per
-/// receipt code.
-pub fn prescription(
-    h: &Harness,
-    institution: &str,
-    number: &str,
-    n: u32,
-    codes: &[&str],
-) -> pb::Prescription {
-    pb::Prescription {
-        institution_code: institution.into(),
-        lines: codes.iter().map(|c| line(c)).collect(),
-        ..demo_prescription(number, patient(n), h.today())
-    }
-}
-
 /// Calls again, after the delay the gateway asks for, while it refuses with RESOURCE_EXHAUSTED
 /// and a RetryInfo (its per-institution rate and in-flight limits): the checks read back as fast
 /// as the gateway lets one institution, and a refusal of another kind is the answer.
@@ -288,15 +245,6 @@ where
             answered => return answered,
         }
     }
-}
-
-/// A free local port (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The text of GET /metrics at `addr`.

@@ -1,7 +1,7 @@
 //! The gateway end to end: the real server in-process on 127.0.0.1:0 over mutual TLS, a real
 //! embedded store (fjall) in a temporary folder, real CMS signatures, and an injected clock.
 
-mod common;
+use crate::common;
 
 use std::{path::Path, sync::Arc, time::Duration};
 

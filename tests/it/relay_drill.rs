@@ -3,18 +3,20 @@
 //! killed with SIGKILL while it relays and started again. The upstream must end up holding every
 //! record exactly once, in order.
 
-mod common;
+use crate::common;
 
 use std::{
-    fs::File,
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{free_port, intake_records, metrics_text, patient, throttled};
+use common::{
+    intake_records, metrics_text, patient,
+    process::{PortHold, Rxgate, Serve},
+    signed, signer, throttled,
+};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
@@ -31,69 +33,38 @@ use tonic::transport::Channel;
 const RECORDS: u32 = 500;
 const WORKERS: u32 = 8;
 
-struct Gateway {
-    child: Child,
-    addr: String,
-    metrics: SocketAddr,
-    log: PathBuf,
-}
+/// A gateway of the drill: `rxgate serve --dev`, and what the drill reads of it.
+struct Gateway(Rxgate);
 
 impl Gateway {
-    /// Starts `rxgate serve --dev` and waits until it answers.
-    async fn start(data: &Path, port: u16, relay_to: Option<u16>) -> Gateway {
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = data.with_extension(format!("{port}.log"));
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
-        command
-            .args(["serve", "--dev", "--data-dir"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &metrics.to_string()]);
+    /// Starts `rxgate serve --dev` on the store `data` (its log beside it), listening on `listen`
+    /// or else on a port of its own, relaying to `relay_to` if given; ready once it listens.
+    async fn start(
+        data: &Path,
+        listen: Option<SocketAddr>,
+        relay_to: Option<SocketAddr>,
+    ) -> Gateway {
+        let mut serve = Serve::dev(data, &data.with_extension("log"));
+        if let Some(addr) = listen {
+            serve = serve.listen(addr);
+        }
         if let Some(upstream) = relay_to {
-            command.args(["--relay-upstream", &format!("https://127.0.0.1:{upstream}")]);
+            serve = serve.relay_upstream(format!("https://{upstream}"));
         }
-        let child = command
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        let gateway = Gateway {
-            child,
-            addr: format!("https://127.0.0.1:{port}"),
-            metrics,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while ClientFiles::dev("clinic")
-            .connect(&gateway.addr)
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "{}", gateway.output());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        gateway
+        Gateway(serve.start().await)
     }
 
     fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.output()
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
+    fn kill(self) {
+        self.0.kill(); // SIGKILL
     }
 
     /// The value of one metric.
     async fn metric(&self, name: &str) -> u64 {
-        metrics_text(self.metrics)
+        metrics_text(self.0.metrics)
             .await
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -119,24 +90,6 @@ impl Gateway {
     }
 }
 
-fn signer(name: &str) -> SigningKey {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
-    SigningKey::new(
-        &read(format!("{name}.cert.pem")),
-        &read("sign-ca.cert.pem".into()),
-        &read(format!("{name}.key.pem")),
-    )
-    .unwrap()
-}
-
-fn signed(key: &SigningKey, content: Vec<u8>) -> pb::SignedDocument {
-    pb::SignedDocument {
-        cms_signature: key.sign(&content, SystemTime::now()).unwrap(),
-        content,
-    }
-}
-
 /// Registers, receives and dispenses prescription `i`.
 async fn make_record(
     clinic: &mut PrescriptionServiceClient<Channel>,
@@ -148,7 +101,7 @@ async fn make_record(
     let number = format!("DRILL-{i:04}");
     let rx = demo_prescription(&number, patient(10_000 + i), today);
     let register = pb::RegisterPrescriptionRequest {
-        prescription: Some(signed(&keys.0, rx.encode_to_vec())),
+        prescription: Some(signed(&keys.0, rx.encode_to_vec(), SystemTime::now())),
         ..Default::default()
     };
     let r = throttled(|| {
@@ -173,6 +126,7 @@ async fn make_record(
         dispensing_record: Some(signed(
             &keys.1,
             demo_dispensing(&number, today).encode_to_vec(),
+            SystemTime::now(),
         )),
     };
     throttled(|| {
@@ -187,14 +141,16 @@ async fn make_record(
 async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_and_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let (down_data, up_data) = (dir.path().join("down"), dir.path().join("up"));
-    let (down_port, up_port) = (free_port(), free_port());
-    let down = Gateway::start(&down_data, down_port, Some(up_port)).await;
+    // The upstream's address is named before it exists: held for the whole drill, so that
+    // nothing else can take it while the upstream is down.
+    let up_port = PortHold::new();
+    let down = Gateway::start(&down_data, None, Some(up_port.addr())).await;
 
     // The upstream is down while every record is made.
     let keys = Arc::new((signer("doctor"), signer("pharmacist")));
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (addr, keys) = (down.addr.clone(), Arc::clone(&keys));
+        let (addr, keys) = (down.0.addr.clone(), Arc::clone(&keys));
         workers.push(tokio::spawn(async move {
             let mut clinic = PrescriptionServiceClient::new(
                 ClientFiles::dev("clinic").connect(&addr).await.unwrap(),
@@ -216,11 +172,11 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     assert!(down.metric("rxgate_relay_acked_sequence").await < events);
 
     // The upstream comes up; the relaying gateway is killed in the middle of relaying.
-    let up = Gateway::start(&up_data, up_port, None).await;
+    let up = Gateway::start(&up_data, Some(up_port.addr()), None).await;
     down.until("rxgate_relay_acked_sequence", |acked| acked >= events / 5)
         .await;
     down.kill();
-    let down = Gateway::start(&down_data, down_port, Some(up_port)).await;
+    let down = Gateway::start(&down_data, None, Some(up_port.addr())).await;
     down.until("rxgate_relay_acked_sequence", |acked| acked >= events)
         .await;
     assert_eq!(down.metric("rxgate_relay_dead_letters_total").await, 0);

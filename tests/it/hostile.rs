@@ -4,7 +4,7 @@
 //! over mutual TLS, with real signatures and the shipped drug master, and asserts the bound that
 //! now holds: a clear refusal, and a check that still sees what it must.
 
-mod common;
+use crate::common;
 
 use common::{Harness, bad_fields, line, patient, prescription, start_with};
 use prost::Message;

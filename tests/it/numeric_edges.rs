@@ -5,7 +5,7 @@
 //! INTERNAL or a dropped call; and after the run no history entry of the store ends before it
 //! starts (an overflowed days_supplied once put a dispensed drug's last day in the past).
 
-mod common;
+use crate::common;
 
 use std::time::UNIX_EPOCH;
 

@@ -2,7 +2,7 @@
 //! the last sequence seen across disconnects and restarts, a clinic's own events only, and
 //! OUT_OF_RANGE below the retained range.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

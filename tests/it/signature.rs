@@ -2,7 +2,7 @@
 //! signatures made both by rxgate and by `openssl cms`, the standard tool, and hand-made ones
 //! outside the profile.
 
-mod common;
+use crate::common;
 
 use std::{
     path::Path,
@@ -10,27 +10,20 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use common::cms::{self as crafted, hpki, openssl};
+use common::{
+    cms::{self as crafted, hpki, openssl},
+    signer,
+};
 use prost::Message;
 use rxgate::{
     demo::{demo_dispensing, demo_prescription},
     domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
     proto::v1::{self as pb, DispensingRecord, DocumentType, Practitioner, Prescription},
-    signer::SigningKey,
     trust::{CrlFile, TrustFiles},
 };
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn signer(name: &str) -> SigningKey {
-    SigningKey::new(
-        &read(&hpki(&format!("{name}.cert.pem"))),
-        &read(&hpki("sign-ca.cert.pem")),
-        &read(&hpki(&format!("{name}.key.pem"))),
-    )
-    .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn dev_verifier() -> Verifier {

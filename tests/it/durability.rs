@@ -13,14 +13,12 @@
 //! birth dates, insurance and public-funds identifiers, issued exchange numbers, drug codes and
 //! dosage text.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    fs::{self, File},
-    net::TcpListener as StdTcpListener,
+    fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -28,7 +26,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::throttled;
+use common::{
+    process::{Rxgate, Serve},
+    signed, signer, throttled,
+};
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use rxgate::{
@@ -156,17 +157,6 @@ fn random_id(rng: &SystemRandom) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn doctor() -> SigningKey {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: &str| fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}"));
-    SigningKey::new(
-        &read("doctor.cert.pem"),
-        &read("sign-ca.cert.pem"),
-        &read("doctor.key.pem"),
-    )
-    .expect("doctor signing key")
-}
-
 /// A prescription with the distinctive patient data, one of two line shapes.
 fn prescription(number: &str, patient: usize, variant: u64, today: JapanDate) -> pb::Prescription {
     let mut rx = demo_prescription(number, patient_key(patient), today);
@@ -285,70 +275,17 @@ impl Ctx {
 // The server process
 // ---------------------------------------------------------------------------------------------
 
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
 fn connect_failed(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-/// Starts `rxgate serve --dev` on `data_dir` and waits until it answers a gRPC call; returns it
-/// and how long that took.
-async fn start_server(
-    data_dir: &Path,
-    log: PathBuf,
-    rng: &SystemRandom,
-) -> (ServerProcess, Duration) {
-    let port = free_port();
-    let out = File::create(&log).expect("creating the server log");
-    let err = out.try_clone().expect("cloning the log file handle");
+/// Starts `rxgate serve --dev` on `data_dir` (on ports of its own, every line it writes in
+/// `log`) and waits until it answers a gRPC call; returns it and how long that took.
+async fn start_server(data_dir: &Path, log: PathBuf, rng: &SystemRandom) -> (Rxgate, Duration) {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_rxgate"))
-        .args(["serve", "--dev", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("spawning rxgate serve");
-    let mut server = ServerProcess {
-        child,
-        addr: format!("https://127.0.0.1:{port}"),
-        log,
-    };
+    let server = Serve::dev(data_dir, &log).rust_log("debug").start().await;
     let deadline = started + READY_TIMEOUT;
     loop {
-        if let Some(status) = server.child.try_wait().expect("polling the server") {
-            panic!(
-                "the server exited during startup ({status}):\n{}",
-                fs::read_to_string(&server.log).unwrap_or_default()
-            );
-        }
         if let Ok(channel) = ClientFiles::dev("clinic").connect(&server.addr).await {
             let answer = PrescriptionServiceClient::new(channel)
                 .get_prescription_status(pb::GetPrescriptionStatusRequest {
@@ -366,7 +303,7 @@ async fn start_server(
         assert!(
             Instant::now() < deadline,
             "the server did not become ready within {READY_TIMEOUT:?}:\n{}",
-            fs::read_to_string(&server.log).unwrap_or_default()
+            server.output()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -421,17 +358,10 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
         let r = random_u64(&ctx.rng);
         let patient = (r % PATIENTS as u64) as usize;
         let content = prescription(&number, patient, r >> 32, ctx.today).encode_to_vec();
-        let cms_signature = ctx
-            .doctor
-            .sign(&content, SystemTime::now())
-            .expect("signing");
         let attempt = Attempt {
             number: number.clone(),
             patient,
-            signed: pb::SignedDocument {
-                content,
-                cms_signature,
-            },
+            signed: signed(&ctx.doctor, content, SystemTime::now()),
         };
         ctx.model().unacked.insert(number.clone(), attempt.clone());
         let answer = register_paced(&clinic, &attempt.signed).await;
@@ -1035,7 +965,7 @@ async fn acknowledged_work_survives_sigkill() {
     let ctx = Arc::new(Ctx {
         model: Mutex::new(Model::default()),
         killed: AtomicBool::new(false),
-        doctor: doctor(),
+        doctor: signer("doctor"),
         rng: SystemRandom::new(),
         today: JapanDate::of(SystemTime::now()),
     });
@@ -1044,7 +974,7 @@ async fn acknowledged_work_survives_sigkill() {
     for round in 0..=ROUNDS {
         let log = dir.path().join(format!("server-{round}.log"));
         logs.push(log.clone());
-        let (mut server, ready_in) = start_server(&data_dir, log, &ctx.rng).await;
+        let (server, ready_in) = start_server(&data_dir, log, &ctx.rng).await;
         let clients = Arc::new(Clients::connect(&server.addr).await);
 
         // After a crash: everything acknowledged is there, consistently.

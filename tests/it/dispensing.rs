@@ -1,7 +1,7 @@
 //! Partial dispensing and refills through the running gateway: up to three signed parts at the
 //! accepting pharmacy with line states, and refill uses waiting for their window.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -31,7 +31,7 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-mod common;
+use crate::common;
 
 fn tls_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls")

@@ -5,7 +5,7 @@
 //! that also bounds answers a client never reads, the cap on health Watch and reflection streams,
 //! and the loopback-only operations port of a `--dev` instance.
 
-mod common;
+use crate::common;
 
 use std::{
     future::Future,

@@ -3,11 +3,11 @@
 //! than the signing-time window; a record refused for good is dead-lettered and does not block
 //! the next. (The crash drill with real processes is in relay_drill.rs.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Harness, free_port, intake_records, start_with};
+use common::{Harness, intake_records, process::PortHold, start_with};
 use rxgate::{config::RelayFiles, domain::signature::Role};
 
 async fn dispense_one(h: &Harness, number: &str, n: u32) {
@@ -41,7 +41,10 @@ async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_the_upstream_once_in_order_and_refusals_are_dead_lettered() {
-    let port = free_port();
+    // The downstream names the upstream's address, and the upstream restarts on it: held for the
+    // whole test, so that nothing else takes it in between.
+    let hold = PortHold::new();
+    let port = hold.addr().port();
     // The upstream first trusts no pharmacist role: it refuses records for good.
     let upstream = start_with(|c| {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();

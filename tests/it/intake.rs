@@ -2,7 +2,7 @@
 //! it: a caller cannot backdate a record past its pharmacist's revocation, and the metadata
 //! delivered beside a record must be the signed record's own.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -11,9 +11,10 @@ use std::{
     time::Duration,
 };
 
+use crate::common::{patient, signer};
 use prost::Message;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription, dev_signer},
+    demo::{demo_dispensing, demo_prescription},
     domain::{signature::VerifierConfig, time::JapanDate},
     fuzzing,
     proto::v1 as pb,
@@ -85,29 +86,15 @@ fn rows(path: &str, from: usize, to: usize) -> Vec<u8> {
         .concat()
 }
 
-fn signed(signer: &str, content: &[u8]) -> Vec<u8> {
+fn signed(name: &str, content: &[u8]) -> Vec<u8> {
     let signing_time = fuzzing::received_at() - Duration::from_secs(60);
-    dev_signer(signer)
-        .unwrap()
-        .sign(content, signing_time)
-        .unwrap()
-}
-
-fn patient() -> pb::PatientKey {
-    pb::PatientKey {
-        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
-            insurer_number: "06139999".into(),
-            symbol: "ZQ".into(),
-            number: "0000001".into(),
-            branch: "01".into(),
-        })),
-    }
+    signer(name).sign(content, signing_time).unwrap()
 }
 
 /// The seed inputs of each target, named, made from the test fixtures and the dev PKI.
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let today = JapanDate::of(fuzzing::received_at());
-    let prescription = demo_prescription("RX-FUZZ-0001", patient(), today).encode_to_vec();
+    let prescription = demo_prescription("RX-FUZZ-0001", patient(1), today).encode_to_vec();
     let dispensing = demo_dispensing("RX-FUZZ-0001", today).encode_to_vec();
     let mut seeds = vec![
         ("document", "prescription".into(), prescription.clone()),
@@ -180,7 +167,7 @@ fn the_signed_seeds_verify_as_of_the_fuzzed_receipt_time() {
     let (verifier, _) = TrustFiles::dev().load(VerifierConfig::default()).unwrap();
     let today = JapanDate::of(fuzzing::received_at());
     let at = fuzzing::received_at();
-    let content = demo_prescription("RX-FUZZ-0001", patient(), today).encode_to_vec();
+    let content = demo_prescription("RX-FUZZ-0001", patient(1), today).encode_to_vec();
     verifier
         .verify::<pb::Prescription>(&content, &signed("doctor", &content), at)
         .unwrap();

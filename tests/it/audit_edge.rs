@@ -6,7 +6,7 @@
 //! few records, none of its requests left out, while other callers are answered, and opening
 //! more connections does not buy a client more records.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@ use rxgate::domain::ids::InstitutionCode;
 use rxgate::domain::master::*;
 use rxgate::domain::time::JapanDate;
 
-const TABLE: &str = include_str!("../data/clinical/contraindications_structured.csv");
+const TABLE: &str = include_str!("../../data/clinical/contraindications_structured.csv");
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,9 +1,7 @@
 //! The operations port (`/metrics`, `/healthz`, `/readyz`) and the gRPC health service against
 //! hostile and unlucky clients: the real server in-process, requests over mutual TLS.
 
-mod common;
-#[path = "common/exposition.rs"]
-mod exposition;
+use crate::common::{self, exposition};
 
 use std::{net::SocketAddr, time::Duration};
 

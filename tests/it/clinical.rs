@@ -3,7 +3,7 @@
 //! consent masking on the wire; the pre-check rate limit. Real server over mutual TLS, real embedded
 //! store, real signatures, the shipped drug master and contraindication table.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! in the stopped store; a checkpoint that does not verify or binds a longer chain is reported;
 //! an upgraded store's chain begins with a genesis link naming the unchained records before it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

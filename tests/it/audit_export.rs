@@ -2,7 +2,7 @@
 //! party needs (each link's chain fields and bytes, the signed checkpoints); verifying it passes
 //! untouched and names the first bad sequence after each kind of tampering with the file.
 
-mod common;
+use crate::common;
 
 use std::{path::Path, process::Command};
 

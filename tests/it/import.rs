@@ -3,7 +3,7 @@
 //! restart and is not applied twice; a contraindication table import replaces the table; bad
 //! streams and bad files change nothing.
 
-mod common;
+use crate::common;
 
 use std::{path::Path, process::Command};
 

@@ -6,7 +6,7 @@
 //! server still answers a health check and a status request afterwards, and, over the whole
 //! table, that no key outside the audit table (and its counter) was written.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -1,0 +1,239 @@
+//! The real `rxgate serve --dev` as a child process, for the tests that SIGKILL it or measure it
+//! from outside. It listens on 127.0.0.1:0 (gRPC and metrics) and the addresses are read from
+//! its own "rxgate listening" log line, as `loadtest --spawn` does (loadtest/src/spawn.rs): no
+//! port is picked beforehand and raced for by whatever else binds one in between. Its output goes
+//! to a log file the test names, complete once the process is killed.
+//!
+//! `PortHold` is for the address a test must name before its gateway exists or keep across a
+//! restart (a relay's upstream): a port bound for the whole test and never listened on.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, ChildStderr, Command, Stdio},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::oneshot;
+
+/// How long a gateway may take to say that it listens (a loaded machine, a large store).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How to start `rxgate serve --dev`.
+pub struct Serve {
+    data_dir: PathBuf,
+    log: PathBuf,
+    rust_log: String,
+    listen: SocketAddr,
+    relay_upstream: Option<String>,
+}
+
+impl Serve {
+    /// `rxgate serve --dev` on the store `data_dir`, at RUST_LOG=info, gRPC and metrics on
+    /// 127.0.0.1:0; its standard output and error appended to `log`.
+    pub fn dev(data_dir: &Path, log: &Path) -> Serve {
+        Serve {
+            data_dir: data_dir.to_owned(),
+            log: log.to_owned(),
+            rust_log: "info".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            relay_upstream: None,
+        }
+    }
+
+    /// The RUST_LOG filter (the listening line is at INFO: it must let that through).
+    pub fn rust_log(mut self, filter: &str) -> Serve {
+        self.rust_log = filter.into();
+        self
+    }
+
+    /// gRPC on `addr` instead of a port of its own: a `PortHold`'s.
+    pub fn listen(mut self, addr: SocketAddr) -> Serve {
+        self.listen = addr;
+        self
+    }
+
+    /// Relays dispensing records to the gateway at `url` (`--relay-upstream`).
+    pub fn relay_upstream(mut self, url: String) -> Serve {
+        self.relay_upstream = Some(url);
+        self
+    }
+
+    /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
+    /// if it exits first or takes longer than `START_TIMEOUT`.
+    pub async fn start(self) -> Rxgate {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
+        command
+            .args(["serve", "--dev", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen", &self.listen.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"]);
+        if let Some(upstream) = &self.relay_upstream {
+            command.args(["--relay-upstream", upstream]);
+        }
+        let mut child = command
+            .env("RUST_LOG", &self.rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                log.try_clone().expect("cloning the log handle"),
+            ))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning rxgate serve");
+        let stderr = child.stderr.take().expect("piped");
+        let (found, listening) = oneshot::channel();
+        let mut rxgate = Rxgate {
+            child,
+            addr: String::new(),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log: self.log,
+            copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
+        };
+        match tokio::time::timeout(START_TIMEOUT, listening).await {
+            Ok(Ok((addr, metrics))) => {
+                rxgate.addr = format!("https://{addr}");
+                rxgate.metrics = metrics;
+                rxgate
+            }
+            Ok(Err(_)) => {
+                let status = rxgate.stop();
+                panic!(
+                    "rxgate serve exited ({status}) before it listened:\n{}",
+                    rxgate.output()
+                )
+            }
+            Err(_) => {
+                rxgate.stop();
+                panic!(
+                    "rxgate serve did not listen within {START_TIMEOUT:?}:\n{}",
+                    rxgate.output()
+                )
+            }
+        }
+    }
+}
+
+/// A running `rxgate serve`; killed (SIGKILL) when killed or dropped.
+pub struct Rxgate {
+    child: Child,
+    /// gRPC, e.g. `https://127.0.0.1:43121`.
+    pub addr: String,
+    /// Where it serves `GET /metrics`.
+    pub metrics: SocketAddr,
+    log: PathBuf,
+    /// Copies its standard error to the log; done when the process is gone.
+    copier: Option<JoinHandle<()>>,
+}
+
+impl Rxgate {
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap; the log is complete afterwards.
+    pub fn kill(mut self) {
+        self.stop();
+    }
+
+    /// What it has written so far (its log file).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its resident set (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
+    /// Kills and reaps the process, then waits for the copier to write its last lines.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        if let Some(copier) = self.copier.take() {
+            let _ = copier.join();
+        }
+        match status {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("not reaped: {e}"),
+        }
+    }
+}
+
+impl Drop for Rxgate {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Copies `stderr` line by line, byte for byte, to `log`; sends the addresses of the first
+/// "rxgate listening" line to `found`.
+fn copy_log(stderr: ChildStderr, mut log: File, found: oneshot::Sender<(SocketAddr, SocketAddr)>) {
+    let mut found = Some(found);
+    let mut stderr = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match stderr.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&line);
+        if let Some(addrs) = listening_addrs(&String::from_utf8_lossy(&line))
+            && let Some(found) = found.take()
+        {
+            let _ = found.send(addrs);
+        }
+    }
+}
+
+/// The gRPC and metrics addresses of the gateway's `rxgate listening … addr=127.0.0.1:PORT
+/// metrics=127.0.0.1:PORT` line (src/app.rs).
+fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if !line.contains("rxgate listening") {
+        return None;
+    }
+    let field = |name: &str| {
+        let rest = &line[line.find(name)? + name.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    Some((field(" addr=")?, field(" metrics=")?))
+}
+
+/// A loopback port bound for as long as this lives and never listened on (Linux semantics):
+/// connections to it are refused until a gateway listens there; a gateway can bind it while
+/// it is held, and bind it again after a restart, because both sockets set SO_REUSEADDR (tokio's
+/// `TcpListener::bind`, which rxgate uses, does) and neither listens; and no socket that binds
+/// port 0 is given it meanwhile. A port found free and released, by contrast, is anyone's until
+/// the gateway binds it.
+pub struct PortHold(Socket);
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("binding 127.0.0.1:0");
+        PortHold(socket)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound IPv4 address")
+    }
+}

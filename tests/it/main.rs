@@ -1,0 +1,36 @@
+//! The integration tests, one module per former test file, linked into one binary: each test
+//! binary links the whole crate and its dependencies again, so one binary instead of twenty-five
+//! is one link (`cargo test --test it MODULE::` runs one file's tests). Two files stay binaries
+//! of their own, beside this folder: `fairness.rs` (its latency bounds must measure the server,
+//! not other tests sharing the process) and `lockout.rs` (it installs a process-wide tracing
+//! subscriber and reads what every server in the process logs). `common` (`tests/common/`) is
+//! shared by all three.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod audit_edge;
+mod audit_export;
+mod audit_trail;
+mod bad_input;
+mod checks;
+mod clinical;
+mod connections;
+mod dispensing;
+mod durability;
+mod events;
+mod fuzz_corpus;
+mod gateway;
+mod hostile;
+mod import;
+mod intake;
+mod invariants;
+mod limbo;
+mod master;
+mod numeric_edges;
+mod ops_http;
+mod relay;
+mod relay_drill;
+mod signature;
+mod store;
+mod tls;
