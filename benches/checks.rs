@@ -21,7 +21,7 @@ use rxgate::{
         master::Catalog,
         time::JapanDate,
     },
-    masters,
+    master_files,
 };
 
 const HISTORY_SIZES: [usize; 3] = [10, 100, 1_000];
@@ -183,7 +183,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Fixture {
-        let (catalog, _) = masters::load_dir(&masters::shipped_dir()).unwrap();
+        let (catalog, _) = master_files::load_dir(&master_files::shipped_dir()).unwrap();
         let table_path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("data/clinical/contraindications_structured.csv");
         let table =
@@ -245,7 +245,7 @@ fn master_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("masters");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     group.bench_function("load_dir_shipped", |b| {
-        b.iter(|| masters::load_dir(&masters::shipped_dir()).unwrap())
+        b.iter(|| master_files::load_dir(&master_files::shipped_dir()).unwrap())
     });
     group.finish();
 }

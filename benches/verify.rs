@@ -10,9 +10,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message;
 use rxgate::{
     domain::signature::VerifierConfig,
-    proto::v1::{DocumentType, Prescription},
-    signer::SigningKey,
-    trust::TrustFiles,
+    pki::signer::SigningKey,
+    pki::trust::TrustFiles,
+    wire::proto::v1::{DocumentType, Prescription},
 };
 
 fn signed(name: &str, content: &[u8]) -> Vec<u8> {

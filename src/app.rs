@@ -14,9 +14,13 @@ use crate::{
         EdgeAuditLayer, FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer,
         Services, StreamCap, StreamCount, UnaryDeadline, streaming_paths,
     },
-    identity::GatewayIdentity,
-    masters, ops,
-    proto::{
+    master_files, ops,
+    pki::identity::GatewayIdentity,
+    readiness::Readiness,
+    service::{self, Clinical, Clock, Gateway},
+    store::{EmbeddedStore, Store},
+    tls,
+    wire::proto::{
         DESCRIPTOR_SET,
         v1::{
             admin_service_server::AdminServiceServer,
@@ -26,10 +30,6 @@ use crate::{
             prescription_service_server::PrescriptionServiceServer,
         },
     },
-    readiness::Readiness,
-    service::{self, Clinical, Clock, Gateway},
-    store::{EmbeddedStore, Store},
-    tls,
 };
 
 /// How often the gRPC health service looks at the store (a drain is reported at once).
@@ -66,16 +66,16 @@ async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Resul
         .context("reading the imported drug masters")?;
     let version = imported.len() as u64;
     let (sources, built) = tokio::task::spawn_blocking(move || {
-        let dir = checks.masters_dir.unwrap_or_else(masters::shipped_dir);
+        let dir = checks.masters_dir.unwrap_or_else(master_files::shipped_dir);
         let table = checks
             .contraindications
-            .unwrap_or_else(masters::shipped_contraindications);
-        let mut sources = masters::Sources::from_dir(&dir, &table)?;
+            .unwrap_or_else(master_files::shipped_contraindications);
+        let mut sources = master_files::Sources::from_dir(&dir, &table)?;
         for f in imported {
             sources.apply(f.kind, f.file)?;
         }
         let built = sources.build()?;
-        Ok::<_, masters::Error>((sources, built))
+        Ok::<_, master_files::Error>((sources, built))
     })
     .await
     .context("loading the drug masters")?

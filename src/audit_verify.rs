@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     domain::hash::{hex, sha256},
-    identity::{AUDIT_CHECKPOINT, TrustedSenders, Untrusted},
+    pki::identity::{AUDIT_CHECKPOINT, TrustedSenders, Untrusted},
     service::records::decode,
     service::records::{AuditRecord, AuditV3, ChainHeadV1, ChainedV1, SignedCheckpointRecord},
 };

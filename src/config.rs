@@ -19,14 +19,14 @@ use crate::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
-    identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
     limits::Limits,
     network::NetworkConfig,
+    pki::identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
+    pki::trust::TrustFiles,
     relay::RelayConfig,
     service::{CheckPolicy, GatewayConfig, LockoutPolicy, MissLimit, OnCritical, Pseudonyms},
     store::EngineKind,
     tls::{ClientFiles, TlsFiles},
-    trust::TrustFiles,
 };
 
 /// Everything `rxgate serve` needs.

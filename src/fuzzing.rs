@@ -10,15 +10,15 @@ use std::{
 
 use crate::{
     config::Config,
-    documents::lines_to_dispense,
     domain::{
         checks::ContraindicationTable,
         master::{Ingredients, Master, parse_y_file},
         rx::{DispensingFacts, DraftFacts, PrescriptionFacts},
         signature::{SignedContent, Verifier, VerifierConfig},
     },
-    proto::v1::{DispensingRecord, Prescription},
-    trust::TrustFiles,
+    pki::trust::TrustFiles,
+    wire::documents::lines_to_dispense,
+    wire::proto::v1::{DispensingRecord, Prescription},
 };
 
 /// The receipt time of every fuzzed signature (2027-06-01T00:00:00Z): inside the dev PKI's

@@ -12,21 +12,22 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use prost::Message;
 use rxgate::{
-    admin_cli, audit_cli,
     audit_verify::ChainVerifier,
+    cli,
+    cli::master_import,
     config::Config,
     domain::{
         hash::hex,
         patient::PatientKey,
         signature::{SignedContent, VerifierConfig},
     },
-    identity::TrustedSenders,
-    json, master_import,
-    proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
+    pki::identity::TrustedSenders,
+    pki::signer::SigningKey,
+    pki::trust::{CrlFile, TrustFiles},
     service::{Pseudonyms, SystemClock},
-    signer::SigningKey,
     tls::ClientFiles,
-    trust::{CrlFile, TrustFiles},
+    wire::json,
+    wire::proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
 };
 
 /// mimalloc, not glibc malloc: allocation was a quarter of the store writer's time under load.
@@ -434,7 +435,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Audit { command } => audit(command),
         Command::Demo { addr } => {
-            runtime()?.block_on(rxgate::demo::run(&addr))?;
+            runtime()?.block_on(rxgate::cli::demo::run(&addr))?;
             Ok(true)
         }
         Command::Sign {
@@ -497,7 +498,10 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Lockouts { gateway } => {
             let addr = gateway.addr.clone();
-            print!("{}", admin_cli::lockouts(&addr, &gateway.operator()).await?);
+            print!(
+                "{}",
+                cli::admin::lockouts(&addr, &gateway.operator()).await?
+            );
         }
         AdminCommand::Unlock {
             pharmacy,
@@ -510,7 +514,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 (None, None) => bail!("name a pharmacy code or --patient-pseudonym"),
             };
             let addr = gateway.addr.clone();
-            admin_cli::unlock(&addr, &gateway.operator(), subject).await?;
+            cli::admin::unlock(&addr, &gateway.operator(), subject).await?;
             println!("unlocked");
         }
     }
@@ -534,14 +538,14 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
             };
             let verifier = ChainVerifier::new(TrustedSenders::from_files(&certs)?);
             let external = match checkpoints {
-                Some(path) => audit_cli::checkpoints_in(&path)?,
+                Some(path) => cli::audit::checkpoints_in(&path)?,
                 None => Vec::new(),
             };
             let report = match (data_dir, export) {
                 (Some(dir), _) => {
-                    runtime()?.block_on(audit_cli::verify_store(&dir, verifier, &external))?
+                    runtime()?.block_on(cli::audit::verify_store(&dir, verifier, &external))?
                 }
-                (None, Some(file)) => audit_cli::verify_export(&file, verifier, &external)?,
+                (None, Some(file)) => cli::audit::verify_export(&file, verifier, &external)?,
                 (None, None) => bail!("name the --data-dir or the --export"),
             };
             println!("{report}");
@@ -550,14 +554,14 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
         AuditCommand::Checkpoints { data_dir } => {
             print!(
                 "{}",
-                runtime()?.block_on(audit_cli::list_checkpoints(&data_dir))?
+                runtime()?.block_on(cli::audit::list_checkpoints(&data_dir))?
             );
             Ok(true)
         }
         AuditCommand::Export { out, gateway } => {
             let addr = gateway.addr.clone();
             let operator = gateway.operator();
-            let export = audit_cli::export(&addr, &operator, &out);
+            let export = cli::audit::export(&addr, &operator, &out);
             let records = runtime()?.block_on(export)?;
             println!(
                 "{records} audit records and the checkpoints written to {}",

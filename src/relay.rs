@@ -17,10 +17,10 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     domain::hash::{hex, sha256},
-    identity::{GatewayIdentity, RELAY_STATEMENT},
-    proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
+    pki::identity::{GatewayIdentity, RELAY_STATEMENT},
     service::{DeadLetter, EventEntry, EventFilter, EventKind, Gateway},
     tls::ClientFiles,
+    wire::proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
 };
 
 /// Where and as whom to relay.

@@ -18,13 +18,13 @@ use std::{
 use common::{line, patient, process::Serve, signed, signer, start_with};
 use prost::Message;
 use rxgate::{
-    demo::demo_prescription,
+    cli::demo::demo_prescription,
     domain::time::JapanDate,
-    proto::v1::{
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    tls::ClientFiles,
 };
 use tokio::{net::TcpSocket, task::JoinSet};
 use tonic::{Code, transport::Channel};

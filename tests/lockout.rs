@@ -16,14 +16,14 @@ use std::{
 use common::{Harness, patient, start_with};
 use prost::Message;
 use rxgate::{
+    cli::demo::demo_prescription,
     config::Config,
-    demo::demo_prescription,
     domain::{hash::hex, patient::PatientKey},
-    proto::v1::{
+    service::Pseudonyms,
+    wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         dispensing_service_client::DispensingServiceClient, lockout_subject::Subject,
     },
-    service::Pseudonyms,
 };
 use tonic::{Code, Status, transport::Channel};
 

@@ -2,7 +2,7 @@
 //! (GetPrescriptionStatus by the registering clinic: same prescription number, and DISPENSED when
 //! its dispensing record was acknowledged too). Anything else counts as lost.
 
-use rxgate::proto::v1::{self as pb, prescription_service_client::PrescriptionServiceClient};
+use rxgate::wire::proto::v1::{self as pb, prescription_service_client::PrescriptionServiceClient};
 
 use crate::{fleet::Fleet, pool, report::Audit, workload::Acked};
 

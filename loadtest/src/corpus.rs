@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription},
+    cli::demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
-    proto::v1::{
+    wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },

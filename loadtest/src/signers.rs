@@ -5,7 +5,7 @@ use std::{path::Path, thread, time::SystemTime};
 
 use anyhow::Context;
 use prost::Message;
-use rxgate::{proto::v1 as pb, signer::SigningKey};
+use rxgate::{pki::signer::SigningKey, wire::proto::v1 as pb};
 use x509_cert::{
     Certificate,
     der::{DecodePem, asn1::ObjectIdentifier},

@@ -4,7 +4,7 @@
 
 use std::{sync::Mutex, time::Instant};
 
-use rxgate::proto::v1::{
+use rxgate::wire::proto::v1::{
     self as pb, dispensing_service_client::DispensingServiceClient,
     prescription_service_client::PrescriptionServiceClient,
 };

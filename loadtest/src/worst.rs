@@ -46,7 +46,7 @@ use prost::Message;
 use rxgate::{
     domain::time::JapanDate,
     limits::Limits,
-    proto::v1::{
+    wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },

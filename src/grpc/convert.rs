@@ -8,7 +8,6 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    documents,
     domain::{
         checks::{Consent, DrugRef, Finding, FindingKind, Indicator, Origin, SourceKind},
         hash::{self, hex},
@@ -20,14 +19,15 @@ use crate::{
     },
     limits::{MAX_IMPORT_BYTES, MAX_IMPORT_FILE_BYTES, MAX_MESSAGE_CHARS},
     log_throttle::LogThrottle,
-    masters::{FileKind, SourceFile},
-    proto::v1 as pb,
+    master_files::{FileKind, SourceFile},
     service::{
         Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, Event, EventEntry,
         EventKind, Findings, ImportFile, ImportSummary, LineState, RequestedOptions,
         Status as RxStatus,
         records::{ChainedV1, ConsentMethodV1},
     },
+    wire::documents,
+    wire::proto::v1 as pb,
 };
 
 /// The longest stuck threshold a caller may ask for (366 days, as `stuck_after_secs` in the

@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn the_streaming_methods_are_found_in_the_descriptors() {
         let paths = streaming_paths(&[
-            crate::proto::DESCRIPTOR_SET,
+            crate::wire::proto::DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
         ])
         .unwrap();

@@ -24,8 +24,8 @@ use crate::{
     domain::ids::Institution,
     keyed_slots::{KeyedSlots, Slot},
     log_throttle::LogThrottle,
-    proto::v1 as pb,
     service::{EventEntry, EventFilter, Gateway},
+    wire::proto::v1 as pb,
 };
 
 /// How long an idle feed waits for news before it looks again, unless configured otherwise.

@@ -16,13 +16,13 @@ use tonic_health::{
 
 use super::Services;
 use crate::{
-    proto::v1::{
+    readiness::Readiness,
+    wire::proto::v1::{
         admin_service_server::AdminServiceServer,
         dispensing_service_server::DispensingServiceServer,
         event_service_server::EventServiceServer, management_intake_server::ManagementIntakeServer,
         prescription_service_server::PrescriptionServiceServer,
     },
-    readiness::Readiness,
 };
 
 /// The names the health service answers for: the server as a whole, then each service.

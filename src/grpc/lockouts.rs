@@ -3,8 +3,8 @@
 
 use crate::{
     domain::{hash, rx::FieldViolation},
-    proto::v1::{self as pb, lockout_subject::Subject as PbSubject},
     service::{Error, Locked, Subject},
+    wire::proto::v1::{self as pb, lockout_subject::Subject as PbSubject},
 };
 
 fn invalid(field: &str, rule: &str) -> Error {

@@ -24,19 +24,19 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    documents,
     domain::{
         ids::InstitutionKind,
         rx::{DraftFacts, FieldViolation},
     },
-    proto::v1::{
+    service::{Action, Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
+    tls::peer_identity,
+    wire::documents,
+    wire::proto::v1::{
         self as pb, admin_service_server::AdminService,
         dispensing_service_server::DispensingService, event_service_server::EventService,
         management_intake_server::ManagementIntake,
         prescription_service_server::PrescriptionService,
     },
-    service::{Action, Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
-    tls::peer_identity,
 };
 use paged::{PagedStream, stream_pages};
 

@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn the_table_is_every_method_the_server_routes_to() {
         let served = described(&[
-            crate::proto::DESCRIPTOR_SET,
+            crate::wire::proto::DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ]);

@@ -5,13 +5,13 @@
 use std::time::SystemTime;
 
 use crate::{
-    documents::bounded_count,
     domain::{
         ids::InstitutionCode,
         rx::{DispensingFacts, FieldViolation, NamedSigner, PrescriptionFacts},
         signature::{SignedContent, Signer, VerifiedDocument},
     },
     limits::Limits,
+    wire::documents::bounded_count,
 };
 
 use super::{Caller, Error, Gateway, audit::AuditDraft};

@@ -10,10 +10,10 @@ use std::{
 };
 
 use crate::{
-    documents::bounded_count,
     domain::{checks::Consent, signature::Signer},
     limits::Limits,
     store::{self, Txn},
+    wire::documents::bounded_count,
 };
 
 use super::{

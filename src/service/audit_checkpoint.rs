@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::{
     domain::hash::hex,
-    identity::{AUDIT_CHECKPOINT, GatewayIdentity},
+    pki::identity::{AUDIT_CHECKPOINT, GatewayIdentity},
     store::{self, Store, Table, Txn},
 };
 

@@ -2,7 +2,6 @@
 //! a dispensing.
 
 use crate::{
-    documents::bounded_count,
     domain::{
         checks::Consent,
         hash::sha256,
@@ -11,8 +10,9 @@ use crate::{
         rx::{DispensedLineFacts, DispensingFacts, longest_days},
         time::JapanDate,
     },
-    proto::v1::DispensingRecord,
     store::Table,
+    wire::documents::bounded_count,
+    wire::proto::v1::DispensingRecord,
 };
 
 use super::{

@@ -13,9 +13,9 @@ use crate::{
         hash::{hex, sha256},
         rx::DispensingFacts,
     },
-    identity::{RELAY_STATEMENT, Untrusted},
-    proto::v1::{DispensingRecord, RelayStatement},
+    pki::identity::{RELAY_STATEMENT, Untrusted},
     store::Table,
+    wire::proto::v1::{DispensingRecord, RelayStatement},
 };
 
 use super::{

@@ -15,13 +15,13 @@ mod audit_edge;
 pub mod clinical;
 mod dispensing;
 mod events;
-mod import;
 mod intake;
 mod lockout;
+mod master_import;
 mod prescriptions;
 mod pseudonym;
 pub mod records;
-mod relay;
+mod relay_ledger;
 mod schema;
 mod search;
 mod signatures;
@@ -45,12 +45,12 @@ pub use clinical::{
 };
 pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
-pub use import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
+pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use prescriptions::Registered;
 pub use pseudonym::Pseudonyms;
-pub use relay::DeadLetter;
+pub use relay_ledger::DeadLetter;
 pub use search::migrate_search_index;
 pub use stored::{DispensingSummary, LineState, Status};
 
@@ -62,10 +62,10 @@ use crate::{
         rx::FieldViolation,
         signature::{Refusal, Verifier},
     },
-    identity::TrustedSenders,
     limits::Limits,
     log_throttle::LogThrottle,
     metrics::Metrics,
+    pki::identity::TrustedSenders,
     store::{self, Store, Txn},
 };
 use records::decode;

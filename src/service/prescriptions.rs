@@ -11,8 +11,8 @@ use crate::{
         signature::Signer,
         time::JapanDate,
     },
-    proto::v1::Prescription,
     store::{Table, Txn},
+    wire::proto::v1::Prescription,
 };
 
 use super::{

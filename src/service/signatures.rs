@@ -146,7 +146,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::demo::dev_signer;
+    use crate::cli::demo::dev_signer;
     use crate::store::{EmbeddedStore, Store};
 
     /// A detached signature by the dev signer `name`, carrying the signing CA.

@@ -14,8 +14,8 @@ use crate::{
         rx::{DispensedLineFacts, DispensingFacts, PrescriptionFacts, RxLine},
         time::JapanDate,
     },
-    proto::v1::{DispensingRecord, Prescription},
     store::{self, Table, Txn},
+    wire::proto::v1::{DispensingRecord, Prescription},
 };
 
 use super::{

@@ -14,7 +14,7 @@ use super::{
     Caller, CheckRequest, Clinical, Clock, Gateway, GatewayConfig, Registered, RequestedOptions,
 };
 use crate::{
-    demo::{demo_prescription, dev_signer},
+    cli::demo::{demo_prescription, dev_signer},
     domain::{
         checks::Consent,
         ids::{Institution, InstitutionKind},
@@ -22,10 +22,10 @@ use crate::{
         signature::VerifierConfig,
         time::JapanDate,
     },
-    masters::Sources,
-    proto::v1 as pb,
+    master_files::Sources,
+    pki::trust::TrustFiles,
     store::EmbeddedStore,
-    trust::TrustFiles,
+    wire::proto::v1 as pb,
 };
 
 /// A clock that stands still until the test moves it, so that no date rolls over mid-test.

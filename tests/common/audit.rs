@@ -2,7 +2,7 @@
 
 use rxgate::{
     audit_verify::{Finding, Report},
-    identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
+    pki::identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
 };
 
 /// The dev gateway's writer id: its `[gateway]` certificate's SHA-256.

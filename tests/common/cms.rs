@@ -1,4 +1,4 @@
-//! Hand-made CMS signatures that `rxgate::signer` rightly cannot make: the signed attributes
+//! Hand-made CMS signatures that `rxgate::pki::signer` rightly cannot make: the signed attributes
 //! sent in the order and encoding a test chooses, any eContentType, and the signature made by
 //! `openssl dgst` over exactly the bytes a test chooses (those sent, or others). Assembled from
 //! raw DER so that nothing re-sorts or re-encodes them on the way.

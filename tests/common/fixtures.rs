@@ -1,14 +1,14 @@
 //! The signers and documents the tests share: the development HPKI's signing keys (certs/hpki),
 //! documents signed with them, the dev patients and prescriptions built on the demo ones
-//! (`rxgate::demo`). One place, so that a test file does not load keys or spell a patient key
+//! (`rxgate::cli::demo`). One place, so that a test file does not load keys or spell a patient key
 //! its own way. Depends on the harness only for `prescription`'s date.
 
 use std::time::SystemTime;
 
 use rxgate::{
-    demo::{demo_prescription, dev_signer},
-    proto::v1 as pb,
-    signer::SigningKey,
+    cli::demo::{demo_prescription, dev_signer},
+    pki::signer::SigningKey,
+    wire::proto::v1 as pb,
 };
 
 use super::Harness;

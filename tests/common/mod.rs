@@ -23,16 +23,16 @@ use std::{
 use prost::Message;
 use rxgate::{
     app::{self, Server},
+    cli::demo::{demo_dispensing, demo_prescription},
     config::Config,
-    demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
-    proto::v1::{
+    service::Clock,
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    service::Clock,
-    tls::ClientFiles,
 };
 use tonic::transport::Channel;
 

@@ -18,8 +18,8 @@ use common::{
 use prost::Message;
 use rxgate::{
     network::FairnessOverride,
-    proto::v1::{self as pb},
     store::{EmbeddedStore, Store, Table, Txn},
+    wire::proto::v1::{self as pb},
 };
 use tokio::task::JoinSet;
 use tonic::{Code, codegen::http::uri::PathAndQuery};

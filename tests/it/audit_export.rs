@@ -11,12 +11,12 @@ use common::{
     start_with,
 };
 use rxgate::{
-    audit_cli,
     audit_verify::{ChainVerifier, Finding, Report},
-    identity::IdentityFiles,
-    json,
-    proto::v1 as pb,
+    cli,
+    pki::identity::IdentityFiles,
     tls::ClientFiles,
+    wire::json,
+    wire::proto::v1 as pb,
 };
 
 const EXPORT: &str = "rxgate.v1.AuditExport";
@@ -31,14 +31,14 @@ async fn exported(file: &Path) {
     let h = h.restart().await;
     let operator = ClientFiles::dev("operator");
     assert_eq!(
-        audit_cli::export(&h.addr, &operator, file).await.unwrap(),
+        cli::audit::export(&h.addr, &operator, file).await.unwrap(),
         9
     );
     h.shutdown().await;
 }
 
 fn verify(file: &Path) -> Report {
-    audit_cli::verify_export(file, ChainVerifier::new(dev_gateway_certs()), &[]).unwrap()
+    cli::audit::verify_export(file, ChainVerifier::new(dev_gateway_certs()), &[]).unwrap()
 }
 
 /// `pristine` changed by `tamper`, written to `file`.

@@ -13,10 +13,10 @@ use common::{
     start_with,
 };
 use rxgate::{
-    audit_cli,
     audit_verify::{ChainVerifier, Finding, Report},
+    cli,
     domain::hash::sha256,
-    identity::{IdentityFiles, TrustedSenders},
+    pki::identity::{IdentityFiles, TrustedSenders},
     service::{
         head_key, link_key,
         records::{AuditRecord, AuditV1, AuditV2, ChainHeadRecord, ChainHeadV1, decode, encode},
@@ -36,7 +36,7 @@ async fn audited(calls: usize) -> Stopped {
 
 async fn verify(dir: &Path, external: &[(String, Vec<u8>)]) -> Report {
     let verifier = ChainVerifier::new(dev_gateway_certs());
-    audit_cli::verify_store(dir, verifier, external)
+    cli::audit::verify_store(dir, verifier, external)
         .await
         .unwrap()
 }
@@ -155,11 +155,11 @@ fn drop_checkpoints(tx: &mut dyn Txn) {
 
 /// What `rxgate audit checkpoints` prints, kept in a file outside the store.
 async fn kept_checkpoints(stopped: &Stopped, file: &Path) -> Vec<(String, Vec<u8>)> {
-    let listed = audit_cli::list_checkpoints(stopped.store_dir())
+    let listed = cli::audit::list_checkpoints(stopped.store_dir())
         .await
         .unwrap();
     std::fs::write(file, listed).unwrap();
-    audit_cli::checkpoints_in(file).unwrap()
+    cli::audit::checkpoints_in(file).unwrap()
 }
 
 #[tokio::test]
@@ -204,8 +204,8 @@ async fn a_checkpoint_whose_signature_does_not_verify_is_reported() {
         .cert
         .with_file_name("untrusted-gateway.cert.pem");
     let verifier = ChainVerifier::new(TrustedSenders::from_files(&[other]).unwrap());
-    let kept = audit_cli::checkpoints_in(&file).unwrap();
-    let report = audit_cli::verify_store(stopped.store_dir(), verifier, &kept)
+    let kept = cli::audit::checkpoints_in(&file).unwrap();
+    let report = cli::audit::verify_store(stopped.store_dir(), verifier, &kept)
         .await
         .unwrap();
     assert!(
@@ -299,7 +299,7 @@ async fn each_gateway_writes_its_own_chain() {
     let stopped = h.stop().await;
 
     let both = ChainVerifier::new(TrustedSenders::from_files(&certs).unwrap());
-    let report = audit_cli::verify_store(stopped.store_dir(), both, &[])
+    let report = cli::audit::verify_store(stopped.store_dir(), both, &[])
         .await
         .unwrap();
     assert!(report.findings.is_empty(), "{report}");

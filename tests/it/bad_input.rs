@@ -17,11 +17,11 @@ use std::{
 use common::{Harness, patient, prescription, raw::call_raw, start_with};
 use prost::Message;
 use rxgate::{
-    demo::demo_dispensing,
+    cli::demo::demo_dispensing,
     domain::hash::{hex, sha256},
     limits::Limits,
-    proto::v1::{self as pb, import_master_chunk::Part},
     store::{EmbeddedStore, Store, Table},
+    wire::proto::v1::{self as pb, import_master_chunk::Part},
 };
 use tonic::{Code, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

@@ -10,12 +10,12 @@ use std::time::Duration;
 use common::{Harness, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
+    cli::demo::demo_dispensing,
     config::OnCriticalConfig,
-    demo::demo_dispensing,
     limits::Limits,
-    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::records::{OverrideRecord, decode},
     store::{EmbeddedStore, Store, Table},
+    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;

@@ -16,8 +16,8 @@ use std::{
 
 use common::start_with;
 use rxgate::{
-    proto::v1::{self as pb, event_service_client::EventServiceClient},
     tls::ClientFiles,
+    wire::proto::v1::{self as pb, event_service_client::EventServiceClient},
 };
 use tokio::{sync::oneshot, task::JoinSet};
 use tonic::{Code, Status, transport::Channel};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{Harness, patient, start_with};
 use prost::Message;
-use rxgate::demo::{demo_dispensing, demo_prescription};
-use rxgate::proto::v1::{self as pb};
+use rxgate::cli::demo::{demo_dispensing, demo_prescription};
+use rxgate::wire::proto::v1::{self as pb};
 use tonic::{Code, Status};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -307,7 +307,7 @@ async fn a_refill_without_a_days_based_line_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prescriptions_accepted_too_long_without_a_record_are_stuck() {
-    use rxgate::proto::v1::admin_service_client::AdminServiceClient;
+    use rxgate::wire::proto::v1::admin_service_client::AdminServiceClient;
     let h = start_with(|_| {}).await;
     let start = h.now();
     let idle = register(&h, "S-1", 7, 1, 1).await;

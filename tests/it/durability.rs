@@ -33,14 +33,14 @@ use common::{
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use rxgate::{
-    demo::demo_prescription,
+    cli::demo::demo_prescription,
     domain::time::JapanDate,
-    proto::v1::{
+    pki::signer::SigningKey,
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    signer::SigningKey,
-    tls::ClientFiles,
 };
 use tokio::task::JoinSet;
 use tonic::{Code, transport::Channel};

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{Harness, start_with};
-use rxgate::proto::v1::{self as pb, event_service_client::EventServiceClient};
+use rxgate::wire::proto::v1::{self as pb, event_service_client::EventServiceClient};
 use tonic::{Code, Streaming};
 
 async fn watch(h: &Harness, who: &str, after: u64) -> Result<Streaming<pb::Event>, tonic::Status> {
@@ -77,7 +77,7 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
     // The signature travels as the pharmacy sent it (the store keeps its certificates apart):
     // it verifies over the record's content.
     let signed = record.record.as_ref().unwrap();
-    let (verifier, _) = rxgate::trust::TrustFiles::dev()
+    let (verifier, _) = rxgate::pki::trust::TrustFiles::dev()
         .load(rxgate::domain::signature::VerifierConfig::default())
         .unwrap();
     verifier

@@ -14,11 +14,11 @@ use std::{
 use crate::common::{patient, signer};
 use prost::Message;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription},
+    cli::demo::{demo_dispensing, demo_prescription},
     domain::{signature::VerifierConfig, time::JapanDate},
     fuzzing,
-    proto::v1 as pb,
-    trust::TrustFiles,
+    pki::trust::TrustFiles,
+    wire::proto::v1 as pb,
 };
 
 /// A fuzz entry point of `rxgate::fuzzing`.

@@ -8,12 +8,12 @@ use std::{path::Path, sync::Arc, time::Duration};
 use common::{Harness, patient, start_with};
 use prost::Message;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription},
-    proto::v1::{
+    cli::demo::{demo_dispensing, demo_prescription},
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    tls::ClientFiles,
 };
 use tonic::{Code, transport::Channel};
 
@@ -111,7 +111,7 @@ async fn the_full_round_trip() {
     let decoded = pb::Prescription::decode(doc.content.as_slice()).unwrap();
     assert_eq!(decoded.prescription_number, "RT-1");
     // the pharmacy can verify the signature itself
-    let (verifier, _) = rxgate::trust::TrustFiles::dev()
+    let (verifier, _) = rxgate::pki::trust::TrustFiles::dev()
         .load(rxgate::domain::signature::VerifierConfig::default())
         .unwrap();
     verifier

@@ -9,9 +9,9 @@ use crate::common;
 use common::{Harness, bad_fields, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
-    demo::demo_dispensing,
+    cli::demo::demo_dispensing,
     limits::Limits,
-    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -390,7 +390,7 @@ async fn a_search_covers_at_most_a_year_of_issue_dates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_filter_names_each_kind_at_most_once() {
-    use rxgate::proto::v1::event_service_client::EventServiceClient;
+    use rxgate::wire::proto::v1::event_service_client::EventServiceClient;
     let h = start_with(|_| {}).await;
     let mut events = EventServiceClient::new(h.channel("clinic").await);
     let watch = |kinds: Vec<pb::EventKind>| pb::WatchEventsRequest {

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Harness, bad_fields, intake_records, start_with};
 use prost::Message;
 use rxgate::{
-    demo::demo_dispensing,
+    cli::demo::demo_dispensing,
     domain::hash::{hex, sha256},
-    identity::{GatewayIdentity, IdentityFiles, RELAY_STATEMENT},
-    proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
+    pki::identity::{GatewayIdentity, IdentityFiles, RELAY_STATEMENT},
+    wire::proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
 };
 use tonic::Code;
 use tonic_types::StatusExt;

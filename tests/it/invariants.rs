@@ -299,7 +299,7 @@ const DOMAIN_FORBIDS: [(&[&str], &str); 14] = [
     (&["prost"], "gRPC"),
     (&["prost_types"], "gRPC"),
     (&["prost_reflect"], "gRPC"),
-    (&["crate", "proto"], "gRPC: the generated prost types"),
+    (&["crate", "wire"], "the wire types: generated prost types, documents, JSON"),
     (&["crate", "grpc"], "gRPC: the adapter"),
     (&["std", "fs"], "the file system"),
     (&["tokio", "fs"], "the file system"),
@@ -395,7 +395,7 @@ fn the_domain_rule_reports_grpc() {
             "prost::Message",
             "tonic::Status",
             "tonic::Status::invalid_argument",
-            "crate::proto::v1::Empty"
+            "crate::wire::proto::v1::Empty"
         ]
     );
 }

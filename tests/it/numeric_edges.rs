@@ -12,14 +12,14 @@ use std::time::UNIX_EPOCH;
 use common::{Harness, line, patient, prescription, start_with};
 use prost::Message;
 use rxgate::{
-    demo::demo_dispensing,
+    cli::demo::demo_dispensing,
     domain::hash::{hex, sha256},
-    proto::v1::{
+    service::records::{HistoryRecord, SlotV2, decode},
+    store::{EmbeddedStore, Store, Table},
+    wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         event_service_client::EventServiceClient, management_intake_client::ManagementIntakeClient,
     },
-    service::records::{HistoryRecord, SlotV2, decode},
-    store::{EmbeddedStore, Store, Table},
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;

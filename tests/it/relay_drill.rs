@@ -19,14 +19,14 @@ use common::{
 };
 use prost::Message;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription},
+    cli::demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
-    proto::v1::{
+    pki::signer::SigningKey,
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    signer::SigningKey,
-    tls::ClientFiles,
 };
 use tonic::transport::Channel;
 

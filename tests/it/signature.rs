@@ -16,10 +16,10 @@ use common::{
 };
 use prost::Message;
 use rxgate::{
-    demo::{demo_dispensing, demo_prescription},
+    cli::demo::{demo_dispensing, demo_prescription},
     domain::signature::{Reason, Role, Verifier, VerifierConfig, hc_actors},
-    proto::v1::{self as pb, DispensingRecord, DocumentType, Practitioner, Prescription},
-    trust::{CrlFile, TrustFiles},
+    pki::trust::{CrlFile, TrustFiles},
+    wire::proto::v1::{self as pb, DispensingRecord, DocumentType, Practitioner, Prescription},
 };
 
 fn read(path: &Path) -> Vec<u8> {

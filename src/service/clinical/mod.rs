@@ -31,7 +31,7 @@ use crate::{
         time::JapanDate,
     },
     limits::Limits,
-    masters::{LoadReport, Sources},
+    master_files::{LoadReport, Sources},
     metrics::Metrics,
     store::{self, Txn},
 };

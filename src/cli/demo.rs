@@ -9,12 +9,12 @@ use prost::Message;
 
 use crate::{
     domain::time::JapanDate,
-    proto::v1::{
+    pki::signer::SigningKey,
+    tls::ClientFiles,
+    wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
-    signer::SigningKey,
-    tls::ClientFiles,
 };
 
 /// The committed dev signer `name` (`certs/hpki/{name}.cert.pem` and key), embedding the dev

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use crate::proto::DESCRIPTOR_SET;
+use crate::wire::proto::DESCRIPTOR_SET;
 
 /// Why a JSON document could not be mapped.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::{collections::HashSet, io::Write, sync::Arc};
 
 use crate::{
     domain::hash::sha256,
-    masters::{FileKind, SourceFile, Sources, gunzip_bounded},
+    master_files::{FileKind, SourceFile, Sources, gunzip_bounded},
     store::{self, Store, Table, Txn},
 };
 
@@ -186,7 +186,7 @@ impl Gateway {
         } else {
             let work = tokio::task::spawn_blocking(move || {
                 let built = to_build.build()?;
-                Ok::<_, crate::masters::Error>((
+                Ok::<_, crate::master_files::Error>((
                     built,
                     to_compress.iter().map(|b| gzip(b)).collect(),
                 ))

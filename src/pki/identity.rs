@@ -15,7 +15,7 @@ use ring::{
 use serde::Deserialize;
 use x509_cert::Certificate;
 
-use crate::{domain::hash::sha256, signer::pem_or_der};
+use crate::{domain::hash::sha256, pki::signer::pem_or_der};
 
 /// What a signature of the identity is about: signed ahead of the message, so that a signature
 /// made for one purpose never verifies for another.

@@ -5,8 +5,10 @@
 use anyhow::Context;
 
 use crate::{
-    proto::v1::{self as pb, admin_service_client::AdminServiceClient, lockout_subject::Subject},
     tls::ClientFiles,
+    wire::proto::v1::{
+        self as pb, admin_service_client::AdminServiceClient, lockout_subject::Subject,
+    },
 };
 
 async fn client(

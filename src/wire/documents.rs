@@ -19,7 +19,7 @@ use crate::{
         time::JapanDate,
     },
     limits::{CEILING, MAX_MESSAGE_CHARS, MAX_TEXT_CHARS},
-    proto::v1::{
+    wire::proto::v1::{
         self as proto, DispensedLine, DispensedLineStatus, DispensingRecord, DocumentType, Dosing,
         DrugCode, DrugCodeKind, Practitioner, Prescription, PrescriptionLine, Sex,
     },

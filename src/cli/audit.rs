@@ -10,12 +10,12 @@ use tokio_stream::StreamExt;
 use crate::{
     audit_verify::{ChainVerifier, Report},
     domain::hash::{from_hex_bytes, hex},
-    json,
-    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
     service::{AuditEntry, ChainLink, audit_rows, checkpoint_body, checkpoints_page, heads},
     service::{Page, parse_key, records::ChainHeadV1},
     store::{EmbeddedStore, Entry, Error as StoreError, Store, Txn},
     tls::ClientFiles,
+    wire::json,
+    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 
 /// Rows read per store transaction.

@@ -15,9 +15,9 @@ use anyhow::{Context, bail};
 
 use crate::{
     grpc::file_kind_to_pb,
-    masters::{FileKind, SourceFile},
-    proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+    master_files::{FileKind, SourceFile},
     tls::ClientFiles,
+    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 
 /// Bytes per data message: well under the gateway's 256 KiB message limit.
