@@ -6,18 +6,23 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use crate::{
-    domain::{checks::Consent, signature::Signer},
+    domain::{
+        checks::{CheckOptions, Consent},
+        signature::Signer,
+    },
     limits::Limits,
     store::{self, Txn},
     wire::documents::bounded_count,
 };
 
 use super::{
-    Caller, CheckRequest, Error, Gateway, Pseudonyms, audit_chain, clinical, millis,
+    Caller, CheckRequest, Error, Findings, Gateway, Pseudonyms, audit_chain, clinical,
+    keeping::{Keeping, Kept},
+    millis,
     records::{AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1},
 };
 
@@ -122,6 +127,10 @@ pub(super) struct AuditDraft {
     pub(super) target: Option<String>,
     /// With a clinical check: whom it was about and what it asked.
     pub(super) check: Option<CheckSubjectV1>,
+    /// The writes the call keeps even if its decision refuses (keeping.rs).
+    pub(super) kept: Vec<Kept>,
+    /// How long the call's clinical check took, observed in the metrics once committed.
+    pub(super) check_took: Option<Duration>,
 }
 
 impl AuditDraft {
@@ -162,7 +171,33 @@ pub(super) fn begin_check(
     consent: Consent,
 ) -> Result<clinical::Budget, store::Error> {
     draft.check = Some(subject_of(pseudonyms, patient, lines, consent));
+    let tx = &mut Keeping {
+        tx,
+        kept: &mut draft.kept,
+    };
     clinical::spend_check_budget(tx, patient, lines, draft.time_ms, limits)
+}
+
+/// Runs a check of `subject` for the call of `draft` and leaves the consent `asserting`
+/// asserted on record, as CheckPrescription and CheckDispensing both do.
+pub(super) fn checked(
+    tx: &mut dyn Txn,
+    draft: &mut AuditDraft,
+    (checker, subject): (&clinical::Checker, &clinical::Subject<'_>),
+    (options, consent): (&CheckOptions, Consent),
+    asserting: &Caller,
+) -> Result<Findings, store::Error> {
+    let findings = checker.run(tx, subject, (options, consent), &mut draft.check_took)?;
+    clinical::record_consent(
+        tx,
+        subject.patient,
+        asserting,
+        consent,
+        draft.time_ms,
+        draft.action.as_str(),
+        subject.exclude,
+    )?;
+    Ok(findings)
 }
 
 pub(super) fn subject_of(
@@ -196,6 +231,8 @@ impl Gateway {
             action,
             target: None,
             check: None,
+            kept: Vec::new(),
+            check_took: None,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::{
 
 use super::{
     Action, Caller, CheckRequest, Error, Findings, Gateway,
-    audit::begin_check,
+    audit::{begin_check, checked},
     clinical, millis,
     records::{DispensingRecordRecord, DispensingV2, DocumentRecord, DocumentV1, decode, encode},
     schema::key,
@@ -134,7 +134,7 @@ impl Gateway {
                 exclude: Some(&stored.record.id),
             };
             let consent = clinical::budgeted_consent(budget, check.consent);
-            let findings = checker.run(tx, &subject, &options, consent)?;
+            let findings = checker.run(tx, &subject, (&options, consent), &mut draft.check_took)?;
             let (id, content, cms_signature) = (
                 stored.record.id.clone(),
                 stored.record.content.clone(),
@@ -222,17 +222,13 @@ impl Gateway {
                 lines: &new_lines,
                 exclude: Some(&id),
             };
-            let findings = checker.run(tx, &subject, &options, check.consent)?;
-            clinical::record_consent(
+            Ok(checked(
                 tx,
-                patient,
+                draft,
+                (&checker, &subject),
+                (&options, check.consent),
                 &asserting,
-                check.consent,
-                draft.time_ms,
-                draft.action.as_str(),
-                Some(&id),
-            )?;
-            Ok(findings)
+            )?)
         })
         .await
     }

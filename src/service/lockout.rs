@@ -24,7 +24,9 @@ use crate::{
 };
 
 use super::{
-    Action, AuditDraft, Caller, Error, Gateway, millis,
+    Action, AuditDraft, Caller, Error, Gateway,
+    keeping::Keeping,
+    millis,
     records::{MissCounterRecord, MissCounterV1, MissMarkRecord, MissMarkV1, decode, encode},
 };
 
@@ -361,6 +363,8 @@ fn audit_trip(tx: &mut dyn Txn, draft: &AuditDraft, trip: &Trip) -> Result<(), s
         action: Action::Lockout,
         target: Some(trip.subject.to_string()),
         check: None,
+        kept: Vec::new(),
+        check_took: None,
     };
     record.write(tx, &Err::<(), _>(Error::ResourceExhausted("lockout")))
 }
@@ -396,9 +400,15 @@ impl Gateway {
                 if !matches!(outcome, Err(Error::NotFound)) {
                     return (outcome, Vec::new());
                 }
+                // The miss and the lockouts it trips stand although the call is refused.
+                let trip_draft = draft.clone();
+                let tx = &mut Keeping {
+                    tx,
+                    kept: &mut draft.kept,
+                };
                 let trips = count_miss(tx, &policy, &guess, now_ms).and_then(|trips| {
                     for trip in &trips {
-                        audit_trip(tx, draft, trip)?;
+                        audit_trip(tx, &trip_draft, trip)?;
                     }
                     Ok(trips)
                 });

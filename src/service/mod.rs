@@ -16,6 +16,7 @@ pub mod clinical;
 mod dispensing;
 mod events;
 mod intake;
+mod keeping;
 mod lockout;
 mod master_import;
 mod prescriptions;
@@ -327,10 +328,11 @@ impl Gateway {
         &self.config.limits
     }
 
-    /// Runs `decide` and the audit record of its outcome in one transaction. The writes of
-    /// `decide` are committed whatever its outcome but an internal error (which rolls back
-    /// everything): a refusal may count what it refused. A transaction that fails so still
-    /// leaves its audit record, written in a transaction of its own.
+    /// Runs `decide` and the audit record of its outcome in one transaction. A refusal rolls
+    /// back every write of `decide` but those it made through its draft's `Keeping` (keeping.rs)
+    /// and commits the audit record of the refusal; so does an internal error or corrupt stored
+    /// data. A store that fails (I/O, engine, closed) aborts the whole transaction, and the
+    /// call's audit record follows in a transaction of its own.
     async fn run<T: Send + 'static>(
         &self,
         draft: AuditDraft,
@@ -356,25 +358,35 @@ impl Gateway {
         let receipt = draft.caller.receipt.clone();
         let committed = self.store.transact(move |tx: &mut dyn Txn| {
             let mut draft = draft;
+            let before = tx.savepoint();
             let (outcome, noted) = decide(tx, &mut draft);
             let written = match &outcome {
-                // A store error inside `decide` aborts the whole transaction.
-                Err(Error::Store(e)) => Err(e.clone()),
-                Err(Error::Internal(e)) => Err(store::Error::Engine(e.clone())),
-                _ => draft.write(tx, &outcome),
+                Err(Error::Store(e)) if !matches!(e, store::Error::Corrupt(_)) => Err(e.clone()),
+                Err(_) => {
+                    tx.rollback_to(before);
+                    keeping::replay(tx, &draft.kept);
+                    draft.write(tx, &outcome)
+                }
+                Ok(_) => draft.write(tx, &outcome),
             };
             *keep.lock().unwrap_or_else(|e| e.into_inner()) = draft;
             written.map(|()| (outcome, noted))
         });
         receipt.submit();
         let store = Arc::clone(&self.store);
+        let metrics = Arc::clone(&self.metrics);
         let finished = tokio::spawn(async move {
+            let draft = || decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let failed = match committed.await {
-                Ok(Ok(done)) => return Ok(done),
+                Ok(Ok(done)) => {
+                    if let Some(took) = draft().check_took {
+                        metrics.check.observe_duration(took);
+                    }
+                    return Ok(done);
+                }
                 Ok(Err(e)) | Err(e) => Error::from(e),
             };
-            let draft = decided.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            audit_failed(&store, draft, &failed).await;
+            audit_failed(&store, draft(), &failed).await;
             Err(failed)
         })
         .await;

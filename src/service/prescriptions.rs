@@ -1,5 +1,7 @@
 //! The clinic's use cases: register, cancel, status and the pre-issue check of a draft.
 
+use std::time::Duration;
+
 use ring::rand::SecureRandom;
 
 use crate::{
@@ -16,8 +18,11 @@ use crate::{
 };
 
 use super::{
-    Acknowledgement, Action, Caller, CheckRequest, Error, Findings, Gateway, OnCritical, clinical,
-    events, millis,
+    Acknowledgement, Action, Caller, CheckRequest, Error, Findings, Gateway, OnCritical,
+    audit::checked,
+    clinical, events,
+    keeping::Keeping,
+    millis,
     records::{
         AcknowledgedV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord,
         PrescriptionV3, StateV1, encode,
@@ -197,12 +202,20 @@ impl Gateway {
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
-            // Spent by every registration, a refused or repeated one too (it is written even
-            // when the registration is refused, as the audit record is: that is its point).
-            let budget =
-                clinical::spend_check_budget(tx, &record.patient_key, lines.len(), draft.time_ms, &limits)?;
+            // Spent by every registration, a refused or repeated one too (kept when the
+            // registration is refused, as the audit record is: that is its point).
+            let budget = clinical::spend_check_budget(
+                &mut Keeping {
+                    tx,
+                    kept: &mut draft.kept,
+                },
+                &record.patient_key,
+                lines.len(),
+                draft.time_ms,
+                &limits,
+            )?;
             let consent = clinical::budgeted_consent(budget, check.consent);
-            let findings_excluding = |tx: &dyn Txn, id: &str| {
+            let findings_excluding = |tx: &dyn Txn, id: &str, took: &mut Option<Duration>| {
                 let subject = clinical::Subject {
                     caller: &caller.institution.code,
                     patient: &record.patient_key,
@@ -210,7 +223,7 @@ impl Gateway {
                     lines: &new_lines,
                     exclude: Some(id),
                 };
-                checker.run_on(tx, &subject, &history, &options, consent)
+                checker.run_on(tx, &subject, &history, (&options, consent), took)
             };
             // The institution's number again: with the same content (the number is part of it),
             // the original answer and nothing new stored; with other content, refused.
@@ -224,7 +237,7 @@ impl Gateway {
                 }
                 draft.target = Some(id.clone());
                 return Ok(Registered {
-                    findings: findings_excluding(tx, &id)?,
+                    findings: findings_excluding(tx, &id, &mut draft.check_took)?,
                     id,
                     exchange_number: stored.record.exchange_number,
                     state: stored.lifecycle.state_on(today),
@@ -232,7 +245,7 @@ impl Gateway {
                 });
             }
             clinical::admit_prescribed(&history, &record.institution, lines.len(), &limits)?;
-            let findings = findings_excluding(tx, &record.id)?;
+            let findings = findings_excluding(tx, &record.id, &mut draft.check_took)?;
             let unacknowledged = clinical::unacknowledged(&findings.shown, &acks);
             if on_critical == OnCritical::RequireOverride && !unacknowledged.is_empty() {
                 return Err(Error::CriticalFindings {
@@ -378,7 +391,10 @@ impl Gateway {
         self.run(draft, move |tx, draft| {
             let lines = clinical::new_lines(draft_facts.lines.iter().map(|l| &l.drug));
             let budget = clinical::spend_check_budget(
-                tx,
+                &mut Keeping {
+                    tx,
+                    kept: &mut draft.kept,
+                },
                 &patient,
                 lines.len(),
                 draft.time_ms,
@@ -394,17 +410,13 @@ impl Gateway {
                 lines: &lines,
                 exclude: None,
             };
-            let findings = checker.run(tx, &subject, &options, check.consent)?;
-            clinical::record_consent(
+            Ok(checked(
                 tx,
-                &patient,
+                draft,
+                (&checker, &subject),
+                (&options, check.consent),
                 &asserting,
-                check.consent,
-                draft.time_ms,
-                draft.action.as_str(),
-                None,
-            )?;
-            Ok(findings)
+            )?)
         })
         .await
     }

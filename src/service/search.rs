@@ -187,6 +187,12 @@ mod tests {
         fn delete(&mut self, table: Table, key: &[u8]) {
             self.tx.delete(table, key)
         }
+        fn savepoint(&mut self) -> store::Savepoint {
+            self.tx.savepoint()
+        }
+        fn rollback_to(&mut self, savepoint: store::Savepoint) {
+            self.tx.rollback_to(savepoint)
+        }
         fn scan_prefix(
             &self,
             table: Table,

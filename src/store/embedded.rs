@@ -62,7 +62,7 @@ use tokio::sync::oneshot;
 
 use super::fjall::FjallEngine;
 use super::sled::SledEngine;
-use super::{Answer, Entry, Error, Outcome, Stats, Store, Table, Txn, TxnFn};
+use super::{Answer, Entry, Error, Outcome, Savepoint, Stats, Store, Table, Txn, TxnFn};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
 /// The engine's cache of [`EmbeddedStore::open`], in MiB.
@@ -503,6 +503,7 @@ impl Writer {
             engine: self.engine.as_ref(),
             committed,
             writes: Overlay::new(),
+            savepoints: Vec::new(),
         };
         // The overlay is discarded after a panic, so no broken state can be observed.
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
@@ -601,6 +602,8 @@ struct EngineTxn<'a> {
     engine: &'a dyn Engine,
     committed: &'a Overlay,
     writes: Overlay,
+    /// The writes as each savepoint found them, the oldest first: a savepoint is its index.
+    savepoints: Vec<Overlay>,
 }
 
 impl EngineTxn<'_> {
@@ -700,6 +703,18 @@ impl Txn for EngineTxn<'_> {
         self.writes.insert(engine_key(table, key), None);
     }
 
+    fn savepoint(&mut self) -> Savepoint {
+        self.savepoints.push(self.writes.clone());
+        Savepoint(self.savepoints.len() - 1)
+    }
+
+    fn rollback_to(&mut self, savepoint: Savepoint) {
+        if let Some(writes) = self.savepoints.get(savepoint.0) {
+            self.writes = writes.clone();
+            self.savepoints.truncate(savepoint.0 + 1);
+        }
+    }
+
     fn scan_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, Error> {
         let lo = engine_key(table, prefix);
         let hi = prefix_end(&lo);
@@ -792,6 +807,47 @@ mod tests {
         assert_eq!(store.failure(), None);
         store.close().unwrap();
         assert_eq!(store.failure(), Some(Error::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_rollback_to_a_savepoint_keeps_only_the_writes_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let seen = store
+            .transact(|tx| {
+                tx.put(Table::Meta, b"before", b"1");
+                let outer = tx.savepoint();
+                tx.put(Table::Meta, b"between", b"2");
+                tx.put(Table::Meta, b"before", b"changed");
+                let inner = tx.savepoint();
+                tx.delete(Table::Meta, b"between");
+                tx.rollback_to(inner);
+                let between = tx.get(Table::Meta, b"between")?;
+                tx.rollback_to(outer);
+                tx.put(Table::Meta, b"after", b"3");
+                // The outer savepoint outlives a rollback to it; the inner one did not.
+                tx.rollback_to(inner);
+                Ok::<_, Error>(between)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen,
+            Some(b"2".to_vec()),
+            "the inner rollback undid the delete"
+        );
+        let stored = store
+            .transact(|tx| {
+                ["before", "between", "after"]
+                    .map(|k| tx.get(Table::Meta, k.as_bytes()))
+                    .into_iter()
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, [Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
     }
 
     #[test]

@@ -4,11 +4,22 @@
 //! file). Nothing here may depend on the domain, the protocol types or any async runtime.
 //!
 //! Guarantees every engine gives:
-//! - Transaction functions run one at a time, in submission order, each seeing the writes of
-//!   every transaction committed before it: "check, then write" inside one function is atomic.
+//! - Transactions are serializable: the committed ones have the effect of running one at a
+//!   time, each seeing the writes of every transaction committed before it, so "check, then
+//!   write" inside one function is atomic. (The embedded engine runs them one at a time on one
+//!   thread, in submission order; an engine over a database may run them side by side.)
 //! - A transaction's writes become visible and durable together, or not at all.
 //! - An answer is given only once every write it could have observed is durable, so no answer
 //!   (commit, rollback or read) ever reveals state that a crash could take back.
+//!
+//! What every transaction function must therefore be:
+//! - Re-runnable. An engine may run a function more than once (a serialization failure is
+//!   retried) and keep only the last run's writes. So a function changes nothing outside its
+//!   `Txn`: no counters, metrics, logs or random draws inside it — what must be counted is
+//!   written through the `Txn` or noted for after the answer, and random values are drawn
+//!   before the function is submitted. (The embedded engine runs each once; the type is still
+//!   `FnOnce` for that reason, and an engine that retries needs `Fn`.)
+//! - Quick and self-contained: it must not block, do IO, or wait on the runtime.
 
 mod embedded;
 mod fjall;
@@ -136,6 +147,14 @@ pub trait Txn {
         limit: usize,
     ) -> Result<Vec<Entry>, Error>;
 
+    /// Marks the transaction's writes so far, for [`Txn::rollback_to`].
+    fn savepoint(&mut self) -> Savepoint;
+
+    /// Discards every write made since `savepoint` was taken (and the savepoints taken after
+    /// it); the writes before it stay. The savepoint stays usable. A savepoint of another
+    /// transaction is ignored.
+    fn rollback_to(&mut self, savepoint: Savepoint);
+
     /// The last value [`Txn::next_sequence`] gave for the named counter (0 before the first).
     fn sequence(&self, name: &str) -> Result<u64, Error> {
         match self.get(Table::Meta, &sequence_key(name))? {
@@ -163,6 +182,12 @@ pub trait Txn {
         Ok(next)
     }
 }
+
+/// A mark in a transaction's writes ([`Txn::savepoint`]): what a refused decision's writes are
+/// rolled back to, so that the transaction can still commit the writes made before it (and
+/// after, such as the call's audit record). Only an engine makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Savepoint(usize);
 
 /// Where the counter `name` of [`Txn::next_sequence`] is kept.
 fn sequence_key(name: &str) -> Vec<u8> {

@@ -742,3 +742,31 @@ async fn metrics_count_requests_checks_and_commits() {
     assert!(text.contains("rxgate_store_batch_size_bucket"));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_spends_the_check_budget_too() {
+    let h = start_with(|c| c.limits.patient_check_lines = 2).await;
+    let rx = |clinic: &str, number: &str, drug: &str| prescription(&h, clinic, number, 21, &[drug]);
+    let consent = pb::Consent::Card;
+    register(&h, &rx(CLINIC2, "KEPT-1", ITRACONAZOLE), consent, vec![])
+        .await
+        .unwrap();
+    // Refused for its unacknowledged critical finding, within the budget: the finding names
+    // the other drug, as consent allows; and its line is spent although nothing is stored.
+    let refused = register(&h, &rx(CLINIC, "KEPT-2", TRIAZOLAM), consent, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(check_findings(&refused).findings[0].other.is_some());
+    // So the budget is spent: the same refusal now answers as without consent. Had the refusal
+    // given its line back, a clinic could probe the history by registrations it lets fail.
+    let masked = register(&h, &rx(CLINIC, "KEPT-3", TRIAZOLAM), consent, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(masked.code(), Code::FailedPrecondition, "{masked:?}");
+    assert!(
+        check_findings(&masked).findings[0].other.is_none(),
+        "{masked:?}"
+    );
+    h.shutdown().await;
+}

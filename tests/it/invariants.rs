@@ -299,7 +299,10 @@ const DOMAIN_FORBIDS: [(&[&str], &str); 14] = [
     (&["prost"], "gRPC"),
     (&["prost_types"], "gRPC"),
     (&["prost_reflect"], "gRPC"),
-    (&["crate", "wire"], "the wire types: generated prost types, documents, JSON"),
+    (
+        &["crate", "wire"],
+        "the wire types: generated prost types, documents, JSON",
+    ),
     (&["crate", "grpc"], "gRPC: the adapter"),
     (&["std", "fs"], "the file system"),
     (&["tokio", "fs"], "the file system"),

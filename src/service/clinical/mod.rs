@@ -18,7 +18,10 @@ pub use policy::{
     budgeted_consent, record_consent, spend_check_budget, unacknowledged,
 };
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     domain::{
@@ -123,23 +126,25 @@ impl Checker {
         &self,
         tx: &dyn Txn,
         subject: &Subject<'_>,
-        options: &CheckOptions,
-        consent: Consent,
+        (options, consent): (&CheckOptions, Consent),
+        took: &mut Option<Duration>,
     ) -> Result<Findings, store::Error> {
         let history = PatientHistory::read(tx, subject.patient)?;
-        self.run_on(tx, subject, &history, options, consent)
+        self.run_on(tx, subject, &history, (options, consent), took)
     }
 
     /// Runs the checks of `subject` against the patient's history as already read, masks the
     /// findings as the consent requires and caps the non-critical ones. A history over the
     /// configured size is not read in part: every line gets a critical not-checked finding.
+    /// How long it took goes to `took` (the call's draft), for the metric observed once the
+    /// transaction has committed: a transaction function changes nothing outside its `Txn`.
     pub fn run_on(
         &self,
         tx: &dyn Txn,
         subject: &Subject<'_>,
         history: &PatientHistory,
-        options: &CheckOptions,
-        consent: Consent,
+        (options, consent): (&CheckOptions, Consent),
+        took: &mut Option<Duration>,
     ) -> Result<Findings, store::Error> {
         let started = Instant::now();
         let findings = if history.0.len() > self.limits.history_entries_per_patient {
@@ -156,7 +161,7 @@ impl Checker {
             checks::check(&input, &c.catalog, &c.table, options)
         };
         let findings = checks::mask(findings, consent);
-        self.metrics.check.observe_duration(started.elapsed());
+        *took = Some(started.elapsed());
         Ok(Findings::capped(findings, self.limits.findings_per_answer))
     }
 }

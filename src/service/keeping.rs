@@ -1,0 +1,168 @@
+//! The writes a refused call keeps. A decision's writes are rolled back when it refuses
+//! (`Gateway::run`), but a few things must stand whatever the decision: the check budget a
+//! registration spent and the lookup misses a pharmacy was counted for (with the records of the
+//! lockouts they tripped) — a refusal that undid them would make the refusal itself the way
+//! around the bound. Such writes go through [`Keeping`], which writes them at once and notes
+//! them, and the runner makes them again after the rollback. A kept write must not be computed
+//! from the decision's own writes, which the rollback takes away.
+
+use crate::store::{self, Entry, Savepoint, Table, Txn};
+
+/// One write a refusal keeps.
+#[derive(Debug, Clone)]
+pub(super) enum Kept {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+}
+
+/// Makes `kept` again, in order, after a rollback.
+pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) {
+    for write in kept {
+        match write {
+            Kept::Put(table, key, value) => tx.put(*table, key, value),
+            Kept::Delete(table, key) => tx.delete(*table, key),
+        }
+    }
+}
+
+/// A transaction whose writes are also noted in `kept`; reads go through unchanged.
+pub(super) struct Keeping<'a> {
+    pub(super) tx: &'a mut dyn Txn,
+    pub(super) kept: &'a mut Vec<Kept>,
+}
+
+impl Txn for Keeping<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.tx.get(table, key)
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.kept
+            .push(Kept::Put(table, key.to_vec(), value.to_vec()));
+        self.tx.put(table, key, value);
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.kept.push(Kept::Delete(table, key.to_vec()));
+        self.tx.delete(table, key);
+    }
+
+    fn savepoint(&mut self) -> Savepoint {
+        self.tx.savepoint()
+    }
+
+    fn rollback_to(&mut self, savepoint: Savepoint) {
+        self.tx.rollback_to(savepoint);
+    }
+
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        self.tx.scan_prefix(table, prefix, limit)
+    }
+
+    fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        self.tx.scan_range(table, start, end, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::{
+        domain::ids::InstitutionKind,
+        service::{
+            Action, Error, Gateway, audit_chain,
+            testing::{caller, gateway},
+        },
+        store::Store,
+    };
+
+    /// Runs a decision that writes `decided`, keeps `kept` and ends with `outcome`; returns the
+    /// call's answer, which of the two keys the store then holds, and the audit records added.
+    async fn decide(
+        gateway: &Gateway,
+        outcome: Result<(), Error>,
+    ) -> (Result<(), Error>, [bool; 2], u64) {
+        let audited = || async {
+            gateway
+                .store
+                .transact(|tx| audit_chain::heads(tx))
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(|h| h.sequence)
+                .sum::<u64>()
+        };
+        let pharmacy = caller(InstitutionKind::Pharmacy);
+        // The chain's first record comes with its genesis link: begun here, so that the
+        // count below is the call's records alone.
+        let began = gateway.audit_access(&pharmacy, Action::ExportAudit).await;
+        assert_eq!(began, Ok(()));
+        let before = audited().await;
+        let draft = gateway.draft(&pharmacy, Action::LookupPrescription, SystemTime::now());
+        let answer = gateway
+            .run(draft, move |tx, draft| {
+                tx.put(Table::Meta, b"decided", b"");
+                Keeping {
+                    tx,
+                    kept: &mut draft.kept,
+                }
+                .put(Table::Meta, b"kept", b"");
+                outcome
+            })
+            .await;
+        let held = gateway
+            .store
+            .transact(|tx| {
+                Ok::<_, store::Error>([
+                    tx.get(Table::Meta, b"decided")?.is_some(),
+                    tx.get(Table::Meta, b"kept")?.is_some(),
+                ])
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        (answer, held, audited().await - before)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_commits_only_its_kept_writes_and_its_audit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = gateway(dir.path());
+        let refused = decide(&gateway, Err(Error::NotFound)).await;
+        assert_eq!(refused, (Err(Error::NotFound), [false, true], 1));
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_or_corrupt_data_is_refused_the_same_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = gateway(dir.path());
+        for error in [
+            Error::Internal("a bug".into()),
+            Error::Store(store::Error::Corrupt("a record".into())),
+        ] {
+            let (answer, held, audited) = decide(&gateway, Err(error.clone())).await;
+            assert_eq!((answer, held, audited), (Err(error), [false, true], 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_that_succeeds_commits_all_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = gateway(dir.path());
+        assert_eq!(decide(&gateway, Ok(())).await, (Ok(()), [true, true], 1));
+    }
+}
