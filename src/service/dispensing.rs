@@ -19,7 +19,7 @@ use super::{
     Action, Caller, CheckRequest, Error, Findings, Gateway,
     audit::{begin_check, checked},
     clinical, millis,
-    records::{DispensingRecordRecord, DispensingV2, DocumentRecord, DocumentV1, decode, encode},
+    records::{DispensingV2, DocumentRecord, DocumentV1, StoredDispensingRecord, decode, encode},
     schema::key,
     signatures,
     stored::{LineProgress, Stored, corrupt, date, find_active},
@@ -397,7 +397,7 @@ impl Gateway {
             tx.put(
                 Table::Dispensings,
                 &record_key,
-                &encode(&DispensingRecordRecord::V2(record)),
+                &encode(&StoredDispensingRecord::V2(record)),
             );
             tx.put(
                 Table::Documents,

@@ -13,7 +13,7 @@ use crate::{
 use super::{
     DispensingSummary, Error, Gateway, millis,
     records::{
-        DispensingRecordRecord, EventKindV1, EventRecord, EventV1, PrescriptionV3, decode, encode,
+        EventKindV1, EventRecord, EventV1, PrescriptionV3, StoredDispensingRecord, decode, encode,
     },
     schema::key,
     stored::{corrupt, state_of},
@@ -198,7 +198,7 @@ fn dispensing_summary(
     let Some(bytes) = tx.get(Table::Dispensings, &k)? else {
         return Err(corrupt("event without its dispensing record"));
     };
-    let d = decode::<DispensingRecordRecord>(&bytes)?.current();
+    let d = decode::<StoredDispensingRecord>(&bytes)?.current();
     DispensingSummary::of(tx, d).map(Some)
 }
 

@@ -288,18 +288,20 @@ impl From<DispensingV1> for DispensingV2 {
     }
 }
 
+/// The stored record of a dispensing record: the pharmacy's signed document (the wire type
+/// `DispensingRecord`) with what the gateway learned receiving it, by version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DispensingRecordRecord {
+pub enum StoredDispensingRecord {
     V1(DispensingV1),
     V2(DispensingV2),
 }
 
-impl DispensingRecordRecord {
+impl StoredDispensingRecord {
     /// The record in the current version.
     pub fn current(self) -> DispensingV2 {
         match self {
-            DispensingRecordRecord::V1(d) => d.into(),
-            DispensingRecordRecord::V2(d) => d,
+            StoredDispensingRecord::V1(d) => d.into(),
+            StoredDispensingRecord::V2(d) => d,
         }
     }
 }
@@ -821,8 +823,8 @@ mod tests {
             signer_certificate_sha256: [2; 32],
             received_at_ms: 9,
         };
-        let bytes = encode(&DispensingRecordRecord::V1(v1));
-        let current = decode::<DispensingRecordRecord>(&bytes).unwrap().current();
+        let bytes = encode(&StoredDispensingRecord::V1(v1));
+        let current = decode::<StoredDispensingRecord>(&bytes).unwrap().current();
         assert_eq!(current.cms, SignatureV1::whole(cms));
         assert_eq!((current.record_number, current.received_at_ms), (2, 9));
     }

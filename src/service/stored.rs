@@ -21,8 +21,8 @@ use crate::{
 use super::{
     Error, clinical, events,
     records::{
-        DispensingRecordRecord, DispensingV2, EventKindV1, PrescriptionRecord, PrescriptionV3,
-        RefillWindowV1, StateV1, decode, encode,
+        DispensingV2, EventKindV1, PrescriptionRecord, PrescriptionV3, RefillWindowV1, StateV1,
+        StoredDispensingRecord, decode, encode,
     },
     schema::{accepted_key, exchange_key, expiry_key, key},
     signatures,
@@ -291,7 +291,7 @@ impl LineProgress {
         let mut progress = LineProgress::default();
         let mut records = Vec::new();
         for (_, v) in tx.scan_prefix(Table::Dispensings, &key(&[id.as_bytes(), b""]), usize::MAX)? {
-            let d = decode::<DispensingRecordRecord>(&v)?.current();
+            let d = decode::<StoredDispensingRecord>(&v)?.current();
             let document = DispensingRecord::decode(d.content.as_slice())
                 .map_err(|_| corrupt("stored dispensing record"))?;
             let facts = DispensingFacts::try_from(&document)
