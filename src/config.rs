@@ -24,8 +24,8 @@ use crate::{
     pki::identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
     pki::trust::TrustFiles,
     relay::RelayConfig,
-    service::{CheckPolicy, GatewayConfig, LockoutPolicy, MissLimit, OnCritical, Pseudonyms},
-    store::EngineKind,
+    service::{self, CheckPolicy, GatewayConfig, LockoutPolicy, MissLimit, OnCritical, Pseudonyms},
+    store::{self, EngineKind},
     tls::{ClientFiles, TlsFiles},
 };
 
@@ -80,9 +80,9 @@ pub struct Config {
     /// Wrong exchange numbers naming one patient, from any pharmacies, within
     /// `lookup_patient_miss_window_secs`: the one that reaches this count locks the patient for
     /// `lookup_patient_lockout_secs`, to the pharmacies that missed on them only.
-    #[serde(default = "default_max_misses")]
+    #[serde(default = "default_patient_max_misses")]
     pub lookup_patient_max_misses: u32,
-    #[serde(default = "default_patient_lockout")]
+    #[serde(default = "default_patient_window")]
     pub lookup_patient_miss_window_secs: u64,
     #[serde(default = "default_patient_lockout")]
     pub lookup_patient_lockout_secs: u64,
@@ -258,31 +258,37 @@ fn default_listen() -> SocketAddr {
     "127.0.0.1:50051".parse().expect("a valid address")
 }
 fn default_signing_window() -> u64 {
-    24 * 3600
+    VerifierConfig::default().signing_time_window.as_secs()
 }
 fn default_skew() -> u64 {
-    300
+    VerifierConfig::default().clock_skew.as_secs()
 }
 fn default_store_cache_mib() -> u64 {
-    crate::store::DEFAULT_CACHE_MIB
+    store::DEFAULT_CACHE_MIB
 }
 fn default_chain_cache() -> usize {
-    10_000
+    VerifierConfig::default().chain_cache_capacity
 }
 fn default_max_usable_days() -> u32 {
-    30
+    service::MAX_USABLE_DAYS
 }
 fn default_max_misses() -> u32 {
-    10
+    LockoutPolicy::default().pharmacy.max_misses
 }
 fn default_miss_window() -> u64 {
-    600
+    LockoutPolicy::default().pharmacy.window.as_secs()
 }
 fn default_lockout() -> u64 {
-    900
+    LockoutPolicy::default().pharmacy.lockout.as_secs()
+}
+fn default_patient_max_misses() -> u32 {
+    LockoutPolicy::default().patient.max_misses
+}
+fn default_patient_window() -> u64 {
+    LockoutPolicy::default().patient.window.as_secs()
 }
 fn default_patient_lockout() -> u64 {
-    86_400
+    LockoutPolicy::default().patient.lockout.as_secs()
 }
 fn default_crl_refresh() -> u64 {
     30
@@ -291,7 +297,7 @@ fn default_sweep() -> u64 {
     60
 }
 fn default_stuck_after() -> u64 {
-    3 * 86_400
+    service::STUCK_AFTER.as_secs()
 }
 fn default_audit_checkpoint() -> u64 {
     60
@@ -366,8 +372,8 @@ impl Config {
             lookup_max_misses: default_max_misses(),
             lookup_miss_window_secs: default_miss_window(),
             lookup_lockout_secs: default_lockout(),
-            lookup_patient_max_misses: default_max_misses(),
-            lookup_patient_miss_window_secs: default_patient_lockout(),
+            lookup_patient_max_misses: default_patient_max_misses(),
+            lookup_patient_miss_window_secs: default_patient_window(),
             lookup_patient_lockout_secs: default_patient_lockout(),
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
@@ -584,6 +590,19 @@ mod tests {
             config.verifier_config().unwrap().signing_time_window,
             Duration::from_secs(86_400)
         );
+    }
+
+    #[test]
+    fn an_unset_setting_means_what_the_verifier_and_the_gateway_default_to() {
+        let config = Config::dev(PathBuf::from("unused"));
+        let (set, default) = (config.verifier_config().unwrap(), VerifierConfig::default());
+        assert_eq!(set.signing_time_window, default.signing_time_window);
+        assert_eq!(set.clock_skew, default.clock_skew);
+        assert_eq!(set.chain_cache_capacity, default.chain_cache_capacity);
+        let (set, default) = (config.gateway_config().unwrap(), GatewayConfig::default());
+        assert_eq!(format!("{:?}", set.lockout), format!("{:?}", default.lockout));
+        assert_eq!(set.max_usable_days, default.max_usable_days);
+        assert_eq!(set.stuck_after, default.stuck_after);
     }
 
     #[test]

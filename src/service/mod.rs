@@ -208,16 +208,22 @@ pub struct GatewayConfig {
     pub audit_writer: [u8; 32],
 }
 
+/// The default of [`GatewayConfig::max_usable_days`] (and of the configuration's).
+pub const MAX_USABLE_DAYS: u32 = 30;
+
+/// The default of [`GatewayConfig::stuck_after`] (and of the configuration's).
+pub const STUCK_AFTER: Duration = Duration::from_secs(3 * 86_400);
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
-            max_usable_days: 30,
+            max_usable_days: MAX_USABLE_DAYS,
             lockout: LockoutPolicy::default(),
             search_limit: 100,
             checks: CheckPolicy::default(),
             limits: Limits::default(),
             pseudonyms: Pseudonyms::ephemeral(),
-            stuck_after: Duration::from_secs(3 * 86_400),
+            stuck_after: STUCK_AFTER,
             trusted_senders: TrustedSenders::default(),
             audit_writer: [0; 32],
         }
