@@ -215,12 +215,6 @@ impl Lifecycle {
         }
     }
 
-    /// The last day it stays usable without being accepted: the 4-day rule (or usable-until)
-    /// for the first use, the window's end for a refill's next use.
-    pub fn last_usable_day(&self) -> JapanDate {
-        self.refill_window.map_or(self.usable_through, |w| w.until)
-    }
-
     fn refuse_inactive(state: &State) -> LifecycleError {
         match state {
             State::Dispensed { .. } => LifecycleError::Dispensed,
