@@ -35,7 +35,7 @@
 //!   writers share a row. The unchained records of older stores were keyed by the store-wide
 //!   counter `audit`, which is now only read (a chain's genesis link records how far it went).
 
-/// Declares columns as an SQL table would: `name: Kind` each (a [`ColumnType`]), followed by
+/// Declares columns as an SQL table would: `name: Kind` each (a `store::ColumnType`), followed by
 /// `nullable` for a column a row may leave empty.
 macro_rules! columns {
     ($($name:ident: $kind:ident $($nullable:ident)?),* $(,)?) => {
@@ -48,6 +48,7 @@ macro_rules! columns {
     (@nullable nullable) => { true };
     (@nullable) => { false };
 }
+
 mod audit;
 mod clinical;
 mod events;
