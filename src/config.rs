@@ -600,7 +600,10 @@ mod tests {
         assert_eq!(set.clock_skew, default.clock_skew);
         assert_eq!(set.chain_cache_capacity, default.chain_cache_capacity);
         let (set, default) = (config.gateway_config().unwrap(), GatewayConfig::default());
-        assert_eq!(format!("{:?}", set.lockout), format!("{:?}", default.lockout));
+        assert_eq!(
+            format!("{:?}", set.lockout),
+            format!("{:?}", default.lockout)
+        );
         assert_eq!(set.max_usable_days, default.max_usable_days);
         assert_eq!(set.stuck_after, default.stuck_after);
     }

@@ -8,7 +8,11 @@ use crate::{
     store::{self, Store, Table, Txn},
 };
 
-use super::{Error, Gateway, millis, schema::key, stored::Stored};
+use super::{
+    Error, Gateway, millis,
+    schema::{accepted_range, expired_before, id_of_accepted, id_of_expiry, successor},
+    stored::Stored,
+};
 
 /// An accepted prescription without a dispensing record for too long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,16 +34,13 @@ pub(super) fn stuck_page(
     page: usize,
     horizon: i64,
 ) -> Result<(Vec<Stuck>, Option<Vec<u8>>), store::Error> {
-    let prefix = key(&[b"accepted", b""]);
-    let mut end = prefix.clone();
-    *end.last_mut().expect("the prefix ends in a separator") += 1;
-    let rows = tx.scan_range(Table::Meta, start, &end, page)?;
+    let rows = tx.scan_range(Table::Meta, start, &accepted_range().end, page)?;
     let next = (rows.len() == page)
-        .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+        .then(|| rows.last().map(|(k, _)| successor(k)))
         .flatten();
     let mut stuck = Vec::new();
     for (k, _) in rows {
-        let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let id = id_of_accepted(&k);
         let Some(stored) = Stored::load(tx, &id)? else {
             continue;
         };
@@ -70,16 +71,15 @@ impl Gateway {
     pub async fn sweep_expired(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let (today, now_ms) = (JapanDate::of(now), millis(now));
+        let pseudonyms = self.config.pseudonyms.clone();
         let outcome = self
             .store
             .transact(move |tx: &mut dyn Txn| -> Result<usize, store::Error> {
                 // Keys sort by date: everything before today's key is past its last usable day.
-                let end = key(&[b"expiry", today.to_string().as_bytes()]);
+                let past = expired_before(&today.to_string());
                 let mut expired = 0;
-                for (k, _) in tx.scan_range(Table::Meta, b"expiry\0", &end, 10_000)? {
-                    let id =
-                        String::from_utf8_lossy(k.rsplit(|b| *b == 0).next().unwrap_or_default())
-                            .into_owned();
+                for (k, _) in tx.scan_range(Table::Meta, &past.start, &past.end, 10_000)? {
+                    let id = id_of_expiry(&k);
                     let Some(stored) = Stored::load(tx, &id)? else {
                         tx.delete(Table::Meta, &k);
                         continue;
@@ -87,7 +87,7 @@ impl Gateway {
                     match stored.lifecycle.expire(today) {
                         // apply() drops the index entry of a prescription that stops being active
                         Some(t) => {
-                            stored.apply(tx, t, today, now_ms)?;
+                            stored.apply(tx, t, today, now_ms, &pseudonyms)?;
                             expired += 1;
                         }
                         None if !stored.lifecycle.state.is_active() => tx.delete(Table::Meta, &k),
@@ -111,7 +111,7 @@ impl Gateway {
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let horizon = millis(self.clock.now()).saturating_sub(after_ms);
         let mut stuck = Vec::new();
-        let mut from = key(&[b"accepted", b""]);
+        let mut from = accepted_range().start;
         loop {
             let start = from.clone();
             let (page, next) = self
@@ -146,7 +146,7 @@ mod tests {
         service::{
             prescriptions::allocate_exchange_number,
             records::{PrescriptionRecord, encode},
-            schema::{accepted_key, exchange_key, expiry_key},
+            schema::{accepted_key, exchange_key, expiry_key, prescription_key},
             testing,
         },
         store::EmbeddedStore,
@@ -161,13 +161,15 @@ mod tests {
                 for id in ["a", "b", "c", "d", "e"] {
                     tx.put(Table::Meta, &accepted_key(id), b"");
                 }
-                // Neighbours of the index that a page must never read.
-                tx.put(Table::Meta, b"accepte", b"");
-                tx.put(Table::Meta, b"accepted\x01", b"");
+                // Neighbours of the index that a page must never read: a key its name starts
+                // with ("accepte"), and the first key after it.
+                let index = accepted_range();
+                tx.put(Table::Meta, &index.start[..index.start.len() - 2], b"");
+                tx.put(Table::Meta, &index.end, b"");
                 let mut pages = Vec::new();
-                let mut from = key(&[b"accepted", b""]);
+                let mut from = index.start.clone();
                 loop {
-                    let rows = tx.scan_range(Table::Meta, &from, b"accepted\x01", 10)?;
+                    let rows = tx.scan_range(Table::Meta, &from, &index.end, 10)?;
                     let (stuck, next) = stuck_page(tx, &from, 2, i64::MAX)?;
                     // No prescription behind the keys: nothing is stuck, every key is read once.
                     assert!(stuck.is_empty());
@@ -216,7 +218,7 @@ mod tests {
                 tx.put(Table::Meta, &expiry_key(&new.usable_through, &new.id), b"");
                 tx.put(
                     Table::Prescriptions,
-                    new.id.as_bytes(),
+                    prescription_key(&new.id),
                     &encode(&PrescriptionRecord::V3(new.clone())),
                 );
                 Ok::<_, Error>(new.id)

@@ -3,9 +3,8 @@
 //! holding the SHA-256 of the encoded link before it. The only row a call writes besides its
 //! record is its writer's head, so gateways sharing a store never write the same row.
 //!
-//! Keys in [`Table::Audit`]: 8 bytes (a big-endian store-wide sequence) for the unchained
-//! records of stores written before the chain; `c`, writer, sequence (big-endian) for links.
-//! Heads are in [`Table::AuditChain`] under `head\0` and the writer.
+//! Links are in [`Table::Audit`] and heads in [`Table::AuditChain`], keyed as `service::schema`
+//! lays them out (beside the unchained records of stores written before the chain).
 
 use crate::{
     domain::hash::sha256,
@@ -16,36 +15,8 @@ use super::{
     AuditEntry, Error, Gateway,
     records::{AuditRecord, AuditV2, AuditV3, ChainHeadRecord, ChainHeadV1, ChainedV1},
     records::{decode, encode},
+    schema::{self, head_key, link_key, parse_key},
 };
-
-/// The first byte of a link's key (an unchained record's key starts with 0).
-const LINK: u8 = b'c';
-const HEAD: &[u8] = b"head\0";
-/// The store-wide counter the unchained records were keyed by.
-const UNCHAINED_COUNTER: &str = "audit";
-
-/// Where the link `sequence` of `writer` is kept.
-pub fn link_key(writer: &[u8; 32], sequence: u64) -> Vec<u8> {
-    [&[LINK][..], writer, &sequence.to_be_bytes()].concat()
-}
-
-/// Where the head of `writer` is kept in [`Table::AuditChain`].
-pub fn head_key(writer: &[u8; 32]) -> Vec<u8> {
-    [HEAD, writer].concat()
-}
-
-/// The writer (for a link) and the sequence an audit key names.
-pub fn parse_key(key: &[u8]) -> Result<(Option<[u8; 32]>, u64), store::Error> {
-    let corrupt = || store::Error::Corrupt("audit key".into());
-    let sequence = |b: &[u8]| b.try_into().map(u64::from_be_bytes).map_err(|_| corrupt());
-    match key {
-        [LINK, rest @ ..] if rest.len() == 40 => {
-            let writer = rest[..32].try_into().map_err(|_| corrupt())?;
-            Ok((Some(writer), sequence(&rest[32..])?))
-        }
-        _ => Ok((None, sequence(key)?)),
-    }
-}
 
 /// The head of `writer`'s chain, if it has begun.
 pub fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
@@ -56,7 +27,7 @@ pub fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, stor
 
 /// Every chain head of the store, by writer.
 pub fn heads(tx: &dyn Txn) -> Result<Vec<ChainHeadV1>, store::Error> {
-    tx.scan_prefix(Table::AuditChain, HEAD, usize::MAX)?
+    tx.scan_prefix(Table::AuditChain, schema::HEADS, usize::MAX)?
         .iter()
         .map(|(_, v)| decode::<ChainHeadRecord>(v).map(|ChainHeadRecord::V1(h)| h))
         .collect()
@@ -73,7 +44,7 @@ pub fn append(
     let head = match head(tx, writer)? {
         Some(head) => head,
         None => {
-            let unchained = tx.sequence(UNCHAINED_COUNTER)?;
+            let unchained = tx.sequence(schema::UNCHAINED_AUDIT_SEQUENCE)?;
             let before = ChainHeadV1 {
                 writer: *writer,
                 sequence: 0,
@@ -88,19 +59,22 @@ pub fn append(
 
 /// Writes the link after `head` and makes it the head.
 fn link(tx: &mut dyn Txn, head: ChainHeadV1, entry: ChainedV1) -> ChainHeadV1 {
-    let record = AuditV3 {
+    let sequence = head.sequence + 1;
+    let record = AuditRecord::V3(AuditV3 {
         writer: head.writer,
-        sequence: head.sequence + 1,
+        sequence,
         previous: head.hash,
         entry,
-    };
-    let bytes = encode(&AuditRecord::V3(record));
+    });
+    let bytes = encode(&record);
     let next = ChainHeadV1 {
         writer: head.writer,
-        sequence: head.sequence + 1,
+        sequence,
         hash: sha256(&bytes),
     };
-    tx.put(Table::Audit, &link_key(&head.writer, next.sequence), &bytes);
+    let row = schema::audit_row(&record);
+    let key = link_key(&head.writer, sequence);
+    tx.put_row(Table::Audit, &key, &bytes, row.columns());
     tx.put(
         Table::AuditChain,
         &head_key(&head.writer),
@@ -150,8 +124,7 @@ pub fn rows_after(
     after: &[u8],
     limit: usize,
 ) -> Result<Page<store::Entry>, store::Error> {
-    // The smallest key after `after`.
-    let start = [after, &[0]].concat();
+    let start = schema::successor(after);
     let rows = tx.scan_range(table, floor.max(&start), end, limit)?;
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|(k, _)| k.clone()))
@@ -166,7 +139,7 @@ pub fn audit_rows(
     after: &[u8],
     limit: usize,
 ) -> Result<Page<store::Entry>, store::Error> {
-    rows_after(tx, Table::Audit, (&[], &[u8::MAX; 42]), after, limit)
+    rows_after(tx, Table::Audit, (&[], &schema::AUDIT_END), after, limit)
 }
 
 /// When an entry happened.

@@ -1,6 +1,6 @@
 //! Signed checkpoints of the audit chains: every head of the store (writer, sequence, hash) and
-//! the time, signed with the gateway's key, kept in [`Table::AuditChain`] under `checkpoint\0`,
-//! the signer and its own number (big-endian), and logged whole so that a copy lives outside the
+//! the time, signed with the gateway's key, kept in [`Table::AuditChain`] by the signer and its
+//! own number (`schema::checkpoint_key`), and logged whole so that a copy lives outside the
 //! store. A checkpoint is written only when a chain has moved since the signer's last one.
 
 use std::sync::Arc;
@@ -16,14 +16,8 @@ use super::{
     audit_chain::Page,
     millis,
     records::{CheckpointV1, SignedCheckpointRecord, decode, encode},
+    schema::{checkpoint_key, checkpoint_range, last_checkpoint_key},
 };
-
-const CHECKPOINT: &[u8] = b"checkpoint\0";
-const LAST: &[u8] = b"last-checkpoint\0";
-
-fn checkpoint_key(signer: &[u8; 32], number: u64) -> Vec<u8> {
-    [CHECKPOINT, signer, &number.to_be_bytes()].concat()
-}
 
 /// The body of a stored checkpoint (its signature unchecked: the verifier checks it).
 pub fn checkpoint_body(stored: &[u8]) -> Result<CheckpointV1, store::Error> {
@@ -33,7 +27,7 @@ pub fn checkpoint_body(stored: &[u8]) -> Result<CheckpointV1, store::Error> {
 
 /// The last checkpoint `signer` wrote, if any.
 fn last(tx: &dyn Txn, signer: &[u8; 32]) -> Result<Option<CheckpointV1>, store::Error> {
-    let Some(number) = tx.get(Table::AuditChain, &[LAST, signer].concat())? else {
+    let Some(number) = tx.get(Table::AuditChain, &last_checkpoint_key(signer))? else {
         return Ok(None);
     };
     let number = number
@@ -76,7 +70,7 @@ fn write(
         &checkpoint_key(&signer, checkpoint.number),
         &stored,
     );
-    tx.put(Table::AuditChain, &[LAST, &signer].concat(), &number);
+    tx.put(Table::AuditChain, &last_checkpoint_key(&signer), &number);
     Ok(Some(stored))
 }
 
@@ -87,9 +81,14 @@ pub fn checkpoints_page(
     after: &[u8],
     limit: usize,
 ) -> Result<Page<Vec<u8>>, store::Error> {
-    let end = [&CHECKPOINT[..CHECKPOINT.len() - 1], &[1]].concat();
-    let (rows, next) =
-        audit_chain::rows_after(tx, Table::AuditChain, (CHECKPOINT, &end), after, limit)?;
+    let range = checkpoint_range();
+    let (rows, next) = audit_chain::rows_after(
+        tx,
+        Table::AuditChain,
+        (&range.start, &range.end),
+        after,
+        limit,
+    )?;
     Ok((rows.into_iter().map(|(_, v)| v).collect(), next))
 }
 

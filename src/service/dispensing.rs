@@ -20,7 +20,7 @@ use super::{
     audit::{begin_check, checked},
     clinical, millis,
     records::{DispensingV2, DocumentRecord, DocumentV1, StoredDispensingRecord, decode, encode},
-    schema::key,
+    schema::{dispensing_key, dispensing_row, document_key, number_key},
     signatures,
     stored::{LineProgress, Stored, corrupt, date, find_active},
 };
@@ -143,7 +143,7 @@ impl Gateway {
             let patient_key = stored.record.patient_key.clone();
             let state = match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today, now_ms)?,
+                t => stored.apply(tx, t, today, now_ms, &pseudonyms)?,
             };
             clinical::record_consent(
                 tx,
@@ -241,6 +241,7 @@ impl Gateway {
         let pharmacy = caller.institution.code.clone();
         let mut draft = self.draft(caller, Action::ReturnPrescription, now);
         draft.target = Some(id.clone());
+        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, _| {
             let stored = Stored::load(tx, &id)?.ok_or(Error::NotFound)?;
             let transition = stored
@@ -249,7 +250,7 @@ impl Gateway {
                 .map_err(only_the_holder)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today, now_ms)?,
+                t => stored.apply(tx, t, today, now_ms, &pseudonyms)?,
             })
         })
         .await
@@ -287,8 +288,9 @@ impl Gateway {
         let record_content = verified.content().to_vec();
         let (record_signature, certificates) = signatures::cut(verified.cms_signature());
         let limits = self.config.limits.clone();
+        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, draft| {
-            if let Some(bytes) = tx.get(Table::Documents, &content_sha256)? {
+            if let Some(bytes) = tx.get(Table::Documents, document_key(&content_sha256))? {
                 let DocumentRecord::V1(DocumentV1::Dispensing {
                     prescription_id,
                     record_number,
@@ -307,10 +309,7 @@ impl Gateway {
                     record_number,
                 });
             }
-            let number_key = key(&[
-                facts.institution.as_str().as_bytes(),
-                facts.number.as_str().as_bytes(),
-            ]);
+            let number_key = number_key(facts.institution.as_str(), facts.number.as_str());
             let id = tx
                 .get(Table::ByNumber, &number_key)?
                 .ok_or(Error::NotFound)?;
@@ -318,7 +317,7 @@ impl Gateway {
             draft.target = Some(id.clone());
             let stored =
                 Stored::load(tx, &id)?.ok_or_else(|| corrupt("index without prescription"))?;
-            let record_key = key(&[id.as_bytes(), &facts.record_number.to_be_bytes()]);
+            let record_key = dispensing_key(&id, facts.record_number);
             if tx.get(Table::Dispensings, &record_key)?.is_some() {
                 return Err(Error::AlreadyExists(
                     "this record number is registered with other content",
@@ -394,20 +393,26 @@ impl Gateway {
                 signer_certificate_sha256: signer.certificate_sha256,
                 received_at_ms: millis(now),
             };
-            tx.put(
+            let record = StoredDispensingRecord::V2(record);
+            let StoredDispensingRecord::V2(written) = &record else {
+                unreachable!("built as version 2 just above")
+            };
+            let row = dispensing_row(written);
+            tx.put_row(
                 Table::Dispensings,
                 &record_key,
-                &encode(&StoredDispensingRecord::V2(record)),
+                &encode(&record),
+                row.columns(),
             );
             tx.put(
                 Table::Documents,
-                &content_sha256,
+                document_key(&content_sha256),
                 &encode(&DocumentRecord::V1(DocumentV1::Dispensing {
                     prescription_id: id.clone(),
                     record_number: facts.record_number,
                 })),
             );
-            let state = stored.apply(tx, transition, today, now_ms)?;
+            let state = stored.apply(tx, transition, today, now_ms, &pseudonyms)?;
             Ok(Dispensed {
                 prescription_id: id,
                 state,

@@ -1,9 +1,11 @@
 //! The event log: every state change of a prescription (expiry sweeps included) and every
 //! dispensing record, appended in the same transaction as the change itself, so that neither
-//! ever exists without the other. Sequence numbers come from a counter written in that
-//! transaction: they only grow, and since a rolled-back transaction consumes none, the log has no
-//! gaps except below the retained range, which `events_page` refuses to read into
-//! (OUT_OF_RANGE). A per-institution index serves a clinic's replay.
+//! ever exists without the other. Sequence numbers come from `Txn::next_sequence`, the store's
+//! gap-free, commit-ordered counter: they only grow, a rolled-back transaction consumes none, and
+//! one that commits later has a greater one, so a feed that resumes after the last sequence it
+//! read misses nothing; the log has no gaps except below the retained range, which
+//! `events_page` refuses to read into (OUT_OF_RANGE). A per-institution index serves a clinic's
+//! replay. Key layouts are `schema`'s.
 
 use crate::{
     domain::{ids::InstitutionCode, prescription::State},
@@ -15,12 +17,12 @@ use super::{
     records::{
         EventKindV1, EventRecord, EventV1, PrescriptionV3, StoredDispensingRecord, decode, encode,
     },
-    schema::key,
+    schema::{
+        self, EVENTS_FLOOR_KEY, dispensing_key, event_key, event_sequence, events_after,
+        events_from, institution_event_key, institution_event_sequence, institution_events_after,
+    },
     stored::{corrupt, state_of},
 };
-
-/// The first retained sequence number, in `Table::Meta` (absent: 1).
-const FLOOR_KEY: &[u8] = b"events\0floor";
 
 /// An event as the feed hands it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +125,8 @@ pub(super) fn append(
     record_number: Option<u32>,
     time_ms: i64,
 ) -> Result<u64, store::Error> {
-    let sequence = tx.next_sequence("event")?;
+    // Gap-free and in commit order: a feed resumes after the last sequence it read.
+    let sequence = tx.next_sequence(schema::EVENT_SEQUENCE)?;
     let event = EventRecord::V1(EventV1 {
         time_ms,
         kind,
@@ -134,25 +137,23 @@ pub(super) fn append(
         state: record.state.clone(),
         record_number,
     });
-    tx.put(Table::Events, &sequence.to_be_bytes(), &encode(&event));
+    tx.put_row(
+        Table::Events,
+        &event_key(sequence),
+        &encode(&event),
+        schema::event_row(sequence, &event).columns(),
+    );
     tx.put(
         Table::EventsByInstitution,
-        &key(&[record.institution.as_bytes(), &sequence.to_be_bytes()]),
+        &institution_event_key(&record.institution, sequence),
         b"",
     );
     Ok(sequence)
 }
 
-fn sequence_of(bytes: &[u8]) -> Result<u64, store::Error> {
-    bytes
-        .try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| corrupt("event sequence"))
-}
-
 fn floor(tx: &dyn Txn) -> Result<u64, store::Error> {
-    tx.get(Table::Meta, FLOOR_KEY)?
-        .map_or(Ok(1), |b| sequence_of(&b))
+    tx.get(Table::Meta, EVENTS_FLOOR_KEY)?
+        .map_or(Ok(1), |b| event_sequence(&b))
 }
 
 /// The sequences after `after` that the filter's institution may see, at most `limit`.
@@ -162,27 +163,20 @@ fn sequences_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<u64>, store::Error> {
-    let start = after.saturating_add(1).to_be_bytes();
     match &filter.institution {
-        None => tx
-            .scan_range(Table::Events, &start, &u64::MAX.to_be_bytes(), limit)?
-            .iter()
-            .map(|(k, _)| sequence_of(k))
-            .collect(),
+        None => {
+            let range = events_after(after);
+            tx.scan_range(Table::Events, &range.start, &range.end, limit)?
+                .iter()
+                .map(|(k, _)| event_sequence(k))
+                .collect()
+        }
         Some(institution) => {
-            let prefix = key(&[institution.as_str().as_bytes(), b""]);
-            let mut end = prefix.clone();
-            end.pop();
-            end.push(1);
-            tx.scan_range(
-                Table::EventsByInstitution,
-                &[prefix.as_slice(), &start].concat(),
-                &end,
-                limit,
-            )?
-            .iter()
-            .map(|(k, _)| sequence_of(&k[prefix.len()..]))
-            .collect()
+            let range = institution_events_after(institution.as_str(), after);
+            tx.scan_range(Table::EventsByInstitution, &range.start, &range.end, limit)?
+                .iter()
+                .map(|(k, _)| institution_event_sequence(k))
+                .collect()
         }
     }
 }
@@ -194,8 +188,11 @@ fn dispensing_summary(
     let Some(number) = e.record_number else {
         return Ok(None);
     };
-    let k = key(&[e.prescription_id.as_bytes(), &number.to_be_bytes()]);
-    let Some(bytes) = tx.get(Table::Dispensings, &k)? else {
+    let Some(bytes) = tx.get(
+        Table::Dispensings,
+        &dispensing_key(&e.prescription_id, number),
+    )?
+    else {
         return Err(corrupt("event without its dispensing record"));
     };
     let d = decode::<StoredDispensingRecord>(&bytes)?.current();
@@ -224,7 +221,7 @@ impl Gateway {
                 let mut entries = Vec::with_capacity(sequences.len());
                 for &sequence in &sequences {
                     let bytes = tx
-                        .get(Table::Events, &sequence.to_be_bytes())?
+                        .get(Table::Events, &event_key(sequence))?
                         .ok_or_else(|| corrupt("indexed event missing"))?;
                     let EventRecord::V1(event) = decode(&bytes)?;
                     if filter.wants(&event) {
@@ -247,7 +244,7 @@ impl Gateway {
     pub async fn latest_event(&self) -> Result<u64, Error> {
         let read = self
             .store
-            .transact(|tx: &mut dyn Txn| tx.sequence("event"))
+            .transact(|tx: &mut dyn Txn| tx.sequence(schema::EVENT_SEQUENCE))
             .await
             .map_err(Error::from)?;
         read.map_err(Error::from)
@@ -282,11 +279,9 @@ impl Gateway {
             .transact(move |tx: &mut dyn Txn| {
                 let mut pruned = 0;
                 let mut next_floor = None;
-                let start = floor(tx)?.to_be_bytes();
-                for (k, v) in
-                    tx.scan_range(Table::Events, &start, &u64::MAX.to_be_bytes(), 10_000)?
-                {
-                    let sequence = sequence_of(&k)?;
+                let range = events_from(floor(tx)?);
+                for (k, v) in tx.scan_range(Table::Events, &range.start, &range.end, 10_000)? {
+                    let sequence = event_sequence(&k)?;
                     let EventRecord::V1(event) = decode(&v)?;
                     if event.time_ms >= horizon || keep_from.is_some_and(|keep| sequence >= keep) {
                         next_floor = Some(sequence);
@@ -295,13 +290,13 @@ impl Gateway {
                     tx.delete(Table::Events, &k);
                     tx.delete(
                         Table::EventsByInstitution,
-                        &key(&[event.institution.as_bytes(), &k]),
+                        &institution_event_key(&event.institution, sequence),
                     );
                     pruned += 1;
                     next_floor = Some(sequence + 1);
                 }
                 if let Some(f) = next_floor {
-                    tx.put(Table::Meta, FLOOR_KEY, &f.to_be_bytes());
+                    tx.put(Table::Meta, EVENTS_FLOOR_KEY, &f.to_be_bytes());
                 }
                 Ok::<_, store::Error>(pruned)
             })

@@ -21,7 +21,7 @@ use crate::{
 use super::{
     Action, Caller, Error, Gateway, millis,
     records::{IntakeRecord, IntakeV1, IntakeV2, encode},
-    schema::key,
+    schema::{self, arrival_key, intake_record_key},
 };
 
 /// A dispensing record as a relaying gateway delivers it.
@@ -153,11 +153,12 @@ impl Gateway {
         let sender = caller.institution.code.to_string();
         let delivered_at_ms = millis(now);
         self.run(draft, move |tx, _| {
-            let id_key = key(&[b"record", d.record_id.as_bytes()]);
+            let id_key = intake_record_key(&d.record_id);
             if tx.get(Table::Intake, &id_key)?.is_some() {
                 return Ok(true);
             }
-            let arrival = tx.next_sequence("intake")?;
+            // Only unique, in arrival order: nothing reads the intake as a feed that resumes.
+            let arrival = tx.unique_sequence(schema::INTAKE_SEQUENCE)?;
             let record = IntakeRecord::V2(IntakeV2 {
                 record: IntakeV1 {
                     record_id: d.record_id.clone(),
@@ -175,11 +176,7 @@ impl Gateway {
                 attested_by,
             });
             tx.put(Table::Intake, &id_key, &arrival.to_be_bytes());
-            tx.put(
-                Table::Intake,
-                &key(&[b"arrival", &arrival.to_be_bytes()]),
-                &encode(&record),
-            );
+            tx.put(Table::Intake, &arrival_key(arrival), &encode(&record));
             Ok(false)
         })
         .await

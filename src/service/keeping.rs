@@ -6,13 +6,47 @@
 //! them, and the runner makes them again after the rollback. A kept write must not be computed
 //! from the decision's own writes, which the rollback takes away.
 
-use crate::store::{self, Entry, Savepoint, Table, Txn};
+use crate::store::{self, Column, Columns, Entry, Savepoint, Table, Txn, Value};
 
 /// One write a refusal keeps.
 #[derive(Debug, Clone)]
 pub(super) enum Kept {
     Put(Table, Vec<u8>, Vec<u8>),
+    /// A row with its columns (`Txn::put_row`).
+    PutRow(Table, Vec<u8>, Vec<u8>, &'static [Column], Vec<KeptValue>),
     Delete(Table, Vec<u8>),
+}
+
+/// A column's value, owned, to be handed to `Txn::put_row` again.
+#[derive(Debug, Clone)]
+pub(super) enum KeptValue {
+    Text(String),
+    Integer(i64),
+    Date(String),
+    Bytes(Vec<u8>),
+    Null,
+}
+
+impl KeptValue {
+    fn of(value: &Value<'_>) -> Self {
+        match *value {
+            Value::Text(t) => KeptValue::Text(t.to_owned()),
+            Value::Integer(i) => KeptValue::Integer(i),
+            Value::Date(d) => KeptValue::Date(d.to_owned()),
+            Value::Bytes(b) => KeptValue::Bytes(b.to_vec()),
+            Value::Null => KeptValue::Null,
+        }
+    }
+
+    fn value(&self) -> Value<'_> {
+        match self {
+            KeptValue::Text(t) => Value::Text(t),
+            KeptValue::Integer(i) => Value::Integer(*i),
+            KeptValue::Date(d) => Value::Date(d),
+            KeptValue::Bytes(b) => Value::Bytes(b),
+            KeptValue::Null => Value::Null,
+        }
+    }
 }
 
 /// Makes `kept` again, in order, after a rollback.
@@ -20,6 +54,14 @@ pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) {
     for write in kept {
         match write {
             Kept::Put(table, key, value) => tx.put(*table, key, value),
+            Kept::PutRow(table, key, value, declared, values) => {
+                let values: Vec<Value<'_>> = values.iter().map(KeptValue::value).collect();
+                let columns = Columns {
+                    declared,
+                    values: &values,
+                };
+                tx.put_row(*table, key, value, columns);
+            }
             Kept::Delete(table, key) => tx.delete(*table, key),
         }
     }
@@ -40,6 +82,17 @@ impl Txn for Keeping<'_> {
         self.kept
             .push(Kept::Put(table, key.to_vec(), value.to_vec()));
         self.tx.put(table, key, value);
+    }
+
+    fn put_row(&mut self, table: Table, key: &[u8], value: &[u8], columns: Columns<'_>) {
+        self.kept.push(Kept::PutRow(
+            table,
+            key.to_vec(),
+            value.to_vec(),
+            columns.declared,
+            columns.values.iter().map(KeptValue::of).collect(),
+        ));
+        self.tx.put_row(table, key, value, columns);
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
@@ -84,12 +137,13 @@ mod tests {
         domain::ids::InstitutionKind,
         service::{
             Action, Error, Gateway, audit_chain,
+            schema::{check_budget_key, override_key},
             testing::{caller, gateway},
         },
         store::Store,
     };
 
-    /// Runs a decision that writes `decided`, keeps `kept` and ends with `outcome`; returns the
+    /// Runs a decision that writes one key (an override record's), keeps another (a check budget's) and ends with `outcome`; returns the
     /// call's answer, which of the two keys the store then holds, and the audit records added.
     async fn decide(
         gateway: &Gateway,
@@ -115,12 +169,12 @@ mod tests {
         let draft = gateway.draft(&pharmacy, Action::LookupPrescription, SystemTime::now());
         let answer = gateway
             .run(draft, move |tx, draft| {
-                tx.put(Table::Meta, b"decided", b"");
+                tx.put(Table::Clinical, &override_key("decided"), b"");
                 Keeping {
                     tx,
                     kept: &mut draft.kept,
                 }
-                .put(Table::Meta, b"kept", b"");
+                .put(Table::Clinical, &check_budget_key("kept"), b"");
                 outcome
             })
             .await;
@@ -128,8 +182,9 @@ mod tests {
             .store
             .transact(|tx| {
                 Ok::<_, store::Error>([
-                    tx.get(Table::Meta, b"decided")?.is_some(),
-                    tx.get(Table::Meta, b"kept")?.is_some(),
+                    tx.get(Table::Clinical, &override_key("decided"))?.is_some(),
+                    tx.get(Table::Clinical, &check_budget_key("kept"))?
+                        .is_some(),
                 ])
             })
             .await

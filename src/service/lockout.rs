@@ -4,13 +4,13 @@
 //! the lookup or receipt itself, so no concurrency lets a guess past a limit, and the counters
 //! are in the store, so a restart forgives nothing. Knows no gRPC and no storage engine.
 //!
-//! Keys, all in [`Table::Lockouts`]:
-//! - `pharmacy \0 code` → a [`MissCounterRecord`]: the pharmacy's misses. Its lockout refuses
-//!   the pharmacy every lookup and receipt.
-//! - `patient \0 pseudonym` → a [`MissCounterRecord`]: the misses naming the patient, from any
+//! Entries, all in [`Table::Lockouts`] (keyed as `schema/lockouts.rs` lays them out):
+//! - by pharmacy code, a [`MissCounterRecord`]: the pharmacy's misses. Its lockout refuses the
+//!   pharmacy every lookup and receipt.
+//! - by patient pseudonym, a [`MissCounterRecord`]: the misses naming the patient, from any
 //!   pharmacy. Its lockout refuses the patient only to the pharmacies that missed on them (since
 //!   its window began): no pharmacy can lock a patient out of their medication for everyone.
-//! - `missed \0 pseudonym code` → a [`MissMarkRecord`]: that a pharmacy missed on a patient.
+//! - by pseudonym and pharmacy code, a [`MissMarkRecord`]: that a pharmacy missed on a patient.
 //!
 //! Every entry ends: a counter once its window and its lockout have passed (a touched counter
 //! then starts over), a mark once no lockout it takes part in can still hold. [`prune_page`]
@@ -28,6 +28,10 @@ use super::{
     keeping::Keeping,
     millis,
     records::{MissCounterRecord, MissCounterV1, MissMarkRecord, MissMarkV1, decode, encode},
+    schema::{
+        LockoutCounter, TEXT_KEYS_END, is_miss_mark, lockout_counter_of, lockout_counters,
+        miss_mark_key, patient_counter_key, pharmacy_counter_key, successor,
+    },
 };
 
 /// Misses allowed within a window, and how long the lockout they trip holds.
@@ -84,22 +88,23 @@ pub enum Subject {
 impl Subject {
     fn key(&self) -> Vec<u8> {
         match self {
-            Subject::Pharmacy(code) => [PHARMACY, code.as_str().as_bytes()].concat(),
-            Subject::Patient(pseudonym) => [PATIENT, pseudonym.as_slice()].concat(),
+            Subject::Pharmacy(code) => pharmacy_counter_key(code.as_str()),
+            Subject::Patient(pseudonym) => patient_counter_key(pseudonym),
         }
     }
 
     fn of_key(key: &[u8]) -> Result<Subject, store::Error> {
         let corrupt = || store::Error::Corrupt("lockout key".into());
-        if let Some(code) = key.strip_prefix(PHARMACY) {
-            let code = std::str::from_utf8(code).map_err(|_| corrupt())?;
-            return code.parse().map(Subject::Pharmacy).map_err(|_| corrupt());
+        match lockout_counter_of(key).ok_or_else(corrupt)? {
+            LockoutCounter::Pharmacy(code) => {
+                let code = std::str::from_utf8(code).map_err(|_| corrupt())?;
+                code.parse().map(Subject::Pharmacy).map_err(|_| corrupt())
+            }
+            LockoutCounter::Patient(pseudonym) => pseudonym
+                .try_into()
+                .map(Subject::Patient)
+                .map_err(|_| corrupt()),
         }
-        let pseudonym = key.strip_prefix(PATIENT).ok_or_else(corrupt)?;
-        pseudonym
-            .try_into()
-            .map(Subject::Patient)
-            .map_err(|_| corrupt())
     }
 
     fn limit(&self, policy: &LockoutPolicy) -> MissLimit {
@@ -120,10 +125,6 @@ impl fmt::Display for Subject {
     }
 }
 
-const PHARMACY: &[u8] = b"pharmacy\0";
-const PATIENT: &[u8] = b"patient\0";
-const MISSED: &[u8] = b"missed\0";
-
 /// One guess: the pharmacy that sent it and the patient it named.
 pub(crate) struct Guess {
     pub pharmacy: InstitutionCode,
@@ -132,7 +133,7 @@ pub(crate) struct Guess {
 
 impl Guess {
     fn mark_key(&self) -> Vec<u8> {
-        [MISSED, &self.patient, self.pharmacy.as_str().as_bytes()].concat()
+        miss_mark_key(&self.patient, self.pharmacy.as_str())
     }
 }
 
@@ -287,7 +288,7 @@ pub(crate) fn unlock(
 /// Where the next page of a paged walk starts: after the last key of a full page.
 fn next_page(rows: &[store::Entry], page: usize) -> Option<Vec<u8>> {
     (rows.len() == page)
-        .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+        .then(|| rows.last().map(|(k, _)| successor(k)))
         .flatten()
 }
 
@@ -300,8 +301,9 @@ pub(crate) fn locked_page(
     page: usize,
     now_ms: i64,
 ) -> Result<(Vec<Locked>, Option<Vec<u8>>), store::Error> {
-    // The counters' prefixes, "patient\0" and "pharmacy\0", are neighbours; the marks sort first.
-    let rows = tx.scan_range(Table::Lockouts, from.max(PATIENT), b"pharmacy\x01", page)?;
+    let counters = lockout_counters();
+    let start = from.max(counters.start.as_slice());
+    let rows = tx.scan_range(Table::Lockouts, start, &counters.end, page)?;
     let next = next_page(&rows, page);
     let mut locked = Vec::new();
     for (k, v) in rows {
@@ -329,11 +331,11 @@ pub(crate) fn prune_page(
     page: usize,
     now_ms: i64,
 ) -> Result<(usize, Option<Vec<u8>>), store::Error> {
-    let rows = tx.scan_range(Table::Lockouts, from, &[0xFF], page)?;
+    let rows = tx.scan_range(Table::Lockouts, from, TEXT_KEYS_END, page)?;
     let next = next_page(&rows, page);
     let mut pruned = 0;
     for (k, v) in rows {
-        let ended = if k.starts_with(MISSED) {
+        let ended = if is_miss_mark(&k) {
             let MissMarkRecord::V1(m) = decode(&v)?;
             let patient = policy.patient;
             m.at_ms

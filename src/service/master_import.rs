@@ -16,7 +16,7 @@ use crate::{
 use super::{
     Action, Caller, Clinical, Error, Gateway,
     records::{ImportedFileRecord, ImportedFileV1, MasterFileKindV1, decode, encode},
-    schema::key,
+    schema::{self, IMPORTS, import_key},
     stored::corrupt,
 };
 
@@ -52,8 +52,6 @@ pub struct ImportSummary {
     pub version: u64,
 }
 
-const IMPORT_PREFIX: &[u8] = b"import\0";
-
 fn kind_v1(kind: FileKind) -> MasterFileKindV1 {
     match kind {
         FileKind::YFull => MasterFileKindV1::YFull,
@@ -76,7 +74,7 @@ fn kind_of(kind: MasterFileKindV1) -> FileKind {
 
 fn stored_files(tx: &dyn Txn) -> Result<Vec<ImportedFileV1>, store::Error> {
     let mut files = Vec::new();
-    for (_, v) in tx.scan_prefix(Table::Clinical, IMPORT_PREFIX, usize::MAX)? {
+    for (_, v) in tx.scan_prefix(Table::Clinical, IMPORTS, usize::MAX)? {
         let ImportedFileRecord::V1(f) = decode(&v)?;
         files.push(f);
     }
@@ -221,12 +219,10 @@ impl Gateway {
             .collect();
         self.run(draft, move |tx, _| {
             for record in &records {
-                let sequence = tx.next_sequence("import")?;
-                tx.put(
-                    Table::Clinical,
-                    &key(&[b"import", &sequence.to_be_bytes()]),
-                    &encode(record),
-                );
+                // Unique and drawn in import order (imports run one at a time), so a later
+                // import sorts after an earlier one; nothing needs them gap-free.
+                let sequence = tx.unique_sequence(schema::IMPORT_SEQUENCE)?;
+                tx.put(Table::Clinical, &import_key(sequence), &encode(record));
             }
             Ok(())
         })

@@ -38,7 +38,7 @@ use std::{
 pub use admin::Stuck;
 use audit::AuditDraft;
 pub use audit::{Action, AuditEntry, AuditReceipt, ChainLink};
-pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
+pub use audit_chain::{Page, audit_rows, heads};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
@@ -52,6 +52,7 @@ pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use prescriptions::Registered;
 pub use pseudonym::Pseudonyms;
 pub use relay_ledger::DeadLetter;
+pub use schema::{head_key, link_key, parse_key};
 pub use search::migrate_search_index;
 pub use stored::{DispensingSummary, LineState, Status};
 

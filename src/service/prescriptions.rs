@@ -24,12 +24,11 @@ use super::{
     keeping::Keeping,
     millis,
     records::{
-        AcknowledgedV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionRecord,
-        PrescriptionV3, StateV1, encode,
+        AcknowledgedV1, EventKindV1, OverrideRecord, OverrideV1, PrescriptionV3, StateV1, encode,
     },
-    schema::{exchange_key, expiry_key, key},
+    schema::{exchange_key, expiry_key, number_key, override_key},
     search, signatures,
-    stored::{Status, Stored, corrupt, own_prescription, status_of},
+    stored::{Status, Stored, corrupt, own_prescription, put_prescription, status_of},
 };
 
 /// The result of a registration.
@@ -79,7 +78,7 @@ pub(super) fn record_overrides(
     });
     tx.put(
         Table::Clinical,
-        &key(&[b"override", record.id.as_bytes()]),
+        &override_key(&record.id),
         &encode(&overrides),
     );
 }
@@ -199,6 +198,7 @@ impl Gateway {
         let caller = caller.clone();
         let lines = facts.lines;
         let limits = self.config.limits.clone();
+        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
             let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
@@ -227,7 +227,7 @@ impl Gateway {
             };
             // The institution's number again: with the same content (the number is part of it),
             // the original answer and nothing new stored; with other content, refused.
-            let number_key = key(&[record.institution.as_bytes(), record.number.as_bytes()]);
+            let number_key = number_key(&record.institution, &record.number);
             if let Some(stored) = Stored::indexed(tx, Table::ByNumber, &number_key)? {
                 let id = stored.record.id.clone();
                 if stored.record.content_sha256 != content_sha256 {
@@ -271,11 +271,7 @@ impl Gateway {
                 &expiry_key(&record.usable_through, &record.id),
                 b"",
             );
-            tx.put(
-                Table::Prescriptions,
-                id_bytes,
-                &encode(&PrescriptionRecord::V3(record.clone())),
-            );
+            put_prescription(tx, &record, &pseudonyms);
             clinical::index_prescription(
                 tx,
                 history,
@@ -334,12 +330,13 @@ impl Gateway {
         let caller_code = caller.institution.code.to_string();
         let mut draft = self.draft(caller, Action::CancelPrescription, now);
         draft.target = Some(id.clone());
+        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, _| {
             let stored = own_prescription(tx, &id, &caller_code)?;
             let transition = stored.lifecycle.cancel(today)?;
             Ok(match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
-                t => stored.apply(tx, t, today, now_ms)?,
+                t => stored.apply(tx, t, today, now_ms, &pseudonyms)?,
             })
         })
         .await

@@ -9,10 +9,8 @@ use crate::store::{self, Store, Table, Txn};
 use super::{
     Error, Gateway, millis,
     records::{DeadLetterRecord, DeadLetterV1, encode},
-    schema::key,
+    schema::{RELAY_ACKED_KEY, dead_letter_key},
 };
-
-const ACKED_KEY: &[u8] = b"relay\0acked";
 
 /// A record the relay gave up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +35,7 @@ impl Gateway {
         let read = self
             .store
             .transact(|tx: &mut dyn Txn| {
-                tx.get(Table::Meta, ACKED_KEY)?
+                tx.get(Table::Meta, RELAY_ACKED_KEY)?
                     .map_or(Ok(0), |b| u64_of(&b))
             })
             .await
@@ -53,10 +51,10 @@ impl Gateway {
             .store
             .transact(move |tx: &mut dyn Txn| {
                 let current = tx
-                    .get(Table::Meta, ACKED_KEY)?
+                    .get(Table::Meta, RELAY_ACKED_KEY)?
                     .map_or(Ok(0), |b| u64_of(&b))?;
                 if sequence > current {
-                    tx.put(Table::Meta, ACKED_KEY, &sequence.to_be_bytes());
+                    tx.put(Table::Meta, RELAY_ACKED_KEY, &sequence.to_be_bytes());
                 }
                 if let Some(d) = dead {
                     let record = DeadLetterRecord::V1(DeadLetterV1 {
@@ -69,7 +67,7 @@ impl Gateway {
                     });
                     tx.put(
                         Table::Intake,
-                        &key(&[b"dead", &d.sequence.to_be_bytes()]),
+                        &dead_letter_key(d.sequence),
                         &encode(&record),
                     );
                 }

@@ -14,21 +14,24 @@ use crate::{
 use super::{
     Action, Caller, Error, Gateway, Status, decode,
     records::{PrescriptionRecord, PrescriptionV3},
-    schema::key,
+    schema::{
+        SEARCH_INDEX_LAYOUT_KEY, TEXT_KEYS_END, by_patient_key, by_patient_range, id_of_by_patient,
+        is_old_by_patient_key, prescription_key, successor,
+    },
     stored::{Stored, corrupt, status_of},
 };
 
 /// The widest issue-date range one search covers, in days.
 const SEARCH_MAX_DAYS: i32 = 366;
 
-/// The search index entry of a prescription: (institution, patient key, issue date, id).
+/// The search index entry of a prescription.
 pub(super) fn index_key(record: &PrescriptionV3) -> Vec<u8> {
-    key(&[
-        record.institution.as_bytes(),
-        record.patient_key.as_bytes(),
-        record.issue_date.as_bytes(),
-        record.id.as_bytes(),
-    ])
+    by_patient_key(
+        &record.institution,
+        &record.patient_key,
+        &record.issue_date,
+        &record.id,
+    )
 }
 
 /// What one search asks.
@@ -77,16 +80,14 @@ impl Gateway {
 
 /// The search: at most `limit` entries of the caller's own part of the index, each loaded.
 fn search(tx: &dyn Txn, query: &Query, today: JapanDate) -> Result<Vec<Status>, Error> {
-    let (institution, patient) = (query.institution.as_bytes(), query.patient.canonical());
-    let start = key(&[
-        institution,
-        patient.as_bytes(),
-        query.from.to_string().as_bytes(),
-    ]);
-    let after = query.to.add_days(1).to_string();
-    let end = key(&[institution, patient.as_bytes(), after.as_bytes()]);
+    let range = by_patient_range(
+        &query.institution,
+        query.patient.canonical(),
+        &query.from.to_string(),
+        &query.to.add_days(1).to_string(),
+    );
     let mut found = Vec::new();
-    for (k, _) in tx.scan_range(Table::ByPatient, &start, &end, query.limit)? {
+    for (k, _) in tx.scan_range(Table::ByPatient, &range.start, &range.end, query.limit)? {
         let stored =
             Stored::load(tx, &id_of(&k)?)?.ok_or_else(|| corrupt("index without prescription"))?;
         found.push(status_of(tx, stored, today)?);
@@ -96,12 +97,8 @@ fn search(tx: &dyn Txn, query: &Query, today: JapanDate) -> Result<Vec<Status>, 
 
 /// The prescription id an index key ends in.
 fn id_of(index_key: &[u8]) -> Result<String, store::Error> {
-    let id = index_key.rsplit(|b| *b == 0).next().unwrap_or_default();
-    String::from_utf8(id.to_vec()).map_err(|_| corrupt("prescription id"))
+    String::from_utf8(id_of_by_patient(index_key).to_vec()).map_err(|_| corrupt("prescription id"))
 }
-
-/// Marks a store whose search index has the current layout.
-const INDEX_LAYOUT_KEY: &[u8] = b"layout/search-index-by-institution";
 
 /// Index entries one migration transaction reads.
 const MIGRATION_CHUNK: usize = 1_000;
@@ -112,7 +109,9 @@ const MIGRATION_CHUNK: usize = 1_000;
 /// entries and deletes the old ones in one transaction, and the next start goes on.
 pub async fn migrate_search_index(store: &Arc<dyn Store>) -> Result<u64, store::Error> {
     let done = store
-        .transact(|tx| Ok::<_, store::Error>(tx.get(Table::Meta, INDEX_LAYOUT_KEY)?.is_some()))
+        .transact(|tx| {
+            Ok::<_, store::Error>(tx.get(Table::Meta, SEARCH_INDEX_LAYOUT_KEY)?.is_some())
+        })
         .await??;
     if done {
         return Ok(0);
@@ -126,7 +125,7 @@ pub async fn migrate_search_index(store: &Arc<dyn Store>) -> Result<u64, store::
     }
     store
         .transact(|tx| {
-            tx.put(Table::Meta, INDEX_LAYOUT_KEY, b"");
+            tx.put(Table::Meta, SEARCH_INDEX_LAYOUT_KEY, b"");
             Ok::<_, store::Error>(())
         })
         .await??;
@@ -139,19 +138,15 @@ pub async fn migrate_search_index(store: &Arc<dyn Store>) -> Result<u64, store::
 /// Moves the old-layout entries among the `MIGRATION_CHUNK` keys from `from` on; returns where
 /// the next chunk starts (none after the last) and how many it moved.
 fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64), store::Error> {
-    let rows = tx.scan_range(Table::ByPatient, from, &[0xFF], MIGRATION_CHUNK)?;
+    let rows = tx.scan_range(Table::ByPatient, from, TEXT_KEYS_END, MIGRATION_CHUNK)?;
     let next = match rows.last() {
-        Some((last, _)) if rows.len() == MIGRATION_CHUNK => Some([last.as_slice(), &[0]].concat()),
+        Some((last, _)) if rows.len() == MIGRATION_CHUNK => Some(successor(last)),
         _ => None,
     };
     let mut moved = 0;
-    // Neither a patient key nor an institution code holds 0: an old key has two separators.
-    for (k, _) in rows
-        .iter()
-        .filter(|(k, _)| k.iter().filter(|b| **b == 0).count() == 2)
-    {
+    for (k, _) in rows.iter().filter(|(k, _)| is_old_by_patient_key(k)) {
         tx.delete(Table::ByPatient, k);
-        if let Some(bytes) = tx.get(Table::Prescriptions, id_of(k)?.as_bytes())? {
+        if let Some(bytes) = tx.get(Table::Prescriptions, prescription_key(&id_of(k)?))? {
             let record = decode::<PrescriptionRecord>(&bytes)?.current();
             tx.put(Table::ByPatient, &index_key(&record), b"");
             moved += 1;
@@ -162,59 +157,15 @@ fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64)
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-
     use super::*;
     use crate::{
-        service::records::{PrescriptionRecord, SignatureV1, StateV1, encode},
-        store::{self, EmbeddedStore, Entry, Store},
+        service::{
+            records::{PrescriptionRecord, SignatureV1, StateV1, encode},
+            schema::old_by_patient_key,
+            testing,
+        },
+        store::{self, EmbeddedStore, Store},
     };
-
-    /// A transaction that counts what it reads: values got and entries scanned.
-    struct Counting<'a> {
-        tx: &'a mut dyn Txn,
-        reads: Cell<usize>,
-    }
-
-    impl Txn for Counting<'_> {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
-            self.reads.set(self.reads.get() + 1);
-            self.tx.get(table, key)
-        }
-        fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-            self.tx.put(table, key, value)
-        }
-        fn delete(&mut self, table: Table, key: &[u8]) {
-            self.tx.delete(table, key)
-        }
-        fn savepoint(&mut self) -> store::Savepoint {
-            self.tx.savepoint()
-        }
-        fn rollback_to(&mut self, savepoint: store::Savepoint) {
-            self.tx.rollback_to(savepoint)
-        }
-        fn scan_prefix(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            limit: usize,
-        ) -> Result<Vec<Entry>, store::Error> {
-            let rows = self.tx.scan_prefix(table, prefix, limit)?;
-            self.reads.set(self.reads.get() + rows.len());
-            Ok(rows)
-        }
-        fn scan_range(
-            &self,
-            table: Table,
-            start: &[u8],
-            end: &[u8],
-            limit: usize,
-        ) -> Result<Vec<Entry>, store::Error> {
-            let rows = self.tx.scan_range(table, start, end, limit)?;
-            self.reads.set(self.reads.get() + rows.len());
-            Ok(rows)
-        }
-    }
 
     /// The patient every prescription of the test is for.
     fn patient() -> PatientKey {
@@ -250,7 +201,7 @@ mod tests {
         };
         tx.put(Table::ByPatient, &index_key(&record), b"");
         let bytes = encode(&PrescriptionRecord::V3(record));
-        tx.put(Table::Prescriptions, id.as_bytes(), &bytes);
+        tx.put(Table::Prescriptions, prescription_key(id), &bytes);
     }
 
     /// The reads of one clinic's search for the patient, with `others` prescriptions of other
@@ -279,10 +230,7 @@ mod tests {
                     to: today,
                     limit: 100,
                 };
-                let counting = Counting {
-                    tx,
-                    reads: Cell::new(0),
-                };
+                let counting = testing::Noting::new(tx);
                 let found = search(&counting, &query, today)?;
                 Ok::<_, Error>((found.len(), counting.reads.get()))
             })
@@ -301,25 +249,12 @@ mod tests {
             .transact(|tx: &mut dyn Txn| {
                 prescribe(tx, "own1", "1310000001");
                 // As versions before this one indexed it, and an entry without a prescription.
-                tx.delete(
-                    Table::ByPatient,
-                    &key(&[
-                        b"1310000001",
-                        patient().canonical().as_bytes(),
-                        TODAY.as_bytes(),
-                        b"own1",
-                    ]),
-                );
-                tx.put(
-                    Table::ByPatient,
-                    &key(&[patient().canonical().as_bytes(), TODAY.as_bytes(), b"own1"]),
-                    b"",
-                );
-                tx.put(
-                    Table::ByPatient,
-                    &key(&[patient().canonical().as_bytes(), TODAY.as_bytes(), b"gone"]),
-                    b"",
-                );
+                let patient = patient();
+                let own = by_patient_key("1310000001", patient.canonical(), TODAY, "own1");
+                tx.delete(Table::ByPatient, &own);
+                let old = |id| old_by_patient_key(patient.canonical(), TODAY, id);
+                tx.put(Table::ByPatient, &old("own1"), b"");
+                tx.put(Table::ByPatient, &old("gone"), b"");
                 Ok::<_, store::Error>(())
             })
             .await
@@ -335,12 +270,12 @@ mod tests {
         let keys: Vec<_> = index.into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
-            [key(&[
-                b"1310000001",
-                patient().canonical().as_bytes(),
-                TODAY.as_bytes(),
-                b"own1"
-            ])]
+            [by_patient_key(
+                "1310000001",
+                patient().canonical(),
+                TODAY,
+                "own1"
+            )]
         );
     }
 

@@ -7,7 +7,10 @@
 
 use der::{Decode, Header, Reader, SliceReader, Tag, TagNumber};
 
-use super::records::{CutV1, SignatureV1};
+use super::{
+    records::{CutV1, SignatureV1},
+    schema::certificate_key,
+};
 use crate::domain::hash::sha256;
 use crate::store::{self, Table, Txn};
 
@@ -109,8 +112,9 @@ pub fn store_certificates(
     certificates: &[Certificate],
 ) -> Result<(), store::Error> {
     for c in certificates {
-        if tx.get(Table::Certificates, &c.sha256)?.is_none() {
-            tx.put(Table::Certificates, &c.sha256, &c.der);
+        let key = certificate_key(&c.sha256);
+        if tx.get(Table::Certificates, key)?.is_none() {
+            tx.put(Table::Certificates, key, &c.der);
         }
     }
     Ok(())
@@ -123,7 +127,7 @@ pub fn restore(tx: &dyn Txn, signature: &SignatureV1) -> Result<Vec<u8>, store::
     let mut rest = signature.rest.as_slice();
     for cut in &signature.cuts {
         let certificate = tx
-            .get(Table::Certificates, &cut.sha256)?
+            .get(Table::Certificates, certificate_key(&cut.sha256))?
             .ok_or_else(|| corrupt("a certificate is missing"))?;
         let take = (cut.at as usize)
             .checked_sub(out.len())
@@ -228,7 +232,7 @@ mod tests {
         let damaged = {
             let kept = kept.clone();
             within(&store, move |tx| {
-                tx.put(Table::Certificates, &first, b"\x30\x00");
+                tx.put(Table::Certificates, certificate_key(&first), b"\x30\x00");
                 restore(tx, &kept)
             })
             .await
@@ -238,7 +242,7 @@ mod tests {
             "{damaged:?}"
         );
         let missing = within(&store, move |tx| {
-            tx.delete(Table::Certificates, &second);
+            tx.delete(Table::Certificates, certificate_key(&second));
             restore(tx, &kept)
         })
         .await;

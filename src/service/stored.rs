@@ -19,14 +19,28 @@ use crate::{
 };
 
 use super::{
-    Error, clinical, events,
+    Error, Pseudonyms, clinical, events,
     records::{
         DispensingV2, EventKindV1, PrescriptionRecord, PrescriptionV3, RefillWindowV1, StateV1,
         StoredDispensingRecord, decode, encode,
     },
-    schema::{accepted_key, exchange_key, expiry_key, key},
+    schema::{self, accepted_key, dispensings_of, exchange_key, expiry_key, prescription_key},
     signatures,
 };
+
+/// Writes `record` in `Prescriptions` with the columns that table declares, its patient named
+/// there by the pseudonym under `pseudonyms`.
+pub(super) fn put_prescription(tx: &mut dyn Txn, record: &PrescriptionV3, pseudonyms: &Pseudonyms) {
+    let pseudonym = pseudonyms.of(&record.patient_key);
+    let row = schema::prescription_row(record, &pseudonym);
+    let bytes = encode(&PrescriptionRecord::V3(record.clone()));
+    tx.put_row(
+        Table::Prescriptions,
+        prescription_key(&record.id),
+        &bytes,
+        row.columns(),
+    );
+}
 
 /// A prescription's status for its prescriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +125,7 @@ pub(super) fn window_of(w: &RefillWindowV1) -> Result<RefillWindow, store::Error
 
 impl Stored {
     pub(super) fn load(tx: &dyn Txn, id: &str) -> Result<Option<Stored>, store::Error> {
-        let Some(bytes) = tx.get(Table::Prescriptions, id.as_bytes())? else {
+        let Some(bytes) = tx.get(Table::Prescriptions, prescription_key(id))? else {
             return Ok(None);
         };
         let record = decode::<PrescriptionRecord>(&bytes)?.current();
@@ -144,13 +158,14 @@ impl Stored {
     }
 
     /// Applies `transition`, keeps the indexes of active prescriptions (and the medication
-    /// history) in step, and writes.
+    /// history) in step, and writes (the patient column under `pseudonyms`).
     pub(super) fn apply(
         mut self,
         tx: &mut dyn Txn,
         transition: Transition,
         today: JapanDate,
         now_ms: i64,
+        pseudonyms: &Pseudonyms,
     ) -> Result<State, store::Error> {
         let was_active = self.lifecycle.state.is_active();
         let before = self.lifecycle.state.clone();
@@ -205,11 +220,7 @@ impl Stored {
             }
             clinical::unindex_prescription(tx, &r.patient_key, &r.id, today)?;
         }
-        tx.put(
-            Table::Prescriptions,
-            r.id.as_bytes(),
-            &encode(&PrescriptionRecord::V3(r.clone())),
-        );
+        put_prescription(tx, r, pseudonyms);
         let kind = match &state {
             _ if recorded => EventKindV1::DispensingRecorded,
             State::Accepted { .. } => EventKindV1::Accepted,
@@ -290,7 +301,7 @@ impl LineProgress {
     ) -> Result<(LineProgress, Vec<DispensingV2>), store::Error> {
         let mut progress = LineProgress::default();
         let mut records = Vec::new();
-        for (_, v) in tx.scan_prefix(Table::Dispensings, &key(&[id.as_bytes(), b""]), usize::MAX)? {
+        for (_, v) in tx.scan_prefix(Table::Dispensings, &dispensings_of(id), usize::MAX)? {
             let d = decode::<StoredDispensingRecord>(&v)?.current();
             let document = DispensingRecord::decode(d.content.as_slice())
                 .map_err(|_| corrupt("stored dispensing record"))?;

@@ -3,6 +3,7 @@
 //! registrations by the dev clinic through it. Test builds only.
 
 use std::{
+    cell::Cell,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -24,7 +25,7 @@ use crate::{
     },
     master_files::Sources,
     pki::trust::TrustFiles,
-    store::EmbeddedStore,
+    store::{self, Columns, EmbeddedStore, Entry, Store, Table, Txn},
     wire::proto::v1 as pb,
 };
 
@@ -49,7 +50,11 @@ impl TestClock {
 
 /// A gateway over a new store in `dir` and the clock it reads, set to the current time.
 pub(crate) fn gateway(dir: &Path) -> (Arc<Gateway>, Arc<TestClock>) {
-    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
+    gateway_over(Arc::new(EmbeddedStore::open(dir).unwrap()))
+}
+
+/// A gateway over `store` and the clock it reads, set to the current time.
+pub(crate) fn gateway_over(store: Arc<dyn Store>) -> (Arc<Gateway>, Arc<TestClock>) {
     let (verifier, _) = TrustFiles::dev().load(VerifierConfig::default()).unwrap();
     let sources = Sources::shipped().unwrap();
     let built = sources.build().unwrap();
@@ -123,4 +128,78 @@ pub(crate) async fn register(gateway: &Gateway, number: &str, n: u32) -> Registe
         )
         .await
         .unwrap()
+}
+
+/// One write a [`Noting`] transaction passed on: its table and, for a `put_row`, each column's
+/// name with its value (as `Debug` prints it), and whether the columns are the ones the table
+/// declares with every value fitting its column.
+pub(crate) type Written = (Table, Option<(Vec<(&'static str, String)>, bool)>);
+
+/// A transaction that passes everything on to `tx` and notes what it did: the values got and
+/// entries scanned, and every write.
+pub(crate) struct Noting<'a> {
+    tx: &'a mut dyn Txn,
+    pub(crate) reads: Cell<usize>,
+    pub(crate) written: Vec<Written>,
+}
+
+impl<'a> Noting<'a> {
+    pub(crate) fn new(tx: &'a mut dyn Txn) -> Self {
+        Noting {
+            tx,
+            reads: Cell::new(0),
+            written: Vec::new(),
+        }
+    }
+}
+
+impl Txn for Noting<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.reads.set(self.reads.get() + 1);
+        self.tx.get(table, key)
+    }
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.written.push((table, None));
+        self.tx.put(table, key, value)
+    }
+    fn put_row(&mut self, table: Table, key: &[u8], value: &[u8], columns: Columns<'_>) {
+        let named = (columns.declared.iter().zip(columns.values))
+            .map(|(c, v)| (c.name, format!("{v:?}")))
+            .collect();
+        let declared = columns.declared == super::schema::columns_of(table)
+            && columns.values.len() == columns.declared.len()
+            && (columns.values.iter().zip(columns.declared)).all(|(v, c)| v.fits(c));
+        self.written.push((table, Some((named, declared))));
+        self.tx.put_row(table, key, value, columns)
+    }
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.tx.delete(table, key)
+    }
+    fn savepoint(&mut self) -> store::Savepoint {
+        self.tx.savepoint()
+    }
+    fn rollback_to(&mut self, savepoint: store::Savepoint) {
+        self.tx.rollback_to(savepoint)
+    }
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        let rows = self.tx.scan_prefix(table, prefix, limit)?;
+        self.reads.set(self.reads.get() + rows.len());
+        Ok(rows)
+    }
+    fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, store::Error> {
+        let rows = self.tx.scan_range(table, start, end, limit)?;
+        self.reads.set(self.reads.get() + rows.len());
+        Ok(rows)
+    }
 }

@@ -36,11 +36,15 @@ use std::time::Duration;
 use crate::metrics::Snapshot;
 
 /// The logical tables. Each engine decides how to keep them apart (a key prefix, a tree, ...).
+/// The key layouts are the service's (`service/schema/`, one function per kind of key); what
+/// follows says what each table holds. The tables whose rows are written with
+/// [`Txn::put_row`] (prescriptions, dispensing records, events, audit records) also declare
+/// typed columns there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
-    /// Prescription id → prescription record.
+    /// Prescription id → prescription record. Columns.
     Prescriptions,
-    /// (patient key, exchange number) → prescription id.
+    /// (patient key, exchange number) → prescription id, for active prescriptions.
     ByExchange,
     /// (institution code, patient key, issue date, prescription id) → (): a clinic's own
     /// prescriptions of a patient, so that a search reads no other institution's.
@@ -50,28 +54,34 @@ pub enum Table {
     /// SHA-256 of a dispensing record's content → (prescription id, record number). (Stores
     /// written by earlier versions also hold prescriptions' content here.)
     Documents,
-    /// (prescription id, record number) → dispensing record.
+    /// (prescription id, record number) → dispensing record. Columns.
     Dispensings,
-    /// The audit trail: unchained records by store-wide sequence, chain links by writer and
-    /// sequence (service::audit_chain).
+    /// The audit trail: unchained records by store-wide sequence (older stores), chain links by
+    /// writer and the writer's own sequence (service::audit_chain). Columns.
     Audit,
-    /// Counters and other store-wide values (see [`Txn::next_sequence`]).
+    /// Counters (`sequence/NAME`, see [`Txn::next_sequence`] and [`Txn::unique_sequence`]),
+    /// the indexes of accepted prescriptions and of active ones by expiry, the event log's
+    /// floor, the relay's acknowledged position, and the marks of finished layout migrations.
     Meta,
-    /// The medication history the clinical checks read, by patient key.
+    /// The medication history the clinical checks read: one record per patient key (older
+    /// stores: one key per line, until their migration).
     Medications,
-    /// Clinical records: consents, acknowledged findings, imported drug masters.
+    /// Clinical records, each kind under a prefix of its own: check budgets and consents by
+    /// patient key, acknowledged findings by prescription, imported drug-master files.
     Clinical,
-    /// Event sequence number → event (the feed and the relay read it).
+    /// Event sequence number → event (the feed and the relay read it). Columns.
     Events,
     /// (institution, event sequence number) → (): a clinic's own events.
     EventsByInstitution,
-    /// Dispensing records received through ManagementIntake, and the relay's own records.
+    /// Dispensing records received through ManagementIntake (by record id and by arrival), and
+    /// the sending relay's dead letters.
     Intake,
     /// SHA-256 of a DER certificate → the certificate, as the stored signatures carried it.
     Certificates,
-    /// The exchange-number lockout's miss counters, by pharmacy and by patient pseudonym.
+    /// The exchange-number lockout's miss counters, by pharmacy and by patient pseudonym, and
+    /// its marks of which pharmacy missed on which patient.
     Lockouts,
-    /// The audit chains' heads and the signed checkpoints over them.
+    /// The audit chains' heads, the signed checkpoints over them, and each signer's last.
     AuditChain,
 }
 
@@ -121,6 +131,58 @@ pub enum Error {
 /// One key and its value, as returned by the scans.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The type of a column a table declares: what an engine that keeps columns stores its values
+/// as. Plain types only; dates are text (YYYY-MM-DD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Date,
+    Bytes,
+}
+
+/// One column a table declares beside its key and value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: ColumnType,
+    /// Whether a row may have no value in it.
+    pub nullable: bool,
+}
+
+/// A column's value in one row. It borrows from the record being written: handing columns to
+/// [`Txn::put_row`] allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Text(&'a str),
+    Integer(i64),
+    /// YYYY-MM-DD.
+    Date(&'a str),
+    Bytes(&'a [u8]),
+    Null,
+}
+
+impl Value<'_> {
+    /// Whether the value may stand in `column`.
+    pub fn fits(&self, column: &Column) -> bool {
+        match self {
+            Value::Text(_) => column.kind == ColumnType::Text,
+            Value::Integer(_) => column.kind == ColumnType::Integer,
+            Value::Date(_) => column.kind == ColumnType::Date,
+            Value::Bytes(_) => column.kind == ColumnType::Bytes,
+            Value::Null => column.nullable,
+        }
+    }
+}
+
+/// The typed columns of one row, as [`Txn::put_row`] is handed them: the columns its table
+/// declares and the row's values, in the same order.
+#[derive(Clone, Copy, Debug)]
+pub struct Columns<'a> {
+    pub declared: &'static [Column],
+    pub values: &'a [Value<'a>],
+}
+
 /// A transaction: reads see its own earlier writes; all its writes become visible and durable
 /// together, or not at all. Writes are buffered, so they cannot fail; reads can.
 pub trait Txn {
@@ -155,7 +217,19 @@ pub trait Txn {
     /// transaction is ignored.
     fn rollback_to(&mut self, savepoint: Savepoint);
 
-    /// The last value [`Txn::next_sequence`] gave for the named counter (0 before the first).
+    /// Sets `key` to `value` in a table that declares typed columns (the service's schema
+    /// says which), with this row's `columns`: what an engine over a database would keep as
+    /// columns beside the key and the value, so that an operator can query them without
+    /// decoding the value. The row is the key and the value alone as far as every read here is
+    /// concerned. The default, which the embedded engine keeps, ignores the columns and writes
+    /// only the key and the value.
+    fn put_row(&mut self, table: Table, key: &[u8], value: &[u8], columns: Columns<'_>) {
+        let _ = columns;
+        self.put(table, key, value);
+    }
+
+    /// The last value [`Txn::next_sequence`] or [`Txn::unique_sequence`] gave for the named
+    /// counter (0 before the first).
     fn sequence(&self, name: &str) -> Result<u64, Error> {
         match self.get(Table::Meta, &sequence_key(name))? {
             None => Ok(0),
@@ -170,9 +244,14 @@ pub trait Txn {
         }
     }
 
-    /// The next value (1, 2, 3, ...) of the named monotonic counter. The counter is kept in
-    /// [`Table::Meta`] under `sequence/{name}` (8 bytes, big-endian) and is written with this
-    /// transaction: a rolled-back transaction does not consume its values.
+    /// The next value (1, 2, 3, ...) of the named counter, gap-free and in commit order: a value
+    /// is consumed only by a transaction that commits, and a transaction that commits after
+    /// another gets a greater one, so a reader that has seen N has seen every value below N.
+    /// The counter is kept in [`Table::Meta`] under `sequence/{name}` (8 bytes, big-endian) and
+    /// is written with this transaction, which makes it a row every user writes: an engine with
+    /// concurrent writers serializes them on it. Only what needs that order may use it (the
+    /// event log, which feeds resume after the last sequence they read); a number that only
+    /// has to be unique takes [`Txn::unique_sequence`].
     fn next_sequence(&mut self, name: &str) -> Result<u64, Error> {
         let current = self.sequence(name)?;
         let next = current
@@ -180,6 +259,17 @@ pub trait Txn {
             .ok_or_else(|| Error::Corrupt(format!("sequence {name:?} is exhausted")))?;
         self.put(Table::Meta, &sequence_key(name), &next.to_be_bytes());
         Ok(next)
+    }
+
+    /// A value of the named counter that no other call in this store gets, greater than every
+    /// value it gave before (in the order they were drawn, which need not be the order their
+    /// transactions commit in), and that may leave gaps: a rolled-back transaction may consume
+    /// one. The default, which the embedded engine keeps, is [`Txn::next_sequence`] on the same
+    /// counter (its transactions run one at a time, so its values are gap-free anyway); an
+    /// engine with concurrent writers may draw them from a database sequence instead, starting
+    /// past the counter's stored value, and so spare its writers a shared row.
+    fn unique_sequence(&mut self, name: &str) -> Result<u64, Error> {
+        self.next_sequence(name)
     }
 }
 

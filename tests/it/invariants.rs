@@ -1,6 +1,7 @@
 //! The invariants of `src/lib.rs`, enforced by reading the source instead of trusting review:
 //! the domain names no gRPC crate, store engine, file system, network or clock; nothing outside
-//! `src/store/` names fjall or sled; `Cargo.lock` holds ring and no second crypto provider.
+//! `src/store/` names fjall or sled; no key is laid out outside `service::schema`; `Cargo.lock`
+//! holds ring and no second crypto provider.
 //! The source is read as syntax (syn): `use` items, paths, method calls and the tokens of a
 //! macro's input count; comments, doc comments and literals, where module headers and config
 //! strings name these crates, never do. Each rule is also run over fixtures that break it
@@ -15,7 +16,9 @@ use std::{
 use proc_macro2::{Delimiter, Ident, Spacing, Span, TokenStream, TokenTree};
 use serde::Deserialize;
 use syn::{
-    UseTree,
+    Expr, ExprLit, Lit, Token, UseTree,
+    parse::Parser,
+    punctuated::Punctuated,
     visit::{self, Visit},
 };
 
@@ -436,6 +439,184 @@ fn no_rule_reports_names_in_comments_or_literals() {
             "{read} not among {names:?}"
         );
     }
+}
+
+/// The byte strings of one file's code that are parts of a key, by line: each non-empty byte
+/// string literal among the arguments of a call to `key` or to a function whose name ends in
+/// `_key`, among the key arguments of a `Txn` method (the ones after a `Table::…` first
+/// argument, its value excepted), and, in the service (the store's one user), in a `const` or
+/// `static`: elsewhere byte-string constants are other things (hex digits, signing contexts).
+/// The empty byte string spells no layout (the whole table, an empty value) and counts nowhere.
+/// Macros' inputs are read when they parse as expressions separated by commas (`assert_eq!`,
+/// `vec!`). A literal reported twice (a `key(…)` inside a `Txn` call) counts once.
+#[derive(Default)]
+struct KeyLiterals {
+    /// Line, column and the literal as written.
+    found: Vec<(usize, usize, String)>,
+    /// Whether constants count.
+    consts: bool,
+}
+
+/// The `Txn` methods and how many of their arguments after the table are key arguments.
+const KEYED_METHODS: [(&str, usize); 6] = [
+    ("get", 1),
+    ("put", 1),
+    ("put_row", 1),
+    ("delete", 1),
+    ("scan_prefix", 1),
+    ("scan_range", 2),
+];
+
+impl KeyLiterals {
+    fn of(source: &str, consts: bool) -> syn::Result<Vec<(usize, String)>> {
+        let mut literals = KeyLiterals {
+            found: Vec::new(),
+            consts,
+        };
+        literals.visit_file(&syn::parse_file(source)?);
+        literals.found.sort();
+        literals.found.dedup();
+        Ok(literals
+            .found
+            .into_iter()
+            .map(|(line, _, lit)| (line, lit))
+            .collect())
+    }
+
+    /// Notes every non-empty byte string inside `expr`.
+    fn key_part(&mut self, expr: &Expr) {
+        struct Within<'a>(&'a mut Vec<(usize, usize, String)>);
+        impl<'ast> Visit<'ast> for Within<'_> {
+            fn visit_expr_lit(&mut self, lit: &'ast ExprLit) {
+                if let Lit::ByteStr(bytes) = &lit.lit
+                    && !bytes.value().is_empty()
+                {
+                    let at = bytes.span().start();
+                    self.0.push((at.line, at.column, bytes.token().to_string()));
+                }
+            }
+            fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+                for expr in macro_exprs(mac) {
+                    self.visit_expr(&expr);
+                }
+            }
+        }
+        Within(&mut self.found).visit_expr(expr);
+    }
+}
+
+/// A macro's input as expressions separated by commas, or none if it does not parse so.
+fn macro_exprs(mac: &syn::Macro) -> Vec<Expr> {
+    Punctuated::<Expr, Token![,]>::parse_terminated
+        .parse2(mac.tokens.clone())
+        .map(|exprs| exprs.into_iter().collect())
+        .unwrap_or_default()
+}
+
+impl<'ast> Visit<'ast> for KeyLiterals {
+    fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
+        if let Expr::Path(path) = &*call.func
+            && let Some(last) = path.path.segments.last()
+            && (last.ident == "key" || last.ident.to_string().ends_with("_key"))
+        {
+            call.args.iter().for_each(|arg| self.key_part(arg));
+        }
+        visit::visit_expr_call(self, call);
+    }
+
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        let names_a_table = |arg: Option<&Expr>| matches!(arg, Some(Expr::Path(p)) if p.path.segments.iter().any(|s| s.ident == "Table"));
+        let keyed = KEYED_METHODS.iter().find(|(m, _)| call.method == m);
+        if let Some((_, keys)) = keyed
+            && names_a_table(call.args.first())
+        {
+            call.args
+                .iter()
+                .skip(1)
+                .take(*keys)
+                .for_each(|arg| self.key_part(arg));
+        }
+        visit::visit_expr_method_call(self, call);
+    }
+
+    fn visit_item_const(&mut self, item: &'ast syn::ItemConst) {
+        if self.consts {
+            self.key_part(&item.expr);
+        }
+        visit::visit_item_const(self, item);
+    }
+
+    fn visit_item_static(&mut self, item: &'ast syn::ItemStatic) {
+        if self.consts {
+            self.key_part(&item.expr);
+        }
+        visit::visit_item_static(self, item);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        for expr in macro_exprs(mac) {
+            self.visit_expr(&expr);
+        }
+    }
+}
+
+/// The key parts spelled in `files`, as `file:line: literal`; constants count in the files
+/// under `consts_under`.
+fn key_literals(files: &[PathBuf], consts_under: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        let source =
+            fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let literals = KeyLiterals::of(&source, file.starts_with(consts_under))
+            .unwrap_or_else(|e| panic!("parse {}: {e}", file.display()));
+        let shown = file
+            .strip_prefix(root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        found.extend(
+            literals
+                .into_iter()
+                .map(|(line, lit)| format!("{shown}:{line}: {lit}")),
+        );
+    }
+    found
+}
+
+#[test]
+fn only_the_schema_lays_out_keys() {
+    let (schema, store) = (root().join("src/service/schema"), root().join("src/store"));
+    let files: Vec<PathBuf> = rust_files(&root().join("src"))
+        .into_iter()
+        .filter(|file| !file.starts_with(&schema) && !file.starts_with(&store))
+        .collect();
+    assert!(
+        files.contains(&root().join("src/service/events.rs")),
+        "src/ not found"
+    );
+    let service = root().join("src/service");
+    assert_eq!(key_literals(&files, &service), Vec::<String>::new());
+}
+
+#[test]
+fn the_key_rule_reports_key_parts_and_nothing_else() {
+    let file = fixture("keys_outside_schema.rs");
+    let reported: Vec<String> = key_literals(std::slice::from_ref(&file), &file)
+        .into_iter()
+        .map(|found| found.rsplit(": ").next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            r#"b"import\0""#,
+            r#"b"override""#,
+            r#"b"relay\0acked""#,
+            r#"b"patient\0""#,
+            r#"b"pharmacy\x01""#,
+            r#"b"accepted""#,
+            r#"b"expiry""#,
+        ]
+    );
 }
 
 /// The packages of crypto providers other than ring: libcrypto builds and their bindings.

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rxgate::store::{Column, ColumnType, Columns, Error, Store, Table, Txn, Value};
 use rxgate::store::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind};
-use rxgate::store::{Error, Store, Table, Txn};
 
 fn open(dir: &Path, engine: EngineKind) -> Arc<EmbeddedStore> {
     let store = EmbeddedStore::open_with(dir, Some(engine), DEFAULT_CACHE_MIB).expect("open store");
@@ -519,6 +519,62 @@ async fn sequences_increase_across_transactions_and_reopen(engine: EngineKind) {
     );
 }
 
+/// Unique numbers increase in the order they are drawn, across transactions and a reopen, and
+/// (in the embedded store) come from the same counter as `next_sequence`, under the same key:
+/// stores written when these users drew `next_sequence` go on where they were. Put and
+/// `put_row` write the same row here: the embedded store keeps no columns.
+async fn unique_numbers_increase_and_share_the_stored_counter(engine: EngineKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for _session in 0..2 {
+        let store = open(dir.path(), engine);
+        for _ in 0..3 {
+            let drawn = store
+                .transact(|tx| {
+                    let a = tx.unique_sequence("intake")?;
+                    let b = tx.unique_sequence("intake")?;
+                    Ok::<_, Error>([a, b])
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            seen.extend(drawn);
+        }
+        store.close().unwrap();
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    let store = open(dir.path(), engine);
+    let (last, stored, next) = store
+        .transact(|tx| {
+            let last = tx.sequence("intake")?;
+            let stored = tx.get(Table::Meta, b"sequence/intake")?;
+            let next = tx.next_sequence("intake")?;
+            Ok::<_, Error>((last, stored, next))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(last), seen.last().copied());
+    assert_eq!(stored, Some(last.to_be_bytes().to_vec()));
+    assert_eq!(next, last + 1);
+
+    let columns = Columns {
+        declared: &[Column {
+            name: "n",
+            kind: ColumnType::Integer,
+            nullable: false,
+        }],
+        values: &[Value::Integer(7)],
+    };
+    let row = store
+        .transact(move |tx| {
+            tx.put_row(Table::Events, b"row", b"value", columns);
+            tx.get(Table::Events, b"row")
+        })
+        .await;
+    assert_eq!(row, Ok(Ok(Some(b"value".to_vec()))));
+}
+
 async fn a_corrupt_sequence_is_reported(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), engine);
@@ -641,6 +697,7 @@ on_each_engine!(
     transactions_of_one_batch_see_each_others_writes,
     read_only_and_rolled_back_transactions_need_no_flush,
     sequences_increase_across_transactions_and_reopen,
+    unique_numbers_increase_and_share_the_stored_counter,
     a_corrupt_sequence_is_reported,
     works_behind_dyn_store,
     reads_see_the_batches_still_being_flushed,

@@ -30,6 +30,7 @@ use crate::service::{
         DrugKindV1, HistoryEntryV1, HistoryEntryV2, HistoryRecord, SlotV1, SlotV2, SupplyV1,
         decode, encode,
     },
+    schema::history_key,
     stored::{Stored, corrupt},
 };
 
@@ -203,7 +204,7 @@ impl PatientHistory {
 
 /// The patient's history record (empty if they have none), as version 2.
 pub(super) fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV2>, store::Error> {
-    let Some(bytes) = tx.get(Table::Medications, patient.as_bytes())? else {
+    let Some(bytes) = tx.get(Table::Medications, history_key(patient))? else {
         return Ok(Vec::new());
     };
     match decode(&bytes)? {
@@ -234,11 +235,11 @@ pub(super) fn save(
     }
     debug_assert!(entries.is_sorted_by(|a, b| order(a) <= order(b)));
     if entries.is_empty() {
-        tx.delete(Table::Medications, patient.as_bytes());
+        tx.delete(Table::Medications, history_key(patient));
     } else {
         tx.put(
             Table::Medications,
-            patient.as_bytes(),
+            history_key(patient),
             &encode(&HistoryRecord::V2(entries)),
         );
     }

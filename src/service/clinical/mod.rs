@@ -180,7 +180,7 @@ mod tests {
                 DrugKindV1, HistoryEntryV1, HistoryRecord, MedicationRecord, SlotV1, SlotV2,
                 SupplyV1, decode, encode,
             },
-            schema::key,
+            schema::{history_key, old_dispensed_line_key, old_prescribed_line_key},
         },
         store::{Store, Table},
     };
@@ -230,32 +230,6 @@ mod tests {
         text.parse::<JapanDate>().unwrap().days_since_epoch()
     }
 
-    fn old_rx_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
-        key(&[
-            patient.as_bytes(),
-            b"rx",
-            id.as_bytes(),
-            &line.to_be_bytes(),
-        ])
-    }
-
-    fn old_dispensed_key(
-        patient: &str,
-        last_day: &str,
-        id: &str,
-        record: u32,
-        line: u32,
-    ) -> Vec<u8> {
-        key(&[
-            patient.as_bytes(),
-            b"d",
-            last_day.as_bytes(),
-            id.as_bytes(),
-            &record.to_be_bytes(),
-            &line.to_be_bytes(),
-        ])
-    }
-
     fn line(id: &str, source_id: String, dispensed: bool) -> MedicationV1 {
         MedicationV1 {
             drug_kind: DrugKindV1::Receipt,
@@ -294,11 +268,11 @@ mod tests {
             for l in [1, 0] {
                 put_old(
                     tx,
-                    old_rx_key("A", &p1, l),
+                    old_prescribed_line_key("A", &p1, l),
                     line(&p1, format!("rx:{p1}:{l}"), false),
                 );
             }
-            let d = |day: &str, l: u32| old_dispensed_key("A", day, &p2, 1, l);
+            let d = |day: &str, l: u32| old_dispensed_line_key("A", day, &p2, 1, l);
             put_old(
                 tx,
                 d("2026-12-20", 0),
@@ -311,13 +285,13 @@ mod tests {
             );
             put_old(
                 tx,
-                old_rx_key("B", &p3, 0),
+                old_prescribed_line_key("B", &p3, 0),
                 line(&p3, format!("rx:{p3}:0"), false),
             );
             for l in 0..MANY {
                 put_old(
                     tx,
-                    old_rx_key("C", &p4, l),
+                    old_prescribed_line_key("C", &p4, l),
                     line(&p4, format!("rx:{p4}:{l}"), false),
                 );
             }
@@ -378,7 +352,7 @@ mod tests {
             let p5 = rx(5);
             put_old(
                 tx,
-                old_rx_key("D", &p5, 0),
+                old_prescribed_line_key("D", &p5, 0),
                 line(&p5, format!("rx:{p5}:0"), false),
             );
             Ok(())
@@ -489,8 +463,8 @@ mod tests {
         let bad = HistoryRecord::V1(vec![v1(SlotV1::Undispensed { line: 1 }, wrong)]);
         let today: JapanDate = TODAY.parse().unwrap();
         let (history, bad_read, stored) = read(&store, move |tx| {
-            tx.put(Table::Medications, b"A", &encode(&record));
-            tx.put(Table::Medications, b"B", &encode(&bad));
+            tx.put(Table::Medications, history_key("A"), &encode(&record));
+            tx.put(Table::Medications, history_key("B"), &encode(&bad));
             let history = active_medications(tx, &load(tx, "A")?, today, None)?;
             let bad_read = load(tx, "B").map(|_| ());
             // A new prescription for A: the record is written again, as version 2.
@@ -507,7 +481,7 @@ mod tests {
             };
             let before = PatientHistory::read(tx, "A")?;
             index_prescription(tx, before, &prescribed, today)?;
-            let stored = tx.get(Table::Medications, b"A")?.unwrap();
+            let stored = tx.get(Table::Medications, history_key("A"))?.unwrap();
             Ok((history, bad_read, stored))
         })
         .await;

@@ -14,7 +14,7 @@ use crate::service::{
     records::{
         CheckBudgetRecord, CheckBudgetV1, ConsentMethodV1, ConsentRecord, ConsentV1, decode, encode,
     },
-    schema::key,
+    schema::{self, check_budget_key, consent_key},
 };
 
 /// What a registration does with a critical finding.
@@ -100,7 +100,7 @@ pub fn spend_check_budget(
     now_ms: i64,
     limits: &Limits,
 ) -> Result<Budget, store::Error> {
-    let budget_key = key(&[b"check-budget", patient.as_bytes()]);
+    let budget_key = check_budget_key(patient);
     let window_ms = (limits.patient_check_window_secs * 1_000) as i64;
     let spent = match tx.get(Table::Clinical, &budget_key)? {
         Some(bytes) => match decode(&bytes)? {
@@ -159,7 +159,8 @@ pub fn record_consent(
     action: &str,
     prescription_id: Option<&str>,
 ) -> Result<(), store::Error> {
-    let sequence = tx.next_sequence("consent")?;
+    // Only unique: a patient's consents are kept, never read as a feed that resumes.
+    let sequence = tx.unique_sequence(schema::CONSENT_SEQUENCE)?;
     let record = ConsentRecord::V1(ConsentV1 {
         time_ms,
         institution_kind: caller.institution.kind.to_string(),
@@ -175,7 +176,7 @@ pub fn record_consent(
     });
     tx.put(
         Table::Clinical,
-        &key(&[b"consent", patient.as_bytes(), &sequence.to_be_bytes()]),
+        &consent_key(patient, sequence),
         &encode(&record),
     );
     Ok(())

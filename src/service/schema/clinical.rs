@@ -1,0 +1,123 @@
+//! The clinical records: `Medications` (with the per-line layout of earlier versions),
+//! `Clinical` and the history's layout mark in `Meta`.
+
+use crate::{
+    service::{records::SlotV1, stored::corrupt},
+    store,
+};
+
+use super::key;
+
+/// `Medications`: a patient's medication history, one record per patient, by the canonical
+/// patient key (which never holds a zero byte).
+pub(in crate::service) fn history_key(patient: &str) -> &[u8] {
+    patient.as_bytes()
+}
+
+const PRESCRIBED_LINE: &[u8] = b"rx";
+const DISPENSED_LINE: &[u8] = b"d";
+
+/// `Medications` as versions before the one-record-per-patient layout wrote it, one key per
+/// line: a prescribed line by (patient, `rx`, prescription id, line number). Only the tests
+/// that build such a store write these; the migration reads them ([`old_history_entry`]).
+#[cfg(test)]
+pub(in crate::service) fn old_prescribed_line_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
+    key(&[
+        patient.as_bytes(),
+        PRESCRIBED_LINE,
+        id.as_bytes(),
+        &line.to_be_bytes(),
+    ])
+}
+
+/// The per-line layout's dispensed line: (patient, `d`, its last day, prescription id, record
+/// number, line number), numbers 4 bytes, big-endian. Written by tests only, as above.
+#[cfg(test)]
+pub(in crate::service) fn old_dispensed_line_key(
+    patient: &str,
+    last_day: &str,
+    id: &str,
+    record: u32,
+    line: u32,
+) -> Vec<u8> {
+    key(&[
+        patient.as_bytes(),
+        DISPENSED_LINE,
+        last_day.as_bytes(),
+        id.as_bytes(),
+        &record.to_be_bytes(),
+        &line.to_be_bytes(),
+    ])
+}
+
+/// The patient and the slot of a `Medications` key of the per-line layout; `None` for a key of
+/// the current layout (a patient key alone, without a zero byte).
+pub(in crate::service) fn old_history_entry(
+    key: &[u8],
+) -> Result<Option<(&str, SlotV1)>, store::Error> {
+    let Some(end) = key.iter().position(|b| *b == 0) else {
+        return Ok(None);
+    };
+    let patient = std::str::from_utf8(&key[..end]).map_err(|_| corrupt("history key"))?;
+    Ok(Some((patient, old_slot(&key[end + 1..])?)))
+}
+
+/// The slot of a per-line key after its patient: `rx \0 id \0 line` or
+/// `d \0 last-day \0 id \0 record \0 line` (record and line 4 bytes, big-endian).
+fn old_slot(rest: &[u8]) -> Result<SlotV1, store::Error> {
+    let bad = || corrupt("history key");
+    let number = |at: usize| -> Result<u32, store::Error> {
+        let bytes = rest.get(at..at + 4).ok_or_else(bad)?;
+        Ok(u32::from_be_bytes(bytes.try_into().map_err(|_| bad())?))
+    };
+    let n = rest.len();
+    let prescribed = key(&[PRESCRIBED_LINE, b""]);
+    if rest.starts_with(&prescribed) && n >= prescribed.len() + 1 + 4 {
+        return Ok(SlotV1::Undispensed {
+            line: number(n - 4)?,
+        });
+    }
+    let dispensed = key(&[DISPENSED_LINE, b""]);
+    let dated = rest.strip_prefix(dispensed.as_slice()).ok_or_else(bad)?;
+    let day_end = dated.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let last_day = std::str::from_utf8(&dated[..day_end]).map_err(|_| bad())?;
+    if n < dispensed.len() + day_end + 1 + 1 + 4 + 1 + 4 {
+        return Err(bad());
+    }
+    Ok(SlotV1::Dispensed {
+        last_day: last_day.to_owned(),
+        record: number(n - 9)?,
+        line: number(n - 4)?,
+    })
+}
+
+/// `Meta`: marks a store whose `Medications` has the one-record-per-patient layout → ().
+pub(in crate::service) const HISTORY_LAYOUT_KEY: &[u8] = b"layout/history-per-patient";
+
+/// `Clinical`: a patient's check budget (lines checked in the current window), by patient key.
+pub(in crate::service) fn check_budget_key(patient: &str) -> Vec<u8> {
+    key(&[b"check-budget", patient.as_bytes()])
+}
+
+/// `Clinical`: a consent an institution asserted for a check of a patient, by patient key and
+/// a number unique in the store ([`Txn::unique_sequence`](crate::store::Txn::unique_sequence)
+/// `consent`, 8 bytes, big-endian), so a patient's consents sort in the order they were drawn.
+pub(in crate::service) fn consent_key(patient: &str, sequence: u64) -> Vec<u8> {
+    key(&[b"consent", patient.as_bytes(), &sequence.to_be_bytes()])
+}
+
+/// `Clinical`: the findings a registration acknowledged, by prescription id.
+pub(in crate::service) fn override_key(prescription_id: &str) -> Vec<u8> {
+    key(&[b"override", prescription_id.as_bytes()])
+}
+
+/// The prefix of every imported master file in `Clinical`.
+pub(in crate::service) const IMPORTS: &[u8] = b"import\0";
+
+/// `Clinical`: an imported master file, by a number unique in the store
+/// ([`Txn::unique_sequence`](crate::store::Txn::unique_sequence) `import`, 8 bytes,
+/// big-endian) drawn in import order, so a later import sorts after, and is replayed after, an
+/// earlier one.
+pub(in crate::service) fn import_key(sequence: u64) -> Vec<u8> {
+    [IMPORTS, &sequence.to_be_bytes()].concat()
+}
