@@ -21,10 +21,10 @@ use crate::{
     log_throttle::LogThrottle,
     master_files::{FileKind, SourceFile},
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, Event, EventEntry,
-        EventKind, Findings, ImportFile, ImportSummary, LineState, RequestedOptions,
+        Acknowledgement, AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink, CheckRequest,
+        CheckSubject, CountedRequests, DispensingSummary, Error, Event, EventEntry, EventKind,
+        Findings, ImportFile, ImportSummary, LineState, RequestCount, RequestedOptions,
         Status as RxStatus,
-        records::{ChainedV1, ConsentMethodV1},
     },
     wire::documents,
     wire::proto::v1 as pb,
@@ -259,80 +259,144 @@ pub fn event_filter(
     Ok((id, kinds))
 }
 
+/// An audit record as exported: the fields its kind of entry has; the others stay empty.
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
-    let (chain_writer, previous_sha256, canonical) = e
-        .chain
-        .map(|c| (c.writer.to_vec(), c.previous.to_vec(), c.canonical))
-        .unwrap_or_default();
-    let (r, check) = match e.entry {
-        ChainedV1::Call(r) => (r.call, r.check),
-        ChainedV1::Counted(c) => {
-            return pb::AuditRecord {
-                sequence: e.sequence,
-                time_unix_ms: c.from_ms,
-                until_unix_ms: c.until_ms,
-                institution_kind: c.institution_kind,
-                institution_code: c.institution_code,
-                certificate_sha256: hex(&c.certificate_sha256),
-                action: COUNTED.into(),
-                outcome: "OK".into(),
-                counts: c
-                    .counts
-                    .into_iter()
-                    .map(|c| pb::AuditCount {
-                        action: c.action,
-                        outcome: c.outcome,
-                        count: c.count,
-                    })
-                    .collect(),
-                chain_writer,
-                previous_sha256,
-                canonical,
-                ..pb::AuditRecord::default()
-            };
-        }
-        ChainedV1::Genesis { time_ms, unchained } => {
-            return pb::AuditRecord {
-                sequence: e.sequence,
-                time_unix_ms: time_ms,
-                action: GENESIS.into(),
-                target: unchained.to_string(),
-                outcome: "OK".into(),
-                chain_writer,
-                previous_sha256,
-                canonical,
-                ..pb::AuditRecord::default()
-            };
-        }
-    };
-    pb::AuditRecord {
-        sequence: e.sequence,
-        time_unix_ms: r.time_ms,
-        institution_kind: r.institution_kind,
-        institution_code: r.institution_code,
-        certificate_sha256: hex(&r.certificate_sha256),
-        signer_serial_number: r.signer_serial_number.unwrap_or_default(),
-        signer_certificate_sha256: r
-            .signer_certificate_sha256
-            .map(|h| hex(&h))
-            .unwrap_or_default(),
-        action: r.action,
-        target: r.target.unwrap_or_default(),
-        outcome: r.outcome,
-        patient_pseudonym: check.map(|c| hex(&c.patient_pseudonym)).unwrap_or_default(),
-        line_count: check.map_or(0, |c| c.lines),
-        consent: check
-            .map(|c| match c.consent {
-                ConsentMethodV1::Card => "CARD",
-                ConsentMethodV1::Verbal => "VERBAL",
-                ConsentMethodV1::None => "NONE",
-            })
-            .unwrap_or_default()
-            .to_owned(),
+    let AuditEntry {
+        sequence,
+        entry,
+        chain,
+    } = e;
+    let (chain_writer, previous_sha256, canonical) = chain.map(link_to_pb).unwrap_or_default();
+    // Every field named, so that a new one is decided on here; each kind of entry below fills in
+    // what it has.
+    let empty = pb::AuditRecord {
+        sequence,
+        time_unix_ms: 0,
+        institution_kind: String::new(),
+        institution_code: String::new(),
+        certificate_sha256: String::new(),
+        signer_serial_number: String::new(),
+        signer_certificate_sha256: String::new(),
+        action: String::new(),
+        target: String::new(),
+        outcome: String::new(),
+        patient_pseudonym: String::new(),
+        line_count: 0,
+        consent: String::new(),
         chain_writer,
         previous_sha256,
         canonical,
-        ..pb::AuditRecord::default()
+        counts: Vec::new(),
+        until_unix_ms: 0,
+    };
+    match entry {
+        Audited::Genesis { time_ms, unchained } => pb::AuditRecord {
+            time_unix_ms: time_ms,
+            action: GENESIS.into(),
+            target: unchained.to_string(),
+            outcome: "OK".into(),
+            ..empty
+        },
+        Audited::Call(call) => {
+            let AuditedCall {
+                time_ms,
+                caller,
+                signer_serial_number,
+                signer_certificate_sha256,
+                action,
+                target,
+                outcome,
+                check,
+            } = *call;
+            let (institution_kind, institution_code, certificate_sha256) = caller_to_pb(caller);
+            let (patient_pseudonym, line_count, consent) =
+                check.map(check_to_pb).unwrap_or_default();
+            pb::AuditRecord {
+                time_unix_ms: time_ms,
+                institution_kind,
+                institution_code,
+                certificate_sha256,
+                signer_serial_number: signer_serial_number.unwrap_or_default(),
+                signer_certificate_sha256: signer_certificate_sha256
+                    .map(|h| hex(&h))
+                    .unwrap_or_default(),
+                action,
+                target: target.unwrap_or_default(),
+                outcome,
+                patient_pseudonym,
+                line_count,
+                consent,
+                ..empty
+            }
+        }
+        Audited::Counted(counted) => {
+            let CountedRequests {
+                caller,
+                from_ms,
+                until_ms,
+                counts,
+            } = *counted;
+            let (institution_kind, institution_code, certificate_sha256) = caller_to_pb(caller);
+            pb::AuditRecord {
+                time_unix_ms: from_ms,
+                until_unix_ms: until_ms,
+                institution_kind,
+                institution_code,
+                certificate_sha256,
+                action: COUNTED.into(),
+                outcome: "OK".into(),
+                counts: counts.into_iter().map(count_to_pb).collect(),
+                ..empty
+            }
+        }
+    }
+}
+
+/// A chain link's writer, the hash it names and its encoding.
+fn link_to_pb(link: ChainLink) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ChainLink {
+        writer,
+        previous,
+        canonical,
+    } = link;
+    (writer.to_vec(), previous.to_vec(), canonical)
+}
+
+/// A caller's institution kind and code, and its certificate's SHA-256 in hex.
+fn caller_to_pb(caller: AuditedCaller) -> (String, String, String) {
+    let AuditedCaller {
+        institution_kind,
+        institution_code,
+        certificate_sha256,
+    } = caller;
+    (institution_kind, institution_code, hex(&certificate_sha256))
+}
+
+/// A check's patient pseudonym in hex, its lines and its consent.
+fn check_to_pb(subject: CheckSubject) -> (String, u32, String) {
+    let CheckSubject {
+        patient_pseudonym,
+        lines,
+        consent,
+    } = subject;
+    let consent = match consent {
+        Consent::Card => "CARD",
+        Consent::Verbal => "VERBAL",
+        Consent::None => "NONE",
+    };
+    (hex(&patient_pseudonym), lines, consent.into())
+}
+
+fn count_to_pb(c: RequestCount) -> pb::AuditCount {
+    let RequestCount {
+        action,
+        outcome,
+        count,
+    } = c;
+    pb::AuditCount {
+        action,
+        outcome,
+        count,
     }
 }
 

@@ -12,6 +12,7 @@ mod audit;
 mod audit_chain;
 mod audit_checkpoint;
 mod audit_edge;
+mod audit_export;
 pub mod clinical;
 mod dispensing;
 mod events;
@@ -36,9 +37,13 @@ use std::{
 
 pub use admin::Stuck;
 use audit::AuditDraft;
-pub use audit::{Action, AuditEntry, AuditReceipt, ChainLink};
+pub use audit::{Action, AuditReceipt};
 pub use audit_chain::{Page, audit_rows, head_key, heads, link_key, parse_key};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
+pub use audit_export::{
+    AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink, CheckSubject, CountedRequests,
+    RequestCount,
+};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
     migrate_history,
