@@ -227,16 +227,17 @@ pub fn event_to_pb(e: EventEntry) -> pb::Event {
 
 /// The filter of a feed request: the prescription (if any) and the kinds (if any).
 pub fn event_filter(
-    filter: Option<&pb::EventFilter>,
+    filter: Option<pb::EventFilter>,
 ) -> Result<(Option<String>, Vec<EventKind>), Error> {
-    let Some(f) = filter else {
+    let Some(pb::EventFilter {
+        prescription_id: id,
+        kinds,
+    }) = filter
+    else {
         return Ok((None, Vec::new()));
     };
-    let id = (!f.prescription_id.is_empty())
-        .then(|| prescription_id(&f.prescription_id))
-        .transpose()?;
-    let kinds = f
-        .kinds
+    let id = (!id.is_empty()).then(|| prescription_id(&id)).transpose()?;
+    let kinds = kinds
         .iter()
         .map(|k| match pb::EventKind::try_from(*k) {
             Ok(pb::EventKind::Registered) => Ok(EventKind::Registered),

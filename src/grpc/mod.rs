@@ -491,9 +491,12 @@ impl EventService for Services {
                 return Err(status);
             }
         };
-        let r = request.into_inner();
+        let pb::WatchEventsRequest {
+            after_sequence,
+            filter,
+        } = request.into_inner();
         let (prescription_id, kinds) = self
-            .parsed(&caller, ACTION, convert::event_filter(r.filter.as_ref()))
+            .parsed(&caller, ACTION, convert::event_filter(filter))
             .await?;
         let filter = EventFilter {
             institution,
@@ -501,12 +504,13 @@ impl EventService for Services {
             kinds,
         };
         // The first page is read before answering, so that OUT_OF_RANGE is the call's status.
-        let first = self
+        let limits = self.feeds.limits();
+        let events = match self
             .gateway
-            .events_page(filter.clone(), r.after_sequence, self.feeds.limits().buffer)
-            .await;
-        let first = match first {
-            Ok(page) => page,
+            .watch(filter, after_sequence, limits.pace())
+            .await
+        {
+            Ok(events) => events,
             Err(e) => {
                 return Err(to_status(
                     self.gateway.audit_refusal(&caller, ACTION, e).await,
@@ -517,13 +521,7 @@ impl EventService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(feed::start(
-            Arc::clone(&self.gateway),
-            self.feeds.limits(),
-            (filter, r.after_sequence),
-            first,
-            slot,
-        )))
+        Ok(Response::new(feed::start(events, limits, slot)))
     }
 }
 

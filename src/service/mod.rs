@@ -16,6 +16,7 @@ mod audit_export;
 pub mod clinical;
 mod dispensing;
 mod events;
+mod feed;
 mod intake;
 mod lockout;
 mod master_import;
@@ -50,6 +51,7 @@ pub use clinical::{
 };
 pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
+pub use feed::{EventWatch, Pace};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
