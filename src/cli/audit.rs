@@ -134,7 +134,7 @@ pub fn verify_export(
         };
         let shown = crate::grpc::audit_to_pb(AuditEntry {
             sequence: record.sequence,
-            entry: link.entry,
+            entry: link.entry.into(),
             chain: Some(ChainLink {
                 writer,
                 previous: link.previous,

@@ -9,22 +9,26 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     domain::{
-        checks::{Consent, DrugRef, Finding, FindingKind, Indicator, Origin, SourceKind},
+        checks::{
+            Consent, DrugRef, Finding, FindingKind, Indicator, Origin, OtherSide, RuleRef, Source,
+            SourceKind,
+        },
         hash::{self, hex},
         ids::InstitutionCode,
         patient::PatientKey,
-        prescription::State,
+        prescription::{RefillWindow, State},
         rx::{FieldViolation, PrescriptionNumber},
+        signature::Refusal,
         time::JapanDate,
     },
     limits::{MAX_IMPORT_BYTES, MAX_IMPORT_FILE_BYTES, MAX_MESSAGE_CHARS},
     log_throttle::LogThrottle,
     master_files::{FileKind, SourceFile},
     service::{
-        Acknowledgement, AuditEntry, CheckRequest, DispensingSummary, Error, Event, EventEntry,
-        EventKind, Findings, ImportFile, ImportSummary, LineState, RequestedOptions,
-        Status as RxStatus,
-        records::{ChainedV1, ConsentMethodV1},
+        Acknowledgement, Attestation, AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink,
+        CheckRequest, CheckSubject, CountedRequests, Delivery, DispensingSummary, Error, Event,
+        EventEntry, EventKind, FileOutcome, Findings, ImportFile, ImportSummary, LineState,
+        RequestCount, RequestedOptions, Status as RxStatus, Stuck,
     },
     wire::documents,
     wire::proto::v1 as pb,
@@ -43,9 +47,13 @@ pub fn signed_parts(
     field: &str,
     doc: Option<pb::SignedDocument>,
 ) -> Result<(Vec<u8>, Vec<u8>), Error> {
-    doc.filter(|d| !d.content.is_empty() && !d.cms_signature.is_empty())
-        .map(|d| (d.content, d.cms_signature))
-        .ok_or_else(|| invalid(field, "content and cms_signature are required"))
+    match doc {
+        Some(pb::SignedDocument {
+            content,
+            cms_signature,
+        }) if !content.is_empty() && !cms_signature.is_empty() => Ok((content, cms_signature)),
+        _ => Err(invalid(field, "content and cms_signature are required")),
+    }
 }
 
 fn invalid(field: &str, rule: &str) -> Error {
@@ -65,40 +73,69 @@ fn exchange_number(s: &str) -> Result<u32, Error> {
     }
 }
 
-/// The fields of a delivery beside the signed record, which the intake stores as given: the
-/// record id (SHA-256, hex), a receipt time after 1970 and the sender's prescription id,
-/// institution code and number in their own forms, so that none is unbounded or unparsable.
-pub fn delivery_fields(r: &pb::DeliverDispensingRecordRequest) -> Result<(), Error> {
-    hash::from_hex::<32>(&r.record_id)
+/// A delivery as the intake takes it. The fields beside the signed record are stored as given,
+/// so each is checked first: the record id (SHA-256, hex), a receipt time after 1970 and the
+/// sender's prescription id, institution code and number in their own forms, so that none is
+/// unbounded or unparsable; then the attestation's bounds; then the record.
+pub fn delivery(r: pb::DeliverDispensingRecordRequest) -> Result<Delivery, Error> {
+    let pb::DeliverDispensingRecordRequest {
+        record_id,
+        sequence,
+        dispensing_record,
+        received_unix_ms,
+        prescription_id: id,
+        institution_code,
+        prescription_number,
+        attestation,
+    } = r;
+    hash::from_hex::<32>(&record_id)
         .ok_or_else(|| invalid("record_id", "the SHA-256 of the record's content, hex"))?;
-    if r.received_unix_ms <= 0 {
+    if received_unix_ms <= 0 {
         return Err(invalid("received_unix_ms", "a time after 1970"));
     }
-    prescription_id(&r.prescription_id)?;
-    r.institution_code
+    prescription_id(&id)?;
+    institution_code
         .parse::<InstitutionCode>()
         .map_err(|e| invalid("institution_code", e.rule))?;
-    PrescriptionNumber::parse(&r.prescription_number)
+    PrescriptionNumber::parse(&prescription_number)
         .ok_or_else(|| invalid("prescription_number", "1-32 printable ASCII characters"))?;
-    if let Some(a) = &r.attestation {
-        attestation_fields(a)?;
-    }
-    Ok(())
+    let attestation = attestation.map(attestation_of).transpose()?;
+    let (content, cms_signature) = signed_parts("dispensing_record", dispensing_record)?;
+    Ok(Delivery {
+        record_id,
+        sequence,
+        content,
+        cms_signature,
+        received_at_ms: received_unix_ms,
+        prescription_id: id,
+        institution: institution_code,
+        number: prescription_number,
+        attestation,
+    })
 }
 
-/// Bounds of a relay attestation, checked before its signature is.
-fn attestation_fields(a: &pb::RelayAttestation) -> Result<(), Error> {
-    if a.statement.len() > 1024 {
+/// A relay attestation, its bounds checked before its signature is.
+fn attestation_of(a: pb::RelayAttestation) -> Result<Attestation, Error> {
+    let pb::RelayAttestation {
+        statement,
+        signature,
+        sender_certificate_sha256,
+    } = a;
+    if statement.len() > 1024 {
         return Err(invalid("attestation.statement", "at most 1 KiB"));
     }
     // An ECDSA P-256 signature in ASN.1 DER is at most 72 bytes.
-    if a.signature.is_empty() || a.signature.len() > 72 {
+    if signature.is_empty() || signature.len() > 72 {
         return Err(invalid("attestation.signature", "1-72 bytes"));
     }
-    if a.sender_certificate_sha256.len() != 32 {
+    if sender_certificate_sha256.len() != 32 {
         return Err(invalid("attestation.sender_certificate_sha256", "32 bytes"));
     }
-    Ok(())
+    Ok(Attestation {
+        statement,
+        signature,
+        sender_certificate_sha256,
+    })
 }
 
 /// The lookup key of a pharmacy's request: a patient key and an exchange number.
@@ -133,54 +170,81 @@ pub fn state_to_pb(state: &State) -> pb::PrescriptionState {
 }
 
 pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
-    let pharmacy_code = match &s.state {
+    let RxStatus {
+        id,
+        institution,
+        number,
+        state,
+        issue_date,
+        usable_through,
+        dispensings,
+        lines,
+        uses,
+        uses_dispensed,
+        next_use,
+    } = s;
+    let pharmacy_code = match &state {
         State::Accepted { pharmacy } | State::Dispensed { pharmacy } => pharmacy.to_string(),
         State::Registered | State::Cancelled | State::Expired | State::AwaitingRefill => {
             String::new()
         }
     };
+    let line_state = |line: LineState| match line {
+        LineState::Dispensed => pb::LineStatus::Dispensed,
+        LineState::Partial => pb::LineStatus::Partial,
+        LineState::Owing => pb::LineStatus::Owing,
+        LineState::NotDispensed => pb::LineStatus::NotDispensed,
+    };
     pb::PrescriptionStatus {
-        prescription_id: s.id,
-        institution_code: s.institution,
-        prescription_number: s.number,
-        state: state_to_pb(&s.state) as i32,
+        prescription_id: id,
+        institution_code: institution,
+        prescription_number: number,
+        state: state_to_pb(&state) as i32,
         pharmacy_code,
-        issue_date: s.issue_date,
-        usable_through: s.usable_through,
-        line_states: s
-            .lines
-            .iter()
-            .map(|l| {
-                (match l {
-                    LineState::Dispensed => pb::LineStatus::Dispensed,
-                    LineState::Partial => pb::LineStatus::Partial,
-                    LineState::Owing => pb::LineStatus::Owing,
-                    LineState::NotDispensed => pb::LineStatus::NotDispensed,
-                }) as i32
-            })
-            .collect(),
-        uses: s.uses,
-        uses_dispensed: s.uses_dispensed,
-        next_use: s.next_use.map(|w| pb::RefillWindow {
-            planned: w.planned.to_string(),
-            from: w.from.to_string(),
-            until: w.until.to_string(),
+        issue_date,
+        usable_through,
+        line_states: lines.into_iter().map(|l| line_state(l) as i32).collect(),
+        uses,
+        uses_dispensed,
+        next_use: next_use.map(|window| {
+            let RefillWindow {
+                planned,
+                from,
+                until,
+            } = window;
+            pb::RefillWindow {
+                planned: planned.to_string(),
+                from: from.to_string(),
+                until: until.to_string(),
+            }
         }),
-        dispensing_records: s.dispensings.into_iter().map(dispensing_to_pb).collect(),
+        dispensing_records: dispensings.into_iter().map(dispensing_to_pb).collect(),
     }
 }
 
 fn dispensing_to_pb(d: DispensingSummary) -> pb::DispensingRecordSummary {
+    let DispensingSummary {
+        record_number,
+        pharmacy,
+        dispensing_date,
+        is_final,
+        important_information,
+        important_message,
+        content,
+        cms_signature,
+        // The wire's summary carries no receipt time: the intake's business, not the prescriber's.
+        received_at_ms: _,
+    } = d;
     pb::DispensingRecordSummary {
-        record_number: d.record_number,
-        pharmacy_code: d.pharmacy,
-        dispensing_date: d.dispensing_date,
-        r#final: d.is_final,
-        important_information: d.important_information,
-        important_message: d.important_message,
+        record_number,
+        pharmacy_code: pharmacy,
+        dispensing_date,
+        r#final: is_final,
+        important_information,
+        important_message,
         record: Some(pb::SignedDocument {
-            content: d.content,
-            cms_signature: d.cms_signature,
+            content,
+            cms_signature,
         }),
     }
 }
@@ -210,6 +274,7 @@ pub fn event_to_pb(e: EventEntry) -> pb::Event {
         number,
         pharmacy,
         state,
+        // The dispensing record (`record`) carries its number.
         record_number: _,
     } = event;
     pb::Event {
@@ -225,18 +290,40 @@ pub fn event_to_pb(e: EventEntry) -> pb::Event {
     }
 }
 
+pub fn stuck_to_pb(s: Stuck) -> pb::StuckPrescription {
+    let Stuck {
+        id,
+        institution,
+        number,
+        pharmacy,
+        accepted_at_ms,
+        last_record_at_ms,
+        records,
+    } = s;
+    pb::StuckPrescription {
+        prescription_id: id,
+        institution_code: institution,
+        prescription_number: number,
+        pharmacy_code: pharmacy,
+        accepted_unix_ms: accepted_at_ms,
+        last_record_unix_ms: last_record_at_ms.unwrap_or(0),
+        records,
+    }
+}
+
 /// The filter of a feed request: the prescription (if any) and the kinds (if any).
 pub fn event_filter(
-    filter: Option<&pb::EventFilter>,
+    filter: Option<pb::EventFilter>,
 ) -> Result<(Option<String>, Vec<EventKind>), Error> {
-    let Some(f) = filter else {
+    let Some(pb::EventFilter {
+        prescription_id: id,
+        kinds,
+    }) = filter
+    else {
         return Ok((None, Vec::new()));
     };
-    let id = (!f.prescription_id.is_empty())
-        .then(|| prescription_id(&f.prescription_id))
-        .transpose()?;
-    let kinds = f
-        .kinds
+    let id = (!id.is_empty()).then(|| prescription_id(&id)).transpose()?;
+    let kinds = kinds
         .iter()
         .map(|k| match pb::EventKind::try_from(*k) {
             Ok(pb::EventKind::Registered) => Ok(EventKind::Registered),
@@ -259,80 +346,144 @@ pub fn event_filter(
     Ok((id, kinds))
 }
 
+/// An audit record as exported: the fields its kind of entry has; the others stay empty.
 pub fn audit_to_pb(e: AuditEntry) -> pb::AuditRecord {
-    let (chain_writer, previous_sha256, canonical) = e
-        .chain
-        .map(|c| (c.writer.to_vec(), c.previous.to_vec(), c.canonical))
-        .unwrap_or_default();
-    let (r, check) = match e.entry {
-        ChainedV1::Call(r) => (r.call, r.check),
-        ChainedV1::Counted(c) => {
-            return pb::AuditRecord {
-                sequence: e.sequence,
-                time_unix_ms: c.from_ms,
-                until_unix_ms: c.until_ms,
-                institution_kind: c.institution_kind,
-                institution_code: c.institution_code,
-                certificate_sha256: hex(&c.certificate_sha256),
-                action: COUNTED.into(),
-                outcome: "OK".into(),
-                counts: c
-                    .counts
-                    .into_iter()
-                    .map(|c| pb::AuditCount {
-                        action: c.action,
-                        outcome: c.outcome,
-                        count: c.count,
-                    })
-                    .collect(),
-                chain_writer,
-                previous_sha256,
-                canonical,
-                ..pb::AuditRecord::default()
-            };
-        }
-        ChainedV1::Genesis { time_ms, unchained } => {
-            return pb::AuditRecord {
-                sequence: e.sequence,
-                time_unix_ms: time_ms,
-                action: GENESIS.into(),
-                target: unchained.to_string(),
-                outcome: "OK".into(),
-                chain_writer,
-                previous_sha256,
-                canonical,
-                ..pb::AuditRecord::default()
-            };
-        }
-    };
-    pb::AuditRecord {
-        sequence: e.sequence,
-        time_unix_ms: r.time_ms,
-        institution_kind: r.institution_kind,
-        institution_code: r.institution_code,
-        certificate_sha256: hex(&r.certificate_sha256),
-        signer_serial_number: r.signer_serial_number.unwrap_or_default(),
-        signer_certificate_sha256: r
-            .signer_certificate_sha256
-            .map(|h| hex(&h))
-            .unwrap_or_default(),
-        action: r.action,
-        target: r.target.unwrap_or_default(),
-        outcome: r.outcome,
-        patient_pseudonym: check.map(|c| hex(&c.patient_pseudonym)).unwrap_or_default(),
-        line_count: check.map_or(0, |c| c.lines),
-        consent: check
-            .map(|c| match c.consent {
-                ConsentMethodV1::Card => "CARD",
-                ConsentMethodV1::Verbal => "VERBAL",
-                ConsentMethodV1::None => "NONE",
-            })
-            .unwrap_or_default()
-            .to_owned(),
+    let AuditEntry {
+        sequence,
+        entry,
+        chain,
+    } = e;
+    let (chain_writer, previous_sha256, canonical) = chain.map(link_to_pb).unwrap_or_default();
+    // Every field named, so that a new one is decided on here; each kind of entry below fills in
+    // what it has.
+    let empty = pb::AuditRecord {
+        sequence,
+        time_unix_ms: 0,
+        institution_kind: String::new(),
+        institution_code: String::new(),
+        certificate_sha256: String::new(),
+        signer_serial_number: String::new(),
+        signer_certificate_sha256: String::new(),
+        action: String::new(),
+        target: String::new(),
+        outcome: String::new(),
+        patient_pseudonym: String::new(),
+        line_count: 0,
+        consent: String::new(),
         chain_writer,
         previous_sha256,
         canonical,
-        ..pb::AuditRecord::default()
+        counts: Vec::new(),
+        until_unix_ms: 0,
+    };
+    match entry {
+        Audited::Genesis { time_ms, unchained } => pb::AuditRecord {
+            time_unix_ms: time_ms,
+            action: GENESIS.into(),
+            target: unchained.to_string(),
+            outcome: "OK".into(),
+            ..empty
+        },
+        Audited::Call(call) => {
+            let AuditedCall {
+                time_ms,
+                caller,
+                signer_serial_number,
+                signer_certificate_sha256,
+                action,
+                target,
+                outcome,
+                check,
+            } = *call;
+            let (institution_kind, institution_code, certificate_sha256) = caller_to_pb(caller);
+            let (patient_pseudonym, line_count, consent) =
+                check.map(check_to_pb).unwrap_or_default();
+            pb::AuditRecord {
+                time_unix_ms: time_ms,
+                institution_kind,
+                institution_code,
+                certificate_sha256,
+                signer_serial_number: signer_serial_number.unwrap_or_default(),
+                signer_certificate_sha256: signer_certificate_sha256
+                    .map(|h| hex(&h))
+                    .unwrap_or_default(),
+                action,
+                target: target.unwrap_or_default(),
+                outcome,
+                patient_pseudonym,
+                line_count,
+                consent,
+                ..empty
+            }
+        }
+        Audited::Counted(counted) => {
+            let CountedRequests {
+                caller,
+                from_ms,
+                until_ms,
+                counts,
+            } = *counted;
+            let (institution_kind, institution_code, certificate_sha256) = caller_to_pb(caller);
+            pb::AuditRecord {
+                time_unix_ms: from_ms,
+                until_unix_ms: until_ms,
+                institution_kind,
+                institution_code,
+                certificate_sha256,
+                action: COUNTED.into(),
+                outcome: "OK".into(),
+                counts: counts.into_iter().map(count_to_pb).collect(),
+                ..empty
+            }
+        }
+    }
+}
+
+/// A chain link's writer, the hash it names and its encoding.
+fn link_to_pb(link: ChainLink) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ChainLink {
+        writer,
+        previous,
+        canonical,
+    } = link;
+    (writer.to_vec(), previous.to_vec(), canonical)
+}
+
+/// A caller's institution kind and code, and its certificate's SHA-256 in hex.
+fn caller_to_pb(caller: AuditedCaller) -> (String, String, String) {
+    let AuditedCaller {
+        institution_kind,
+        institution_code,
+        certificate_sha256,
+    } = caller;
+    (institution_kind, institution_code, hex(&certificate_sha256))
+}
+
+/// A check's patient pseudonym in hex, its lines and its consent.
+fn check_to_pb(subject: CheckSubject) -> (String, u32, String) {
+    let CheckSubject {
+        patient_pseudonym,
+        lines,
+        consent,
+    } = subject;
+    let consent = match consent {
+        Consent::Card => "CARD",
+        Consent::Verbal => "VERBAL",
+        Consent::None => "NONE",
+    };
+    (hex(&patient_pseudonym), lines, consent.into())
+}
+
+fn count_to_pb(c: RequestCount) -> pb::AuditCount {
+    let RequestCount {
+        action,
+        outcome,
+        count,
+    } = c;
+    pb::AuditCount {
+        action,
+        outcome,
+        count,
     }
 }
 
@@ -352,17 +503,25 @@ pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {
 }
 
 /// The consent and switches of a check request. An unspecified consent is no consent.
-pub fn check_request(consent: i32, options: Option<&pb::CheckOptions>) -> CheckRequest {
+pub fn check_request(consent: i32, options: Option<pb::CheckOptions>) -> CheckRequest {
     let consent = match pb::Consent::try_from(consent) {
         Ok(pb::Consent::Card) => Consent::Card,
         Ok(pb::Consent::Verbal) => Consent::Verbal,
         _ => Consent::None,
     };
-    let options = options.map_or(RequestedOptions::default(), |o| RequestedOptions {
-        include_same_institution: o.include_same_institution,
-        caution: o.caution,
-        same_class: o.same_class,
-        within_prescription: o.within_prescription,
+    let options = options.map_or(RequestedOptions::default(), |o| {
+        let pb::CheckOptions {
+            include_same_institution,
+            caution,
+            same_class,
+            within_prescription,
+        } = o;
+        RequestedOptions {
+            include_same_institution,
+            caution,
+            same_class,
+            within_prescription,
+        }
     });
     CheckRequest { consent, options }
 }
@@ -375,30 +534,27 @@ pub fn acknowledgements(
     documents::bounded_count("acknowledgements", acks.len(), max)
         .map_err(Error::InvalidArgument)?;
     let mut violations = Vec::new();
-    for (i, a) in acks.iter().enumerate() {
-        if a.finding_id.is_empty() || a.finding_id.len() > 64 {
+    let mut parsed = Vec::with_capacity(acks.len());
+    for (i, ack) in acks.into_iter().enumerate() {
+        let pb::Acknowledgement { finding_id, reason } = ack;
+        if finding_id.is_empty() || finding_id.len() > 64 {
             violations.push(FieldViolation::new(
                 format!("acknowledgements[{i}].finding_id"),
                 "a finding id",
             ));
         }
-        if a.reason.trim().is_empty() || a.reason.chars().count() > MAX_MESSAGE_CHARS {
+        if reason.trim().is_empty() || reason.chars().count() > MAX_MESSAGE_CHARS {
             violations.push(FieldViolation::new(
                 format!("acknowledgements[{i}].reason"),
                 "a reason of 1 to 1000 characters",
             ));
         }
+        parsed.push(Acknowledgement { finding_id, reason });
     }
     if !violations.is_empty() {
         return Err(Error::InvalidArgument(violations));
     }
-    Ok(acks
-        .into_iter()
-        .map(|a| Acknowledgement {
-            finding_id: a.finding_id,
-            reason: a.reason,
-        })
-        .collect())
+    Ok(parsed)
 }
 
 fn file_kind(kind: i32) -> Option<FileKind> {
@@ -432,30 +588,32 @@ pub async fn import_files(
     let mut files: Vec<(ImportFile, u64)> = Vec::new();
     let mut total = 0u64;
     while let Some(chunk) = stream.message().await.map_err(stream_failure)? {
-        match chunk.part {
+        let pb::ImportMasterChunk { part } = chunk;
+        match part {
             Some(Part::File(header)) => {
-                if let Some((f, size)) = files.last()
-                    && f.file.bytes.len() as u64 != *size
+                let pb::ImportFileHeader { name, kind, size } = header;
+                if let Some((last, declared)) = files.last()
+                    && last.file.bytes.len() as u64 != *declared
                 {
                     return Err(invalid("data", "a file's chunks must add up to its size"));
                 }
-                let kind = file_kind(header.kind)
+                let kind = file_kind(kind)
                     .ok_or_else(|| invalid("file.kind", "must name the kind of file"))?;
-                if header.name.is_empty() || header.name.contains(['/', '\\']) {
+                if name.is_empty() || name.contains(['/', '\\']) {
                     return Err(invalid("file.name", "a file name without folders"));
                 }
-                if header.size > MAX_IMPORT_FILE_BYTES {
+                if size > MAX_IMPORT_FILE_BYTES {
                     return Err(Error::ResourceExhausted("an import file is over 64 MiB"));
                 }
                 files.push((
                     ImportFile {
                         kind,
                         file: SourceFile {
-                            name: header.name,
-                            bytes: Vec::with_capacity(header.size as usize),
+                            name,
+                            bytes: Vec::with_capacity(size as usize),
                         },
                     },
-                    header.size,
+                    size,
                 ));
             }
             Some(Part::Data(data)) => {
@@ -501,59 +659,117 @@ fn stream_failure(status: Status) -> Error {
 }
 
 pub fn import_summary_to_pb(s: ImportSummary) -> pb::ImportMasterSummary {
+    let ImportSummary {
+        files,
+        master_records,
+        current_products,
+        contraindication_rules,
+        version,
+    } = s;
     pb::ImportMasterSummary {
-        files: s
-            .files
+        files: files
             .into_iter()
-            .map(|(kind, f)| pb::ImportedFile {
-                name: f.name,
-                kind: file_kind_to_pb(kind) as i32,
-                rows: f.rows,
-                added: f.added,
-                changed: f.changed,
-                abolished: f.abolished,
-                deleted: f.deleted,
-                restored: f.restored,
-                already_imported: f.already_imported,
-            })
+            .map(|(kind, outcome)| imported_to_pb(kind, outcome))
             .collect(),
-        master_records: s.master_records,
-        current_products: s.current_products,
-        contraindication_rules: s.contraindication_rules,
-        version: s.version,
+        master_records,
+        current_products,
+        contraindication_rules,
+        version,
+    }
+}
+
+fn imported_to_pb(kind: FileKind, outcome: FileOutcome) -> pb::ImportedFile {
+    let FileOutcome {
+        name,
+        rows,
+        added,
+        changed,
+        abolished,
+        deleted,
+        restored,
+        already_imported,
+    } = outcome;
+    pb::ImportedFile {
+        name,
+        kind: file_kind_to_pb(kind) as i32,
+        rows,
+        added,
+        changed,
+        abolished,
+        deleted,
+        restored,
+        already_imported,
     }
 }
 
 fn drug_to_pb(drug: &DrugRef) -> pb::DrugReference {
+    let DrugRef { code, name, moiety } = drug;
     pb::DrugReference {
-        code: drug.code.clone(),
-        name: drug.name.clone().unwrap_or_default(),
-        moiety: drug.moiety.clone().unwrap_or_default(),
+        code: code.clone(),
+        name: name.clone().unwrap_or_default(),
+        moiety: moiety.clone().unwrap_or_default(),
     }
 }
 
 fn origin_to_pb(origin: &Origin) -> pb::Origin {
     match origin {
-        Origin::History(source) => pb::Origin {
-            kind: match source.kind {
+        Origin::History(Source { kind, code, date }) => pb::Origin {
+            kind: match kind {
                 SourceKind::Prescription => pb::OriginKind::Prescription,
                 SourceKind::Dispensing => pb::OriginKind::Dispensing,
             } as i32,
-            institution_code: source.code.to_string(),
-            date: source.date.to_string(),
+            institution_code: code.to_string(),
+            date: date.to_string(),
             line: 0,
         },
         Origin::ThisPrescription { line } => pb::Origin {
             kind: pb::OriginKind::ThisPrescription as i32,
+            institution_code: String::new(),
+            date: String::new(),
             line: *line as u32,
-            ..Default::default()
         },
     }
 }
 
-/// A finding as the wire carries it.
+fn other_to_pb(other: &OtherSide) -> pb::OtherDrug {
+    let OtherSide { drug, origins } = other;
+    pb::OtherDrug {
+        drug: Some(drug_to_pb(drug)),
+        origins: origins.iter().map(origin_to_pb).collect(),
+    }
+}
+
+fn rule_to_pb(rule: &RuleRef) -> pb::Rule {
+    let RuleRef {
+        id,
+        mechanism,
+        source,
+        verification,
+        condition,
+    } = rule;
+    pb::Rule {
+        id: id.clone(),
+        mechanism: mechanism.clone(),
+        source: source.clone(),
+        verification: verification.clone(),
+        condition: condition.clone().unwrap_or_default(),
+    }
+}
+
+/// A finding as the wire carries it: its first other drug and origin also on their own, for
+/// clients that show one.
 pub fn finding_to_pb(f: &Finding) -> pb::Finding {
-    let kind = match f.kind {
+    let Finding {
+        id,
+        kind,
+        indicator,
+        summary,
+        line,
+        own,
+        others,
+        rule,
+    } = f;
+    let kind = match kind {
         FindingKind::Duplicate => pb::FindingKind::Duplicate,
         FindingKind::Contraindication => pb::FindingKind::Contraindication,
         FindingKind::Conditional => pb::FindingKind::Conditional,
@@ -561,36 +777,23 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
         FindingKind::SameClass => pb::FindingKind::SameClass,
         FindingKind::NotChecked => pb::FindingKind::NotChecked,
     };
-    let indicator = match f.indicator {
+    let indicator = match indicator {
         Indicator::Info => pb::Indicator::Info,
         Indicator::Warning => pb::Indicator::Warning,
         Indicator::Critical => pb::Indicator::Critical,
     };
-    let others: Vec<pb::OtherDrug> = f
-        .others
-        .iter()
-        .map(|o| pb::OtherDrug {
-            drug: Some(drug_to_pb(&o.drug)),
-            origins: o.origins.iter().map(origin_to_pb).collect(),
-        })
-        .collect();
+    let others: Vec<pb::OtherDrug> = others.iter().map(other_to_pb).collect();
     let first = others.first();
     pb::Finding {
-        id: f.id.clone(),
+        id: id.clone(),
         kind: kind as i32,
         indicator: indicator as i32,
-        summary: f.summary.clone(),
-        line: f.line as u32,
-        own: f.own.as_ref().map(drug_to_pb),
+        summary: summary.clone(),
+        line: *line as u32,
+        own: own.as_ref().map(drug_to_pb),
         other: first.and_then(|o| o.drug.clone()),
         origin: first.and_then(|o| o.origins.first().cloned()),
-        rule: f.rule.as_ref().map(|r| pb::Rule {
-            id: r.id.clone(),
-            mechanism: r.mechanism.clone(),
-            source: r.source.clone(),
-            verification: r.verification.clone(),
-            condition: r.condition.clone().unwrap_or_default(),
-        }),
+        rule: rule.as_ref().map(rule_to_pb),
         others,
     }
 }
@@ -600,33 +803,31 @@ pub fn to_status(error: Error) -> Status {
     match error {
         Error::InvalidArgument(violations) => invalid_argument(&violations),
         Error::Signature(refusal) => {
+            let Refusal {
+                reason,
+                detail,
+                diagnostic,
+            } = refusal;
             // A client can send refused signatures at will: one line per 10 s at most.
             static PATH_REFUSED: LogThrottle = LogThrottle::new(Duration::from_secs(10));
-            if let Some(diagnostic) = &refusal.diagnostic
+            if let Some(diagnostic) = &diagnostic
                 && let Some(left_out) = PATH_REFUSED.allow()
             {
                 tracing::info!(
-                    reason = refusal.reason.code(),
+                    reason = reason.code(),
                     %diagnostic,
                     left_out,
                     "signature refused by path validation"
                 );
             }
+            let message = format!("signature refused: {}: {detail}", reason.code());
             let mut details = ErrorDetails::new();
             details.set_error_info(
-                refusal.reason.code(),
+                reason.code(),
                 "rxgate.signature",
-                [("detail".to_owned(), refusal.detail.clone())],
+                [("detail".to_owned(), detail)],
             );
-            Status::with_error_details(
-                Code::InvalidArgument,
-                format!(
-                    "signature refused: {}: {}",
-                    refusal.reason.code(),
-                    refusal.detail
-                ),
-                details,
-            )
+            Status::with_error_details(Code::InvalidArgument, message, details)
         }
         Error::PermissionDenied(why) => Status::permission_denied(why),
         Error::NotFound => Status::not_found("no such prescription"),
@@ -663,12 +864,12 @@ const MAX_VIOLATIONS: usize = 16;
 fn invalid_argument(violations: &[FieldViolation]) -> Status {
     let shown = &violations[..violations.len().min(MAX_VIOLATIONS)];
     let mut details = ErrorDetails::new();
-    for v in shown {
-        details.add_bad_request_violation(v.field.clone(), v.rule.clone());
+    for FieldViolation { field, rule } in shown {
+        details.add_bad_request_violation(field.clone(), rule.clone());
     }
     let mut summary = shown
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.rule))
+        .map(|FieldViolation { field, rule }| format!("{field}: {rule}"))
         .collect::<Vec<_>>()
         .join("; ");
     if violations.len() > shown.len() {

@@ -12,13 +12,13 @@ fn invalid(field: &str, rule: &str) -> Error {
 }
 
 /// The subject a request names.
-pub fn subject(subject: Option<&pb::LockoutSubject>) -> Result<Subject, Error> {
-    match subject.and_then(|s| s.subject.as_ref()) {
+pub fn subject(subject: Option<pb::LockoutSubject>) -> Result<Subject, Error> {
+    match subject.and_then(|pb::LockoutSubject { subject }| subject) {
         Some(PbSubject::PharmacyCode(code)) => code
             .parse()
             .map(Subject::Pharmacy)
             .map_err(|_| invalid("subject.pharmacy_code", "10 digits")),
-        Some(PbSubject::PatientPseudonym(text)) => hash::from_hex(text)
+        Some(PbSubject::PatientPseudonym(text)) => hash::from_hex(&text)
             .map(Subject::Patient)
             .ok_or_else(|| invalid("subject.patient_pseudonym", "64 hex digits")),
         None => Err(invalid(
@@ -29,7 +29,12 @@ pub fn subject(subject: Option<&pb::LockoutSubject>) -> Result<Subject, Error> {
 }
 
 pub fn lockout_to_pb(locked: Locked) -> pb::Lockout {
-    let subject = match locked.subject {
+    let Locked {
+        subject,
+        misses,
+        until_ms,
+    } = locked;
+    let subject = match subject {
         Subject::Pharmacy(code) => PbSubject::PharmacyCode(code.to_string()),
         Subject::Patient(pseudonym) => PbSubject::PatientPseudonym(hash::hex(&pseudonym)),
     };
@@ -37,7 +42,7 @@ pub fn lockout_to_pb(locked: Locked) -> pb::Lockout {
         subject: Some(pb::LockoutSubject {
             subject: Some(subject),
         }),
-        misses: locked.misses,
-        locked_until_unix_ms: locked.until_ms,
+        misses,
+        locked_until_unix_ms: until_ms,
     }
 }

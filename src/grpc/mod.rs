@@ -28,7 +28,10 @@ use crate::{
         ids::InstitutionKind,
         rx::{DraftFacts, FieldViolation},
     },
-    service::{Action, Attestation, Caller, Delivery, Error, EventFilter, Findings, Gateway},
+    service::{
+        Action, Caller, Dispensed, Error, EventFilter, Findings, Gateway, Received, Registered,
+        Summary,
+    },
     tls::peer_identity,
     wire::documents,
     wire::proto::v1::{
@@ -45,16 +48,20 @@ use convert::{
     prescription_id, signed_parts, status_to_pb, to_status,
 };
 
-fn check_response(findings: &Findings) -> pb::CheckResponse {
+fn check_response(findings: Findings) -> pb::CheckResponse {
+    let (findings, truncated, omitted) = findings_to_pb(findings);
     pb::CheckResponse {
-        findings: findings_to_pb(findings),
-        truncated: findings.omitted > 0,
-        omitted: findings.omitted,
+        findings,
+        truncated,
+        omitted,
     }
 }
 
-fn findings_to_pb(findings: &Findings) -> Vec<pb::Finding> {
-    findings.shown.iter().map(finding_to_pb).collect()
+/// The findings shown, whether some were left out, and how many.
+fn findings_to_pb(findings: Findings) -> (Vec<pb::Finding>, bool, u32) {
+    let Findings { shown, omitted } = findings;
+    let shown = shown.iter().map(finding_to_pb).collect();
+    (shown, omitted > 0, omitted)
 }
 
 pub use convert::{MAX_MESSAGE_BYTES, audit_to_pb, file_kind_to_pb, state_to_pb};
@@ -187,11 +194,14 @@ impl PrescriptionService for Services {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         const ACTION: Action = Action::CheckPrescription;
         let caller = self.caller(&request, CLINICS, ACTION).await?;
-        let r = request.into_inner();
-        let check = check_request(r.consent, r.check_options.as_ref());
+        let pb::CheckPrescriptionRequest {
+            draft,
+            consent,
+            check_options,
+        } = request.into_inner();
+        let check = check_request(consent, check_options);
         let max_lines = self.gateway.limits().prescription_lines;
-        let parsed = r
-            .draft
+        let parsed = draft
             .as_ref()
             .ok_or_else(|| vec![FieldViolation::new("draft", "is required")])
             .and_then(|d| {
@@ -205,7 +215,7 @@ impl PrescriptionService for Services {
             .check_prescription(&caller, draft, check)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(check_response(&findings)))
+        Ok(Response::new(check_response(findings)))
     }
 
     async fn register_prescription(
@@ -214,26 +224,38 @@ impl PrescriptionService for Services {
     ) -> Result<Response<pb::RegisterPrescriptionResponse>, Status> {
         const ACTION: Action = Action::RegisterPrescription;
         let caller = self.caller(&request, CLINICS, ACTION).await?;
-        let r = request.into_inner();
-        let check = check_request(r.consent, r.check_options.as_ref());
-        let parsed = signed_parts("prescription", r.prescription).and_then(|signed| {
+        let pb::RegisterPrescriptionRequest {
+            prescription,
+            consent,
+            check_options,
+            acknowledgements: acks,
+        } = request.into_inner();
+        let check = check_request(consent, check_options);
+        let parsed = signed_parts("prescription", prescription).and_then(|signed| {
             let max = self.gateway.limits().acknowledgements;
-            Ok((signed, acknowledgements(r.acknowledgements, max)?))
+            Ok((signed, acknowledgements(acks, max)?))
         });
         let ((content, cms), acks) = self.parsed(&caller, ACTION, parsed).await?;
-        let registered = self
+        let Registered {
+            id,
+            exchange_number,
+            state,
+            usable_through,
+            findings,
+        } = self
             .gateway
             .register(&caller, content, cms, check, acks)
             .await
             .map_err(to_status)?;
+        let (findings, findings_truncated, findings_omitted) = findings_to_pb(findings);
         Ok(Response::new(pb::RegisterPrescriptionResponse {
-            prescription_id: registered.id,
-            exchange_number: format!("{:06}", registered.exchange_number),
-            state: state_to_pb(&registered.state) as i32,
-            usable_through: registered.usable_through.to_string(),
-            findings: findings_to_pb(&registered.findings),
-            findings_truncated: registered.findings.omitted > 0,
-            findings_omitted: registered.findings.omitted,
+            prescription_id: id,
+            exchange_number: format!("{exchange_number:06}"),
+            state: state_to_pb(&state) as i32,
+            usable_through: usable_through.to_string(),
+            findings,
+            findings_truncated,
+            findings_omitted,
         }))
     }
 
@@ -243,13 +265,10 @@ impl PrescriptionService for Services {
     ) -> Result<Response<pb::CancelPrescriptionResponse>, Status> {
         const ACTION: Action = Action::CancelPrescription;
         let caller = self.caller(&request, CLINICS, ACTION).await?;
-        let id = self
-            .parsed(
-                &caller,
-                ACTION,
-                prescription_id(&request.get_ref().prescription_id),
-            )
-            .await?;
+        let pb::CancelPrescriptionRequest {
+            prescription_id: id,
+        } = request.into_inner();
+        let id = self.parsed(&caller, ACTION, prescription_id(&id)).await?;
         let state = self.gateway.cancel(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelPrescriptionResponse {
             state: state_to_pb(&state) as i32,
@@ -262,13 +281,10 @@ impl PrescriptionService for Services {
     ) -> Result<Response<pb::PrescriptionStatus>, Status> {
         const ACTION: Action = Action::GetPrescriptionStatus;
         let caller = self.caller(&request, CLINICS, ACTION).await?;
-        let id = self
-            .parsed(
-                &caller,
-                ACTION,
-                prescription_id(&request.get_ref().prescription_id),
-            )
-            .await?;
+        let pb::GetPrescriptionStatusRequest {
+            prescription_id: id,
+        } = request.into_inner();
+        let id = self.parsed(&caller, ACTION, prescription_id(&id)).await?;
         let status = self.gateway.status(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(status_to_pb(status)))
     }
@@ -279,10 +295,14 @@ impl PrescriptionService for Services {
     ) -> Result<Response<pb::SearchPrescriptionsResponse>, Status> {
         const ACTION: Action = Action::SearchPrescriptions;
         let caller = self.caller(&request, CLINICS, ACTION).await?;
-        let r = request.get_ref();
-        let parsed = patient_key(r.patient_key.as_ref()).and_then(|key| {
-            let from = convert::date("issued_from", &r.issued_from)?;
-            let to = convert::date("issued_to", &r.issued_to)?;
+        let pb::SearchPrescriptionsRequest {
+            patient_key: key,
+            issued_from,
+            issued_to,
+        } = request.into_inner();
+        let parsed = patient_key(key.as_ref()).and_then(|key| {
+            let from = convert::date("issued_from", &issued_from)?;
+            let to = convert::date("issued_to", &issued_to)?;
             Ok((key, from, to))
         });
         let (key, from, to) = self.parsed(&caller, ACTION, parsed).await?;
@@ -305,12 +325,17 @@ impl DispensingService for Services {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         const ACTION: Action = Action::CheckDispensing;
         let caller = self.caller(&request, PHARMACIES, ACTION).await?;
-        let r = request.into_inner();
-        let check = check_request(r.consent, r.check_options.as_ref());
+        let pb::CheckDispensingRequest {
+            prescription_id: id,
+            lines,
+            consent,
+            check_options,
+        } = request.into_inner();
+        let check = check_request(consent, check_options);
         let max_lines = self.gateway.limits().dispensing_lines;
-        let parsed = prescription_id(&r.prescription_id).and_then(|id| {
-            let lines = documents::bounded_count("lines", r.lines.len(), max_lines)
-                .and_then(|()| documents::lines_to_dispense(&r.lines))
+        let parsed = prescription_id(&id).and_then(|id| {
+            let lines = documents::bounded_count("lines", lines.len(), max_lines)
+                .and_then(|()| documents::lines_to_dispense(&lines))
                 .map_err(Error::InvalidArgument)?;
             Ok((id, lines))
         });
@@ -320,7 +345,7 @@ impl DispensingService for Services {
             .check_dispensing(&caller, id, lines, check)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(check_response(&findings)))
+        Ok(Response::new(check_response(findings)))
     }
 
     async fn lookup_prescription(
@@ -329,26 +354,31 @@ impl DispensingService for Services {
     ) -> Result<Response<pb::PrescriptionSummary>, Status> {
         const ACTION: Action = Action::LookupPrescription;
         let caller = self.caller(&request, PHARMACIES, ACTION).await?;
-        let r = request.get_ref();
-        let (key, number) = self
-            .parsed(
-                &caller,
-                ACTION,
-                patient_and_number(r.patient_key.as_ref(), &r.exchange_number),
-            )
-            .await?;
-        let s = self
+        let pb::LookupPrescriptionRequest {
+            patient_key,
+            exchange_number,
+        } = request.into_inner();
+        let parsed = patient_and_number(patient_key.as_ref(), &exchange_number);
+        let (key, number) = self.parsed(&caller, ACTION, parsed).await?;
+        let Summary {
+            id,
+            state,
+            issue_date,
+            usable_through,
+            institution,
+            line_count,
+        } = self
             .gateway
             .lookup(&caller, key, number)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::PrescriptionSummary {
-            prescription_id: s.id,
-            state: state_to_pb(&s.state) as i32,
-            issue_date: s.issue_date,
-            usable_through: s.usable_through,
-            institution_code: s.institution,
-            line_count: s.line_count,
+            prescription_id: id,
+            state: state_to_pb(&state) as i32,
+            issue_date,
+            usable_through,
+            institution_code: institution,
+            line_count,
         }))
     }
 
@@ -358,30 +388,37 @@ impl DispensingService for Services {
     ) -> Result<Response<pb::ReceivePrescriptionResponse>, Status> {
         const ACTION: Action = Action::ReceivePrescription;
         let caller = self.caller(&request, PHARMACIES, ACTION).await?;
-        let r = request.get_ref();
-        let (key, number) = self
-            .parsed(
-                &caller,
-                ACTION,
-                patient_and_number(r.patient_key.as_ref(), &r.exchange_number),
-            )
-            .await?;
-        let check = check_request(r.consent, r.check_options.as_ref());
-        let received = self
+        let pb::ReceivePrescriptionRequest {
+            patient_key,
+            exchange_number,
+            consent,
+            check_options,
+        } = request.into_inner();
+        let parsed = patient_and_number(patient_key.as_ref(), &exchange_number);
+        let (key, number) = self.parsed(&caller, ACTION, parsed).await?;
+        let check = check_request(consent, check_options);
+        let Received {
+            id,
+            state,
+            content,
+            cms_signature,
+            findings,
+        } = self
             .gateway
             .receive(&caller, key, number, check)
             .await
             .map_err(to_status)?;
+        let (findings, findings_truncated, findings_omitted) = findings_to_pb(findings);
         Ok(Response::new(pb::ReceivePrescriptionResponse {
-            prescription_id: received.id,
-            state: state_to_pb(&received.state) as i32,
+            prescription_id: id,
+            state: state_to_pb(&state) as i32,
             prescription: Some(pb::SignedDocument {
-                content: received.content,
-                cms_signature: received.cms_signature,
+                content,
+                cms_signature,
             }),
-            findings: findings_to_pb(&received.findings),
-            findings_truncated: received.findings.omitted > 0,
-            findings_omitted: received.findings.omitted,
+            findings,
+            findings_truncated,
+            findings_omitted,
         }))
     }
 
@@ -391,13 +428,10 @@ impl DispensingService for Services {
     ) -> Result<Response<pb::ReturnPrescriptionResponse>, Status> {
         const ACTION: Action = Action::ReturnPrescription;
         let caller = self.caller(&request, PHARMACIES, ACTION).await?;
-        let id = self
-            .parsed(
-                &caller,
-                ACTION,
-                prescription_id(&request.get_ref().prescription_id),
-            )
-            .await?;
+        let pb::ReturnPrescriptionRequest {
+            prescription_id: id,
+        } = request.into_inner();
+        let id = self.parsed(&caller, ACTION, prescription_id(&id)).await?;
         let state = self
             .gateway
             .give_back(&caller, id)
@@ -414,17 +448,22 @@ impl DispensingService for Services {
     ) -> Result<Response<pb::RecordDispensingResponse>, Status> {
         const ACTION: Action = Action::RecordDispensing;
         let caller = self.caller(&request, PHARMACIES, ACTION).await?;
-        let signed = signed_parts("dispensing_record", request.into_inner().dispensing_record);
+        let pb::RecordDispensingRequest { dispensing_record } = request.into_inner();
+        let signed = signed_parts("dispensing_record", dispensing_record);
         let (content, cms) = self.parsed(&caller, ACTION, signed).await?;
-        let d = self
+        let Dispensed {
+            prescription_id,
+            state,
+            record_number,
+        } = self
             .gateway
             .dispense(&caller, content, cms)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RecordDispensingResponse {
-            prescription_id: d.prescription_id,
-            state: state_to_pb(&d.state) as i32,
-            record_number: d.record_number,
+            prescription_id,
+            state: state_to_pb(&state) as i32,
+            record_number,
         }))
     }
 }
@@ -437,25 +476,8 @@ impl ManagementIntake for Services {
     ) -> Result<Response<pb::DeliverDispensingRecordResponse>, Status> {
         const ACTION: Action = Action::DeliverDispensingRecord;
         let caller = self.caller(&request, MANAGEMENT, ACTION).await?;
-        let r = request.into_inner();
-        let signed = convert::delivery_fields(&r)
-            .and_then(|()| signed_parts("dispensing_record", r.dispensing_record));
-        let (content, cms_signature) = self.parsed(&caller, ACTION, signed).await?;
-        let delivery = Delivery {
-            record_id: r.record_id,
-            sequence: r.sequence,
-            content,
-            cms_signature,
-            received_at_ms: r.received_unix_ms,
-            prescription_id: r.prescription_id,
-            institution: r.institution_code,
-            number: r.prescription_number,
-            attestation: r.attestation.map(|a| Attestation {
-                statement: a.statement,
-                signature: a.signature,
-                sender_certificate_sha256: a.sender_certificate_sha256,
-            }),
-        };
+        let delivery = convert::delivery(request.into_inner());
+        let delivery = self.parsed(&caller, ACTION, delivery).await?;
         let duplicate = self
             .gateway
             .intake(&caller, delivery)
@@ -491,9 +513,12 @@ impl EventService for Services {
                 return Err(status);
             }
         };
-        let r = request.into_inner();
+        let pb::WatchEventsRequest {
+            after_sequence,
+            filter,
+        } = request.into_inner();
         let (prescription_id, kinds) = self
-            .parsed(&caller, ACTION, convert::event_filter(r.filter.as_ref()))
+            .parsed(&caller, ACTION, convert::event_filter(filter))
             .await?;
         let filter = EventFilter {
             institution,
@@ -501,12 +526,13 @@ impl EventService for Services {
             kinds,
         };
         // The first page is read before answering, so that OUT_OF_RANGE is the call's status.
-        let first = self
+        let limits = self.feeds.limits();
+        let events = match self
             .gateway
-            .events_page(filter.clone(), r.after_sequence, self.feeds.limits().buffer)
-            .await;
-        let first = match first {
-            Ok(page) => page,
+            .watch(filter, after_sequence, limits.pace())
+            .await
+        {
+            Ok(events) => events,
             Err(e) => {
                 return Err(to_status(
                     self.gateway.audit_refusal(&caller, ACTION, e).await,
@@ -517,13 +543,7 @@ impl EventService for Services {
             .audit_access(&caller, ACTION)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(feed::start(
-            Arc::clone(&self.gateway),
-            self.feeds.limits(),
-            (filter, r.after_sequence),
-            first,
-            slot,
-        )))
+        Ok(Response::new(feed::start(events, limits, slot)))
     }
 }
 
@@ -538,7 +558,8 @@ impl AdminService for Services {
     ) -> Result<Response<pb::ListStuckPrescriptionsResponse>, Status> {
         const ACTION: Action = Action::ListStuckPrescriptions;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
-        let after = match request.get_ref().stuck_after_secs {
+        let pb::ListStuckPrescriptionsRequest { stuck_after_secs } = request.into_inner();
+        let after = match stuck_after_secs {
             0 => self.gateway.stuck_after(),
             secs @ 1..=convert::MAX_STUCK_AFTER_SECS => std::time::Duration::from_secs(secs),
             _ => {
@@ -557,18 +578,7 @@ impl AdminService for Services {
             .map_err(to_status)?;
         let stuck = self.gateway.stuck(after).await.map_err(to_status)?;
         Ok(Response::new(pb::ListStuckPrescriptionsResponse {
-            prescriptions: stuck
-                .into_iter()
-                .map(|s| pb::StuckPrescription {
-                    prescription_id: s.id,
-                    institution_code: s.institution,
-                    prescription_number: s.number,
-                    pharmacy_code: s.pharmacy,
-                    accepted_unix_ms: s.accepted_at_ms,
-                    last_record_unix_ms: s.last_record_at_ms.unwrap_or(0),
-                    records: s.records,
-                })
-                .collect(),
+            prescriptions: stuck.into_iter().map(convert::stuck_to_pb).collect(),
         }))
     }
 
@@ -578,6 +588,7 @@ impl AdminService for Services {
     ) -> Result<Response<pb::ListLockoutsResponse>, Status> {
         const ACTION: Action = Action::ListLockouts;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
+        let pb::ListLockoutsRequest {} = request.into_inner();
         let (locked, truncated) = self.gateway.lockouts(&caller).await.map_err(to_status)?;
         Ok(Response::new(pb::ListLockoutsResponse {
             lockouts: locked.into_iter().map(lockouts::lockout_to_pb).collect(),
@@ -591,7 +602,8 @@ impl AdminService for Services {
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         const ACTION: Action = Action::Unlock;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
-        let parsed = lockouts::subject(request.get_ref().subject.as_ref());
+        let pb::UnlockRequest { subject } = request.into_inner();
+        let parsed = lockouts::subject(subject);
         let subject = self.parsed(&caller, ACTION, parsed).await?;
         self.gateway
             .unlock(&caller, subject)
@@ -622,19 +634,22 @@ impl AdminService for Services {
     ) -> Result<Response<PagedStream<pb::AuditRecord>>, Status> {
         const ACTION: Action = Action::ExportAudit;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
-        let r = request.into_inner();
+        let pb::ExportAuditRequest {
+            from_unix_ms: from,
+            to_unix_ms,
+            patient_pseudonym,
+        } = request.into_inner();
         let patient = self
             .parsed(
                 &caller,
                 ACTION,
-                convert::pseudonym_filter(&r.patient_pseudonym),
+                convert::pseudonym_filter(&patient_pseudonym),
             )
             .await?;
-        let from = r.from_unix_ms;
-        let to = if r.to_unix_ms == 0 {
+        let to = if to_unix_ms == 0 {
             i64::MAX
         } else {
-            r.to_unix_ms
+            to_unix_ms
         };
         // The export itself is audited before it starts.
         self.gateway
@@ -659,6 +674,7 @@ impl AdminService for Services {
     ) -> Result<Response<PagedStream<pb::AuditCheckpoint>>, Status> {
         const ACTION: Action = Action::ExportAuditCheckpoints;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
+        let pb::ExportAuditCheckpointsRequest {} = request.into_inner();
         self.gateway
             .audit_access(&caller, ACTION)
             .await

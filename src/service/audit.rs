@@ -1,5 +1,5 @@
 //! The audit record of a call: the draft each use case fills in (caller, signer, target, the
-//! subject of a check) and writes with its outcome; the exported form of a record.
+//! subject of a check) and writes with its outcome.
 
 use std::{
     sync::{
@@ -94,25 +94,6 @@ impl AuditReceipt {
     pub(super) fn submit(&self) {
         self.0.store(true, Ordering::Release);
     }
-}
-
-/// One audit record as exported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    /// Its writer's sequence (a link) or the store-wide one (an unchained record).
-    pub sequence: u64,
-    pub entry: ChainedV1,
-    /// None for the unchained records of stores written before the chain.
-    pub chain: Option<ChainLink>,
-}
-
-/// What a third party needs to check a link: its writer, the hash it names and its encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainLink {
-    pub writer: [u8; 32],
-    pub previous: [u8; 32],
-    /// The stored encoding: the link's hash is its SHA-256.
-    pub canonical: Vec<u8>,
 }
 
 /// What the audit record of a call says besides its outcome.

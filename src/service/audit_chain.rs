@@ -104,7 +104,7 @@ fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
     };
     Ok(AuditEntry {
         sequence,
-        entry,
+        entry: entry.into(),
         chain,
     })
 }
@@ -142,15 +142,6 @@ pub fn audit_rows(
     rows_after(tx, Table::Audit, (&[], &schema::AUDIT_END), after, limit)
 }
 
-/// When an entry happened.
-fn time_ms(entry: &ChainedV1) -> i64 {
-    match entry {
-        ChainedV1::Genesis { time_ms, .. } => *time_ms,
-        ChainedV1::Call(r) => r.call.time_ms,
-        ChainedV1::Counted(c) => c.from_ms,
-    }
-}
-
 impl Gateway {
     /// The audit records whose time lies in [from_ms, to_ms), a page at a time: the records
     /// after `after` (from the start when empty), at most `limit` read. In key order: the
@@ -171,14 +162,9 @@ impl Gateway {
                 let mut entries = Vec::new();
                 for (k, v) in rows {
                     let entry = entry_of(&k, &v)?;
-                    let about = match &entry.entry {
-                        ChainedV1::Call(r) => r
-                            .check
-                            .is_some_and(|c| Some(c.patient_pseudonym) == patient),
-                        ChainedV1::Genesis { .. } | ChainedV1::Counted(_) => false,
-                    };
-                    let time = time_ms(&entry.entry);
-                    if time >= from_ms && time < to_ms && (patient.is_none() || about) {
+                    let about = patient.is_none_or(|p| entry.entry.checked(&p));
+                    let time = entry.entry.time_ms();
+                    if time >= from_ms && time < to_ms && about {
                         entries.push(entry);
                     }
                 }

@@ -12,9 +12,11 @@ mod audit;
 mod audit_chain;
 mod audit_checkpoint;
 mod audit_edge;
+mod audit_export;
 pub mod clinical;
 mod dispensing;
 mod events;
+mod feed;
 mod intake;
 mod keeping;
 mod lockout;
@@ -37,15 +39,20 @@ use std::{
 
 pub use admin::Stuck;
 use audit::AuditDraft;
-pub use audit::{Action, AuditEntry, AuditReceipt, ChainLink};
+pub use audit::{Action, AuditReceipt};
 pub use audit_chain::{Page, audit_rows, heads};
 pub use audit_checkpoint::{checkpoint_body, checkpoints_page};
+pub use audit_export::{
+    AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink, CheckSubject, CountedRequests,
+    RequestCount,
+};
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
     migrate_history,
 };
 pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
+pub use feed::{EventWatch, Pace};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};

@@ -1,6 +1,7 @@
 //! The invariants of `src/lib.rs`, enforced by reading the source instead of trusting review:
 //! the domain names no gRPC crate, store engine, file system, network or clock; nothing outside
-//! `src/store/` names fjall or sled; no key is laid out outside `service::schema`; `Cargo.lock`
+//! `src/store/` names fjall or sled; no key is laid out outside `service::schema`; the rings
+//! stay apart (the gRPC layer names no stored record, the service no RPC message); `Cargo.lock`
 //! holds ring and no second crypto provider.
 //! The source is read as syntax (syn): `use` items, paths, method calls and the tokens of a
 //! macro's input count; comments, doc comments and literals, where module headers and config
@@ -11,6 +12,7 @@ use std::{
     collections::HashMap,
     fmt, fs,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use proc_macro2::{Delimiter, Ident, Spacing, Span, TokenStream, TokenTree};
@@ -344,14 +346,27 @@ fn domain_rule(name: &Name) -> Option<&'static str> {
         .or_else(|| reads_clock.then_some("the clock"))
 }
 
+/// The `.rs` files of the folder `src/{dir}`, which must hold `mod.rs` and `file`: a folder
+/// moved or emptied fails the test rather than passing unread.
+fn source_files(dir: &str, file: &str) -> Vec<PathBuf> {
+    let dir = root().join("src").join(dir);
+    let files = rust_files(&dir);
+    for known in ["mod.rs", file] {
+        assert!(
+            files.contains(&dir.join(known)),
+            "{} not found",
+            dir.join(known).display()
+        );
+    }
+    files
+}
+
 #[test]
 fn the_domain_names_no_grpc_engine_file_system_network_or_clock() {
-    let files = rust_files(&root().join("src/domain"));
-    assert!(
-        files.contains(&root().join("src/domain/mod.rs")),
-        "src/domain/ not found"
-    );
-    assert_none(&check(&files, domain_rule));
+    assert_none(&check(
+        &source_files("domain", "prescription.rs"),
+        domain_rule,
+    ));
 }
 
 #[test]
@@ -424,8 +439,9 @@ fn the_engine_rule_and_the_domain_rule_report_an_engine() {
 #[test]
 fn no_rule_reports_names_in_comments_or_literals() {
     let files = [fixture("mentions_only.rs")];
-    assert_none(&check(&files, domain_rule));
-    assert_none(&check(&files, engine_rule));
+    for rule in [domain_rule as Rule, engine_rule, grpc_rule, service_rule] {
+        assert_none(&check(&files, rule));
+    }
     // Not vacuous: the code around those mentions was read.
     let source = fs::read_to_string(&files[0]).expect("the fixture");
     let names: Vec<String> = Names::of(&source)
@@ -615,6 +631,115 @@ fn the_key_rule_reports_key_parts_and_nothing_else() {
             r#"b"pharmacy\x01""#,
             r#"b"accepted""#,
             r#"b"expiry""#,
+        ]
+    );
+}
+
+/// Forbids the stored records (`service::records`, by any route: `crate::`, `super::super::`, a
+/// renamed import): the gRPC layer sees the service's own types, never how a version of a record
+/// is stored.
+fn grpc_rule(name: &Name) -> Option<&'static str> {
+    match name {
+        Name::Path(path) if path.windows(2).any(|pair| pair == ["service", "records"]) => {
+            Some("a stored record")
+        }
+        _ => None,
+    }
+}
+
+/// The generated types the service may name: the signed documents (each message and enum of
+/// `proto/rxgate/v1/documents.proto`, whose content a use case verifies and reads) and the
+/// relay's signed statement (`RelayStatement`, which an intake verifies). The rest of the
+/// generated types are the RPCs' requests, responses and their parts, which only `grpc/`
+/// converts.
+fn signed_types() -> &'static [String] {
+    static SIGNED: OnceLock<Vec<String>> = OnceLock::new();
+    SIGNED.get_or_init(|| {
+        let path = root().join("proto/rxgate/v1/documents.proto");
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let mut names: Vec<String> = (text.lines())
+            .filter_map(|line| {
+                let rest = line
+                    .strip_prefix("message ")
+                    .or(line.strip_prefix("enum "))?;
+                rest.split_whitespace().next().map(str::to_owned)
+            })
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "Prescription"),
+            "no documents in {}",
+            path.display()
+        );
+        names.push("RelayStatement".to_owned());
+        names
+    })
+}
+
+/// The module prost puts a message's nested types in: `PatientKey` → `patient_key`.
+fn snake_case(name: &str) -> String {
+    let mut snake = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
+}
+
+/// Forbids, among the generated types (`wire::proto::v1::…`), all but the signed ones and their
+/// nested types: the service takes and returns its own types, never an RPC's messages. The
+/// package module itself (`use crate::wire::proto::v1 as pb`) names no type, so a glob import
+/// of it (`v1::*`) would go unseen: the service has none.
+fn service_rule(name: &Name) -> Option<&'static str> {
+    let Name::Path(path) = name else {
+        return None;
+    };
+    let at = path.windows(2).position(|pair| pair == ["wire", "proto"])?;
+    let named = path.get(at + 3)?;
+    let signed = signed_types();
+    let allowed = signed.iter().any(|t| t == named || snake_case(t) == *named);
+    (!allowed).then_some("an RPC message: the service takes and returns its own types")
+}
+
+#[test]
+fn the_grpc_layer_names_no_stored_record() {
+    assert_none(&check(&source_files("grpc", "convert.rs"), grpc_rule));
+}
+
+#[test]
+fn the_service_names_no_rpc_message() {
+    assert_none(&check(&source_files("service", "records.rs"), service_rule));
+}
+
+#[test]
+fn the_grpc_rule_reports_stored_records() {
+    let violations = check(&[fixture("grpc_names_stored_records.rs")], grpc_rule);
+    assert_eq!(
+        reported(&violations),
+        [
+            "crate::service::records::ChainedV1",
+            "crate::service::records::ConsentMethodV1",
+            "crate::service::records::ConsentMethodV1::Card",
+            "crate::service::records::ChainedV1",
+            "crate::service::records::ChainedV1::Genesis",
+            "super::super::service::records::EventKindV1::Expired",
+        ]
+    );
+}
+
+#[test]
+fn the_service_rule_reports_rpc_messages_and_not_signed_documents() {
+    let violations = check(&[fixture("service_names_rpc_messages.rs")], service_rule);
+    assert_eq!(
+        reported(&violations),
+        [
+            "crate::wire::proto::v1::RegisterPrescriptionRequest",
+            "crate::wire::proto::v1::Event",
+            "crate::wire::proto::v1::event_service_server::EventService",
+            "crate::wire::proto::v1::RegisterPrescriptionResponse",
+            "crate::wire::proto::v1::RegisterPrescriptionResponse",
         ]
     );
 }
