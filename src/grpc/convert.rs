@@ -36,14 +36,14 @@ use crate::{
 
 /// The longest stuck threshold a caller may ask for (366 days, as `stuck_after_secs` in the
 /// configuration): a larger one would wrap the horizon into the future.
-pub const MAX_STUCK_AFTER_SECS: u64 = 366 * 86_400;
+pub(super) const MAX_STUCK_AFTER_SECS: u64 = 366 * 86_400;
 
 /// The largest request rxgate decodes; larger ones are RESOURCE_EXHAUSTED. A signed document
 /// with its certificate chain is a few KiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The two parts of a signed document, which must both be present.
-pub fn signed_parts(
+pub(super) fn signed_parts(
     field: &str,
     doc: Option<pb::SignedDocument>,
 ) -> Result<(Vec<u8>, Vec<u8>), Error> {
@@ -60,7 +60,7 @@ fn invalid(field: &str, rule: &str) -> Error {
     Error::InvalidArgument(vec![FieldViolation::new(field, rule)])
 }
 
-pub fn patient_key(key: Option<&pb::PatientKey>) -> Result<PatientKey, Error> {
+pub(super) fn patient_key(key: Option<&pb::PatientKey>) -> Result<PatientKey, Error> {
     documents::patient_key(key).map_err(|v| Error::InvalidArgument(vec![v]))
 }
 
@@ -77,7 +77,7 @@ fn exchange_number(s: &str) -> Result<u32, Error> {
 /// so each is checked first: the record id (SHA-256, hex), a receipt time after 1970 and the
 /// sender's prescription id, institution code and number in their own forms, so that none is
 /// unbounded or unparsable; then the attestation's bounds; then the record.
-pub fn delivery(r: pb::DeliverDispensingRecordRequest) -> Result<Delivery, Error> {
+pub(super) fn delivery(r: pb::DeliverDispensingRecordRequest) -> Result<Delivery, Error> {
     let pb::DeliverDispensingRecordRequest {
         record_id,
         sequence,
@@ -139,14 +139,14 @@ fn attestation_of(a: pb::RelayAttestation) -> Result<Attestation, Error> {
 }
 
 /// The lookup key of a pharmacy's request: a patient key and an exchange number.
-pub fn patient_and_number(
+pub(super) fn patient_and_number(
     key: Option<&pb::PatientKey>,
     number: &str,
 ) -> Result<(PatientKey, u32), Error> {
     Ok((patient_key(key)?, exchange_number(number)?))
 }
 
-pub fn prescription_id(s: &str) -> Result<String, Error> {
+pub(super) fn prescription_id(s: &str) -> Result<String, Error> {
     if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(s.to_owned())
     } else {
@@ -154,7 +154,7 @@ pub fn prescription_id(s: &str) -> Result<String, Error> {
     }
 }
 
-pub fn date(field: &str, s: &str) -> Result<JapanDate, Error> {
+pub(super) fn date(field: &str, s: &str) -> Result<JapanDate, Error> {
     s.parse().map_err(|_| invalid(field, "a date YYYY-MM-DD"))
 }
 
@@ -169,7 +169,7 @@ pub fn state_to_pb(state: &State) -> pb::PrescriptionState {
     }
 }
 
-pub fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
+pub(super) fn status_to_pb(s: RxStatus) -> pb::PrescriptionStatus {
     let RxStatus {
         id,
         institution,
@@ -260,7 +260,7 @@ fn event_kind_to_pb(kind: EventKind) -> pb::EventKind {
     }
 }
 
-pub fn event_to_pb(e: EventEntry) -> pb::Event {
+pub(super) fn event_to_pb(e: EventEntry) -> pb::Event {
     let EventEntry {
         sequence,
         event,
@@ -290,7 +290,7 @@ pub fn event_to_pb(e: EventEntry) -> pb::Event {
     }
 }
 
-pub fn stuck_to_pb(s: Stuck) -> pb::StuckPrescription {
+pub(super) fn stuck_to_pb(s: Stuck) -> pb::StuckPrescription {
     let Stuck {
         id,
         institution,
@@ -312,7 +312,7 @@ pub fn stuck_to_pb(s: Stuck) -> pb::StuckPrescription {
 }
 
 /// The filter of a feed request: the prescription (if any) and the kinds (if any).
-pub fn event_filter(
+pub(super) fn event_filter(
     filter: Option<pb::EventFilter>,
 ) -> Result<(Option<String>, Vec<EventKind>), Error> {
     let Some(pb::EventFilter {
@@ -493,7 +493,7 @@ const GENESIS: &str = "AuditChainGenesis";
 const COUNTED: &str = "EdgeRequestsCounted";
 
 /// The patient pseudonym an audit export is filtered by: empty for none, else 64 hex digits.
-pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {
+pub(super) fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -503,7 +503,7 @@ pub fn pseudonym_filter(text: &str) -> Result<Option<[u8; 32]>, Error> {
 }
 
 /// The consent and switches of a check request. An unspecified consent is no consent.
-pub fn check_request(consent: i32, options: Option<pb::CheckOptions>) -> CheckRequest {
+pub(super) fn check_request(consent: i32, options: Option<pb::CheckOptions>) -> CheckRequest {
     let consent = match pb::Consent::try_from(consent) {
         Ok(pb::Consent::Card) => Consent::Card,
         Ok(pb::Consent::Verbal) => Consent::Verbal,
@@ -527,7 +527,7 @@ pub fn check_request(consent: i32, options: Option<pb::CheckOptions>) -> CheckRe
 }
 
 /// The acknowledgements of a registration: each names a finding; its reason is free text.
-pub fn acknowledgements(
+pub(super) fn acknowledgements(
     acks: Vec<pb::Acknowledgement>,
     max: usize,
 ) -> Result<Vec<Acknowledgement>, Error> {
@@ -581,7 +581,7 @@ pub fn file_kind_to_pb(kind: FileKind) -> pb::MasterFileKind {
 
 /// Reads an import stream: each file is a header, then its bytes in chunks adding up to the
 /// size the header declares.
-pub async fn import_files(
+pub(super) async fn import_files(
     mut stream: tonic::Streaming<pb::ImportMasterChunk>,
 ) -> Result<Vec<ImportFile>, Error> {
     use pb::import_master_chunk::Part;
@@ -658,7 +658,7 @@ fn stream_failure(status: Status) -> Error {
     }
 }
 
-pub fn import_summary_to_pb(s: ImportSummary) -> pb::ImportMasterSummary {
+pub(super) fn import_summary_to_pb(s: ImportSummary) -> pb::ImportMasterSummary {
     let ImportSummary {
         files,
         master_records,
@@ -758,7 +758,7 @@ fn rule_to_pb(rule: &RuleRef) -> pb::Rule {
 
 /// A finding as the wire carries it: its first other drug and origin also on their own, for
 /// clients that show one.
-pub fn finding_to_pb(f: &Finding) -> pb::Finding {
+pub(super) fn finding_to_pb(f: &Finding) -> pb::Finding {
     let Finding {
         id,
         kind,
@@ -799,7 +799,7 @@ pub fn finding_to_pb(f: &Finding) -> pb::Finding {
 }
 
 /// The one mapping of use-case errors to gRPC status. Messages carry no patient data.
-pub fn to_status(error: Error) -> Status {
+pub(super) fn to_status(error: Error) -> Status {
     match error {
         Error::InvalidArgument(violations) => invalid_argument(&violations),
         Error::Signature(refusal) => {

@@ -15,7 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 const PROST_DECODE_ERROR: &str = "failed to decode Protobuf message";
 
 /// The field a rewritten answer names: the request message as a whole.
-pub const UNDECODABLE_FIELD: &str = "request";
+pub(super) const UNDECODABLE_FIELD: &str = "request";
 
 /// Rewrites a trailers-only INTERNAL answer to an undecodable request (the unary and
 /// server-streaming handlers decode their one request before running, so the codec's error is

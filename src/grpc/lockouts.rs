@@ -12,7 +12,7 @@ fn invalid(field: &str, rule: &str) -> Error {
 }
 
 /// The subject a request names.
-pub fn subject(subject: Option<pb::LockoutSubject>) -> Result<Subject, Error> {
+pub(super) fn subject(subject: Option<pb::LockoutSubject>) -> Result<Subject, Error> {
     match subject.and_then(|pb::LockoutSubject { subject }| subject) {
         Some(PbSubject::PharmacyCode(code)) => code
             .parse()
@@ -28,7 +28,7 @@ pub fn subject(subject: Option<pb::LockoutSubject>) -> Result<Subject, Error> {
     }
 }
 
-pub fn lockout_to_pb(locked: Locked) -> pb::Lockout {
+pub(super) fn lockout_to_pb(locked: Locked) -> pb::Lockout {
     let Locked {
         subject,
         misses,

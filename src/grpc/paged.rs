@@ -9,11 +9,11 @@ use tonic::Status;
 use super::to_status;
 use crate::service::{Error, Gateway, Page};
 
-pub type PagedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type PagedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Streams what `fetch` reads from `gateway`, page after page: it is given where the last page
 /// ended (empty for the first) and answers a page and where to go on, or None after the last.
-pub fn stream_pages<T, F, Fut>(gateway: &Arc<Gateway>, fetch: F) -> PagedStream<T>
+pub(super) fn stream_pages<T, F, Fut>(gateway: &Arc<Gateway>, fetch: F) -> PagedStream<T>
 where
     T: Send + 'static,
     F: Fn(Arc<Gateway>, Vec<u8>) -> Fut + Send + 'static,

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// The head of `writer`'s chain, if it has begun.
-pub fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
+pub(super) fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
     tx.get(Table::AuditChain, &head_key(writer))?
         .map(|v| decode::<ChainHeadRecord>(&v).map(|ChainHeadRecord::V1(h)| h))
         .transpose()
@@ -35,7 +35,7 @@ pub fn heads(tx: &dyn Txn) -> Result<Vec<ChainHeadV1>, store::Error> {
 
 /// Appends `entry` to the chain of `writer`; begins the chain with its genesis link first if
 /// it has not begun. The one way an audit record is written.
-pub fn append(
+pub(super) fn append(
     tx: &mut dyn Txn,
     writer: &[u8; 32],
     time_ms: i64,
@@ -110,14 +110,14 @@ fn entry_of(key: &[u8], value: &[u8]) -> Result<AuditEntry, store::Error> {
 }
 
 /// The position of a paged read: the last key read.
-pub type Cursor = Vec<u8>;
+pub(super) type Cursor = Vec<u8>;
 
 /// A page of a paged read, and where to go on from (None after the last).
 pub type Page<T> = (Vec<T>, Option<Cursor>);
 
 /// The rows of `table` in [`floor`, `end`) after the key `after` (all when empty), at most
 /// `limit`, and the key to go on from when there may be more.
-pub fn rows_after(
+pub(super) fn rows_after(
     tx: &dyn Txn,
     table: Table,
     (floor, end): (&[u8], &[u8]),

@@ -10,7 +10,7 @@ use crate::domain::hash::from_hex;
 use ring::{hmac, rand::SecureRandom};
 
 /// The shortest key accepted, in bytes: the HMAC-SHA-256 output length.
-pub const MIN_KEY_BYTES: usize = 32;
+pub(super) const MIN_KEY_BYTES: usize = 32;
 
 /// The pseudonym function under one key. Its `Debug` never shows the key.
 #[derive(Clone)]

@@ -79,14 +79,14 @@ fn certificate_ranges(cms: &[u8]) -> Vec<(usize, usize)> {
 }
 
 /// A certificate cut out of a signature, to be stored by [`store_certificates`].
-pub struct Certificate {
+pub(super) struct Certificate {
     sha256: [u8; 32],
     der: Vec<u8>,
 }
 
 /// Cuts the certificates out of `cms`: the signature as stored, and the certificates to store
 /// with it. Pure, so that it can run before the transaction.
-pub fn cut(cms: &[u8]) -> (SignatureV1, Vec<Certificate>) {
+pub(super) fn cut(cms: &[u8]) -> (SignatureV1, Vec<Certificate>) {
     let mut rest = Vec::with_capacity(cms.len());
     let mut cuts = Vec::new();
     let mut certificates = Vec::new();
@@ -107,7 +107,7 @@ pub fn cut(cms: &[u8]) -> (SignatureV1, Vec<Certificate>) {
 }
 
 /// Stores each of `certificates` not yet stored.
-pub fn store_certificates(
+pub(super) fn store_certificates(
     tx: &mut dyn Txn,
     certificates: &[Certificate],
 ) -> Result<(), store::Error> {
@@ -121,7 +121,7 @@ pub fn store_certificates(
 }
 
 /// The signature's original bytes.
-pub fn restore(tx: &dyn Txn, signature: &SignatureV1) -> Result<Vec<u8>, store::Error> {
+pub(super) fn restore(tx: &dyn Txn, signature: &SignatureV1) -> Result<Vec<u8>, store::Error> {
     let corrupt = |what: &str| store::Error::Corrupt(format!("stored signature: {what}"));
     let mut out = Vec::with_capacity(signature.rest.len() + 2048 * signature.cuts.len());
     let mut rest = signature.rest.as_slice();

@@ -6,18 +6,18 @@ use rxgate::{
 };
 
 /// The dev gateway's writer id: its `[gateway]` certificate's SHA-256.
-pub fn writer() -> [u8; 32] {
+pub(crate) fn writer() -> [u8; 32] {
     GatewayIdentity::from_files(&IdentityFiles::dev())
         .unwrap()
         .fingerprint()
 }
 
-pub fn dev_gateway_certs() -> TrustedSenders {
+pub(crate) fn dev_gateway_certs() -> TrustedSenders {
     TrustedSenders::from_files(&[IdentityFiles::dev().cert]).unwrap()
 }
 
 /// The one finding of `report`: a link of the dev gateway's chain at `sequence`; its problem.
-pub fn only_bad_link(report: &Report, sequence: u64) -> &str {
+pub(crate) fn only_bad_link(report: &Report, sequence: u64) -> &str {
     match &report.findings[..] {
         [
             Finding::Link {

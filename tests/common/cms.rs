@@ -16,14 +16,14 @@ use der::{
 use x509_cert::Certificate;
 
 /// A file of the development HPKI (certs/hpki).
-pub fn hpki(file: &str) -> PathBuf {
+pub(crate) fn hpki(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("certs/hpki")
         .join(file)
 }
 
 /// id-data (RFC 5652 §4), the only eContentType a document signature may have.
-pub const ID_DATA: &str = "1.2.840.113549.1.7.1";
+pub(crate) const ID_DATA: &str = "1.2.840.113549.1.7.1";
 const ID_SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
 const ID_CONTENT_TYPE: &str = "1.2.840.113549.1.9.3";
 const ID_MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
@@ -37,7 +37,7 @@ const SET: u8 = 0x31;
 const CONTEXT_0: u8 = 0xa0;
 
 /// A DER TLV of `tag` around `content`, its length in the minimal form.
-pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {
@@ -68,11 +68,11 @@ fn attribute(dotted: &str, value: Vec<u8>) -> Vec<u8> {
     tlv(SEQUENCE, &[oid(dotted), tlv(SET, &value)].concat())
 }
 
-pub fn content_type(dotted: &str) -> Vec<u8> {
+pub(crate) fn content_type(dotted: &str) -> Vec<u8> {
     attribute(ID_CONTENT_TYPE, oid(dotted))
 }
 
-pub fn message_digest(content: &[u8]) -> Vec<u8> {
+pub(crate) fn message_digest(content: &[u8]) -> Vec<u8> {
     let digest = ring::digest::digest(&ring::digest::SHA256, content);
     attribute(
         ID_MESSAGE_DIGEST,
@@ -81,7 +81,7 @@ pub fn message_digest(content: &[u8]) -> Vec<u8> {
 }
 
 /// signing-time as a UTCTime, as RFC 5652 §11.3 requires for 1950–2049.
-pub fn signing_time(at: SystemTime) -> Vec<u8> {
+pub(crate) fn signing_time(at: SystemTime) -> Vec<u8> {
     attribute(
         ID_SIGNING_TIME,
         der(&UtcTime::from_system_time(at).unwrap()),
@@ -89,7 +89,7 @@ pub fn signing_time(at: SystemTime) -> Vec<u8> {
 }
 
 /// signing-time as a GeneralizedTime, whatever the year.
-pub fn signing_time_generalized(at: SystemTime) -> Vec<u8> {
+pub(crate) fn signing_time_generalized(at: SystemTime) -> Vec<u8> {
     attribute(
         ID_SIGNING_TIME,
         der(&GeneralizedTime::from_system_time(at).unwrap()),
@@ -97,7 +97,7 @@ pub fn signing_time_generalized(at: SystemTime) -> Vec<u8> {
 }
 
 /// The attributes in DER SET OF order (ascending encodings; none is a prefix of another here).
-pub fn der_order(attributes: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub(crate) fn der_order(attributes: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut sorted = attributes.to_vec();
     sorted.sort();
     sorted
@@ -109,7 +109,7 @@ fn certificate(file: &str) -> Certificate {
 }
 
 /// Runs the openssl command with `args`; panics with its message unless it succeeds.
-pub fn openssl(args: &[&str]) {
+pub(crate) fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .output()
@@ -141,7 +141,7 @@ fn openssl_signature(dir: &Path, key: &Path, message: &[u8]) -> Vec<u8> {
 /// A detached ContentInfo(SignedData) by the dev signer `name`, carrying its certificate and
 /// the signing CA's: `sent` are the signed attributes as sent (in `[0] IMPLICIT`, in this
 /// order), `signed` those the signature covers, as a SET OF in the order given.
-pub fn signed_data(
+pub(crate) fn signed_data(
     dir: &Path,
     name: &str,
     econtent_type: &str,
@@ -153,7 +153,7 @@ pub fn signed_data(
 }
 
 /// The DER of the dev signer `name`'s certificate and of the signing CA's.
-pub fn chain(name: &str) -> [Vec<u8>; 2] {
+pub(crate) fn chain(name: &str) -> [Vec<u8>; 2] {
     [
         der(&certificate(&format!("{name}.cert.pem"))),
         der(&certificate("sign-ca.cert.pem")),
@@ -162,7 +162,7 @@ pub fn chain(name: &str) -> [Vec<u8>; 2] {
 
 /// Like [`signed_data`], with `carried` (the SignedData's `certificates [0]` and `crls [1]`
 /// fields, tagged, as they are to be sent) in place of the signer's chain.
-pub fn signed_data_carrying(
+pub(crate) fn signed_data_carrying(
     dir: &Path,
     name: &str,
     (econtent_type, sent, signed): (&str, &[Vec<u8>], &[Vec<u8>]),

@@ -8,7 +8,7 @@
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub name: String,
     pub labels: Vec<(String, String)>,
     pub value: f64,
@@ -16,7 +16,7 @@ pub struct Sample {
 
 impl Sample {
     /// The value of the label `name`, if the sample has it.
-    pub fn label(&self, name: &str) -> Option<&str> {
+    pub(crate) fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|(n, _)| n == name)
@@ -25,7 +25,7 @@ impl Sample {
 }
 
 /// The samples of a page, or the first line that does not follow the format.
-pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Sample>, String> {
     let mut samples = Vec::new();
     for (number, line) in text.split('\n').enumerate() {
         let checked = if line.is_empty() {

@@ -14,12 +14,12 @@ use rxgate::{
 use super::Harness;
 
 /// The signing key of the development signer `name` (`doctor`, `pharmacist`, … of certs/hpki).
-pub fn signer(name: &str) -> SigningKey {
+pub(crate) fn signer(name: &str) -> SigningKey {
     dev_signer(name).unwrap_or_else(|e| panic!("signer {name}: {e:#}"))
 }
 
 /// `content` signed by `key` as of `at`.
-pub fn signed(key: &SigningKey, content: Vec<u8>, at: SystemTime) -> pb::SignedDocument {
+pub(crate) fn signed(key: &SigningKey, content: Vec<u8>, at: SystemTime) -> pb::SignedDocument {
     pb::SignedDocument {
         cms_signature: key.sign(&content, at).unwrap(),
         content,
@@ -27,7 +27,7 @@ pub fn signed(key: &SigningKey, content: Vec<u8>, at: SystemTime) -> pb::SignedD
 }
 
 /// The insurance key of dev patient `n`.
-pub fn patient(n: u32) -> pb::PatientKey {
+pub(crate) fn patient(n: u32) -> pb::PatientKey {
     pb::PatientKey {
         kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
             insurer_number: "06139999".into(),
@@ -39,7 +39,7 @@ pub fn patient(n: u32) -> pb::PatientKey {
 }
 
 /// A prescription line of the drug with receipt code `code`, otherwise the demo line.
-pub fn line(code: &str) -> pb::PrescriptionLine {
+pub(crate) fn line(code: &str) -> pb::PrescriptionLine {
     pb::PrescriptionLine {
         drug: Some(pb::DrugCode {
             kind: pb::DrugCodeKind::Receipt as i32,
@@ -51,7 +51,7 @@ pub fn line(code: &str) -> pb::PrescriptionLine {
 
 /// A prescription of `institution` (a dev clinic) for patient `n`, issued today, one line per
 /// receipt code.
-pub fn prescription(
+pub(crate) fn prescription(
     h: &Harness,
     institution: &str,
     number: &str,

@@ -4,15 +4,15 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-pub mod audit;
-pub mod cms;
-pub mod exposition;
-pub mod fixtures;
-pub mod process;
-pub mod raw;
+pub(crate) mod audit;
+pub(crate) mod cms;
+pub(crate) mod exposition;
+pub(crate) mod fixtures;
+pub(crate) mod process;
+pub(crate) mod raw;
 
 #[allow(unused_imports)] // as with dead code: each test binary uses its own part
-pub use fixtures::{line, patient, prescription, signed, signer};
+pub(crate) use fixtures::{line, patient, prescription, signed, signer};
 
 use std::{
     path::Path,
@@ -36,7 +36,7 @@ use rxgate::{
 };
 use tonic::transport::Channel;
 
-pub struct ManualClock(Mutex<SystemTime>);
+pub(crate) struct ManualClock(Mutex<SystemTime>);
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
@@ -45,12 +45,12 @@ impl Clock for ManualClock {
 }
 
 impl ManualClock {
-    pub fn set(&self, t: SystemTime) {
+    pub(crate) fn set(&self, t: SystemTime) {
         *self.0.lock().unwrap() = t;
     }
 }
 
-pub struct Harness {
+pub(crate) struct Harness {
     server: Option<Server>,
     config: Config,
     pub addr: String,
@@ -61,7 +61,7 @@ pub struct Harness {
 
 /// Starts the dev configuration on a free port, with a store in a temporary folder, after
 /// `adjust` has changed the configuration.
-pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
+pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::dev(dir.path().join("store"));
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -84,32 +84,32 @@ async fn start_on(config: Config, clock: Arc<ManualClock>, dir: tempfile::TempDi
 }
 
 impl Harness {
-    pub async fn channel(&self, name: &str) -> Channel {
+    pub(crate) async fn channel(&self, name: &str) -> Channel {
         ClientFiles::dev(name).connect(&self.addr).await.unwrap()
     }
-    pub async fn clinic(&self, name: &str) -> PrescriptionServiceClient<Channel> {
+    pub(crate) async fn clinic(&self, name: &str) -> PrescriptionServiceClient<Channel> {
         PrescriptionServiceClient::new(self.channel(name).await)
     }
-    pub async fn pharmacy(&self, name: &str) -> DispensingServiceClient<Channel> {
+    pub(crate) async fn pharmacy(&self, name: &str) -> DispensingServiceClient<Channel> {
         DispensingServiceClient::new(self.channel(name).await)
     }
-    pub fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
     }
-    pub fn today(&self) -> JapanDate {
+    pub(crate) fn today(&self) -> JapanDate {
         JapanDate::of(self.now())
     }
     /// `content` signed by the dev signer `name` (certs/hpki) as of the harness's clock.
-    pub fn sign(&self, name: &str, content: Vec<u8>) -> pb::SignedDocument {
+    pub(crate) fn sign(&self, name: &str, content: Vec<u8>) -> pb::SignedDocument {
         signed(&signer(name), content, self.now())
     }
-    pub async fn shutdown(mut self) -> tempfile::TempDir {
+    pub(crate) async fn shutdown(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().shutdown().await.unwrap();
         self.dir
     }
     /// Stops the server and keeps what starting it again needs, so that a test can open the
     /// closed store in between (`Stopped::store_dir`).
-    pub async fn stop(mut self) -> Stopped {
+    pub(crate) async fn stop(mut self) -> Stopped {
         self.server.take().unwrap().shutdown().await.unwrap();
         Stopped {
             config: self.config,
@@ -120,19 +120,19 @@ impl Harness {
 
     /// Stops the server and starts it again on the same store, configuration and clock (on a
     /// new port, unless the configuration names one).
-    pub async fn restart(self) -> Harness {
+    pub(crate) async fn restart(self) -> Harness {
         self.restart_with(|_| {}).await
     }
 
     /// Like `restart`, with the configuration changed by `adjust`.
-    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Harness {
+    pub(crate) async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Harness {
         self.server.take().unwrap().shutdown().await.unwrap();
         adjust(&mut self.config);
         start_on(self.config, self.clock, self.dir).await
     }
 
     /// The line of GET /metrics that starts with `prefix` (empty if none).
-    pub async fn metrics_line(&self, prefix: &str) -> String {
+    pub(crate) async fn metrics_line(&self, prefix: &str) -> String {
         metrics_text(self.metrics_addr)
             .await
             .lines()
@@ -142,7 +142,7 @@ impl Harness {
     }
 
     /// Every audit record, as the dev operator exports them.
-    pub async fn audit_records(&self) -> Vec<pb::AuditRecord> {
+    pub(crate) async fn audit_records(&self) -> Vec<pb::AuditRecord> {
         let mut admin = AdminServiceClient::new(self.channel("operator").await);
         let mut stream = admin
             .export_audit(pb::ExportAuditRequest::default())
@@ -157,7 +157,7 @@ impl Harness {
     }
 
     /// Registers `rx`, signed by the dev doctor, as the dev clinic `clinic`.
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         clinic: &str,
         rx: &pb::Prescription,
@@ -173,7 +173,7 @@ impl Harness {
     }
 
     /// Registers the demo prescription `number` for patient `n` as the dev clinic `clinic`.
-    pub async fn register_demo(
+    pub(crate) async fn register_demo(
         &self,
         clinic: &str,
         number: &str,
@@ -187,7 +187,7 @@ impl Harness {
     }
 
     /// The dev pharmacy receives the demo prescription `number` of patient `n` and dispenses it.
-    pub async fn receive_and_dispense_demo(&self, number: &str, n: u32, exchange: &str) {
+    pub(crate) async fn receive_and_dispense_demo(&self, number: &str, n: u32, exchange: &str) {
         let mut pharmacy = self.pharmacy("pharmacy").await;
         pharmacy
             .receive_prescription(pb::ReceivePrescriptionRequest {
@@ -208,7 +208,7 @@ impl Harness {
 }
 
 /// A stopped harness: its store closed, its configuration and clock kept.
-pub struct Stopped {
+pub(crate) struct Stopped {
     config: Config,
     clock: Arc<ManualClock>,
     dir: tempfile::TempDir,
@@ -216,12 +216,12 @@ pub struct Stopped {
 
 impl Stopped {
     /// The folder of the closed store (`EmbeddedStore::open` takes it).
-    pub fn store_dir(&self) -> &Path {
+    pub(crate) fn store_dir(&self) -> &Path {
         &self.config.data_dir
     }
 
     /// Starts the server again on the same store, configuration and clock.
-    pub async fn start(self) -> Harness {
+    pub(crate) async fn start(self) -> Harness {
         start_on(self.config, self.clock, self.dir).await
     }
 }
@@ -229,7 +229,7 @@ impl Stopped {
 /// Calls again, after the delay the gateway asks for, while it refuses with RESOURCE_EXHAUSTED
 /// and a RetryInfo (its per-institution rate and in-flight limits): the checks read back as fast
 /// as the gateway lets one institution, and a refusal of another kind is the answer.
-pub async fn throttled<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+pub(crate) async fn throttled<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
 where
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
@@ -248,7 +248,7 @@ where
 }
 
 /// The text of GET /metrics at `addr`.
-pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn metrics_text(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket
@@ -261,7 +261,7 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
 }
 
 /// The fields of the `BadRequest` detail of an INVALID_ARGUMENT status.
-pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+pub(crate) fn bad_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     status
@@ -274,7 +274,7 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
 }
 
 /// The records a (closed) store's intake holds, in arrival order.
-pub async fn intake_records(store_dir: &Path) -> Vec<rxgate::service::records::IntakeV2> {
+pub(crate) async fn intake_records(store_dir: &Path) -> Vec<rxgate::service::records::IntakeV2> {
     use rxgate::{
         service::records::{IntakeRecord, decode},
         store::{EmbeddedStore, Store, Table},

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to start `rxgate serve --dev`.
-pub struct Serve {
+pub(crate) struct Serve {
     data_dir: PathBuf,
     log: PathBuf,
     rust_log: String,
@@ -35,7 +35,7 @@ pub struct Serve {
 impl Serve {
     /// `rxgate serve --dev` on the store `data_dir`, at RUST_LOG=info, gRPC and metrics on
     /// 127.0.0.1:0; its standard output and error appended to `log`.
-    pub fn dev(data_dir: &Path, log: &Path) -> Serve {
+    pub(crate) fn dev(data_dir: &Path, log: &Path) -> Serve {
         Serve {
             data_dir: data_dir.to_owned(),
             log: log.to_owned(),
@@ -46,26 +46,26 @@ impl Serve {
     }
 
     /// The RUST_LOG filter (the listening line is at INFO: it must let that through).
-    pub fn rust_log(mut self, filter: &str) -> Serve {
+    pub(crate) fn rust_log(mut self, filter: &str) -> Serve {
         self.rust_log = filter.into();
         self
     }
 
     /// gRPC on `addr` instead of a port of its own: a `PortHold`'s.
-    pub fn listen(mut self, addr: SocketAddr) -> Serve {
+    pub(crate) fn listen(mut self, addr: SocketAddr) -> Serve {
         self.listen = addr;
         self
     }
 
     /// Relays dispensing records to the gateway at `url` (`--relay-upstream`).
-    pub fn relay_upstream(mut self, url: String) -> Serve {
+    pub(crate) fn relay_upstream(mut self, url: String) -> Serve {
         self.relay_upstream = Some(url);
         self
     }
 
     /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
     /// if it exits first or takes longer than `START_TIMEOUT`.
-    pub async fn start(self) -> Rxgate {
+    pub(crate) async fn start(self) -> Rxgate {
         let log = File::options()
             .create(true)
             .append(true)
@@ -123,7 +123,7 @@ impl Serve {
 }
 
 /// A running `rxgate serve`; killed (SIGKILL) when killed or dropped.
-pub struct Rxgate {
+pub(crate) struct Rxgate {
     child: Child,
     /// gRPC, e.g. `https://127.0.0.1:43121`.
     pub addr: String,
@@ -136,17 +136,17 @@ pub struct Rxgate {
 
 impl Rxgate {
     /// SIGKILL (what `Child::kill` sends on Unix), then reap; the log is complete afterwards.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.stop();
     }
 
     /// What it has written so far (its log file).
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Its resident set (VmRSS), in bytes.
-    pub fn rss(&self) -> u64 {
+    pub(crate) fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: u64 = status
             .lines()
@@ -216,10 +216,10 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 /// `TcpListener::bind`, which rxgate uses, does) and neither listens; and no socket that binds
 /// port 0 is given it meanwhile. A port found free and released, by contrast, is anyone's until
 /// the gateway binds it.
-pub struct PortHold(Socket);
+pub(crate) struct PortHold(Socket);
 
 impl PortHold {
-    pub fn new() -> PortHold {
+    pub(crate) fn new() -> PortHold {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
         socket.set_reuse_address(true).expect("SO_REUSEADDR");
         socket
@@ -229,7 +229,7 @@ impl PortHold {
     }
 
     /// `127.0.0.1:PORT`.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.0
             .local_addr()
             .ok()

@@ -13,7 +13,7 @@ use tonic::{
 
 /// A codec that sends and reads message bytes exactly as given.
 #[derive(Clone, Copy, Default)]
-pub struct Raw;
+pub(crate) struct Raw;
 
 impl Codec for Raw {
     type Encode = Vec<u8>;
@@ -52,7 +52,7 @@ impl Decoder for Raw {
 /// Calls `path` on `channel` with `messages` as the request stream and `headers` as its
 /// metadata, exactly as given, and reads the answer to its end: how many messages it had, or
 /// its status.
-pub async fn call_raw(
+pub(crate) async fn call_raw(
     channel: Channel,
     path: &str,
     messages: Vec<Vec<u8>>,

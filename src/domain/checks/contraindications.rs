@@ -316,7 +316,10 @@ pub(crate) struct RulesOf<'a>(Vec<SidedRule<'a>>);
 
 impl<'a> RulesOf<'a> {
     /// The rules the pair (x, y) meets, as `ContraindicationTable::lookup`.
-    pub fn matching<'s>(&'s self, y: &'s DrugView<'_>) -> impl Iterator<Item = RuleMatch<'a>> + 's {
+    pub(crate) fn matching<'s>(
+        &'s self,
+        y: &'s DrugView<'_>,
+    ) -> impl Iterator<Item = RuleMatch<'a>> + 's {
         self.0.iter().filter_map(|s| {
             let x_is_a = if s.x_on_a && s.rule.b.matches_view(y) {
                 true

@@ -38,13 +38,13 @@ pub(super) struct Groups<'a> {
 
 impl<'a> Groups<'a> {
     /// A finding that groups nothing (an own code not in the master).
-    pub fn push(&mut self, finding: Finding) {
+    pub(super) fn push(&mut self, finding: Finding) {
         self.findings.push(finding);
     }
 
     /// Adds the drug `met` to the finding of `key`, which `make` makes (without other drugs)
     /// when the group is new; `drug` names the met drug when the finding does not name it yet.
-    pub fn add(
+    pub(super) fn add(
         &mut self,
         key: Key<'a>,
         make: impl FnOnce() -> Finding,
@@ -73,7 +73,7 @@ impl<'a> Groups<'a> {
     }
 
     /// The findings, sorted by (line, kind, id).
-    pub fn finish(mut self) -> Vec<Finding> {
+    pub(super) fn finish(mut self) -> Vec<Finding> {
         self.findings
             .sort_by(|a, b| (a.line, a.kind, &a.id).cmp(&(b.line, b.kind, &b.id)));
         self.findings

@@ -94,7 +94,7 @@ pub(crate) struct DrugView<'a> {
 
 impl<'a> DrugView<'a> {
     /// As `resolve`.
-    pub fn resolve(catalog: &'a Catalog, code: &'a DrugCode) -> Option<DrugView<'a>> {
+    pub(crate) fn resolve(catalog: &'a Catalog, code: &'a DrugCode) -> Option<DrugView<'a>> {
         let product = match code {
             DrugCode::Receipt(c) => catalog.product(c)?,
             DrugCode::Yj(c) => {
@@ -129,7 +129,7 @@ impl<'a> DrugView<'a> {
     }
 
     /// The product name, or for a generic-name code its moieties joined with ・.
-    pub fn name(&self) -> Cow<'a, str> {
+    pub(crate) fn name(&self) -> Cow<'a, str> {
         match self.product_name {
             Some(name) => Cow::Borrowed(name),
             None => Cow::Owned(self.moieties.join("・")),

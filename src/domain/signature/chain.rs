@@ -61,7 +61,7 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// The certificate the chain was validated for (the first of `certs`).
-    pub fn leaf(&self) -> &Certificate {
+    pub(super) fn leaf(&self) -> &Certificate {
         &self.certs[0]
     }
 
@@ -94,7 +94,7 @@ impl Chain {
     }
 
     /// True when every certificate of the chain is valid at `at` (bounds inclusive).
-    pub fn valid_at(&self, at: SystemTime) -> bool {
+    pub(super) fn valid_at(&self, at: SystemTime) -> bool {
         self.not_before <= at && at <= self.not_after
     }
 }
@@ -127,7 +127,7 @@ fn time_of_interest(at: SystemTime) -> TimeOfInterest {
 }
 
 impl TrustStore {
-    pub fn new(anchors: &[Vec<u8>], intermediates: &[Vec<u8>]) -> Result<Self, TrustError> {
+    pub(super) fn new(anchors: &[Vec<u8>], intermediates: &[Vec<u8>]) -> Result<Self, TrustError> {
         if anchors.is_empty() {
             return Err(TrustError::NoAnchors);
         }
@@ -155,7 +155,7 @@ impl TrustStore {
     /// `presented` ones (those embedded in a signature), that validates at `at`. With
     /// `policies`, RFC 5280 policy processing must end with one of them valid along the whole
     /// path (initial-explicit-policy).
-    pub fn validate(
+    pub(super) fn validate(
         &self,
         leaf: &[u8],
         presented: &[Vec<u8>],
@@ -284,7 +284,7 @@ pub(crate) struct ChainCache {
 }
 
 impl ChainCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         ChainCache {
             capacity,
             entries: RwLock::new(HashMap::new()),
@@ -295,26 +295,26 @@ impl ChainCache {
 
     /// The cached chain of the signer, if it is valid at `at`. Not counted: a verification
     /// tells [`Self::count`] whether it found its signer's chain.
-    pub fn get(&self, signer: &[u8; 32], at: SystemTime) -> Option<Arc<Chain>> {
+    pub(super) fn get(&self, signer: &[u8; 32], at: SystemTime) -> Option<Arc<Chain>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(signer).filter(|c| c.valid_at(at)).cloned()
     }
 
     /// Counts one verification's lookup, which found a valid chain (`hit`) or did not.
-    pub fn count(&self, hit: bool) {
+    pub(super) fn count(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Lookups that found a valid chain, and lookups that did not.
-    pub fn hits_and_misses(&self) -> (u64, u64) {
+    pub(super) fn hits_and_misses(&self) -> (u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
     }
 
-    pub fn insert(&self, signer: [u8; 32], chain: Arc<Chain>) {
+    pub(super) fn insert(&self, signer: [u8; 32], chain: Arc<Chain>) {
         if self.capacity == 0 {
             return;
         }

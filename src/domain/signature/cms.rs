@@ -220,7 +220,7 @@ fn carried_material(parts: &Parts<'_>) -> Result<(), Refusal> {
 
 impl Envelope<'_> {
     /// Whether `cert` is the one the signer identifier names.
-    pub fn is_signed_by(&self, cert: &Certificate) -> bool {
+    pub(super) fn is_signed_by(&self, cert: &Certificate) -> bool {
         match &self.signer_info.sid {
             SignerIdentifier::IssuerAndSerialNumber(ias) => {
                 cert.tbs_certificate().issuer() == &ias.issuer
@@ -238,7 +238,11 @@ impl Envelope<'_> {
     /// Checks what the envelope can check alone, given the signer's certificate: the signed
     /// attributes, the digest of `content` and the signature. Returns the signing-time
     /// attribute (declared by the signer, it proves nothing on its own).
-    pub fn verify(&self, content: &[u8], signer: &Certificate) -> Result<SystemTime, Refusal> {
+    pub(super) fn verify(
+        &self,
+        content: &[u8],
+        signer: &Certificate,
+    ) -> Result<SystemTime, Refusal> {
         let signer_info = &self.signer_info;
         // Signed attributes: content-type, message-digest, signing-time.
         let (Some(attrs), Some(received)) = (&signer_info.signed_attrs, &self.signed_attributes)

@@ -13,7 +13,8 @@ use x509_cert::{
 };
 
 /// The ISO 17090 healthcare-actor attribute type inside SubjectDirectoryAttributes.
-pub const HC_ACTOR_ATTRIBUTE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.0.17090.0.1");
+pub(super) const HC_ACTOR_ATTRIBUTE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.0.17090.0.1");
 
 /// A qualification that can sign documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -158,7 +159,7 @@ fn parse_role(der: &[u8]) -> Result<HcActor, RoleAttributeError> {
 
 /// What the role attribute grants, judged against the role table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleOutcome {
+pub(super) enum RoleOutcome {
     /// The qualifications whose OID is in the table and whose name agrees.
     Qualified(Vec<Role>),
     /// A table OID whose English name disagrees with the table: the attribute is not trusted.
@@ -167,7 +168,7 @@ pub enum RoleOutcome {
 
 /// Judges the certificate's HCActors against `table`. Actors whose OID is not in the table (a
 /// Director role, for one) grant nothing.
-pub fn judge_roles(actors: &[HcActor], table: &RoleTable) -> RoleOutcome {
+pub(super) fn judge_roles(actors: &[HcActor], table: &RoleTable) -> RoleOutcome {
     let mut roles = Vec::new();
     for actor in actors {
         let Some(entry) = table.0.iter().find(|e| e.oid == actor.oid) else {
@@ -182,7 +183,7 @@ pub fn judge_roles(actors: &[HcActor], table: &RoleTable) -> RoleOutcome {
 }
 
 /// The key usage bits of a certificate, if it has the extension.
-pub fn key_usage(cert: &Certificate) -> Result<Option<KeyUsage>, der::Error> {
+pub(super) fn key_usage(cert: &Certificate) -> Result<Option<KeyUsage>, der::Error> {
     Ok(cert
         .tbs_certificate()
         .get_extension::<KeyUsage>()?
@@ -191,12 +192,12 @@ pub fn key_usage(cert: &Certificate) -> Result<Option<KeyUsage>, der::Error> {
 
 /// True when the certificate may make signatures that bind its holder: keyUsage contains
 /// nonRepudiation (contentCommitment).
-pub fn has_non_repudiation(cert: &Certificate) -> bool {
+pub(super) fn has_non_repudiation(cert: &Certificate) -> bool {
     matches!(key_usage(cert), Ok(Some(ku)) if ku.0.contains(KeyUsages::NonRepudiation))
 }
 
 /// The certificate's policy OIDs (empty without the extension).
-pub fn policies(cert: &Certificate) -> Result<Vec<ObjectIdentifier>, der::Error> {
+pub(super) fn policies(cert: &Certificate) -> Result<Vec<ObjectIdentifier>, der::Error> {
     Ok(cert
         .tbs_certificate()
         .get_extension::<CertificatePolicies>()?
@@ -207,14 +208,14 @@ pub fn policies(cert: &Certificate) -> Result<Vec<ObjectIdentifier>, der::Error>
 /// The subject's commonName and serialNumber, the identity a document's prescriber or
 /// pharmacist must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubjectIdentity {
+pub(super) struct SubjectIdentity {
     pub name: String,
     pub serial_number: String,
 }
 
 /// Reads the subject identity; a subject without exactly one commonName and one serialNumber has
 /// none.
-pub fn subject_identity(cert: &Certificate) -> Option<SubjectIdentity> {
+pub(super) fn subject_identity(cert: &Certificate) -> Option<SubjectIdentity> {
     let read = |oid: ObjectIdentifier| {
         let mut values = cert
             .tbs_certificate()
@@ -240,7 +241,7 @@ fn directory_string(value: &der::Any) -> Option<String> {
 }
 
 /// anyPolicy, which a signer certificate cannot use to claim a signature policy.
-pub const ANY_POLICY: ObjectIdentifier = rfc5280::ANY_POLICY;
+pub(super) const ANY_POLICY: ObjectIdentifier = rfc5280::ANY_POLICY;
 
 #[cfg(test)]
 mod tests {
