@@ -22,8 +22,11 @@
 //! - The domain never reads the clock and never does IO; time comes in as a parameter.
 //! - A business field is read only from content whose signature has been verified.
 //! - `ring` is the only crypto provider: every signature is made or verified through it.
-//! - `tests/it/invariants.rs` enforces the first (clock, fs, net), the last, and `store`-only
-//!   engines.
+//! - A refused decision writes nothing but its audit record and what it must keep
+//!   (`service::run` rolls it back to a savepoint).
+//! - `tests/it/invariants.rs` enforces the first (clock, fs, net), the crypto provider,
+//!   `store`-only engines, keys laid out only in `service::schema`, and the rings apart (no
+//!   stored record in `grpc`, no RPC message in `service`).
 
 pub mod app;
 pub mod audit_verify;
