@@ -104,6 +104,9 @@ impl Txn for Keeping<'_> {
         self.tx.savepoint()
     }
 
+    /// Rolls the transaction back but not what was noted: the runner would write the
+    /// discarded kept writes again, so a decision must not roll back through `Keeping` (none
+    /// does; the runner's own savepoint is taken on the plain transaction).
     fn rollback_to(&mut self, savepoint: Savepoint) {
         self.tx.rollback_to(savepoint);
     }

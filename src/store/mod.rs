@@ -213,8 +213,10 @@ pub trait Txn {
     fn savepoint(&mut self) -> Savepoint;
 
     /// Discards every write made since `savepoint` was taken (and the savepoints taken after
-    /// it); the writes before it stay. The savepoint stays usable. A savepoint of another
-    /// transaction is ignored.
+    /// it); the writes before it stay. The savepoint stays usable. Pass only this
+    /// transaction's own savepoints that are still in force: an engine may know them by
+    /// position alone (the embedded one does), so one from another transaction, or one an
+    /// earlier rollback discarded, may name a different savepoint.
     fn rollback_to(&mut self, savepoint: Savepoint);
 
     /// Sets `key` to `value` in a table that declares typed columns (the service's schema
