@@ -16,6 +16,7 @@ mod bad_input;
 mod checks;
 mod clinical;
 mod connections;
+mod crl_fetch;
 mod dispensing;
 mod durability;
 mod events;
