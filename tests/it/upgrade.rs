@@ -43,6 +43,8 @@ struct Fixture {
     events: &'static [(usize, State)],
     /// Its audit records, none of them in a chain (ef6f5b0 wrote none).
     unchained: usize,
+    /// The master files imported into it, replayed over the shipped masters at start.
+    imported: usize,
 }
 
 /// A prescription a fixture holds, registered by the dev clinic 1310000001.
@@ -100,6 +102,7 @@ const EF6F5B0_FJALL: Fixture = Fixture {
     ],
     events: EF6F5B0_EVENTS,
     unchained: 23,
+    imported: 1,
 };
 
 const EF6F5B0_SLED: Fixture = Fixture {
@@ -132,6 +135,7 @@ const EF6F5B0_SLED: Fixture = Fixture {
     ],
     events: EF6F5B0_EVENTS,
     unchained: 23,
+    imported: 1,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,9 +148,10 @@ async fn a_sled_store_of_ef6f5b0_opens_and_serves() {
     opens_and_serves(&EF6F5B0_SLED).await;
 }
 
-/// A copy of `fixture` served by this build: what it holds is found, by id and by patient; a
-/// new registration works; the feed replays its events before the new one; once stopped, its
-/// audit trail is intact and it is stamped with the current layout.
+/// A copy of `fixture` served by this build: its imported master files are replayed; what it
+/// holds is found, by id and by patient; a new registration works; the feed replays its events
+/// before the new one; once stopped, its audit trail is intact and it is stamped with the
+/// current layout.
 async fn opens_and_serves(fixture: &Fixture) {
     let (dir, pristine) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let unstamped = stamp(&unpack(fixture.name, pristine.path())).await;
@@ -186,6 +191,8 @@ async fn opens_and_serves(fixture: &Fixture) {
         assert_eq!(next.state(), State::Expired, "{next:?}");
         next = take(&mut feed, 1).await.remove(0);
     }
+    let replayed = format!("imported_files={}", fixture.imported);
+    assert!(rxgate.output().contains(&replayed), "{}", rxgate.output());
     rxgate.kill();
 
     let verified = rxgate_command(&["audit", "verify", "--data-dir"], &store, true);
