@@ -159,12 +159,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
     let dyn_store: Arc<dyn Store> = store.clone();
-    service::migrate_history(&dyn_store)
+    service::layout::upgrade(&dyn_store)
         .await
-        .context("migrating the medication history")?;
-    service::migrate_search_index(&dyn_store)
-        .await
-        .context("migrating the search index")?;
+        .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
     let clinical = load_clinical(&config, &dyn_store).await?;
 
     let gateway = Arc::new(Gateway::new(

@@ -11,7 +11,7 @@ use crate::{
     audit_verify::{ChainVerifier, Report},
     domain::hash::{from_hex_bytes, hex},
     service::{AuditEntry, ChainLink, audit_rows, checkpoint_body, checkpoints_page, heads},
-    service::{Page, parse_key, records::ChainHeadV1},
+    service::{Page, layout, parse_key, records::ChainHeadV1},
     store::{EmbeddedStore, Entry, Error as StoreError, Store, Txn},
     tls::ClientFiles,
     wire::json,
@@ -39,6 +39,15 @@ pub fn checkpoints_in(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         found.push((format!("{}:{}", path.display(), n + 1), bytes));
     }
     Ok(found)
+}
+
+/// Opens the closed store at `dir` to read, refusing one written by a newer layout (which this
+/// build might misread); an older one is read as it is, not migrated.
+async fn open(dir: &Path) -> anyhow::Result<EmbeddedStore> {
+    let opening = || format!("opening {}", dir.display());
+    let store = EmbeddedStore::open(dir).with_context(opening)?;
+    layout::check(&store).await.with_context(opening)?;
+    Ok(store)
 }
 
 /// Reads the closed store at `dir` a page at a time: `read(tx, after)` answers rows and the key
@@ -77,7 +86,7 @@ pub async fn verify_store(
     mut verifier: ChainVerifier,
     external: &[(String, Vec<u8>)],
 ) -> anyhow::Result<Report> {
-    let store = EmbeddedStore::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let store = open(dir).await?;
     for (n, stored) in pages(&store, checkpoint_page)
         .await?
         .iter()
@@ -155,7 +164,7 @@ pub fn verify_export(
 /// The checkpoints of the closed store at `dir`, each on two lines: what it says, and itself
 /// (`checkpoint=HEX`, which `rxgate audit verify --checkpoints` reads).
 pub async fn list_checkpoints(dir: &Path) -> anyhow::Result<String> {
-    let store = EmbeddedStore::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let store = open(dir).await?;
     let stored = pages(&store, checkpoint_page).await?;
     store.close()?;
     let mut out = String::new();

@@ -19,6 +19,7 @@ mod events;
 mod feed;
 mod intake;
 mod keeping;
+pub mod layout;
 mod lockout;
 mod master_import;
 mod prescriptions;
@@ -48,7 +49,6 @@ pub use audit_export::{
 };
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
-    migrate_history,
 };
 pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
@@ -60,7 +60,6 @@ pub use prescriptions::Registered;
 pub use pseudonym::Pseudonyms;
 pub use relay_ledger::DeadLetter;
 pub use schema::{head_key, link_key, parse_key};
-pub use search::migrate_search_index;
 pub use stored::{DispensingSummary, LineState, Status};
 
 use crate::{

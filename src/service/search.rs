@@ -107,7 +107,9 @@ const MIGRATION_CHUNK: usize = 1_000;
 /// parts) into the current one, a chunk per transaction, and marks the store so that later
 /// starts skip it; returns how many entries it moved. Safe to interrupt: a chunk writes its new
 /// entries and deletes the old ones in one transaction, and the next start goes on.
-pub async fn migrate_search_index(store: &Arc<dyn Store>) -> Result<u64, store::Error> {
+pub(in crate::service) async fn migrate_search_index(
+    store: &Arc<dyn Store>,
+) -> Result<u64, store::Error> {
     let done = store
         .transact(|tx| {
             Ok::<_, store::Error>(tx.get(Table::Meta, SEARCH_INDEX_LAYOUT_KEY)?.is_some())

@@ -61,7 +61,8 @@ pub enum Table {
     Audit,
     /// Counters (`sequence/NAME`, see [`Txn::next_sequence`] and [`Txn::unique_sequence`]),
     /// the indexes of accepted prescriptions and of active ones by expiry, the event log's
-    /// floor, the relay's acknowledged position, and the marks of finished layout migrations.
+    /// floor, the relay's acknowledged position, the number of the layout that wrote the store
+    /// and the marks of finished layout migrations.
     Meta,
     /// The medication history the clinical checks read: one record per patient key (older
     /// stores: one key per line, until their migration).

@@ -63,9 +63,9 @@ impl Serve {
         self
     }
 
-    /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
-    /// if it exits first or takes longer than `START_TIMEOUT`.
-    pub(crate) async fn start(self) -> Rxgate {
+    /// Spawns it: the receiver is answered with the addresses once it has logged them, or
+    /// dropped unanswered when it exits first.
+    fn spawn(self) -> (Rxgate, oneshot::Receiver<(SocketAddr, SocketAddr)>) {
         let log = File::options()
             .create(true)
             .append(true)
@@ -91,13 +91,20 @@ impl Serve {
             .expect("spawning rxgate serve");
         let stderr = child.stderr.take().expect("piped");
         let (found, listening) = oneshot::channel();
-        let mut rxgate = Rxgate {
+        let rxgate = Rxgate {
             child,
             addr: String::new(),
             metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
             log: self.log,
             copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
         };
+        (rxgate, listening)
+    }
+
+    /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
+    /// if it exits first or takes longer than `START_TIMEOUT`.
+    pub(crate) async fn start(self) -> Rxgate {
+        let (mut rxgate, listening) = self.spawn();
         match tokio::time::timeout(START_TIMEOUT, listening).await {
             Ok(Ok((addr, metrics))) => {
                 rxgate.addr = format!("https://{addr}");
@@ -118,6 +125,23 @@ impl Serve {
                     rxgate.output()
                 )
             }
+        }
+    }
+
+    /// Runs a gateway that must refuse to start, to its end: how it exited (`exit status: 1`)
+    /// and its log. Panics with its log if it listens instead, or neither within
+    /// `START_TIMEOUT`.
+    pub(crate) async fn refused(self) -> (String, String) {
+        let (mut rxgate, listening) = self.spawn();
+        let outcome = tokio::time::timeout(START_TIMEOUT, listening).await;
+        let status = rxgate.stop();
+        match outcome {
+            Ok(Err(_)) => (status, rxgate.output()),
+            Ok(Ok(_)) => panic!("rxgate serve listened:\n{}", rxgate.output()),
+            Err(_) => panic!(
+                "rxgate serve neither listened nor exited within {START_TIMEOUT:?}:\n{}",
+                rxgate.output()
+            ),
         }
     }
 }

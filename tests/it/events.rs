@@ -21,7 +21,7 @@ async fn watch(h: &Harness, who: &str, after: u64) -> Result<Streaming<pb::Event
 }
 
 /// The next `n` events of a stream (each within a few seconds).
-async fn take(stream: &mut Streaming<pb::Event>, n: usize) -> Vec<pb::Event> {
+pub(crate) async fn take(stream: &mut Streaming<pb::Event>, n: usize) -> Vec<pb::Event> {
     let mut out = Vec::new();
     while out.len() < n {
         let next = tokio::time::timeout(Duration::from_secs(10), stream.message())

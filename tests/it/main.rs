@@ -35,3 +35,4 @@ mod relay_drill;
 mod signature;
 mod store;
 mod tls;
+mod upgrade;

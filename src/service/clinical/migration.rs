@@ -21,7 +21,9 @@ pub(super) const PROGRESS_EVERY: u64 = 100;
 /// line: `schema::old_prescribed_line_key`, `schema::old_dispensed_line_key`) into one record per patient, a chunk per transaction, and marks the store so that later
 /// starts skip it. Returns how many old entries it moved. Safe to interrupt: a chunk moves its
 /// entries and deletes their old keys in one transaction, and the next start goes on.
-pub async fn migrate_history(store: &Arc<dyn Store>) -> Result<u64, store::Error> {
+pub(in crate::service) async fn migrate_history(
+    store: &Arc<dyn Store>,
+) -> Result<u64, store::Error> {
     let done = store
         .transact(|tx| Ok::<_, store::Error>(tx.get(Table::Meta, HISTORY_LAYOUT_KEY)?.is_some()))
         .await??;

@@ -12,7 +12,7 @@ pub use history::{
     Dispensed, PatientHistory, Prescribed, admit_prescribed, index_dispensing, index_prescription,
     unindex_prescription,
 };
-pub use migration::migrate_history;
+pub(in crate::service) use migration::migrate_history;
 pub use policy::{
     Acknowledgement, Budget, CheckRequest, OnCritical, RequestedOptions, budget_refusal,
     budgeted_consent, record_consent, spend_check_budget, unacknowledged,

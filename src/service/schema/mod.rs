@@ -16,7 +16,8 @@
 //! - `audit.rs`: `Audit` (unchained records and chain links) and `AuditChain` (heads,
 //!   checkpoints, each signer's last checkpoint);
 //! - `intake.rs`: `Intake` (delivered records by id and by arrival, the relay's dead letters);
-//! - `lockouts.rs`: `Lockouts` (miss counters of pharmacies and patients, miss marks).
+//! - `lockouts.rs`: `Lockouts` (miss counters of pharmacies and patients, miss marks);
+//! - `layout.rs`: in `Meta` the number of the layout that wrote the store, and its bytes.
 //!
 //! `Meta` also holds the store's own counters, `sequence/NAME` (`Txn::next_sequence`,
 //! `Txn::unique_sequence`), laid out by `store/mod.rs` itself because its default methods write
@@ -53,6 +54,7 @@ mod audit;
 mod clinical;
 mod events;
 mod intake;
+mod layout;
 mod lockouts;
 mod prescriptions;
 
@@ -60,6 +62,7 @@ pub use audit::*;
 pub(in crate::service) use clinical::*;
 pub(in crate::service) use events::*;
 pub(in crate::service) use intake::*;
+pub(in crate::service) use layout::*;
 pub(in crate::service) use lockouts::*;
 pub(in crate::service) use prescriptions::*;
 
@@ -316,7 +319,8 @@ mod tests {
         for (what, built, stored) in cases {
             assert_eq!(built, stored, "{what}");
         }
-        let meta: [(&[u8], &[u8]); 4] = [
+        let meta: [(&[u8], &[u8]); 5] = [
+            (LAYOUT_KEY, b"layout"),
             (EVENTS_FLOOR_KEY, b"events\0floor"),
             (RELAY_ACKED_KEY, b"relay\0acked"),
             (HISTORY_LAYOUT_KEY, b"layout/history-per-patient"),
@@ -337,6 +341,9 @@ mod tests {
             assert_eq!(built, stored);
             assert!(!built.starts_with(b"sequence/"), "the store's counters");
         }
+        assert_eq!(layout_stamp(258), [0, 0, 1, 2]);
+        assert_eq!(layout_of_stamp(&[0, 0, 1, 2]), Ok(258));
+        assert!(layout_of_stamp(&[1, 2]).is_err(), "a stamp is 4 bytes");
         assert_eq!(certificate_key(&[9; 32]), [9; 32]);
         assert_eq!(document_key(&[9; 32]), [9; 32]);
     }
