@@ -432,3 +432,50 @@ async fn json_logs_are_one_object_per_line_and_carry_the_engines_records() {
         .expect("the listening line");
     assert!(listening["fields"]["addr"].is_string() && listening["fields"]["metrics"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_outlasts_the_grace_is_cut_and_the_store_still_closes() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let grace = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("shutdown_grace_secs = {}", grace.as_secs());
+    let server = serve_configured(dir.path(), &settings).start().await;
+    // A reflection stream lasts as long as its client keeps it open: this one never closes.
+    let channel = ClientFiles::dev("clinic")
+        .connect(&server.addr)
+        .await
+        .unwrap();
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let requests = tokio_stream::iter([list]).chain(tokio_stream::pending());
+    let mut open = ServerReflectionClient::new(channel)
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        open.message().await.unwrap().is_some(),
+        "the stream is open"
+    );
+
+    let signalled_at = Instant::now();
+    server.signal("TERM");
+    let (status, exited_at, server) = exited(server, grace + PROMPTLY).await;
+    let log = server.output();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    let took = exited_at - signalled_at;
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert!(log.contains("the grace period ran out"), "{log}");
+    assert!(log.contains("store closed"), "{log}");
+    // Closed properly: the next start opens it at once.
+    drop(serve_configured(dir.path(), "").start().await);
+}
