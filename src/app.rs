@@ -1,11 +1,16 @@
 //! The composition root: opens the store, loads the trust material, builds the gateway and the
-//! gRPC server over mutual TLS, runs the background tasks (CRL reloads, the expiry sweep) and shuts
-//! down cleanly. The only module that picks a real clock or names every outer ring together.
+//! gRPC server over mutual TLS, runs the background tasks (CRL reloads, the expiry sweep) under
+//! the watch of `lifecycle`, drains when asked and closes the store however it ended. The only
+//! module that picks a real clock or names every outer ring together.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 use tonic::transport::Server as TonicServer;
 
 use crate::{
@@ -14,6 +19,7 @@ use crate::{
         EdgeAuditLayer, FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer,
         Services, StreamCap, StreamCount, UnaryDeadline, streaming_paths,
     },
+    lifecycle::{self, Ending, Steps, Tasks},
     master_files, ops,
     pki::identity::GatewayIdentity,
     readiness::Readiness,
@@ -41,17 +47,30 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where the Prometheus text is served (`GET /metrics`).
     pub metrics_addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    /// Asks for the drain; dropped, it asks too.
+    stops: mpsc::UnboundedSender<()>,
+    /// Serves, drains, closes the store; says how it ended.
+    task: JoinHandle<anyhow::Result<Ending>>,
 }
 
 impl Server {
-    /// Stops accepting, lets in-flight calls finish, closes the store.
+    /// Begins the drain ([`lifecycle::supervise`]); asking again changes nothing.
+    pub fn stop(&self) {
+        let _ = self.stops.send(());
+    }
+
+    /// Waits until the server has ended, drained or not, and closed the store. Cancel-safe.
+    pub async fn stopped(&mut self) -> anyhow::Result<Ending> {
+        (&mut self.task).await.context("server task")?
+    }
+
+    /// Stops, lets the calls in flight finish, closes the store; an error unless it drained.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.stop();
+        match self.stopped().await? {
+            Ending::Drained => Ok(()),
+            ending => anyhow::bail!("the server stopped uncleanly: {ending}"),
         }
-        self.task.await.context("server task")?
     }
 }
 
@@ -189,29 +208,31 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .context("building server reflection")?;
 
     let refresh = Duration::from_secs(config.crl_refresh_secs.max(1));
-    let mut background = Vec::new();
-    background.push(tokio::spawn(every_off_runtime(
-        refresh,
-        tls_reloader,
-        |reloader| {
+    let mut background = Tasks::default();
+    background.spawn(
+        "TLS reload",
+        every_off_runtime(refresh, tls_reloader, |reloader| {
             if let Err(e) = reloader.refresh() {
                 tracing::warn!(error = %e, "TLS configuration not reloaded; the old one stays");
             }
-        },
-    )));
+        }),
+    );
     let crl_verifier = Arc::clone(&verifier);
-    background.push(tokio::spawn(every_off_runtime(
-        refresh,
-        crl_watcher,
-        move |watcher| match watcher.refresh(&crl_verifier) {
-            Ok(Some(generation)) => tracing::info!(generation, "signing CRLs reloaded"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "signing CRLs not reloaded; the old ones stay"),
-        },
-    )));
+    background.spawn(
+        "signing CRL reload",
+        every_off_runtime(refresh, crl_watcher, move |watcher| {
+            match watcher.refresh(&crl_verifier) {
+                Ok(Some(generation)) => tracing::info!(generation, "signing CRLs reloaded"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "signing CRLs not reloaded; the old ones stay")
+                }
+            }
+        }),
+    );
     let sweeper = Arc::clone(&gateway);
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    background.push(tokio::spawn(async move {
+    background.spawn("expiry sweep", async move {
         loop {
             match sweeper.sweep_expired().await {
                 Ok(0) => {}
@@ -220,10 +241,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
             tokio::time::sleep(sweeper.until_next_day().min(sweep_every)).await;
         }
-    }));
+    });
 
     let counter = Arc::clone(&gateway);
-    background.push(tokio::spawn(async move {
+    background.spawn("stuck count", async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
@@ -235,28 +256,31 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
                 Err(e) => tracing::warn!(error = %e, "counting stuck prescriptions failed"),
             }
         }
-    }));
+    });
     let identity = Arc::new(config.gateway_identity()?);
     if let Some(relay) = &config.relay {
-        background.push(tokio::spawn(crate::relay::run(
-            Arc::clone(&gateway),
-            relay.relay_config(Arc::clone(&identity)),
-        )));
+        background.spawn(
+            "relay",
+            crate::relay::run(
+                Arc::clone(&gateway),
+                relay.relay_config(Arc::clone(&identity)),
+            ),
+        );
     }
     let checkpointer = Arc::clone(&gateway);
     let checkpoint_every = Duration::from_secs(config.audit_checkpoint_secs.max(1));
     let signer = Arc::clone(&identity);
-    background.push(tokio::spawn(async move {
+    background.spawn("audit checkpoint", async move {
         let mut tick = tokio::time::interval(checkpoint_every);
         loop {
             tick.tick().await;
             checkpoint(&checkpointer, &signer).await;
         }
-    }));
+    });
     let pruner = Arc::clone(&gateway);
     let retention_ms = i64::from(config.event_retention_days) * 86_400_000;
     let relaying = config.relay.is_some();
-    background.push(tokio::spawn(async move {
+    background.spawn("retention", async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
@@ -280,12 +304,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
                 Err(e) => tracing::warn!(error = %e, "event log retention failed"),
             }
         }
-    }));
-    background.push(tokio::spawn(Arc::clone(&health).follow(HEALTH_PERIOD)));
+    });
+    background.spawn("health", Arc::clone(&health).follow(HEALTH_PERIOD));
     let page = ops::Page::new(Arc::clone(&gateway), store.clone(), Arc::clone(&verifier));
-    background.push(tokio::spawn(ops::serve(metrics_listener, page, readiness)));
-
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    background.spawn(
+        "metrics port",
+        ops::serve(metrics_listener, page, readiness),
+    );
     let network = &config.network;
     let standard = [
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -352,40 +377,63 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         server_tls,
         network.incoming(Arc::clone(&gateway.metrics().tls_handshake_failures)),
     );
-    let closing = Arc::clone(&gateway);
+    let (stops, stop_requests) = mpsc::unbounded_channel();
+    let (close, closed) = oneshot::channel::<()>();
+    let steps = drain_steps(&health, &gateway, close);
+    let serving = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = closed.await;
+    });
+    let drain = config.drain();
     let task = tokio::spawn(async move {
-        let served = router
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = shutdown_rx.await;
-                // Balancers and orchestrators hear of it before any connection drains.
-                health.drain().await;
-                // Open event feeds would hold their connections open forever.
-                closing.close_feeds();
-            })
-            .await;
-        for task in background {
-            task.abort();
-        }
-        // The counted edge requests are written, and the last calls' records bound by a
-        // checkpoint, before the store closes.
-        edge_audit.written().await;
-        checkpoint(&gateway, &identity).await;
-        drop(gateway);
-        // Closing flushes, joins the writer thread and waits for the engine to release its files:
-        // blocking work, kept off the async runtime.
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .context("closing the store")?
-            .context("closing the store")?;
-        served.context("serving")
+        let ending = lifecycle::supervise(serving, background, stop_requests, drain, steps).await;
+        close_store(gateway, &identity, edge_audit, store).await?;
+        Ok(ending)
     });
     tracing::info!(%addr, metrics = %metrics_addr, "rxgate listening (gRPC over mutual TLS)");
     Ok(Server {
         addr,
         metrics_addr,
-        shutdown: Some(shutdown_tx),
+        stops,
         task,
     })
+}
+
+/// The drain's steps: NOT_SERVING first, so that balancers and orchestrators hear of it before
+/// any connection drains; then GOAWAY, and the end of the event feeds and health watches, which
+/// would otherwise hold their connections open until the grace period runs out.
+fn drain_steps(
+    health: &Arc<Health>,
+    gateway: &Arc<Gateway>,
+    close: oneshot::Sender<()>,
+) -> Steps<impl Future<Output = ()> + use<>, impl Future<Output = ()> + use<>> {
+    let (health, watches) = (Arc::clone(health), Arc::clone(health));
+    let gateway = Arc::clone(gateway);
+    Steps {
+        not_serving: async move { health.begin_drain().await },
+        close: async move {
+            let _ = close.send(());
+            gateway.close_feeds();
+            watches.end_watches().await;
+        },
+    }
+}
+
+/// Writes what the last calls left (the counted edge requests, and a checkpoint binding their
+/// audit records), then closes the store: a flush, the writer thread joined, the engine's files
+/// released. Blocking work, kept off the async runtime.
+async fn close_store(
+    gateway: Arc<Gateway>,
+    identity: &Arc<GatewayIdentity>,
+    edge_audit: EdgeAuditLayer,
+    store: Arc<EmbeddedStore>,
+) -> anyhow::Result<()> {
+    edge_audit.written().await;
+    checkpoint(&gateway, identity).await;
+    drop(gateway);
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store")?
+        .context("closing the store")
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::{
             DEV_SIGNATURE_POLICY, HPKI_SIGNATURE_POLICY, Role, RoleEntry, RoleTable, VerifierConfig,
         },
     },
+    lifecycle::Drain,
     limits::Limits,
     network::NetworkConfig,
     pki::identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
@@ -119,6 +120,15 @@ pub struct Config {
     /// address).
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: SocketAddr,
+    /// Seconds to go on accepting connections after a stop signal while health already says
+    /// NOT_SERVING: the time load balancers need to hear of it and send elsewhere (0: none).
+    #[serde(default)]
+    pub drain_delay_secs: u64,
+    /// Seconds the calls in flight have to finish once the drain closes the connections;
+    /// whatever is still running then is cut (the store is closed all the same). Longer than the
+    /// default unary deadline (10 s), so that a call started before the drain can finish.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// Connection, HTTP/2, event-feed and per-institution fairness limits (docs/LIMITS.md).
     #[serde(default)]
     pub network: NetworkConfig,
@@ -305,6 +315,9 @@ fn default_audit_checkpoint() -> u64 {
 fn default_event_retention() -> u32 {
     90
 }
+fn default_shutdown_grace() -> u64 {
+    15
+}
 fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("a valid address")
 }
@@ -386,6 +399,8 @@ impl Config {
             event_retention_days: default_event_retention(),
             relay: None,
             metrics_listen: default_metrics_listen(),
+            drain_delay_secs: 0,
+            shutdown_grace_secs: default_shutdown_grace(),
             network: NetworkConfig::default(),
             gateway: IdentityFiles::dev(),
             intake: IntakeConfig {
@@ -434,7 +449,7 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 15] = [
+        let ranges: [(&str, u64, u64, u64); 17] = [
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
@@ -484,6 +499,9 @@ impl Config {
             ("expiry_sweep_secs", self.expiry_sweep_secs, 1, DAY),
             ("stuck_after_secs", self.stuck_after_secs, 60, 366 * DAY),
             ("audit_checkpoint_secs", self.audit_checkpoint_secs, 1, DAY),
+            // A stop must end within minutes: a supervisor kills what outlasts its timeout.
+            ("drain_delay_secs", self.drain_delay_secs, 0, 300),
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 1, 600),
             (
                 "event_retention_days",
                 self.event_retention_days.into(),
@@ -499,6 +517,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The drain's timings.
+    pub fn drain(&self) -> Drain {
+        Drain {
+            delay: Duration::from_secs(self.drain_delay_secs),
+            grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
     }
 
     pub fn verifier_config(&self) -> Result<VerifierConfig, Error> {
@@ -606,6 +632,12 @@ mod tests {
         );
         assert_eq!(set.max_usable_days, default.max_usable_days);
         assert_eq!(set.stuck_after, default.stuck_after);
+        let unset: Config = toml::from_str(&example()).unwrap();
+        assert_eq!((unset.drain_delay_secs, unset.shutdown_grace_secs), (0, 15));
+        assert_eq!(
+            (config.drain_delay_secs, config.shutdown_grace_secs),
+            (0, 15)
+        );
     }
 
     #[test]
@@ -667,6 +699,9 @@ mod tests {
             "expiry_sweep_secs = 0",
             "event_retention_days = 4294967295",
             "chain_cache_capacity = 0",
+            "shutdown_grace_secs = 0",
+            "shutdown_grace_secs = 601",
+            "drain_delay_secs = 301",
         ] {
             let text = format!("{setting}\n{}", example());
             let config: Config = toml::from_str(&text).unwrap();

@@ -10,6 +10,8 @@
 //! - `grpc`, `tls`, `network`: the gRPC adapter and its tower layers, mutual TLS, the
 //!   `[network]` bounds; `ops`, `readiness`, `metrics`: the operations port and what it reports.
 //! - `app`: the composition root; `config`, `limits`: the configuration.
+//! - `lifecycle`: serving until asked to stop or a task fails, and the drain; `signals`,
+//!   `sd_notify`: the stop signals and systemd's notifications; `logging`: text or JSON lines.
 //! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer.
 //! - `master_files`: the drug masters and contraindication table from files.
 //! - `relay`: pushes dispensing records to the upstream management service.
@@ -36,8 +38,10 @@ pub mod domain;
 pub mod fuzzing;
 pub mod grpc;
 pub mod keyed_slots;
+pub mod lifecycle;
 pub mod limits;
 pub mod log_throttle;
+pub mod logging;
 pub mod master_files;
 pub mod metrics;
 pub mod network;
@@ -45,7 +49,9 @@ mod ops;
 pub mod pki;
 mod readiness;
 pub mod relay;
+pub mod sd_notify;
 pub mod service;
+pub mod signals;
 pub mod store;
 pub mod tally;
 pub mod tls;

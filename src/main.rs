@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, bail};
@@ -21,10 +21,13 @@ use rxgate::{
         patient::PatientKey,
         signature::{SignedContent, VerifierConfig},
     },
+    logging::LogFormat,
     pki::identity::TrustedSenders,
     pki::signer::SigningKey,
     pki::trust::{CrlFile, TrustFiles},
+    sd_notify::Notifier,
     service::{Pseudonyms, SystemClock},
+    signals::StopSignals,
     tls::ClientFiles,
     wire::json,
     wire::proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
@@ -43,6 +46,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to standard error: text, or one JSON object per line
+    /// (timestamp, level, target, fields). RUST_LOG filters them (default: info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -417,8 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if dev && !config.metrics_listen.ip().is_loopback() {
                 bail!("a --dev instance serves its metrics port on loopback only");
             }
-            runtime()?.block_on(serve(config))?;
-            Ok(true)
+            serve(config)
         }
         Command::Master {
             command: MasterCommand::Import { files, gateway },
@@ -610,27 +616,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = rxgate::app::start(config, Arc::new(SystemClock)).await?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => {
-            result?;
-            tracing::info!("shutting down");
-            server.shutdown().await
-        }
-    }
+/// How long the runtime waits, once the server has ended, for what still runs on it (calls cut
+/// by the grace period or a second signal): they are dropped, not finished.
+const LEFTOVERS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Runs the gateway until a stop signal has drained it (true) or it ended otherwise (false).
+fn serve(config: Config) -> anyhow::Result<bool> {
+    let runtime = runtime()?;
+    let clean = runtime.block_on(async {
+        let signals = StopSignals::install().context("installing the signal handlers")?;
+        let server = rxgate::app::start(config, Arc::new(SystemClock)).await?;
+        signals.serve(server, &Notifier::from_env()).await
+    });
+    runtime.shutdown_timeout(LEFTOVERS_TIMEOUT);
+    clean
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    rxgate::logging::init(cli.log_format);
+    match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

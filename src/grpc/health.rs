@@ -1,8 +1,8 @@
 //! The gRPC health service (`grpc.health.v1.Health`), told the truth: the server as a whole
 //! (`""`) and every gateway service report SERVING only while the gateway is ready
 //! ([`Readiness`]: a working store, no drain). A failed store is seen within one follow period;
-//! the drain at once, before any connection drains. Depends on tonic-health and the readiness
-//! answer; knows nothing of the use cases.
+//! the drain at once, before any connection drains, and for as long as the drain delay lasts.
+//! Depends on tonic-health and the readiness answer; knows nothing of the use cases.
 
 use std::{sync::Arc, time::Duration};
 
@@ -94,13 +94,17 @@ impl Health {
         }
     }
 
-    /// Shutdown begins: NOT_SERVING everywhere before this returns, then every open `Watch`
-    /// ends after that last answer, so that no watcher holds the drain open (as
-    /// `Gateway::close_feeds` does for event feeds). Later `Check` calls get NOT_FOUND.
-    pub(crate) async fn drain(&self) {
+    /// Shutdown begins: NOT_SERVING everywhere before this returns, for good.
+    pub(crate) async fn begin_drain(&self) {
         let mut serving = self.serving.lock().await;
         self.readiness.begin_draining();
         self.report_with(&mut serving).await;
+    }
+
+    /// The connections are closing: every open `Watch` ends after its last answer (NOT_SERVING),
+    /// so that no watcher holds the drain open (as `Gateway::close_feeds` does for event feeds).
+    /// Later `Check` calls get NOT_FOUND.
+    pub(crate) async fn end_watches(&self) {
         let mut reporter = self.reporter.clone();
         for name in NAMES {
             reporter.clear_service_status(name).await;
@@ -150,7 +154,10 @@ mod tests {
         health.report().await;
         assert_eq!(status(&service, "").await, Status::Serving as i32);
 
-        health.drain().await;
+        health.begin_drain().await;
+        health.report().await;
+        assert_eq!(status(&service, "").await, Status::NotServing as i32);
+        health.end_watches().await;
         let request = Request::new(HealthCheckRequest { service: "".into() });
         let gone = service.check(request).await.unwrap_err();
         assert_eq!(gone.code(), tonic::Code::NotFound);

@@ -1,5 +1,5 @@
-//! The real `rxgate serve --dev` as a child process, for the tests that SIGKILL it or measure it
-//! from outside. It listens on 127.0.0.1:0 (gRPC and metrics) and the addresses are read from
+//! The real `rxgate serve` (`--dev`, or with a configuration file) as a child process, for the
+//! tests that signal or SIGKILL it or measure it from outside. It listens on 127.0.0.1:0 (gRPC and metrics) and the addresses are read from
 //! its own "rxgate listening" log line, as `loadtest --spawn` does (loadtest/src/spawn.rs): no
 //! port is picked beforehand and raced for by whatever else binds one in between. Its output goes
 //! to a log file the test names, complete once the process is killed.
@@ -8,13 +8,14 @@
 //! restart (a relay's upstream): a port bound for the whole test and never listened on.
 
 use std::{
+    ffi::OsString,
     fs::File,
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, ChildStderr, Command, Stdio},
+    process::{Child, ChildStderr, Command, ExitStatus, Stdio},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use socket2::{Domain, Socket, Type};
@@ -23,26 +24,60 @@ use tokio::sync::oneshot;
 /// How long a gateway may take to say that it listens (a loaded machine, a large store).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How to start `rxgate serve --dev`.
+/// What `rxgate serve` is configured by.
+enum Configured {
+    /// `--dev --data-dir DIR`.
+    Dev(PathBuf),
+    /// `--config FILE`.
+    File(PathBuf),
+}
+
+/// How to start `rxgate serve`.
 pub(crate) struct Serve {
-    data_dir: PathBuf,
+    configured: Configured,
     log: PathBuf,
     rust_log: String,
     listen: SocketAddr,
     relay_upstream: Option<String>,
+    /// Further options (before `serve`: global ones such as `--log-format` go anywhere).
+    options: Vec<String>,
+    env: Vec<(String, OsString)>,
 }
 
 impl Serve {
     /// `rxgate serve --dev` on the store `data_dir`, at RUST_LOG=info, gRPC and metrics on
     /// 127.0.0.1:0; its standard output and error appended to `log`.
     pub(crate) fn dev(data_dir: &Path, log: &Path) -> Serve {
+        Serve::configured(Configured::Dev(data_dir.to_owned()), log)
+    }
+
+    /// `rxgate serve --config FILE`, otherwise as [`Serve::dev`].
+    pub(crate) fn config(file: &Path, log: &Path) -> Serve {
+        Serve::configured(Configured::File(file.to_owned()), log)
+    }
+
+    fn configured(configured: Configured, log: &Path) -> Serve {
         Serve {
-            data_dir: data_dir.to_owned(),
+            configured,
             log: log.to_owned(),
             rust_log: "info".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             relay_upstream: None,
+            options: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// One more command-line option, e.g. `--log-format json`.
+    pub(crate) fn option(mut self, name: &str, value: &str) -> Serve {
+        self.options.extend([name.to_owned(), value.to_owned()]);
+        self
+    }
+
+    /// An environment variable of the process.
+    pub(crate) fn env(mut self, name: &str, value: impl Into<OsString>) -> Serve {
+        self.env.push((name.to_owned(), value.into()));
+        self
     }
 
     /// The RUST_LOG filter (the listening line is at INFO: it must let that through).
@@ -72,9 +107,14 @@ impl Serve {
             .open(&self.log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
+        command.arg("serve");
+        match &self.configured {
+            Configured::Dev(data_dir) => command.args(["--dev", "--data-dir"]).arg(data_dir),
+            Configured::File(file) => command.arg("--config").arg(file),
+        };
         command
-            .args(["serve", "--dev", "--data-dir"])
-            .arg(&self.data_dir)
+            .args(&self.options)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--listen", &self.listen.to_string()])
             .args(["--metrics-listen", "127.0.0.1:0"]);
         if let Some(upstream) = &self.relay_upstream {
@@ -164,6 +204,33 @@ impl Rxgate {
         self.stop();
     }
 
+    /// Sends it the signal `name` (`TERM`, `INT`, as `kill -s` spells them).
+    pub(crate) fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -s {name} failed");
+    }
+
+    /// Its exit status, once it has exited within `within` (None if it has not: it is
+    /// still running then).
+    pub(crate) fn exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for rxgate") {
+                if let Some(copier) = self.copier.take() {
+                    let _ = copier.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// What it has written so far (its log file).
     pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -222,10 +289,14 @@ fn copy_log(stderr: ChildStderr, mut log: File, found: oneshot::Sender<(SocketAd
 }
 
 /// The gRPC and metrics addresses of the gateway's `rxgate listening … addr=127.0.0.1:PORT
-/// metrics=127.0.0.1:PORT` line (src/app.rs).
+/// metrics=127.0.0.1:PORT` line (src/app.rs), written as text or as JSON.
 fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     if !line.contains("rxgate listening") {
         return None;
+    }
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        let field = |name: &str| json["fields"][name].as_str()?.parse().ok();
+        return Some((field("addr")?, field("metrics")?));
     }
     let field = |name: &str| {
         let rest = &line[line.find(name)? + name.len()..];

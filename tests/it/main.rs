@@ -26,6 +26,7 @@ mod hostile;
 mod import;
 mod intake;
 mod invariants;
+mod lifecycle;
 mod limbo;
 mod master;
 mod numeric_edges;
