@@ -29,6 +29,7 @@ mod limbo;
 mod master;
 mod numeric_edges;
 mod ops_http;
+mod reflection;
 mod relay;
 mod relay_drill;
 mod signature;
