@@ -4,6 +4,9 @@
 //! integrator would, over gRPC with mutual TLS, or reads a stopped store.
 
 pub mod admin;
+pub mod args;
 pub mod audit;
+pub mod config_check;
 pub mod demo;
+pub mod documents;
 pub mod master_import;

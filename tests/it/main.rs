@@ -14,6 +14,7 @@ mod audit_export;
 mod audit_trail;
 mod bad_input;
 mod checks;
+mod cli;
 mod clinical;
 mod connections;
 mod dispensing;
