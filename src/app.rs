@@ -201,11 +201,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         move || store.failure()
     }));
     let (health, health_service) = Health::start(Arc::clone(&readiness)).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // v1, and v1alpha beside it for the clients that speak only that (Python's grpcio-reflection).
+    let reflecting = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflecting()
         .build_v1()
         .context("building server reflection")?;
+    let reflection_v1alpha = reflecting()
+        .build_v1alpha()
+        .context("building server reflection (v1alpha)")?;
 
     let refresh = Duration::from_secs(config.crl_refresh_secs.max(1));
     let mut background = Tasks::default();
@@ -315,10 +322,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let standard = [
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
     let descriptors = |e| anyhow::anyhow!("reading the service descriptors: {e}");
     let streaming = Arc::new(
-        streaming_paths(&[DESCRIPTOR_SET, standard[0], standard[1]]).map_err(descriptors)?,
+        streaming_paths(&[&[DESCRIPTOR_SET][..], &standard].concat()).map_err(descriptors)?,
     );
     let standard_streams = StreamCap::new(
         streaming_paths(&standard).map_err(descriptors)?,
@@ -354,6 +362,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         )))
         .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(reflection.max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(
             PrescriptionServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -322,15 +322,16 @@ fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("a valid address")
 }
 
-/// Why a configuration was refused.
+/// Why a configuration was refused. A variant with a source names it as its `source()`, not in
+/// its message: a report of the chain (anyhow's `{:#}`) would otherwise say the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,

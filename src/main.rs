@@ -1,391 +1,30 @@
 //! The `rxgate` command: thin — parse the command line and hand over to the library.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::ExitCode,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use prost::Message;
+use clap::Parser;
 use rxgate::{
     audit_verify::ChainVerifier,
-    cli,
-    cli::master_import,
-    config::Config,
-    domain::{
-        hash::hex,
-        patient::PatientKey,
-        signature::{SignedContent, VerifierConfig},
+    cli::{
+        self,
+        args::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, MasterCommand},
+        documents::{self, read},
+        master_import,
     },
-    logging::LogFormat,
+    config::Config,
+    domain::{hash::hex, patient::PatientKey},
     pki::identity::TrustedSenders,
     pki::signer::SigningKey,
-    pki::trust::{CrlFile, TrustFiles},
     sd_notify::Notifier,
     service::{Pseudonyms, SystemClock},
     signals::StopSignals,
-    tls::ClientFiles,
-    wire::json,
-    wire::proto::v1::{DispensingRecord, Prescription, SignedDocument, lockout_subject::Subject},
+    wire::proto::v1::lockout_subject::Subject,
 };
 
 /// mimalloc, not glibc malloc: allocation was a quarter of the store writer's time under load.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(
-    name = "rxgate",
-    version,
-    about = "Electronic-prescription and dispensing gateway"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// How log lines are written to standard error: text, or one JSON object per line
-    /// (timestamp, level, target, fields). RUST_LOG filters them (default: info).
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Kind {
-    /// A doctor- or dentist-signed rxgate.v1.Prescription.
-    Prescription,
-    /// A pharmacist-signed rxgate.v1.DispensingRecord.
-    Dispensing,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    /// Protobuf JSON mapping: {"content": base64, "cmsSignature": base64}.
-    Json,
-    /// A binary serialized rxgate.v1.SignedDocument.
-    Binary,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway: gRPC over mutual TLS.
-    Serve {
-        /// A development instance: the committed dev PKI, loopback only, a local store
-        /// (data/dev-store). Never in production.
-        #[arg(long, conflicts_with = "config")]
-        dev: bool,
-        /// The configuration file (TOML); required without --dev.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// With --dev: where the store lives.
-        #[arg(long, default_value = "data/dev-store", requires = "dev")]
-        data_dir: PathBuf,
-        /// Override the listen address (with --dev it must be a loopback address).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// Override where `GET /metrics` is served (default 127.0.0.1:9464; with --dev it must
-        /// be a loopback address).
-        #[arg(long)]
-        metrics_listen: Option<std::net::SocketAddr>,
-        /// With --dev: relay dispensing records to this upstream gateway (as the development
-        /// management institution), e.g. https://127.0.0.1:50052.
-        #[arg(long, requires = "dev")]
-        relay_upstream: Option<String>,
-    },
-    /// Drug masters of a running gateway.
-    Master {
-        #[command(subcommand)]
-        command: MasterCommand,
-    },
-    /// Exchange-number lockouts of a running gateway (as an operator; every call is audited).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-    /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
-    Demo {
-        #[arg(long, default_value = "https://127.0.0.1:50051")]
-        addr: String,
-    },
-    /// Sign a document written as JSON (protobuf JSON mapping) into a SignedDocument.
-    Sign {
-        kind: Kind,
-        /// The document as JSON.
-        document: PathBuf,
-        /// The signer's certificate (PEM or DER).
-        #[arg(long)]
-        cert: PathBuf,
-        /// The signer's PKCS#8 private key (PEM or DER): RSA ≥ 2048 bits or ECDSA P-256.
-        #[arg(long)]
-        key: PathBuf,
-        /// Intermediate certificates to embed (PEM).
-        #[arg(long)]
-        chain: Option<PathBuf>,
-        /// Where to write the SignedDocument (default: standard output).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "json")]
-        format: Format,
-        /// Also write the signed content bytes here (for `openssl cms -verify -content`).
-        #[arg(long)]
-        content_out: Option<PathBuf>,
-        /// Also write the DER CMS signature here.
-        #[arg(long)]
-        signature_out: Option<PathBuf>,
-    },
-    /// The audit log: its patient pseudonyms, its hash chains and their checkpoints.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
-    /// Verify a SignedDocument and print what was verified, or the refusal reason.
-    Verify {
-        kind: Kind,
-        /// The SignedDocument (JSON or binary, as `sign` writes it).
-        document: PathBuf,
-        #[command(flatten)]
-        trust: TrustArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Check the audit chains and their signed checkpoints, of a stopped gateway's store or of
-    /// an export; names the first bad sequence of each chain. Exit code 1 when not intact.
-    Verify {
-        /// The store's folder (the gateway stopped).
-        #[arg(long, required_unless_present = "export", conflicts_with = "export")]
-        data_dir: Option<PathBuf>,
-        /// An export (`rxgate audit export`).
-        #[arg(long)]
-        export: Option<PathBuf>,
-        /// Checkpoints kept outside the store: a file of `checkpoint=HEX` lines (the gateway's
-        /// log, or what `rxgate audit checkpoints` printed).
-        #[arg(long)]
-        checkpoints: Option<PathBuf>,
-        /// The [gateway] certificate of each gateway whose checkpoints are believed
-        /// (repeatable); default: the one --config names.
-        #[arg(long)]
-        gateway_cert: Vec<PathBuf>,
-        /// The gateway's configuration, for its [gateway] certificate.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// List the signed checkpoints of a stopped gateway's store, each with its `checkpoint=HEX`
-    /// line (keep a copy: `rxgate audit verify --checkpoints` reads it).
-    Checkpoints {
-        #[arg(long)]
-        data_dir: PathBuf,
-    },
-    /// Write a running gateway's whole audit trail and checkpoints to a file (as an operator):
-    /// protobuf JSON of rxgate.v1.AuditExport, what `rxgate audit verify --export` reads.
-    Export {
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        gateway: GatewayArgs,
-    },
-    /// Print the pseudonym (64 hex digits) that audit records name a patient by: the
-    /// `patient_pseudonym` that ExportAudit filters on, to list every check of that patient.
-    Pseudonym {
-        /// The gateway's audit_pseudonym_key file.
-        #[arg(long)]
-        key_file: PathBuf,
-        /// 保険者番号, 記号, 番号, 枝番 (insured patients).
-        #[arg(long, requires_all = ["symbol", "number", "branch"], conflicts_with = "payer")]
-        insurer: Option<String>,
-        #[arg(long)]
-        symbol: Option<String>,
-        #[arg(long)]
-        number: Option<String>,
-        #[arg(long)]
-        branch: Option<String>,
-        /// 公費負担者番号 and 受給者番号 (patients covered by public funds only).
-        #[arg(long, requires = "recipient")]
-        payer: Option<String>,
-        #[arg(long)]
-        recipient: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum MasterCommand {
-    /// Load newer official files into a running gateway (as an operator): SSK y-files (full or
-    /// update), the MHLW yakka list and ippan master, or a contraindication table. The kind is
-    /// read from the official file name; `.gz` files are decompressed first.
-    Import {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        gateway: GatewayArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// List the exchange-number lockouts in force (pharmacies, and patients by pseudonym).
-    Lockouts {
-        #[command(flatten)]
-        gateway: GatewayArgs,
-    },
-    /// Lift a lockout and forget its misses: a pharmacy's (by its code) or a patient's.
-    Unlock {
-        /// The pharmacy's institution code (10 digits).
-        #[arg(required_unless_present = "patient_pseudonym")]
-        pharmacy: Option<String>,
-        /// The patient's pseudonym (64 hex digits: `rxgate audit pseudonym`).
-        #[arg(long, conflicts_with = "pharmacy")]
-        patient_pseudonym: Option<String>,
-        #[command(flatten)]
-        gateway: GatewayArgs,
-    },
-}
-
-/// A running gateway and the operator who calls it.
-#[derive(clap::Args)]
-struct GatewayArgs {
-    #[arg(long, default_value = "https://127.0.0.1:50051")]
-    addr: String,
-    /// The operator's TLS client certificate, key and the gateway's CA (PEM); default: the
-    /// development operator (certs/tls/operator.*). Development only.
-    #[arg(long, requires_all = ["key", "ca"])]
-    cert: Option<PathBuf>,
-    #[arg(long, requires_all = ["cert", "ca"])]
-    key: Option<PathBuf>,
-    #[arg(long, requires_all = ["cert", "key"])]
-    ca: Option<PathBuf>,
-}
-
-impl GatewayArgs {
-    fn operator(self) -> ClientFiles {
-        match (self.cert, self.key, self.ca) {
-            (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
-            _ => ClientFiles::dev("operator"),
-        }
-    }
-}
-
-#[derive(clap::Args)]
-struct TrustArgs {
-    /// Trust the committed development PKI (certs/hpki). Development only.
-    #[arg(long, conflicts_with_all = ["anchor", "intermediate", "crl"])]
-    dev: bool,
-    /// A trust anchor certificate file (repeatable).
-    #[arg(long)]
-    anchor: Vec<PathBuf>,
-    /// A known intermediate CA certificate file (repeatable).
-    #[arg(long)]
-    intermediate: Vec<PathBuf>,
-    /// CA_CERT=CRL_FILE: the CRL of one issuing CA (repeatable).
-    #[arg(long, value_parser = parse_crl_file)]
-    crl: Vec<CrlFile>,
-}
-
-fn parse_crl_file(s: &str) -> Result<CrlFile, String> {
-    let (ca, crl) = s
-        .split_once('=')
-        .ok_or_else(|| "expected CA_CERT=CRL_FILE".to_owned())?;
-    Ok(CrlFile {
-        ca: ca.into(),
-        crl: crl.into(),
-    })
-}
-
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-const SIGNED_DOCUMENT: &str = "rxgate.v1.SignedDocument";
-
-fn canonical<M: Message + Default>(name: &str, text: &str) -> anyhow::Result<Vec<u8>> {
-    let message: M = json::from_json(name, text)?;
-    Ok(message.encode_to_vec())
-}
-
-fn sign(
-    kind: Kind,
-    document: &Path,
-    signer: &SigningKey,
-    out: Option<&Path>,
-    format: Format,
-    content_out: Option<&Path>,
-    signature_out: Option<&Path>,
-) -> anyhow::Result<()> {
-    let text = String::from_utf8(read(document)?).context("the document is not UTF-8")?;
-    // Canonical protobuf bytes: exactly what rxgate's strict decode accepts.
-    let content = match kind {
-        Kind::Prescription => canonical::<Prescription>("rxgate.v1.Prescription", &text)?,
-        Kind::Dispensing => canonical::<DispensingRecord>("rxgate.v1.DispensingRecord", &text)?,
-    };
-    let cms_signature = signer.sign(&content, SystemTime::now())?;
-    if let Some(path) = content_out {
-        write(path, &content)?;
-    }
-    if let Some(path) = signature_out {
-        write(path, &cms_signature)?;
-    }
-    let signed = SignedDocument {
-        content,
-        cms_signature,
-    };
-    let bytes = match format {
-        Format::Json => (json::to_json(SIGNED_DOCUMENT, &signed)? + "\n").into_bytes(),
-        Format::Binary => signed.encode_to_vec(),
-    };
-    match out {
-        Some(path) => write(path, &bytes),
-        None => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(&bytes)
-                .context("writing standard output")
-        }
-    }
-}
-
-fn load_signed(path: &Path) -> anyhow::Result<SignedDocument> {
-    let bytes = read(path)?;
-    match std::str::from_utf8(&bytes) {
-        Ok(text) if text.trim_start().starts_with('{') => {
-            Ok(json::from_json(SIGNED_DOCUMENT, text)?)
-        }
-        _ => SignedDocument::decode(bytes.as_slice()).context("not a SignedDocument"),
-    }
-}
-
-fn verify_as<D: SignedContent + Message>(
-    verifier: &rxgate::domain::signature::Verifier,
-    signed: &SignedDocument,
-    name: &str,
-) -> anyhow::Result<bool> {
-    match verifier.verify::<D>(&signed.content, &signed.cms_signature, SystemTime::now()) {
-        Ok(verified) => {
-            let signer = verified.signer();
-            println!(
-                "verified: signed by {} ({}, serialNumber {}) as {}",
-                signer.name,
-                hex(&signer.certificate_sha256),
-                signer.serial_number,
-                signer.role
-            );
-            println!("{}", json::to_json(name, verified.document())?);
-            Ok(true)
-        }
-        Err(refusal) => {
-            println!("refused: {} ({})", refusal.reason, refusal.detail);
-            if let Some(diagnostic) = &refusal.diagnostic {
-                println!("path validation: {diagnostic}");
-            }
-            Ok(false)
-        }
-    }
-}
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
@@ -398,14 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             relay_upstream,
         } => {
             let mut config = match (dev, config) {
-                (true, _) => {
-                    eprintln!(
-                        "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI (certs/), \
-                         loopback only, store in {}. Never use --dev in production.",
-                        data_dir.display()
-                    );
-                    Config::dev(data_dir)
-                }
+                (true, _) => Config::dev(data_dir.clone()),
                 (false, Some(path)) => Config::from_file(&path)?,
                 (false, None) => bail!("say --config FILE (or --dev for a development instance)"),
             };
@@ -424,14 +56,27 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if dev && !config.metrics_listen.ip().is_loopback() {
                 bail!("a --dev instance serves its metrics port on loopback only");
             }
+            if dev {
+                eprintln!(
+                    "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI (certs/), \
+                     loopback only, store in {}. Never use --dev in production.",
+                    data_dir.display()
+                );
+            }
             serve(config)
         }
         Command::Master {
-            command: MasterCommand::Import { files, gateway },
+            command:
+                MasterCommand::Import {
+                    files,
+                    kind,
+                    gateway,
+                },
         } => {
             let addr = gateway.addr.clone();
             let client = gateway.operator();
-            let summary = runtime()?.block_on(master_import::import(&addr, &client, &files))?;
+            let import = master_import::import(&addr, &client, &files, kind);
+            let summary = runtime()?.block_on(import)?;
             print!("{}", master_import::render(&summary));
             Ok(true)
         }
@@ -440,6 +85,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Audit { command } => audit(command),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            cli::config_check::check(&file)?;
+            println!("ok");
+            Ok(true)
+        }
         Command::Demo { addr } => {
             runtime()?.block_on(rxgate::cli::demo::run(&addr))?;
             Ok(true)
@@ -457,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let chain = chain.as_deref().map(read).transpose()?.unwrap_or_default();
             let signer = SigningKey::new(&read(&cert)?, &chain, &read(&key)?)?;
-            sign(
+            documents::sign(
                 kind,
                 &document,
                 &signer,
@@ -472,36 +124,17 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             kind,
             document,
             trust,
-        } => {
-            let files = if trust.dev {
-                eprintln!("rxgate: trusting the DEVELOPMENT PKI (certs/hpki): never in production");
-                TrustFiles::dev()
-            } else if trust.anchor.is_empty() {
-                bail!("name the trust anchors (--anchor, --crl …) or say --dev");
-            } else {
-                TrustFiles {
-                    anchors: trust.anchor,
-                    intermediates: trust.intermediate,
-                    crls: trust.crl,
-                }
-            };
-            let (verifier, _) = files.load(VerifierConfig::default())?;
-            let signed = load_signed(&document)?;
-            match kind {
-                Kind::Prescription => {
-                    verify_as::<Prescription>(&verifier, &signed, "rxgate.v1.Prescription")
-                }
-                Kind::Dispensing => {
-                    verify_as::<DispensingRecord>(&verifier, &signed, "rxgate.v1.DispensingRecord")
-                }
-            }
-        }
+        } => documents::verify(kind, &document, trust),
     }
 }
 
 /// Runs `rxgate admin`.
 async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Stuck { gateway } => {
+            let addr = gateway.addr.clone();
+            print!("{}", cli::admin::stuck(&addr, &gateway.operator()).await?);
+        }
         AdminCommand::Lockouts { gateway } => {
             let addr = gateway.addr.clone();
             print!(

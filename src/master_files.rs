@@ -195,23 +195,82 @@ impl SourceFile {
 }
 
 impl FileKind {
-    /// The kind of an official file by its name (as published, or as shipped in `data/`).
-    pub fn of_name(name: &str) -> Option<FileKind> {
-        let name = name.trim_end_matches(".gz");
-        if y_date(name, "y_ALL").is_some() {
-            Some(FileKind::YFull)
-        } else if y_date(name, "y_").is_some() {
-            Some(FileKind::YUpdate)
-        } else if name.starts_with("mhlw_yakka_list") && name.ends_with(".csv") {
-            Some(FileKind::YakkaList)
-        } else if name.starts_with("ippan_master") && name.ends_with(".csv") {
-            Some(FileKind::IppanMaster)
-        } else if name.starts_with("contraindications") && name.ends_with(".csv") {
-            Some(FileKind::Contraindications)
-        } else {
-            None
+    /// Every kind, in the order `rxgate master import` names them.
+    pub const ALL: [FileKind; 5] = [
+        FileKind::YFull,
+        FileKind::YUpdate,
+        FileKind::YakkaList,
+        FileKind::IppanMaster,
+        FileKind::Contraindications,
+    ];
+
+    /// Its name on the command line (`master import --kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::YFull => "y-full",
+            FileKind::YUpdate => "y-update",
+            FileKind::YakkaList => "yakka-list",
+            FileKind::IppanMaster => "ippan-master",
+            FileKind::Contraindications => "contraindications",
         }
     }
+
+    /// What a file name contains, in any case, to be recognised as this kind.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            FileKind::YFull => "y_ALLYYYYMMDD",
+            FileKind::YUpdate => "y_YYYYMMDD",
+            FileKind::YakkaList => "mhlw_yakka_list",
+            FileKind::IppanMaster => "ippan_master",
+            FileKind::Contraindications => "contraindications",
+        }
+    }
+
+    /// The kind whose official name `name` contains, in any case, with the file a `.csv` or a
+    /// `.csv.gz`: a download renamed `y_ALL20240321 (1).csv.gz` is still a full y-file.
+    pub fn of_name(name: &str) -> Option<FileKind> {
+        let name = name.to_ascii_lowercase();
+        if !name.trim_end_matches(".gz").ends_with(".csv") {
+            return None;
+        }
+        FileKind::ALL.into_iter().find(|kind| match kind {
+            FileKind::YFull => dated(&name, "y_all").is_some(),
+            FileKind::YUpdate => dated(&name, "y_").is_some(),
+            _ => name.contains(kind.pattern()),
+        })
+    }
+
+    /// The name a file named `name` is imported under: a y-file's official name, made from the
+    /// date in `name` (its order among the updates comes from it), or `name` itself for the
+    /// others; `None` for a y-file whose name carries no date.
+    pub fn official_name(self, name: &str) -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        let date = |mark| dated(&lower, mark).or_else(|| dated(&lower, ""));
+        match self {
+            FileKind::YFull => Some(format!("y_ALL{}.csv", date("y_all")?)),
+            FileKind::YUpdate => Some(format!("y_{}.csv", date("y_")?)),
+            _ => Some(name.to_owned()),
+        }
+    }
+}
+
+/// The eight digits right after `mark` in `name`, where `mark` does not continue a word and the
+/// digits are not part of a longer number.
+fn dated<'a>(name: &'a str, mark: &str) -> Option<&'a str> {
+    let starts_word = |at: usize| {
+        !name[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    };
+    (0..name.len())
+        .filter(|&at| name.is_char_boundary(at) && name[at..].starts_with(mark) && starts_word(at))
+        .find_map(|at| {
+            let rest = &name[at + mark.len()..];
+            let date = rest.get(..8)?;
+            let digits = date.bytes().all(|b| b.is_ascii_digit());
+            (digits && !rest[8..].starts_with(|c: char| c.is_ascii_digit())).then_some(date)
+        })
 }
 
 fn utf8(file: &SourceFile) -> Result<&str, Error> {
@@ -288,6 +347,18 @@ impl Sources {
             FileKind::Contraindications => self.contraindications = file,
         }
         Ok(())
+    }
+
+    /// Whether the set holds a file of `kind` with exactly these bytes (shipped, or imported
+    /// before): importing it again would change nothing.
+    pub fn holds(&self, kind: FileKind, bytes: &[u8]) -> bool {
+        match kind {
+            FileKind::YFull => self.full.bytes == bytes,
+            FileKind::YUpdate => self.updates.values().any(|f| f.bytes == bytes),
+            FileKind::YakkaList => self.yakka.bytes == bytes,
+            FileKind::IppanMaster => self.ippan.bytes == bytes,
+            FileKind::Contraindications => self.contraindications.bytes == bytes,
+        }
     }
 
     /// Parses everything and builds the catalog and the table. The updates after the full
@@ -373,6 +444,68 @@ mod tests {
         assert_eq!(
             catalog.by_receipt(&original).unwrap().moieties,
             chosen.moieties
+        );
+    }
+
+    #[test]
+    fn a_file_is_known_by_the_official_name_within_its_name_in_any_case() {
+        use FileKind::*;
+        let cases = [
+            ("y_ALL20240321.csv", Some((YFull, "y_ALL20240321.csv"))),
+            (
+                "y_ALL20240321 (1).csv.gz",
+                Some((YFull, "y_ALL20240321.csv")),
+            ),
+            ("Y_all20240321.CSV", Some((YFull, "y_ALL20240321.csv"))),
+            ("y_20250813.csv.gz", Some((YUpdate, "y_20250813.csv"))),
+            (
+                "download-Y_20250813 (2).csv",
+                Some((YUpdate, "y_20250813.csv")),
+            ),
+            (
+                "MHLW_yakka_list_20250806.csv",
+                Some((YakkaList, "MHLW_yakka_list_20250806.csv")),
+            ),
+            (
+                "ippan_master_20250801.csv",
+                Some((IppanMaster, "ippan_master_20250801.csv")),
+            ),
+            (
+                "contraindications_structured.csv",
+                Some((Contraindications, "contraindications_structured.csv")),
+            ),
+            // not a word's start, a longer number, no date, not a CSV
+            ("my_20250813.csv", None),
+            ("y_202508131.csv", None),
+            ("y_ALL.csv", None),
+            ("y_20250813.txt", None),
+            ("notes.csv", None),
+        ];
+        for (name, expected) in cases {
+            let found = FileKind::of_name(name).map(|k| (k, k.official_name(name).unwrap()));
+            let expected = expected.map(|(k, n)| (k, n.to_owned()));
+            assert_eq!(found, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_kind_said_explicitly_still_takes_a_y_file_date_from_the_name() {
+        assert_eq!(
+            FileKind::YUpdate
+                .official_name("update-20250813.csv")
+                .as_deref(),
+            Some("y_20250813.csv")
+        );
+        assert_eq!(
+            FileKind::YFull
+                .official_name("full 20240321.csv")
+                .as_deref(),
+            Some("y_ALL20240321.csv")
+        );
+        assert_eq!(FileKind::YFull.official_name("full.csv"), None);
+        assert_eq!(
+            FileKind::YakkaList.official_name("list.csv").as_deref(),
+            Some("list.csv")
         );
     }
 

@@ -1,6 +1,7 @@
-//! `rxgate admin lockouts` and `rxgate admin unlock`: the operator's way out of an
-//! exchange-number lockout, through a running gateway's AdminService (so each call is audited
-//! under the operator's certificate), and what it prints.
+//! `rxgate admin stuck`, `rxgate admin lockouts` and `rxgate admin unlock`: the prescriptions
+//! stuck at a pharmacy, and the operator's way out of an exchange-number lockout, through a
+//! running gateway's AdminService (so each call is audited under the operator's certificate),
+//! and what they print.
 
 use anyhow::Context;
 
@@ -24,6 +25,45 @@ async fn client(
 
 fn refused(what: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what} refused: {:?}: {}", status.code(), status.message())
+}
+
+/// The prescriptions stuck at the gateway at `addr` (past its `stuck_after_secs`), one line
+/// each.
+pub async fn stuck(addr: &str, operator: &ClientFiles) -> anyhow::Result<String> {
+    let answer = client(addr, operator)
+        .await?
+        .list_stuck_prescriptions(pb::ListStuckPrescriptionsRequest {
+            stuck_after_secs: 0,
+        })
+        .await
+        .map_err(|s| refused("listing", s))?;
+    Ok(render_stuck(&answer.into_inner().prescriptions))
+}
+
+/// One line per stuck prescription: its id and number, the clinic, the pharmacy that accepted
+/// it, when (Unix milliseconds), and its dispensing records since.
+fn render_stuck(stuck: &[pb::StuckPrescription]) -> String {
+    lines(stuck, "no prescription is stuck", |s| {
+        format!(
+            "{}  {} of clinic {}  pharmacy {}  accepted {} (unix ms)  records {}  last {} \
+             (unix ms)",
+            s.prescription_id,
+            s.prescription_number,
+            s.institution_code,
+            s.pharmacy_code,
+            s.accepted_unix_ms,
+            s.records,
+            s.last_record_unix_ms
+        )
+    })
+}
+
+/// One line per item, or `none` alone when there is none.
+fn lines<T>(items: &[T], none: &str, line: impl Fn(&T) -> String) -> String {
+    if items.is_empty() {
+        return format!("{none}\n");
+    }
+    items.iter().map(|item| line(item) + "\n").collect()
 }
 
 /// The lockouts in force at the gateway at `addr`, one line each.
@@ -58,21 +98,15 @@ pub async fn unlock(addr: &str, operator: &ClientFiles, subject: Subject) -> any
 
 /// One line per lockout: whom it holds, its misses, until when (Unix milliseconds).
 fn render(lockouts: &[pb::Lockout]) -> String {
-    if lockouts.is_empty() {
-        return "no lockout in force\n".into();
-    }
-    lockouts
-        .iter()
-        .map(|l| {
-            let whom = match l.subject.as_ref().and_then(|s| s.subject.as_ref()) {
-                Some(Subject::PharmacyCode(code)) => format!("pharmacy {code}"),
-                Some(Subject::PatientPseudonym(pseudonym)) => format!("patient {pseudonym}"),
-                None => "unknown".into(),
-            };
-            format!(
-                "{whom}  misses {}  locked until {} (unix ms)\n",
-                l.misses, l.locked_until_unix_ms
-            )
-        })
-        .collect()
+    lines(lockouts, "no lockout in force", |l| {
+        let whom = match l.subject.as_ref().and_then(|s| s.subject.as_ref()) {
+            Some(Subject::PharmacyCode(code)) => format!("pharmacy {code}"),
+            Some(Subject::PatientPseudonym(pseudonym)) => format!("patient {pseudonym}"),
+            None => "unknown".into(),
+        };
+        format!(
+            "{whom}  misses {}  locked until {} (unix ms)",
+            l.misses, l.locked_until_unix_ms
+        )
+    })
 }

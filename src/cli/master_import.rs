@@ -1,9 +1,10 @@
 //! `rxgate master import FILE...`: streams official drug-master files (and contraindication
 //! tables) to a running gateway's AdminService.ImportMaster in chunks under the message-size
-//! limit, with a progress bar on standard error, and prints what the gateway did.
+//! limit, with a progress bar on standard error when it is a terminal (a line per file
+//! otherwise), and prints what the gateway did.
 
 use std::{
-    io::Write,
+    io::{IsTerminal, Write},
     path::PathBuf,
     sync::{
         Arc,
@@ -23,23 +24,43 @@ use crate::{
 /// Bytes per data message: well under the gateway's 256 KiB message limit.
 const CHUNK_BYTES: usize = 128 * 1024;
 
-/// Reads the files (a `.gz` is decompressed here) and names their kind from the official file
-/// names.
-pub fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(FileKind, SourceFile)>> {
+/// Reads the files (a `.gz` is decompressed here) and names their kind: `kind`, or the one whose
+/// official name each file name contains. Each is sent under its official name.
+pub fn read_files(
+    paths: &[PathBuf],
+    kind: Option<FileKind>,
+) -> anyhow::Result<Vec<(FileKind, SourceFile)>> {
     paths
         .iter()
         .map(|path| {
-            let file = SourceFile::read(path)?;
-            let Some(kind) = FileKind::of_name(&file.name) else {
-                bail!(
-                    "{}: not an official file name (y_ALLYYYYMMDD.csv, y_YYYYMMDD.csv, \
-                     mhlw_yakka_list_*.csv, ippan_master_*.csv, contraindications*.csv)",
-                    path.display()
-                );
+            let mut file = SourceFile::read(path)?;
+            let Some(kind) = kind.or_else(|| FileKind::of_name(&file.name)) else {
+                bail!("{}: {}", path.display(), unrecognised());
             };
+            file.name = kind.official_name(&file.name).with_context(|| {
+                format!(
+                    "{}: a {} file's name carries its date ({})",
+                    path.display(),
+                    kind.name(),
+                    kind.pattern()
+                )
+            })?;
             Ok((kind, file))
         })
         .collect()
+}
+
+/// What a file name must contain to be recognised, and the way out.
+fn unrecognised() -> String {
+    let patterns: Vec<_> = FileKind::ALL
+        .iter()
+        .map(|k| format!("{} ({})", k.pattern(), k.name()))
+        .collect();
+    format!(
+        "not recognised as an official file: the name contains none of {}, in any case, as \
+         .csv or .csv.gz; say --kind KIND to name the kind",
+        patterns.join(", ")
+    )
 }
 
 /// The import stream: per file a header, then its bytes in chunks; `sent` counts the bytes as
@@ -81,33 +102,49 @@ fn progress_bar(done: u64, total: u64) -> String {
     )
 }
 
-/// Sends `paths` to the gateway at `addr` as the operator `client` and returns its summary.
+/// Redraws the progress bar on standard error until aborted.
+fn draw_progress(sent: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            eprint!("{}", progress_bar(sent.load(Ordering::Relaxed), total));
+            let _ = std::io::stderr().flush();
+        }
+    })
+}
+
+/// Sends `paths` (of `kind`, or of the kind their names say) to the gateway at `addr` as the
+/// operator `client` and returns its summary. A progress bar is drawn only on a terminal;
+/// elsewhere (a log, a pipe) each file gets one plain line.
 pub async fn import(
     addr: &str,
     client: &ClientFiles,
     paths: &[PathBuf],
+    kind: Option<FileKind>,
 ) -> anyhow::Result<pb::ImportMasterSummary> {
-    let files = read_files(paths)?;
+    let files = read_files(paths, kind)?;
     let total: u64 = files.iter().map(|(_, f)| f.bytes.len() as u64).sum();
     let channel = client
         .connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let watched = Arc::clone(&sent);
-    let progress = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            eprint!("{}", progress_bar(watched.load(Ordering::Relaxed), total));
-            let _ = std::io::stderr().flush();
+    let terminal = std::io::stderr().is_terminal();
+    if !terminal {
+        for (kind, file) in &files {
+            let mb = file.bytes.len() as f64 / 1e6;
+            eprintln!("sending {} ({}, {mb:.1} MB)", file.name, kind.name());
         }
-    });
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = terminal.then(|| draw_progress(Arc::clone(&sent), total));
     let answer = AdminServiceClient::new(channel)
         .import_master(chunks(files, Arc::clone(&sent)))
         .await;
-    progress.abort();
-    eprintln!("{}", progress_bar(sent.load(Ordering::Relaxed), total));
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!("{}", progress_bar(sent.load(Ordering::Relaxed), total));
+    }
     let summary =
         answer.map_err(|s| anyhow::anyhow!("import refused: {:?}: {}", s.code(), s.message()))?;
     Ok(summary.into_inner())

@@ -1,9 +1,13 @@
-//! The command-line clients of a running gateway, each a subcommand of `rxgate` (`main.rs` parses
-//! the arguments and calls them): `admin` (lockouts, unlock), `audit` (verify, checkpoints,
-//! export), `master_import` (`rxgate master import`) and `demo`. Each talks to the gateway as an
-//! integrator would, over gRPC with mutual TLS, or reads a stopped store.
+//! The command line: `args` (the clap definitions `main.rs` parses) and the subcommands'
+//! work. Clients of a running gateway, over gRPC with mutual TLS as an integrator would talk to
+//! it: `admin` (stuck, lockouts, unlock), `audit` (export; verify and checkpoints also read a
+//! stopped store), `master_import` (`rxgate master import`) and `demo`. Local work, no gateway:
+//! `documents` (`sign`, `verify`) and `config_check` (`config check`).
 
 pub mod admin;
+pub mod args;
 pub mod audit;
+pub mod config_check;
 pub mod demo;
+pub mod documents;
 pub mod master_import;

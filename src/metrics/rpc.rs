@@ -46,6 +46,10 @@ const SERVICES: &[(&str, &[&str])] = &[
         "grpc.reflection.v1.ServerReflection",
         &["ServerReflectionInfo"],
     ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
 ];
 
 impl Rpc {
@@ -119,6 +123,7 @@ mod tests {
             crate::wire::proto::DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]);
         let table: BTreeSet<String> = SERVICES
             .iter()

@@ -151,19 +151,26 @@ impl Gateway {
             Ok(stored) => stored.iter().map(|f| f.sha256).collect(),
             Err(e) => return self.refuse(draft, e).await,
         };
-        // Hashing and (below) compressing megabytes is blocking work: off the async runtime.
+        // Hashing, comparing and (below) compressing megabytes is blocking work: off the async
+        // runtime. A file the set in force holds already (shipped, or imported before) is not
+        // fresh either.
+        let in_force = Arc::clone(&current);
         let hashed = tokio::task::spawn_blocking(move || {
             let digests: Vec<[u8; 32]> = files.iter().map(|f| sha256(&f.file.bytes)).collect();
-            (files, digests)
+            let held: Vec<bool> = files
+                .iter()
+                .map(|f| in_force.sources.holds(f.kind, &f.file.bytes))
+                .collect();
+            (files, digests, held)
         })
         .await;
-        let (files, digests) = match hashed {
+        let (files, digests, held) = match hashed {
             Ok(hashed) => hashed,
             Err(e) => return self.refuse(draft, Error::Internal(e.to_string())).await,
         };
         let mut fresh: Vec<(ImportFile, [u8; 32])> = Vec::new();
-        for (f, &digest) in files.iter().zip(&digests) {
-            if !known.contains(&digest) && !fresh.iter().any(|(_, d)| *d == digest) {
+        for ((f, &digest), held) in files.iter().zip(&digests).zip(held) {
+            if !held && !known.contains(&digest) && !fresh.iter().any(|(_, d)| *d == digest) {
                 fresh.push((f.clone(), digest));
             }
         }

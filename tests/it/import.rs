@@ -18,10 +18,10 @@ use tonic::Code;
 
 /// A receipt code added (変更区分 3) by the update file of 2025-08-13: アルプロスタジル注10μgシリンジ.
 const ADDED_IN_LAST_UPDATE: &str = "621620802";
-const LAST_UPDATE: &str = "y_20250813.csv.gz";
+pub(crate) const LAST_UPDATE: &str = "y_20250813.csv.gz";
 
 /// A masters folder like the shipped one without its last update file.
-fn masters_without_last_update(root: &Path) -> std::path::PathBuf {
+pub(crate) fn masters_without_last_update(root: &Path) -> std::path::PathBuf {
     let shipped = master_files::shipped_dir();
     let dir = root.join("masters");
     std::fs::create_dir_all(dir.join("y_updates")).unwrap();

@@ -1,0 +1,29 @@
+//! `rxgate config check FILE`: a configuration read as `serve --config` reads it — its settings
+//! and every certificate, key, CRL and key file it names — without binding a port, opening the
+//! store or loading the drug masters, so that an operator learns of a mistake before a restart.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+/// Reads and validates the configuration at `path` and loads the files it names; the first
+/// problem found is the error.
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::from_file(path)?;
+    config
+        .signing
+        .load(config.verifier_config()?)
+        .context("loading the document-signing trust")?;
+    config.tls.load().context("loading the TLS material")?;
+    if let Some(relay) = &config.relay {
+        let identity = Arc::new(config.gateway_identity()?);
+        relay
+            .relay_config(identity)
+            .client
+            .client_tls_config()
+            .context("loading the relay's TLS material")?;
+    }
+    Ok(())
+}
