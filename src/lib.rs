@@ -10,7 +10,8 @@
 //! - `grpc`, `tls`, `network`: the gRPC adapter and its tower layers, mutual TLS, the
 //!   `[network]` bounds; `ops`, `readiness`, `metrics`: the operations port and what it reports.
 //! - `app`: the composition root; `config`, `limits`: the configuration.
-//! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer.
+//! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer; `dev_pki`: where
+//!   the development PKI is found at run time (`--dev`, `--dev-certs`, `RXGATE_DEV_CERTS`).
 //! - `master_files`: the drug masters and contraindication table from files.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `cli`: the command-line clients; `audit_verify`: the audit chains' pure verifier.
@@ -32,6 +33,7 @@ pub mod app;
 pub mod audit_verify;
 pub mod cli;
 pub mod config;
+pub mod dev_pki;
 pub mod domain;
 pub mod fuzzing;
 pub mod grpc;

@@ -16,6 +16,7 @@ use rxgate::{
     cli,
     cli::master_import,
     config::Config,
+    dev_pki::DevCertsArg,
     domain::{
         hash::hex,
         patient::PatientKey,
@@ -86,6 +87,8 @@ enum Command {
         /// management institution), e.g. https://127.0.0.1:50052.
         #[arg(long, requires = "dev")]
         relay_upstream: Option<String>,
+        #[command(flatten)]
+        dev_certs: DevCertsArg,
     },
     /// Drug masters of a running gateway.
     Master {
@@ -101,6 +104,8 @@ enum Command {
     Demo {
         #[arg(long, default_value = "https://127.0.0.1:50051")]
         addr: String,
+        #[command(flatten)]
+        dev_certs: DevCertsArg,
     },
     /// Sign a document written as JSON (protobuf JSON mapping) into a SignedDocument.
     Sign {
@@ -249,14 +254,16 @@ struct GatewayArgs {
     key: Option<PathBuf>,
     #[arg(long, requires_all = ["cert", "key"])]
     ca: Option<PathBuf>,
+    #[command(flatten)]
+    dev_certs: DevCertsArg,
 }
 
 impl GatewayArgs {
-    fn operator(self) -> ClientFiles {
-        match (self.cert, self.key, self.ca) {
+    fn operator(self) -> anyhow::Result<ClientFiles> {
+        Ok(match (self.cert, self.key, self.ca) {
             (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
-            _ => ClientFiles::dev("operator"),
-        }
+            _ => self.dev_certs.locate()?.client("operator"),
+        })
     }
 }
 
@@ -274,6 +281,8 @@ struct TrustArgs {
     /// CA_CERT=CRL_FILE: the CRL of one issuing CA (repeatable).
     #[arg(long, value_parser = parse_crl_file)]
     crl: Vec<CrlFile>,
+    #[command(flatten)]
+    dev_certs: DevCertsArg,
 }
 
 fn parse_crl_file(s: &str) -> Result<CrlFile, String> {
@@ -389,15 +398,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             listen,
             metrics_listen,
             relay_upstream,
+            dev_certs,
         } => {
             let mut config = match (dev, config) {
                 (true, _) => {
+                    let pki = dev_certs.locate()?;
                     eprintln!(
-                        "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI (certs/), \
+                        "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI ({}), \
                          loopback only, store in {}. Never use --dev in production.",
+                        pki.dir().display(),
                         data_dir.display()
                     );
-                    Config::dev(data_dir)
+                    Config::dev(data_dir, &pki)
                 }
                 (false, Some(path)) => Config::from_file(&path)?,
                 (false, None) => bail!("say --config FILE (or --dev for a development instance)"),
@@ -409,7 +421,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 config.metrics_listen = metrics_listen;
             }
             if let Some(upstream) = relay_upstream {
-                config.relay = Some(rxgate::config::RelayFiles::dev(upstream));
+                config.relay = Some(rxgate::config::RelayFiles::dev(
+                    upstream,
+                    &dev_certs.locate()?,
+                ));
             }
             if dev && !config.listen.ip().is_loopback() {
                 bail!("a --dev instance listens on loopback only");
@@ -424,7 +439,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             command: MasterCommand::Import { files, gateway },
         } => {
             let addr = gateway.addr.clone();
-            let client = gateway.operator();
+            let client = gateway.operator()?;
             let summary = runtime()?.block_on(master_import::import(&addr, &client, &files))?;
             print!("{}", master_import::render(&summary));
             Ok(true)
@@ -434,8 +449,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Audit { command } => audit(command),
-        Command::Demo { addr } => {
-            runtime()?.block_on(rxgate::cli::demo::run(&addr))?;
+        Command::Demo { addr, dev_certs } => {
+            runtime()?.block_on(rxgate::cli::demo::run(&addr, &dev_certs.locate()?))?;
             Ok(true)
         }
         Command::Sign {
@@ -468,8 +483,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             trust,
         } => {
             let files = if trust.dev {
-                eprintln!("rxgate: trusting the DEVELOPMENT PKI (certs/hpki): never in production");
-                TrustFiles::dev()
+                let pki = trust.dev_certs.locate()?;
+                eprintln!(
+                    "rxgate: trusting the DEVELOPMENT PKI ({}): never in production",
+                    pki.dir().display()
+                );
+                pki.signing()
             } else if trust.anchor.is_empty() {
                 bail!("name the trust anchors (--anchor, --crl …) or say --dev");
             } else {
@@ -500,7 +519,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             let addr = gateway.addr.clone();
             print!(
                 "{}",
-                cli::admin::lockouts(&addr, &gateway.operator()).await?
+                cli::admin::lockouts(&addr, &gateway.operator()?).await?
             );
         }
         AdminCommand::Unlock {
@@ -514,7 +533,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 (None, None) => bail!("name a pharmacy code or --patient-pseudonym"),
             };
             let addr = gateway.addr.clone();
-            cli::admin::unlock(&addr, &gateway.operator(), subject).await?;
+            cli::admin::unlock(&addr, &gateway.operator()?, subject).await?;
             println!("unlocked");
         }
     }
@@ -560,7 +579,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
         }
         AuditCommand::Export { out, gateway } => {
             let addr = gateway.addr.clone();
-            let operator = gateway.operator();
+            let operator = gateway.operator()?;
             let export = cli::audit::export(&addr, &operator, &out);
             let records = runtime()?.block_on(export)?;
             println!(
