@@ -26,8 +26,9 @@
 //! - A refused decision writes nothing but its audit record and what it must keep
 //!   (`service::run` rolls it back to a savepoint).
 //! - `tests/it/invariants.rs` enforces the first (clock, fs, net), the crypto provider,
-//!   `store`-only engines, keys laid out only in `service::schema`, and the rings apart (no
-//!   stored record in `grpc`, no RPC message in `service`).
+//!   `store`-only engines, keys laid out only in `service::schema`, the rings apart (no
+//!   stored record in `grpc`, no RPC message in `service`), and no `CARGO_MANIFEST_DIR` outside
+//!   tests (the binary runs without its source tree).
 
 pub mod app;
 pub mod audit_verify;
