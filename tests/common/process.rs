@@ -66,11 +66,6 @@ impl Serve {
     /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
     /// if it exits first or takes longer than `START_TIMEOUT`.
     pub(crate) async fn start(self) -> Rxgate {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
         command
             .args(["serve", "--dev", "--data-dir"])
@@ -80,44 +75,56 @@ impl Serve {
         if let Some(upstream) = &self.relay_upstream {
             command.args(["--relay-upstream", upstream]);
         }
-        let mut child = command
-            .env("RUST_LOG", &self.rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("cloning the log handle"),
-            ))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning rxgate serve");
-        let stderr = child.stderr.take().expect("piped");
-        let (found, listening) = oneshot::channel();
-        let mut rxgate = Rxgate {
-            child,
-            addr: String::new(),
-            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log: self.log,
-            copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
-        };
-        match tokio::time::timeout(START_TIMEOUT, listening).await {
-            Ok(Ok((addr, metrics))) => {
-                rxgate.addr = format!("https://{addr}");
-                rxgate.metrics = metrics;
-                rxgate
-            }
-            Ok(Err(_)) => {
-                let status = rxgate.stop();
-                panic!(
-                    "rxgate serve exited ({status}) before it listened:\n{}",
-                    rxgate.output()
-                )
-            }
-            Err(_) => {
-                rxgate.stop();
-                panic!(
-                    "rxgate serve did not listen within {START_TIMEOUT:?}:\n{}",
-                    rxgate.output()
-                )
-            }
+        command.env("RUST_LOG", &self.rust_log);
+        start(command, &self.log).await
+    }
+}
+
+/// Starts `command`, a gateway that logs the ports it serves on (any `rxgate serve`, however
+/// it is started), its output appended to `log_path`; returns once it has logged them. Panics
+/// with its log if it exits first or takes longer than `START_TIMEOUT`.
+pub(crate) async fn start(mut command: Command, log_path: &Path) -> Rxgate {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            log.try_clone().expect("cloning the log handle"),
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning rxgate serve");
+    let stderr = child.stderr.take().expect("piped");
+    let (found, listening) = oneshot::channel();
+    let mut rxgate = Rxgate {
+        child,
+        addr: String::new(),
+        metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log: log_path.to_owned(),
+        copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
+    };
+    match tokio::time::timeout(START_TIMEOUT, listening).await {
+        Ok(Ok((addr, metrics))) => {
+            rxgate.addr = format!("https://{addr}");
+            rxgate.metrics = metrics;
+            rxgate
+        }
+        Ok(Err(_)) => {
+            let status = rxgate.stop();
+            panic!(
+                "rxgate serve exited ({status}) before it listened:\n{}",
+                rxgate.output()
+            )
+        }
+        Err(_) => {
+            rxgate.stop();
+            panic!(
+                "rxgate serve did not listen within {START_TIMEOUT:?}:\n{}",
+                rxgate.output()
+            )
         }
     }
 }
