@@ -1,14 +1,18 @@
 //! Compiles the public contract in `proto/` with protox (pure Rust), so no system `protoc` is
-//! needed, and names the commit the binary is built from (`rxgate --version`).
+//! needed; names the commit the binary is built from (`rxgate --version`); and lists the shipped
+//! drug data for `src/master_files.rs` to embed, so that the binary runs without the source tree
+//! and a file added to `data/masters` needs no code change.
 
 use std::{
     env,
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     version_with_commit();
+    embed_shipped_data()?;
     let protos = [
         "proto/rxgate/v1/documents.proto",
         "proto/rxgate/v1/checks.proto",
@@ -65,4 +69,47 @@ fn version_with_commit() {
     for path in watched.iter().filter(|p| p.exists()) {
         println!("cargo:rerun-if-changed={}", path.display());
     }
+}
+
+/// The shipped drug masters (every `.csv` or `.csv.gz` of `data/masters` and of its `y_updates/`)
+/// and the contraindication table, as `include_bytes!` items of `OUT_DIR/shipped_data.rs`:
+/// `MASTERS`, each file's path below `data/masters` with its bytes, sorted by path; and
+/// `CONTRAINDICATIONS`, the table's name and bytes.
+fn embed_shipped_data() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let masters = root.join("data/masters");
+    let table = root.join("data/clinical/contraindications_structured.csv");
+    println!("cargo:rerun-if-changed=data/masters");
+    println!("cargo:rerun-if-changed=data/clinical/contraindications_structured.csv");
+    let mut files = Vec::new();
+    for dir in [masters.clone(), masters.join("y_updates")] {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_file() && (name.ends_with(".csv") || name.ends_with(".csv.gz")) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let include = |path: &Path| format!("include_bytes!({:?})", path.display().to_string());
+    let mut code = String::from("pub(super) const MASTERS: &[(&str, &[u8])] = &[\n");
+    for path in &files {
+        let below = path.strip_prefix(&masters)?.display().to_string();
+        writeln!(code, "    ({below:?}, {}),", include(path))?;
+    }
+    writeln!(
+        code,
+        "];\npub(super) const CONTRAINDICATIONS: (&str, &[u8]) = ({:?}, {});",
+        "contraindications_structured.csv",
+        include(&table)
+    )?;
+    std::fs::write(
+        PathBuf::from(env::var("OUT_DIR")?).join("shipped_data.rs"),
+        code,
+    )?;
+    Ok(())
 }

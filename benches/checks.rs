@@ -183,7 +183,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Fixture {
-        let (catalog, _) = master_files::load_dir(&master_files::shipped_dir()).unwrap();
+        let (catalog, _) = master_files::load(None).unwrap();
         let table_path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("data/clinical/contraindications_structured.csv");
         let table =
@@ -244,8 +244,8 @@ fn criterion_means(c: &mut Criterion, f: &Fixture) {
 fn master_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("masters");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    group.bench_function("load_dir_shipped", |b| {
-        b.iter(|| master_files::load_dir(&master_files::shipped_dir()).unwrap())
+    group.bench_function("load_shipped", |b| {
+        b.iter(|| master_files::load(None).unwrap())
     });
     group.finish();
 }

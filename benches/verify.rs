@@ -9,23 +9,20 @@ use std::{path::Path, time::SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message;
 use rxgate::{
+    dev_pki::DevPki,
     domain::signature::VerifierConfig,
-    pki::signer::SigningKey,
-    pki::trust::TrustFiles,
     wire::proto::v1::{DocumentType, Prescription},
 };
 
+/// The repository's development PKI.
+fn dev_pki() -> DevPki {
+    DevPki::locate(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("certs"))).unwrap()
+}
+
 fn signed(name: &str, content: &[u8]) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    SigningKey::new(
-        &read(&format!("{name}.cert.pem")),
-        &read("sign-ca.cert.pem"),
-        &read(&format!("{name}.key.pem")),
-    )
-    .unwrap()
-    .sign(content, SystemTime::now())
-    .unwrap()
+    (dev_pki().signer(name).unwrap())
+        .sign(content, SystemTime::now())
+        .unwrap()
 }
 
 fn verification(c: &mut Criterion) {
@@ -48,7 +45,7 @@ fn verification(c: &mut Criterion) {
             ("cold", cold.clone()),
             ("cached", VerifierConfig::default()),
         ] {
-            let (verifier, _) = TrustFiles::dev().load(config).unwrap();
+            let (verifier, _) = dev_pki().signing().load(config).unwrap();
             group.bench_function(format!("{key}/{chain}_chain"), |b| {
                 b.iter(|| {
                     verifier
@@ -62,10 +59,7 @@ fn verification(c: &mut Criterion) {
 }
 
 fn key_der(name: &str) -> Vec<u8> {
-    let pem = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("certs/hpki/{name}.key.pem")),
-    )
-    .unwrap();
+    let pem = std::fs::read(dev_pki().dir().join(format!("hpki/{name}.key.pem"))).unwrap();
     der::pem::decode_vec(&pem).unwrap().1
 }
 

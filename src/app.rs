@@ -75,21 +75,29 @@ impl Server {
 }
 
 /// The drug masters and contraindication table the configuration names (by default the
-/// shipped ones), with the files imported into this store replayed over them; parsed off the
-/// async runtime.
+/// shipped ones, embedded in the binary), with the files imported into this store replayed over
+/// them; parsed off the async runtime.
 async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Clinical> {
     let checks = config.checks.clone();
+    let origin = |named: &Option<std::path::PathBuf>| {
+        named
+            .as_ref()
+            .map_or("embedded".into(), |path| path.display().to_string())
+    };
+    let (masters, table) = (
+        origin(&checks.masters_dir),
+        origin(&checks.contraindications),
+    );
     let started = std::time::Instant::now();
     let imported = service::imported_files(store)
         .await
         .context("reading the imported drug masters")?;
     let version = imported.len() as u64;
     let (sources, built) = tokio::task::spawn_blocking(move || {
-        let dir = checks.masters_dir.unwrap_or_else(master_files::shipped_dir);
-        let table = checks
-            .contraindications
-            .unwrap_or_else(master_files::shipped_contraindications);
-        let mut sources = master_files::Sources::from_dir(&dir, &table)?;
+        let mut sources = master_files::Sources::read(
+            checks.masters_dir.as_deref(),
+            checks.contraindications.as_deref(),
+        )?;
         for f in imported {
             sources.apply(f.kind, f.file)?;
         }
@@ -100,6 +108,8 @@ async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Resul
     .context("loading the drug masters")?
     .context("loading the drug masters")?;
     tracing::info!(
+        %masters,
+        contraindications = %table,
         full_file = %built.report.full_file,
         updates = built.report.updates.len(),
         products = built.report.current,

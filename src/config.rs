@@ -13,6 +13,7 @@ use const_oid::ObjectIdentifier;
 use serde::Deserialize;
 
 use crate::{
+    dev_pki::DevPki,
     domain::{
         checks::CheckOptions,
         signature::{
@@ -172,8 +173,8 @@ fn default_max_backoff() -> u64 {
 
 impl RelayFiles {
     /// Relaying to `upstream` as the development management institution. Development only.
-    pub fn dev(upstream: String) -> Self {
-        let client = ClientFiles::dev("management");
+    pub fn dev(upstream: String, pki: &DevPki) -> Self {
+        let client = pki.client("management");
         RelayFiles {
             upstream,
             client_cert: client.cert,
@@ -355,15 +356,15 @@ impl Config {
         Ok(config)
     }
 
-    /// The development configuration: the committed dev PKI, loopback only, a local store.
-    /// Development only.
-    pub fn dev(data_dir: PathBuf) -> Self {
+    /// The development configuration: the development PKI in `pki`, loopback only, a local
+    /// store. Development only.
+    pub fn dev(data_dir: PathBuf, pki: &DevPki) -> Self {
         Config {
             listen: default_listen(),
             data_dir,
             store_cache_mib: default_store_cache_mib(),
             store_engine: None,
-            signing: TrustFiles::dev(),
+            signing: pki.signing(),
             signature_policies: vec![
                 HPKI_SIGNATURE_POLICY.to_string(),
                 DEV_SIGNATURE_POLICY.to_string(),
@@ -377,7 +378,7 @@ impl Config {
                     name: e.name,
                 })
                 .collect(),
-            tls: TlsFiles::dev(),
+            tls: pki.tls(),
             signing_time_window_secs: default_signing_window(),
             clock_skew_secs: default_skew(),
             allow_stale_crls: false,
@@ -393,8 +394,7 @@ impl Config {
             expiry_sweep_secs: default_sweep(),
             checks: ChecksConfig::default(),
             limits: Limits::default(),
-            audit_pseudonym_key: Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("certs/audit/pseudonym-dev.key"),
+            audit_pseudonym_key: pki.audit_pseudonym_key(),
             stuck_after_secs: default_stuck_after(),
             audit_checkpoint_secs: default_audit_checkpoint(),
             event_retention_days: default_event_retention(),
@@ -403,9 +403,9 @@ impl Config {
             drain_delay_secs: 0,
             shutdown_grace_secs: default_shutdown_grace(),
             network: NetworkConfig::default(),
-            gateway: IdentityFiles::dev(),
+            gateway: pki.gateway(),
             intake: IntakeConfig {
-                trusted_senders: vec![IdentityFiles::dev().cert],
+                trusted_senders: vec![pki.gateway().cert],
             },
         }
     }
@@ -621,7 +621,7 @@ mod tests {
 
     #[test]
     fn an_unset_setting_means_what_the_verifier_and_the_gateway_default_to() {
-        let config = Config::dev(PathBuf::from("unused"));
+        let config = Config::dev(PathBuf::from("unused"), &DevPki::repository());
         let (set, default) = (config.verifier_config().unwrap(), VerifierConfig::default());
         assert_eq!(set.signing_time_window, default.signing_time_window);
         assert_eq!(set.clock_skew, default.clock_skew);

@@ -10,13 +10,13 @@ use std::{
 
 use crate::{
     config::Config,
+    dev_pki::DevPki,
     domain::{
         checks::ContraindicationTable,
         master::{Ingredients, Master, parse_y_file},
         rx::{DispensingFacts, DraftFacts, PrescriptionFacts},
         signature::{SignedContent, Verifier, VerifierConfig},
     },
-    pki::trust::TrustFiles,
     wire::documents::lines_to_dispense,
     wire::proto::v1::{DispensingRecord, Prescription},
 };
@@ -30,8 +30,8 @@ pub fn received_at() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(RECEIVED_AT_SECS)
 }
 
-/// The dev PKI's verifier (certs/hpki), without a chain cache, so that one input always takes
-/// the same path whatever ran before it.
+/// The dev PKI's verifier (its `hpki/`, found as `dev_pki` says: run from the repository root),
+/// without a chain cache, so that one input always takes the same path whatever ran before it.
 fn dev_verifier() -> &'static Verifier {
     static VERIFIER: OnceLock<Verifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
@@ -39,7 +39,9 @@ fn dev_verifier() -> &'static Verifier {
             chain_cache_capacity: 0,
             ..VerifierConfig::default()
         };
-        TrustFiles::dev()
+        DevPki::locate(None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .signing()
             .load(config)
             .expect("the committed dev PKI loads")
             .0

@@ -12,7 +12,8 @@
 //! - `app`: the composition root; `config`, `limits`: the configuration.
 //! - `lifecycle`: serving until asked to stop or a task fails, and the drain; `signals`,
 //!   `sd_notify`: the stop signals and systemd's notifications; `logging`: text or JSON lines.
-//! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer.
+//! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer; `dev_pki`: where
+//!   the development PKI is found at run time (`--dev`, `--dev-certs`, `RXGATE_DEV_CERTS`).
 //! - `master_files`: the drug masters and contraindication table from files.
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `cli`: the command-line clients; `audit_verify`: the audit chains' pure verifier.
@@ -27,13 +28,15 @@
 //! - A refused decision writes nothing but its audit record and what it must keep
 //!   (`service::run` rolls it back to a savepoint).
 //! - `tests/it/invariants.rs` enforces the first (clock, fs, net), the crypto provider,
-//!   `store`-only engines, keys laid out only in `service::schema`, and the rings apart (no
-//!   stored record in `grpc`, no RPC message in `service`).
+//!   `store`-only engines, keys laid out only in `service::schema`, the rings apart (no
+//!   stored record in `grpc`, no RPC message in `service`), and no `CARGO_MANIFEST_DIR` outside
+//!   tests (the binary runs without its source tree).
 
 pub mod app;
 pub mod audit_verify;
 pub mod cli;
 pub mod config;
+pub mod dev_pki;
 pub mod domain;
 pub mod fuzzing;
 pub mod grpc;

@@ -35,11 +35,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             listen,
             metrics_listen,
             relay_upstream,
+            dev_certs,
         } => {
-            let mut config = match (dev, config) {
-                (true, _) => Config::dev(data_dir.clone()),
-                (false, Some(path)) => Config::from_file(&path)?,
-                (false, None) => bail!("say --config FILE (or --dev for a development instance)"),
+            let pki = if dev { Some(dev_certs.locate()?) } else { None };
+            let mut config = match (&pki, config) {
+                (Some(pki), _) => Config::dev(data_dir.clone(), pki),
+                (None, Some(path)) => Config::from_file(&path)?,
+                (None, None) => bail!("say --config FILE (or --dev for a development instance)"),
             };
             if let Some(listen) = listen {
                 config.listen = listen;
@@ -48,7 +50,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 config.metrics_listen = metrics_listen;
             }
             if let Some(upstream) = relay_upstream {
-                config.relay = Some(rxgate::config::RelayFiles::dev(upstream));
+                config.relay = Some(rxgate::config::RelayFiles::dev(
+                    upstream,
+                    &dev_certs.locate()?,
+                ));
             }
             if dev && !config.listen.ip().is_loopback() {
                 bail!("a --dev instance listens on loopback only");
@@ -56,10 +61,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if dev && !config.metrics_listen.ip().is_loopback() {
                 bail!("a --dev instance serves its metrics port on loopback only");
             }
-            if dev {
+            if let Some(pki) = &pki {
                 eprintln!(
-                    "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI (certs/), \
+                    "rxgate: DEVELOPMENT INSTANCE: trusting the committed dev PKI ({}), \
                      loopback only, store in {}. Never use --dev in production.",
+                    pki.dir().display(),
                     data_dir.display()
                 );
             }
@@ -74,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 },
         } => {
             let addr = gateway.addr.clone();
-            let client = gateway.operator();
+            let client = gateway.operator()?;
             let import = master_import::import(&addr, &client, &files, kind);
             let summary = runtime()?.block_on(import)?;
             print!("{}", master_import::render(&summary));
@@ -92,8 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("ok");
             Ok(true)
         }
-        Command::Demo { addr } => {
-            runtime()?.block_on(rxgate::cli::demo::run(&addr))?;
+        Command::Demo { addr, dev_certs } => {
+            runtime()?.block_on(rxgate::cli::demo::run(&addr, &dev_certs.locate()?))?;
             Ok(true)
         }
         Command::Sign {
@@ -133,13 +139,13 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Stuck { gateway } => {
             let addr = gateway.addr.clone();
-            print!("{}", cli::admin::stuck(&addr, &gateway.operator()).await?);
+            print!("{}", cli::admin::stuck(&addr, &gateway.operator()?).await?);
         }
         AdminCommand::Lockouts { gateway } => {
             let addr = gateway.addr.clone();
             print!(
                 "{}",
-                cli::admin::lockouts(&addr, &gateway.operator()).await?
+                cli::admin::lockouts(&addr, &gateway.operator()?).await?
             );
         }
         AdminCommand::Unlock {
@@ -153,7 +159,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 (None, None) => bail!("name a pharmacy code or --patient-pseudonym"),
             };
             let addr = gateway.addr.clone();
-            cli::admin::unlock(&addr, &gateway.operator(), subject).await?;
+            cli::admin::unlock(&addr, &gateway.operator()?, subject).await?;
             println!("unlocked");
         }
     }
@@ -199,7 +205,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
         }
         AuditCommand::Export { out, gateway } => {
             let addr = gateway.addr.clone();
-            let operator = gateway.operator();
+            let operator = gateway.operator()?;
             let export = cli::audit::export(&addr, &operator, &out);
             let records = runtime()?.block_on(export)?;
             println!(

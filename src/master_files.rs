@@ -1,7 +1,9 @@
 //! The drug masters from files: the official SSK y-files (a full file, then its updates in date
 //! order) and the MHLW ingredient lists, as published or gzip-compressed, into a
-//! `domain::master::Catalog`, and the contraindication table. The shipped set is `data/masters`
-//! and `data/clinical` (see their READMEs).
+//! `domain::master::Catalog`, and the contraindication table. The shipped set, `data/masters`
+//! and `data/clinical` (see their READMEs), is embedded in the binary (build.rs lists it), so
+//! that the binary runs without its source tree; a folder and a table file named in the
+//! configuration replace it.
 
 use std::{
     collections::BTreeMap,
@@ -26,8 +28,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{dir}: no {what}")]
-    Missing { dir: PathBuf, what: &'static str },
+    #[error("{place}: no {what}")]
+    Missing { place: String, what: &'static str },
     #[error("{path}: {source}")]
     Master { path: PathBuf, source: MasterError },
     #[error("{path}: not UTF-8")]
@@ -53,10 +55,14 @@ pub struct LoadReport {
     pub current: usize,
 }
 
-/// The masters shipped with rxgate.
-pub fn shipped_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/masters")
+/// The shipped data as build.rs lists it: `MASTERS` (each file's path below `data/masters`, and
+/// its bytes as shipped) and `CONTRAINDICATIONS` (the table's name and bytes).
+mod shipped {
+    include!(concat!(env!("OUT_DIR"), "/shipped_data.rs"));
 }
+
+/// What errors call the embedded masters.
+const SHIPPED_PLACE: &str = "the shipped data/masters";
 
 /// Decompresses gzip `bytes`, refusing output over [`MAX_IMPORT_FILE_BYTES`] (a small file can
 /// expand a thousandfold) without ever holding more than that.
@@ -74,61 +80,127 @@ pub fn gunzip_bounded(bytes: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    let read_error = |source| Error::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let bytes = fs::read(path).map_err(read_error)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        gunzip_bounded(&bytes).map_err(read_error)
+/// `bytes` of a file named `name`, decompressed if it is a `.gz`.
+fn decompressed(name: &str, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+    if name.ends_with(".gz") {
+        gunzip_bounded(&bytes)
     } else {
         Ok(bytes)
     }
 }
 
-/// The files in `dir` whose name starts with `prefix` and is a `.csv` or `.csv.gz`, sorted by
-/// name (the official names carry their date, so name order is date order).
-fn files(dir: &Path, prefix: &str, exclude: Option<&str>) -> Result<Vec<PathBuf>, Error> {
-    let entries = fs::read_dir(dir).map_err(|source| Error::Read {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut found = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|source| Error::Read {
-                path: dir.to_owned(),
-                source,
-            })?
-            .path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name.starts_with(prefix)
-            && (name.ends_with(".csv") || name.ends_with(".csv.gz"))
-            && exclude.is_none_or(|x| !name.contains(x))
-        {
-            found.push(path);
+/// Where the bytes of a file of a masters folder are.
+enum Origin {
+    File(PathBuf),
+    Shipped(&'static [u8]),
+}
+
+/// A file of a masters folder, not yet read.
+struct Listed {
+    /// Its file name, as published (`y_20240417.csv.gz`).
+    name: String,
+    origin: Origin,
+}
+
+impl Listed {
+    fn read(&self) -> Result<SourceFile, Error> {
+        match &self.origin {
+            Origin::File(path) => SourceFile::read(path),
+            Origin::Shipped(bytes) => Ok(SourceFile {
+                name: self.name.trim_end_matches(".gz").to_owned(),
+                bytes: decompressed(&self.name, bytes.to_vec()).map_err(|source| Error::Read {
+                    path: PathBuf::from(&self.name),
+                    source,
+                })?,
+            }),
         }
     }
-    found.sort();
+}
+
+/// The `.csv` and `.csv.gz` files of a masters folder, on disk or shipped: those at its top and
+/// those in `y_updates/`, each sorted by name (the official names carry their date, so name
+/// order is date order).
+struct Listing {
+    /// What errors call the folder.
+    place: String,
+    top: Vec<Listed>,
+    updates: Vec<Listed>,
+}
+
+fn is_csv(name: &str) -> bool {
+    name.ends_with(".csv") || name.ends_with(".csv.gz")
+}
+
+/// The `.csv` and `.csv.gz` files of `dir`, sorted by name.
+fn listed(dir: &Path) -> Result<Vec<Listed>, Error> {
+    let read_error = |source| Error::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        let name = name(&path);
+        if is_csv(&name) {
+            found.push(Listed {
+                name,
+                origin: Origin::File(path),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 
-fn newest(
-    dir: &Path,
-    prefix: &str,
-    exclude: Option<&str>,
-    what: &'static str,
-) -> Result<PathBuf, Error> {
-    files(dir, prefix, exclude)?
-        .pop()
-        .ok_or_else(|| Error::Missing {
-            dir: dir.to_owned(),
-            what,
+impl Listing {
+    fn of_dir(dir: &Path) -> Result<Listing, Error> {
+        let update_dir = dir.join("y_updates");
+        Ok(Listing {
+            place: dir.display().to_string(),
+            top: listed(dir)?,
+            updates: if update_dir.is_dir() {
+                listed(&update_dir)?
+            } else {
+                Vec::new()
+            },
         })
+    }
+
+    fn shipped() -> Listing {
+        let (mut top, mut updates) = (Vec::new(), Vec::new());
+        for (path, bytes) in shipped::MASTERS {
+            let (list, name) = match path.strip_prefix("y_updates/") {
+                Some(name) => (&mut updates, name),
+                None => (&mut top, *path),
+            };
+            list.push(Listed {
+                name: name.to_owned(),
+                origin: Origin::Shipped(bytes),
+            });
+        }
+        Listing {
+            place: SHIPPED_PLACE.to_owned(),
+            top,
+            updates,
+        }
+    }
+
+    /// The last (newest) file at the top whose name starts with `prefix` and does not contain
+    /// `exclude`, read.
+    fn newest(
+        &self,
+        prefix: &str,
+        exclude: Option<&str>,
+        what: &'static str,
+    ) -> Result<SourceFile, Error> {
+        (self.top.iter())
+            .rfind(|f| f.name.starts_with(prefix) && exclude.is_none_or(|x| !f.name.contains(x)))
+            .ok_or_else(|| Error::Missing {
+                place: self.place.clone(),
+                what,
+            })?
+            .read()
+    }
 }
 
 fn name(path: &Path) -> String {
@@ -180,17 +252,28 @@ fn y_date(name: &str, prefix: &str) -> Option<String> {
         .then(|| date.to_owned())
 }
 
-fn source(path: &Path) -> Result<SourceFile, Error> {
-    SourceFile::read(path)
-}
-
 impl SourceFile {
     /// Reads a file (decompressing a `.gz`); its name is the file name without `.gz`.
     pub fn read(path: &Path) -> Result<SourceFile, Error> {
+        let name = name(path);
+        let read_error = |source| Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = fs::read(path).map_err(read_error)?;
         Ok(SourceFile {
-            name: name(path).trim_end_matches(".gz").to_owned(),
-            bytes: read(path)?,
+            bytes: decompressed(&name, bytes).map_err(read_error)?,
+            name: name.trim_end_matches(".gz").to_owned(),
         })
+    }
+
+    /// The shipped contraindication table.
+    fn shipped_contraindications() -> SourceFile {
+        let (name, bytes) = shipped::CONTRAINDICATIONS;
+        SourceFile {
+            name: name.to_owned(),
+            bytes: bytes.to_vec(),
+        }
     }
 }
 
@@ -287,38 +370,39 @@ pub struct Built {
 }
 
 impl Sources {
-    /// Reads a folder laid out like the official publication: one `y_ALL*.csv`, updates in
-    /// `y_updates/y_YYYYMMDD.csv`, the newest `mhlw_yakka_list_*.csv` and `ippan_master_*.csv`
-    /// (each possibly `.gz`); and the contraindication table at `contraindications`.
-    pub fn from_dir(dir: &Path, contraindications: &Path) -> Result<Sources, Error> {
-        let full = source(&newest(dir, "y_ALL", None, "full y-file (y_ALL*.csv)")?)?;
+    /// Reads the drug masters of `masters_dir` (default: the shipped ones), a folder laid out
+    /// like the official publication: one `y_ALL*.csv`, updates in `y_updates/y_YYYYMMDD.csv`,
+    /// the newest `mhlw_yakka_list_*.csv` and `ippan_master_*.csv` (each possibly `.gz`); and
+    /// the contraindication table at `contraindications` (default: the shipped one).
+    pub fn read(
+        masters_dir: Option<&Path>,
+        contraindications: Option<&Path>,
+    ) -> Result<Sources, Error> {
+        let listing = match masters_dir {
+            Some(dir) => Listing::of_dir(dir)?,
+            None => Listing::shipped(),
+        };
         let mut updates = BTreeMap::new();
-        let update_dir = dir.join("y_updates");
-        if update_dir.is_dir() {
-            for path in files(&update_dir, "y_", None)? {
-                let file = source(&path)?;
-                updates.insert(file.name.clone(), file);
-            }
+        for listed in listing.updates.iter().filter(|f| f.name.starts_with("y_")) {
+            let file = listed.read()?;
+            updates.insert(file.name.clone(), file);
         }
-        let yakka = source(&newest(dir, "mhlw_yakka_list_", None, "MHLW yakka list")?)?;
-        let ippan = source(&newest(
-            dir,
-            "ippan_master_",
-            Some("exceptions"),
-            "MHLW ippan master",
-        )?)?;
         Ok(Sources {
-            full,
+            full: listing.newest("y_ALL", None, "full y-file (y_ALL*.csv)")?,
             updates,
-            yakka,
-            ippan,
-            contraindications: source(contraindications)?,
+            yakka: listing.newest("mhlw_yakka_list_", None, "MHLW yakka list")?,
+            ippan: listing.newest("ippan_master_", Some("exceptions"), "MHLW ippan master")?,
+            contraindications: match contraindications {
+                Some(path) => SourceFile::read(path)?,
+                None => SourceFile::shipped_contraindications(),
+            },
         })
     }
 
-    /// The shipped set: `data/masters` and `data/clinical/contraindications_structured.csv`.
+    /// The shipped set: `data/masters` and `data/clinical/contraindications_structured.csv`,
+    /// as embedded in the binary.
     pub fn shipped() -> Result<Sources, Error> {
-        Sources::from_dir(&shipped_dir(), &shipped_contraindications())
+        Sources::read(None, None)
     }
 
     /// Puts a file in the set: a full y-file replaces the base (and drops the updates it
@@ -405,15 +489,10 @@ impl Sources {
     }
 }
 
-/// The contraindication table shipped with rxgate.
-pub fn shipped_contraindications() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/clinical/contraindications_structured.csv")
-}
-
-/// Loads the drug masters of a folder laid out like the official publication (see
-/// [`Sources::from_dir`]), with the shipped contraindication table.
-pub fn load_dir(dir: &Path) -> Result<(Catalog, LoadReport), Error> {
-    let built = Sources::from_dir(dir, &shipped_contraindications())?.build()?;
+/// Loads the drug masters of `dir`, a folder laid out like the official publication (see
+/// [`Sources::read`]), or the shipped ones, with the shipped contraindication table.
+pub fn load(dir: Option<&Path>) -> Result<(Catalog, LoadReport), Error> {
+    let built = Sources::read(dir, None)?.build()?;
     Ok((built.catalog, built.report))
 }
 
@@ -424,7 +503,7 @@ mod tests {
     /// The shipped master is the current one: the full file plus all 23 updates.
     #[test]
     fn the_shipped_master_is_current() {
-        let (catalog, report) = load_dir(&shipped_dir()).unwrap();
+        let (catalog, report) = load(None).unwrap();
         assert_eq!(report.full_file, "y_ALL20240321.csv");
         assert_eq!(report.updates.len(), 23);
         assert_eq!(report.updates.last().unwrap().0, "y_20250813.csv");
@@ -445,6 +524,35 @@ mod tests {
             catalog.by_receipt(&original).unwrap().moieties,
             chosen.moieties
         );
+    }
+
+    /// The embedded set is every file of the repository's `data/`: named as a folder and a
+    /// table (the configuration's `checks.masters_dir` and `checks.contraindications`), the same
+    /// files build the same data.
+    #[test]
+    fn the_embedded_set_is_the_shipped_folder() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        let table = data.join("clinical/contraindications_structured.csv");
+        let named = Sources::read(Some(&data.join("masters")), Some(&table)).unwrap();
+        let (named, embedded) = (
+            named.build().unwrap(),
+            Sources::shipped().unwrap().build().unwrap(),
+        );
+        assert_eq!(named.report, embedded.report);
+        assert_eq!(named.table.len(), embedded.table.len());
+    }
+
+    #[test]
+    fn a_named_table_replaces_the_embedded_one() {
+        let shipped = SourceFile::shipped_contraindications();
+        let text = std::str::from_utf8(&shipped.bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("contraindications_small.csv");
+        let header_and_one_rule: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        fs::write(&small, header_and_one_rule).unwrap();
+        let built = Sources::read(None, Some(&small)).unwrap().build().unwrap();
+        assert_eq!(built.table.len(), 1);
+        assert!(Sources::shipped().unwrap().build().unwrap().table.len() > 100);
     }
 
     #[test]
@@ -512,7 +620,7 @@ mod tests {
     #[test]
     fn a_folder_without_masters_says_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load_dir(dir.path()).unwrap_err();
+        let err = load(Some(dir.path())).unwrap_err();
         assert!(err.to_string().contains("full y-file"), "{err}");
     }
 }

@@ -15,12 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{line, patient, process::Serve, signed, signer, start_with};
+use common::{dev_pki, line, patient, process::Serve, signed, signer, start_with};
 use prost::Message;
 use rxgate::{
     cli::demo::demo_prescription,
     domain::time::JapanDate,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -80,7 +79,7 @@ async fn idle_pre_tls_connections() {
 
     let started = Instant::now();
     let call = async {
-        let channel = ClientFiles::dev("clinic").connect(&h.addr).await.unwrap();
+        let channel = dev_pki().client("clinic").connect(&h.addr).await.unwrap();
         HealthClient::new(channel)
             .check(HealthCheckRequest::default())
             .await
@@ -183,7 +182,7 @@ fn start_attacker(
             let flood = Arc::new(Flood::default());
             let mut attackers = JoinSet::new();
             for connection in 0..8u32 {
-                let channel = ClientFiles::dev("clinic2").connect(&addr).await.unwrap();
+                let channel = dev_pki().client("clinic2").connect(&addr).await.unwrap();
                 let client = PrescriptionServiceClient::new(channel);
                 for task in 0..64u32 {
                     let first = (connection * 64 + task) * 10_000;
@@ -240,7 +239,7 @@ async fn flooding_institution() {
 async fn fill_event_log(addr: &str, count: u32) {
     let key = Arc::new(signer("doctor"));
     let clinic =
-        PrescriptionServiceClient::new(ClientFiles::dev("clinic").connect(addr).await.unwrap());
+        PrescriptionServiceClient::new(dev_pki().client("clinic").connect(addr).await.unwrap());
     let today = JapanDate::of(std::time::SystemTime::now());
     let mut tasks = JoinSet::new();
     for worker in 0..8 {
@@ -276,7 +275,7 @@ async fn stingy_channel(addr: &str) -> Channel {
         .unwrap()
         .initial_stream_window_size(4096)
         .initial_connection_window_size(65_535)
-        .tls_config(ClientFiles::dev("management").client_tls_config().unwrap())
+        .tls_config(dev_pki().client("management").client_tls_config().unwrap())
         .unwrap()
         .connect()
         .await
@@ -348,7 +347,8 @@ async fn never_read_feeds() {
     // The unread feeds are cut after 10 s of a full buffer, which frees their slots.
     let started = Instant::now();
     let mut reader = EventServiceClient::new(
-        ClientFiles::dev("management")
+        dev_pki()
+            .client("management")
             .connect(&server.addr)
             .await
             .unwrap(),

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use common::{Harness, patient, start_with};
+use common::{Harness, dev_pki, patient, start_with};
 use prost::Message;
 use rxgate::{
     cli::demo::demo_prescription,
@@ -295,7 +295,7 @@ impl Logs {
 
 /// The pseudonym (hex) the dev gateway names patient `n` by.
 fn pseudonym(n: u32) -> String {
-    let key = Config::dev("unused".into()).audit_pseudonym_key;
+    let key = Config::dev("unused".into(), &dev_pki()).audit_pseudonym_key;
     let patient = PatientKey::insurance("06139999", "ZQ", &format!("{n:07}"), "01").unwrap();
     hex(&Pseudonyms::from_file(&key).unwrap().of(patient.canonical()))
 }

@@ -68,13 +68,15 @@ pub struct Options {
     /// load for the server-side figures. With --spawn: the spawned gateway's own.
     #[arg(long, conflicts_with = "spawn")]
     pub metrics: Option<String>,
-    /// The institution TLS PKI (default: the repository's development PKI): `ca.cert.pem` (trusted for the server certificate, and the
+    /// The institution TLS PKI (default: the development PKI, relative to the working directory:
+    /// run from the repository root): `ca.cert.pem` (trusted for the server certificate, and the
     /// issuer of the minted institution certificates, with `ca.key.pem`); the echo server also
     /// serves `server.cert.pem` / `server.key.pem` and checks `ca.crl.pem`, as the gateway does.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../certs/tls"))]
+    #[arg(long, default_value = "certs/tls")]
     pub tls_dir: PathBuf,
-    /// The HPKI signing certificates (doctor[-ec], pharmacist[-ec], sign-ca.cert.pem).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../certs/hpki"))]
+    /// The HPKI signing certificates (doctor[-ec], pharmacist[-ec], sign-ca.cert.pem; default:
+    /// the development PKI, relative to the working directory).
+    #[arg(long, default_value = "certs/hpki")]
     pub hpki_dir: PathBuf,
     /// The signers' key type: RSA 2048 (doctor, pharmacist), as HPKI signing certificates are
     /// (the MEDIS test certificate is RSA 2048 with SHA-256), or ECDSA P-256 (doctor-ec,

@@ -2,7 +2,8 @@
 //! that one command measures a fresh gateway. Ready is the gateway's own "listening" log line
 //! (which names the bound address); its log goes to `rxgate.log` in the temporary folder. A run
 //! that needs other `[limits]` than the defaults starts it with `--config` instead of `--dev`:
-//! the repository's example configuration (the same dev PKI) with those limits added.
+//! the repository's example configuration (the same dev PKI) with those limits added. Both find
+//! the repository's files from the working directory, as loadtest is run from its root.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,8 +18,9 @@ use tokio::{
     sync::oneshot,
 };
 
-/// The repository: the example configuration's paths are relative to it.
-const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// The example configuration, relative to the repository root (the working directory); the
+/// paths in it are relative to the same root.
+const EXAMPLE_CONFIG: &str = "examples/rxgate.toml";
 
 /// How long the gateway may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,7 +73,7 @@ impl Gateway {
             Some(limits) => {
                 let config = dir.path().join("rxgate.toml");
                 std::fs::write(&config, configuration(&store, limits)?)?;
-                command.current_dir(REPOSITORY).arg("--config").arg(config)
+                command.arg("--config").arg(config)
             }
         };
         let mut child = command
@@ -117,9 +119,9 @@ impl Gateway {
 /// The example configuration (`examples/rxgate.toml`, whose paths name the committed dev PKI)
 /// with its store in `store` and the `[limits]` table `limits`.
 fn configuration(store: &Path, limits: &str) -> anyhow::Result<String> {
-    let example = Path::new(REPOSITORY).join("examples/rxgate.toml");
-    let text = std::fs::read_to_string(&example)
-        .with_context(|| format!("reading {}", example.display()))?;
+    let text = std::fs::read_to_string(EXAMPLE_CONFIG).with_context(|| {
+        format!("reading {EXAMPLE_CONFIG}: run loadtest from the repository root")
+    })?;
     let mut config: String = text
         .lines()
         .map(|line| {

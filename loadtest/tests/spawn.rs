@@ -40,9 +40,11 @@ fn rxgate_binary() -> PathBuf {
     rxgate
 }
 
-/// Runs `loadtest ARGS`; it must succeed; returns its last line of output, parsed.
+/// Runs `loadtest ARGS` from the repository root, as its README does; it must succeed; returns
+/// its last line of output, parsed.
 fn last_json(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(args)
         .output()
         .expect("running loadtest");

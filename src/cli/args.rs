@@ -6,7 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{logging::LogFormat, master_files::FileKind, pki::trust::CrlFile, tls::ClientFiles};
+use crate::{
+    dev_pki::{DevCertsArg, NotFound},
+    logging::LogFormat,
+    master_files::FileKind,
+    pki::trust::CrlFile,
+    tls::ClientFiles,
+};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +70,8 @@ pub enum Command {
         /// management institution), e.g. https://127.0.0.1:50052.
         #[arg(long, requires = "dev")]
         relay_upstream: Option<String>,
+        #[command(flatten)]
+        dev_certs: DevCertsArg,
     },
     /// Drug masters of a running gateway.
     Master {
@@ -81,6 +89,8 @@ pub enum Command {
         /// The development gateway's gRPC address.
         #[arg(long, default_value = "https://127.0.0.1:50051")]
         addr: String,
+        #[command(flatten)]
+        dev_certs: DevCertsArg,
     },
     /// Sign a document written as JSON (protobuf JSON mapping) into a SignedDocument.
     Sign {
@@ -270,15 +280,17 @@ pub struct GatewayArgs {
     /// The CA that issued the gateway's server certificate (PEM).
     #[arg(long, requires_all = ["cert", "key"])]
     pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub dev_certs: DevCertsArg,
 }
 
 impl GatewayArgs {
     /// The operator's TLS files: those named, or the development operator's.
-    pub fn operator(self) -> ClientFiles {
-        match (self.cert, self.key, self.ca) {
+    pub fn operator(self) -> Result<ClientFiles, NotFound> {
+        Ok(match (self.cert, self.key, self.ca) {
             (Some(cert), Some(key), Some(ca)) => ClientFiles { ca, cert, key },
-            _ => ClientFiles::dev("operator"),
-        }
+            _ => self.dev_certs.locate()?.client("operator"),
+        })
     }
 }
 
@@ -297,6 +309,8 @@ pub struct TrustArgs {
     /// CA_CERT=CRL_FILE: the CRL of one issuing CA (repeatable).
     #[arg(long, value_parser = parse_crl_file)]
     pub crl: Vec<CrlFile>,
+    #[command(flatten)]
+    pub dev_certs: DevCertsArg,
 }
 
 fn file_kind(name: &str) -> Result<FileKind, String> {

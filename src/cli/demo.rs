@@ -1,6 +1,6 @@
 //! `rxgate demo`: a clinic and a pharmacy go through register → lookup → receive → dispense →
-//! status against a running `--dev` server, each step printed. Uses the committed dev PKI and the
-//! generated gRPC clients, as an integrator would.
+//! status against a running `--dev` server, each step printed. Uses the development PKI it is
+//! given (`dev_pki`) and the generated gRPC clients, as an integrator would.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,26 +8,14 @@ use anyhow::{Context, bail, ensure};
 use prost::Message;
 
 use crate::{
+    dev_pki::DevPki,
     domain::time::JapanDate,
     pki::signer::SigningKey,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
     },
 };
-
-/// The committed dev signer `name` (`certs/hpki/{name}.cert.pem` and key), embedding the dev
-/// signing CA.
-pub fn dev_signer(name: &str) -> anyhow::Result<SigningKey> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-    let read = |f: String| std::fs::read(dir.join(&f)).with_context(|| f);
-    Ok(SigningKey::new(
-        &read(format!("{name}.cert.pem"))?,
-        &read("sign-ca.cert.pem".into())?,
-        &read(format!("{name}.key.pem"))?,
-    )?)
-}
 
 fn signed(signer: &SigningKey, content: Vec<u8>) -> anyhow::Result<pb::SignedDocument> {
     let cms_signature = signer.sign(&content, SystemTime::now())?;
@@ -108,13 +96,16 @@ fn state(s: i32) -> &'static str {
     pb::PrescriptionState::try_from(s).map_or("?", |s| s.as_str_name())
 }
 
-/// Runs the demo against `addr`; every step must behave.
-pub async fn run(addr: &str) -> anyhow::Result<()> {
-    let clinic = ClientFiles::dev("clinic")
+/// Runs the demo against `addr` as the clinic, pharmacy, doctor and pharmacist of `pki`; every
+/// step must behave.
+pub async fn run(addr: &str, pki: &DevPki) -> anyhow::Result<()> {
+    let clinic = pki
+        .client("clinic")
         .connect(addr)
         .await
         .context("connecting as the clinic")?;
-    let pharmacy = ClientFiles::dev("pharmacy")
+    let pharmacy = pki
+        .client("pharmacy")
         .connect(addr)
         .await
         .context("connecting as the pharmacy")?;
@@ -136,7 +127,7 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
     println!(
         "1. clinic 1310000001 registers prescription {number}, signed by DEV Doctor Taro Iryo"
     );
-    let doctor = dev_signer("doctor")?;
+    let doctor = pki.signer("doctor")?;
     let rx = demo_prescription(&number, patient.clone(), today).encode_to_vec();
     let registered = clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
@@ -202,7 +193,7 @@ pub async fn run(addr: &str) -> anyhow::Result<()> {
     println!(
         "4. the pharmacy registers a dispensing record signed by DEV Pharmacist Saburo Yakuzai"
     );
-    let pharmacist = dev_signer("pharmacist")?;
+    let pharmacist = pki.signer("pharmacist")?;
     let record = demo_dispensing(&number, today).encode_to_vec();
     let dispensed = pharmacy
         .record_dispensing(pb::RecordDispensingRequest {

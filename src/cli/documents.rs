@@ -96,8 +96,12 @@ pub fn sign(
 /// the refusal; false when refused.
 pub fn verify(kind: Kind, document: &Path, trust: TrustArgs) -> anyhow::Result<bool> {
     let files = if trust.dev {
-        eprintln!("rxgate: trusting the DEVELOPMENT PKI (certs/hpki): never in production");
-        TrustFiles::dev()
+        let pki = trust.dev_certs.locate()?;
+        eprintln!(
+            "rxgate: trusting the DEVELOPMENT PKI ({}): never in production",
+            pki.dir().display()
+        );
+        pki.signing()
     } else if trust.anchor.is_empty() {
         bail!("name the trust anchors (--anchor, --crl …) or say --dev");
     } else {

@@ -37,17 +37,6 @@ pub struct IdentityFiles {
     pub cert: std::path::PathBuf,
 }
 
-impl IdentityFiles {
-    /// The committed development identity. Development only.
-    pub fn dev() -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/gateway");
-        IdentityFiles {
-            key: dir.join("gateway.key.pem"),
-            cert: dir.join("gateway.cert.pem"),
-        }
-    }
-}
-
 /// Why an identity or a trusted sender could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -186,16 +175,18 @@ impl TrustedSenders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dev_pki::DevPki;
 
     fn dev_dir() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/gateway")
+        DevPki::repository().dir().join("gateway")
     }
 
     #[test]
     fn a_signature_verifies_only_under_the_pinned_certificate() {
-        let identity = GatewayIdentity::from_files(&IdentityFiles::dev()).unwrap();
+        let files = DevPki::repository().gateway();
+        let identity = GatewayIdentity::from_files(&files).unwrap();
         let signature = identity.sign(RELAY_STATEMENT, b"statement").unwrap();
-        let trusted = TrustedSenders::from_files(&[IdentityFiles::dev().cert]).unwrap();
+        let trusted = TrustedSenders::from_files(&[files.cert]).unwrap();
         let fp = identity.fingerprint();
         let signed = (RELAY_STATEMENT, b"statement".as_slice());
         assert_eq!(trusted.verify(&fp, signed, &signature), Ok(()));

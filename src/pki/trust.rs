@@ -103,25 +103,6 @@ fn crl_der(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 impl TrustFiles {
-    /// The committed development PKI (certs/hpki). Development only: never in production.
-    pub fn dev() -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/hpki");
-        TrustFiles {
-            anchors: vec![dir.join("root.cert.pem")],
-            intermediates: vec![dir.join("sign-ca.cert.pem")],
-            crls: vec![
-                CrlFile {
-                    ca: dir.join("root.cert.pem"),
-                    crl: dir.join("root.crl.pem"),
-                },
-                CrlFile {
-                    ca: dir.join("sign-ca.cert.pem"),
-                    crl: dir.join("sign-ca.crl.pem"),
-                },
-            ],
-        }
-    }
-
     /// Loads everything and builds the verifier, with a watcher for the CRL files.
     pub fn load(&self, config: VerifierConfig) -> Result<(Verifier, CrlWatcher), Error> {
         let anchors = self

@@ -150,12 +150,13 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::cli::demo::dev_signer;
+    use crate::dev_pki::DevPki;
     use crate::store::{EmbeddedStore, Store};
 
     /// A detached signature by the dev signer `name`, carrying the signing CA.
     fn signed_by(name: &str, content: &[u8]) -> Vec<u8> {
-        dev_signer(name)
+        DevPki::repository()
+            .signer(name)
             .unwrap()
             .sign(content, SystemTime::now())
             .unwrap()

@@ -15,7 +15,8 @@ use super::{
     Caller, CheckRequest, Clinical, Clock, Gateway, GatewayConfig, Registered, RequestedOptions,
 };
 use crate::{
-    cli::demo::{demo_prescription, dev_signer},
+    cli::demo::demo_prescription,
+    dev_pki::DevPki,
     domain::{
         checks::Consent,
         ids::{Institution, InstitutionKind},
@@ -24,7 +25,6 @@ use crate::{
         time::JapanDate,
     },
     master_files::Sources,
-    pki::trust::TrustFiles,
     store::{self, Columns, EmbeddedStore, Entry, Store, Table, Txn},
     wire::proto::v1 as pb,
 };
@@ -55,7 +55,10 @@ pub(crate) fn gateway(dir: &Path) -> (Arc<Gateway>, Arc<TestClock>) {
 
 /// A gateway over `store` and the clock it reads, set to the current time.
 pub(crate) fn gateway_over(store: Arc<dyn Store>) -> (Arc<Gateway>, Arc<TestClock>) {
-    let (verifier, _) = TrustFiles::dev().load(VerifierConfig::default()).unwrap();
+    let (verifier, _) = DevPki::repository()
+        .signing()
+        .load(VerifierConfig::default())
+        .unwrap();
     let sources = Sources::shipped().unwrap();
     let built = sources.build().unwrap();
     let clinical = Clinical {
@@ -113,7 +116,11 @@ pub(crate) fn caller(kind: InstitutionKind) -> Caller {
 pub(crate) async fn register(gateway: &Gateway, number: &str, n: u32) -> Registered {
     let now = gateway.clock.now();
     let content = demo_prescription(number, patient(n).0, JapanDate::of(now)).encode_to_vec();
-    let cms = dev_signer("doctor").unwrap().sign(&content, now).unwrap();
+    let cms = DevPki::repository()
+        .signer("doctor")
+        .unwrap()
+        .sign(&content, now)
+        .unwrap();
     let check = CheckRequest {
         consent: Consent::None,
         options: RequestedOptions::default(),

@@ -28,17 +28,6 @@ pub struct ClientFiles {
 }
 
 impl ClientFiles {
-    /// A client of the committed development PKI: `dev("clinic")` is certs/tls/clinic.cert.pem
-    /// and clinic.key.pem, with ca.cert.pem. Development only.
-    pub fn dev(name: &str) -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls");
-        ClientFiles {
-            ca: dir.join("ca.cert.pem"),
-            cert: dir.join(format!("{name}.cert.pem")),
-            key: dir.join(format!("{name}.key.pem")),
-        }
-    }
-
     /// The tonic client TLS configuration: trust `ca`, present `cert`/`key`, expect the server
     /// certificate to name the host of the address connected to.
     pub fn client_tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {

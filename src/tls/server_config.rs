@@ -51,17 +51,6 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The committed development PKI (certs/tls). Development only: never in production.
-    pub fn dev() -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls");
-        TlsFiles {
-            server_cert: dir.join("server.cert.pem"),
-            server_key: dir.join("server.key.pem"),
-            client_ca: vec![dir.join("ca.cert.pem")],
-            client_crls: vec![dir.join("ca.crl.pem")],
-        }
-    }
-
     /// Reads every file and builds the server configuration, with a reloader for later changes.
     pub fn load(&self) -> Result<(ServerTls, TlsReloader), TlsError> {
         let read = FileBytes::read(self)?;

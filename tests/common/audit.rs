@@ -2,18 +2,20 @@
 
 use rxgate::{
     audit_verify::{Finding, Report},
-    pki::identity::{GatewayIdentity, IdentityFiles, TrustedSenders},
+    pki::identity::{GatewayIdentity, TrustedSenders},
 };
+
+use super::dev_pki;
 
 /// The dev gateway's writer id: its `[gateway]` certificate's SHA-256.
 pub(crate) fn writer() -> [u8; 32] {
-    GatewayIdentity::from_files(&IdentityFiles::dev())
+    GatewayIdentity::from_files(&dev_pki().gateway())
         .unwrap()
         .fingerprint()
 }
 
 pub(crate) fn dev_gateway_certs() -> TrustedSenders {
-    TrustedSenders::from_files(&[IdentityFiles::dev().cert]).unwrap()
+    TrustedSenders::from_files(&[dev_pki().gateway().cert]).unwrap()
 }
 
 /// The one finding of `report`: a link of the dev gateway's chain at `sequence`; its problem.

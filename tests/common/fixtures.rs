@@ -5,17 +5,15 @@
 
 use std::time::SystemTime;
 
-use rxgate::{
-    cli::demo::{demo_prescription, dev_signer},
-    pki::signer::SigningKey,
-    wire::proto::v1 as pb,
-};
+use rxgate::{cli::demo::demo_prescription, pki::signer::SigningKey, wire::proto::v1 as pb};
 
-use super::Harness;
+use super::{Harness, dev_pki};
 
 /// The signing key of the development signer `name` (`doctor`, `pharmacist`, … of certs/hpki).
 pub(crate) fn signer(name: &str) -> SigningKey {
-    dev_signer(name).unwrap_or_else(|e| panic!("signer {name}: {e:#}"))
+    dev_pki()
+        .signer(name)
+        .unwrap_or_else(|e| panic!("signer {name}: {e:#}"))
 }
 
 /// `content` signed by `key` as of `at`.

@@ -25,9 +25,9 @@ use rxgate::{
     app::{self, Server},
     cli::demo::{demo_dispensing, demo_prescription},
     config::Config,
+    dev_pki::DevPki,
     domain::time::JapanDate,
     service::Clock,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         dispensing_service_client::DispensingServiceClient,
@@ -35,6 +35,12 @@ use rxgate::{
     },
 };
 use tonic::transport::Channel;
+
+/// The repository's development PKI (`certs/`), wherever the test runs.
+pub(crate) fn dev_pki() -> DevPki {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    DevPki::locate(Some(&certs)).unwrap_or_else(|e| panic!("{e}"))
+}
 
 pub(crate) struct ManualClock(Mutex<SystemTime>);
 
@@ -63,7 +69,7 @@ pub(crate) struct Harness {
 /// `adjust` has changed the configuration.
 pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::dev(dir.path().join("store"));
+    let mut config = Config::dev(dir.path().join("store"), &dev_pki());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
@@ -85,7 +91,7 @@ async fn start_on(config: Config, clock: Arc<ManualClock>, dir: tempfile::TempDi
 
 impl Harness {
     pub(crate) async fn channel(&self, name: &str) -> Channel {
-        ClientFiles::dev(name).connect(&self.addr).await.unwrap()
+        dev_pki().client(name).connect(&self.addr).await.unwrap()
     }
     pub(crate) async fn clinic(&self, name: &str) -> PrescriptionServiceClient<Channel> {
         PrescriptionServiceClient::new(self.channel(name).await)

@@ -98,14 +98,8 @@ impl Serve {
         self
     }
 
-    /// Spawns it: the receiver is answered with the addresses once it has logged them, or
-    /// dropped unanswered when it exits first.
-    fn spawn(self) -> (Rxgate, oneshot::Receiver<(SocketAddr, SocketAddr)>) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
+    /// The command line and environment of `rxgate serve` as configured.
+    fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
         command.arg("serve");
         match &self.configured {
@@ -116,63 +110,25 @@ impl Serve {
             .args(&self.options)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--listen", &self.listen.to_string()])
-            .args(["--metrics-listen", "127.0.0.1:0"]);
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", &self.rust_log);
         if let Some(upstream) = &self.relay_upstream {
             command.args(["--relay-upstream", upstream]);
         }
-        let mut child = command
-            .env("RUST_LOG", &self.rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("cloning the log handle"),
-            ))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning rxgate serve");
-        let stderr = child.stderr.take().expect("piped");
-        let (found, listening) = oneshot::channel();
-        let rxgate = Rxgate {
-            child,
-            addr: String::new(),
-            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log: self.log,
-            copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
-        };
-        (rxgate, listening)
+        command
     }
 
     /// Starts it; returns once it has logged the addresses it listens on. Panics with its log
     /// if it exits first or takes longer than `START_TIMEOUT`.
     pub(crate) async fn start(self) -> Rxgate {
-        let (mut rxgate, listening) = self.spawn();
-        match tokio::time::timeout(START_TIMEOUT, listening).await {
-            Ok(Ok((addr, metrics))) => {
-                rxgate.addr = format!("https://{addr}");
-                rxgate.metrics = metrics;
-                rxgate
-            }
-            Ok(Err(_)) => {
-                let status = rxgate.stop();
-                panic!(
-                    "rxgate serve exited ({status}) before it listened:\n{}",
-                    rxgate.output()
-                )
-            }
-            Err(_) => {
-                rxgate.stop();
-                panic!(
-                    "rxgate serve did not listen within {START_TIMEOUT:?}:\n{}",
-                    rxgate.output()
-                )
-            }
-        }
+        start(self.command(), &self.log).await
     }
 
     /// Runs a gateway that must refuse to start, to its end: how it exited (`exit status: 1`)
     /// and its log. Panics with its log if it listens instead, or neither within
     /// `START_TIMEOUT`.
     pub(crate) async fn refused(self) -> (String, String) {
-        let (mut rxgate, listening) = self.spawn();
+        let (mut rxgate, listening) = spawn(self.command(), &self.log);
         let outcome = tokio::time::timeout(START_TIMEOUT, listening).await;
         let status = rxgate.stop();
         match outcome {
@@ -182,6 +138,66 @@ impl Serve {
                 "rxgate serve neither listened nor exited within {START_TIMEOUT:?}:\n{}",
                 rxgate.output()
             ),
+        }
+    }
+}
+
+/// Spawns `command` (any `rxgate serve`, however it is started), its output appended to
+/// `log_path`: the receiver is answered with the addresses once it has logged them, or dropped
+/// unanswered when it exits first.
+fn spawn(
+    mut command: Command,
+    log_path: &Path,
+) -> (Rxgate, oneshot::Receiver<(SocketAddr, SocketAddr)>) {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log_path.display()));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            log.try_clone().expect("cloning the log handle"),
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning rxgate serve");
+    let stderr = child.stderr.take().expect("piped");
+    let (found, listening) = oneshot::channel();
+    let rxgate = Rxgate {
+        child,
+        addr: String::new(),
+        metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log: log_path.to_owned(),
+        copier: Some(std::thread::spawn(move || copy_log(stderr, log, found))),
+    };
+    (rxgate, listening)
+}
+
+/// Starts `command` (any `rxgate serve`, however it is started), its output appended to
+/// `log_path`; returns once it has logged the ports it serves on. Panics with its log if it
+/// exits first or takes longer than `START_TIMEOUT`.
+pub(crate) async fn start(command: Command, log_path: &Path) -> Rxgate {
+    let (mut rxgate, listening) = spawn(command, log_path);
+    match tokio::time::timeout(START_TIMEOUT, listening).await {
+        Ok(Ok((addr, metrics))) => {
+            rxgate.addr = format!("https://{addr}");
+            rxgate.metrics = metrics;
+            rxgate
+        }
+        Ok(Err(_)) => {
+            let status = rxgate.stop();
+            panic!(
+                "rxgate serve exited ({status}) before it listened:\n{}",
+                rxgate.output()
+            )
+        }
+        Err(_) => {
+            rxgate.stop();
+            panic!(
+                "rxgate serve did not listen within {START_TIMEOUT:?}:\n{}",
+                rxgate.output()
+            )
         }
     }
 }

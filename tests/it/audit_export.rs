@@ -2,7 +2,7 @@
 //! party needs (each link's chain fields and bytes, the signed checkpoints); verifying it passes
 //! untouched and names the first bad sequence after each kind of tampering with the file.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{path::Path, process::Command};
 
@@ -13,8 +13,6 @@ use common::{
 use rxgate::{
     audit_verify::{ChainVerifier, Finding, Report},
     cli,
-    pki::identity::IdentityFiles,
-    tls::ClientFiles,
     wire::json,
     wire::proto::v1 as pb,
 };
@@ -29,7 +27,7 @@ async fn exported(file: &Path) {
         h.audit_records().await;
     }
     let h = h.restart().await;
-    let operator = ClientFiles::dev("operator");
+    let operator = dev_pki().client("operator");
     assert_eq!(
         cli::audit::export(&h.addr, &operator, file).await.unwrap(),
         9
@@ -149,7 +147,7 @@ async fn the_command_exits_non_zero_naming_the_place() {
             .args(["audit", "verify", "--export"])
             .arg(&file)
             .arg("--gateway-cert")
-            .arg(IdentityFiles::dev().cert)
+            .arg(dev_pki().gateway().cert)
             .output()
             .unwrap()
     };

@@ -3,7 +3,7 @@
 //! in the stopped store; a checkpoint that does not verify or binds a longer chain is reported;
 //! an upgraded store's chain begins with a genesis link naming the unchained records before it.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::path::{Path, PathBuf};
 
@@ -200,7 +200,8 @@ async fn a_checkpoint_whose_signature_does_not_verify_is_reported() {
     }
 
     // Nor does a true checkpoint of a gateway whose certificate is not given.
-    let other = IdentityFiles::dev()
+    let other = dev_pki()
+        .gateway()
         .cert
         .with_file_name("untrusted-gateway.cert.pem");
     let verifier = ChainVerifier::new(TrustedSenders::from_files(&[other]).unwrap());
@@ -280,12 +281,12 @@ async fn an_upgraded_store_begins_its_chain_with_a_genesis_link() {
 async fn each_gateway_writes_its_own_chain() {
     let h = start_with(|_| {}).await;
     h.audit_records().await;
-    let dir = IdentityFiles::dev().cert.with_file_name("");
+    let dir = dev_pki().gateway().cert.with_file_name("");
     let other = IdentityFiles {
         key: dir.join("untrusted-gateway.key.pem"),
         cert: dir.join("untrusted-gateway.cert.pem"),
     };
-    let certs = [IdentityFiles::dev().cert, other.cert.clone()];
+    let certs = [dev_pki().gateway().cert, other.cert.clone()];
     let h = h.restart_with(move |c| c.gateway = other).await;
     let records = h.audit_records().await;
     let writers: std::collections::BTreeSet<_> =

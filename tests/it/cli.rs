@@ -12,9 +12,9 @@ use std::{
 };
 
 use common::{Harness, patient, start_with};
-use rxgate::{master_files, wire::json, wire::proto::v1 as pb};
+use rxgate::{wire::json, wire::proto::v1 as pb};
 
-use crate::import::{LAST_UPDATE, masters_without_last_update};
+use crate::import::{LAST_UPDATE, data, masters_without_last_update};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -227,9 +227,7 @@ async fn gateway_without_last_update(dir: &Path, name: &str) -> (Harness, std::p
     let masters = masters_without_last_update(dir);
     let h = start_with(|c| c.checks.masters_dir = Some(masters)).await;
     let copy = dir.join(name);
-    let shipped = master_files::shipped_dir()
-        .join("y_updates")
-        .join(LAST_UPDATE);
+    let shipped = data().join("masters/y_updates").join(LAST_UPDATE);
     std::fs::copy(shipped, &copy).unwrap();
     (h, copy)
 }
@@ -291,10 +289,8 @@ async fn master_import_says_already_imported_for_the_shipped_files_and_draws_no_
 {
     let h = start_with(|_| {}).await;
     let shipped = [
-        master_files::shipped_dir()
-            .join("y_updates")
-            .join(LAST_UPDATE),
-        master_files::shipped_contraindications(),
+        data().join("masters/y_updates").join(LAST_UPDATE),
+        data().join("clinical/contraindications_structured.csv"),
     ];
     let out = operator_cli(
         &h,

@@ -5,7 +5,7 @@
 //! that also bounds answers a client never reads, the cap on health Watch and reflection streams,
 //! and the loopback-only operations port of a `--dev` instance.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{
     future::Future,
@@ -15,10 +15,7 @@ use std::{
 };
 
 use common::start_with;
-use rxgate::{
-    tls::ClientFiles,
-    wire::proto::v1::{self as pb, event_service_client::EventServiceClient},
-};
+use rxgate::wire::proto::v1::{self as pb, event_service_client::EventServiceClient};
 use tokio::{sync::oneshot, task::JoinSet};
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
@@ -37,7 +34,8 @@ async fn check(channel: &Channel) -> Result<(), Status> {
 /// A new connection of `name` and a call on it. The server closes a refused connection right
 /// after its handshake, which a TLS 1.3 client may learn at connect or only at its first call.
 async fn connect_and_call(addr: &str, name: &str) -> Result<Channel, String> {
-    let channel = ClientFiles::dev(name)
+    let channel = dev_pki()
+        .client(name)
         .connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -142,7 +140,7 @@ async fn never_reading_channel(addr: &str, name: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(addr.to_owned())
         .unwrap()
         .initial_stream_window_size(0)
-        .tls_config(ClientFiles::dev(name).client_tls_config().unwrap())
+        .tls_config(dev_pki().client(name).client_tls_config().unwrap())
         .unwrap()
         .connect()
         .await

@@ -13,7 +13,7 @@
 //! birth dates, insurance and public-funds identifiers, issued exchange numbers, drug codes and
 //! dosage text.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -36,7 +36,6 @@ use rxgate::{
     cli::demo::demo_prescription,
     domain::time::JapanDate,
     pki::signer::SigningKey,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -286,7 +285,7 @@ async fn start_server(data_dir: &Path, log: PathBuf, rng: &SystemRandom) -> (Rxg
     let server = Serve::dev(data_dir, &log).rust_log("debug").start().await;
     let deadline = started + READY_TIMEOUT;
     loop {
-        if let Ok(channel) = ClientFiles::dev("clinic").connect(&server.addr).await {
+        if let Ok(channel) = dev_pki().client("clinic").connect(&server.addr).await {
             let answer = PrescriptionServiceClient::new(channel)
                 .get_prescription_status(pb::GetPrescriptionStatusRequest {
                     prescription_id: random_id(rng),
@@ -317,7 +316,8 @@ struct Clients {
 impl Clients {
     async fn connect(addr: &str) -> Clients {
         let channel = |name: &'static str| async move {
-            ClientFiles::dev(name)
+            dev_pki()
+                .client(name)
                 .connect(addr)
                 .await
                 .unwrap_or_else(|e| panic!("connecting as {name}: {e}"))
@@ -341,7 +341,7 @@ impl Clients {
 // ---------------------------------------------------------------------------------------------
 
 async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
-    let channel = match ClientFiles::dev("clinic").connect(&addr).await {
+    let channel = match dev_pki().client("clinic").connect(&addr).await {
         Ok(c) => c,
         Err(e) => {
             if !ctx.killed() {
@@ -399,7 +399,7 @@ async fn clinic_task(ctx: Arc<Ctx>, addr: String, round: usize, task: usize) {
 }
 
 async fn pharmacy_task(ctx: Arc<Ctx>, addr: String, pharmacy: Pharmacy) {
-    let channel = match ClientFiles::dev(pharmacy.cert()).connect(&addr).await {
+    let channel = match dev_pki().client(pharmacy.cert()).connect(&addr).await {
         Ok(c) => c,
         Err(e) => {
             if !ctx.killed() {

@@ -2,7 +2,7 @@
 //! the last sequence seen across disconnects and restarts, a clinic's own events only, and
 //! OUT_OF_RANGE below the retained range.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::time::Duration;
 
@@ -77,7 +77,8 @@ async fn a_consumer_that_resumes_after_the_last_sequence_seen_misses_nothing() {
     // The signature travels as the pharmacy sent it (the store keeps its certificates apart):
     // it verifies over the record's content.
     let signed = record.record.as_ref().unwrap();
-    let (verifier, _) = rxgate::pki::trust::TrustFiles::dev()
+    let (verifier, _) = dev_pki()
+        .signing()
         .load(rxgate::domain::signature::VerifierConfig::default())
         .unwrap();
     verifier

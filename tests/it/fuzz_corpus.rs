@@ -11,13 +11,12 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{patient, signer};
+use crate::common::{dev_pki, patient, signer};
 use prost::Message;
 use rxgate::{
     cli::demo::{demo_dispensing, demo_prescription},
     domain::{signature::VerifierConfig, time::JapanDate},
     fuzzing,
-    pki::trust::TrustFiles,
     wire::proto::v1 as pb,
 };
 
@@ -164,7 +163,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 /// seeds take the mutations through every step (a regenerated PKI or CRL may move it).
 #[test]
 fn the_signed_seeds_verify_as_of_the_fuzzed_receipt_time() {
-    let (verifier, _) = TrustFiles::dev().load(VerifierConfig::default()).unwrap();
+    let (verifier, _) = dev_pki().signing().load(VerifierConfig::default()).unwrap();
     let today = JapanDate::of(fuzzing::received_at());
     let at = fuzzing::received_at();
     let content = demo_prescription("RX-FUZZ-0001", patient(1), today).encode_to_vec();

@@ -1,7 +1,7 @@
 //! The gateway end to end: the real server in-process on 127.0.0.1:0 over mutual TLS, a real
 //! embedded store (fjall) in a temporary folder, real CMS signatures, and an injected clock.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -9,7 +9,6 @@ use common::{Harness, patient, start_with};
 use prost::Message;
 use rxgate::{
     cli::demo::{demo_dispensing, demo_prescription},
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, admin_service_client::AdminServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -111,7 +110,8 @@ async fn the_full_round_trip() {
     let decoded = pb::Prescription::decode(doc.content.as_slice()).unwrap();
     assert_eq!(decoded.prescription_number, "RT-1");
     // the pharmacy can verify the signature itself
-    let (verifier, _) = rxgate::pki::trust::TrustFiles::dev()
+    let (verifier, _) = dev_pki()
+        .signing()
         .load(rxgate::domain::signature::VerifierConfig::default())
         .unwrap();
     verifier
@@ -683,7 +683,7 @@ async fn clients_without_a_trusted_certificate_cannot_connect() {
 
     for name in ["untrusted-clinic", "pharmacy-revoked"] {
         let result = async {
-            let channel = ClientFiles::dev(name).connect(&h.addr).await?;
+            let channel = dev_pki().client(name).connect(&h.addr).await?;
             PrescriptionServiceClient::new(channel)
                 .get_prescription_status(status_req("00000000000000000000000000000000"))
                 .await

@@ -5,13 +5,15 @@
 
 use crate::common;
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use common::{Harness, patient, start_with};
 use rxgate::{
     cli::demo::demo_prescription,
     config::Config,
-    master_files,
     wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 use tonic::Code;
@@ -20,9 +22,14 @@ use tonic::Code;
 const ADDED_IN_LAST_UPDATE: &str = "621620802";
 pub(crate) const LAST_UPDATE: &str = "y_20250813.csv.gz";
 
+/// The repository's `data/`: the shipped drug data as files.
+pub(crate) fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
 /// A masters folder like the shipped one without its last update file.
-pub(crate) fn masters_without_last_update(root: &Path) -> std::path::PathBuf {
-    let shipped = master_files::shipped_dir();
+pub(crate) fn masters_without_last_update(root: &Path) -> PathBuf {
+    let shipped = data().join("masters");
     let dir = root.join("masters");
     std::fs::create_dir_all(dir.join("y_updates")).unwrap();
     for entry in std::fs::read_dir(&shipped).unwrap() {
@@ -91,9 +98,7 @@ async fn an_imported_update_takes_effect_at_once_survives_a_restart_and_applies_
     let h = start_with(configure).await;
     assert!(not_checked(&findings_for(&h, ADDED_IN_LAST_UPDATE).await));
 
-    let update = master_files::shipped_dir()
-        .join("y_updates")
-        .join(LAST_UPDATE);
+    let update = data().join("masters/y_updates").join(LAST_UPDATE);
     let (ok, stdout, stderr) = import_cli(&h, &[&update]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stderr.contains("MB"), "no progress shown: {stderr}");
@@ -125,7 +130,8 @@ async fn an_imported_update_takes_effect_at_once_survives_a_restart_and_applies_
 async fn a_contraindication_table_import_replaces_the_table_and_a_bad_one_changes_nothing() {
     let h = start_with(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let shipped = std::fs::read_to_string(master_files::shipped_contraindications()).unwrap();
+    let shipped =
+        std::fs::read_to_string(data().join("clinical/contraindications_structured.csv")).unwrap();
     // Keep the header and the first rule only.
     let small: String = shipped.lines().take(2).map(|l| format!("{l}\n")).collect();
     let small_path = dir.path().join("contraindications_small.csv");

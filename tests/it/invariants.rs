@@ -2,7 +2,8 @@
 //! the domain names no gRPC crate, store engine, file system, network or clock; nothing outside
 //! `src/store/` names fjall or sled; no key is laid out outside `service::schema`; the rings
 //! stay apart (the gRPC layer names no stored record, the service no RPC message); `Cargo.lock`
-//! holds ring and no second crypto provider.
+//! holds ring and no second crypto provider; no code of `rxgate` or `loadtest` outside tests
+//! names `CARGO_MANIFEST_DIR`, the build machine's source folder, which a copied binary lacks.
 //! The source is read as syntax (syn): `use` items, paths, method calls and the tokens of a
 //! macro's input count; comments, doc comments and literals, where module headers and config
 //! strings name these crates, never do. Each rule is also run over fixtures that break it
@@ -803,4 +804,124 @@ fn the_lock_rule_reports_a_second_provider_and_a_missing_ring() {
         lock_problems(&fixture("lock_ring_only.lock")),
         Vec::<String>::new()
     );
+}
+
+/// The variable whose value is the build machine's source folder.
+const MANIFEST_DIR: &str = "CARGO_MANIFEST_DIR";
+
+/// The lines of one file's code outside test code that name [`MANIFEST_DIR`]: a string literal
+/// of exactly that value, in the code, in a macro's input (`env!`, nested in `concat!`) or in an
+/// attribute's (`#[arg(default_value = …)]`). Test code is an item under `#[cfg(test)]` (a
+/// module, a function, an associated function); a file that is a test module as a whole is
+/// read as any other, so such a file keeps the name in a `#[cfg(test)]` item too.
+#[derive(Default)]
+struct ManifestDirs {
+    lines: Vec<usize>,
+}
+
+fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        attr.path().is_ident("cfg")
+            && attr
+                .parse_args::<syn::Meta>()
+                .is_ok_and(|meta| meta.path().is_ident("test"))
+    })
+}
+
+impl ManifestDirs {
+    fn of(source: &str) -> syn::Result<Vec<usize>> {
+        let mut found = ManifestDirs::default();
+        found.visit_file(&syn::parse_file(source)?);
+        Ok(found.lines)
+    }
+
+    fn tokens(&mut self, tokens: TokenStream) {
+        for token in tokens {
+            match token {
+                TokenTree::Group(group) => self.tokens(group.stream()),
+                TokenTree::Literal(literal) => {
+                    if let Lit::Str(text) = Lit::new(literal) {
+                        self.visit_lit_str(&text);
+                    }
+                }
+                TokenTree::Ident(_) | TokenTree::Punct(_) => {}
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for ManifestDirs {
+    fn visit_item(&mut self, item: &'ast syn::Item) {
+        let attrs = match item {
+            syn::Item::Const(item) => &item.attrs,
+            syn::Item::Enum(item) => &item.attrs,
+            syn::Item::Fn(item) => &item.attrs,
+            syn::Item::Impl(item) => &item.attrs,
+            syn::Item::Macro(item) => &item.attrs,
+            syn::Item::Mod(item) => &item.attrs,
+            syn::Item::Static(item) => &item.attrs,
+            syn::Item::Struct(item) => &item.attrs,
+            _ => return visit::visit_item(self, item),
+        };
+        if !is_cfg_test(attrs) {
+            visit::visit_item(self, item);
+        }
+    }
+
+    fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+        if !is_cfg_test(&item.attrs) {
+            visit::visit_impl_item_fn(self, item);
+        }
+    }
+
+    fn visit_lit_str(&mut self, text: &'ast syn::LitStr) {
+        if text.value() == MANIFEST_DIR {
+            self.lines.push(text.span().start().line);
+        }
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        self.tokens(mac.tokens.clone());
+    }
+
+    fn visit_attribute(&mut self, attr: &'ast syn::Attribute) {
+        match &attr.meta {
+            syn::Meta::List(list) => self.tokens(list.tokens.clone()),
+            meta => visit::visit_meta(self, meta),
+        }
+    }
+}
+
+/// Where `files` name [`MANIFEST_DIR`] outside test code, as `file:line`.
+fn manifest_dirs(files: &[PathBuf]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        let source =
+            fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let lines =
+            ManifestDirs::of(&source).unwrap_or_else(|e| panic!("parse {}: {e}", file.display()));
+        let shown = file.strip_prefix(root()).unwrap_or(file).display();
+        found.extend(lines.into_iter().map(|line| format!("{shown}:{line}")));
+    }
+    found
+}
+
+#[test]
+fn no_code_outside_tests_names_the_source_folder() {
+    let mut files = rust_files(&root().join("src"));
+    files.extend(rust_files(&root().join("loadtest/src")));
+    for known in ["src/master_files.rs", "loadtest/src/cli.rs"] {
+        assert!(files.contains(&root().join(known)), "{known} not found");
+    }
+    assert_eq!(manifest_dirs(&files), Vec::<String>::new());
+}
+
+#[test]
+fn the_manifest_dir_rule_reports_code_and_not_tests_or_mentions() {
+    let file = fixture("manifest_dir_outside_tests.rs");
+    let lines: Vec<String> = manifest_dirs(std::slice::from_ref(&file))
+        .iter()
+        .map(|found| found.rsplit(':').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(lines, ["8", "13", "19"]);
 }

@@ -18,7 +18,7 @@ use std::{
 };
 
 use common::{
-    patient,
+    dev_pki, patient,
     process::{Rxgate, Serve},
     signed, signer, throttled,
 };
@@ -28,7 +28,6 @@ use rxgate::{
     config::Config,
     domain::time::JapanDate,
     pki::signer::SigningKey,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -50,7 +49,7 @@ const PROMPTLY: Duration = Duration::from_secs(60);
 
 /// The default grace period (`Config::dev` takes the default).
 fn grace() -> Duration {
-    Duration::from_secs(Config::dev(PathBuf::new()).shutdown_grace_secs)
+    Duration::from_secs(Config::dev(PathBuf::new(), &dev_pki()).shutdown_grace_secs)
 }
 
 /// `rxgate serve --config` with examples/rxgate.toml, its certificate paths made absolute, the
@@ -145,7 +144,8 @@ async fn register(
 
 /// Registers new prescriptions one after the other until one is refused.
 async fn registration_loop(load: Arc<Load>, clinic: usize, n: usize) -> Vec<Call> {
-    let channel = ClientFiles::dev(CLINICS[clinic].0)
+    let channel = dev_pki()
+        .client(CLINICS[clinic].0)
         .connect(&load.addr)
         .await
         .unwrap();
@@ -174,7 +174,7 @@ async fn registration_loop(load: Arc<Load>, clinic: usize, n: usize) -> Vec<Call
 
 /// Every event of a feed from the start, until it ends: Ok if it ended cleanly.
 async fn read_feed(addr: String) -> Result<usize, tonic::Status> {
-    let channel = ClientFiles::dev("management").connect(&addr).await.unwrap();
+    let channel = dev_pki().client("management").connect(&addr).await.unwrap();
     let request = pb::WatchEventsRequest {
         after_sequence: 0,
         filter: None,
@@ -196,7 +196,7 @@ async fn read_feed(addr: String) -> Result<usize, tonic::Status> {
 async fn lost_or_hidden(server: &Rxgate, load: &Load, calls: &[Call]) -> Vec<String> {
     let mut clients = Vec::new();
     for (name, _) in CLINICS {
-        let channel = ClientFiles::dev(name).connect(&server.addr).await.unwrap();
+        let channel = dev_pki().client(name).connect(&server.addr).await.unwrap();
         clients.push(PrescriptionServiceClient::new(channel));
     }
     let mut problems = Vec::new();
@@ -333,12 +333,13 @@ async fn the_drain_delay_keeps_accepting_while_not_serving_and_systemd_hears_of_
     let signalled_at = Instant::now();
     server.signal("TERM");
     assert_eq!(next_notification().await, "STOPPING=1");
-    let channel = ClientFiles::dev("clinic")
+    let channel = dev_pki()
+        .client("clinic")
         .connect(&server.addr)
         .await
         .unwrap();
     until_not_serving(&channel).await;
-    let fresh = ClientFiles::dev("clinic2").connect(&server.addr).await;
+    let fresh = dev_pki().client("clinic2").connect(&server.addr).await;
     let answered = health_status(fresh.expect("a new connection during the delay")).await;
     assert_eq!(answered, Some(ServingStatus::NotServing as i32));
     assert!(
@@ -365,7 +366,8 @@ async fn a_second_signal_during_the_drain_stops_at_once() {
     let server = serve_configured(dir.path(), "drain_delay_secs = 120")
         .start()
         .await;
-    let channel = ClientFiles::dev("clinic")
+    let channel = dev_pki()
+        .client("clinic")
         .connect(&server.addr)
         .await
         .unwrap();
@@ -445,7 +447,8 @@ async fn a_call_that_outlasts_the_grace_is_cut_and_the_store_still_closes() {
     let settings = format!("shutdown_grace_secs = {}", grace.as_secs());
     let server = serve_configured(dir.path(), &settings).start().await;
     // A reflection stream lasts as long as its client keeps it open: this one never closes.
-    let channel = ClientFiles::dev("clinic")
+    let channel = dev_pki()
+        .client("clinic")
         .connect(&server.addr)
         .await
         .unwrap();

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod anywhere;
 mod audit_edge;
 mod audit_export;
 mod audit_trail;

@@ -10,7 +10,7 @@ use crate::common;
 
 use std::{path::Path, process::Command};
 
-use rxgate::tls::ClientFiles;
+use common::dev_pki;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -35,7 +35,7 @@ fn python_reflection_client() -> bool {
 
 /// Runs the script against `addr` as the development clinic; its standard output.
 fn list_services(addr: &str, service: &str) -> String {
-    let client = ClientFiles::dev("clinic");
+    let client = dev_pki().client("clinic");
     let target = addr.trim_start_matches("https://");
     let paths: [&Path; 3] = [&client.ca, &client.cert, &client.key];
     let out = Command::new("python3")

@@ -3,7 +3,7 @@
 //! than the signing-time window; a record refused for good is dead-lettered and does not block
 //! the next. (The crash drill with real processes is in relay_drill.rs.)
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::time::Duration;
 
@@ -52,7 +52,10 @@ async fn records_reach_the_upstream_once_in_order_and_refusals_are_dead_lettered
     })
     .await;
     let downstream = start_with(|c| {
-        c.relay = Some(RelayFiles::dev(format!("https://127.0.0.1:{port}")));
+        c.relay = Some(RelayFiles::dev(
+            format!("https://127.0.0.1:{port}"),
+            &dev_pki(),
+        ));
     })
     .await;
     dispense_one(&downstream, "RL-1", 1).await;
@@ -64,7 +67,7 @@ async fn records_reach_the_upstream_once_in_order_and_refusals_are_dead_lettered
     upstream
         .clock
         .set(upstream.now() + Duration::from_secs(2 * 86_400));
-    let default_roles = rxgate::config::Config::dev("unused".into()).roles;
+    let default_roles = rxgate::config::Config::dev("unused".into(), &dev_pki()).roles;
     let upstream = upstream.restart_with(|c| c.roles = default_roles).await;
     dispense_one(&downstream, "RL-2", 2).await;
     dispense_one(&downstream, "RL-3", 3).await;

@@ -3,7 +3,7 @@
 //! killed with SIGKILL while it relays and started again. The upstream must end up holding every
 //! record exactly once, in order.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{
     net::SocketAddr,
@@ -22,7 +22,6 @@ use rxgate::{
     cli::demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
     pki::signer::SigningKey,
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -153,10 +152,10 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
         let (addr, keys) = (down.0.addr.clone(), Arc::clone(&keys));
         workers.push(tokio::spawn(async move {
             let mut clinic = PrescriptionServiceClient::new(
-                ClientFiles::dev("clinic").connect(&addr).await.unwrap(),
+                dev_pki().client("clinic").connect(&addr).await.unwrap(),
             );
             let mut pharmacy = DispensingServiceClient::new(
-                ClientFiles::dev("pharmacy").connect(&addr).await.unwrap(),
+                dev_pki().client("pharmacy").connect(&addr).await.unwrap(),
             );
             for i in (w..RECORDS).step_by(WORKERS as usize) {
                 make_record(&mut clinic, &mut pharmacy, &keys, i).await;

@@ -2,7 +2,7 @@
 //! signatures made both by rxgate and by `openssl cms`, the standard tool, and hand-made ones
 //! outside the profile.
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 use std::{
     path::Path,
@@ -27,7 +27,11 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 fn dev_verifier() -> Verifier {
-    TrustFiles::dev().load(VerifierConfig::default()).unwrap().0
+    dev_pki()
+        .signing()
+        .load(VerifierConfig::default())
+        .unwrap()
+        .0
 }
 
 fn prescription() -> Vec<u8> {
@@ -245,7 +249,7 @@ fn a_revocation_after_receipt_does_not_refuse() {
 fn stale_trust_files(dir: &Path) -> TrustFiles {
     let crl = dir.join("sign-ca.crl.pem");
     std::fs::copy(hpki("sign-ca-stale.crl.pem"), &crl).unwrap();
-    let mut files = TrustFiles::dev();
+    let mut files = dev_pki().signing();
     files.crls[1] = CrlFile {
         ca: hpki("sign-ca.cert.pem"),
         crl,
@@ -317,7 +321,7 @@ fn a_changed_crl_file_takes_effect_at_once() {
 
 #[test]
 fn a_crl_must_be_configured_for_every_issuer() {
-    let mut files = TrustFiles::dev();
+    let mut files = dev_pki().signing();
     files.crls.truncate(1); // the root's CRL only
     let (verifier, _) = files.load(VerifierConfig::default()).unwrap();
     let t = now();

@@ -31,7 +31,7 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::common;
+use crate::common::{self, dev_pki};
 
 fn tls_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/tls")
@@ -319,7 +319,7 @@ fn mint_empty_crl(
 fn dev_files_with_crls(client_crls: Vec<PathBuf>) -> TlsFiles {
     TlsFiles {
         client_crls,
-        ..TlsFiles::dev()
+        ..dev_pki().tls()
     }
 }
 
@@ -329,12 +329,12 @@ fn dev_files_with_crls(client_crls: Vec<PathBuf>) -> TlsFiles {
 
 #[tokio::test]
 async fn institutions_connect_and_handlers_see_their_identity() {
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     for (name, uri) in [
         ("clinic", "urn:rxgate:institution:clinic:1310000001"),
         ("pharmacy", "urn:rxgate:institution:pharmacy:1340000001"),
     ] {
-        let client = ClientFiles::dev(name);
+        let client = dev_pki().client(name);
         call(&server, &client).await.expect(name);
         let seen = server.seen();
         let peer = seen.last().expect("the handler saw the call");
@@ -353,12 +353,12 @@ async fn institutions_connect_and_handlers_see_their_identity() {
 #[tokio::test]
 async fn the_handler_decides_with_the_identity() {
     // Management and operator authenticate, and the interceptor denies them by kind.
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     for (name, kind) in [
         ("management", InstitutionKind::Management),
         ("operator", InstitutionKind::Operator),
     ] {
-        let status = call(&server, &ClientFiles::dev(name))
+        let status = call(&server, &dev_pki().client(name))
             .await
             .expect_err(name);
         assert_eq!(status.code(), Code::PermissionDenied, "{name}: {status}");
@@ -368,8 +368,8 @@ async fn the_handler_decides_with_the_identity() {
 
 #[tokio::test]
 async fn one_connection_carries_one_identity_for_all_its_calls() {
-    let server = serve_files(&TlsFiles::dev()).await;
-    let client = ClientFiles::dev("clinic2");
+    let server = serve_files(&dev_pki().tls()).await;
+    let client = dev_pki().client("clinic2");
     let channel = client.connect(&server.addr).await.unwrap();
     for _ in 0..3 {
         check_on(channel.clone()).await.unwrap();
@@ -385,7 +385,7 @@ async fn one_connection_carries_one_identity_for_all_its_calls() {
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     let ca = fs::read(tls_dir().join("ca.cert.pem")).unwrap();
     let tls = ClientTlsConfig::new()
         .domain_name("localhost")
@@ -407,26 +407,26 @@ async fn a_client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn untrusted_and_revoked_institutions_are_refused() {
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     assert_refused(
-        call(&server, &ClientFiles::dev("untrusted-clinic")).await,
+        call(&server, &dev_pki().client("untrusted-clinic")).await,
         "untrusted-clinic",
         "UnknownCA",
     );
     assert_refused(
-        call(&server, &ClientFiles::dev("pharmacy-revoked")).await,
+        call(&server, &dev_pki().client("pharmacy-revoked")).await,
         "pharmacy-revoked",
         "CertificateRevoked",
     );
     assert!(server.seen().is_empty());
     // The server still serves everyone else.
-    call(&server, &ClientFiles::dev("pharmacy")).await.unwrap();
+    call(&server, &dev_pki().client("pharmacy")).await.unwrap();
 }
 
 #[tokio::test]
 async fn without_crls_a_revoked_certificate_is_not_detected() {
     let server = serve_files(&dev_files_with_crls(Vec::new())).await;
-    call(&server, &ClientFiles::dev("pharmacy-revoked"))
+    call(&server, &dev_pki().client("pharmacy-revoked"))
         .await
         .unwrap();
     assert_eq!(
@@ -446,8 +446,8 @@ async fn a_changed_crl_takes_effect_for_new_connections() {
     let files = dev_files_with_crls(vec![watched.clone()]);
     let (tls, mut reloader) = files.load().unwrap();
     let server = serve(tls).await;
-    let revoked = ClientFiles::dev("pharmacy-revoked");
-    let clinic = ClientFiles::dev("clinic");
+    let revoked = dev_pki().client("pharmacy-revoked");
+    let clinic = dev_pki().client("clinic");
 
     call(&server, &revoked).await.expect("not yet revoked");
     assert!(!reloader.refresh().unwrap(), "nothing changed yet");
@@ -559,9 +559,9 @@ async fn crls_not_signed_by_a_client_ca_are_refused_at_load() {
     fs::copy(&forged, &watched).unwrap();
     reloader.refresh().unwrap_err();
     let server = serve(tls).await;
-    call(&server, &ClientFiles::dev("clinic")).await.unwrap();
+    call(&server, &dev_pki().client("clinic")).await.unwrap();
     assert_refused(
-        call(&server, &ClientFiles::dev("pharmacy-revoked")).await,
+        call(&server, &dev_pki().client("pharmacy-revoked")).await,
         "revoked",
         "CertificateRevoked",
     );
@@ -585,7 +585,7 @@ async fn a_crl_past_next_update_refuses_every_client() {
     // It loads (it is a valid CRL of the CA) but fails closed in every handshake.
     let server = serve_files(&dev_files_with_crls(vec![stale])).await;
     assert_refused(
-        call(&server, &ClientFiles::dev("clinic")).await,
+        call(&server, &dev_pki().client("clinic")).await,
         "clinic with a stale CRL",
         "UnknownCA",
     );
@@ -595,7 +595,7 @@ async fn a_crl_past_next_update_refuses_every_client() {
 #[tokio::test]
 async fn a_certificate_must_name_exactly_one_valid_institution() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
 
     // The control: a minted certificate with a valid institution URI is accepted, so the
     // refusals below are about the URI alone.
@@ -657,7 +657,7 @@ async fn a_certificate_must_name_exactly_one_valid_institution() {
 #[tokio::test]
 async fn a_client_certificate_without_extended_key_usage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     let no_eku = mint_client_with(
         dir.path(),
         "noeku",
@@ -681,9 +681,9 @@ async fn a_client_certificate_without_extended_key_usage_is_refused() {
 #[tokio::test]
 async fn a_client_checks_the_server_certificate_against_the_host_it_connects_to() {
     // The dev server certificate names localhost, 127.0.0.1 and ::1: not 127.0.0.2.
-    let (tls, _reloader) = TlsFiles::dev().load().unwrap();
+    let (tls, _reloader) = dev_pki().tls().load().unwrap();
     let server = serve_on("127.0.0.2", tls, IncomingConfig::default()).await;
-    let status = call(&server, &ClientFiles::dev("clinic"))
+    let status = call(&server, &dev_pki().client("clinic"))
         .await
         .expect_err("a server certificate that does not name the host");
     let text = chain(&status);
@@ -691,8 +691,8 @@ async fn a_client_checks_the_server_certificate_against_the_host_it_connects_to(
     assert!(server.seen().is_empty());
     // The host it names is accepted (every other test connects to 127.0.0.1).
     call(
-        &serve_files(&TlsFiles::dev()).await,
-        &ClientFiles::dev("clinic"),
+        &serve_files(&dev_pki().tls()).await,
+        &dev_pki().client("clinic"),
     )
     .await
     .unwrap();
@@ -722,7 +722,8 @@ async fn a_revoked_client_is_cut_off_the_real_server_within_one_crl_refresh() {
         assert!(watch.message().await.unwrap().is_some(), "the first status");
         watch
     };
-    let revoked = ClientFiles::dev("pharmacy-revoked")
+    let revoked = dev_pki()
+        .client("pharmacy-revoked")
         .connect(&h.addr)
         .await
         .unwrap();
@@ -750,11 +751,11 @@ async fn a_revoked_client_is_cut_off_the_real_server_within_one_crl_refresh() {
 #[tokio::test]
 async fn the_server_certificate_is_no_client_certificate() {
     // No clientAuth EKU (and no institution URI): refused in the handshake.
-    let server = serve_files(&TlsFiles::dev()).await;
+    let server = serve_files(&dev_pki().tls()).await;
     let der = CertificateDer::from_pem_file(tls_dir().join("server.cert.pem")).unwrap();
     assert_eq!(institution_of(&der), Err(IdentityError::NoInstitutionUri));
     assert_refused(
-        call(&server, &ClientFiles::dev("server")).await,
+        call(&server, &dev_pki().client("server")).await,
         "server certificate as client",
         "UnsupportedCertificate",
     );
@@ -789,12 +790,12 @@ async fn every_committed_client_certificate_names_its_institution() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_connect_concurrently() {
-    let server = Arc::new(serve_files(&TlsFiles::dev()).await);
+    let server = Arc::new(serve_files(&dev_pki().tls()).await);
     let names = ["clinic", "clinic2", "pharmacy", "pharmacy2"];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let server = server.clone();
-        let client = ClientFiles::dev(names[i % names.len()]);
+        let client = dev_pki().client(names[i % names.len()]);
         tasks.spawn(async move { call(&server, &client).await });
     }
     let mut ok = 0;
@@ -808,7 +809,7 @@ async fn fifty_clients_connect_concurrently() {
 
 #[tokio::test]
 async fn stalled_handshakes_block_no_one_and_time_out() {
-    let (tls, _reloader) = TlsFiles::dev().load().unwrap();
+    let (tls, _reloader) = dev_pki().tls().load().unwrap();
     let config = IncomingConfig {
         handshake_timeout: Duration::from_secs(3),
         ..IncomingConfig::default()
@@ -826,7 +827,7 @@ async fn stalled_handshakes_block_no_one_and_time_out() {
         );
     }
     let started = Instant::now();
-    call(&server, &ClientFiles::dev("clinic")).await.unwrap();
+    call(&server, &dev_pki().client("clinic")).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the real client waited for the stalled ones: {:?}",
@@ -842,5 +843,5 @@ async fn stalled_handshakes_block_no_one_and_time_out() {
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
     // And keeps serving.
-    call(&server, &ClientFiles::dev("pharmacy")).await.unwrap();
+    call(&server, &dev_pki().client("pharmacy")).await.unwrap();
 }

@@ -13,15 +13,13 @@ use std::{
 };
 
 use crate::events::take;
-use common::{process::Serve, signed, signer};
+use common::{dev_pki, process::Serve, signed, signer};
 use prost::Message;
 use rxgate::{
     cli::demo::demo_prescription,
     domain::time::JapanDate,
-    pki::identity::IdentityFiles,
     service::layout,
     store::{EmbeddedStore, EngineKind, Entry, Store, Table},
-    tls::ClientFiles,
     wire::proto::v1::{
         self as pb, PrescriptionState as State, event_service_client::EventServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -161,7 +159,7 @@ async fn opens_and_serves(fixture: &Fixture) {
     let rxgate = Serve::dev(&store, &dir.path().join("serve.log"))
         .start()
         .await;
-    let channel = async |name| ClientFiles::dev(name).connect(&rxgate.addr).await.unwrap();
+    let channel = async |name| dev_pki().client(name).connect(&rxgate.addr).await.unwrap();
     let mut clinic = PrescriptionServiceClient::new(channel("clinic").await);
     for held in fixture.held {
         found(&mut clinic, held).await;
@@ -296,7 +294,7 @@ fn rxgate_command(args: &[&str], dir: &Path, gateway_cert: bool) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
     command.args(args).arg(dir);
     if gateway_cert {
-        command.arg("--gateway-cert").arg(IdentityFiles::dev().cert);
+        command.arg("--gateway-cert").arg(dev_pki().gateway().cert);
     }
     command.output().expect("running rxgate")
 }

@@ -185,7 +185,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        cli::demo::{demo_dispensing, dev_signer},
+        cli::demo::demo_dispensing,
+        dev_pki::DevPki,
         domain::{checks::Consent, ids::InstitutionKind},
         service::{CheckRequest, Clock, RequestedOptions, records::SlotV1, testing},
         store::{self, Answer, EmbeddedStore, Stats, Store, Txn, TxnFn},
@@ -469,7 +470,8 @@ mod tests {
             .unwrap();
         let now = clock.now();
         let content = demo_dispensing("COL-1", clock.today()).encode_to_vec();
-        let cms = dev_signer("pharmacist")
+        let cms = DevPki::repository()
+            .signer("pharmacist")
             .unwrap()
             .sign(&content, now)
             .unwrap();
