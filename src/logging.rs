@@ -1,5 +1,6 @@
 //! Where the process's log lines go and how they read: standard error, as text for a terminal
-//! or one JSON object per line for a log collector, filtered by `RUST_LOG` (default `info`).
+//! or one JSON object per line for a log collector, filtered by `RUST_LOG` (default
+//! [`DEFAULT_FILTER`]).
 //! The engines' own records (fjall, sled, rustls write through the `log` crate) are carried
 //! into the same output, so that a store's error message is seen beside the gateway's. Names
 //! no part of the gateway: what is logged, and that no patient data is, is the callers' rule.
@@ -18,9 +19,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter without `RUST_LOG`: INFO, but only warnings from certval, whose INFO line for
+/// every certificate path it validates would name each new signer (no patient data, but one
+/// line per first signature of each doctor is noise in an operator's log).
+pub const DEFAULT_FILTER: &str = "info,certval=warn";
+
 /// Installs the process-wide subscriber and the `log` bridge; call once, first thing.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -24,7 +24,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// How log lines are written to standard error: text, or one JSON object per line
-    /// (timestamp, level, target, fields). RUST_LOG filters them (default: info).
+    /// (timestamp, level, target, fields). RUST_LOG filters them (default: info,certval=warn).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
