@@ -33,26 +33,32 @@ trap 'rm -rf "$work"' EXIT
 
 # Bounded: a CRL of a large CA is a few MiB; a stuck server does not hold the job for ever.
 curl --fail --silent --show-error --location --max-time 60 --max-filesize 67108864 \
-  --output "$work/fetched" "$url" || fail "fetching $url failed"
+  --proto =http,https,file --proto-redir =http,https \
+  --output "$work/fetched" --url "$url" || fail "fetching $url failed"
 
 if ! openssl crl -inform DER -in "$work/fetched" -out "$work/new.pem" 2>/dev/null &&
   ! openssl crl -inform PEM -in "$work/fetched" -out "$work/new.pem" 2>/dev/null; then
   fail "what $url served is not a CRL"
 fi
 
-openssl crl -in "$work/new.pem" -CAfile "$ca" -noout 2>/dev/null ||
-  fail "the CRL from $url is not signed by $ca"
+# `openssl crl -CAfile` exits 0 on a signature that does not verify (it prints "verify
+# failure"): only its "verify OK" counts.
+verdict=$(openssl crl -in "$work/new.pem" -CAfile "$ca" -noout 2>&1) || true
+[ "$verdict" = "verify OK" ] || fail "the CRL from $url is not signed by $ca"
 
 next=$(openssl crl -in "$work/new.pem" -noout -nextupdate | sed 's/^nextUpdate=//')
 [ -n "$next" ] || fail "the CRL from $url has no nextUpdate"
-if [ "$(date -u -d "$next" +%s)" -le "$(date -u +%s)" ]; then
+# GNU date reads OpenSSL's date format; anything it cannot read fails closed.
+next_s=$(date -u -d "$next" +%s) || fail "cannot read the nextUpdate $next"
+if [ "$next_s" -le "$(date -u +%s)" ]; then
   fail "the CRL from $url is stale (nextUpdate $next)"
 fi
 
 number() {
   # The CRL number as 40 upper-case hex digits, so that numbers of up to 20 octets (RFC 5280)
   # compare as strings; absent: all zeros.
-  hex=$(openssl crl -in "$1" -noout -crlnumber 2>/dev/null | sed -n 's/^crlNumber=0x//p')
+  # OpenSSL 3 prints crlNumber=0x0A, 1.1 crlNumber=0A.
+  hex=$(openssl crl -in "$1" -noout -crlnumber 2>/dev/null | sed -n 's/^crlNumber=\(0x\)\{0,1\}//p')
   printf '%40s\n' "$hex" | tr ' abcdef' '0ABCDEF'
 }
 if [ -f "$dest" ]; then
@@ -68,5 +74,6 @@ if [ -f "$dest" ]; then
 fi
 
 chmod 0644 "$work/new.pem"
+sync "$work/new.pem"
 mv "$work/new.pem" "$dest"
 echo "crl-fetch: $dest: replaced (nextUpdate $next)"

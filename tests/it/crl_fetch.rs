@@ -180,3 +180,16 @@ fn an_older_crl_never_replaces_a_newer_one() {
     let before = fs::read(&dest).unwrap();
     assert_refused(&fetch(&older, &ca, &dest), &dest, &before, "is older than");
 }
+
+#[test]
+fn a_crl_signed_by_another_key_under_the_same_name_is_refused() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let in_place = crl_numbered(ours.path(), "02");
+    // The same subject, another key: only the signature tells them apart.
+    let forged = crl_numbered(theirs.path(), "09");
+    let dest = ours.path().join("dest.pem");
+    fs::copy(&in_place, &dest).unwrap();
+    let before = fs::read(&dest).unwrap();
+    let ca = ours.path().join("ca.cert.pem");
+    assert_refused(&fetch(&forged, &ca, &dest), &dest, &before, "is not signed by");
+}
