@@ -619,6 +619,31 @@ mod tests {
         );
     }
 
+    /// Every commented setting of the example, uncommented where it stands, still parses: each
+    /// sits in the section it belongs to, with a value of the right type and range.
+    #[test]
+    fn the_example_with_every_optional_setting_uncommented_is_valid() {
+        fn setting(line: &str) -> Option<&str> {
+            let text = line.strip_prefix("# ")?;
+            let key = text.split([' ', '=']).next()?;
+            let is_key = !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && text[key.len()..].trim_start().starts_with('=');
+            (is_key || text.starts_with('[')).then_some(text)
+        }
+        let example = example();
+        let uncommented: Vec<&str> = example
+            .lines()
+            .map(|line| setting(line).unwrap_or(line))
+            .collect();
+        let text = uncommented.join("\n");
+        assert!(text.contains("\nshutdown_grace_secs = 15"), "{text}");
+        let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config.validate().unwrap();
+        assert_eq!(config.shutdown_grace_secs, 15);
+        assert_eq!(config.network.fairness.overrides.len(), 1);
+    }
+
     #[test]
     fn an_unset_setting_means_what_the_verifier_and_the_gateway_default_to() {
         let config = Config::dev(PathBuf::from("unused"), &DevPki::repository());
