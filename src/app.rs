@@ -146,8 +146,10 @@ async fn every_off_runtime<T: Send + 'static>(
         .await
         {
             Ok(state) => state,
+            // A panic in the reload panics this task, so that the supervisor names it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => {
-                tracing::error!(error = %e, "a periodic file reload failed; it stops");
+                tracing::error!(error = %e, "a periodic file reload was cancelled; it stops");
                 return;
             }
         };

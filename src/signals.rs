@@ -43,7 +43,7 @@ impl StopSignals {
         systemd.ready();
         let signal = tokio::select! {
             signal = self.next() => signal,
-            ending = server.stopped() => return Ok(reported(ending?)),
+            ending = server.stopped() => return Ok(reported(ending)),
         };
         tracing::info!(signal, "stop signal: draining");
         systemd.stopping();
@@ -53,20 +53,29 @@ impl StopSignals {
                 tracing::error!(signal, "a second stop signal during the drain: stopping at once, calls in flight are cut");
                 Ok(false)
             }
-            ending = server.stopped() => Ok(reported(ending?)),
+            ending = server.stopped() => Ok(reported(ending)),
         }
     }
 }
 
-/// Logs how the server ended (the store is closed by now); true if it drained.
-fn reported(ending: Ending) -> bool {
+/// Logs how the server ended; true if it drained and the store closed. A store that did not
+/// close cleanly is an unclean stop (exit 1), whatever the drain did: its next opening
+/// recovers it.
+fn reported(ending: anyhow::Result<Ending>) -> bool {
     match ending {
-        Ending::Drained => {
+        Ok(Ending::Drained) => {
             tracing::info!("rxgate stopped: drained, store closed");
             true
         }
-        Ending::GraceRanOut | Ending::Failed { .. } => {
+        Ok(ending @ (Ending::GraceRanOut | Ending::Failed { .. })) => {
             tracing::error!(ending = %ending, "rxgate stopped uncleanly; store closed");
+            false
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "rxgate stopped; the store did not close"
+            );
             false
         }
     }

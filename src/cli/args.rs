@@ -240,8 +240,8 @@ pub enum MasterCommand {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// List the prescriptions stuck in a state (received and never dispensed, …) for longer
-    /// than the gateway's stuck_after_secs.
+    /// List the prescriptions ACCEPTED by a pharmacy and without a dispensing record (since
+    /// acceptance or the last part) for longer than the gateway's stuck_after_secs.
     Stuck {
         #[command(flatten)]
         gateway: GatewayArgs,

@@ -1,12 +1,13 @@
 //! `rxgate config check FILE`: a configuration read as `serve --config` reads it — its settings
-//! and every certificate, key, CRL and key file it names — without binding a port, opening the
-//! store or loading the drug masters, so that an operator learns of a mistake before a restart.
+//! and every certificate, key, CRL and key file it names, and the drug masters and
+//! contraindication table when it names its own instead of the built-in ones — without binding a
+//! port or opening the store, so that an operator learns of a mistake before a restart.
 
 use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::{config::Config, master_files::Sources};
 
 /// Reads and validates the configuration at `path` and loads the files it names; the first
 /// problem found is the error.
@@ -24,6 +25,15 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
             .client
             .client_tls_config()
             .context("loading the relay's TLS material")?;
+    }
+    let checks = &config.checks;
+    if checks.masters_dir.is_some() || checks.contraindications.is_some() {
+        Sources::read(
+            checks.masters_dir.as_deref(),
+            checks.contraindications.as_deref(),
+        )
+        .and_then(|sources| sources.build())
+        .context("loading the drug masters")?;
     }
     Ok(())
 }

@@ -114,6 +114,16 @@ fn config_check_reads_every_file_named_and_opens_nothing() {
         stderr(&out).contains("certs/tls/no-such.key.pem"),
         "{out:?}"
     );
+
+    // Its own drug masters, in a folder that is not there.
+    let masters = example_config(
+        dir.path(),
+        "# [checks]\n# masters_dir = \"data/masters\"",
+        "[checks]\nmasters_dir = \"no-such-masters\"",
+    );
+    let out = rxgate(&["config", "check", text(&masters)]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("no-such-masters"), "{out:?}");
 }
 
 #[test]

@@ -191,5 +191,10 @@ fn a_crl_signed_by_another_key_under_the_same_name_is_refused() {
     fs::copy(&in_place, &dest).unwrap();
     let before = fs::read(&dest).unwrap();
     let ca = ours.path().join("ca.cert.pem");
-    assert_refused(&fetch(&forged, &ca, &dest), &dest, &before, "is not signed by");
+    assert_refused(
+        &fetch(&forged, &ca, &dest),
+        &dest,
+        &before,
+        "is not signed by",
+    );
 }
