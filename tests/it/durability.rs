@@ -9,9 +9,9 @@
 //! - every unacknowledged registration either fully exists or not at all: registering the same
 //!   signed document again succeeds, returning the stored id if a search finds it.
 //!
-//! Finally every line the server wrote (at RUST_LOG=debug) is checked for patient data: names,
-//! birth dates, insurance and public-funds identifiers, issued exchange numbers, drug codes and
-//! dosage text.
+//! Finally every line the server wrote (JSON, at DEBUG, the gateway and the engines asked for
+//! TRACE) is checked for patient data: names, birth dates, insurance and public-funds
+//! identifiers, issued exchange numbers, drug codes and dosage text.
 
 use crate::common::{self, dev_pki};
 
@@ -282,7 +282,13 @@ fn connect_failed(what: &str, e: impl std::fmt::Display) -> String {
 /// `log`) and waits until it answers a gRPC call; returns it and how long that took.
 async fn start_server(data_dir: &Path, log: PathBuf, rng: &SystemRandom) -> (Rxgate, Duration) {
     let started = Instant::now();
-    let server = Serve::dev(data_dir, &log).rust_log("debug").start().await;
+    // JSON lines, everything at DEBUG, the gateway's own TRACE, and the engines asked for TRACE
+    // too (their TRACE records name keys: the gateway must cap them whatever RUST_LOG says).
+    let server = Serve::dev(data_dir, &log)
+        .rust_log("debug,rxgate=trace,fjall=trace,lsm_tree=trace,sled=trace")
+        .option("--log-format", "json")
+        .start()
+        .await;
     let deadline = started + READY_TIMEOUT;
     loop {
         if let Ok(channel) = dev_pki().client("clinic").connect(&server.addr).await {
@@ -817,6 +823,10 @@ fn strip_ansi(line: &str) -> String {
 /// The line without its leading RFC 3339 timestamp, whose microseconds are 6 digits too.
 fn without_timestamp(line: &str) -> &str {
     let trimmed = line.trim_start();
+    // A JSON line: {"timestamp":"2026-…Z",…
+    if let Some(rest) = trimmed.strip_prefix("{\"timestamp\":\"") {
+        return rest.split_once('"').map_or(rest, |(_, after)| after);
+    }
     match trimmed.split_once(' ') {
         Some((first, rest))
             if first.len() >= 20

@@ -503,3 +503,23 @@ async fn a_call_that_outlasts_the_grace_is_cut_and_the_store_still_closes() {
     // Closed properly: the next start opens it at once.
     drop(serve_configured(dir.path(), "").start().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_as_sigterm_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::dev(&dir.path().join("store"), &dir.path().join("rxgate.log"))
+        .start()
+        .await;
+    server.signal("INT");
+    let (status, _, server) = exited(server, grace() + PROMPTLY).await;
+    let log = server.output();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{log}"
+    );
+    assert!(
+        log.contains("stop signal: draining signal=\"SIGINT\"")
+            && log.contains("rxgate stopped: drained, store closed"),
+        "{log}"
+    );
+}
