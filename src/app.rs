@@ -3,7 +3,7 @@
 //! the watch of `lifecycle`, drains when asked and closes the store however it ended. The only
 //! module that picks a real clock or names every outer ring together.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -23,7 +23,7 @@ use crate::{
     master_files, ops,
     pki::identity::GatewayIdentity,
     readiness::Readiness,
-    service::{self, Clinical, Clock, Gateway},
+    service::{self, Clinical, Clock, Gateway, acknowledged},
     store::{EmbeddedStore, Store},
     tls,
     wire::proto::{
@@ -40,6 +40,10 @@ use crate::{
 
 /// How often the gRPC health service looks at the store (a drain is reported at once).
 const HEALTH_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often the acknowledged mark is brought up to date: at most this much of what was
+/// acknowledged before a crash goes unchecked at the next start.
+const MARK_PERIOD: Duration = Duration::from_secs(1);
 
 /// A running server.
 pub struct Server {
@@ -164,6 +168,21 @@ async fn checkpoint(gateway: &Gateway, identity: &Arc<GatewayIdentity>) {
     }
 }
 
+/// Opens the store `config` names, off the async runtime (opening replays the engine's
+/// journal or log); an error names the folder.
+async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
+    let (dir, engine, cache) = (
+        config.data_dir.clone(),
+        config.store_engine,
+        config.store_cache_mib,
+    );
+    let opening = format!("opening the store {}", dir.display());
+    tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, engine, cache))
+        .await
+        .context(opening.clone())?
+        .context(opening)
+}
+
 /// Binds `config.listen` and starts serving; returns once the server accepts connections.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     config.validate()?;
@@ -174,14 +193,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Arc::new(
-        EmbeddedStore::open_with(
-            &config.data_dir,
-            config.store_engine,
-            config.store_cache_mib,
-        )
-        .context("opening the store")?,
-    );
+    let store = Arc::new(open_store(&config).await?);
     let (verifier, crl_watcher) = config
         .signing
         .load(config.verifier_config()?)
@@ -190,6 +202,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
     let dyn_store: Arc<dyn Store> = store.clone();
+    let behind = acknowledged::compare(&dyn_store, config.data_dir.clone())
+        .await
+        .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
+    if !behind.shortfalls.is_empty() && !config.accept_data_loss {
+        return Err(behind.into());
+    }
     service::layout::upgrade(&dyn_store)
         .await
         .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
@@ -202,6 +220,15 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         Arc::new(clinical),
         config.gateway_config()?,
     ));
+    if !behind.shortfalls.is_empty() {
+        tracing::error!(
+            "{behind}: going on as --accept-data-loss asks; the counters move past the mark"
+        );
+        gateway
+            .accept_data_loss(behind)
+            .await
+            .context("recording the accepted data loss")?;
+    }
     let services = Services::new(Arc::clone(&gateway), config.network.feed_limits());
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
@@ -324,6 +351,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
         }
     });
+    background.spawn(
+        "acknowledged mark",
+        acknowledged::keep(store.clone(), config.data_dir.clone(), MARK_PERIOD),
+    );
     background.spawn("health", Arc::clone(&health).follow(HEALTH_PERIOD));
     let page = ops::Page::new(Arc::clone(&gateway), store.clone(), Arc::clone(&verifier));
     background.spawn(
@@ -405,9 +436,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         let _ = closed.await;
     });
     let drain = config.drain();
+    let data_dir = config.data_dir.clone();
     let task = tokio::spawn(async move {
         let ending = lifecycle::supervise(serving, background, stop_requests, drain, steps).await;
-        close_store(gateway, &identity, edge_audit, store).await?;
+        close_store(gateway, &identity, edge_audit, (store, data_dir)).await?;
         Ok(ending)
     });
     tracing::info!(%addr, metrics = %metrics_addr, "rxgate listening (gRPC over mutual TLS)");
@@ -440,16 +472,20 @@ fn drain_steps(
 }
 
 /// Writes what the last calls left (the counted edge requests, and a checkpoint binding their
-/// audit records), then closes the store: a flush, the writer thread joined, the engine's files
-/// released. Blocking work, kept off the async runtime.
+/// audit records) and the acknowledged mark as far as they reach, then closes the store in
+/// `data_dir`: a flush, the writer thread joined, the engine's files released. Blocking work,
+/// kept off the async runtime.
 async fn close_store(
     gateway: Arc<Gateway>,
     identity: &Arc<GatewayIdentity>,
     edge_audit: EdgeAuditLayer,
-    store: Arc<EmbeddedStore>,
+    (store, data_dir): (Arc<EmbeddedStore>, PathBuf),
 ) -> anyhow::Result<()> {
     edge_audit.written().await;
     checkpoint(&gateway, identity).await;
+    acknowledged::save(&(store.clone() as Arc<dyn Store>), data_dir, None)
+        .await
+        .context("saving the acknowledged mark")?;
     drop(gateway);
     tokio::task::spawn_blocking(move || store.close())
         .await

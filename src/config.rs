@@ -47,6 +47,11 @@ pub struct Config {
     /// holds, fjall for a new one. Set, it must match an existing store's files.
     #[serde(default)]
     pub store_engine: Option<EngineKind>,
+    /// Start even if the store is behind what it acknowledged (its files lost or damaged),
+    /// moving its counters past the mark and auditing it. Set by `serve --accept-data-loss`
+    /// for one start, never by the file, so that it cannot stay on by mistake.
+    #[serde(skip)]
+    pub accept_data_loss: bool,
     /// Trust for document signatures (HPKI): anchors, intermediates, one CRL per issuing CA.
     pub signing: TrustFiles,
     /// CertificatePolicies OIDs a signer certificate must carry.
@@ -364,6 +369,7 @@ impl Config {
             data_dir,
             store_cache_mib: default_store_cache_mib(),
             store_engine: None,
+            accept_data_loss: false,
             signing: pki.signing(),
             signature_policies: vec![
                 HPKI_SIGNATURE_POLICY.to_string(),

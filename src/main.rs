@@ -35,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             listen,
             metrics_listen,
             relay_upstream,
+            accept_data_loss,
             dev_certs,
         } => {
             let pki = if dev { Some(dev_certs.locate()?) } else { None };
@@ -49,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if let Some(metrics_listen) = metrics_listen {
                 config.metrics_listen = metrics_listen;
             }
+            config.accept_data_loss = accept_data_loss;
             if let Some(upstream) = relay_upstream {
                 config.relay = Some(rxgate::config::RelayFiles::dev(
                     upstream,

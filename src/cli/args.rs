@@ -70,6 +70,11 @@ pub enum Command {
         /// management institution), e.g. https://127.0.0.1:50052.
         #[arg(long, requires = "dev")]
         relay_upstream: Option<String>,
+        /// Start even though the store is behind what it acknowledged (files lost or damaged):
+        /// logged as an error and audited; the store's counters move past the mark, so no
+        /// acknowledged number is given again. For this one start only.
+        #[arg(long)]
+        accept_data_loss: bool,
         #[command(flatten)]
         dev_certs: DevCertsArg,
     },

@@ -49,6 +49,8 @@ pub enum Action {
     ExportAudit,
     ExportAuditCheckpoints,
     Lockout,
+    /// A start past a store behind its acknowledged mark (`serve --accept-data-loss`).
+    AcceptDataLoss,
 }
 
 impl Action {
@@ -74,6 +76,7 @@ impl Action {
             Action::ExportAudit => "ExportAudit",
             Action::ExportAuditCheckpoints => "ExportAuditCheckpoints",
             Action::Lockout => "Lockout",
+            Action::AcceptDataLoss => "AcceptDataLoss",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! gateway, the caller, the error, the configuration and the transaction runner. Knows no gRPC
 //! and no storage engine.
 
+pub mod acknowledged;
 mod admin;
 mod admission;
 mod audit;

@@ -23,6 +23,7 @@
 
 mod embedded;
 mod fjall;
+pub mod mark;
 mod sled;
 
 pub use embedded::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, MAX_BATCH};
@@ -281,6 +282,16 @@ pub trait Txn {
 /// after, such as the call's audit record). Only an engine makes one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Savepoint(usize);
+
+/// Moves the named counter of [`Txn::next_sequence`] up to `at_least` if it is below, so that
+/// the values it gives next are above it: how a store that lost acknowledged writes is made
+/// never to give their numbers again.
+pub fn raise_sequence(tx: &mut dyn Txn, name: &str, at_least: u64) -> Result<(), Error> {
+    if tx.sequence(name)? < at_least {
+        tx.put(Table::Meta, &sequence_key(name), &at_least.to_be_bytes());
+    }
+    Ok(())
+}
 
 /// Where the counter `name` of [`Txn::next_sequence`] is kept.
 fn sequence_key(name: &str) -> Vec<u8> {

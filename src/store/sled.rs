@@ -11,11 +11,12 @@
 //!   waits for [`wait_for_release`] before it reports itself closed.
 
 use std::fs::{File, TryLockError};
+use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::embedded::{Engine, Overlay};
+use super::embedded::{Engine, Overlay, panic_message};
 use super::{Entry, Error};
 
 /// The name of the sled tree holding every table.
@@ -57,15 +58,32 @@ pub(crate) struct SledEngine {
 }
 
 impl SledEngine {
-    /// Opens (or creates) the sled store in `path` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the sled store in `path` with a page cache of `cache_bytes`. sled
+    /// 0.34 panics on some damaged files (a flipped byte: "tried to serialize Uninitialized");
+    /// that panic is caught and reported as damage to the folder's files, like its own errors.
     pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<SledEngine, Error> {
-        let db = ::sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(engine_error)?;
-        let tree = db.open_tree(TREE).map_err(engine_error)?;
-        Ok(SledEngine { db, tree })
+        let opened = catch_unwind(|| {
+            let db = ::sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open()?;
+            let tree = db.open_tree(TREE)?;
+            Ok(SledEngine { db, tree })
+        });
+        let damaged = |why: String| {
+            Error::Corrupt(format!(
+                "the store's files in {} are damaged (sled: {why})",
+                path.display()
+            ))
+        };
+        match opened {
+            Ok(Ok(engine)) => Ok(engine),
+            Ok(Err(::sled::Error::Corruption { at, .. })) => {
+                Err(damaged(format!("corruption at {at:?}")))
+            }
+            Ok(Err(e)) => Err(engine_error(e)),
+            Err(panic) => Err(damaged(panic_message(panic.as_ref()))),
+        }
     }
 }
 

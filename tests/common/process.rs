@@ -74,6 +74,12 @@ impl Serve {
         self
     }
 
+    /// One more command-line flag, e.g. `--accept-data-loss`.
+    pub(crate) fn flag(mut self, name: &str) -> Serve {
+        self.options.push(name.to_owned());
+        self
+    }
+
     /// An environment variable of the process.
     pub(crate) fn env(mut self, name: &str, value: impl Into<OsString>) -> Serve {
         self.env.push((name.to_owned(), value.into()));

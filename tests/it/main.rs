@@ -38,5 +38,6 @@ mod relay;
 mod relay_drill;
 mod signature;
 mod store;
+mod store_damage;
 mod tls;
 mod upgrade;
