@@ -442,3 +442,15 @@ impl Gateway {
         self.run(draft, move |_, _| Err(error)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_clock_counts_from_boot_and_never_goes_back() {
+        let (first, second) = (SystemClock.steady(), SystemClock.steady());
+        assert!(first > Duration::ZERO, "{first:?}");
+        assert!(second >= first, "{first:?} then {second:?}");
+    }
+}
