@@ -20,10 +20,11 @@ use crate::{
         Services, StreamCap, StreamCount, UnaryDeadline, streaming_paths,
     },
     lifecycle::{self, Ending, Steps, Tasks},
+    log_throttle::LogThrottle,
     master_files, ops,
     pki::identity::GatewayIdentity,
     readiness::Readiness,
-    service::{self, Clinical, Clock, Gateway, acknowledged},
+    service::{self, Clinical, Clock, Gateway, Sweep, acknowledged},
     store::{EmbeddedStore, Store},
     tls,
     wire::proto::{
@@ -160,6 +161,40 @@ async fn every_off_runtime<T: Send + 'static>(
     }
 }
 
+/// While the expiry sweep is held, the ERROR line is repeated at most once an hour.
+static SWEEP_HELD: LogThrottle = LogThrottle::new(Duration::from_secs(3600));
+
+/// Logs what an expiry sweep did, `was_held` saying whether the one before was held; says
+/// whether this one was. A hold is an ERROR line when it begins, then hourly; its end a WARN.
+fn log_sweep(swept: Result<Sweep, service::Error>, was_held: bool) -> bool {
+    match swept {
+        Ok(Sweep::Held { step }) => {
+            let repeat = SWEEP_HELD.allow().is_some();
+            if !was_held || repeat {
+                tracing::error!(
+                    step_secs = step.as_secs(),
+                    "the wall clock stepped forward beyond clock_step_tolerance_secs: the expiry \
+                     sweep is held until it comes back or an operator confirms it (rxgate admin \
+                     confirm-clock)"
+                );
+            }
+            return true;
+        }
+        Ok(Sweep::Swept(n)) => {
+            if was_held {
+                tracing::warn!(
+                    "the expiry sweep resumed: the wall clock came back or was confirmed"
+                );
+            }
+            if n > 0 {
+                tracing::info!(expired = n, "expiry sweep");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+    }
+    false
+}
+
 /// Writes an audit checkpoint if the chains moved; a failure is logged (the next one binds the
 /// same heads).
 async fn checkpoint(gateway: &Gateway, identity: &Arc<GatewayIdentity>) {
@@ -279,12 +314,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let sweeper = Arc::clone(&gateway);
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     background.spawn("expiry sweep", async move {
+        let mut held = false;
         loop {
-            match sweeper.sweep_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "expiry sweep"),
-                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-            }
+            held = log_sweep(sweeper.sweep_expired().await, held);
             tokio::time::sleep(sweeper.until_next_day().min(sweep_every)).await;
         }
     });

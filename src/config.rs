@@ -99,6 +99,11 @@ pub struct Config {
     /// How often the expiry sweep writes EXPIRED on prescriptions past their last usable day.
     #[serde(default = "default_sweep")]
     pub expiry_sweep_secs: u64,
+    /// Seconds the wall clock may step forward, against the steady clock, between two expiry
+    /// sweeps: beyond it the sweep writes nothing (an ERROR line, `rxgate_expiry_sweep_held`)
+    /// until the clock comes back or an operator confirms it (`rxgate admin confirm-clock`).
+    #[serde(default = "default_clock_step_tolerance")]
+    pub clock_step_tolerance_secs: u64,
     /// The clinical checks.
     #[serde(default)]
     pub checks: ChecksConfig,
@@ -312,6 +317,9 @@ fn default_crl_refresh() -> u64 {
 fn default_sweep() -> u64 {
     60
 }
+fn default_clock_step_tolerance() -> u64 {
+    service::CLOCK_STEP_TOLERANCE.as_secs()
+}
 fn default_stuck_after() -> u64 {
     service::STUCK_AFTER.as_secs()
 }
@@ -398,6 +406,7 @@ impl Config {
             lookup_patient_lockout_secs: default_patient_lockout(),
             crl_refresh_secs: default_crl_refresh(),
             expiry_sweep_secs: default_sweep(),
+            clock_step_tolerance_secs: default_clock_step_tolerance(),
             checks: ChecksConfig::default(),
             limits: Limits::default(),
             audit_pseudonym_key: pki.audit_pseudonym_key(),
@@ -456,7 +465,7 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 17] = [
+        let ranges: [(&str, u64, u64, u64); 18] = [
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
@@ -504,6 +513,14 @@ impl Config {
             ("lookup_lockout_secs", self.lookup_lockout_secs, 1, 30 * DAY),
             ("crl_refresh_secs", self.crl_refresh_secs, 1, DAY),
             ("expiry_sweep_secs", self.expiry_sweep_secs, 1, DAY),
+            // Above NTP's slewing over a day (at most 43 s), and below a day: a tolerated step
+            // of a day would expire prescriptions a day early.
+            (
+                "clock_step_tolerance_secs",
+                self.clock_step_tolerance_secs,
+                60,
+                DAY,
+            ),
             ("stuck_after_secs", self.stuck_after_secs, 60, 366 * DAY),
             ("audit_checkpoint_secs", self.audit_checkpoint_secs, 1, DAY),
             // A stop must end within minutes: a supervisor kills what outlasts its timeout.
@@ -598,6 +615,7 @@ impl Config {
             limits: self.limits.clone(),
             pseudonyms: self.pseudonyms()?,
             stuck_after: Duration::from_secs(self.stuck_after_secs),
+            clock_step_tolerance: Duration::from_secs(self.clock_step_tolerance_secs),
             trusted_senders: self.trusted_senders()?,
             audit_writer: self.gateway_identity()?.fingerprint(),
             ..GatewayConfig::default()
@@ -729,6 +747,8 @@ mod tests {
             "stuck_after_secs = 0",
             "lookup_max_misses = 0",
             "expiry_sweep_secs = 0",
+            "clock_step_tolerance_secs = 59",
+            "clock_step_tolerance_secs = 86401",
             "event_retention_days = 4294967295",
             "chain_cache_capacity = 0",
             "shutdown_grace_secs = 0",

@@ -164,6 +164,13 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             cli::admin::unlock(&addr, &gateway.operator()?, subject).await?;
             println!("unlocked");
         }
+        AdminCommand::ConfirmClock { gateway } => {
+            let addr = gateway.addr.clone();
+            print!(
+                "{}",
+                cli::admin::confirm_clock(&addr, &gateway.operator()?).await?
+            );
+        }
     }
     Ok(())
 }

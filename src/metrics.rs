@@ -1,5 +1,5 @@
 //! The gateway's operational metrics: request counts and latency by RPC and status code, check
-//! latency, stuck prescriptions, lockouts and the relay, with what every metric needs to be written in
+//! latency, stuck prescriptions, lockouts, the relay and the expiry sweep's clock watch, with what every metric needs to be written in
 //! the Prometheus text format through `prometheus-client` (which names, escapes and lays out
 //! the lines). Labels come only from fixed sets ([`Rpc`], the gRPC code names): never from a
 //! client's text, an institution or a patient. No IO here, and no knowledge of gRPC or HTTP
@@ -19,7 +19,11 @@ use std::{
 
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{counter::Counter, family::Family, gauge::ConstGauge},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+    },
 };
 
 /// The labels of an answered request.
@@ -46,6 +50,11 @@ pub struct Metrics {
     pub check: Histogram,
     /// Prescriptions stuck at a pharmacy, as last counted.
     pub stuck: AtomicU64,
+    /// The expiry sweep: sweeps run since start; 1 while it is held on a forward step of the
+    /// wall clock, and that step in seconds (0 when not held).
+    pub expiry_sweeps: AtomicU64,
+    pub expiry_sweep_held: AtomicU64,
+    pub clock_step_secs: AtomicU64,
     /// The relay: the last acknowledged event sequence, events behind, whether the upstream
     /// answers, and the records dead-lettered since start.
     pub relay_acked: AtomicU64,
@@ -67,6 +76,9 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(Histogram::latency),
             check: Histogram::latency(),
             stuck: AtomicU64::new(0),
+            expiry_sweeps: AtomicU64::new(0),
+            expiry_sweep_held: AtomicU64::new(0),
+            clock_step_secs: AtomicU64::new(0),
             relay_acked: AtomicU64::new(0),
             relay_lag: AtomicU64::new(0),
             relay_up: AtomicU64::new(0),
@@ -154,7 +166,31 @@ impl Metrics {
             "Prescriptions accepted without a dispensing record for longer than the threshold.",
             &gauge(&self.stuck),
         )?;
+        self.encode_expiry_sweep(out)?;
         self.encode_relay_and_tls(out)
+    }
+
+    fn encode_expiry_sweep(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        describe(
+            out,
+            "rxgate_expiry_sweeps",
+            "Expiry sweeps run since start (a held one is not counted).",
+            &ConstCounter::new(self.expiry_sweeps.load(Ordering::Relaxed)),
+        )?;
+        describe(
+            out,
+            "rxgate_expiry_sweep_held",
+            "1 while the expiry sweep is held on a forward step of the wall clock beyond \
+             clock_step_tolerance_secs (until it comes back or `rxgate admin confirm-clock`).",
+            &gauge(&self.expiry_sweep_held),
+        )?;
+        describe(
+            out,
+            "rxgate_clock_step_seconds",
+            "How far the wall clock stands ahead of the steady clock since the last expiry sweep, \
+             while the sweep is held on it (0 otherwise).",
+            &gauge(&self.clock_step_secs),
+        )
     }
 
     fn encode_relay_and_tls(&self, out: &mut DescriptorEncoder) -> fmt::Result {
@@ -201,9 +237,7 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let count = prometheus_client::metrics::counter::ConstCounter::new(
-                value.load(Ordering::Relaxed),
-            );
+            let count = ConstCounter::new(value.load(Ordering::Relaxed));
             describe(out, name, help, &count)?;
         }
         Ok(())
@@ -266,6 +300,8 @@ mod tests {
             metrics.request(Rpc::of_path(path), code_name("12"), Duration::ZERO);
         }
         metrics.relay_dead_letters.store(4, Ordering::Relaxed);
+        metrics.expiry_sweeps.store(3, Ordering::Relaxed);
+        metrics.clock_step_secs.store(345_600, Ordering::Relaxed);
         let out = text(&metrics);
         for line in [
             "# HELP rxgate_requests_total gRPC requests answered, by RPC and status code.\n",
@@ -277,6 +313,9 @@ mod tests {
             "rxgate_request_duration_seconds_count{rpc=\"unknown\"} 2\n",
             "rxgate_relay_dead_letters_total 4\n",
             "rxgate_relay_up 0\n",
+            "rxgate_expiry_sweeps_total 3\n",
+            "rxgate_expiry_sweep_held 0\n",
+            "rxgate_clock_step_seconds 345600\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }

@@ -1,7 +1,8 @@
-//! `rxgate admin stuck`, `rxgate admin lockouts` and `rxgate admin unlock`: the prescriptions
-//! stuck at a pharmacy, and the operator's way out of an exchange-number lockout, through a
-//! running gateway's AdminService (so each call is audited under the operator's certificate),
-//! and what they print.
+//! `rxgate admin stuck`, `rxgate admin lockouts`, `rxgate admin unlock` and `rxgate admin
+//! confirm-clock`: the prescriptions stuck at a pharmacy, the operator's way out of an
+//! exchange-number lockout, and the confirmation of a stepped wall clock that lets the expiry
+//! sweep act again, through a running gateway's AdminService (so each call is audited under the
+//! operator's certificate), and what they print.
 
 use anyhow::Context;
 
@@ -94,6 +95,23 @@ pub async fn unlock(addr: &str, operator: &ClientFiles, subject: Subject) -> any
         .await
         .map_err(|s| refused("unlock", s))?;
     Ok(())
+}
+
+/// Confirms the wall clock of the gateway at `addr` as it reads now; says what was confirmed.
+pub async fn confirm_clock(addr: &str, operator: &ClientFiles) -> anyhow::Result<String> {
+    let pb::ConfirmClockResponse {
+        wall_clock_unix_ms,
+        step_secs,
+    } = client(addr, operator)
+        .await?
+        .confirm_clock(pb::ConfirmClockRequest {})
+        .await
+        .map_err(|s| refused("confirming the clock", s))?
+        .into_inner();
+    Ok(format!(
+        "clock confirmed at {wall_clock_unix_ms} (unix ms), {step_secs} s ahead of the steady \
+         clock since the last expiry sweep\n"
+    ))
 }
 
 /// One line per lockout: whom it holds, its misses, until when (Unix milliseconds).

@@ -267,6 +267,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Confirm the gateway's wall clock as it reads now, after a step forward that holds the
+    /// expiry sweep (rxgate_expiry_sweep_held = 1): the sweep then writes EXPIRED by it. Check
+    /// the gateway host's time first.
+    ConfirmClock {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 /// A running gateway and the operator who calls it.

@@ -1,6 +1,6 @@
 //! The command line: `args` (the clap definitions `main.rs` parses) and the subcommands'
 //! work. Clients of a running gateway, over gRPC with mutual TLS as an integrator would talk to
-//! it: `admin` (stuck, lockouts, unlock), `audit` (export; verify and checkpoints also read a
+//! it: `admin` (stuck, lockouts, unlock, confirm-clock), `audit` (export; verify and checkpoints also read a
 //! stopped store), `master_import` (`rxgate master import`) and `demo`. Local work, no gateway:
 //! `documents` (`sign`, `verify`) and `config_check` (`config check`).
 

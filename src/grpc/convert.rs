@@ -26,9 +26,9 @@ use crate::{
     master_files::{FileKind, SourceFile},
     service::{
         Acknowledgement, Attestation, AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink,
-        CheckRequest, CheckSubject, CountedRequests, Delivery, DispensingSummary, Error, Event,
-        EventEntry, EventKind, FileOutcome, Findings, ImportFile, ImportSummary, LineState,
-        RequestCount, RequestedOptions, Status as RxStatus, Stuck,
+        CheckRequest, CheckSubject, ClockConfirmed, CountedRequests, Delivery, DispensingSummary,
+        Error, Event, EventEntry, EventKind, FileOutcome, Findings, ImportFile, ImportSummary,
+        LineState, RequestCount, RequestedOptions, Status as RxStatus, Stuck,
     },
     wire::documents,
     wire::proto::v1 as pb,
@@ -308,6 +308,14 @@ pub(super) fn stuck_to_pb(s: Stuck) -> pb::StuckPrescription {
         accepted_unix_ms: accepted_at_ms,
         last_record_unix_ms: last_record_at_ms.unwrap_or(0),
         records,
+    }
+}
+
+pub(super) fn clock_confirmed_to_pb(c: ClockConfirmed) -> pb::ConfirmClockResponse {
+    let ClockConfirmed { wall_ms, step } = c;
+    pb::ConfirmClockResponse {
+        wall_clock_unix_ms: wall_ms,
+        step_secs: step.as_secs(),
     }
 }
 

@@ -612,6 +612,21 @@ impl AdminService for Services {
         Ok(Response::new(pb::UnlockResponse {}))
     }
 
+    async fn confirm_clock(
+        &self,
+        request: Request<pb::ConfirmClockRequest>,
+    ) -> Result<Response<pb::ConfirmClockResponse>, Status> {
+        const ACTION: Action = Action::ConfirmClock;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
+        let pb::ConfirmClockRequest {} = request.into_inner();
+        let confirmed = self
+            .gateway
+            .confirm_clock(&caller)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::clock_confirmed_to_pb(confirmed)))
+    }
+
     async fn import_master(
         &self,
         request: Request<tonic::Streaming<pb::ImportMasterChunk>>,

@@ -39,6 +39,7 @@ const SERVICES: &[(&str, &[&str])] = &[
             "ListStuckPrescriptions",
             "ListLockouts",
             "Unlock",
+            "ConfirmClock",
         ],
     ),
     ("grpc.health.v1.Health", &["Check", "Watch"]),

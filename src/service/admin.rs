@@ -1,7 +1,11 @@
-//! The operator's and the gateway's own work: the expiry sweep and the report of stuck
-//! prescriptions.
+//! The operator's and the gateway's own work: the expiry sweep, held while the wall clock stands
+//! stepped forward (clock_watch.rs) and the operator's confirmation of the clock, and the report
+//! of stuck prescriptions.
 
-use std::time::Duration;
+use std::{
+    sync::{MutexGuard, PoisonError, atomic::Ordering},
+    time::Duration,
+};
 
 use crate::{
     domain::{prescription::State, time::JapanDate},
@@ -9,7 +13,9 @@ use crate::{
 };
 
 use super::{
-    Error, Gateway, millis,
+    Action, Caller, Error, Gateway,
+    clock_watch::{ClockWatch, Reading, Verdict},
+    millis,
     schema::{accepted_range, expired_before, id_of_accepted, id_of_expiry, successor},
     stored::Stored,
 };
@@ -65,11 +71,50 @@ pub(super) fn stuck_page(
     Ok((stuck, next))
 }
 
+/// What an expiry sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// It ran and wrote EXPIRED on this many prescriptions.
+    Swept(usize),
+    /// It did not run: the wall clock stands this far ahead of the steady clock, beyond the
+    /// tolerance, since the last sweep.
+    Held { step: Duration },
+}
+
+/// The wall clock an operator confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockConfirmed {
+    /// The wall clock as confirmed, in Unix milliseconds.
+    pub wall_ms: i64,
+    /// How far it stood ahead of the steady clock since the last sweep (zero: not at all).
+    pub step: Duration,
+}
+
 impl Gateway {
-    /// Writes EXPIRED on every registered prescription past its last usable date as of now;
-    /// returns how many. Run periodically by the server.
-    pub async fn sweep_expired(&self) -> Result<usize, Error> {
+    /// Writes EXPIRED on every registered prescription past its last usable date as of now, and
+    /// says how many; unless the wall clock stepped forward beyond the tolerance since the last
+    /// sweep, when it writes nothing and says how far (EXPIRED is for good: a wrong clock must
+    /// not make it). Run periodically by the server.
+    pub async fn sweep_expired(&self) -> Result<Sweep, Error> {
         let now = self.clock.now();
+        // Bound first: the watch's lock must not be held across the sweep's await.
+        let verdict = self
+            .locked_clock_watch()
+            .look(Reading::new(now, self.clock.steady()));
+        match verdict {
+            Verdict::Hold { step } => {
+                self.show_clock_step(step);
+                Ok(Sweep::Held { step })
+            }
+            Verdict::Believe => {
+                self.show_clock_step(Duration::ZERO);
+                self.expire(now).await.map(Sweep::Swept)
+            }
+        }
+    }
+
+    /// Writes EXPIRED on every registered prescription past its last usable date as of `now`.
+    async fn expire(&self, now: std::time::SystemTime) -> Result<usize, Error> {
         let (today, now_ms) = (JapanDate::of(now), millis(now));
         let pseudonyms = self.config.pseudonyms.clone();
         let outcome = self
@@ -100,7 +145,42 @@ impl Gateway {
             .await
             .map_err(Error::from)?;
         self.events.notify_waiters();
+        self.metrics.expiry_sweeps.fetch_add(1, Ordering::Relaxed);
         outcome.map_err(Error::from)
+    }
+
+    /// The operator says the wall clock is right as it reads now: the expiry sweep takes it as
+    /// its baseline, and a hold ends. Audited (action ConfirmClock, the step as the target).
+    pub async fn confirm_clock(&self, caller: &Caller) -> Result<ClockConfirmed, Error> {
+        let now = self.clock.now();
+        let reading = Reading::new(now, self.clock.steady());
+        let step = self.locked_clock_watch().step(reading);
+        let mut draft = self.draft(caller, Action::ConfirmClock, now);
+        draft.target = Some(format!("clock step {} s", step.as_secs()));
+        self.run(draft, |_, _| Ok(())).await?;
+        self.locked_clock_watch().confirm(reading);
+        self.show_clock_step(Duration::ZERO);
+        Ok(ClockConfirmed {
+            wall_ms: reading.wall_ms,
+            step,
+        })
+    }
+
+    fn locked_clock_watch(&self) -> MutexGuard<'_, ClockWatch> {
+        self.clock_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The metrics of the watch: the step the sweep is held on (zero: not held).
+    fn show_clock_step(&self, step: Duration) {
+        let held = u64::from(!step.is_zero());
+        self.metrics
+            .clock_step_secs
+            .store(step.as_secs(), Ordering::Relaxed);
+        self.metrics
+            .expiry_sweep_held
+            .store(held, Ordering::Relaxed);
     }
 
     /// The prescriptions ACCEPTED for longer than `after` without a dispensing record since the
@@ -227,7 +307,7 @@ mod tests {
             .unwrap()
             .expect("the expired holder frees its number");
 
-        assert_eq!(gateway.sweep_expired().await.unwrap(), 1);
+        assert_eq!(gateway.sweep_expired().await.unwrap(), Sweep::Swept(1));
         let pharmacy = testing::caller(InstitutionKind::Pharmacy);
         let found = gateway
             .lookup(&pharmacy, patient, old.exchange_number)

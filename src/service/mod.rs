@@ -15,6 +15,7 @@ mod audit_checkpoint;
 mod audit_edge;
 mod audit_export;
 pub mod clinical;
+mod clock_watch;
 mod dispensing;
 mod events;
 mod feed;
@@ -39,7 +40,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-pub use admin::Stuck;
+pub use admin::{ClockConfirmed, Stuck, Sweep};
 use audit::AuditDraft;
 pub use audit::{Action, AuditReceipt};
 pub use audit_chain::{Page, audit_rows, heads};
@@ -77,6 +78,7 @@ use crate::{
     pki::identity::TrustedSenders,
     store::{self, Store, Txn},
 };
+use clock_watch::{ClockWatch, Reading};
 use records::decode;
 
 /// Writes the audit record of a call whose transaction failed, in a transaction of its own.
@@ -100,15 +102,28 @@ static UNWRITTEN: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 /// The source of the current time. Only the composition root (app.rs) picks a real clock.
 pub trait Clock: Send + Sync + 'static {
+    /// The wall clock: dates, expiry and audit times are read from it. An operator or NTP may
+    /// step it.
     fn now(&self) -> SystemTime;
+    /// A clock that never steps, from an origin of its own: how much time really passed. The
+    /// expiry sweep holds the wall clock against it (clock_watch.rs).
+    fn steady(&self) -> Duration;
 }
 
-/// The system clock.
+/// The system clock, and the kernel's boot-time clock as the steady one: it never steps and,
+/// unlike `CLOCK_MONOTONIC` (std's `Instant`), goes on while the machine is suspended, when the
+/// wall clock goes on too.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    fn steady(&self) -> Duration {
+        // Never negative, so always a Duration.
+        Duration::try_from(rustix::time::clock_gettime(rustix::time::ClockId::Boottime))
+            .unwrap_or_default()
     }
 }
 
@@ -214,6 +229,9 @@ pub struct GatewayConfig {
     pub trusted_senders: TrustedSenders,
     /// Whose audit chain this gateway writes: its `[gateway]` certificate's SHA-256.
     pub audit_writer: [u8; 32],
+    /// How far the wall clock may step forward between two expiry sweeps before the sweep is
+    /// held for an operator's confirmation (clock_watch.rs).
+    pub clock_step_tolerance: Duration,
 }
 
 /// The default of [`GatewayConfig::max_usable_days`] (and of the configuration's).
@@ -221,6 +239,9 @@ pub const MAX_USABLE_DAYS: u32 = 30;
 
 /// The default of [`GatewayConfig::stuck_after`] (and of the configuration's).
 pub const STUCK_AFTER: Duration = Duration::from_secs(3 * 86_400);
+
+/// The default of [`GatewayConfig::clock_step_tolerance`] (and of the configuration's).
+pub const CLOCK_STEP_TOLERANCE: Duration = Duration::from_secs(3600);
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -234,6 +255,7 @@ impl Default for GatewayConfig {
             stuck_after: STUCK_AFTER,
             trusted_senders: TrustedSenders::default(),
             audit_writer: [0; 32],
+            clock_step_tolerance: CLOCK_STEP_TOLERANCE,
         }
     }
 }
@@ -271,6 +293,9 @@ pub struct Gateway {
     closing: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     rng: ring::rand::SystemRandom,
+    /// What the expiry sweep believes of the wall clock; a std mutex, never held across an
+    /// await.
+    clock_watch: std::sync::Mutex<ClockWatch>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -286,7 +311,12 @@ impl Gateway {
         clinical: Arc<Clinical>,
         config: GatewayConfig,
     ) -> Self {
+        let reading = Reading::new(clock.now(), clock.steady());
         Gateway {
+            clock_watch: std::sync::Mutex::new(ClockWatch::new(
+                reading,
+                config.clock_step_tolerance,
+            )),
             store,
             verifier,
             clock,
@@ -411,5 +441,17 @@ impl Gateway {
     /// Audits a call refused before it reached any stored state.
     async fn refuse<T: Send + 'static>(&self, draft: AuditDraft, error: Error) -> Result<T, Error> {
         self.run(draft, move |_, _| Err(error)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_clock_counts_from_boot_and_never_goes_back() {
+        let (first, second) = (SystemClock.steady(), SystemClock.steady());
+        assert!(first > Duration::ZERO, "{first:?}");
+        assert!(second >= first, "{first:?} then {second:?}");
     }
 }

@@ -29,18 +29,26 @@ use crate::{
     wire::proto::v1 as pb,
 };
 
-/// A clock that stands still until the test moves it, so that no date rolls over mid-test.
-pub(crate) struct TestClock(Mutex<SystemTime>);
+/// A clock that stands still until the test moves it, so that no date rolls over mid-test: the
+/// wall clock and the steady one.
+pub(crate) struct TestClock(Mutex<(SystemTime, Duration)>);
 
 impl Clock for TestClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
+        self.0.lock().unwrap().0
+    }
+
+    fn steady(&self) -> Duration {
+        self.0.lock().unwrap().1
     }
 }
 
 impl TestClock {
+    /// Time passes: both clocks move on.
     pub(crate) fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
+        let mut clocks = self.0.lock().unwrap();
+        clocks.0 += by;
+        clocks.1 += by;
     }
 
     pub(crate) fn today(&self) -> JapanDate {
@@ -68,7 +76,7 @@ pub(crate) fn gateway_over(store: Arc<dyn Store>) -> (Arc<Gateway>, Arc<TestCloc
         report: built.report,
         version: 0,
     };
-    let clock = Arc::new(TestClock(Mutex::new(SystemTime::now())));
+    let clock = Arc::new(TestClock(Mutex::new((SystemTime::now(), Duration::ZERO))));
     let gateway = Gateway::new(
         store,
         Arc::new(verifier),

@@ -17,7 +17,7 @@ pub(crate) use fixtures::{line, patient, prescription, signed, signer};
 use std::{
     path::Path,
     sync::{Arc, Mutex},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use prost::Message;
@@ -42,17 +42,34 @@ pub(crate) fn dev_pki() -> DevPki {
     DevPki::locate(Some(&certs)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub(crate) struct ManualClock(Mutex<SystemTime>);
+/// The wall clock and the steady clock, both moved by the test only.
+pub(crate) struct ManualClock(Mutex<(SystemTime, Duration)>);
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
+        self.0.lock().unwrap().0
+    }
+    fn steady(&self) -> Duration {
+        self.0.lock().unwrap().1
     }
 }
 
 impl ManualClock {
+    fn starting_now() -> Self {
+        ManualClock(Mutex::new((SystemTime::now(), Duration::ZERO)))
+    }
+
+    /// Time passes to `t`: the steady clock moves on as far as the wall clock moves forward
+    /// (setting it back is a step back).
     pub(crate) fn set(&self, t: SystemTime) {
-        *self.0.lock().unwrap() = t;
+        let (wall, steady) = &mut *self.0.lock().unwrap();
+        *steady += t.duration_since(*wall).unwrap_or_default();
+        *wall = t;
+    }
+
+    /// The wall clock alone is stepped to `t`, as an operator or a time server may step it.
+    pub(crate) fn step(&self, t: SystemTime) {
+        self.0.lock().unwrap().0 = t;
     }
 }
 
@@ -73,7 +90,7 @@ pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
-    let clock = Arc::new(ManualClock(Mutex::new(SystemTime::now())));
+    let clock = Arc::new(ManualClock::starting_now());
     start_on(config, clock, dir).await
 }
 

@@ -32,7 +32,7 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -190,7 +190,7 @@ async fn admin_stuck_lists_a_prescription_received_and_never_dispensed() {
 }
 
 /// `rxgate ARGS --addr` the harness's gateway as the development operator, off the runtime.
-async fn operator_cli(h: &Harness, args: &[&str]) -> Output {
+pub(crate) async fn operator_cli(h: &Harness, args: &[&str]) -> Output {
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     args.extend(["--addr".into(), h.addr.clone()]);
     tokio::task::spawn_blocking(move || {

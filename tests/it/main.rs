@@ -17,6 +17,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod clinical;
+mod clock;
 mod connections;
 mod crl_fetch;
 mod dispensing;
