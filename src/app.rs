@@ -237,6 +237,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
     let dyn_store: Arc<dyn Store> = store.clone();
+    // A store of a newer layout is refused before its counters are read as this one's.
+    service::layout::check(&*store)
+        .await
+        .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
     let behind = acknowledged::compare(&dyn_store, config.data_dir.clone())
         .await
         .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
@@ -263,6 +267,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             .accept_data_loss(behind)
             .await
             .context("recording the accepted data loss")?;
+        // At once, so that a start that fails from here on is not refused again.
+        acknowledged::save(
+            &(store.clone() as Arc<dyn Store>),
+            config.data_dir.clone(),
+            None,
+        )
+        .await
+        .context("saving the acknowledged mark")?;
     }
     let services = Services::new(Arc::clone(&gateway), config.network.feed_limits());
     let metrics_listener = TcpListener::bind(config.metrics_listen)

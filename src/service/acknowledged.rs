@@ -39,6 +39,33 @@ const SEQUENCES: [&str; 5] = [
 
 /// How the mark names the counter `name`: as the store keeps it.
 const SEQUENCE_PREFIX: &str = "sequence/";
+/// How the mark names an audit chain's head.
+const AUDIT_PREFIX: &str = "audit/";
+
+/// How far past the mark (or what was recovered, if more) a recovery moves every counter: the
+/// mark is saved once a second, so numbers given in the last seconds before a loss may be
+/// above it; 2^20 is more than a second's worth many times over.
+const HEADROOM: u64 = 1 << 20;
+
+/// The counters of `mark` this rxgate keeps; any other was written by a newer one, and is
+/// left out of the comparison rather than read as lost.
+fn known(mark: Mark) -> Mark {
+    let (known, unknown): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        mark.0.into_iter().partition(|(counter, _)| {
+            counter.starts_with(AUDIT_PREFIX)
+                || counter
+                    .strip_prefix(SEQUENCE_PREFIX)
+                    .is_some_and(|name| SEQUENCES.contains(&name))
+        });
+    if !unknown.is_empty() {
+        let names: Vec<&String> = unknown.keys().collect();
+        tracing::warn!(
+            ?names,
+            "the acknowledged mark names counters this rxgate does not keep"
+        );
+    }
+    Mark(known)
+}
 
 /// How far the store in `tx` has come.
 fn reached_in(tx: &dyn Txn) -> Result<Mark, store::Error> {
@@ -50,7 +77,10 @@ fn reached_in(tx: &dyn Txn) -> Result<Mark, store::Error> {
         }
     }
     for head in audit_chain::heads(tx)? {
-        counters.insert(format!("audit/{}", hex(&head.writer)), head.sequence);
+        counters.insert(
+            format!("{AUDIT_PREFIX}{}", hex(&head.writer)),
+            head.sequence,
+        );
     }
     Ok(Mark(counters))
 }
@@ -89,7 +119,7 @@ pub async fn compare(store: &Arc<dyn Store>, dir: PathBuf) -> anyhow::Result<Beh
     };
     let acknowledged = load.await??;
     let found = reached(store).await?;
-    let shortfalls = acknowledged.map_or_else(Vec::new, |mark| mark.shortfalls(&found));
+    let shortfalls = acknowledged.map_or_else(Vec::new, |mark| known(mark).shortfalls(&found));
     Ok(Behind { dir, shortfalls })
 }
 
@@ -125,10 +155,12 @@ pub async fn keep(store: Arc<dyn Store>, dir: PathBuf, every: Duration) {
 
 impl Gateway {
     /// Goes on past what a damaged store lost, as the operator asked (`--accept-data-loss`):
-    /// its counters are moved past the mark, so no number acknowledged before is given again
-    /// (the event feed continues after the mark, not after what was recovered), and the audit
-    /// trail records it, with what was behind, in the same transaction. Audit chains are not
-    /// moved: a chain's links stay contiguous, and this record says where it lost its tail.
+    /// every counter moves [`HEADROOM`] past the mark or what was recovered, whichever is
+    /// higher, so that no number given before the loss is given again, not even one given in
+    /// the last second before it, which the mark may not hold (the event feed jumps there: a
+    /// consumer resuming anywhere before the jump misses nothing new); and the audit trail
+    /// records it, with what was behind, in the same transaction. Audit chains are not moved: a
+    /// chain's links stay contiguous, and this record says where it lost its tail.
     pub async fn accept_data_loss(&self, behind: Behind) -> Result<(), Error> {
         let operator = Caller {
             institution: Institution {
@@ -141,10 +173,13 @@ impl Gateway {
         let mut draft = self.draft(&operator, Action::AcceptDataLoss, self.clock.now());
         draft.target = Some(list(&behind.shortfalls));
         self.run(draft, move |tx, _| {
-            for shortfall in &behind.shortfalls {
-                if let Some(name) = shortfall.counter.strip_prefix(SEQUENCE_PREFIX) {
-                    store::raise_sequence(tx, name, shortfall.acknowledged)?;
-                }
+            for name in SEQUENCES {
+                let counter = format!("{SEQUENCE_PREFIX}{name}");
+                let acknowledged = (behind.shortfalls.iter())
+                    .find(|s| s.counter == counter)
+                    .map_or(0, |s| s.acknowledged);
+                let floor = tx.sequence(name)?.max(acknowledged) + HEADROOM;
+                store::raise_sequence(tx, name, floor)?;
             }
             Ok(())
         })

@@ -125,9 +125,13 @@ pub fn load(dir: &Path) -> Result<Option<Mark>, Error> {
     }
 }
 
+/// One save at a time: the periodic save and the last one at close share the temporary file.
+static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Replaces the mark of the store in `dir` with `mark`, durably: a crash leaves the old mark
 /// or this one. Blocking IO: call it off the async runtime.
 pub fn save(dir: &Path, mark: &Mark) -> Result<(), Error> {
+    let _one_at_a_time = SAVING.lock().unwrap_or_else(|e| e.into_inner());
     let file = path(dir);
     let temporary = dir.join(format!("{FILE}.tmp"));
     let io = |what: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", what.display()));
