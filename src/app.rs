@@ -218,6 +218,17 @@ async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
         .context(opening)
 }
 
+/// Who started this process, as the host knows them, for the audit record of an accepted data
+/// loss: the user who ran sudo, else the user, and the host's name.
+fn started_by() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .unwrap_or_else(|| "an unnamed user".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user} on {}", host.trim())
+}
+
 /// Binds `config.listen` and starts serving; returns once the server accepts connections.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     config.validate()?;
@@ -264,7 +275,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             "{behind}: going on as --accept-data-loss asks; the counters move past the mark"
         );
         gateway
-            .accept_data_loss(behind)
+            .accept_data_loss(behind, &started_by())
             .await
             .context("recording the accepted data loss")?;
         // At once, so that a start that fails from here on is not refused again.

@@ -20,6 +20,7 @@ use crate::{
         hash::hex,
         ids::{Institution, InstitutionCode, InstitutionKind},
     },
+    log_throttle::LogThrottle,
     store::{
         self, Store, Txn,
         mark::{self, Mark, Shortfall},
@@ -138,6 +139,10 @@ pub async fn save(
         .map_err(|e| store::Error::Io(format!("saving the acknowledged mark: {e}")))?
 }
 
+/// A mark that cannot be saved (a full or failing disk) is logged once a minute, with how many
+/// failures were left out, not once a second.
+static UNSAVED: LogThrottle = LogThrottle::new(Duration::from_secs(60));
+
 /// Keeps the mark of `dir` up to date every `every`, for as long as the task runs. A failed
 /// save leaves the old mark (behind the store, so still true) and is tried again.
 pub async fn keep(store: Arc<dyn Store>, dir: PathBuf, every: Duration) {
@@ -148,7 +153,11 @@ pub async fn keep(store: Arc<dyn Store>, dir: PathBuf, every: Duration) {
         tick.tick().await;
         match save(&store, dir.clone(), last.clone()).await {
             Ok(saved) => last = Some(saved),
-            Err(e) => tracing::error!(error = %e, "the acknowledged mark was not saved"),
+            Err(e) => {
+                if let Some(left_out) = UNSAVED.allow() {
+                    tracing::error!(error = %e, left_out, "the acknowledged mark was not saved");
+                }
+            }
         }
     }
 }
@@ -161,7 +170,8 @@ impl Gateway {
     /// consumer resuming anywhere before the jump misses nothing new); and the audit trail
     /// records it, with what was behind, in the same transaction. Audit chains are not moved: a
     /// chain's links stay contiguous, and this record says where it lost its tail.
-    pub async fn accept_data_loss(&self, behind: Behind) -> Result<(), Error> {
+    /// `by` says who started it, as the host knows them (user and host).
+    pub async fn accept_data_loss(&self, behind: Behind, by: &str) -> Result<(), Error> {
         let operator = Caller {
             institution: Institution {
                 kind: InstitutionKind::Operator,
@@ -171,7 +181,7 @@ impl Gateway {
             receipt: AuditReceipt::default(),
         };
         let mut draft = self.draft(&operator, Action::AcceptDataLoss, self.clock.now());
-        draft.target = Some(list(&behind.shortfalls));
+        draft.target = Some(format!("{} (started by {by})", list(&behind.shortfalls)));
         self.run(draft, move |tx, _| {
             for name in SEQUENCES {
                 let counter = format!("{SEQUENCE_PREFIX}{name}");
