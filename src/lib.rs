@@ -18,8 +18,8 @@
 //! - `relay`: pushes dispensing records to the upstream management service.
 //! - `cli`: the command-line clients; `audit_verify`: the audit chains' pure verifier.
 //! - `fuzzing`: the fuzz entry points, one per parser (the targets under `fuzz/`).
-//! - `keyed_slots`, `log_throttle`, `tally`: counted places per key, throttled log lines, the
-//!   per-client tally of edge audit records.
+//! - `keyed_slots`, `log_throttle`, `panics`, `tally`: counted places per key, throttled log
+//!   lines, what a panic said, the per-client tally of edge audit records.
 //!
 //! Invariants:
 //! - The domain never reads the clock and never does IO; time comes in as a parameter.
@@ -49,6 +49,7 @@ pub mod master_files;
 pub mod metrics;
 pub mod network;
 mod ops;
+mod panics;
 pub mod pki;
 mod readiness;
 pub mod relay;

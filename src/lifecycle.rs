@@ -78,13 +78,10 @@ fn failure_of(e: task::JoinError) -> String {
     if !e.is_panic() {
         return "was cancelled".to_owned();
     }
-    let panic = e.into_panic();
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
-    format!("panicked: {message}")
+    format!(
+        "panicked: {}",
+        crate::panics::message(e.into_panic().as_ref())
+    )
 }
 
 /// What the drain does to the server, beside waiting.

@@ -67,12 +67,7 @@ pub fn init(format: LogFormat) {
         eprintln!("rxgate: logging not set up: {e}");
     }
     std::panic::set_hook(Box::new(|panic| {
-        let message = panic
-            .payload()
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.payload().downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
+        let message = crate::panics::message(panic.payload());
         let location = panic.location().map(ToString::to_string);
         let thread = std::thread::current().name().map(str::to_owned);
         tracing::error!(?location, ?thread, "panic: {message}");

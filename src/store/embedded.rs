@@ -506,8 +506,9 @@ impl Writer {
             savepoints: Vec::new(),
         };
         // The overlay is discarded after a panic, so no broken state can be observed.
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)))
-            .map_err(|payload| Error::Panicked(panic_message(payload.as_ref())))?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn))).map_err(|payload| {
+            Error::Panicked(crate::panics::message(payload.as_ref()).to_owned())
+        })?;
         let writes = txn.writes;
         if outcome.is_ok() && !writes.is_empty() {
             committed.extend(writes);
@@ -580,16 +581,6 @@ impl Flusher {
             Ordering::Relaxed,
         );
         c.flush_latency.observe_duration(took);
-    }
-}
-
-pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_owned()
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::embedded::{Engine, Overlay, panic_message};
+use super::embedded::{Engine, Overlay};
 use super::{Entry, Error};
 
 /// The name of the sled tree holding every table.
@@ -82,7 +82,7 @@ impl SledEngine {
                 Err(damaged(format!("corruption at {at:?}")))
             }
             Ok(Err(e)) => Err(engine_error(e)),
-            Err(panic) => Err(damaged(panic_message(panic.as_ref()))),
+            Err(panic) => Err(damaged(crate::panics::message(panic.as_ref()).to_owned())),
         }
     }
 }
