@@ -15,6 +15,7 @@ use tonic::transport::Server as TonicServer;
 
 use crate::{
     config::Config,
+    disk_watch::DiskWatch,
     grpc::{
         EdgeAuditLayer, FairnessGuard, GuardLayer, Health, MAX_MESSAGE_BYTES, MetricsLayer,
         Services, StreamCap, StreamCount, UnaryDeadline, streaming_paths,
@@ -41,6 +42,11 @@ use crate::{
 
 /// How often the gRPC health service looks at the store (a drain is reported at once).
 const HEALTH_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often the data disk's free space is measured (a statvfs: microseconds) and the store is
+/// asked whether it failed. A disk filling faster than the low-water mark in a second is not
+/// caught by the mark; the exit on a failed store is what remains for it.
+const DISK_PERIOD: Duration = Duration::from_secs(1);
 
 /// How often the acknowledged mark is brought up to date: at most this much of what was
 /// acknowledged before a crash goes unchecked at the next start.
@@ -203,6 +209,29 @@ async fn checkpoint(gateway: &Gateway, identity: &Arc<GatewayIdentity>) {
     }
 }
 
+/// Returns once the store refuses every transaction (a write or a flush failed, or its writer
+/// stopped), which ends the server with exit status 1, so that a service manager restarts it:
+/// a gateway that answers every call INTERNAL helps nobody. Says so in one ERROR line; a full
+/// disk, by name. What it acknowledged is durable, for an answer waits for the flush.
+async fn until_store_fails(store: Arc<EmbeddedStore>, dir: PathBuf) {
+    let mut tick = tokio::time::interval(DISK_PERIOD);
+    let error = loop {
+        tick.tick().await;
+        if let Some(error) = store.failure() {
+            break error;
+        }
+    };
+    let full = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+    let dir = dir.display();
+    if error.to_string().contains(&full.to_string()) {
+        tracing::error!(%error, "the store failed: no space left on device in {dir}; free \
+            space and restart — every acknowledged write is durable");
+    } else {
+        tracing::error!(%error, "the store failed in {dir}; restart (the store recovers at \
+            opening) — every acknowledged write is durable");
+    }
+}
+
 /// Opens the store `config` names, off the async runtime (opening replays the engine's
 /// journal or log); an error names the folder.
 async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
@@ -293,10 +322,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .with_context(|| format!("binding the metrics port {}", config.metrics_listen))?;
     let metrics_addr = metrics_listener.local_addr()?;
 
-    let readiness = Arc::new(Readiness::new({
-        let store = Arc::clone(&store);
-        move || store.failure()
-    }));
+    let room = Arc::clone(gateway.room());
+    let readiness = Arc::new(Readiness::new(
+        {
+            let store = Arc::clone(&store);
+            move || store.failure()
+        },
+        move || room.shortage().map(|e| e.to_string()),
+    ));
     let (health, health_service) = Health::start(Arc::clone(&readiness)).await;
     // v1, and v1alpha beside it for the clients that speak only that (Python's grpcio-reflection).
     let reflecting = || {
@@ -409,6 +442,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     background.spawn(
         "acknowledged mark",
         acknowledged::keep(store.clone(), config.data_dir.clone(), MARK_PERIOD),
+    );
+    let disk = DiskWatch {
+        dir: config.data_dir.clone(),
+        low_water: config.low_water(),
+        room: Arc::clone(gateway.room()),
+        metrics: Arc::clone(gateway.metrics()),
+    };
+    background.spawn(
+        "disk watch",
+        every_off_runtime(DISK_PERIOD, disk, DiskWatch::look),
+    );
+    background.spawn(
+        "store",
+        until_store_fails(Arc::clone(&store), config.data_dir.clone()),
     );
     background.spawn("health", Arc::clone(&health).follow(HEALTH_PERIOD));
     let page = ops::Page::new(Arc::clone(&gateway), store.clone(), Arc::clone(&verifier));

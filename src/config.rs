@@ -47,6 +47,14 @@ pub struct Config {
     /// holds, fjall for a new one. Set, it must match an existing store's files.
     #[serde(default)]
     pub store_engine: Option<EngineKind>,
+    /// The free-space low-water mark of the data folder's file system is the larger of this
+    /// many MiB and `store_low_water_percent` of its size: below it, calls that write new data
+    /// are refused (RESOURCE_EXHAUSTED) and health says NOT_SERVING while reads go on; below
+    /// half of it every call is refused. Both 0: no mark (docs/OPERATIONS.md, Capacity).
+    #[serde(default = "default_low_water_mib")]
+    pub store_low_water_mib: u64,
+    #[serde(default = "default_low_water_percent")]
+    pub store_low_water_percent: u64,
     /// Start even if the store is behind what it acknowledged (its files lost or damaged),
     /// moving its counters past the mark and auditing it. Set by `serve --accept-data-loss`
     /// for one start, never by the file, so that it cannot stay on by mistake.
@@ -287,6 +295,12 @@ fn default_skew() -> u64 {
 fn default_store_cache_mib() -> u64 {
     store::DEFAULT_CACHE_MIB
 }
+fn default_low_water_mib() -> u64 {
+    256
+}
+fn default_low_water_percent() -> u64 {
+    5
+}
 fn default_chain_cache() -> usize {
     VerifierConfig::default().chain_cache_capacity
 }
@@ -377,6 +391,8 @@ impl Config {
             data_dir,
             store_cache_mib: default_store_cache_mib(),
             store_engine: None,
+            store_low_water_mib: default_low_water_mib(),
+            store_low_water_percent: default_low_water_percent(),
             accept_data_loss: false,
             signing: pki.signing(),
             signature_policies: vec![
@@ -465,7 +481,16 @@ impl Config {
     /// and that makes sense (a stuck threshold of 2^63 s would wrap into the past).
     fn validate_durations(&self) -> Result<(), Error> {
         const DAY: u64 = 86_400;
-        let ranges: [(&str, u64, u64, u64); 18] = [
+        let ranges: [(&str, u64, u64, u64); 20] = [
+            // Up to 1 TiB; up to half the disk, so that a mark left on cannot refuse all writes
+            // of a disk that is mostly free.
+            ("store_low_water_mib", self.store_low_water_mib, 0, 1 << 20),
+            (
+                "store_low_water_percent",
+                self.store_low_water_percent,
+                0,
+                50,
+            ),
             (
                 "chain_cache_capacity",
                 self.chain_cache_capacity as u64,
@@ -541,6 +566,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The free-space low-water mark.
+    pub fn low_water(&self) -> service::LowWater {
+        service::LowWater {
+            mib: self.store_low_water_mib,
+            percent: self.store_low_water_percent,
+        }
     }
 
     /// The drain's timings.
@@ -789,6 +822,33 @@ mod tests {
         let tiny: Config =
             toml::from_str(&example().replace(commented, "store_cache_mib = 8\n")).unwrap();
         assert!(tiny.validate().is_err());
+    }
+
+    #[test]
+    fn the_low_water_mark_defaults_as_documented_and_stays_within_its_range() {
+        let (mib, percent) = (
+            "# store_low_water_mib = 256\n",
+            "# store_low_water_percent = 5\n",
+        );
+        assert!(example().contains(mib) && example().contains(percent));
+        let default: Config = toml::from_str(&example()).unwrap();
+        let stated = example()
+            .replace(mib, "store_low_water_mib = 256\n")
+            .replace(percent, "store_low_water_percent = 5\n");
+        let stated: Config = toml::from_str(&stated).unwrap();
+        assert_eq!(default.low_water(), stated.low_water());
+        let off = example()
+            .replace(mib, "store_low_water_mib = 0\n")
+            .replace(percent, "store_low_water_percent = 0\n");
+        toml::from_str::<Config>(&off).unwrap().validate().unwrap();
+        for (commented, setting) in [
+            (percent, "store_low_water_percent = 51\n"),
+            (mib, "store_low_water_mib = 1048577\n"),
+        ] {
+            let wrong: Config = toml::from_str(&example().replace(commented, setting)).unwrap();
+            let refused = wrong.validate().unwrap_err().to_string();
+            assert!(refused.contains("store_low_water_"), "{refused}");
+        }
     }
 
     #[test]

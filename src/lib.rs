@@ -8,7 +8,8 @@
 //! - `service`: the use cases, each in one store transaction; `store`: the transactional
 //!   key-value store and its engines.
 //! - `grpc`, `tls`, `network`: the gRPC adapter and its tower layers, mutual TLS, the
-//!   `[network]` bounds; `ops`, `readiness`, `metrics`: the operations port and what it reports.
+//!   `[network]` bounds; `ops`, `readiness`, `metrics`: the operations port and what it reports;
+//!   `disk_watch`: the data disk's free space, measured for the low-water mark.
 //! - `app`: the composition root; `config`, `limits`: the configuration.
 //! - `lifecycle`: serving until asked to stop or a task fails, and the drain; `signals`,
 //!   `sd_notify`: the stop signals and systemd's notifications; `logging`: text or JSON lines.
@@ -37,6 +38,7 @@ pub mod audit_verify;
 pub mod cli;
 pub mod config;
 pub mod dev_pki;
+mod disk_watch;
 pub mod domain;
 pub mod fuzzing;
 pub mod grpc;

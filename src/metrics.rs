@@ -67,6 +67,11 @@ pub struct Metrics {
     /// TLS handshakes that failed (timed out, broken, certificate refused); shared with the
     /// accept loop.
     pub tls_handshake_failures: std::sync::Arc<AtomicU64>,
+    /// The data disk as the disk watch last measured it: bytes free, the low-water mark in
+    /// bytes, and 1 while new data is refused for want of room.
+    pub disk_free_bytes: AtomicU64,
+    pub disk_low_water_bytes: AtomicU64,
+    pub disk_low_water: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -86,6 +91,9 @@ impl Default for Metrics {
             pharmacy_lockouts: AtomicU64::new(0),
             patient_lockouts: AtomicU64::new(0),
             tls_handshake_failures: std::sync::Arc::default(),
+            disk_free_bytes: AtomicU64::new(0),
+            disk_low_water_bytes: AtomicU64::new(0),
+            disk_low_water: AtomicU64::new(0),
         }
     }
 }
@@ -167,7 +175,32 @@ impl Metrics {
             &gauge(&self.stuck),
         )?;
         self.encode_expiry_sweep(out)?;
+        self.encode_disk(out)?;
         self.encode_relay_and_tls(out)
+    }
+
+    fn encode_disk(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        for (name, help, value) in [
+            (
+                "rxgate_disk_free_bytes",
+                "Bytes free on the data folder's file system, as last measured.",
+                &self.disk_free_bytes,
+            ),
+            (
+                "rxgate_disk_low_water_mark_bytes",
+                "The free-space low-water mark in bytes (store_low_water_mib, \
+                 store_low_water_percent).",
+                &self.disk_low_water_bytes,
+            ),
+            (
+                "rxgate_disk_low_water",
+                "1 while the data disk is below its low-water mark and new data is refused.",
+                &self.disk_low_water,
+            ),
+        ] {
+            describe(out, name, help, &gauge(value))?;
+        }
+        Ok(())
     }
 
     fn encode_expiry_sweep(&self, out: &mut DescriptorEncoder) -> fmt::Result {
@@ -302,6 +335,8 @@ mod tests {
         metrics.relay_dead_letters.store(4, Ordering::Relaxed);
         metrics.expiry_sweeps.store(3, Ordering::Relaxed);
         metrics.clock_step_secs.store(345_600, Ordering::Relaxed);
+        metrics.disk_free_bytes.store(7 << 20, Ordering::Relaxed);
+        metrics.disk_low_water.store(1, Ordering::Relaxed);
         let out = text(&metrics);
         for line in [
             "# HELP rxgate_requests_total gRPC requests answered, by RPC and status code.\n",
@@ -316,6 +351,9 @@ mod tests {
             "rxgate_expiry_sweeps_total 3\n",
             "rxgate_expiry_sweep_held 0\n",
             "rxgate_clock_step_seconds 345600\n",
+            "rxgate_disk_free_bytes 7340032\n",
+            "rxgate_disk_low_water 1\n",
+            "rxgate_disk_low_water_mark_bytes 0\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }

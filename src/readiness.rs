@@ -1,7 +1,8 @@
-//! Whether the gateway should take traffic: it is ready while its store takes work and it is not
-//! draining for shutdown. The one answer that `/readyz` and the gRPC health service both give.
-//! Depends only on the store's error type: names neither gRPC nor HTTP, and never the store
-//! itself (it is handed a probe), so it can be tested without one.
+//! Whether the gateway should take traffic: it is ready while its store takes work, its data disk
+//! is above the free-space low-water mark and it is not draining for shutdown. The one answer
+//! that `/readyz` and the gRPC health service both give. Depends only on the store's error type:
+//! names neither gRPC nor HTTP, and never the store or the disk itself (it is handed probes), so
+//! it can be tested without them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,6 +17,10 @@ pub(crate) enum NotReady {
     /// The store refuses every transaction (see [`store::Store::failure`]).
     #[error("the store takes no more work: {0}")]
     Store(store::Error),
+    /// The data disk is below its low-water mark: reads go on, new data is refused (the
+    /// refusal's text).
+    #[error("{0}")]
+    DiskLow(String),
 }
 
 /// The gateway's readiness, asked afresh at every check (a failed store is seen at once).
@@ -23,16 +28,21 @@ pub(crate) struct Readiness {
     draining: AtomicBool,
     /// Why the store takes no more work, if it does not.
     store_failure: Box<dyn Fn() -> Option<store::Error> + Send + Sync>,
+    /// Why new data is refused for want of disk space, while it is.
+    disk_low: Box<dyn Fn() -> Option<String> + Send + Sync>,
 }
 
 impl Readiness {
-    /// Ready until `store_failure` names a failure or draining begins.
+    /// Ready until `store_failure` names a failure, `disk_low` a shortage of disk space, or
+    /// draining begins.
     pub(crate) fn new(
         store_failure: impl Fn() -> Option<store::Error> + Send + Sync + 'static,
+        disk_low: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         Readiness {
             draining: AtomicBool::new(false),
             store_failure: Box::new(store_failure),
+            disk_low: Box::new(disk_low),
         }
     }
 
@@ -46,8 +56,11 @@ impl Readiness {
         if self.draining.load(Ordering::SeqCst) {
             return Err(NotReady::Draining);
         }
-        match (self.store_failure)() {
-            Some(error) => Err(NotReady::Store(error)),
+        if let Some(error) = (self.store_failure)() {
+            return Err(NotReady::Store(error));
+        }
+        match (self.disk_low)() {
+            Some(why) => Err(NotReady::DiskLow(why)),
             None => Ok(()),
         }
     }
@@ -60,11 +73,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_until_the_store_fails_or_draining_begins() {
+    fn ready_until_the_store_fails_the_disk_runs_low_or_draining_begins() {
         let failure = Arc::new(Mutex::new(None));
-        let probe = Arc::clone(&failure);
-        let readiness = Readiness::new(move || probe.lock().unwrap().clone());
+        let low = Arc::new(Mutex::new(None));
+        let (probe, disk) = (Arc::clone(&failure), Arc::clone(&low));
+        let readiness = Readiness::new(
+            move || probe.lock().unwrap().clone(),
+            move || disk.lock().unwrap().clone(),
+        );
         assert_eq!(readiness.check(), Ok(()));
+
+        let short = "the data disk is nearly full".to_owned();
+        *low.lock().unwrap() = Some(short.clone());
+        assert_eq!(readiness.check(), Err(NotReady::DiskLow(short)));
+        *low.lock().unwrap() = None;
 
         let broken = store::Error::Io("no space left on device".into());
         *failure.lock().unwrap() = Some(broken.clone());

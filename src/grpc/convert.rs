@@ -848,6 +848,7 @@ pub(super) fn to_status(error: Error) -> Status {
             Status::with_error_details(Code::ResourceExhausted, limit, details)
         }
         Error::OutOfRange(why) => Status::out_of_range(why),
+        e @ Error::DiskLow { .. } => Status::resource_exhausted(e.to_string()),
         Error::CriticalFindings {
             findings,
             unacknowledged,

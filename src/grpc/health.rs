@@ -1,6 +1,7 @@
 //! The gRPC health service (`grpc.health.v1.Health`), told the truth: the server as a whole
 //! (`""`) and every gateway service report SERVING only while the gateway is ready
-//! ([`Readiness`]: a working store, no drain). A failed store is seen within one follow period;
+//! ([`Readiness`]: a working store, room on the data disk, no drain). A failed store or a disk
+//! below its low-water mark is seen within one follow period;
 //! the drain at once, before any connection drains, and for as long as the drain delay lasts.
 //! Depends on tonic-health and the readiness answer; knows nothing of the use cases.
 
@@ -73,7 +74,8 @@ impl Health {
         }
         let status = match &ready {
             Ok(()) => ServingStatus::Serving,
-            // The store logs its own failure as an error; a drain is routine.
+            // The store logs its own failure as an error, the disk watch a shortage as a
+            // warning; a drain is routine.
             Err(why) => {
                 tracing::info!(reason = %why, "grpc health: not serving");
                 ServingStatus::NotServing
@@ -134,11 +136,14 @@ mod tests {
     async fn a_failed_store_is_not_serving_and_a_drain_ends_the_statuses() {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let probe = Arc::clone(&failed);
-        let readiness = Arc::new(Readiness::new(move || {
-            probe
-                .load(std::sync::atomic::Ordering::SeqCst)
-                .then_some(store::Error::Closed)
-        }));
+        let readiness = Arc::new(Readiness::new(
+            move || {
+                probe
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then_some(store::Error::Closed)
+            },
+            || None,
+        ));
         let (health, _) = Health::start(readiness).await;
         let service = HealthService::from_health_reporter(health.reporter.clone());
         for name in NAMES {

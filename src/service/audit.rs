@@ -81,6 +81,36 @@ impl Action {
             Action::AcceptDataLoss => "AcceptDataLoss",
         }
     }
+
+    /// Whether the call stores new data (and is refused below the free-space low-water mark,
+    /// free_space.rs), beyond its audit record and the lockout counts a miss keeps. An
+    /// operator's unlock and clock confirmation write a record's worth and undo a hold, so
+    /// they are admitted with the reads.
+    pub fn writes_new_data(self) -> bool {
+        match self {
+            Action::CheckPrescription
+            | Action::RegisterPrescription
+            | Action::CancelPrescription
+            | Action::CheckDispensing
+            | Action::ReceivePrescription
+            | Action::ReturnPrescription
+            | Action::RecordDispensing
+            | Action::DeliverDispensingRecord
+            | Action::ImportMaster => true,
+            Action::GetPrescriptionStatus
+            | Action::SearchPrescriptions
+            | Action::LookupPrescription
+            | Action::WatchEvents
+            | Action::ListStuckPrescriptions
+            | Action::ListLockouts
+            | Action::Unlock
+            | Action::ConfirmClock
+            | Action::ExportAudit
+            | Action::ExportAuditCheckpoints
+            | Action::Lockout
+            | Action::AcceptDataLoss => false,
+        }
+    }
 }
 
 /// Whether a call's audit record has been handed to the store: set by the service when it

@@ -19,6 +19,7 @@ mod clock_watch;
 mod dispensing;
 mod events;
 mod feed;
+mod free_space;
 mod intake;
 mod keeping;
 pub mod layout;
@@ -55,6 +56,7 @@ pub use clinical::{
 pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
 pub use feed::{EventWatch, Pace};
+pub use free_space::{Change, Level, LowWater, Room};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
@@ -161,6 +163,13 @@ pub enum Error {
     },
     #[error("out of range: {0}")]
     OutOfRange(String),
+    /// The data disk is below its free-space low-water mark: new data is refused until it has
+    /// room again (free_space.rs).
+    #[error(
+        "the data disk is nearly full: {free_mib} MiB free, the low-water mark is \
+         {low_water_mib} MiB"
+    )]
+    DiskLow { free_mib: u64, low_water_mib: u64 },
     /// A registration with critical findings that are not all acknowledged.
     #[error("unacknowledged critical findings")]
     CriticalFindings {
@@ -190,7 +199,9 @@ impl Error {
             Error::NotFound => "NOT_FOUND".into(),
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
             Error::AlreadyExists(_) => "ALREADY_EXISTS".into(),
-            Error::ResourceExhausted(_) | Error::RateLimited { .. } => "RESOURCE_EXHAUSTED".into(),
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } | Error::DiskLow { .. } => {
+                "RESOURCE_EXHAUSTED".into()
+            }
             Error::OutOfRange(_) => "OUT_OF_RANGE".into(),
             Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
             Error::Store(_) | Error::Internal(_) => "INTERNAL".into(),
@@ -296,6 +307,8 @@ pub struct Gateway {
     /// What the expiry sweep believes of the wall clock; a std mutex, never held across an
     /// await.
     clock_watch: std::sync::Mutex<ClockWatch>,
+    /// The data disk's room as the disk watch last measured it: what the calls are admitted by.
+    room: Arc<Room>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -327,6 +340,7 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             config,
             rng: ring::rand::SystemRandom::new(),
+            room: Arc::default(),
         }
     }
 
@@ -342,6 +356,11 @@ impl Gateway {
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The data disk's room, for the watch that measures it (plenty until it does).
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
     }
 
     fn checker(&self) -> clinical::Checker {
@@ -396,6 +415,9 @@ impl Gateway {
         draft: AuditDraft,
         decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
     ) -> Result<(Result<T, Error>, N), Error> {
+        if let Err(refused) = self.room.admit(draft.action) {
+            return Err(self.refused_for_room(draft, refused).await);
+        }
         // The draft as `decide` left it, for the record of a transaction that failed.
         let decided = Arc::new(std::sync::Mutex::new(draft.clone()));
         let keep = Arc::clone(&decided);
@@ -436,6 +458,19 @@ impl Gateway {
         .await;
         self.events.notify_waiters();
         finished.map_err(|e| Error::Internal(format!("the transaction's task: {e}")))?
+    }
+
+    /// A call the disk's room does not admit: its refusal is audited in a transaction of its
+    /// own (on a task of its own, as a failed call's is), unless the disk is at its floor, where
+    /// the edge audit counts it instead (audit_edge.rs).
+    async fn refused_for_room(&self, draft: AuditDraft, refused: free_space::Refused) -> Error {
+        let error = refused.error;
+        if refused.audited {
+            draft.caller.receipt.submit();
+            let (store, failed) = (Arc::clone(&self.store), error.clone());
+            let _ = tokio::spawn(async move { audit_failed(&store, draft, &failed).await }).await;
+        }
+        error
     }
 
     /// Audits a call refused before it reached any stored state.

@@ -42,6 +42,8 @@ pub(crate) struct Serve {
     /// Further options (before `serve`: global ones such as `--log-format` go anywhere).
     options: Vec<String>,
     env: Vec<(String, OsString)>,
+    /// The program and arguments `rxgate` runs under (empty: none), e.g. `nsenter -t PID -m --`.
+    wrapper: Vec<OsString>,
 }
 
 impl Serve {
@@ -65,6 +67,7 @@ impl Serve {
             relay_upstream: None,
             options: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -104,9 +107,24 @@ impl Serve {
         self
     }
 
+    /// Runs `rxgate` as the last argument of `wrapper`, a program that executes it in place
+    /// (so that the process is rxgate's), e.g. `nsenter -t PID -m --`.
+    pub(crate) fn inside(mut self, wrapper: &[OsString]) -> Serve {
+        self.wrapper = wrapper.to_vec();
+        self
+    }
+
     /// The command line and environment of `rxgate serve` as configured.
     fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rxgate"));
+        let rxgate = env!("CARGO_BIN_EXE_rxgate");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(rxgate);
+                command
+            }
+            None => Command::new(rxgate),
+        };
         command.arg("serve");
         match &self.configured {
             Configured::Dev(data_dir) => command.args(["--dev", "--data-dir"]).arg(data_dir),

@@ -65,6 +65,20 @@ fn is_root() -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
+/// Whether a test that needs `unshare -m` may run: as root. Elsewhere it says it is skipped,
+/// except under CI, which runs as root: there it panics, so that the test is never skipped.
+pub(crate) fn may_unshare() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but this is not root: `unshare -m` needs root"
+    );
+    eprintln!("skipped: not root (id -u is not 0), and `unshare -m` needs root");
+    false
+}
+
 /// Copies the files of the folders `from/NAME` for each name into `to/NAME`.
 fn copy_folders(from: &Path, to: &Path, names: &[&str]) {
     for name in names {
@@ -99,13 +113,7 @@ fn with_repository_hidden(empty: &Path, cwd: &Path, program: &Path, args: &[&str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_serves_and_demos_with_the_repository_hidden() {
-    if !is_root() {
-        // CI runs as root: there the test must run.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but this is not root: `unshare -m` needs root"
-        );
-        eprintln!("skipped: not root (id -u is not 0), and `unshare -m` needs root");
+    if !may_unshare() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

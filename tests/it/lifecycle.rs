@@ -54,7 +54,7 @@ fn grace() -> Duration {
 
 /// `rxgate serve --config` with examples/rxgate.toml, its certificate paths made absolute, the
 /// store in `dir/store` and `settings` (top-level keys) first; its log in `dir/rxgate.log`.
-fn serve_configured(dir: &Path, settings: &str) -> Serve {
+pub(crate) fn serve_configured(dir: &Path, settings: &str) -> Serve {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = fs::read_to_string(root.join("examples/rxgate.toml")).unwrap();
     let store = "data_dir = \"data/store\"";
@@ -69,7 +69,10 @@ fn serve_configured(dir: &Path, settings: &str) -> Serve {
 
 /// Waits in a blocking thread for `server` to exit within `within`; returns its status (None:
 /// still running), when it was seen to exit, and the server (for its log).
-async fn exited(mut server: Rxgate, within: Duration) -> (Option<ExitStatus>, Instant, Rxgate) {
+pub(crate) async fn exited(
+    mut server: Rxgate,
+    within: Duration,
+) -> (Option<ExitStatus>, Instant, Rxgate) {
     tokio::task::spawn_blocking(move || {
         let status = server.exit(within);
         (status, Instant::now(), server)
@@ -87,11 +90,11 @@ async fn health_status(channel: Channel) -> Option<i32> {
     Some(answer.into_inner().status)
 }
 
-/// Asks over `channel` until health says NOT_SERVING; panics if that takes `PROMPTLY`.
-async fn until_not_serving(channel: &Channel) {
+/// Asks over `channel` until health says `wanted`; panics if that takes `PROMPTLY`.
+pub(crate) async fn until_health(channel: &Channel, wanted: ServingStatus) {
     let deadline = Instant::now() + PROMPTLY;
-    while health_status(channel.clone()).await != Some(ServingStatus::NotServing as i32) {
-        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
+    while health_status(channel.clone()).await != Some(wanted as i32) {
+        assert!(Instant::now() < deadline, "health never said {wanted:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -359,7 +362,7 @@ async fn the_drain_delay_keeps_accepting_while_not_serving_and_systemd_hears_of_
         .connect(&server.addr)
         .await
         .unwrap();
-    until_not_serving(&channel).await;
+    until_health(&channel, ServingStatus::NotServing).await;
     let fresh = dev_pki().client("clinic2").connect(&server.addr).await;
     let answered = health_status(fresh.expect("a new connection during the delay")).await;
     assert_eq!(answered, Some(ServingStatus::NotServing as i32));
@@ -393,7 +396,7 @@ async fn a_second_signal_during_the_drain_stops_at_once() {
         .await
         .unwrap();
     server.signal("TERM");
-    until_not_serving(&channel).await;
+    until_health(&channel, ServingStatus::NotServing).await;
 
     let second_at = Instant::now();
     server.signal("INT");

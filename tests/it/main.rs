@@ -20,6 +20,7 @@ mod clinical;
 mod clock;
 mod connections;
 mod crl_fetch;
+mod disk_full;
 mod dispensing;
 mod durability;
 mod events;
