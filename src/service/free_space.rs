@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use super::{Action, Error};
+use super::Error;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -113,13 +113,14 @@ impl Room {
         }
     }
 
-    /// Whether a call of `action` may run now: `Ok`, or the refusal and whether its audit
-    /// record may still be written (not at the floor).
-    pub(super) fn admit(&self, action: Action) -> Result<(), Refused> {
+    /// Whether a call that `writes` new data (`Action::writes_new_data`) or not may run now:
+    /// `Ok`, or the refusal and whether its audit record may still be written (not at the
+    /// floor).
+    pub(super) fn admit(&self, writes: bool) -> Result<(), Refused> {
         let level = self.level();
         match level {
             Level::Plenty => Ok(()),
-            Level::Low if !action.writes_new_data() => Ok(()),
+            Level::Low if !writes => Ok(()),
             Level::Low | Level::Floor => Err(Refused {
                 error: self.refusal(),
                 audited: level == Level::Low,
@@ -141,6 +142,8 @@ mod tests {
     use super::*;
 
     const MARK: u64 = 100 * MIB;
+    const WRITES: bool = true;
+    const READS: bool = false;
 
     #[test]
     fn the_mark_is_the_larger_of_its_size_and_its_share() {
@@ -184,10 +187,7 @@ mod tests {
     #[test]
     fn below_the_mark_writes_are_refused_and_audited_and_reads_go_on() {
         let room = Room::default();
-        assert!(
-            room.admit(Action::RegisterPrescription).is_ok(),
-            "unmeasured"
-        );
+        assert!(room.admit(WRITES).is_ok(), "unmeasured");
         let change = room.observe(MARK - MIB, MARK);
         assert_eq!(
             change,
@@ -196,7 +196,7 @@ mod tests {
                 to: Level::Low
             })
         );
-        let refused = room.admit(Action::RegisterPrescription).unwrap_err();
+        let refused = room.admit(WRITES).unwrap_err();
         assert!(refused.audited);
         assert_eq!(
             refused.error,
@@ -205,15 +205,15 @@ mod tests {
                 low_water_mib: 100
             }
         );
-        assert!(room.admit(Action::LookupPrescription).is_ok());
+        assert!(room.admit(READS).is_ok());
         assert_eq!(room.observe(MARK - 2 * MIB, MARK), None, "no change");
 
         room.observe(MIB, MARK);
-        let refused = room.admit(Action::LookupPrescription).unwrap_err();
+        let refused = room.admit(READS).unwrap_err();
         assert!(!refused.audited, "at the floor nothing reaches the store");
 
         assert!(room.observe(2 * MARK, MARK).is_some());
-        assert!(room.admit(Action::RegisterPrescription).is_ok());
+        assert!(room.admit(WRITES).is_ok());
         assert_eq!(room.shortage(), None);
     }
 }

@@ -415,7 +415,19 @@ impl Gateway {
         draft: AuditDraft,
         decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
     ) -> Result<(Result<T, Error>, N), Error> {
-        if let Err(refused) = self.room.admit(draft.action) {
+        let writes = draft.action.writes_new_data();
+        self.run_admitted(writes, draft, decide).await
+    }
+
+    /// [`Gateway::run_noting`] for a call that `writes` new data or not: first the disk's room
+    /// is asked whether it may run at all (free_space.rs).
+    async fn run_admitted<T: Send + 'static, N: Send + 'static>(
+        &self,
+        writes: bool,
+        draft: AuditDraft,
+        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
+    ) -> Result<(Result<T, Error>, N), Error> {
+        if let Err(refused) = self.room.admit(writes) {
             return Err(self.refused_for_room(draft, refused).await);
         }
         // The draft as `decide` left it, for the record of a transaction that failed.
@@ -474,8 +486,12 @@ impl Gateway {
     }
 
     /// Audits a call refused before it reached any stored state.
+    /// It stores nothing but its record, so a disk below its low-water mark admits it as it
+    /// admits a read: the caller hears why it was refused, not that the disk is nearly full.
     async fn refuse<T: Send + 'static>(&self, draft: AuditDraft, error: Error) -> Result<T, Error> {
-        self.run(draft, move |_, _| Err(error)).await
+        let refusing = move |_: &mut dyn Txn, _: &mut AuditDraft| (Err(error), ());
+        let (outcome, ()) = self.run_admitted(false, draft, refusing).await?;
+        outcome
     }
 }
 

@@ -1,6 +1,7 @@
 //! A full disk, through the real `rxgate serve` on a 32 MiB tmpfs: below the free-space
 //! low-water mark new registrations are refused with RESOURCE_EXHAUSTED and health says
-//! NOT_SERVING while status reads answer; with room again writes resume without a restart; with
+//! NOT_SERVING while status reads answer, below half of it reads are refused too; with room
+//! again writes resume without a restart; with
 //! the mark off and the disk filled to the brim the store meets ENOSPC and the process exits 1
 //! with one clear line; restarted with room, every acknowledged registration is there.
 //!
@@ -179,7 +180,7 @@ async fn a_full_disk_refuses_new_data_keeps_reads_recovers_and_exits_on_enospc()
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("store")).unwrap();
     let disk = Disk::mount(&dir.path().join("store"));
-    let marked = String::new();
+    let marked = format!("store_low_water_mib = {MARK_MIB}\nstore_low_water_percent = 0");
     let serve = |settings: &str| serve_configured(dir.path(), settings).inside(&disk.nsenter());
 
     let server = serve(&marked).start().await;
@@ -208,7 +209,20 @@ async fn a_full_disk_refuses_new_data_keeps_reads_recovers_and_exits_on_enospc()
     }
     assert!(low_water(&server).await);
 
+    // Below the floor (half the mark): reads are refused too, before they reach the store.
+    disk.fill_to("deeper", MARK_MIB / 2 * MIB - MIB);
+    let deadline = Instant::now() + PROMPTLY;
+    let refused = loop {
+        match clinic.status(&acked[0]).await {
+            Ok(()) => assert!(Instant::now() < deadline, "reads never refused"),
+            Err(status) => break status,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
     // Room again: writes resume by themselves.
+    disk.remove("deeper");
     disk.remove("ballast");
     until_health(&clinic.channel, ServingStatus::Serving).await;
     acked.push(clinic.register().await.unwrap());
@@ -221,7 +235,9 @@ async fn a_full_disk_refuses_new_data_keeps_reads_recovers_and_exits_on_enospc()
     assert!(status.is_some_and(|s| s.success()), "{}", server.output());
 
     // No mark, and the disk full to the brim: the store meets ENOSPC, the process exits.
-    let server = serve("").start().await;
+    let server = serve("store_low_water_mib = 0\nstore_low_water_percent = 0")
+        .start()
+        .await;
     let mut clinic = Clinic {
         next: clinic.next,
         ..Clinic::of(&server).await
