@@ -395,7 +395,9 @@ impl Gateway {
     /// back every write of `decide` but those it made through its draft's `Keeping` (keeping.rs)
     /// and commits the audit record of the refusal; so does an internal error or corrupt stored
     /// data. A store that fails (I/O, engine, closed) aborts the whole transaction, and the
-    /// call's audit record follows in a transaction of its own.
+    /// call's audit record follows in a transaction of its own. Before any of it, the data
+    /// disk's room admits the call or refuses it (free_space.rs): this is the one place that
+    /// decides, by the draft's action, which calls a nearly full disk still takes.
     async fn run<T: Send + 'static>(
         &self,
         draft: AuditDraft,
