@@ -487,9 +487,9 @@ impl Gateway {
         error
     }
 
-    /// Audits a call refused before it reached any stored state.
-    /// It stores nothing but its record, so a disk below its low-water mark admits it as it
-    /// admits a read: the caller hears why it was refused, not that the disk is nearly full.
+    /// Audits a call refused before it reached any stored state. It stores nothing but its
+    /// record, so a disk below its low-water mark admits it as it admits a read: the caller
+    /// hears why it was refused, not that the disk is nearly full.
     async fn refuse<T: Send + 'static>(&self, draft: AuditDraft, error: Error) -> Result<T, Error> {
         let refusing = move |_: &mut dyn Txn, _: &mut AuditDraft| (Err(error), ());
         let (outcome, ()) = self.run_admitted(false, draft, refusing).await?;
@@ -499,7 +499,80 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+    use crate::{
+        domain::ids::InstitutionKind,
+        service::testing::{caller, gateway},
+        store::Table,
+    };
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// The audit records in the store.
+    async fn audit_records(gateway: &Gateway) -> usize {
+        let rows = gateway
+            .store
+            .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1_000))
+            .await;
+        rows.unwrap().unwrap().len()
+    }
+
+    /// Runs a call of `action` whose decision only notes that it ran: its answer, whether it
+    /// ran, and how many audit records it left.
+    async fn call(gateway: &Gateway, action: Action) -> (Result<(), Error>, bool, usize) {
+        let before = audit_records(gateway).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&ran);
+        let clinic = caller(InstitutionKind::Clinic);
+        let draft = gateway.draft(&clinic, action, SystemTime::now());
+        let answer = gateway
+            .run(draft, move |_, _| {
+                running.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        let audited = audit_records(gateway).await - before;
+        (answer, ran.load(Ordering::SeqCst), audited)
+    }
+
+    #[tokio::test]
+    async fn a_nearly_full_disk_refuses_new_data_before_it_runs_and_audits_the_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = gateway(dir.path());
+        let low = Error::DiskLow {
+            free_mib: 6,
+            low_water_mib: 10,
+        };
+        // The chain's first record comes with its genesis link: begun here, so that the
+        // counts below are the calls' records alone.
+        assert_eq!(call(&gateway, Action::ExportAudit).await.0, Ok(()));
+        gateway.room().observe(6 * MIB, 10 * MIB);
+        let register = call(&gateway, Action::RegisterPrescription).await;
+        assert_eq!(register, (Err(low), false, 1));
+        let status = call(&gateway, Action::GetPrescriptionStatus).await;
+        assert_eq!(status, (Ok(()), true, 1));
+        let clinic = caller(InstitutionKind::Clinic);
+        let denied = Error::PermissionDenied("not a pharmacy");
+        let refusal = gateway
+            .audit_refusal(&clinic, Action::ReceivePrescription, denied.clone())
+            .await;
+        assert_eq!(refusal, denied, "a refusal keeps its reason");
+
+        // At the floor nothing reaches the store.
+        gateway.room().observe(MIB, 10 * MIB);
+        let floor = Error::DiskLow {
+            free_mib: 1,
+            low_water_mib: 10,
+        };
+        let status = call(&gateway, Action::GetPrescriptionStatus).await;
+        assert_eq!(status, (Err(floor), false, 0));
+
+        gateway.room().observe(11 * MIB, 10 * MIB);
+        let register = call(&gateway, Action::RegisterPrescription).await;
+        assert_eq!(register, (Ok(()), true, 1));
+    }
 
     #[test]
     fn the_steady_clock_counts_from_boot_and_never_goes_back() {
