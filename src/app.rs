@@ -443,12 +443,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         "acknowledged mark",
         acknowledged::keep(store.clone(), config.data_dir.clone(), MARK_PERIOD),
     );
-    let disk = DiskWatch {
+    let mut disk = DiskWatch {
         dir: config.data_dir.clone(),
         low_water: config.low_water(),
         room: Arc::clone(gateway.room()),
         metrics: Arc::clone(gateway.metrics()),
     };
+    // Measured once before the first call is taken: a start on a nearly full disk refuses new
+    // data from its first call.
+    let disk = tokio::task::spawn_blocking(move || {
+        disk.look();
+        disk
+    })
+    .await
+    .context("measuring the data disk")?;
     background.spawn(
         "disk watch",
         every_off_runtime(DISK_PERIOD, disk, DiskWatch::look),
