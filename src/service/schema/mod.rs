@@ -174,6 +174,36 @@ pub(in crate::service) fn columns_of(table: Table) -> &'static [Column] {
     }
 }
 
+/// What a `Meta` key holds, but for the store's own counters (`store::sequence_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::service) enum MetaKind {
+    /// The layout stamp ([`LAYOUT_KEY`]).
+    Layout,
+    /// A finished migration's mark.
+    LayoutMark,
+    /// The index of accepted prescriptions, with the id.
+    Accepted(String),
+    /// The index of active prescriptions by expiry, with the id.
+    Expiry(String),
+    /// The event log's floor, or the relay's acknowledged position: a sequence, 8 bytes.
+    Position,
+}
+
+/// The kind of a `Meta` key; `None` for a key of no kind (or a counter's).
+pub(in crate::service) fn meta_kind(key: &[u8]) -> Option<MetaKind> {
+    let accepted = accepted_range();
+    Some(match key {
+        LAYOUT_KEY => MetaKind::Layout,
+        HISTORY_LAYOUT_KEY | SEARCH_INDEX_LAYOUT_KEY => MetaKind::LayoutMark,
+        EVENTS_FLOOR_KEY | RELAY_ACKED_KEY => MetaKind::Position,
+        _ if (accepted.start.as_slice()..accepted.end.as_slice()).contains(&key) => {
+            MetaKind::Accepted(id_of_accepted(key))
+        }
+        _ if is_expiry_key(key) => MetaKind::Expiry(id_of_expiry(key)),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
