@@ -192,9 +192,9 @@ async fn a_changed_audit_link_is_named() {
     assert!(out.contains("altered"), "{out}");
 }
 
-/// A stopped fjall store with tables and blob files; its file under `keyspaces/1/{part}/`
-/// (`tables` or `blobs`) with a byte flipped in the middle: verify fails on reading it.
-async fn flipped_in(part: &str) -> String {
+/// A stopped fjall store with tables and blob files, in a folder of its own; its file under
+/// `keyspaces/1/{part}/` (`tables` or `blobs`) with a byte flipped in the middle.
+async fn flipped_in(part: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = populated_store(dir.path(), EngineKind::Fjall).await;
     fill_past_a_memtable(&store).await;
@@ -204,21 +204,51 @@ async fn flipped_in(part: &str) -> String {
     let mut bytes = fs::read(file).unwrap();
     bytes[(*len / 2) as usize] ^= 0xff;
     fs::write(file, bytes).unwrap();
-    assert_unsound(&store)
+    (dir, store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_a_fjall_table_file_is_named() {
-    let out = flipped_in("tables").await;
+    let (_dir, store) = flipped_in("tables").await;
+    let out = assert_unsound(&store);
     assert!(out.contains("reading after"), "{out}");
     assert!(out.to_lowercase().contains("checksum"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_a_fjall_blob_file_is_named() {
-    let out = flipped_in("blobs").await;
+    let (_dir, store) = flipped_in("blobs").await;
+    let out = assert_unsound(&store);
     assert!(out.contains("Certificates"), "{out}");
+    assert!(out.contains("stored data is corrupt"), "{out}");
     assert!(out.to_lowercase().contains("checksum"), "{out}");
+}
+
+/// A read that meets the flipped byte is counted, for `rxgate_store_corrupt_reads_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_read_is_counted() {
+    let (_dir, store) = flipped_in("blobs").await;
+    let opened = EmbeddedStore::open(&store).unwrap();
+    assert_eq!(opened.stats().corrupt_reads, 0);
+    let mut after = Vec::new();
+    let failed = loop {
+        let from = after.clone();
+        let page = opened
+            .transact(move |tx| tx.scan_range(Table::Certificates, &from, &[0xff; 33], 500))
+            .await
+            .unwrap();
+        match page {
+            Ok(rows) if rows.is_empty() => panic!("every certificate read back"),
+            Ok(rows) => after = [rows.last().unwrap().0.as_slice(), &[0]].concat(),
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(failed, rxgate::store::Error::Corrupt(_)),
+        "{failed:?}"
+    );
+    assert_eq!(opened.stats().corrupt_reads, 1);
+    opened.close().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -416,6 +416,65 @@ mod tests {
         assert_eq!(parse_key(&unchained_key(9)), Ok((None, 9)));
     }
 
+    /// Each kind of key of the tables that hold several is told back from the key alone, as
+    /// `service::verify` reads them; a key of none is none.
+    #[test]
+    fn every_kind_of_key_is_told_by_its_prefix() {
+        let consent = consent_key("P", 5);
+        let (clinical, rest) = clinical_kind(&consent).unwrap();
+        assert_eq!(clinical, ClinicalKind::Consent(5));
+        assert_eq!(rest, b"P\0\0\0\0\0\0\0\0\x05");
+        let clinical = [
+            (check_budget_key("P"), ClinicalKind::CheckBudget),
+            (override_key("id1"), ClinicalKind::Override),
+            (import_key(7), ClinicalKind::Import(7)),
+        ];
+        for (key, kind) in clinical {
+            assert_eq!(clinical_kind(&key).map(|(k, _)| k), Some(kind));
+        }
+        assert_eq!(clinical_kind(&override_key("id1")).unwrap().1, b"id1");
+        assert_eq!(clinical_kind(b"other\0"), None);
+
+        let intake = [
+            (intake_record_key("ab"), IntakeKind::Record),
+            (arrival_key(9), IntakeKind::Arrival(9)),
+            (dead_letter_key(9), IntakeKind::DeadLetter),
+        ];
+        for (key, kind) in intake {
+            assert_eq!(intake_kind(&key).map(|(k, _)| k), Some(kind));
+        }
+        assert_eq!(intake_kind(b"recorded"), None);
+
+        let chain = [
+            (head_key(&[1; 32]), AuditChainKind::Head),
+            (checkpoint_key(&[1; 32], 2), AuditChainKind::Checkpoint),
+            (
+                last_checkpoint_key(&[1; 32]),
+                AuditChainKind::LastCheckpoint,
+            ),
+        ];
+        for (key, kind) in chain {
+            assert_eq!(audit_chain_kind(&key), Some(kind));
+        }
+        assert_eq!(audit_chain_kind(b"heads"), None);
+
+        let meta = [
+            (LAYOUT_KEY.to_vec(), MetaKind::Layout),
+            (HISTORY_LAYOUT_KEY.to_vec(), MetaKind::LayoutMark),
+            (RELAY_ACKED_KEY.to_vec(), MetaKind::Position),
+            (accepted_key("id1"), MetaKind::Accepted("id1".into())),
+            (
+                expiry_key("2026-12-04", "id1"),
+                MetaKind::Expiry("id1".into()),
+            ),
+        ];
+        for (key, kind) in meta {
+            assert_eq!(meta_kind(&key), Some(kind));
+        }
+        assert_eq!(meta_kind(b"sequence/event"), None);
+        assert_eq!(store::sequence_name(b"sequence/event"), Some(&b"event"[..]));
+    }
+
     #[test]
     fn the_per_line_history_keys_read_back() {
         let prescribed = old_prescribed_line_key("P", "id1", 3);
