@@ -6,12 +6,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
 use crate::{
     audit_verify::ChainVerifier,
+    domain::time::JapanDate,
     service::{acknowledged, verify},
     store::{EmbeddedStore, EngineKind, Store, Table},
 };
@@ -36,7 +37,8 @@ pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<
     let store = Arc::new(store);
     let shared: Arc<dyn Store> = store.clone();
     let mut progress = Progress::new();
-    let verdict = verify::verify(&shared, chains, &mut |table, read| {
+    let today = JapanDate::of(SystemTime::now());
+    let verdict = verify::verify(&shared, chains, today, &mut |table, read| {
         progress.show(table, read)
     })
     .await

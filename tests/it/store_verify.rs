@@ -16,7 +16,7 @@ use std::{
 use common::process::Serve;
 use rxgate::{
     cli::demo,
-    domain::hash::sha256,
+    domain::hash::{hex, sha256},
     service::{heads, link_key, records},
     store::{EmbeddedStore, EngineKind, Store, Table, Txn},
     wire::proto::v1::{self as pb, dispensing_service_client::DispensingServiceClient},
@@ -140,6 +140,20 @@ async fn a_prescription_deleted_behind_its_index_is_named() {
     change(&store, move |tx| tx.delete(Table::Prescriptions, &key)).await;
     let out = assert_unsound(&store);
     let named = format!("names prescription {id}, which is not stored");
+    assert!(out.contains(&named), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_entry_deleted_behind_its_prescription_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated_store(dir.path(), EngineKind::Fjall).await;
+    let (key, id) = first(&store, Table::ByExchange).await;
+    change(&store, move |tx| tx.delete(Table::ByExchange, &key)).await;
+    let out = assert_unsound(&store);
+    let named = format!(
+        "Prescriptions key {}: it is usable today, but its exchange number does not find it",
+        hex(&id)
+    );
     assert!(out.contains(&named), "{out}");
 }
 

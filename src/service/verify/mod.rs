@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::{
     audit_verify::ChainVerifier,
-    domain::hash::hex,
+    domain::{hash::hex, time::JapanDate},
     store::{self, Entry, Store, Table, Txn},
 };
 
@@ -113,11 +113,13 @@ struct PageRead {
     audit: Vec<Entry>,
 }
 
-/// Checks the whole of `store` (see the module's documentation); `progress` is told, after
+/// Checks the whole of `store` (see the module's documentation) as of the date `today` (a
+/// prescription usable then must be found by its exchange number); `progress` is told, after
 /// each page, the table and how many of its entries have been read.
 pub async fn verify(
     store: &Arc<dyn Store>,
     mut chains: ChainVerifier,
+    today: JapanDate,
     progress: &mut (dyn FnMut(Table, u64) + Send),
 ) -> Result<Summary, Problem> {
     check_layout(store).await?;
@@ -128,7 +130,7 @@ pub async fn verify(
     let order = std::iter::once(Table::AuditChain)
         .chain(Table::ALL.into_iter().filter(|t| *t != Table::AuditChain));
     for table in order {
-        let mut walk = Walk::new(table, highest);
+        let mut walk = Walk::new(table, highest, today);
         while let Some(audit) = walk.next_page(store).await? {
             feed(&mut chains, &mut heads, table, audit).map_err(|what| walk.problem(what))?;
             progress(table, walk.read);
@@ -175,6 +177,7 @@ async fn check_layout(store: &Arc<dyn Store>) -> Result<(), Problem> {
 /// A walk over one table, a page at a time.
 struct Walk {
     table: Table,
+    today: JapanDate,
     after: Option<Vec<u8>>,
     read: u64,
     highest: Highest,
@@ -184,9 +187,10 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(table: Table, highest: Highest) -> Self {
+    fn new(table: Table, highest: Highest, today: JapanDate) -> Self {
         Walk {
             table,
+            today,
             after: None,
             read: 0,
             highest,
@@ -202,8 +206,9 @@ impl Walk {
         }
         let (table, after, highest, read) =
             (self.table, self.after.take(), self.highest, self.read);
+        let today = self.today;
         let page = store
-            .transact(move |tx: &mut dyn Txn| read_page(tx, table, after, highest, read))
+            .transact(move |tx: &mut dyn Txn| read_page(tx, table, after, highest, read, today))
             .await
             .and_then(|inner| inner);
         let page = page
@@ -241,6 +246,7 @@ fn read_page(
     after: Option<Vec<u8>>,
     mut highest: Highest,
     before: u64,
+    today: JapanDate,
 ) -> Result<PageRead, store::Error> {
     let start = after.as_deref().map(schema::successor).unwrap_or_default();
     let rows = tx.scan_range(table, &start, &TABLE_END, PAGE)?;
@@ -250,7 +256,7 @@ fn read_page(
         .flatten();
     let mut bad = None;
     for (n, (key, value)) in rows.iter().enumerate() {
-        match check_entry(tx, table, key, value, &mut highest) {
+        match check_entry(tx, table, key, value, &mut highest, today) {
             Ok(()) => {}
             Err(Bad::Read(e)) => return Err(e),
             Err(Bad::Wrong(what)) => {
@@ -279,9 +285,10 @@ fn check_entry(
     key: &[u8],
     value: &[u8],
     highest: &mut Highest,
+    today: JapanDate,
 ) -> Result<(), Bad> {
     match table {
-        Table::Prescriptions => prescriptions::prescription(tx, key, value),
+        Table::Prescriptions => prescriptions::prescription(tx, key, value, today),
         Table::ByExchange => prescriptions::by_exchange(tx, key, value),
         Table::ByPatient => prescriptions::by_patient(tx, key),
         Table::ByNumber => prescriptions::by_number(tx, key, value),

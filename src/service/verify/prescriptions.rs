@@ -3,7 +3,10 @@
 //! each record has the index entries its state calls for.
 
 use crate::{
-    domain::hash::{hex, sha256},
+    domain::{
+        hash::{hex, sha256},
+        time::JapanDate,
+    },
     store::{Table, Txn},
 };
 
@@ -17,6 +20,7 @@ use crate::service::{
         accepted_key, by_patient_key, dispensing_key, document_key, exchange_key, expiry_key,
         id_of_by_patient, number_key, prescription_key,
     },
+    stored::Stored,
 };
 
 /// The prescription `id`; wrong if there is none or it does not decode.
@@ -44,8 +48,14 @@ fn indexed(tx: &dyn Txn, table: Table, key: &[u8], what: &str) -> Result<(), Bad
     }
 }
 
-/// A prescription record: it decodes, under its id, and the indexes name it.
-pub(super) fn prescription(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
+/// A prescription record: it decodes, under its id, and the indexes name it; one still
+/// usable `today` is found by its exchange number.
+pub(super) fn prescription(
+    tx: &dyn Txn,
+    key: &[u8],
+    value: &[u8],
+    today: JapanDate,
+) -> Result<(), Bad> {
     let p = decode::<PrescriptionRecord>(value)
         .map_err(|e| wrong(format!("does not decode: {e}")))?
         .current();
@@ -69,6 +79,21 @@ pub(super) fn prescription(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(),
     if active(&p.state) {
         let expiry = expiry_key(&p.usable_through, &p.id);
         indexed(tx, Table::Meta, &expiry, "its expiry entry (it is active)")?;
+    }
+    let lifecycle = Stored::load(tx, &p.id)
+        .map_err(|e| wrong(format!("its lifecycle does not decode: {e}")))?
+        .map(|stored| stored.lifecycle);
+    // Past its last usable day its number may have gone to the patient's next prescription.
+    if lifecycle.is_some_and(|l| l.state_on(today).is_active()) {
+        let exchange = tx.get(
+            Table::ByExchange,
+            &exchange_key(&p.patient_key, p.exchange_number),
+        )?;
+        if exchange.as_deref() != Some(p.id.as_bytes()) {
+            return Err(wrong(
+                "it is usable today, but its exchange number does not find it in ByExchange",
+            ));
+        }
     }
     Ok(())
 }
