@@ -1,8 +1,9 @@
 //! `rxgate store verify` (issue 27, item 2) through the real binary: a store that the real
 //! `rxgate serve --dev` filled with registrations (with consents), a dispensing and lockout
 //! misses is sound on fjall and on sled; then each kind of damage makes it fail, naming the
-//! place: a flipped byte in a fjall table file, a record deleted behind its index, a counter
-//! behind, an audit link changed, a store a running gateway holds.
+//! place: a flipped byte in a fjall table or blob file, a record deleted behind its index and an
+//! index entry behind its record, a counter behind, an audit link changed, an acknowledged mark
+//! ahead of the store, a store a running gateway holds.
 
 use crate::common::{self, dev_pki};
 use crate::store_damage::{clinic, register, serving, stop};
@@ -18,7 +19,7 @@ use rxgate::{
     cli::demo,
     domain::hash::{hex, sha256},
     service::{heads, link_key, records},
-    store::{EmbeddedStore, EngineKind, Store, Table, Txn},
+    store::{EmbeddedStore, EngineKind, Store, Table, Txn, mark},
     wire::proto::v1::{self as pb, dispensing_service_client::DispensingServiceClient},
 };
 
@@ -172,6 +173,21 @@ async fn a_counter_behind_the_events_is_named() {
         ),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_ahead_of_the_store_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated_store(dir.path(), EngineKind::Fjall).await;
+    let mut ahead = mark::load(&store).unwrap().expect("a mark after a clean stop");
+    let events = ahead.0.get_mut("sequence/event").unwrap();
+    *events += 5;
+    let acknowledged = *events;
+    mark::save(&store, &ahead).unwrap();
+    let out = assert_unsound(&store);
+    let named = format!("but {acknowledged} were acknowledged");
+    assert!(out.contains("is behind what was acknowledged"), "{out}");
+    assert!(out.contains(&named), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
