@@ -609,14 +609,15 @@ impl EngineTxn<'_> {
         [&self.writes, self.committed].into_iter()
     }
 
-    /// Passes on what the engine answered a read at `key` (an engine key) with; stored bytes
-    /// found corrupt (a failed checksum) are counted (`rxgate_store_corrupt_reads_total`, for
-    /// an alert) and logged with the table and the key, here, once per read, rather than left
-    /// to the caller, which sees only an internal error. The key is shown in hex, but not in
-    /// the tables whose keys hold a patient key.
-    fn noted<T>(&self, key: &[u8], read: Result<T, Error>) -> Result<T, Error> {
+    /// Passes on what the engine answered a read at `place`; stored bytes found corrupt (a
+    /// failed checksum) are counted (`rxgate_store_corrupt_reads_total`, for an alert) and
+    /// logged with the table and the key, here, once per read, rather than left to the caller,
+    /// which sees only an internal error. The key is shown in hex, but not in the tables whose
+    /// keys hold a patient key.
+    fn noted<T>(&self, place: Place<'_>, read: Result<T, Error>) -> Result<T, Error> {
         if let Err(error @ Error::Corrupt(_)) = &read {
             self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+            let (Place::At(key) | Place::After(key)) = place;
             let table = table_of(key);
             let shown = match table {
                 Some(
@@ -624,14 +625,26 @@ impl EngineTxn<'_> {
                 ) => String::from("(holds a patient key: not shown)"),
                 _ => super::hex(key.get(1..).unwrap_or_default()),
             };
+            let table = table.map_or_else(|| String::from("unknown"), |t| format!("{t:?}"));
+            let place = match place {
+                Place::At(_) => "the key",
+                Place::After(_) => "at or after the key",
+            };
             tracing::error!(
-                table = ?table, key = %shown, %error,
+                %table, key = %shown, %place, %error,
                 "a stored record is corrupt: run `rxgate store verify` on a stopped copy, and \
                  restore a backup"
             );
         }
         read
     }
+}
+
+/// Where a read went: one engine key, or on from one (a scan's start, or its last key read).
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    At(&'a [u8]),
+    After(&'a [u8]),
 }
 
 /// The table an engine key is in, by its tag.
@@ -677,7 +690,7 @@ impl EngineTxn<'_> {
             .layers()
             .map(|o| o.range::<[u8], _>(bounds).peekable())
             .collect();
-        let mut next_base = self.noted(&lo, base.next().transpose())?;
+        let mut next_base = self.noted(Place::After(&lo), base.next().transpose())?;
         while out.len() < limit {
             let heads = layers
                 .iter_mut()
@@ -692,7 +705,7 @@ impl EngineTxn<'_> {
             // Every source at this key moves on; the newest one's value (or deletion) counts.
             let stored = next_base.take_if(|(k, _)| k.as_slice() == key.as_slice());
             if stored.is_some() {
-                next_base = self.noted(&key, base.next().transpose())?;
+                next_base = self.noted(Place::After(&key), base.next().transpose())?;
             }
             let mut newest = None;
             for layer in &mut layers {
@@ -717,7 +730,7 @@ impl Txn for EngineTxn<'_> {
         let key = engine_key(table, key);
         match self.layers().find_map(|o| o.get(&key)) {
             Some(written) => Ok(written.clone()),
-            None => self.noted(&key, self.engine.get(&key)),
+            None => self.noted(Place::At(&key), self.engine.get(&key)),
         }
     }
 

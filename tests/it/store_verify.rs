@@ -179,7 +179,9 @@ async fn a_counter_behind_the_events_is_named() {
 async fn a_mark_ahead_of_the_store_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let store = populated_store(dir.path(), EngineKind::Fjall).await;
-    let mut ahead = mark::load(&store).unwrap().expect("a mark after a clean stop");
+    let mut ahead = mark::load(&store)
+        .unwrap()
+        .expect("a mark after a clean stop");
     let events = ahead.0.get_mut("sequence/event").unwrap();
     *events += 5;
     let acknowledged = *events;
@@ -318,6 +320,56 @@ pub(crate) async fn fill_past_a_memtable(store: &Path) {
             .unwrap();
     }
     opened.close().unwrap();
+}
+
+/// A prescription whose stored bytes fail their checksum answers INTERNAL, as before; the
+/// gateway logs the read with its table and key and counts it in
+/// `rxgate_store_corrupt_reads_total`, so that an alert can fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_logs_and_counts_a_corrupt_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated_store(dir.path(), EngineKind::Fjall).await;
+    let (key, _) = first(&store, Table::Prescriptions).await;
+    fill_past_a_memtable(&store).await;
+    flip_after(&store.join("keyspaces/1"), &key);
+    let rxgate = Serve::dev(&store, &dir.path().join("corrupt.log"))
+        .start()
+        .await;
+    let id = String::from_utf8(key.clone()).unwrap();
+    let status = clinic(&rxgate)
+        .await
+        .get_prescription_status(pb::GetPrescriptionStatusRequest {
+            prescription_id: id,
+        })
+        .await;
+    assert_eq!(status.unwrap_err().code(), tonic::Code::Internal);
+    let (_, metrics) = crate::ops_http::get(rxgate.metrics, "/metrics").await;
+    let log = rxgate.output();
+    rxgate.kill();
+    let counted = (metrics.lines())
+        .find_map(|l| l.strip_prefix("rxgate_store_corrupt_reads_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(counted, "1", "{metrics}");
+    let logged = format!("table=Prescriptions key={} place=the key", hex(&key));
+    let lines: Vec<&str> = (log.lines())
+        .filter(|l| l.contains("a stored record is corrupt"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains(&logged), "{log}");
+}
+
+/// Flips the byte after the first place `needle` stands in a file under `dir` (a table or a
+/// blob file): that entry's block or blob no longer matches its checksum.
+fn flip_after(dir: &Path, needle: &[u8]) {
+    for (file, _) in engine_files(dir) {
+        let mut bytes = fs::read(&file).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[at + needle.len()] ^= 0xff;
+            fs::write(&file, bytes).unwrap();
+            return;
+        }
+    }
+    panic!("no file under {} holds the key", dir.display());
 }
 
 /// Every file under `dir`, with its length.
