@@ -132,7 +132,7 @@ pub async fn verify(
     for table in order {
         let mut walk = Walk::new(table, highest, today);
         while let Some(audit) = walk.next_page(store).await? {
-            feed(&mut chains, &mut heads, table, audit).map_err(|what| walk.problem(what))?;
+            feed(&mut chains, &mut heads, table, audit);
             progress(table, walk.read);
         }
         highest = walk.highest;
@@ -160,14 +160,18 @@ pub async fn verify(
 async fn check_layout(store: &Arc<dyn Store>) -> Result<(), Problem> {
     let problem = |what: String| Problem {
         table: Table::Meta,
-        entry: hex(schema::LAYOUT_KEY),
+        entry: format!("key {}", hex(schema::LAYOUT_KEY)),
         what,
     };
     match layout::check(store).await {
         Ok(Some(layout::CURRENT)) => Ok(()),
         Ok(found) => Err(problem(format!(
-            "the store has layout {found:?}, this build checks layout {}: start the gateway \
-             once to upgrade it",
+            "the store has layout {}, this build checks layout {}: start the gateway once to \
+             upgrade it",
+            found.map_or_else(
+                || String::from("none (before versioning)"),
+                |n| n.to_string()
+            ),
             layout::CURRENT
         ))),
         Err(e) => Err(problem(e.to_string())),
@@ -308,32 +312,32 @@ fn check_entry(
 }
 
 /// Hands the audit tables' entries to the chain verifier: the checkpoints, and the links in
-/// key order (a writer's chain in sequence order); keeps the heads for its verdict.
+/// key order (a writer's chain in sequence order); keeps the heads for its verdict. Each entry
+/// has passed [`check_entry`], so its key parses and a head decodes.
 fn feed(
     chains: &mut ChainVerifier,
     heads: &mut Vec<ChainHeadV1>,
     table: Table,
     entries: Vec<Entry>,
-) -> Result<(), String> {
+) {
     for (key, value) in entries {
         match (table, schema::audit_chain_kind(&key)) {
             (Table::AuditChain, Some(AuditChainKind::Checkpoint)) => {
                 chains.checkpoint(&value, &format!("stored {}", hex(&key)));
             }
             (Table::AuditChain, Some(AuditChainKind::Head)) => {
-                let ChainHeadRecord::V1(head) = decode(&value).map_err(|e| e.to_string())?;
-                heads.push(head);
+                heads.extend(decode(&value).map(|ChainHeadRecord::V1(head)| head));
             }
-            (Table::Audit, _) => match schema::parse_key(&key).map_err(|e| e.to_string())? {
-                (None, sequence) => chains.unchained(sequence),
-                (Some(writer), sequence) => {
+            (Table::Audit, _) => match schema::parse_key(&key) {
+                Ok((None, sequence)) => chains.unchained(sequence),
+                Ok((Some(writer), sequence)) => {
                     chains.link(writer, sequence, &value);
                 }
+                Err(_) => {}
             },
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// How an entry of `table` is named in a problem: its key in hex, but never a patient key
