@@ -8,7 +8,10 @@ use rxgate::{
     audit_verify::ChainVerifier,
     cli::{
         self,
-        args::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, MasterCommand},
+        args::{
+            AdminCommand, AuditCommand, Cli, Command, ConfigCommand, GatewayCertArgs,
+            MasterCommand, StoreCommand,
+        },
         documents::{self, read},
         master_import,
     },
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Audit { command } => audit(command),
+        Command::Store { command } => store(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -182,15 +186,9 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
             data_dir,
             export,
             checkpoints,
-            gateway_cert,
-            config,
+            gateways,
         } => {
-            let certs = match (gateway_cert.is_empty(), config) {
-                (false, _) => gateway_cert,
-                (true, Some(config)) => vec![Config::from_file(&config)?.gateway.cert],
-                (true, None) => bail!("name the --gateway-cert (or the gateway's --config)"),
-            };
-            let verifier = ChainVerifier::new(TrustedSenders::from_files(&certs)?);
+            let verifier = chain_verifier(gateways)?;
             let external = match checkpoints {
                 Some(path) => cli::audit::checkpoints_in(&path)?,
                 None => Vec::new(),
@@ -238,6 +236,32 @@ fn audit(command: AuditCommand) -> anyhow::Result<bool> {
             )?;
             println!("{pseudonym}");
             Ok(true)
+        }
+    }
+}
+
+/// A chain verifier that believes the checkpoints of the gateways named.
+fn chain_verifier(gateways: GatewayCertArgs) -> anyhow::Result<ChainVerifier> {
+    let certs = match (gateways.gateway_cert.is_empty(), gateways.config) {
+        (false, _) => gateways.gateway_cert,
+        (true, Some(config)) => vec![Config::from_file(&config)?.gateway.cert],
+        (true, None) => bail!("name the --gateway-cert (or the gateway's --config)"),
+    };
+    Ok(ChainVerifier::new(TrustedSenders::from_files(&certs)?))
+}
+
+/// Runs `rxgate store verify`; false when the store is not sound.
+fn store(command: StoreCommand) -> anyhow::Result<bool> {
+    let StoreCommand::Verify { data_dir, gateways } = command;
+    let verify = cli::store_verify::verify(&data_dir, chain_verifier(gateways)?);
+    match runtime()?.block_on(verify)? {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(true)
+        }
+        Err(problem) => {
+            println!("NOT sound: {problem}");
+            Ok(false)
         }
     }
 }

@@ -130,6 +130,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The gateway's store, read directly (the gateway stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// The gateway's configuration file.
     Config {
         #[command(subcommand)]
@@ -161,13 +166,8 @@ pub enum AuditCommand {
         /// log, or what `rxgate audit checkpoints` printed).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
-        /// The [gateway] certificate of each gateway whose checkpoints are believed
-        /// (repeatable); default: the one --config names.
-        #[arg(long)]
-        gateway_cert: Vec<PathBuf>,
-        /// The gateway's configuration, for its [gateway] certificate.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        gateways: GatewayCertArgs,
     },
     /// List the signed checkpoints of a stopped gateway's store, each with its `checkpoint=HEX`
     /// line (keep a copy: `rxgate audit verify --checkpoints` reads it).
@@ -210,6 +210,33 @@ pub enum AuditCommand {
         #[arg(long)]
         recipient: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Read every entry of a stopped gateway's store and check it: every record decodes, the
+    /// indexes and the records agree, no counter is behind, the audit chains verify, the
+    /// acknowledged mark is not ahead. Prints a summary (exit 0) or the first problem (exit 1);
+    /// a store that cannot be opened (held by a running gateway, damaged files) exits 2.
+    Verify {
+        /// The store's folder (the gateway stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        gateways: GatewayCertArgs,
+    },
+}
+
+/// Whose audit checkpoints are believed.
+#[derive(clap::Args)]
+pub struct GatewayCertArgs {
+    /// The [gateway] certificate of each gateway whose checkpoints are believed
+    /// (repeatable); default: the one --config names.
+    #[arg(long)]
+    pub gateway_cert: Vec<PathBuf>,
+    /// The gateway's configuration, for its [gateway] certificate.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -115,6 +115,11 @@ fn store(out: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
             "Durability flushes (fsync).",
             stats.flushes,
         ),
+        (
+            "rxgate_store_corrupt_reads",
+            "Reads that found stored bytes corrupt (each logged with its table and key).",
+            stats.corrupt_reads,
+        ),
     ] {
         describe(out, name, help, &ConstCounter::new(value))?;
     }

@@ -35,6 +35,7 @@ mod signatures;
 mod stored;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod verify;
 
 use std::{
     sync::{Arc, RwLock},

@@ -180,6 +180,7 @@ struct Counters {
     flushes: AtomicU64,
     flush_nanos: AtomicU64,
     largest_batch: AtomicU64,
+    corrupt_reads: AtomicU64,
     flush_latency: Histogram,
     batch_size: Histogram,
 }
@@ -193,6 +194,7 @@ impl Default for Counters {
             flushes: AtomicU64::new(0),
             flush_nanos: AtomicU64::new(0),
             largest_batch: AtomicU64::new(0),
+            corrupt_reads: AtomicU64::new(0),
             flush_latency: Histogram::new(LATENCY_BUCKETS),
             batch_size: Histogram::new(SIZE_BUCKETS),
         }
@@ -362,6 +364,7 @@ impl Store for EmbeddedStore {
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_time: Duration::from_nanos(c.flush_nanos.load(Ordering::Relaxed)),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
             flush_latency: c.flush_latency.snapshot(),
             batch_size: c.batch_size.snapshot(),
         }
@@ -501,6 +504,7 @@ impl Writer {
     fn run_one(&mut self, f: TxnFn, committed: &mut Overlay) -> Result<Outcome, Error> {
         let mut txn = EngineTxn {
             engine: self.engine.as_ref(),
+            corrupt_reads: &self.counters.corrupt_reads,
             committed,
             writes: Overlay::new(),
             savepoints: Vec::new(),
@@ -591,6 +595,8 @@ pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// transactions, and this transaction's own, each shadowing the ones before.
 struct EngineTxn<'a> {
     engine: &'a dyn Engine,
+    /// Counts the reads that found stored bytes corrupt ([`EngineTxn::noted`]).
+    corrupt_reads: &'a AtomicU64,
     committed: &'a Overlay,
     writes: Overlay,
     /// The writes as each savepoint found them, the oldest first: a savepoint is its index.
@@ -602,6 +608,49 @@ impl EngineTxn<'_> {
     fn layers(&self) -> impl Iterator<Item = &Overlay> {
         [&self.writes, self.committed].into_iter()
     }
+
+    /// Passes on what the engine answered a read at `place`; stored bytes found corrupt (a
+    /// failed checksum) are counted (`rxgate_store_corrupt_reads_total`, for an alert) and
+    /// logged with the table and the key, here, once per read, rather than left to the caller,
+    /// which sees only an internal error. The key is shown in hex, but not in the tables whose
+    /// keys hold a patient key.
+    fn noted<T>(&self, place: Place<'_>, read: Result<T, Error>) -> Result<T, Error> {
+        if let Err(error @ Error::Corrupt(_)) = &read {
+            self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+            let (Place::At(key) | Place::After(key)) = place;
+            let table = table_of(key);
+            let shown = match table {
+                Some(
+                    Table::ByExchange | Table::ByPatient | Table::Medications | Table::Clinical,
+                ) => String::from("(holds a patient key: not shown)"),
+                _ => super::hex(key.get(1..).unwrap_or_default()),
+            };
+            let table = table.map_or_else(|| String::from("unknown"), |t| format!("{t:?}"));
+            let place = match place {
+                Place::At(_) => "the key",
+                Place::After(_) => "at or after the key",
+            };
+            tracing::error!(
+                %table, key = %shown, %place, %error,
+                "a stored record is corrupt: run `rxgate store verify` on a stopped copy, and \
+                 restore a backup"
+            );
+        }
+        read
+    }
+}
+
+/// Where a read went: one engine key, or on from one (a scan's start, or its last key read).
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    At(&'a [u8]),
+    After(&'a [u8]),
+}
+
+/// The table an engine key is in, by its tag.
+fn table_of(key: &[u8]) -> Option<Table> {
+    let tag_byte = *key.first()?;
+    Table::ALL.into_iter().find(|t| tag(*t) == tag_byte)
 }
 
 fn engine_key(table: Table, key: &[u8]) -> Vec<u8> {
@@ -641,7 +690,7 @@ impl EngineTxn<'_> {
             .layers()
             .map(|o| o.range::<[u8], _>(bounds).peekable())
             .collect();
-        let mut next_base = base.next().transpose()?;
+        let mut next_base = self.noted(Place::After(&lo), base.next().transpose())?;
         while out.len() < limit {
             let heads = layers
                 .iter_mut()
@@ -656,7 +705,7 @@ impl EngineTxn<'_> {
             // Every source at this key moves on; the newest one's value (or deletion) counts.
             let stored = next_base.take_if(|(k, _)| k.as_slice() == key.as_slice());
             if stored.is_some() {
-                next_base = base.next().transpose()?;
+                next_base = self.noted(Place::After(&key), base.next().transpose())?;
             }
             let mut newest = None;
             for layer in &mut layers {
@@ -681,7 +730,7 @@ impl Txn for EngineTxn<'_> {
         let key = engine_key(table, key);
         match self.layers().find_map(|o| o.get(&key)) {
             Some(written) => Ok(written.clone()),
-            None => self.engine.get(&key),
+            None => self.noted(Place::At(&key), self.engine.get(&key)),
         }
     }
 

@@ -24,6 +24,8 @@
 //!   memory grew with the store; an LSM tree appends them to a memtable, and its memory is its
 //!   block cache and its memtables.
 
+mod damage;
+
 use std::any::Any;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -62,9 +64,42 @@ pub(crate) fn holds_store(path: &Path) -> bool {
 }
 
 fn engine_error(error: fjall::Error) -> Error {
+    use fjall::LsmError as Lsm;
     match error {
         fjall::Error::Io(e) => Error::Io(e.to_string()),
+        // Stored bytes that fail their checksum or do not parse: the store counts and logs
+        // them with the table and key read.
+        fjall::Error::Storage(
+            e @ (Lsm::ChecksumMismatch { .. }
+            | Lsm::Decompress(_)
+            | Lsm::InvalidTag(_)
+            | Lsm::InvalidTrailer
+            | Lsm::InvalidHeader(_)
+            | Lsm::Utf8(_)),
+        ) => Error::Corrupt(format!("fjall: {e}")),
         other => Error::Engine(other.to_string()),
+    }
+}
+
+/// Why the store in `dir` could not be opened: held by another process, or a damaged file
+/// named (`damage::find`), with what to do; else fjall's error as it is.
+fn open_error(dir: &Path, error: fjall::Error) -> Error {
+    if matches!(error, fjall::Error::Locked) {
+        return Error::Engine(format!(
+            "the store in {} is in use by another process (a running gateway): stop it first",
+            dir.display()
+        ));
+    }
+    match damage::find(dir) {
+        Some(d) => Error::Engine(format!(
+            "the store's files in {} are damaged: the {} {} ({}; fjall: {error}): restore a \
+             backup (--accept-data-loss does not start a store whose files cannot be read)",
+            dir.display(),
+            d.part,
+            d.file.display(),
+            d.why,
+        )),
+        None => engine_error(error),
     }
 }
 
@@ -123,13 +158,13 @@ impl FjallEngine {
             .cache_size(cache_bytes)
             .worker_threads(WORKER_THREADS)
             .open()
-            .map_err(engine_error)?;
+            .map_err(|e| open_error(path, e))?;
         let space = db
             .keyspace(KEYSPACE, || {
                 KeyspaceCreateOptions::default()
                     .with_kv_separation(Some(KvSeparationOptions::default()))
             })
-            .map_err(engine_error)?;
+            .map_err(|e| open_error(path, e))?;
         let memtables = Arc::new(Memtables::default());
         let (stop_reaper, stop) = mpsc::channel();
         let reaper = {

@@ -97,9 +97,7 @@ impl Mark {
 }
 
 fn checksum(text: &str) -> String {
-    (digest(&SHA256, text.as_bytes()).as_ref().iter())
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex(digest(&SHA256, text.as_bytes()).as_ref())
 }
 
 /// Where the mark of the store in `dir` is kept.

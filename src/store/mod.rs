@@ -295,7 +295,21 @@ pub fn raise_sequence(tx: &mut dyn Txn, name: &str, at_least: u64) -> Result<(),
 
 /// Where the counter `name` of [`Txn::next_sequence`] is kept.
 fn sequence_key(name: &str) -> Vec<u8> {
-    [b"sequence/".as_slice(), name.as_bytes()].concat()
+    [SEQUENCES, name.as_bytes()].concat()
+}
+
+const SEQUENCES: &[u8] = b"sequence/";
+
+/// The name of the counter a `Meta` key keeps, if it is a counter's ([`sequence_key`]): what
+/// a check of the whole store reads it by.
+pub fn sequence_name(key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(SEQUENCES)
+}
+
+/// `bytes` as lowercase hex digits, as the store shows keys and checksums (the domain's own
+/// `hex` is out of this module's reach).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A transaction's result with its type erased, so that [`Store`] can stay dyn-compatible:
@@ -323,6 +337,9 @@ pub struct Stats {
     pub flush_time: Duration,
     /// The most transactions seen in one batch.
     pub largest_batch: u64,
+    /// Reads that found stored bytes corrupt (a failed checksum): each also logged, with its
+    /// table and key.
+    pub corrupt_reads: u64,
     /// The distribution of flush latencies (seconds).
     pub flush_latency: Snapshot,
     /// The distribution of batch sizes (transactions).

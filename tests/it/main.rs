@@ -41,5 +41,6 @@ mod relay_drill;
 mod signature;
 mod store;
 mod store_damage;
+mod store_verify;
 mod tls;
 mod upgrade;

@@ -21,7 +21,7 @@ use tonic_health::pb::{
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `GET path` on the operations port: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nhost: ops\r\nconnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();

@@ -3,7 +3,8 @@
 //! store are damaged as the reliability drills found them. A store behind what it
 //! acknowledged is refused with a message naming what is behind; `--accept-data-loss` starts
 //! it, audited, and new events are numbered after the mark; a damaged sled file is an error
-//! naming the folder, never a panic.
+//! naming the folder, never a panic; a damaged fjall file (a table, the format marker, a
+//! manifest or its pointer) is refused naming the file.
 
 use crate::common::{self, dev_pki};
 
@@ -14,6 +15,7 @@ use std::{
 };
 
 use crate::events::take;
+use crate::store_verify::fill_past_a_memtable;
 use common::{
     process::{Rxgate, Serve},
     signed, signer,
@@ -35,12 +37,7 @@ const REGISTERED: u32 = 40;
 
 /// A stopped store of `engine` holding `REGISTERED` acknowledged registrations, in `dir`.
 async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
-    let store = dir.join("store");
-    EmbeddedStore::open_with(&store, Some(engine), 8)
-        .unwrap()
-        .close()
-        .unwrap();
-    let rxgate = Serve::dev(&store, &dir.join("first.log")).start().await;
+    let (store, rxgate) = serving(dir, engine).await;
     let mut clinic = clinic(&rxgate).await;
     for n in 0..REGISTERED {
         register(&mut clinic, &format!("DAMAGE-{n}"), n).await;
@@ -49,13 +46,27 @@ async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
     store
 }
 
-async fn clinic(rxgate: &Rxgate) -> PrescriptionServiceClient<tonic::transport::Channel> {
+/// A new store of `engine` in `dir`, and `rxgate serve --dev` on it.
+pub(crate) async fn serving(dir: &Path, engine: EngineKind) -> (PathBuf, Rxgate) {
+    let store = dir.join("store");
+    EmbeddedStore::open_with(&store, Some(engine), 8)
+        .unwrap()
+        .close()
+        .unwrap();
+    let rxgate = Serve::dev(&store, &dir.join("first.log")).start().await;
+    (store, rxgate)
+}
+
+pub(crate) async fn clinic(
+    rxgate: &Rxgate,
+) -> PrescriptionServiceClient<tonic::transport::Channel> {
     let channel = dev_pki().client("clinic").connect(&rxgate.addr).await;
     PrescriptionServiceClient::new(channel.unwrap())
 }
 
-/// Registers the demo prescription `number` for patient `n`; its id.
-async fn register(
+/// Registers the demo prescription `number` for patient `n` (with the patient's card consent);
+/// its id.
+pub(crate) async fn register(
     clinic: &mut PrescriptionServiceClient<tonic::transport::Channel>,
     number: &str,
     n: u32,
@@ -65,6 +76,7 @@ async fn register(
     clinic
         .register_prescription(pb::RegisterPrescriptionRequest {
             prescription: Some(signed(&signer("doctor"), rx.encode_to_vec(), now)),
+            consent: pb::Consent::Card as i32,
             ..Default::default()
         })
         .await
@@ -74,7 +86,7 @@ async fn register(
 }
 
 /// SIGTERM, and a clean exit.
-async fn stop(mut rxgate: Rxgate) {
+pub(crate) async fn stop(mut rxgate: Rxgate) {
     rxgate.signal("TERM");
     let exited =
         tokio::task::spawn_blocking(move || (rxgate.exit(Duration::from_secs(60)), rxgate));
@@ -221,4 +233,58 @@ async fn a_flipped_byte_in_sled_is_an_error_naming_the_folder_not_a_panic() {
         store.display()
     );
     assert!(log.contains(&named), "{log}");
+}
+
+/// The gateway refuses `store` (exit 2), naming `file` as the damaged `part` and saying to
+/// restore a backup.
+async fn refused_naming(dir: &Path, store: &Path, part: &str, file: &Path) {
+    let (exited, log) = Serve::dev(store, &dir.join("damaged.log")).refused().await;
+    assert_eq!(exited, "exit status: 2", "{log}");
+    let named = format!("are damaged: the {part} {}", file.display());
+    assert!(log.contains(&named), "{named}: {log}");
+    assert!(log.contains("restore a backup"), "{log}");
+}
+
+/// The folder of the keyspace that holds the store's tables (fjall's own is `0`).
+fn tables_keyspace(store: &Path) -> PathBuf {
+    store.join("keyspaces").join("1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_fjall_table_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered_store(dir.path(), EngineKind::Fjall).await;
+    fill_past_a_memtable(&store).await;
+    let table = largest_file(&tables_keyspace(&store).join("tables"));
+    cut_to(&table, |len| len / 2);
+    refused_naming(dir.path(), &store, "table", &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_fjall_format_marker_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered_store(dir.path(), EngineKind::Fjall).await;
+    let marker = store.join("version");
+    cut_to(&marker, |len| len - 1);
+    refused_naming(dir.path(), &store, "format marker", &marker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_fjall_manifest_pointer_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered_store(dir.path(), EngineKind::Fjall).await;
+    let current = tables_keyspace(&store).join("current");
+    cut_to(&current, |_| 3);
+    refused_naming(dir.path(), &store, "manifest pointer", &current).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_fjall_manifest_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = registered_store(dir.path(), EngineKind::Fjall).await;
+    let current = fs::read(tables_keyspace(&store).join("current")).unwrap();
+    let id = u64::from_le_bytes(current[..8].try_into().unwrap());
+    let manifest = tables_keyspace(&store).join(format!("v{id}"));
+    cut_to(&manifest, |len| len / 2);
+    refused_naming(dir.path(), &store, "manifest", &manifest).await;
 }

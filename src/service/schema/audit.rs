@@ -73,6 +73,25 @@ pub(in crate::service) fn last_checkpoint_key(signer: &[u8; 32]) -> Vec<u8> {
     [LAST_CHECKPOINT, signer].concat()
 }
 
+/// What an `AuditChain` key holds, told by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::service) enum AuditChainKind {
+    Head,
+    Checkpoint,
+    LastCheckpoint,
+}
+
+/// The kind of an `AuditChain` key; `None` for a key of no kind.
+pub(in crate::service) fn audit_chain_kind(key: &[u8]) -> Option<AuditChainKind> {
+    [
+        (HEADS, AuditChainKind::Head),
+        (CHECKPOINT, AuditChainKind::Checkpoint),
+        (LAST_CHECKPOINT, AuditChainKind::LastCheckpoint),
+    ]
+    .into_iter()
+    .find_map(|(prefix, kind)| key.starts_with(prefix).then_some(kind))
+}
+
 /// The columns of `Audit`. `writer` and `sequence` are a link's (none for the unchained
 /// records of older stores, whose key is their store-wide sequence); `time_ms` is when the call,
 /// or the first counted request, came (Unix milliseconds); `entry` is "genesis", "call" or

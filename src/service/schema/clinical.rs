@@ -94,21 +94,25 @@ fn old_slot(rest: &[u8]) -> Result<SlotV1, store::Error> {
 /// `Meta`: marks a store whose `Medications` has the one-record-per-patient layout → ().
 pub(in crate::service) const HISTORY_LAYOUT_KEY: &[u8] = b"layout/history-per-patient";
 
+const CHECK_BUDGET: &[u8] = b"check-budget";
+const CONSENT: &[u8] = b"consent";
+const OVERRIDE: &[u8] = b"override";
+
 /// `Clinical`: a patient's check budget (lines checked in the current window), by patient key.
 pub(in crate::service) fn check_budget_key(patient: &str) -> Vec<u8> {
-    key(&[b"check-budget", patient.as_bytes()])
+    key(&[CHECK_BUDGET, patient.as_bytes()])
 }
 
 /// `Clinical`: a consent an institution asserted for a check of a patient, by patient key and
 /// a number unique in the store ([`Txn::unique_sequence`](crate::store::Txn::unique_sequence)
 /// `consent`, 8 bytes, big-endian), so a patient's consents sort in the order they were drawn.
 pub(in crate::service) fn consent_key(patient: &str, sequence: u64) -> Vec<u8> {
-    key(&[b"consent", patient.as_bytes(), &sequence.to_be_bytes()])
+    key(&[CONSENT, patient.as_bytes(), &sequence.to_be_bytes()])
 }
 
 /// `Clinical`: the findings a registration acknowledged, by prescription id.
 pub(in crate::service) fn override_key(prescription_id: &str) -> Vec<u8> {
-    key(&[b"override", prescription_id.as_bytes()])
+    key(&[OVERRIDE, prescription_id.as_bytes()])
 }
 
 /// The prefix of every imported master file in `Clinical`.
@@ -120,4 +124,41 @@ pub(in crate::service) const IMPORTS: &[u8] = b"import\0";
 /// earlier one.
 pub(in crate::service) fn import_key(sequence: u64) -> Vec<u8> {
     [IMPORTS, &sequence.to_be_bytes()].concat()
+}
+
+/// What a `Clinical` key holds, told by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::service) enum ClinicalKind {
+    CheckBudget,
+    /// With the consent's number (`consent`).
+    Consent(u64),
+    /// With the prescription id.
+    Override,
+    /// With the file's number (`import`).
+    Import(u64),
+}
+
+/// The kind of a `Clinical` key, and what follows its prefix; `None` for a key of no kind.
+pub(in crate::service) fn clinical_kind(key: &[u8]) -> Option<(ClinicalKind, &[u8])> {
+    let number = |rest: &[u8]| {
+        let at = rest.len().checked_sub(8)?;
+        Some(u64::from_be_bytes(rest[at..].try_into().ok()?))
+    };
+    let prefixed = |name: &[u8]| key.strip_prefix(key_prefix(name).as_slice());
+    if let Some(rest) = prefixed(CHECK_BUDGET) {
+        return Some((ClinicalKind::CheckBudget, rest));
+    }
+    if let Some(rest) = prefixed(CONSENT) {
+        return Some((ClinicalKind::Consent(number(rest)?), rest));
+    }
+    if let Some(rest) = prefixed(OVERRIDE) {
+        return Some((ClinicalKind::Override, rest));
+    }
+    let rest = key.strip_prefix(IMPORTS)?;
+    Some((ClinicalKind::Import(number(rest)?), rest))
+}
+
+/// `name` and the separator after it.
+fn key_prefix(name: &[u8]) -> Vec<u8> {
+    key(&[name, b""])
 }

@@ -174,6 +174,36 @@ pub(in crate::service) fn columns_of(table: Table) -> &'static [Column] {
     }
 }
 
+/// What a `Meta` key holds, but for the store's own counters (`store::sequence_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::service) enum MetaKind {
+    /// The layout stamp ([`LAYOUT_KEY`]).
+    Layout,
+    /// A finished migration's mark.
+    LayoutMark,
+    /// The index of accepted prescriptions, with the id.
+    Accepted(String),
+    /// The index of active prescriptions by expiry, with the id.
+    Expiry(String),
+    /// The event log's floor, or the relay's acknowledged position: a sequence, 8 bytes.
+    Position,
+}
+
+/// The kind of a `Meta` key; `None` for a key of no kind (or a counter's).
+pub(in crate::service) fn meta_kind(key: &[u8]) -> Option<MetaKind> {
+    let accepted = accepted_range();
+    Some(match key {
+        LAYOUT_KEY => MetaKind::Layout,
+        HISTORY_LAYOUT_KEY | SEARCH_INDEX_LAYOUT_KEY => MetaKind::LayoutMark,
+        EVENTS_FLOOR_KEY | RELAY_ACKED_KEY => MetaKind::Position,
+        _ if (accepted.start.as_slice()..accepted.end.as_slice()).contains(&key) => {
+            MetaKind::Accepted(id_of_accepted(key))
+        }
+        _ if is_expiry_key(key) => MetaKind::Expiry(id_of_expiry(key)),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -384,6 +414,65 @@ mod tests {
         assert_eq!(checkpoints.end, b"checkpoint\x01");
         assert_eq!(parse_key(&link_key(&[1; 32], 9)), Ok((Some([1; 32]), 9)));
         assert_eq!(parse_key(&unchained_key(9)), Ok((None, 9)));
+    }
+
+    /// Each kind of key of the tables that hold several is told back from the key alone, as
+    /// `service::verify` reads them; a key of none is none.
+    #[test]
+    fn every_kind_of_key_is_told_by_its_prefix() {
+        let consent = consent_key("P", 5);
+        let (clinical, rest) = clinical_kind(&consent).unwrap();
+        assert_eq!(clinical, ClinicalKind::Consent(5));
+        assert_eq!(rest, b"P\0\0\0\0\0\0\0\0\x05");
+        let clinical = [
+            (check_budget_key("P"), ClinicalKind::CheckBudget),
+            (override_key("id1"), ClinicalKind::Override),
+            (import_key(7), ClinicalKind::Import(7)),
+        ];
+        for (key, kind) in clinical {
+            assert_eq!(clinical_kind(&key).map(|(k, _)| k), Some(kind));
+        }
+        assert_eq!(clinical_kind(&override_key("id1")).unwrap().1, b"id1");
+        assert_eq!(clinical_kind(b"other\0"), None);
+
+        let intake = [
+            (intake_record_key("ab"), IntakeKind::Record),
+            (arrival_key(9), IntakeKind::Arrival(9)),
+            (dead_letter_key(9), IntakeKind::DeadLetter),
+        ];
+        for (key, kind) in intake {
+            assert_eq!(intake_kind(&key).map(|(k, _)| k), Some(kind));
+        }
+        assert_eq!(intake_kind(b"recorded"), None);
+
+        let chain = [
+            (head_key(&[1; 32]), AuditChainKind::Head),
+            (checkpoint_key(&[1; 32], 2), AuditChainKind::Checkpoint),
+            (
+                last_checkpoint_key(&[1; 32]),
+                AuditChainKind::LastCheckpoint,
+            ),
+        ];
+        for (key, kind) in chain {
+            assert_eq!(audit_chain_kind(&key), Some(kind));
+        }
+        assert_eq!(audit_chain_kind(b"heads"), None);
+
+        let meta = [
+            (LAYOUT_KEY.to_vec(), MetaKind::Layout),
+            (HISTORY_LAYOUT_KEY.to_vec(), MetaKind::LayoutMark),
+            (RELAY_ACKED_KEY.to_vec(), MetaKind::Position),
+            (accepted_key("id1"), MetaKind::Accepted("id1".into())),
+            (
+                expiry_key("2026-12-04", "id1"),
+                MetaKind::Expiry("id1".into()),
+            ),
+        ];
+        for (key, kind) in meta {
+            assert_eq!(meta_kind(&key), Some(kind));
+        }
+        assert_eq!(meta_kind(b"sequence/event"), None);
+        assert_eq!(store::sequence_name(b"sequence/event"), Some(&b"event"[..]));
     }
 
     #[test]

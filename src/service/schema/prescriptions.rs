@@ -140,6 +140,11 @@ pub(in crate::service) fn expired_before(today: &str) -> Range {
     }
 }
 
+/// Whether a `Meta` key is an [`expiry_key`].
+pub(in crate::service) fn is_expiry_key(meta_key: &[u8]) -> bool {
+    meta_key.starts_with(&key(&[EXPIRY, b""]))
+}
+
 /// The prescription id of an [`expiry_key`].
 pub(in crate::service) fn id_of_expiry(key: &[u8]) -> String {
     String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default()).into_owned()

@@ -1,0 +1,95 @@
+//! `rxgate store verify`: opens a stopped gateway's store (an engine's lock refuses one a
+//! running gateway holds), checks it whole (`service::verify`) and that its acknowledged mark
+//! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A
+//! progress line is drawn on standard error when it is a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    audit_verify::ChainVerifier,
+    domain::time::JapanDate,
+    service::{acknowledged, verify},
+    store::{EmbeddedStore, EngineKind, Store, Table},
+};
+
+/// How often the progress line is redrawn at most.
+const REDRAW: Duration = Duration::from_millis(200);
+
+/// Verifies the stopped store in `dir`, believing the checkpoints `chains` trusts: its summary
+/// when sound, else the first problem (both one line). Err when it cannot be opened.
+pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+    if EngineKind::found_in(dir)?.is_none() {
+        bail!("{} holds no store", dir.display());
+    }
+    let opening = format!("opening the store {}", dir.display());
+    let store = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+            .await
+            .context(opening.clone())?
+            .context(opening)?
+    };
+    let store = Arc::new(store);
+    let shared: Arc<dyn Store> = store.clone();
+    let mut progress = Progress::new();
+    let today = JapanDate::of(SystemTime::now());
+    let verdict = verify::verify(&shared, chains, today, &mut |table, read| {
+        progress.show(table, read)
+    })
+    .await
+    .map_err(|problem| problem.to_string());
+    progress.end();
+    let verdict = match verdict {
+        Ok(summary) => mark_not_ahead(&shared, dir)
+            .await?
+            .map(|()| summary.to_string()),
+        Err(problem) => Err(problem),
+    };
+    drop(shared);
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    Ok(verdict)
+}
+
+/// The store is not behind its acknowledged mark (none: a new store, or an older version's).
+async fn mark_not_ahead(store: &Arc<dyn Store>, dir: &Path) -> anyhow::Result<Result<(), String>> {
+    let behind = acknowledged::compare(store, dir.to_owned()).await?;
+    if behind.shortfalls.is_empty() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(behind.to_string()))
+}
+
+/// The progress line: the table being read and how many of its entries, on a terminal only.
+struct Progress {
+    terminal: bool,
+    drawn: Option<Instant>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+            drawn: None,
+        }
+    }
+
+    fn show(&mut self, table: Table, read: u64) {
+        if !self.terminal || self.drawn.is_some_and(|at| at.elapsed() < REDRAW) {
+            return;
+        }
+        self.drawn = Some(Instant::now());
+        eprint!("\r\x1b[Kverifying {table:?}: {read} entries");
+        let _ = std::io::stderr().flush();
+    }
+
+    fn end(&self) {
+        if self.drawn.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
