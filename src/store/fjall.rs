@@ -33,9 +33,10 @@ use std::time::Duration;
 
 use fjall::{
     AbstractTree, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+    Readable,
 };
 
-use super::embedded::{Engine, Overlay, spawn};
+use super::embedded::{Engine, EngineSnapshot, Overlay, spawn};
 use super::{Entry, Error};
 
 /// The keyspace holding every table.
@@ -64,6 +65,7 @@ pub(crate) fn holds_store(path: &Path) -> bool {
 fn engine_error(error: fjall::Error) -> Error {
     match error {
         fjall::Error::Io(e) => Error::Io(e.to_string()),
+        fjall::Error::Locked => Error::InUse("another process holds its lock".into()),
         other => Error::Engine(other.to_string()),
     }
 }
@@ -192,6 +194,32 @@ impl Engine for FjallEngine {
 
     fn flush(&self) -> Result<(), Error> {
         self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// fjall's cross-keyspace snapshot: the sequence number of the last batch committed, read
+    /// through the same keyspace; fjall keeps the versions it needs until it is dropped.
+    fn snapshot(&self) -> Result<Box<dyn EngineSnapshot>, Error> {
+        Ok(Box::new(FjallSnapshot {
+            snapshot: self.db.snapshot(),
+            space: self.space.clone(),
+        }))
+    }
+}
+
+/// A fjall snapshot of the store's keyspace.
+struct FjallSnapshot {
+    snapshot: fjall::Snapshot,
+    space: Keyspace,
+}
+
+impl EngineSnapshot for FjallSnapshot {
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
+        Box::new(self.snapshot.range(&self.space, lo..hi).map(|guard| {
+            guard
+                .into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(engine_error)
+        }))
     }
 }
 
