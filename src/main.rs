@@ -8,7 +8,9 @@ use rxgate::{
     audit_verify::ChainVerifier,
     cli::{
         self,
-        args::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, MasterCommand},
+        args::{
+            AdminCommand, AuditCommand, Cli, Command, ConfigCommand, MasterCommand, StoreCommand,
+        },
         documents::{self, read},
         master_import,
     },
@@ -93,6 +95,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Audit { command } => audit(command),
+        Command::Store { command } => {
+            let manifest = runtime()?.block_on(store(command))?;
+            print!("{}", cli::store::render(&manifest));
+            Ok(true)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -173,6 +180,27 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `rxgate store`; the manifest of the dump written or read.
+async fn store(command: StoreCommand) -> anyhow::Result<rxgate::store::dump::Manifest> {
+    match command {
+        StoreCommand::Export { data_dir, dest } => cli::store::export(data_dir, dest).await,
+        StoreCommand::Import {
+            data_dir,
+            engine,
+            src: dump,
+        }
+        | StoreCommand::Restore {
+            data_dir,
+            engine,
+            backup: dump,
+        } => cli::store::import(data_dir, engine.into(), dump).await,
+        StoreCommand::Backup { dest, gateway } => {
+            let addr = gateway.addr.clone();
+            cli::store::backup(&addr, &gateway.operator()?, dest).await
+        }
+    }
 }
 
 /// Runs `rxgate audit`; false when a verification failed.

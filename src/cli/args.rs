@@ -89,6 +89,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The store as one dump file: a running gateway's backup, a stopped store's export, and
+    /// their import into a new store of either engine.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
     Demo {
         /// The development gateway's gRPC address.
@@ -210,6 +216,68 @@ pub enum AuditCommand {
         #[arg(long)]
         recipient: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Write a stopped gateway's store to a new file as a dump of every table (with a manifest
+    /// of counts and hashes), readable by any engine. The file holds patient data (0600).
+    Export {
+        /// The store's folder (the gateway stopped: a running one's store is refused).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The file to write (it must not exist).
+        dest: PathBuf,
+    },
+    /// Load a dump (`store export`) into a new store, in a new or empty folder, and save its
+    /// acknowledged mark: how a store moves to another engine.
+    Import {
+        /// The folder of the new store (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The engine to keep the new store in.
+        #[arg(long, value_enum, default_value = "fjall")]
+        engine: StoreEngine,
+        /// The dump.
+        src: PathBuf,
+    },
+    /// Write a running gateway's backup (as an operator) to a new file: a dump of a consistent
+    /// snapshot, taken while it serves (fjall stores only). The file holds patient data (0600).
+    Backup {
+        /// The file to write (it must not exist); it appears once complete and checked.
+        dest: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Load a backup (`store backup`) into a new store, as `store import` does.
+    Restore {
+        /// The folder of the new store (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The engine to keep the new store in.
+        #[arg(long, value_enum, default_value = "fjall")]
+        engine: StoreEngine,
+        /// The backup.
+        backup: PathBuf,
+    },
+}
+
+/// The engines a new store can be kept in.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StoreEngine {
+    /// fjall (the default): takes online backups.
+    Fjall,
+    /// sled 0.34, the engine of older stores.
+    Sled,
+}
+
+impl From<StoreEngine> for crate::store::EngineKind {
+    fn from(engine: StoreEngine) -> Self {
+        match engine {
+            StoreEngine::Fjall => crate::store::EngineKind::Fjall,
+            StoreEngine::Sled => crate::store::EngineKind::Sled,
+        }
+    }
 }
 
 #[derive(Subcommand)]

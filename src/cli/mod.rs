@@ -1,7 +1,8 @@
 //! The command line: `args` (the clap definitions `main.rs` parses) and the subcommands'
 //! work. Clients of a running gateway, over gRPC with mutual TLS as an integrator would talk to
 //! it: `admin` (stuck, lockouts, unlock, confirm-clock), `audit` (export; verify and checkpoints also read a
-//! stopped store), `master_import` (`rxgate master import`) and `demo`. Local work, no gateway:
+//! stopped store), `master_import` (`rxgate master import`), `store` (backup; export and import of a stopped
+//! store) and `demo`. Local work, no gateway:
 //! `documents` (`sign`, `verify`) and `config_check` (`config check`).
 
 pub mod admin;
@@ -11,3 +12,4 @@ pub mod config_check;
 pub mod demo;
 pub mod documents;
 pub mod master_import;
+pub mod store;

@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 
 use ring::digest::{Context, SHA256};
 
-use super::Table;
+use super::{Snapshot, Table};
 
 const MAGIC: &[u8; 8] = b"RXGDUMP\n";
 /// The format this build writes, and the newest it reads.
@@ -74,7 +74,25 @@ pub enum Error {
     Mismatch { table: &'static str, what: String },
     #[error("the dump is malformed at {at}: {what}")]
     Malformed { at: String, what: String },
+    #[error("reading the store failed: {0}")]
+    Store(#[from] super::Error),
 }
+
+/// Writes every table of `snapshot` to `out` as a dump; the output and the manifest.
+pub fn write<W: Write>(snapshot: &dyn Snapshot, out: W) -> Result<(W, Manifest), Error> {
+    let mut writer = Writer::new(out)?;
+    for table in Table::ALL {
+        writer.table(table)?;
+        for entry in snapshot.entries(table) {
+            let (key, value) = entry?;
+            writer.entry(&key, &value)?;
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+/// One entry of a dump: its table, key and value.
+pub type TableEntry = (Table, Vec<u8>, Vec<u8>);
 
 /// One table's count and hash, as a section trailer and the manifest state them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,7 +322,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next entry, or `None` once the manifest has been read and checked.
-    fn step(&mut self) -> Result<Option<(Table, Vec<u8>, Vec<u8>)>, Error> {
+    fn step(&mut self) -> Result<Option<TableEntry>, Error> {
         loop {
             let [kind] = self.bytes::<1>()?;
             match (kind, self.current.is_some()) {
@@ -346,7 +364,7 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 
-    fn entry(&mut self) -> Result<(Table, Vec<u8>, Vec<u8>), Error> {
+    fn entry(&mut self) -> Result<TableEntry, Error> {
         let key_len = self.bytes::<4>()?;
         let key = self.sized(key_len)?;
         let value_len = self.bytes::<4>()?;
@@ -443,7 +461,7 @@ impl<R: Read> Reader<R> {
 }
 
 impl<R: Read> Iterator for Reader<R> {
-    type Item = Result<(Table, Vec<u8>, Vec<u8>), Error>;
+    type Item = Result<TableEntry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.manifest.is_some() {
@@ -483,7 +501,7 @@ mod tests {
         writer.finish().unwrap().0
     }
 
-    fn read_all(bytes: &[u8]) -> Result<(Vec<(Table, Vec<u8>, Vec<u8>)>, Manifest), Error> {
+    fn read_all(bytes: &[u8]) -> Result<(Vec<TableEntry>, Manifest), Error> {
         let mut reader = Reader::new(bytes)?;
         let entries = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
         Ok((entries, reader.manifest().cloned().expect("a manifest")))

@@ -107,6 +107,15 @@ pub(crate) trait EngineSnapshot: Send {
     fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_>;
 }
 
+/// An engine nothing writes, read as it stands ([`EmbeddedStore::read_stopped`]).
+struct Stopped<E>(E);
+
+impl<E: Engine> EngineSnapshot for Stopped<E> {
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
+        self.0.range(lo, hi)
+    }
+}
+
 /// An engine's snapshot read by table: the tag added to the bounds, and taken off the keys.
 struct Tables(Box<dyn EngineSnapshot>);
 
@@ -327,6 +336,25 @@ impl EmbeddedStore {
             engine: kind,
             lock_file,
         })
+    }
+
+    /// The existing store in `path`, opened for reading alone, without a writer: nothing else
+    /// can write it while the view lives (the engine's lock keeps a gateway out, and
+    /// [`Error::InUse`] says one holds it now), so its plain reads are a consistent view, in
+    /// either engine. How a stopped store is exported.
+    pub fn read_stopped(path: &Path) -> Result<Box<dyn Snapshot>, Error> {
+        let engine: Box<dyn EngineSnapshot> = match EngineKind::found_in(path)? {
+            None => {
+                return Err(Error::Engine(format!("{} holds no store", path.display())));
+            }
+            Some(EngineKind::Fjall) => {
+                Box::new(Stopped(FjallEngine::open(path, DEFAULT_CACHE_MIB << 20)?))
+            }
+            Some(EngineKind::Sled) => {
+                Box::new(Stopped(SledEngine::open(path, DEFAULT_CACHE_MIB << 20)?))
+            }
+        };
+        Ok(Box::new(Tables(engine)))
     }
 
     /// The engine the store is kept in.
@@ -928,12 +956,16 @@ mod tests {
         assert_eq!(stored, [Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
     }
 
-    /// A snapshot holds what was submitted before it, even in the same batch, and nothing
+    /// A snapshot holds what was submitted before it, in the same batch too, and nothing
     /// submitted after, however long it is read.
     #[tokio::test]
     async fn a_snapshot_holds_what_came_before_it_and_nothing_after() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
+        // The writer waits in this transaction until the three below are queued: they run in
+        // one batch.
+        let (release, released) = mpsc::channel::<()>();
+        let held = store.transact(move |_| released.recv().map_err(|_| Error::Closed));
         let put = |key: &'static [u8]| {
             store.transact(move |tx| {
                 tx.put(Table::Events, key, b"v");
@@ -943,6 +975,8 @@ mod tests {
         let before = put(b"before");
         let snapshot = store.snapshot();
         let after = put(b"after");
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
         before.await.unwrap().unwrap();
         let snapshot = snapshot.await.unwrap();
         after.await.unwrap().unwrap();

@@ -81,6 +81,11 @@ impl SledEngine {
             Ok(Err(::sled::Error::Corruption { at, .. })) => {
                 Err(damaged(format!("corruption at {at:?}")))
             }
+            Ok(Err(::sled::Error::Io(e)))
+                if e.to_string().starts_with("could not acquire lock") =>
+            {
+                Err(Error::InUse("another process holds its lock".into()))
+            }
             Ok(Err(e)) => Err(engine_error(e)),
             Err(panic) => Err(damaged(crate::panics::message(panic.as_ref()).to_owned())),
         }

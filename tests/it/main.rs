@@ -40,5 +40,6 @@ mod relay_drill;
 mod signature;
 mod store;
 mod store_damage;
+mod store_dump;
 mod tls;
 mod upgrade;

@@ -31,10 +31,10 @@ use rxgate::{
 };
 
 /// Registrations acknowledged before the damage.
-const REGISTERED: u32 = 40;
+pub(crate) const REGISTERED: u32 = 40;
 
 /// A stopped store of `engine` holding `REGISTERED` acknowledged registrations, in `dir`.
-async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
+pub(crate) async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
     let store = dir.join("store");
     EmbeddedStore::open_with(&store, Some(engine), 8)
         .unwrap()
@@ -49,13 +49,15 @@ async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
     store
 }
 
-async fn clinic(rxgate: &Rxgate) -> PrescriptionServiceClient<tonic::transport::Channel> {
+pub(crate) async fn clinic(
+    rxgate: &Rxgate,
+) -> PrescriptionServiceClient<tonic::transport::Channel> {
     let channel = dev_pki().client("clinic").connect(&rxgate.addr).await;
     PrescriptionServiceClient::new(channel.unwrap())
 }
 
 /// Registers the demo prescription `number` for patient `n`; its id.
-async fn register(
+pub(crate) async fn register(
     clinic: &mut PrescriptionServiceClient<tonic::transport::Channel>,
     number: &str,
     n: u32,
@@ -74,7 +76,7 @@ async fn register(
 }
 
 /// SIGTERM, and a clean exit.
-async fn stop(mut rxgate: Rxgate) {
+pub(crate) async fn stop(mut rxgate: Rxgate) {
     rxgate.signal("TERM");
     let exited =
         tokio::task::spawn_blocking(move || (rxgate.exit(Duration::from_secs(60)), rxgate));
