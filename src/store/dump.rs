@@ -443,15 +443,20 @@ impl<R: Read> Reader<R> {
                     what: "missing from the dump".into(),
                 });
             };
-            if read != stated {
-                return Err(Error::Mismatch {
-                    table: name(read.table),
-                    what: format!(
-                        "the manifest says {} entries and another hash; {} were read",
-                        stated.entries, read.entries
-                    ),
-                });
-            }
+            let what = if read.table != stated.table {
+                format!("the manifest names {} in its place", name(stated.table))
+            } else if read.entries != stated.entries {
+                let (said, found) = (stated.entries, read.entries);
+                format!("the manifest says {said} entries, {found} were read")
+            } else if read.sha256 != stated.sha256 {
+                "its entries do not hash to the manifest's SHA-256".into()
+            } else {
+                continue;
+            };
+            return Err(Error::Mismatch {
+                table: name(table),
+                what,
+            });
         }
         if manifest.tables.len() != Table::ALL.len() {
             return Err(self.malformed("the manifest names more tables than the dump holds"));
@@ -559,6 +564,21 @@ mod tests {
         longer.push(0);
         let error = read_all(&longer).unwrap_err().to_string();
         assert!(error.contains("bytes follow the manifest"), "{error}");
+    }
+
+    #[test]
+    fn a_manifest_that_disagrees_with_a_section_is_refused_naming_the_table() {
+        let bytes = sample();
+        let (_, mut manifest) = read_all(&bytes).unwrap();
+        let tail = encode_manifest(&manifest).len();
+        manifest.tables[7].entries = 2;
+        let mut changed = bytes[..bytes.len() - tail].to_vec();
+        changed.extend(encode_manifest(&manifest));
+        let error = read_all(&changed).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "table meta: the manifest says 2 entries, 1 were read"
+        );
     }
 
     #[test]
