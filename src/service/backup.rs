@@ -70,8 +70,10 @@ impl Gateway {
     }
 }
 
-/// Writes the dump of `snapshot` into `chunks` until done, failed, or the client is gone.
-fn stream(snapshot: &dyn Snapshot, chunks: mpsc::Sender<Result<Vec<u8>, Error>>, _: Running) {
+/// Writes the dump of `snapshot` into `chunks` until done, failed, or the client is gone; lets
+/// go of `running` before the stream ends, so that a client that has read to the end can start
+/// the next backup at once.
+fn stream(snapshot: &dyn Snapshot, chunks: mpsc::Sender<Result<Vec<u8>, Error>>, running: Running) {
     let out = Chunks {
         sender: chunks.clone(),
         buffer: Vec::with_capacity(CHUNK),
@@ -89,6 +91,8 @@ fn stream(snapshot: &dyn Snapshot, chunks: mpsc::Sender<Result<Vec<u8>, Error>>,
             let _ = chunks.blocking_send(Err(Error::Internal(format!("backup failed: {error}"))));
         }
     }
+    drop(running);
+    drop(chunks);
 }
 
 /// The dump's bytes, sent as chunks of [`CHUNK`] bytes; waits while the channel is full.

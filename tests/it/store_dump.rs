@@ -3,7 +3,8 @@
 //! (the dumps of both stores agree byte for byte, the audit chain verifies, the gateway serves
 //! the records); damaged dumps and non-empty folders are refused; a running fjall gateway is
 //! backed up while clinics register, and the restored backup holds every registration
-//! acknowledged before the backup was asked for; a sled gateway and a non-operator are refused.
+//! acknowledged before the backup was asked for; a second backup waits its turn; a sled gateway
+//! and a non-operator are refused.
 
 use crate::common::{self, dev_pki};
 
@@ -22,8 +23,12 @@ use crate::store_damage::{REGISTERED, clinic, register, registered_store, stop};
 use common::process::{Rxgate, Serve};
 use rxgate::{
     store::EngineKind,
-    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+    wire::proto::v1::{
+        self as pb, admin_service_client::AdminServiceClient,
+        prescription_service_client::PrescriptionServiceClient,
+    },
 };
+use tokio::sync::Notify;
 
 /// Runs `rxgate ARGS` off the runtime.
 async fn rxgate(args: Vec<String>) -> Output {
@@ -225,28 +230,66 @@ async fn serving(dir: &Path, engine: EngineKind) -> (PathBuf, Rxgate) {
     (store, rxgate)
 }
 
-/// Clinics register in a loop until `stop`; each acknowledged id is pushed to `acknowledged`.
-fn registering(
-    rxgate: &Rxgate,
-    clinics: u32,
-    stop: &Arc<AtomicBool>,
-    acknowledged: &Arc<Mutex<Vec<String>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..clinics)
-        .map(|c| {
-            let (addr, stop, acknowledged) = (rxgate.addr.clone(), stop.clone(), acknowledged.clone());
-            tokio::spawn(async move {
-                let channel = dev_pki().client("clinic").connect(&addr).await.unwrap();
-                let mut clinic = rxgate::wire::proto::v1::prescription_service_client::PrescriptionServiceClient::new(channel);
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = register(&mut clinic, &format!("LOAD-{c}-{n}"), c * 100_000 + n).await;
-                    acknowledged.lock().unwrap().push(id);
-                    n += 1;
-                }
+/// Clinics registering in a loop, each acknowledged id kept, until stopped.
+struct Load {
+    halt: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    /// Told after every registration.
+    progress: Arc<Notify>,
+    clinics: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(rxgate: &Rxgate, clinics: u32) -> Load {
+        let halt = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let progress = Arc::new(Notify::new());
+        let clinics = (0..clinics)
+            .map(|c| {
+                let (halt, acknowledged) = (halt.clone(), acknowledged.clone());
+                let (progress, addr) = (progress.clone(), rxgate.addr.clone());
+                tokio::spawn(async move {
+                    let channel = dev_pki().client("clinic").connect(&addr).await;
+                    let mut clinic = PrescriptionServiceClient::new(channel.unwrap());
+                    for n in 0.. {
+                        if halt.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let number = format!("LOAD-{c}-{n}");
+                        let id = register(&mut clinic, &number, c * 100_000 + n).await;
+                        acknowledged.lock().unwrap().push(id);
+                        progress.notify_one();
+                    }
+                })
             })
-        })
-        .collect()
+            .collect();
+        Load {
+            halt,
+            acknowledged,
+            progress,
+            clinics,
+        }
+    }
+
+    /// The ids acknowledged so far, once there are at least `n`.
+    async fn acknowledged(&self, n: usize) -> Vec<String> {
+        loop {
+            let so_far = self.acknowledged.lock().unwrap().clone();
+            if so_far.len() >= n {
+                return so_far;
+            }
+            self.progress.notified().await;
+        }
+    }
+
+    /// Stops the clinics; how many registrations were acknowledged.
+    async fn stop(self) -> usize {
+        self.halt.store(true, Ordering::Relaxed);
+        for clinic in self.clinics {
+            clinic.await.unwrap();
+        }
+        self.acknowledged.lock().unwrap().len()
+    }
 }
 
 /// A backup of a running fjall gateway while four clinics register: written 0600, restored
@@ -256,20 +299,11 @@ fn registering(
 async fn a_backup_under_load_holds_every_registration_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (_, rxgate) = serving(dir.path(), EngineKind::Fjall).await;
-    let halt = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let clinics = registering(&rxgate, 4, &halt, &acknowledged);
-    while acknowledged.lock().unwrap().len() < 40 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let before: Vec<String> = acknowledged.lock().unwrap().clone();
+    let load = Load::start(&rxgate, 4);
+    let before = load.acknowledged(40).await;
     let dest = dir.path().join("backup.dump");
     let out = backup(&rxgate, &dest).await;
-    let during = acknowledged.lock().unwrap().len() - before.len();
-    halt.store(true, Ordering::Relaxed);
-    for clinic in clinics {
-        clinic.await.unwrap();
-    }
+    let after = load.stop().await;
     assert!(out.status.success(), "{}\n{}", text(&out), rxgate.output());
     assert_eq!(
         fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
@@ -295,7 +329,8 @@ async fn a_backup_under_load_holds_every_registration_acknowledged_before_it() {
     assert_eq!(
         missing(&rxgate, &before).await,
         Vec::<String>::new(),
-        "{during} during the backup"
+        "{} registered in all",
+        after
     );
     stop(rxgate).await;
 }
@@ -354,5 +389,71 @@ async fn a_backup_of_sled_or_by_a_clinic_is_refused() {
             ("operator".to_owned(), "FAILED_PRECONDITION".to_owned())
         ]
     );
+    stop(rxgate).await;
+}
+
+/// The bytes of a Backup stream read to its end, checked as a dump; its manifest.
+async fn read_to_end(
+    mut stream: tonic::Streaming<pb::BackupChunk>,
+    mut bytes: Vec<u8>,
+) -> rxgate::store::dump::Manifest {
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes.extend(chunk.data);
+    }
+    let mut reader = rxgate::store::dump::Reader::new(bytes.as_slice()).unwrap();
+    reader.by_ref().for_each(|entry| drop(entry.unwrap()));
+    reader.manifest().cloned().expect("a manifest")
+}
+
+/// One backup at a time: while one waits on its client (its dump larger than the buffers
+/// between), a second is refused RESOURCE_EXHAUSTED; once the first is read to its end, the
+/// next is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backup_is_refused_while_one_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, rxgate) = serving(dir.path(), EngineKind::Fjall).await;
+    let load = Load::start(&rxgate, 4);
+    // About 4 kB each: some 2 MB of dump, twice what the channel and the windows hold.
+    load.acknowledged(500).await;
+    load.stop().await;
+    // HTTP/2's initial windows (64 KiB), not tonic's larger ones: the client takes in little
+    // of a stream it does not read.
+    let operator = || async {
+        let tls = dev_pki().client("operator").client_tls_config().unwrap();
+        let endpoint = tonic::transport::Endpoint::from_shared(rxgate.addr.clone()).unwrap();
+        let endpoint = endpoint.tls_config(tls).unwrap();
+        let channel = (endpoint.initial_stream_window_size(65_535))
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await;
+        AdminServiceClient::new(channel.unwrap())
+    };
+    let mut first = operator()
+        .await
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let head = first.message().await.unwrap().expect("a first chunk").data;
+    let second = operator().await.backup(pb::BackupRequest {}).await;
+    let refused = second.expect_err("a second backup while the first streams");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("one backup at a time"),
+        "{refused:?}"
+    );
+
+    let manifest = read_to_end(first, head).await;
+    let prescriptions = manifest.tables[0].entries;
+    assert!(prescriptions >= 500 + u64::from(REGISTERED), "{manifest:?}");
+    let next = operator().await.backup(pb::BackupRequest {}).await.unwrap();
+    let again = read_to_end(next.into_inner(), Vec::new()).await;
+    // The same prescriptions; the audit trail has the two calls since.
+    assert_eq!(again.tables[0], manifest.tables[0]);
+    assert_eq!(again.tables[6].entries, manifest.tables[6].entries + 2);
     stop(rxgate).await;
 }
