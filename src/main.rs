@@ -179,6 +179,36 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `rxgate store`: prints the manifest of the dump written or read, or the verdict of
+/// `store verify`; false when the store is not sound.
+fn store(command: StoreCommand) -> anyhow::Result<bool> {
+    let runtime = runtime()?;
+    let manifest = match command {
+        StoreCommand::Verify { data_dir, gateways } => {
+            return verify_store(&runtime, &data_dir, gateways);
+        }
+        StoreCommand::Export { data_dir, dest } => {
+            runtime.block_on(cli::store::export(data_dir, dest))
+        }
+        StoreCommand::Import {
+            data_dir,
+            engine,
+            src: dump,
+        }
+        | StoreCommand::Restore {
+            data_dir,
+            engine,
+            backup: dump,
+        } => runtime.block_on(cli::store::import(data_dir, engine.into(), dump)),
+        StoreCommand::Backup { dest, gateway } => {
+            let addr = gateway.addr.clone();
+            runtime.block_on(cli::store::backup(&addr, &gateway.operator()?, dest))
+        }
+    }?;
+    print!("{}", cli::store::render(&manifest));
+    Ok(true)
+}
+
 /// Runs `rxgate audit`; false when a verification failed.
 fn audit(command: AuditCommand) -> anyhow::Result<bool> {
     match command {
@@ -251,10 +281,13 @@ fn chain_verifier(gateways: GatewayCertArgs) -> anyhow::Result<ChainVerifier> {
 }
 
 /// Runs `rxgate store verify`; false when the store is not sound.
-fn store(command: StoreCommand) -> anyhow::Result<bool> {
-    let StoreCommand::Verify { data_dir, gateways } = command;
-    let verify = cli::store_verify::verify(&data_dir, chain_verifier(gateways)?);
-    match runtime()?.block_on(verify)? {
+fn verify_store(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    gateways: GatewayCertArgs,
+) -> anyhow::Result<bool> {
+    let verify = cli::store_verify::verify(data_dir, chain_verifier(gateways)?);
+    match runtime.block_on(verify)? {
         Ok(summary) => {
             println!("{summary}");
             Ok(true)

@@ -89,6 +89,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The store: a stopped store's check (`verify`), and the store as one dump file (a running
+    /// gateway's backup, a stopped store's export, and their import into a new store of either
+    /// engine).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Walk a clinic and a pharmacy through a prescription against a running --dev server.
     Demo {
         /// The development gateway's gRPC address.
@@ -129,11 +136,6 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
-    },
-    /// The gateway's store, read directly (the gateway stopped).
-    Store {
-        #[command(subcommand)]
-        command: StoreCommand,
     },
     /// The gateway's configuration file.
     Config {
@@ -225,6 +227,46 @@ pub enum StoreCommand {
         #[command(flatten)]
         gateways: GatewayCertArgs,
     },
+    /// Write a stopped gateway's store to a new file as a dump of every table (with a manifest
+    /// of counts and hashes), readable by any engine. The file holds patient data (0600).
+    Export {
+        /// The store's folder (the gateway stopped: a running one's store is refused).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The file to write (it must not exist).
+        dest: PathBuf,
+    },
+    /// Load a dump (`store export`) into a new store, in a new or empty folder, and save its
+    /// acknowledged mark: how a store moves to another engine.
+    Import {
+        /// The folder of the new store (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The engine to keep the new store in.
+        #[arg(long, value_enum, default_value = "fjall")]
+        engine: StoreEngine,
+        /// The dump.
+        src: PathBuf,
+    },
+    /// Write a running gateway's backup (as an operator) to a new file: a dump of a consistent
+    /// snapshot, taken while it serves (fjall stores only). The file holds patient data (0600).
+    Backup {
+        /// The file to write (it must not exist); it appears once complete and checked.
+        dest: PathBuf,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Load a backup (`store backup`) into a new store, as `store import` does.
+    Restore {
+        /// The folder of the new store (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The engine to keep the new store in.
+        #[arg(long, value_enum, default_value = "fjall")]
+        engine: StoreEngine,
+        /// The backup.
+        backup: PathBuf,
+    },
 }
 
 /// Whose audit checkpoints are believed.
@@ -237,6 +279,24 @@ pub struct GatewayCertArgs {
     /// The gateway's configuration, for its [gateway] certificate.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// The engines a new store can be kept in.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StoreEngine {
+    /// fjall (the default): takes online backups.
+    Fjall,
+    /// sled 0.34, the engine of older stores.
+    Sled,
+}
+
+impl From<StoreEngine> for crate::store::EngineKind {
+    fn from(engine: StoreEngine) -> Self {
+        match engine {
+            StoreEngine::Fjall => crate::store::EngineKind::Fjall,
+            StoreEngine::Sled => crate::store::EngineKind::Sled,
+        }
+    }
 }
 
 #[derive(Subcommand)]

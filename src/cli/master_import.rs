@@ -90,7 +90,8 @@ fn chunks(
     tokio_stream::iter(messages)
 }
 
-fn progress_bar(done: u64, total: u64) -> String {
+/// The bar drawn over `done` of `total` bytes (also `rxgate store import`'s).
+pub(super) fn progress_bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 30;
     let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
     format!(
@@ -103,7 +104,7 @@ fn progress_bar(done: u64, total: u64) -> String {
 }
 
 /// Redraws the progress bar on standard error until aborted.
-fn draw_progress(sent: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+pub(super) fn draw_progress(sent: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {

@@ -3,6 +3,7 @@
 //! authenticate the caller from its TLS identity, authorize by institution kind, convert wire
 //! messages to domain types, call the use cases and map results and errors back.
 
+mod backup;
 mod convert;
 mod deadline;
 mod decode_errors;
@@ -551,6 +552,18 @@ impl EventService for Services {
 impl AdminService for Services {
     type ExportAuditStream = PagedStream<pb::AuditRecord>;
     type ExportAuditCheckpointsStream = PagedStream<pb::AuditCheckpoint>;
+    type BackupStream = PagedStream<pb::BackupChunk>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<PagedStream<pb::BackupChunk>>, Status> {
+        const ACTION: Action = Action::Backup;
+        let caller = self.caller(&request, OPERATORS, ACTION).await?;
+        let pb::BackupRequest {} = request.into_inner();
+        let chunks = self.gateway.backup(&caller).await.map_err(to_status)?;
+        Ok(Response::new(backup::stream(chunks)))
+    }
 
     async fn list_stuck_prescriptions(
         &self,

@@ -40,6 +40,7 @@ const SERVICES: &[(&str, &[&str])] = &[
             "ListLockouts",
             "Unlock",
             "ConfirmClock",
+            "Backup",
         ],
     ),
     ("grpc.health.v1.Health", &["Check", "Watch"]),

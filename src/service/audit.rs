@@ -46,6 +46,7 @@ pub enum Action {
     ListLockouts,
     Unlock,
     ConfirmClock,
+    Backup,
     ImportMaster,
     ExportAudit,
     ExportAuditCheckpoints,
@@ -74,6 +75,7 @@ impl Action {
             Action::ListLockouts => "ListLockouts",
             Action::Unlock => "Unlock",
             Action::ConfirmClock => "ConfirmClock",
+            Action::Backup => "Backup",
             Action::ImportMaster => "ImportMaster",
             Action::ExportAudit => "ExportAudit",
             Action::ExportAuditCheckpoints => "ExportAuditCheckpoints",
@@ -85,7 +87,7 @@ impl Action {
     /// Whether the call stores new data (and is refused below the free-space low-water mark,
     /// free_space.rs), beyond its audit record and the lockout counts a miss keeps. An
     /// operator's unlock and clock confirmation write a record's worth and undo a hold, so
-    /// they are admitted with the reads.
+    /// they are admitted with the reads, and so is a backup, which writes nothing to this disk.
     pub fn writes_new_data(self) -> bool {
         match self {
             Action::CheckPrescription
@@ -107,6 +109,7 @@ impl Action {
             | Action::ConfirmClock
             | Action::ExportAudit
             | Action::ExportAuditCheckpoints
+            | Action::Backup
             | Action::Lockout
             | Action::AcceptDataLoss => false,
         }

@@ -14,6 +14,7 @@ mod audit_chain;
 mod audit_checkpoint;
 mod audit_edge;
 mod audit_export;
+mod backup;
 pub mod clinical;
 mod clock_watch;
 mod dispensing;
@@ -51,6 +52,7 @@ pub use audit_export::{
     AuditEntry, Audited, AuditedCall, AuditedCaller, ChainLink, CheckSubject, CountedRequests,
     RequestCount,
 };
+pub use backup::BackupChunks;
 pub use clinical::{
     Acknowledgement, CheckRequest, Clinical, Findings, OnCritical, RequestedOptions,
 };
@@ -299,6 +301,8 @@ pub struct Gateway {
     clinical: RwLock<Arc<Clinical>>,
     /// Imports run one at a time.
     imports: tokio::sync::Mutex<()>,
+    /// Backups too.
+    backups: backup::OneBackup,
     /// Woken after every transaction: the event feeds wait on it.
     events: tokio::sync::Notify,
     /// Set when the server shuts down: open event feeds end (their consumers resume later).
@@ -336,6 +340,7 @@ impl Gateway {
             clock,
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
+            backups: backup::OneBackup::default(),
             events: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),

@@ -48,6 +48,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::mem;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -62,7 +63,10 @@ use tokio::sync::oneshot;
 
 use super::fjall::FjallEngine;
 use super::sled::SledEngine;
-use super::{Answer, Entry, Error, Outcome, Savepoint, Stats, Store, Table, Txn, TxnFn};
+use super::{
+    Answer, Entry, Error, Outcome, Savepoint, Snapshot, SnapshotAnswer, Stats, Store, Table, Txn,
+    TxnFn,
+};
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
 /// The engine's cache of [`EmbeddedStore::open`], in MiB.
@@ -72,7 +76,8 @@ pub const DEFAULT_CACHE_MIB: u64 = 128;
 pub const MAX_BATCH: usize = 1024;
 
 /// The ordered key space under the store: what its writer and flusher threads need of an
-/// engine. Only the writer calls `get`, `range` and `apply`; only the flusher calls `flush`.
+/// engine. Only the writer calls `get`, `range`, `apply` and `snapshot`; only the flusher calls
+/// `flush`.
 pub(crate) trait Engine: Send + Sync + 'static {
     /// The value of `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
@@ -90,6 +95,40 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Makes every write applied so far durable (the fsync).
     fn flush(&self) -> Result<(), Error>;
+
+    /// A read-only view of every write applied so far, unchanged by later ones;
+    /// [`Error::Unsupported`] from an engine that cannot keep one.
+    fn snapshot(&self) -> Result<Box<dyn EngineSnapshot>, Error>;
+}
+
+/// An engine's read-only view of its key space at one point ([`Engine::snapshot`]).
+pub(crate) trait EngineSnapshot: Send {
+    /// The entries whose keys are in `[lo, hi)`, in key order.
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_>;
+}
+
+/// An engine nothing writes, read as it stands ([`EmbeddedStore::read_stopped`]).
+struct Stopped<E>(E);
+
+impl<E: Engine> EngineSnapshot for Stopped<E> {
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
+        self.0.range(lo, hi)
+    }
+}
+
+/// An engine's snapshot read by table: the tag added to the bounds, and taken off the keys.
+struct Tables(Box<dyn EngineSnapshot>);
+
+impl Snapshot for Tables {
+    fn entries(&self, table: Table) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
+        let lo = [tag(table)];
+        let hi = prefix_end(&lo);
+        Box::new(
+            self.0
+                .range(&lo, &hi)
+                .map(|entry| entry.map(|(k, v)| (k[1..].to_vec(), v))),
+        )
+    }
 }
 
 /// Starts one of the store's threads, named `rxgate-store-{role}`.
@@ -166,10 +205,19 @@ fn tag(table: Table) -> u8 {
 /// Where a transaction's answer goes.
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
 
-/// A queued transaction and where to send its answer.
+/// A queued transaction (or snapshot) and where to send its answer.
 struct Job {
-    f: TxnFn,
+    work: Work,
     answer: Reply,
+}
+
+/// What a job asks of the writer.
+enum Work {
+    /// Run the function in a transaction.
+    Run(TxnFn),
+    /// Take a snapshot of the engine once the writes of every earlier job are in it, and
+    /// answer it (boxed as a `Box<dyn Snapshot>`) once they are durable.
+    Snapshot,
 }
 
 /// The counters behind [`Stats`], updated by the writer and the flusher threads.
@@ -292,6 +340,25 @@ impl EmbeddedStore {
         })
     }
 
+    /// The existing store in `path`, opened for reading alone, without a writer: nothing else
+    /// can write it while the view lives (the engine's lock keeps a gateway out, and
+    /// [`Error::InUse`] says one holds it now), so its plain reads are a consistent view, in
+    /// either engine. How a stopped store is exported.
+    pub fn read_stopped(path: &Path) -> Result<Box<dyn Snapshot>, Error> {
+        let engine: Box<dyn EngineSnapshot> = match EngineKind::found_in(path)? {
+            None => {
+                return Err(Error::Engine(format!("{} holds no store", path.display())));
+            }
+            Some(EngineKind::Fjall) => {
+                Box::new(Stopped(FjallEngine::open(path, DEFAULT_CACHE_MIB << 20)?))
+            }
+            Some(EngineKind::Sled) => {
+                Box::new(Stopped(SledEngine::open(path, DEFAULT_CACHE_MIB << 20)?))
+            }
+        };
+        Ok(Box::new(Tables(engine)))
+    }
+
     /// The engine the store is kept in.
     pub fn engine(&self) -> EngineKind {
         self.engine
@@ -341,18 +408,44 @@ impl Drop for EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Queues `work` to the writer; the receiver of its answer, or `None` once closed.
+    fn queue(&self, work: Work) -> Option<oneshot::Receiver<Result<Outcome, Error>>> {
+        let (answer, receiver) = oneshot::channel();
+        match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(sender) => sender
+                .send(Job { work, answer })
+                .is_ok()
+                .then_some(receiver),
+            None => None,
+        }
+    }
+}
+
 impl Store for EmbeddedStore {
     fn submit(&self, f: TxnFn) -> Answer {
-        let (answer, receiver) = oneshot::channel();
-        let sent = match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
-            Some(sender) => sender.send(Job { f, answer }).is_ok(),
-            None => false,
-        };
-        if !sent {
+        let Some(receiver) = self.queue(Work::Run(f)) else {
             return Box::pin(std::future::ready(Err(Error::Closed)));
-        }
+        };
         // A dropped answer sender means the writer stopped without answering.
         Box::pin(async move { receiver.await.unwrap_or(Err(Error::Closed)) })
+    }
+
+    /// Taken by the writer in submission order, after applying the writes queued before it,
+    /// and handed out by the flusher once they are durable; read on the caller's thread.
+    fn snapshot(&self) -> SnapshotAnswer {
+        let Some(receiver) = self.queue(Work::Snapshot) else {
+            return Box::pin(std::future::ready(Err(Error::Closed)));
+        };
+        Box::pin(async move {
+            let taken = receiver.await.unwrap_or(Err(Error::Closed))?;
+            let snapshot = taken
+                .ok()
+                .and_then(|s| s.downcast::<Box<dyn Snapshot>>().ok());
+            snapshot.map(|s| *s).ok_or_else(|| {
+                Error::Engine("the writer answered a snapshot with another value".into())
+            })
+        })
     }
 
     fn stats(&self) -> Stats {
@@ -452,9 +545,15 @@ impl Writer {
         // The writes the batch's transactions committed, not yet in the engine.
         let mut committed = Overlay::new();
         for job in batch.drain(..) {
-            let result = match self.shared.failed.get() {
-                Some(error) => Err(error.clone()),
-                None => self.run_one(job.f, &mut committed),
+            let result = match (self.shared.failed.get(), job.work) {
+                (Some(error), _) => Err(error.clone()),
+                (None, Work::Run(f)) => self.run_one(f, &mut committed),
+                (None, Work::Snapshot) => {
+                    // The snapshot must hold every write before it: those of the batch so far
+                    // go to the engine (and their answers to the flusher) first.
+                    self.hand_over(mem::take(&mut committed), mem::take(&mut waiting));
+                    self.take_snapshot()
+                }
             };
             let engine_durable = self.shared.durable.load(Ordering::Acquire) == self.handed_over;
             if committed.is_empty() && engine_durable {
@@ -464,6 +563,19 @@ impl Writer {
                 waiting.push((job.answer, result));
             }
         }
+        self.hand_over(committed, waiting);
+    }
+
+    /// The engine's snapshot, as a snapshot of the store's tables.
+    fn take_snapshot(&self) -> Result<Outcome, Error> {
+        let taken = self.engine.snapshot()?;
+        let tables: Box<dyn Snapshot> = Box::new(Tables(taken));
+        Ok(Ok(Box::new(tables)))
+    }
+
+    /// Applies `committed` to the engine and hands the answers `waiting` for it (or for
+    /// earlier batches) to the flusher, to be sent once durable.
+    fn hand_over(&mut self, committed: Overlay, waiting: Vec<(Reply, Result<Outcome, Error>)>) {
         if waiting.is_empty() {
             return;
         }
@@ -810,6 +922,9 @@ mod tests {
         fn flush(&self) -> Result<(), Error> {
             Ok(())
         }
+        fn snapshot(&self) -> Result<Box<dyn EngineSnapshot>, Error> {
+            Err(Error::Unsupported("a disk that keeps nothing".into()))
+        }
     }
 
     fn on(disk: Disk) -> EmbeddedStore {
@@ -888,6 +1003,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(stored, [Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
+    }
+
+    /// A snapshot holds what was submitted before it, in the same batch too, and nothing
+    /// submitted after, however long it is read.
+    #[tokio::test]
+    async fn a_snapshot_holds_what_came_before_it_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        // The writer waits in this transaction until the three below are queued: they run in
+        // one batch.
+        let (release, released) = mpsc::channel::<()>();
+        let held = store.transact(move |_| released.recv().map_err(|_| Error::Closed));
+        let put = |key: &'static [u8]| {
+            store.transact(move |tx| {
+                tx.put(Table::Events, key, b"v");
+                Ok::<_, Error>(())
+            })
+        };
+        let before = put(b"before");
+        let snapshot = store.snapshot();
+        let after = put(b"after");
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        before.await.unwrap().unwrap();
+        let snapshot = snapshot.await.unwrap();
+        after.await.unwrap().unwrap();
+        put(b"later").await.unwrap().unwrap();
+        let keys: Vec<Vec<u8>> = snapshot
+            .entries(Table::Events)
+            .map(|e| e.unwrap().0)
+            .collect();
+        assert_eq!(keys, [b"before".to_vec()]);
+        assert_eq!(snapshot.entries(Table::Meta).count(), 0);
     }
 
     #[test]

@@ -35,9 +35,10 @@ use std::time::Duration;
 
 use fjall::{
     AbstractTree, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+    Readable,
 };
 
-use super::embedded::{Engine, Overlay, spawn};
+use super::embedded::{Engine, EngineSnapshot, Overlay, spawn};
 use super::{Entry, Error};
 
 /// The keyspace holding every table.
@@ -85,10 +86,7 @@ fn engine_error(error: fjall::Error) -> Error {
 /// named (`damage::find`), with what to do; else fjall's error as it is.
 fn open_error(dir: &Path, error: fjall::Error) -> Error {
     if matches!(error, fjall::Error::Locked) {
-        return Error::Engine(format!(
-            "the store in {} is in use by another process (a running gateway): stop it first",
-            dir.display()
-        ));
+        return Error::InUse(dir.display().to_string());
     }
     match damage::find(dir) {
         Some(d) => Error::Engine(format!(
@@ -227,6 +225,32 @@ impl Engine for FjallEngine {
 
     fn flush(&self) -> Result<(), Error> {
         self.db.persist(PersistMode::SyncAll).map_err(engine_error)
+    }
+
+    /// fjall's cross-keyspace snapshot: the sequence number of the last batch committed, read
+    /// through the same keyspace; fjall keeps the versions it needs until it is dropped.
+    fn snapshot(&self) -> Result<Box<dyn EngineSnapshot>, Error> {
+        Ok(Box::new(FjallSnapshot {
+            snapshot: self.db.snapshot(),
+            space: self.space.clone(),
+        }))
+    }
+}
+
+/// A fjall snapshot of the store's keyspace.
+struct FjallSnapshot {
+    snapshot: fjall::Snapshot,
+    space: Keyspace,
+}
+
+impl EngineSnapshot for FjallSnapshot {
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
+        Box::new(self.snapshot.range(&self.space, lo..hi).map(|guard| {
+            guard
+                .into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(engine_error)
+        }))
     }
 }
 

@@ -21,6 +21,7 @@
 //!   `FnOnce` for that reason, and an engine that retries needs `Fn`.)
 //! - Quick and self-contained: it must not block, do IO, or wait on the runtime.
 
+pub mod dump;
 mod embedded;
 mod fjall;
 pub mod mark;
@@ -34,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::Snapshot;
+use crate::metrics;
 
 /// The logical tables. Each engine decides how to keep them apart (a key prefix, a tree, ...).
 /// The key layouts are the service's (`service/schema/`, one function per kind of key); what
@@ -128,6 +129,13 @@ pub enum Error {
     /// The transaction function panicked; nothing was written and the store keeps working.
     #[error("the transaction function panicked (nothing was written): {0}")]
     Panicked(String),
+    /// The store's files (in the named folder) are held by another process (a running
+    /// gateway); nothing was opened.
+    #[error("the store in {0} is in use by another process (a running gateway): stop it first")]
+    InUse(String),
+    /// The store cannot do what was asked of it (its engine has no such thing); it keeps working.
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 /// One key and its value, as returned by the scans.
@@ -322,6 +330,17 @@ pub type TxnFn = Box<dyn FnOnce(&mut dyn Txn) -> Outcome + Send + 'static>;
 /// The answer to a submitted transaction: its outcome once durable, or why it has none.
 pub type Answer = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'static>>;
 
+/// A consistent, read-only view of the whole store as it stood at one point of its
+/// transaction order, readable from any thread while the store goes on ([`Store::snapshot`]).
+pub trait Snapshot: Send {
+    /// The entries of `table`, in key order.
+    fn entries(&self, table: Table) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_>;
+}
+
+/// The answer to [`Store::snapshot`].
+pub type SnapshotAnswer =
+    Pin<Box<dyn Future<Output = Result<Box<dyn Snapshot>, Error>> + Send + 'static>>;
+
 /// Counters describing the work a store has done since it was opened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
@@ -341,9 +360,9 @@ pub struct Stats {
     /// table and key.
     pub corrupt_reads: u64,
     /// The distribution of flush latencies (seconds).
-    pub flush_latency: Snapshot,
+    pub flush_latency: metrics::Snapshot,
     /// The distribution of batch sizes (transactions).
-    pub batch_size: Snapshot,
+    pub batch_size: metrics::Snapshot,
 }
 
 /// The store: runs transaction functions one at a time and answers only once their writes
@@ -388,6 +407,15 @@ pub trait Store: Send + Sync + 'static {
     /// Readiness and the gRPC health service report from this.
     fn failure(&self) -> Option<Error>;
 
+    /// A snapshot that holds every transaction submitted before this call and nothing later,
+    /// answered once everything it holds is durable (so, like any answer, it reveals nothing a
+    /// crash could take back). Reading it does not hold up the store's transactions. An engine
+    /// that cannot take one answers [`Error::Unsupported`], which the default does.
+    fn snapshot(&self) -> SnapshotAnswer {
+        let why = "this store takes no snapshots".to_owned();
+        Box::pin(std::future::ready(Err(Error::Unsupported(why))))
+    }
+
     /// Runs `f` in a transaction; see [`Store::submit`] for when it runs and what it may do.
     /// The outer `Result` is the store's (`Err` means the outcome is unknown or it never ran),
     /// the inner one is `f`'s own (`Err` means rolled back).
@@ -418,6 +446,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn failure(&self) -> Option<Error> {
         (**self).failure()
+    }
+
+    fn snapshot(&self) -> SnapshotAnswer {
+        (**self).snapshot()
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::embedded::{Engine, Overlay};
+use super::embedded::{Engine, EngineSnapshot, Overlay};
 use super::{Entry, Error};
 
 /// The name of the sled tree holding every table.
@@ -81,6 +81,11 @@ impl SledEngine {
             Ok(Err(::sled::Error::Corruption { at, .. })) => {
                 Err(damaged(format!("corruption at {at:?}")))
             }
+            Ok(Err(::sled::Error::Io(e)))
+                if e.to_string().starts_with("could not acquire lock") =>
+            {
+                Err(Error::InUse(path.display().to_string()))
+            }
             Ok(Err(e)) => Err(engine_error(e)),
             Err(panic) => Err(damaged(crate::panics::message(panic.as_ref()).to_owned())),
         }
@@ -121,6 +126,16 @@ impl Engine for SledEngine {
 
     fn flush(&self) -> Result<(), Error> {
         self.db.flush().map(drop).map_err(engine_error)
+    }
+
+    /// sled 0.34's iterators see writes made while they run, so it has no consistent view of
+    /// a store that goes on writing.
+    fn snapshot(&self) -> Result<Box<dyn EngineSnapshot>, Error> {
+        Err(Error::Unsupported(
+            "a sled store takes no consistent snapshot while it runs: stop the gateway and use \
+             `rxgate store export`, or move the store to fjall (export, then import)"
+                .into(),
+        ))
     }
 }
 

@@ -41,6 +41,7 @@ mod relay_drill;
 mod signature;
 mod store;
 mod store_damage;
+mod store_dump;
 mod store_verify;
 mod tls;
 mod upgrade;

@@ -33,10 +33,10 @@ use rxgate::{
 };
 
 /// Registrations acknowledged before the damage.
-const REGISTERED: u32 = 40;
+pub(crate) const REGISTERED: u32 = 40;
 
 /// A stopped store of `engine` holding `REGISTERED` acknowledged registrations, in `dir`.
-async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
+pub(crate) async fn registered_store(dir: &Path, engine: EngineKind) -> PathBuf {
     let (store, rxgate) = serving(dir, engine).await;
     let mut clinic = clinic(&rxgate).await;
     for n in 0..REGISTERED {

@@ -1,0 +1,364 @@
+//! `rxgate store export`, `import`, `restore` and `backup`: a store's every table as one dump
+//! file (`store::dump`). Export reads a stopped store's folder; backup asks a running gateway
+//! (as an operator) for the dump of a snapshot; import and restore load a dump or a backup into
+//! an empty folder, through the store's transactions, and save its acknowledged mark. A dump
+//! holds patient data: files are created 0600 and appear under their name only once complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use super::master_import::{draw_progress, progress_bar};
+use crate::{
+    service::acknowledged,
+    store::{
+        DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, Error as StoreError, Store,
+        dump::{self, Manifest, Reader, TableEntry},
+    },
+    tls::ClientFiles,
+    wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
+};
+
+/// The most entries, and about the most bytes of keys and values, one import transaction
+/// writes: what an import holds in memory, besides the batch being read.
+const BATCH_ENTRIES: usize = 1_000;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Batches (import) or chunks (backup) on their way between the reading and the writing side.
+const IN_FLIGHT: usize = 4;
+
+/// A file being written under a temporary name beside its destination, created 0600, renamed
+/// into place by [`Partial::commit`] once complete and durable, removed if dropped before.
+struct Partial {
+    temp: PathBuf,
+    dest: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl Partial {
+    /// Refuses a destination that exists: a dump is never written over anything.
+    fn create(dest: &Path) -> anyhow::Result<Partial> {
+        if dest.exists() {
+            bail!("{} exists: name a new file", dest.display());
+        }
+        let mut temp = dest.as_os_str().to_owned();
+        temp.push(".partial");
+        let temp = PathBuf::from(temp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .with_context(|| format!("creating {}", temp.display()))?;
+        Ok(Partial {
+            temp,
+            dest: dest.to_owned(),
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    fn writer(&mut self) -> &mut BufWriter<File> {
+        self.file.as_mut().expect("written before it is committed")
+    }
+
+    /// Syncs the file, renames it into place and syncs its folder.
+    fn commit(mut self) -> anyhow::Result<()> {
+        let file = self.file.take().expect("committed once");
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        fs::rename(&self.temp, &self.dest)
+            .with_context(|| format!("renaming into {}", self.dest.display()))?;
+        let folder = self.dest.parent().filter(|p| !p.as_os_str().is_empty());
+        File::open(folder.unwrap_or(Path::new(".")))?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The open error of a store, said for an operator.
+fn opening(dir: &Path, error: StoreError) -> anyhow::Error {
+    match error {
+        in_use @ StoreError::InUse(_) => {
+            anyhow::anyhow!("{in_use}, or take an online backup with `rxgate store backup`")
+        }
+        other => anyhow::Error::new(other).context(format!("opening {}", dir.display())),
+    }
+}
+
+/// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest.
+pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
+    tokio::task::spawn_blocking(move || {
+        let snapshot = EmbeddedStore::read_stopped(&dir).map_err(|e| opening(&dir, e))?;
+        let mut partial = Partial::create(&dest)?;
+        let (_, manifest) = dump::write(snapshot.as_ref(), partial.writer())
+            .with_context(|| format!("exporting {}", dir.display()))?;
+        partial.commit()?;
+        Ok(manifest)
+    })
+    .await?
+}
+
+/// Why `dir` cannot take an import, if it cannot: it must be new or an empty folder.
+fn refusal(dir: &Path) -> anyhow::Result<Option<String>> {
+    let mut entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let Some(first) = entries.next().transpose()? else {
+        return Ok(None);
+    };
+    Ok(Some(match EngineKind::found_in(dir)? {
+        Some(engine) => format!("it holds a {engine} store"),
+        None => format!("it holds {:?}", first.file_name()),
+    }))
+}
+
+/// Loads the dump (an export or a backup) in `src` into a new store in `dir`, kept in `engine`,
+/// and saves its acknowledged mark; the dump's manifest. The dump is read twice: checked whole
+/// first, then loaded (with a progress bar on a terminal). If loading fails part-way (a full
+/// disk), the folder holds part of the store: remove it and import again.
+pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::Result<Manifest> {
+    if let Some(why) = refusal(&dir)? {
+        bail!(
+            "{} is not empty ({why}): import only into a new or empty folder",
+            dir.display()
+        );
+    }
+    let checked = {
+        let src = src.clone();
+        tokio::task::spawn_blocking(move || check(&src))
+    };
+    checked.await??;
+    let file = File::open(&src).with_context(|| format!("opening {}", src.display()))?;
+    let total = file.metadata()?.len();
+    let read = Arc::new(AtomicU64::new(0));
+    let input = Counted {
+        inner: BufReader::with_capacity(1 << 20, file),
+        read: Arc::clone(&read),
+    };
+    let reader = Reader::new(input).with_context(|| format!("reading {}", src.display()))?;
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            EmbeddedStore::open_with(&dir, Some(engine), DEFAULT_CACHE_MIB)
+        })
+    };
+    let store = opened.await?.map_err(|e| opening(&dir, e))?;
+    let store = Arc::new(store);
+    let progress = io::stderr()
+        .is_terminal()
+        .then(|| draw_progress(Arc::clone(&read), total));
+    let loaded = load(&store, reader).await;
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!("{}", progress_bar(read.load(Ordering::Relaxed), total));
+    }
+    let manifest = loaded.with_context(|| {
+        format!(
+            "importing {} ({} now holds part of it: remove the folder before importing again)",
+            src.display(),
+            dir.display()
+        )
+    })?;
+    acknowledged::save(&(Arc::clone(&store) as Arc<dyn Store>), dir.clone(), None).await?;
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    Ok(manifest)
+}
+
+/// Reads the whole dump in `src` and checks it (each table's count and hash, the manifest),
+/// so that a damaged or truncated one is refused before anything is written.
+fn check(src: &Path) -> anyhow::Result<()> {
+    let file = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let refused = || format!("{} is refused", src.display());
+    let mut reader = Reader::new(BufReader::with_capacity(1 << 20, file)).with_context(refused)?;
+    reader
+        .try_for_each(|entry| entry.map(drop))
+        .with_context(refused)
+}
+
+/// Writes every entry `reader` gives to `store`, a batch per transaction, each durable before
+/// the next; the manifest once the whole dump has been read and checked.
+async fn load<R: Read + Send + 'static>(
+    store: &impl Store,
+    reader: Reader<R>,
+) -> anyhow::Result<Manifest> {
+    let (batches, mut received) = mpsc::channel(IN_FLIGHT);
+    let reading = tokio::task::spawn_blocking(move || read_batches(reader, &batches));
+    while let Some(batch) = received.recv().await {
+        store
+            .transact(move |tx| {
+                for (table, key, value) in &batch {
+                    tx.put(*table, key, value);
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await??;
+    }
+    reading.await?
+}
+
+type Batch = Vec<TableEntry>;
+
+/// Reads the dump into batches for [`load`]; the checked manifest at the end.
+fn read_batches<R: Read>(
+    mut reader: Reader<R>,
+    batches: &mpsc::Sender<Batch>,
+) -> anyhow::Result<Manifest> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for entry in reader.by_ref() {
+        let entry = entry?;
+        bytes += entry.1.len() + entry.2.len();
+        batch.push(entry);
+        if batch.len() == BATCH_ENTRIES || bytes >= BATCH_BYTES {
+            bytes = 0;
+            batches
+                .blocking_send(std::mem::take(&mut batch))
+                .map_err(|_| anyhow::anyhow!("the store stopped taking batches"))?;
+        }
+    }
+    if !batch.is_empty() {
+        batches
+            .blocking_send(batch)
+            .map_err(|_| anyhow::anyhow!("the store stopped taking batches"))?;
+    }
+    Ok(reader
+        .manifest()
+        .cloned()
+        .expect("the reader ended at its manifest"))
+}
+
+/// A reader that counts the bytes read through it (for the progress bar).
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Writes the backup of the gateway at `addr` to the new file `dest`, checking it as it comes
+/// (every table's count and hash, the manifest); its manifest.
+pub async fn backup(addr: &str, operator: &ClientFiles, dest: PathBuf) -> anyhow::Result<Manifest> {
+    let partial = Partial::create(&dest)?;
+    let channel = operator
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut stream = AdminServiceClient::new(channel)
+        .backup(pb::BackupRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("backup refused: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let (chunks, received) = mpsc::channel(IN_FLIGHT);
+    let writing = tokio::task::spawn_blocking(move || check_and_keep(partial, received));
+    let mut failure = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                if chunks.send(chunk.data).await.is_err() {
+                    break; // the writer stopped: its error says why
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                failure = Some(anyhow::anyhow!(
+                    "the backup broke off: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ));
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    let written = writing.await?;
+    match failure {
+        Some(failure) => Err(failure),
+        None => written,
+    }
+}
+
+/// Reads the dump arriving in `chunks` through [`Reader`], keeping every byte in `partial`,
+/// and commits it once the manifest has checked.
+fn check_and_keep(
+    mut partial: Partial,
+    chunks: mpsc::Receiver<Vec<u8>>,
+) -> anyhow::Result<Manifest> {
+    let input = Tee {
+        chunks,
+        current: io::Cursor::new(Vec::new()),
+        copy: partial.writer(),
+    };
+    let mut reader = Reader::new(input)?;
+    for entry in reader.by_ref() {
+        entry?;
+    }
+    let manifest = reader
+        .manifest()
+        .cloned()
+        .expect("the reader ended at its manifest");
+    drop(reader);
+    partial.commit()?;
+    Ok(manifest)
+}
+
+/// The bytes of the chunks received, as a `Read`, each chunk copied to a file as it is taken.
+struct Tee<'a> {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    current: io::Cursor<Vec<u8>>,
+    copy: &'a mut BufWriter<File>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
+                    self.copy.write_all(&chunk)?;
+                    self.current = io::Cursor::new(chunk);
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// One line per table: its entries and hash.
+pub fn render(manifest: &Manifest) -> String {
+    manifest
+        .tables
+        .iter()
+        .map(|t| {
+            format!(
+                "{:<22} {:>10} entries  sha256 {}\n",
+                dump::name(t.table),
+                t.entries,
+                crate::domain::hash::hex(&t.sha256)
+            )
+        })
+        .collect()
+}
