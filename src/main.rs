@@ -1,6 +1,11 @@
 //! The `rxgate` command: thin — parse the command line and hand over to the library.
 
-use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -184,9 +189,11 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 fn store(command: StoreCommand) -> anyhow::Result<bool> {
     let runtime = runtime()?;
     let manifest = match command {
-        StoreCommand::Verify { data_dir, gateways } => {
-            return verify_store(&runtime, &data_dir, gateways);
-        }
+        StoreCommand::Verify {
+            data_dir,
+            dump,
+            gateways,
+        } => return verify_store(&runtime, data_dir, dump, gateways),
         StoreCommand::Export { data_dir, dest } => {
             runtime.block_on(cli::store::export(data_dir, dest))
         }
@@ -283,11 +290,17 @@ fn chain_verifier(gateways: GatewayCertArgs) -> anyhow::Result<ChainVerifier> {
 /// Runs `rxgate store verify`; false when the store is not sound.
 fn verify_store(
     runtime: &tokio::runtime::Runtime,
-    data_dir: &Path,
+    data_dir: Option<PathBuf>,
+    dump: Option<PathBuf>,
     gateways: GatewayCertArgs,
 ) -> anyhow::Result<bool> {
-    let verify = cli::store_verify::verify(data_dir, chain_verifier(gateways)?);
-    match runtime.block_on(verify)? {
+    let chains = chain_verifier(gateways)?;
+    let verdict = match (data_dir, dump) {
+        (Some(dir), _) => runtime.block_on(cli::store_verify::verify(&dir, chains)),
+        (None, Some(dump)) => runtime.block_on(cli::store_verify::verify_dump(&dump, chains)),
+        (None, None) => bail!("name the store's --data-dir or a --dump"),
+    };
+    match verdict? {
         Ok(summary) => {
             println!("{summary}");
             Ok(true)

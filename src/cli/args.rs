@@ -222,8 +222,13 @@ pub enum StoreCommand {
     /// a store that cannot be opened (held by a running gateway, damaged files) exits 2.
     Verify {
         /// The store's folder (the gateway stopped).
+        #[arg(long, required_unless_present = "dump", conflicts_with = "dump")]
+        data_dir: Option<PathBuf>,
+        /// A dump (`store export` or `store backup`) instead: its manifest is checked, then it
+        /// is loaded into a scratch store beside it (FILE.verifying, removed afterwards; it
+        /// needs as much room as the store) and that store is checked.
         #[arg(long)]
-        data_dir: PathBuf,
+        dump: Option<PathBuf>,
         #[command(flatten)]
         gateways: GatewayCertArgs,
     },

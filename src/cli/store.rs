@@ -20,6 +20,7 @@ use crate::{
     store::{
         DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, Error as StoreError, Store,
         dump::{self, Manifest, Reader, TableEntry},
+        unfinished,
     },
     tls::ClientFiles,
     wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
@@ -158,6 +159,8 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
         })
     };
     let store = opened.await?.map_err(|e| opening(&dir, e))?;
+    unfinished::begin(&dir)
+        .with_context(|| format!("marking {} as being loaded", dir.display()))?;
     let store = Arc::new(store);
     let progress = io::stderr()
         .is_terminal()
@@ -176,6 +179,7 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
     })?;
     acknowledged::save(&(Arc::clone(&store) as Arc<dyn Store>), dir.clone(), None).await?;
     tokio::task::spawn_blocking(move || store.close()).await??;
+    unfinished::end(&dir).with_context(|| format!("marking {} as whole", dir.display()))?;
     Ok(manifest)
 }
 

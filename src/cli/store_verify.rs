@@ -1,10 +1,14 @@
 //! `rxgate store verify`: opens a stopped gateway's store (an engine's lock refuses one a
 //! running gateway holds), checks it whole (`service::verify`) and that its acknowledged mark
-//! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A
-//! progress line is drawn on standard error when it is a terminal.
+//! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A dump
+//! is checked by loading it (which checks its manifest) into a scratch store beside it, which
+//! is then checked the same way and removed. A progress line is drawn on standard error when
+//! it is a terminal.
 
+use std::fs::{self, DirBuilder};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +57,47 @@ pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<
     drop(shared);
     tokio::task::spawn_blocking(move || store.close()).await??;
     Ok(verdict)
+}
+
+/// Verifies the dump in `dump` (an export or a backup): loads it into a scratch store in
+/// `DUMP.verifying` (0700: it holds patient data; refused if it exists), verifies that, and
+/// removes it. Err when the dump is damaged (its manifest disagrees) or cannot be loaded.
+pub async fn verify_dump(
+    dump: &Path,
+    chains: ChainVerifier,
+) -> anyhow::Result<Result<String, String>> {
+    let scratch = Scratch::beside(dump)?;
+    let manifest =
+        super::store::import(scratch.0.clone(), EngineKind::Fjall, dump.to_owned()).await?;
+    let entries: u64 = manifest.tables.iter().map(|t| t.entries).sum();
+    let verdict = verify(&scratch.0, chains).await?;
+    Ok(
+        verdict
+            .map(|summary| format!("{summary}; the dump's {entries} entries match its manifest")),
+    )
+}
+
+/// A scratch folder, removed with what it holds when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `DUMP.verifying`, new, readable by its owner only.
+    fn beside(dump: &Path) -> anyhow::Result<Scratch> {
+        let mut name = dump.as_os_str().to_owned();
+        name.push(".verifying");
+        let dir = PathBuf::from(name);
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating the scratch folder {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The store is not behind its acknowledged mark (none: a new store, or an older version's).

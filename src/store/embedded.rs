@@ -279,6 +279,7 @@ impl EmbeddedStore {
         engine: Option<EngineKind>,
         cache_mib: u64,
     ) -> Result<EmbeddedStore, Error> {
+        super::unfinished::refuse(path)?;
         let kind = match (EngineKind::found_in(path)?, engine) {
             (Some(found), Some(wanted)) if found != wanted => {
                 return Err(Error::Engine(format!(
@@ -345,6 +346,7 @@ impl EmbeddedStore {
     /// [`Error::InUse`] says one holds it now), so its plain reads are a consistent view, in
     /// either engine. How a stopped store is exported.
     pub fn read_stopped(path: &Path) -> Result<Box<dyn Snapshot>, Error> {
+        super::unfinished::refuse(path)?;
         let engine: Box<dyn EngineSnapshot> = match EngineKind::found_in(path)? {
             None => {
                 return Err(Error::Engine(format!("{} holds no store", path.display())));

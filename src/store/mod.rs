@@ -26,6 +26,7 @@ mod embedded;
 mod fjall;
 pub mod mark;
 mod sled;
+pub mod unfinished;
 
 pub use embedded::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, MAX_BATCH};
 

@@ -42,6 +42,7 @@ mod signature;
 mod store;
 mod store_damage;
 mod store_dump;
+mod store_dump_checks;
 mod store_verify;
 mod tls;
 mod upgrade;

@@ -31,7 +31,7 @@ use rxgate::{
 use tokio::sync::Notify;
 
 /// Runs `rxgate ARGS` off the runtime.
-async fn rxgate(args: Vec<String>) -> Output {
+pub(crate) async fn rxgate(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_rxgate"))
             .args(args)
@@ -42,13 +42,13 @@ async fn rxgate(args: Vec<String>) -> Output {
     .unwrap()
 }
 
-fn args(parts: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
+pub(crate) fn args(parts: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
     (parts.iter())
         .map(|p| p.as_ref().to_string_lossy().into_owned())
         .collect()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -61,7 +61,7 @@ async fn rxgate_export(store: &Path, dest: &Path) -> Output {
 }
 
 /// `rxgate store export`, which must succeed; its output (the manifest).
-async fn export(store: &Path, dest: &Path) -> String {
+pub(crate) async fn export(store: &Path, dest: &Path) -> String {
     let out = rxgate_export(store, dest).await;
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
