@@ -70,3 +70,56 @@ impl Gateway {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        domain::ids::InstitutionKind,
+        service::testing::{caller, gateway},
+        store::Table,
+    };
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// The entries of the audit table.
+    async fn audit_entries(gateway: &Gateway) -> usize {
+        let rows = gateway
+            .store
+            .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1_000))
+            .await;
+        rows.unwrap().unwrap().len()
+    }
+
+    /// Below half the low-water mark nothing may reach the store: a client refused there that
+    /// calls on (as a client told RESOURCE_EXHAUSTED does) must not fill the engine's last room
+    /// with the records of its refusals, one request or its counts at a time.
+    #[tokio::test]
+    async fn at_the_disks_floor_a_request_answered_at_the_edge_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = gateway(dir.path());
+        let clinic = caller(InstitutionKind::Clinic);
+        let edge = || {
+            let outcome = String::from("RESOURCE_EXHAUSTED");
+            gateway.audit_edge(&clinic, String::from("UnknownMethod"), None, outcome)
+        };
+        assert_eq!(edge().await, Ok(()), "with room, the record is written");
+        let before = audit_entries(&gateway).await;
+
+        gateway.room().observe(MIB, 10 * MIB);
+        let floor = Error::DiskLow {
+            free_mib: 1,
+            low_water_mib: 10,
+        };
+        assert_eq!(edge().await, Err(floor.clone()));
+        let counts = Counts {
+            from_ms: 0,
+            until_ms: 1,
+            counts: BTreeMap::from([(("Check".into(), "OK".into()), 40)]),
+        };
+        assert_eq!(gateway.audit_counted(&clinic, counts).await, Err(floor));
+        assert_eq!(audit_entries(&gateway).await, before, "nothing written");
+    }
+}
