@@ -61,8 +61,12 @@ impl Gateway {
             .await
     }
 
-    /// Appends `entry` to this gateway's chain in a transaction of its own.
+    /// Appends `entry` to this gateway's chain in a transaction of its own; not at the data
+    /// disk's floor, where nothing reaches the store (free_space.rs): a refused client that
+    /// calls on would fill the engine's last room with these records. The edge layer says in
+    /// its log how many requests went unrecorded.
     async fn append(&self, time_ms: i64, entry: ChainedV1) -> Result<(), Error> {
+        self.room.admit(false).map_err(|refused| refused.error)?;
         let writer = self.config.audit_writer;
         self.store
             .transact(move |tx: &mut dyn Txn| audit_chain::append(tx, &writer, time_ms, entry))
@@ -78,20 +82,8 @@ mod tests {
     use super::*;
     use crate::{
         domain::ids::InstitutionKind,
-        service::testing::{caller, gateway},
-        store::Table,
+        service::testing::{MIB, audit_records, caller, gateway},
     };
-
-    const MIB: u64 = 1024 * 1024;
-
-    /// The entries of the audit table.
-    async fn audit_entries(gateway: &Gateway) -> usize {
-        let rows = gateway
-            .store
-            .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1_000))
-            .await;
-        rows.unwrap().unwrap().len()
-    }
 
     /// Below half the low-water mark nothing may reach the store: a client refused there that
     /// calls on (as a client told RESOURCE_EXHAUSTED does) must not fill the engine's last room
@@ -106,7 +98,7 @@ mod tests {
             gateway.audit_edge(&clinic, String::from("UnknownMethod"), None, outcome)
         };
         assert_eq!(edge().await, Ok(()), "with room, the record is written");
-        let before = audit_entries(&gateway).await;
+        let before = audit_records(&gateway).await;
 
         gateway.room().observe(MIB, 10 * MIB);
         let floor = Error::DiskLow {
@@ -120,6 +112,6 @@ mod tests {
             counts: BTreeMap::from([(("Check".into(), "OK".into()), 40)]),
         };
         assert_eq!(gateway.audit_counted(&clinic, counts).await, Err(floor));
-        assert_eq!(audit_entries(&gateway).await, before, "nothing written");
+        assert_eq!(audit_records(&gateway).await, before, "nothing written");
     }
 }
