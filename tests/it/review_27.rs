@@ -11,26 +11,20 @@ use std::{
 
 use rxgate::store::{EmbeddedStore, EngineKind};
 
-use crate::{anywhere::is_root, common::dev_pki};
+use crate::{anywhere::is_root, store_verify::verify_by};
 
 /// `rxgate store verify --data-dir STORE` as a user other than the files' owner: as `nobody`
 /// when this is root (root reads every file), else as this user.
 fn verify_as_another_user(store: &Path) -> Output {
     let rxgate = env!("CARGO_BIN_EXE_rxgate");
-    let mut command = if is_root() {
+    let command = if is_root() {
         let mut setpriv = Command::new("setpriv");
         setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", rxgate]);
         setpriv
     } else {
         Command::new(rxgate)
     };
-    command
-        .args(["store", "verify", "--data-dir"])
-        .arg(store)
-        .arg("--gateway-cert")
-        .arg(dev_pki().gateway().cert)
-        .output()
-        .unwrap()
+    verify_by(command, store)
 }
 
 /// A store left by a start as another user (root, under umask 077) cannot be read by the

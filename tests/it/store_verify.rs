@@ -57,7 +57,12 @@ async fn populated_store(dir: &Path, engine: EngineKind) -> PathBuf {
 
 /// `rxgate store verify --data-dir STORE` believing the dev gateway's checkpoints.
 fn verify(store: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rxgate"))
+    verify_by(Command::new(env!("CARGO_BIN_EXE_rxgate")), store)
+}
+
+/// [`verify`] run by `command`: the binary, or a wrapper that runs it (as another user).
+pub(crate) fn verify_by(mut command: Command, store: &Path) -> Output {
+    command
         .args(["store", "verify", "--data-dir"])
         .arg(store)
         .arg("--gateway-cert")
