@@ -1,6 +1,6 @@
 //! Findings of the review of issue 27 (the full disk, `rxgate store verify`, damaged stores
 //! named), each through the real binary: a store whose files the gateway's user may not read
-//! is not called damaged.
+//! is not called damaged; an event whose dispensing record is lost is not called sound.
 
 use std::{
     fs,
@@ -9,9 +9,12 @@ use std::{
     process::{Command, Output},
 };
 
-use rxgate::store::{EmbeddedStore, EngineKind};
+use rxgate::store::{EmbeddedStore, EngineKind, Table};
 
-use crate::{anywhere::is_root, store_verify::verify_by};
+use crate::{
+    anywhere::is_root,
+    store_verify::{assert_sound, assert_unsound, change, populated_store, verify_by},
+};
 
 /// `rxgate store verify --data-dir STORE` as a user other than the files' owner: as `nobody`
 /// when this is root (root reads every file), else as this user.
@@ -54,4 +57,26 @@ async fn a_fjall_store_this_user_may_not_read_is_not_called_damaged() {
         err.contains("may not be read or written by this user"),
         "{err}"
     );
+}
+
+/// An event of a dispensing names its record: the event feed (and the relay that reads it)
+/// answers every page holding such an event INTERNAL, "event without its dispensing record".
+/// A store whose dispensing records were lost with their document index must not be called
+/// sound while such an event is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_dispensing_record_is_lost_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated_store(dir.path(), EngineKind::Fjall).await;
+    assert_sound(&store);
+    change(&store, |tx| {
+        for table in [Table::Dispensings, Table::Documents] {
+            for (key, _) in tx.scan_prefix(table, b"", 1_000).unwrap() {
+                tx.delete(table, &key);
+            }
+        }
+    })
+    .await;
+    let out = assert_unsound(&store);
+    assert!(out.contains("Events key "), "{out}");
+    assert!(out.contains("which is not stored"), "{out}");
 }
