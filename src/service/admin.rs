@@ -113,8 +113,11 @@ impl Gateway {
         }
     }
 
-    /// Writes EXPIRED on every registered prescription past its last usable date as of `now`.
+    /// Writes EXPIRED on every registered prescription past its last usable date as of `now`;
+    /// not at the data disk's floor, where nothing reaches the store (free_space.rs): until
+    /// then the reads say EXPIRED by the date alone, and the events wait.
     async fn expire(&self, now: std::time::SystemTime) -> Result<usize, Error> {
+        self.room.admit(false).map_err(|refused| refused.error)?;
         let (today, now_ms) = (JapanDate::of(now), millis(now));
         let pseudonyms = self.config.pseudonyms.clone();
         let outcome = self
