@@ -113,8 +113,11 @@ impl Gateway {
         }
     }
 
-    /// Writes EXPIRED on every registered prescription past its last usable date as of `now`.
+    /// Writes EXPIRED on every registered prescription past its last usable date as of `now`;
+    /// not at the data disk's floor, where nothing reaches the store (free_space.rs): until
+    /// then the reads say EXPIRED by the date alone, and the events wait.
     async fn expire(&self, now: std::time::SystemTime) -> Result<usize, Error> {
+        self.room.admit(false).map_err(|refused| refused.error)?;
         let (today, now_ms) = (JapanDate::of(now), millis(now));
         let pseudonyms = self.config.pseudonyms.clone();
         let outcome = self
@@ -227,9 +230,9 @@ mod tests {
         domain::ids::InstitutionKind,
         service::{
             prescriptions::allocate_exchange_number,
-            records::{PrescriptionRecord, encode},
+            records::{PrescriptionRecord, StateV1, encode},
             schema::{accepted_key, exchange_key, expiry_key, prescription_key},
-            testing,
+            testing::{self, MIB},
         },
         store::EmbeddedStore,
     };
@@ -316,5 +319,31 @@ mod tests {
             .await
             .expect("the new holder is still found by the number");
         assert_eq!(found.id, new_id);
+    }
+
+    /// Below half the low-water mark nothing may reach the store, and the sweep's EXPIRED is no
+    /// answer's need (a status read says EXPIRED past the last usable day, swept or not): its
+    /// records and events must wait for room, not fill the engine's last of it.
+    #[tokio::test]
+    async fn at_the_disks_floor_the_sweep_writes_nothing_and_sweeps_with_room_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, clock) = testing::gateway(dir.path());
+        let old = testing::register(&gateway, "EXP-FLOOR", 1).await;
+        clock.advance(Duration::from_secs(5 * 86_400));
+        gateway.room().observe(MIB, 10 * MIB);
+        let floor = gateway.sweep_expired().await;
+        assert!(matches!(floor, Err(Error::DiskLow { .. })), "{floor:?}");
+        let id = old.id.clone();
+        let stored = gateway
+            .store
+            .transact(move |tx: &mut dyn Txn| Stored::load(tx, &id))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("registered");
+        assert_eq!(stored.record.state, StateV1::Registered, "not swept");
+
+        gateway.room().observe(20 * MIB, 10 * MIB);
+        assert_eq!(gateway.sweep_expired().await.unwrap(), Sweep::Swept(1));
     }
 }

@@ -482,7 +482,7 @@ impl Gateway {
 
     /// A call the disk's room does not admit: its refusal is audited in a transaction of its
     /// own (on a task of its own, as a failed call's is), unless the disk is at its floor, where
-    /// the edge audit counts it instead (audit_edge.rs).
+    /// nothing is written: the edge audit's log line counts it (audit_edge.rs).
     async fn refused_for_room(&self, draft: AuditDraft, refused: free_space::Refused) -> Error {
         let error = refused.error;
         if refused.audited {
@@ -510,20 +510,8 @@ mod tests {
     use super::*;
     use crate::{
         domain::ids::InstitutionKind,
-        service::testing::{caller, gateway},
-        store::Table,
+        service::testing::{MIB, audit_records, caller, gateway},
     };
-
-    const MIB: u64 = 1024 * 1024;
-
-    /// The audit records in the store.
-    async fn audit_records(gateway: &Gateway) -> usize {
-        let rows = gateway
-            .store
-            .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1_000))
-            .await;
-        rows.unwrap().unwrap().len()
-    }
 
     /// Runs a call of `action` whose decision only notes that it ran: its answer, whether it
     /// ran, and how many audit records it left.

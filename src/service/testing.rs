@@ -56,6 +56,18 @@ impl TestClock {
     }
 }
 
+/// A mebibyte, as the free-space tests give the disk's room.
+pub(crate) const MIB: u64 = 1024 * 1024;
+
+/// The records in the audit table (a test's few).
+pub(crate) async fn audit_records(gateway: &Gateway) -> usize {
+    let rows = gateway
+        .store
+        .transact(|tx| tx.scan_prefix(Table::Audit, b"", 1_000))
+        .await;
+    rows.unwrap().unwrap().len()
+}
+
 /// A gateway over a new store in `dir` and the clock it reads, set to the current time.
 pub(crate) fn gateway(dir: &Path) -> (Arc<Gateway>, Arc<TestClock>) {
     gateway_over(Arc::new(EmbeddedStore::open(dir).unwrap()))

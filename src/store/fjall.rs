@@ -82,22 +82,32 @@ fn engine_error(error: fjall::Error) -> Error {
     }
 }
 
-/// Why the store in `dir` could not be opened: held by another process, or a damaged file
-/// named (`damage::find`), with what to do; else fjall's error as it is.
+/// Why the store in `dir` could not be opened: held by another process, files this user may
+/// not use (a start as another user left them: a matter of ownership, not of damage, which
+/// the files' reads would otherwise be taken for), or a damaged file named (`damage::find`),
+/// with what to do; else fjall's error as it is.
 fn open_error(dir: &Path, error: fjall::Error) -> Error {
-    if matches!(error, fjall::Error::Locked) {
-        return Error::InUse(dir.display().to_string());
-    }
-    match damage::find(dir) {
-        Some(d) => Error::Engine(format!(
-            "the store's files in {} are damaged: the {} {} ({}; fjall: {error}): restore a \
-             backup (--accept-data-loss does not start a store whose files cannot be read)",
-            dir.display(),
-            d.part,
-            d.file.display(),
-            d.why,
-        )),
-        None => engine_error(error),
+    let shown = dir.display();
+    match error {
+        fjall::Error::Locked => Error::InUse(shown.to_string()),
+        fjall::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Error::Engine(format!(
+                "the store's files in {shown} may not be read or written by this user ({e}): \
+                 give them to the gateway's user (a start as another user, root, may have left \
+                 them)"
+            ))
+        }
+        error => match damage::find(dir) {
+            Some(d) => Error::Engine(format!(
+                "the store's files in {shown} are damaged: the {} {} ({}; fjall: {error}): \
+                 restore a backup (--accept-data-loss does not start a store whose files \
+                 cannot be read)",
+                d.part,
+                d.file.display(),
+                d.why,
+            )),
+            None => engine_error(error),
+        },
     }
 }
 

@@ -57,7 +57,7 @@ cert = "certs/gateway/gateway.cert.pem"
 "#;
 
 /// Whether this process runs as root (`id -u` is 0).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     let out = Command::new("id")
         .arg("-u")
         .output()

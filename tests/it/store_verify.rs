@@ -29,7 +29,7 @@ const REGISTERED: u32 = 12;
 /// A stopped store of `engine` in `dir`, filled through the real gateway: `REGISTERED`
 /// registrations with card consent, the demo's walk (register, receive, dispense), and a
 /// pharmacy's lookups with a wrong exchange number (the lockout's counters and marks).
-async fn populated_store(dir: &Path, engine: EngineKind) -> PathBuf {
+pub(crate) async fn populated_store(dir: &Path, engine: EngineKind) -> PathBuf {
     let (store, rxgate) = serving(dir, engine).await;
     let mut clinic = clinic(&rxgate).await;
     for n in 0..REGISTERED {
@@ -57,7 +57,12 @@ async fn populated_store(dir: &Path, engine: EngineKind) -> PathBuf {
 
 /// `rxgate store verify --data-dir STORE` believing the dev gateway's checkpoints.
 fn verify(store: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rxgate"))
+    verify_by(Command::new(env!("CARGO_BIN_EXE_rxgate")), store)
+}
+
+/// [`verify`] run by `command`: the binary, or a wrapper that runs it (as another user).
+pub(crate) fn verify_by(mut command: Command, store: &Path) -> Output {
+    command
         .args(["store", "verify", "--data-dir"])
         .arg(store)
         .arg("--gateway-cert")
@@ -71,7 +76,7 @@ fn stdout(output: &Output) -> String {
 }
 
 /// Verify passes, and counts at least one entry of each kind the store was filled with.
-fn assert_sound(store: &Path) {
+pub(crate) fn assert_sound(store: &Path) {
     let output = verify(store);
     let out = stdout(&output);
     assert!(output.status.success(), "{output:?}");
@@ -86,7 +91,7 @@ fn assert_sound(store: &Path) {
 }
 
 /// Verify fails (exit 1) with one line naming the problem; that line.
-fn assert_unsound(store: &Path) -> String {
+pub(crate) fn assert_unsound(store: &Path) -> String {
     let output = verify(store);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let out = stdout(&output);
@@ -95,7 +100,7 @@ fn assert_unsound(store: &Path) -> String {
 }
 
 /// Runs `change` in one transaction on the stopped store, through the library.
-async fn change(store: &Path, change: impl FnOnce(&mut dyn Txn) + Send + 'static) {
+pub(crate) async fn change(store: &Path, change: impl FnOnce(&mut dyn Txn) + Send + 'static) {
     let opened = EmbeddedStore::open(store).unwrap();
     opened
         .transact(move |tx| {

@@ -1,6 +1,6 @@
 //! The checks of the event log and of the relay's intake: each event decodes under its number,
-//! names a stored prescription and is in its institution's index, which names only events
-//! there are; each intake record decodes, and its id names its arrival.
+//! names a stored prescription (and dispensing record) and is in its institution's index,
+//! which names only events there are; each intake record decodes, and its id names its arrival.
 
 use crate::store::{Table, Txn};
 
@@ -8,12 +8,13 @@ use super::{Bad, counters::Highest, counters::raise, prescriptions, wrong};
 use crate::service::{
     records::{DeadLetterRecord, EventRecord, IntakeRecord, decode},
     schema::{
-        IntakeKind, arrival_key, event_key, event_sequence, institution_event_key,
+        IntakeKind, arrival_key, dispensing_key, event_key, event_sequence, institution_event_key,
         institution_event_sequence, intake_kind,
     },
 };
 
-/// An event: it decodes, its prescription is stored, its institution's index names it.
+/// An event: it decodes, its prescription is stored (and the dispensing record it names: the
+/// feed and the relay read it with the event), its institution's index names it.
 pub(super) fn event(
     tx: &dyn Txn,
     key: &[u8],
@@ -25,6 +26,16 @@ pub(super) fn event(
         decode(value).map_err(|e| wrong(format!("does not decode: {e}")))?;
     raise(&mut highest.event, sequence);
     prescriptions::load(tx, &event.prescription_id)?;
+    if let Some(number) = event.record_number {
+        let record = dispensing_key(&event.prescription_id, number);
+        if tx.get(Table::Dispensings, &record)?.is_none() {
+            return Err(wrong(format!(
+                "event {sequence} names dispensing record {number} of prescription {}, which \
+                 is not stored",
+                event.prescription_id
+            )));
+        }
+    }
     let indexed = institution_event_key(&event.institution, sequence);
     if tx.get(Table::EventsByInstitution, &indexed)?.is_none() {
         return Err(wrong(format!(
