@@ -581,6 +581,24 @@ mod tests {
         );
     }
 
+    /// A table whose keys do not rise (a repeated key, or one out of order) is not an export:
+    /// loaded, a repeat would overwrite the entry before it and the store would hold fewer
+    /// entries than the manifest counts.
+    #[test]
+    fn keys_that_do_not_rise_are_refused() {
+        for keys in [[b"k1", b"k1"], [b"k2", b"k1"]] {
+            let mut writer = Writer::new(Vec::new()).unwrap();
+            writer.table(Table::ByExchange).unwrap();
+            for key in keys {
+                writer.entry(key, b"v").unwrap();
+            }
+            let bytes = writer.finish().unwrap().0;
+            let error = read_all(&bytes).unwrap_err().to_string();
+            assert!(error.contains("table by_exchange"), "{keys:?}: {error}");
+            assert!(error.contains("key order"), "{keys:?}: {error}");
+        }
+    }
+
     #[test]
     fn a_changed_manifest_is_refused() {
         let mut bytes = sample();
