@@ -18,6 +18,8 @@
 //! the manifest's closing SHA-256 is over everything of the manifest before it. The reader
 //! checks each section's trailer when it reaches it, so a damaged table is named as soon as it
 //! has been read, and the manifest against the sections at the end; nothing may follow it.
+//! Within a section each key must be above the one before (a repeat, loaded, would overwrite
+//! an entry the manifest counts).
 //! A larger version number is a dump this build cannot read and is refused.
 
 use std::io::{self, Read, Write};
@@ -266,6 +268,8 @@ pub struct Reader<R: Read> {
     current: Option<Tally>,
     /// The sections read so far.
     done: Vec<TableSummary>,
+    /// The current section's last key: each must be above it, as the writer's key order has it.
+    last_key: Option<Vec<u8>>,
     manifest: Option<Manifest>,
     failed: bool,
 }
@@ -286,6 +290,7 @@ impl<R: Read> Reader<R> {
             input,
             current: None,
             done: Vec::new(),
+            last_key: None,
             manifest: None,
             failed: false,
         })
@@ -361,12 +366,17 @@ impl<R: Read> Reader<R> {
             return Err(self.malformed(format!("table {} out of order", name(table))));
         }
         self.current = Some(Tally::new(table));
+        self.last_key = None;
         Ok(())
     }
 
     fn entry(&mut self) -> Result<TableEntry, Error> {
         let key_len = self.bytes::<4>()?;
         let key = self.sized(key_len)?;
+        if self.last_key.as_ref().is_some_and(|last| *last >= key) {
+            return Err(self.malformed("a key out of key order (or repeated)"));
+        }
+        self.last_key = Some(key.clone());
         let value_len = self.bytes::<4>()?;
         let value = self.sized(value_len)?;
         let tally = self.current.as_mut().expect("inside a section");
