@@ -38,6 +38,7 @@ mod ops_http;
 mod reflection;
 mod relay;
 mod relay_drill;
+mod review_27b;
 mod signature;
 mod store;
 mod store_damage;

@@ -1,0 +1,79 @@
+//! An adversarial review of backup, export and import (issue 27, item 3): each test here
+//! failed on the code as it was merged.
+
+use std::{fs, io::Write, time::Duration};
+
+use rxgate::{
+    store::dump::{Error as DumpError, Reader},
+    wire::proto::v1 as pb,
+};
+use tokio::time::Instant;
+
+use crate::lifecycle::serve_configured;
+use crate::store_damage::stop;
+use crate::store_dump::{Load, narrow_operator, read_to_end};
+
+/// Anything that should happen promptly on a loaded machine.
+const PROMPTLY: Duration = Duration::from_secs(60);
+
+/// A backup whose client stops reading is cut once its buffer has stayed full for the streams'
+/// stall time (`network.feeds.stall_secs`), as a feed is: its turn is freed and its snapshot let
+/// go, so the next backup is served, and what the stalled client kept is refused as truncated.
+/// Before, a client that kept its connection open and read nothing held the one backup turn
+/// (and fjall's snapshot, with every version it pins) for as long as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_client_reads_nothing_is_cut_and_frees_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve_configured(dir.path(), "");
+    let mut config = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("rxgate.toml"))
+        .unwrap();
+    writeln!(config, "\n[network.feeds]\nstall_secs = 1").unwrap();
+    let rxgate = serve.start().await;
+    let load = Load::start(&rxgate, 4);
+    // About 4 kB each: some 2 MB of dump, more than the channel and the windows hold.
+    load.acknowledged(500).await;
+    load.stop().await;
+
+    let mut stalled = (narrow_operator(&rxgate).await)
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kept = stalled
+        .message()
+        .await
+        .unwrap()
+        .expect("a first chunk")
+        .data;
+
+    let given_up = Instant::now() + PROMPTLY;
+    let next = loop {
+        match narrow_operator(&rxgate)
+            .await
+            .backup(pb::BackupRequest {})
+            .await
+        {
+            Ok(next) => break next.into_inner(),
+            Err(busy) if busy.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    Instant::now() < given_up,
+                    "the stalled backup kept its turn"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    let manifest = read_to_end(next, Vec::new()).await;
+    assert!(manifest.tables[0].entries >= 500, "{manifest:?}");
+
+    while let Ok(Some(chunk)) = stalled.message().await {
+        kept.extend(chunk.data);
+    }
+    let mut reader = Reader::new(kept.as_slice()).unwrap();
+    let cut = reader.by_ref().find_map(Result::err);
+    assert!(matches!(cut, Some(DumpError::Truncated(_))), "{cut:?}");
+    stop(rxgate).await;
+}
