@@ -1,17 +1,20 @@
 //! An adversarial review of backup, export and import (issue 27, item 3): each test here
 //! failed on the code as it was merged.
 
-use std::{fs, io::Write, time::Duration};
+use std::{fs, io::Write, os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use rxgate::{
-    store::dump::{Error as DumpError, Reader},
+    store::{
+        EngineKind,
+        dump::{Error as DumpError, Reader},
+    },
     wire::proto::v1 as pb,
 };
 use tokio::time::Instant;
 
 use crate::lifecycle::serve_configured;
-use crate::store_damage::stop;
-use crate::store_dump::{Load, narrow_operator, read_to_end};
+use crate::store_damage::{registered_store, stop};
+use crate::store_dump::{Load, export, narrow_operator, read_to_end, text};
 
 /// Anything that should happen promptly on a loaded machine.
 const PROMPTLY: Duration = Duration::from_secs(60);
@@ -76,4 +79,30 @@ async fn a_backup_whose_client_reads_nothing_is_cut_and_frees_its_turn() {
     let cut = reader.by_ref().find_map(Result::err);
     assert!(matches!(cut, Some(DumpError::Truncated(_))), "{cut:?}");
     stop(rxgate).await;
+}
+
+/// The folder a restore creates holds patient data: it is created 0700, as the scratch store of
+/// `store verify --dump` is and as the gateway's state folder is installed, whatever the umask
+/// of the operator's shell (022 here). Before, it was created with the umask's 0755 and the
+/// engine's files in it 0644: any local user could read the restored prescriptions.
+#[tokio::test]
+async fn a_restore_creates_its_folder_0700() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = registered_store(dir.path(), EngineKind::Fjall).await;
+    let dump = dir.path().join("store.dump");
+    export(&source, &dump).await;
+    let restored = dir.path().join("restored");
+    let mut restore = Command::new("sh");
+    restore.args(["-c", "umask 022 && exec \"$0\" \"$@\""]);
+    restore.arg(env!("CARGO_BIN_EXE_rxgate"));
+    restore
+        .args(["store", "restore", "--data-dir"])
+        .arg(&restored)
+        .arg(&dump);
+    let out = tokio::task::spawn_blocking(move || restore.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = fs::metadata(&restored).unwrap().permissions().mode() & 0o777;
+    assert_eq!(format!("{mode:o}"), "700");
 }
