@@ -4,9 +4,9 @@
 //! an empty folder, through the store's transactions, and save its acknowledged mark. A dump
 //! holds patient data: files are created 0600 and appear under their name only once complete.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,7 +129,9 @@ fn refusal(dir: &Path) -> anyhow::Result<Option<String>> {
 }
 
 /// Loads the dump (an export or a backup) in `src` into a new store in `dir`, kept in `engine`,
-/// and saves its acknowledged mark; the dump's manifest. The dump is read twice: checked whole
+/// and saves its acknowledged mark; the dump's manifest. A new `dir` is created 0700 (it will
+/// hold patient data, and the engine creates its files with the umask's modes); an existing
+/// empty one keeps its mode. The dump is read twice: checked whole
 /// first, then loaded (with a progress bar on a terminal). If loading fails part-way (a full
 /// disk), the folder holds part of the store: remove it and import again.
 pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::Result<Manifest> {
@@ -152,6 +154,11 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
         read: Arc::clone(&read),
     };
     let reader = Reader::new(input).with_context(|| format!("reading {}", src.display()))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let opened = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
