@@ -576,6 +576,15 @@ mod tests {
         assert!(error.contains("bytes follow the manifest"), "{error}");
     }
 
+    /// Version 0 was never written: a header that says it is not a dump this reader knows.
+    #[test]
+    fn version_zero_is_refused() {
+        let mut zero = sample();
+        zero[11] = 0;
+        let error = read_all(&zero).unwrap_err();
+        assert!(matches!(error, Error::NotADump), "{error}");
+    }
+
     #[test]
     fn a_manifest_that_disagrees_with_a_section_is_refused_naming_the_table() {
         let bytes = sample();
