@@ -283,8 +283,10 @@ impl<R: Read> Reader<R> {
             return Err(Error::NotADump);
         }
         let version = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
-        if version > VERSION {
-            return Err(Error::Newer(version));
+        match version {
+            0 => return Err(Error::NotADump),
+            newer if newer > VERSION => return Err(Error::Newer(newer)),
+            _ => {}
         }
         Ok(Reader {
             input,
