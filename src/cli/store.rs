@@ -373,3 +373,23 @@ pub fn render(manifest: &Manifest) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that appears under the destination's name while the dump is written (a backup
+    /// takes minutes) is not replaced: a dump is never written over anything.
+    #[test]
+    fn a_destination_that_appears_meanwhile_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("store.dump");
+        let mut partial = Partial::create(&dest).unwrap();
+        partial.writer().write_all(b"the dump").unwrap();
+        fs::write(&dest, b"another file").unwrap();
+        let error = partial.commit().unwrap_err().to_string();
+        assert!(error.contains("exists"), "{error}");
+        assert_eq!(fs::read(&dest).unwrap(), b"another file");
+        assert!(!dir.path().join("store.dump.partial").exists());
+    }
+}
