@@ -34,8 +34,8 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Batches (import) or chunks (backup) on their way between the reading and the writing side.
 const IN_FLIGHT: usize = 4;
 
-/// A file being written under a temporary name beside its destination, created 0600, renamed
-/// into place by [`Partial::commit`] once complete and durable, removed if dropped before.
+/// A file being written under a temporary name beside its destination, created 0600, put in
+/// place by [`Partial::commit`] once complete and durable, removed if dropped before.
 struct Partial {
     temp: PathBuf,
     dest: PathBuf,
@@ -46,7 +46,7 @@ impl Partial {
     /// Refuses a destination that exists: a dump is never written over anything.
     fn create(dest: &Path) -> anyhow::Result<Partial> {
         if dest.exists() {
-            bail!("{} exists: name a new file", dest.display());
+            return Err(exists(dest));
         }
         let mut temp = dest.as_os_str().to_owned();
         temp.push(".partial");
@@ -68,17 +68,27 @@ impl Partial {
         self.file.as_mut().expect("written before it is committed")
     }
 
-    /// Syncs the file, renames it into place and syncs its folder.
+    /// Syncs the file, links it into place (a link, unlike a rename, refuses a destination that
+    /// appeared while the dump was written), removes the temporary name and syncs the folder.
     fn commit(mut self) -> anyhow::Result<()> {
-        let file = self.file.take().expect("committed once");
-        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()?;
-        fs::rename(&self.temp, &self.dest)
-            .with_context(|| format!("renaming into {}", self.dest.display()))?;
+        let writer = self.writer();
+        writer.flush()?;
+        writer.get_ref().sync_all()?;
+        fs::hard_link(&self.temp, &self.dest).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => exists(&self.dest),
+            _ => anyhow::Error::new(e).context(format!("linking into {}", self.dest.display())),
+        })?;
+        self.file = None;
+        fs::remove_file(&self.temp)?;
         let folder = self.dest.parent().filter(|p| !p.as_os_str().is_empty());
         File::open(folder.unwrap_or(Path::new(".")))?.sync_all()?;
         Ok(())
     }
+}
+
+/// The refusal of a destination that exists.
+fn exists(dest: &Path) -> anyhow::Error {
+    anyhow::anyhow!("{} exists: name a new file", dest.display())
 }
 
 impl Drop for Partial {
