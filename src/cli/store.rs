@@ -109,8 +109,10 @@ fn opening(dir: &Path, error: StoreError) -> anyhow::Error {
     }
 }
 
-/// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest.
+/// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest. A store
+/// behind its acknowledged mark is refused, as `serve` refuses it.
 pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
+    refuse_behind(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let snapshot = EmbeddedStore::read_stopped(&dir).map_err(|e| opening(&dir, e))?;
         let mut partial = Partial::create(&dest)?;
@@ -120,6 +122,28 @@ pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
         Ok(manifest)
     })
     .await?
+}
+
+/// Refuses the stopped store in `dir` if it is behind its acknowledged mark (it lost what was
+/// acknowledged): imported, it would start with a new mark drawn from its own counters, the
+/// loss hidden and its numbers given again. `serve --accept-data-loss` is the audited way on.
+async fn refuse_behind(dir: &Path) -> anyhow::Result<()> {
+    if EngineKind::found_in(dir)?.is_none() {
+        return Ok(()); // nothing to open (and a store not to create): the export says so
+    }
+    let opened = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+    };
+    let store = Arc::new(opened.await?.map_err(|e| opening(dir, e))?);
+    let behind =
+        acknowledged::compare(&(Arc::clone(&store) as Arc<dyn Store>), dir.to_owned()).await;
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    let behind = behind?;
+    match behind.shortfalls.is_empty() {
+        true => Ok(()),
+        false => Err(behind.into()),
+    }
 }
 
 /// Why `dir` cannot take an import, if it cannot: it must be new or an empty folder.
