@@ -165,9 +165,9 @@ fn refusal(dir: &Path) -> anyhow::Result<Option<String>> {
 /// Loads the dump (an export or a backup) in `src` into a new store in `dir`, kept in `engine`,
 /// and saves its acknowledged mark; the dump's manifest. A new `dir` is created 0700 (it will
 /// hold patient data, and the engine creates its files with the umask's modes); an existing
-/// empty one keeps its mode. The dump is read twice: checked whole
-/// first, then loaded (with a progress bar on a terminal). If loading fails part-way (a full
-/// disk), the folder holds part of the store: remove it and import again.
+/// empty one keeps its mode. The dump is read twice: checked whole first, then loaded (with a
+/// progress bar on a terminal). If loading fails part-way (a full disk), the folder holds part
+/// of the store: remove it and import again.
 pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::Result<Manifest> {
     if let Some(why) = refusal(&dir)? {
         bail!(
