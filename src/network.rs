@@ -92,7 +92,7 @@ pub struct FeedsConfig {
     /// Events buffered per feed for its client (and read from the event log at a time).
     pub buffer_events: usize,
     /// Seconds a feed's buffer may stay full (its client reading nothing) before the feed is cut
-    /// and its place freed.
+    /// and its place freed; a Backup stream's too, which frees the one backup turn.
     pub stall_secs: u64,
 }
 

@@ -4,9 +4,9 @@
 //! an empty folder, through the store's transactions, and save its acknowledged mark. A dump
 //! holds patient data: files are created 0600 and appear under their name only once complete.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +39,8 @@ const IN_FLIGHT: usize = 4;
 /// on the same disk during a backup, do not wait behind hundreds of MiB of them (BENCHMARKS.md).
 const SYNC_EVERY: u64 = 8 << 20;
 
-/// A file being written under a temporary name beside its destination, created 0600, renamed
-/// into place by [`Partial::commit`] once complete and durable, removed if dropped before.
+/// A file being written under a temporary name beside its destination, created 0600, put in
+/// place by [`Partial::commit`] once complete and durable, removed if dropped before.
 struct Partial {
     temp: PathBuf,
     dest: PathBuf,
@@ -73,7 +73,7 @@ impl Partial {
     /// Refuses a destination that exists: a dump is never written over anything.
     fn create(dest: &Path) -> anyhow::Result<Partial> {
         if dest.exists() {
-            bail!("{} exists: name a new file", dest.display());
+            return Err(exists(dest));
         }
         let mut temp = dest.as_os_str().to_owned();
         temp.push(".partial");
@@ -98,17 +98,27 @@ impl Partial {
         self.file.as_mut().expect("written before it is committed")
     }
 
-    /// Syncs the file, renames it into place and syncs its folder.
+    /// Syncs the file, links it into place (a link, unlike a rename, refuses a destination that
+    /// appeared while the dump was written), removes the temporary name and syncs the folder.
     fn commit(mut self) -> anyhow::Result<()> {
-        let file = self.file.take().expect("committed once");
-        let paced = file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        paced.file.sync_all()?;
-        fs::rename(&self.temp, &self.dest)
-            .with_context(|| format!("renaming into {}", self.dest.display()))?;
+        let writer = self.writer();
+        writer.flush()?;
+        writer.get_ref().file.sync_all()?;
+        fs::hard_link(&self.temp, &self.dest).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => exists(&self.dest),
+            _ => anyhow::Error::new(e).context(format!("linking into {}", self.dest.display())),
+        })?;
+        self.file = None;
+        fs::remove_file(&self.temp)?;
         let folder = self.dest.parent().filter(|p| !p.as_os_str().is_empty());
         File::open(folder.unwrap_or(Path::new(".")))?.sync_all()?;
         Ok(())
     }
+}
+
+/// The refusal of a destination that exists.
+fn exists(dest: &Path) -> anyhow::Error {
+    anyhow::anyhow!("{} exists: name a new file", dest.display())
 }
 
 impl Drop for Partial {
@@ -129,8 +139,10 @@ fn opening(dir: &Path, error: StoreError) -> anyhow::Error {
     }
 }
 
-/// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest.
+/// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest. A store
+/// behind its acknowledged mark is refused, as `serve` refuses it.
 pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
+    refuse_behind(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let snapshot = EmbeddedStore::read_stopped(&dir).map_err(|e| opening(&dir, e))?;
         let mut partial = Partial::create(&dest)?;
@@ -140,6 +152,28 @@ pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
         Ok(manifest)
     })
     .await?
+}
+
+/// Refuses the stopped store in `dir` if it is behind its acknowledged mark (it lost what was
+/// acknowledged): imported, it would start with a new mark drawn from its own counters, the
+/// loss hidden and its numbers given again. `serve --accept-data-loss` is the audited way on.
+async fn refuse_behind(dir: &Path) -> anyhow::Result<()> {
+    if EngineKind::found_in(dir)?.is_none() {
+        return Ok(()); // nothing to open (and a store not to create): the export says so
+    }
+    let opened = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+    };
+    let store = Arc::new(opened.await?.map_err(|e| opening(dir, e))?);
+    let behind =
+        acknowledged::compare(&(Arc::clone(&store) as Arc<dyn Store>), dir.to_owned()).await;
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    let behind = behind?;
+    match behind.shortfalls.is_empty() {
+        true => Ok(()),
+        false => Err(behind.into()),
+    }
 }
 
 /// Why `dir` cannot take an import, if it cannot: it must be new or an empty folder.
@@ -159,9 +193,11 @@ fn refusal(dir: &Path) -> anyhow::Result<Option<String>> {
 }
 
 /// Loads the dump (an export or a backup) in `src` into a new store in `dir`, kept in `engine`,
-/// and saves its acknowledged mark; the dump's manifest. The dump is read twice: checked whole
-/// first, then loaded (with a progress bar on a terminal). If loading fails part-way (a full
-/// disk), the folder holds part of the store: remove it and import again.
+/// and saves its acknowledged mark; the dump's manifest. A new `dir` is created 0700 (it will
+/// hold patient data, and the engine creates its files with the umask's modes); an existing
+/// empty one keeps its mode. The dump is read twice: checked whole first, then loaded (with a
+/// progress bar on a terminal). If loading fails part-way (a full disk), the folder holds part
+/// of the store: remove it and import again.
 pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::Result<Manifest> {
     if let Some(why) = refusal(&dir)? {
         bail!(
@@ -182,6 +218,11 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
         read: Arc::clone(&read),
     };
     let reader = Reader::new(input).with_context(|| format!("reading {}", src.display()))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let opened = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -395,4 +436,24 @@ pub fn render(manifest: &Manifest) -> String {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that appears under the destination's name while the dump is written (a backup
+    /// takes minutes) is not replaced: a dump is never written over anything.
+    #[test]
+    fn a_destination_that_appears_meanwhile_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("store.dump");
+        let mut partial = Partial::create(&dest).unwrap();
+        partial.writer().write_all(b"the dump").unwrap();
+        fs::write(&dest, b"another file").unwrap();
+        let error = partial.commit().unwrap_err().to_string();
+        assert!(error.contains("exists"), "{error}");
+        assert_eq!(fs::read(&dest).unwrap(), b"another file");
+        assert!(!dir.path().join("store.dump.partial").exists());
+    }
 }

@@ -561,7 +561,8 @@ impl AdminService for Services {
         const ACTION: Action = Action::Backup;
         let caller = self.caller(&request, OPERATORS, ACTION).await?;
         let pb::BackupRequest {} = request.into_inner();
-        let chunks = self.gateway.backup(&caller).await.map_err(to_status)?;
+        let stall = self.feeds.limits().stall;
+        let chunks = (self.gateway.backup(&caller, stall).await).map_err(to_status)?;
         Ok(Response::new(backup::stream(chunks)))
     }
 

@@ -6,8 +6,12 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::{
+    runtime::Handle,
+    sync::mpsc::{self, error::SendTimeoutError},
+};
 
 use crate::store::{self, Snapshot, Store, dump};
 
@@ -48,8 +52,10 @@ impl Drop for Running {
 impl Gateway {
     /// Starts a backup for `caller`: the dump of a snapshot holding every transaction
     /// submitted before this call, as chunks. Refused (and audited) while another runs, and on
-    /// a store that takes no snapshots (sled). The backup is audited before it streams.
-    pub async fn backup(&self, caller: &Caller) -> Result<BackupChunks, Error> {
+    /// a store that takes no snapshots (sled). The backup is audited before it streams. A
+    /// client that leaves the chunks unread for `stall` is cut (the stream ends short, which its
+    /// dump check reports as truncated): the turn and the snapshot are not held for it.
+    pub async fn backup(&self, caller: &Caller, stall: Duration) -> Result<BackupChunks, Error> {
         const ACTION: Action = Action::Backup;
         let Some(running) = self.backups.start() else {
             let busy = Error::ResourceExhausted("one backup at a time: another is running");
@@ -64,21 +70,24 @@ impl Gateway {
             Err(other) => return Err(other.into()),
         };
         self.audit_access(caller, ACTION).await?;
-        let (chunks, received) = mpsc::channel(CHUNKS_AHEAD);
+        let (sender, received) = mpsc::channel(CHUNKS_AHEAD);
+        let chunks = Chunks {
+            sender,
+            stall,
+            runtime: Handle::current(),
+            buffer: Vec::with_capacity(CHUNK),
+        };
         tokio::task::spawn_blocking(move || stream(snapshot.as_ref(), chunks, running));
         Ok(received)
     }
 }
 
-/// Writes the dump of `snapshot` into `chunks` until done, failed, or the client is gone; lets
-/// go of `running` before the stream ends, so that a client that has read to the end can start
-/// the next backup at once.
-fn stream(snapshot: &dyn Snapshot, chunks: mpsc::Sender<Result<Vec<u8>, Error>>, running: Running) {
-    let out = Chunks {
-        sender: chunks.clone(),
-        buffer: Vec::with_capacity(CHUNK),
-    };
-    match dump::write(snapshot, out) {
+/// Writes the dump of `snapshot` into `chunks` until done, failed, the client is gone or
+/// stalled; lets go of `running` before the stream ends, so that a client that has read to the
+/// end can start the next backup at once.
+fn stream(snapshot: &dyn Snapshot, chunks: Chunks, running: Running) {
+    let (sender, runtime, stall) = (chunks.sender.clone(), chunks.runtime.clone(), chunks.stall);
+    match dump::write(snapshot, chunks) {
         Ok((_, manifest)) => {
             let entries: u64 = manifest.tables.iter().map(|t| t.entries).sum();
             tracing::info!(entries, "backup streamed");
@@ -86,27 +95,40 @@ fn stream(snapshot: &dyn Snapshot, chunks: mpsc::Sender<Result<Vec<u8>, Error>>,
         Err(dump::Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             tracing::warn!("backup ended early: the client went away");
         }
+        Err(dump::Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            tracing::warn!("backup cut: its client read nothing for the stall time");
+        }
         Err(error) => {
             tracing::error!(%error, "backup failed");
-            let _ = chunks.blocking_send(Err(Error::Internal(format!("backup failed: {error}"))));
+            let failed = Err(Error::Internal(format!("backup failed: {error}")));
+            let _ = runtime.block_on(sender.send_timeout(failed, stall));
         }
     }
     drop(running);
-    drop(chunks);
+    drop(sender);
 }
 
-/// The dump's bytes, sent as chunks of [`CHUNK`] bytes; waits while the channel is full.
+/// The dump's bytes, sent as chunks of [`CHUNK`] bytes; waits while the channel is full, for
+/// `stall` at most.
 struct Chunks {
     sender: mpsc::Sender<Result<Vec<u8>, Error>>,
+    stall: Duration,
+    /// The runtime the channel's timer runs on (the writing thread is a blocking one).
+    runtime: Handle,
     buffer: Vec<u8>,
 }
 
 impl Chunks {
+    /// Sends the buffer: BrokenPipe when the client is gone, TimedOut when it stalled.
     fn send(&mut self) -> io::Result<()> {
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        let sent = self
+            .runtime
+            .block_on(self.sender.send_timeout(Ok(chunk), self.stall));
+        sent.map_err(|e| match e {
+            SendTimeoutError::Timeout(_) => io::Error::from(io::ErrorKind::TimedOut),
+            SendTimeoutError::Closed(_) => io::Error::from(io::ErrorKind::BrokenPipe),
+        })
     }
 }
 

@@ -18,6 +18,8 @@
 //! the manifest's closing SHA-256 is over everything of the manifest before it. The reader
 //! checks each section's trailer when it reaches it, so a damaged table is named as soon as it
 //! has been read, and the manifest against the sections at the end; nothing may follow it.
+//! Within a section each key must be above the one before (a repeat, loaded, would overwrite
+//! an entry the manifest counts).
 //! A larger version number is a dump this build cannot read and is refused.
 
 use std::io::{self, Read, Write};
@@ -266,6 +268,8 @@ pub struct Reader<R: Read> {
     current: Option<Tally>,
     /// The sections read so far.
     done: Vec<TableSummary>,
+    /// The current section's last key: each must be above it, as the writer's key order has it.
+    last_key: Option<Vec<u8>>,
     manifest: Option<Manifest>,
     failed: bool,
 }
@@ -279,13 +283,16 @@ impl<R: Read> Reader<R> {
             return Err(Error::NotADump);
         }
         let version = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
-        if version > VERSION {
-            return Err(Error::Newer(version));
+        match version {
+            0 => return Err(Error::NotADump),
+            newer if newer > VERSION => return Err(Error::Newer(newer)),
+            _ => {}
         }
         Ok(Reader {
             input,
             current: None,
             done: Vec::new(),
+            last_key: None,
             manifest: None,
             failed: false,
         })
@@ -361,12 +368,17 @@ impl<R: Read> Reader<R> {
             return Err(self.malformed(format!("table {} out of order", name(table))));
         }
         self.current = Some(Tally::new(table));
+        self.last_key = None;
         Ok(())
     }
 
     fn entry(&mut self) -> Result<TableEntry, Error> {
         let key_len = self.bytes::<4>()?;
         let key = self.sized(key_len)?;
+        if self.last_key.as_ref().is_some_and(|last| *last >= key) {
+            return Err(self.malformed("a key out of key order (or repeated)"));
+        }
+        self.last_key = Some(key.clone());
         let value_len = self.bytes::<4>()?;
         let value = self.sized(value_len)?;
         let tally = self.current.as_mut().expect("inside a section");
@@ -566,6 +578,15 @@ mod tests {
         assert!(error.contains("bytes follow the manifest"), "{error}");
     }
 
+    /// Version 0 was never written: a header that says it is not a dump this reader knows.
+    #[test]
+    fn version_zero_is_refused() {
+        let mut zero = sample();
+        zero[11] = 0;
+        let error = read_all(&zero).unwrap_err();
+        assert!(matches!(error, Error::NotADump), "{error}");
+    }
+
     #[test]
     fn a_manifest_that_disagrees_with_a_section_is_refused_naming_the_table() {
         let bytes = sample();
@@ -579,6 +600,24 @@ mod tests {
             error,
             "table meta: the manifest says 2 entries, 1 were read"
         );
+    }
+
+    /// A table whose keys do not rise (a repeated key, or one out of order) is not an export:
+    /// loaded, a repeat would overwrite the entry before it and the store would hold fewer
+    /// entries than the manifest counts.
+    #[test]
+    fn keys_that_do_not_rise_are_refused() {
+        for keys in [[b"k1", b"k1"], [b"k2", b"k1"]] {
+            let mut writer = Writer::new(Vec::new()).unwrap();
+            writer.table(Table::ByExchange).unwrap();
+            for key in keys {
+                writer.entry(key, b"v").unwrap();
+            }
+            let bytes = writer.finish().unwrap().0;
+            let error = read_all(&bytes).unwrap_err().to_string();
+            assert!(error.contains("table by_exchange"), "{keys:?}: {error}");
+            assert!(error.contains("key order"), "{keys:?}: {error}");
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod reflection;
 mod relay;
 mod relay_drill;
 mod review_27;
+mod review_27b;
 mod signature;
 mod store;
 mod store_damage;

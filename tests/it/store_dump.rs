@@ -231,7 +231,7 @@ async fn serving(dir: &Path, engine: EngineKind) -> (PathBuf, Rxgate) {
 }
 
 /// Clinics registering in a loop, each acknowledged id kept, until stopped.
-struct Load {
+pub(crate) struct Load {
     halt: Arc<AtomicBool>,
     acknowledged: Arc<Mutex<Vec<String>>>,
     /// Told after every registration.
@@ -240,7 +240,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(rxgate: &Rxgate, clinics: u32) -> Load {
+    pub(crate) fn start(rxgate: &Rxgate, clinics: u32) -> Load {
         let halt = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let progress = Arc::new(Notify::new());
@@ -272,7 +272,7 @@ impl Load {
     }
 
     /// The ids acknowledged so far, once there are at least `n`.
-    async fn acknowledged(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn acknowledged(&self, n: usize) -> Vec<String> {
         loop {
             let so_far = self.acknowledged.lock().unwrap().clone();
             if so_far.len() >= n {
@@ -283,7 +283,7 @@ impl Load {
     }
 
     /// Stops the clinics; how many registrations were acknowledged.
-    async fn stop(self) -> usize {
+    pub(crate) async fn stop(self) -> usize {
         self.halt.store(true, Ordering::Relaxed);
         for clinic in self.clinics {
             clinic.await.unwrap();
@@ -393,7 +393,7 @@ async fn a_backup_of_sled_or_by_a_clinic_is_refused() {
 }
 
 /// The bytes of a Backup stream read to its end, checked as a dump; its manifest.
-async fn read_to_end(
+pub(crate) async fn read_to_end(
     mut stream: tonic::Streaming<pb::BackupChunk>,
     mut bytes: Vec<u8>,
 ) -> rxgate::store::dump::Manifest {
@@ -403,6 +403,21 @@ async fn read_to_end(
     let mut reader = rxgate::store::dump::Reader::new(bytes.as_slice()).unwrap();
     reader.by_ref().for_each(|entry| drop(entry.unwrap()));
     reader.manifest().cloned().expect("a manifest")
+}
+
+/// An operator's client with HTTP/2's initial windows (64 KiB), not tonic's larger ones: it
+/// takes in little of a stream it does not read.
+pub(crate) async fn narrow_operator(
+    rxgate: &Rxgate,
+) -> AdminServiceClient<tonic::transport::Channel> {
+    let tls = dev_pki().client("operator").client_tls_config().unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(rxgate.addr.clone()).unwrap();
+    let endpoint = endpoint.tls_config(tls).unwrap();
+    let channel = (endpoint.initial_stream_window_size(65_535))
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await;
+    AdminServiceClient::new(channel.unwrap())
 }
 
 /// One backup at a time: while one waits on its client (its dump larger than the buffers
@@ -416,18 +431,7 @@ async fn a_second_backup_is_refused_while_one_streams() {
     // About 4 kB each: some 2 MB of dump, twice what the channel and the windows hold.
     load.acknowledged(500).await;
     load.stop().await;
-    // HTTP/2's initial windows (64 KiB), not tonic's larger ones: the client takes in little
-    // of a stream it does not read.
-    let operator = || async {
-        let tls = dev_pki().client("operator").client_tls_config().unwrap();
-        let endpoint = tonic::transport::Endpoint::from_shared(rxgate.addr.clone()).unwrap();
-        let endpoint = endpoint.tls_config(tls).unwrap();
-        let channel = (endpoint.initial_stream_window_size(65_535))
-            .initial_connection_window_size(65_535)
-            .connect()
-            .await;
-        AdminServiceClient::new(channel.unwrap())
-    };
+    let operator = || narrow_operator(&rxgate);
     let mut first = operator()
         .await
         .backup(pb::BackupRequest {})
