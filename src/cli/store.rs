@@ -18,7 +18,7 @@ use super::master_import::{draw_progress, progress_bar};
 use crate::{
     service::acknowledged,
     store::{
-        DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, Error as StoreError, Store,
+        EmbeddedStore, EngineKind, Error as StoreError, Store,
         dump::{self, Manifest, Reader, TableEntry},
         unfinished,
     },
@@ -223,15 +223,13 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let opened = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            EmbeddedStore::open_with(&dir, Some(engine), DEFAULT_CACHE_MIB)
-        })
-    };
-    let store = opened.await?.map_err(|e| opening(&dir, e))?;
     unfinished::begin(&dir)
         .with_context(|| format!("marking {} as being loaded", dir.display()))?;
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || EmbeddedStore::create_to_import(&dir, engine))
+    };
+    let store = opened.await?.map_err(|e| opening(&dir, e))?;
     let store = Arc::new(store);
     let progress = io::stderr()
         .is_terminal()

@@ -18,7 +18,7 @@ use crate::{
     audit_verify::ChainVerifier,
     domain::time::JapanDate,
     service::{acknowledged, verify},
-    store::{EmbeddedStore, EngineKind, Store, Table},
+    store::{self, EmbeddedStore, EngineKind, Store, Table},
 };
 
 /// How often the progress line is redrawn at most.
@@ -27,6 +27,7 @@ const REDRAW: Duration = Duration::from_millis(200);
 /// Verifies the stopped store in `dir`, believing the checkpoints `chains` trusts: its summary
 /// when sound, else the first problem (both one line). Err when it cannot be opened.
 pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+    store::unfinished::refuse(dir)?;
     if EngineKind::found_in(dir)?.is_none() {
         bail!("{} holds no store", dir.display());
     }

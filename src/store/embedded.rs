@@ -280,6 +280,22 @@ impl EmbeddedStore {
         cache_mib: u64,
     ) -> Result<EmbeddedStore, Error> {
         super::unfinished::refuse(path)?;
+        EmbeddedStore::open_unchecked(path, engine, cache_mib)
+    }
+
+    /// Creates the store an import loads, in `path`, which [`super::unfinished::begin`] has
+    /// marked first (so that a kill at any point after leaves a folder every opening refuses):
+    /// the one opening that does not refuse that mark.
+    pub fn create_to_import(path: &Path, engine: EngineKind) -> Result<EmbeddedStore, Error> {
+        EmbeddedStore::open_unchecked(path, Some(engine), DEFAULT_CACHE_MIB)
+    }
+
+    /// [`EmbeddedStore::open_with`] whatever an unfinished import left.
+    fn open_unchecked(
+        path: &Path,
+        engine: Option<EngineKind>,
+        cache_mib: u64,
+    ) -> Result<EmbeddedStore, Error> {
         let kind = match (EngineKind::found_in(path)?, engine) {
             (Some(found), Some(wanted)) if found != wanted => {
                 return Err(Error::Engine(format!(

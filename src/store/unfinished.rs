@@ -1,6 +1,6 @@
-//! The mark of an import that has not finished: a file beside the engine's, written once the
-//! new store is open and before the first entry is loaded, removed once the whole dump is in
-//! and the store's acknowledged mark saved. While it is there every opening of the store is
+//! The mark of an import that has not finished: a file beside the engine's, written before the
+//! new store is created, removed once the whole dump is in and the store's acknowledged mark
+//! saved. While it is there every opening of the store is
 //! refused, so that a store holding part of a dump (an import cut by a full disk, a kill, a
 //! power loss) is never served, exported or checked as if it were whole.
 
@@ -39,7 +39,7 @@ pub fn end(dir: &Path) -> io::Result<()> {
 }
 
 /// Refuses the store in `dir` if an import into it has not finished.
-pub(super) fn refuse(dir: &Path) -> Result<(), Error> {
+pub fn refuse(dir: &Path) -> Result<(), Error> {
     if path(dir).exists() {
         return Err(Error::Corrupt(format!(
             "an import into {} did not finish ({} is there): the folder holds part of a dump; \
