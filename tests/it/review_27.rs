@@ -13,12 +13,18 @@ use rxgate::store::{EmbeddedStore, EngineKind, Table};
 
 use crate::{
     anywhere::is_root,
+    common::dev_pki,
     store_verify::{assert_sound, assert_unsound, change, populated_store, verify_by},
 };
 
 /// `rxgate store verify --data-dir STORE` as a user other than the files' owner: as `nobody`
-/// when this is root (root reads every file), else as this user.
-fn verify_as_another_user(store: &Path) -> Output {
+/// when this is root (root reads every file), else as this user. The gateway certificate it
+/// believes is copied beside the store first (into `dir`, which that user may read): the
+/// repository's own copy may sit in a folder only its owner can enter (a CI checkout).
+fn verify_as_another_user(dir: &Path, store: &Path) -> Output {
+    let cert = dir.join("gateway.cert.pem");
+    fs::copy(dev_pki().gateway().cert, &cert).unwrap();
+    fs::set_permissions(&cert, fs::Permissions::from_mode(0o644)).unwrap();
     let rxgate = env!("CARGO_BIN_EXE_rxgate");
     let command = if is_root() {
         let mut setpriv = Command::new("setpriv");
@@ -27,7 +33,7 @@ fn verify_as_another_user(store: &Path) -> Output {
     } else {
         Command::new(rxgate)
     };
-    verify_by(command, store)
+    verify_by(command, store, &cert)
 }
 
 /// A store left by a start as another user (root, under umask 077) cannot be read by the
@@ -48,7 +54,7 @@ async fn a_fjall_store_this_user_may_not_read_is_not_called_damaged() {
     let marker = store.join("version");
     fs::set_permissions(&marker, fs::Permissions::from_mode(0o000)).unwrap();
 
-    let output = verify_as_another_user(&store);
+    let output = verify_as_another_user(dir.path(), &store);
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(!err.contains("damaged"), "{err}");

@@ -57,16 +57,18 @@ pub(crate) async fn populated_store(dir: &Path, engine: EngineKind) -> PathBuf {
 
 /// `rxgate store verify --data-dir STORE` believing the dev gateway's checkpoints.
 fn verify(store: &Path) -> Output {
-    verify_by(Command::new(env!("CARGO_BIN_EXE_rxgate")), store)
+    let cert = dev_pki().gateway().cert;
+    verify_by(Command::new(env!("CARGO_BIN_EXE_rxgate")), store, &cert)
 }
 
-/// [`verify`] run by `command`: the binary, or a wrapper that runs it (as another user).
-pub(crate) fn verify_by(mut command: Command, store: &Path) -> Output {
+/// [`verify`] run by `command` (the binary, or a wrapper that runs it as another user),
+/// believing the checkpoints of the gateway certificate `cert`.
+pub(crate) fn verify_by(mut command: Command, store: &Path, cert: &Path) -> Output {
     command
         .args(["store", "verify", "--data-dir"])
         .arg(store)
         .arg("--gateway-cert")
-        .arg(dev_pki().gateway().cert)
+        .arg(cert)
         .output()
         .unwrap()
 }
