@@ -116,18 +116,25 @@ impl<E: Engine> EngineSnapshot for Stopped<E> {
     }
 }
 
-/// An engine's snapshot read by table: the tag added to the bounds, and taken off the keys.
-struct Tables(Box<dyn EngineSnapshot>);
+/// An engine's snapshot read by table: the tag added to the bounds, and taken off the keys; a
+/// read that finds stored bytes corrupt is counted and logged as the store's own reads are
+/// ([`noted`]), so that a backup that meets damage raises the same alert.
+struct Tables {
+    engine: Box<dyn EngineSnapshot>,
+    counters: Arc<Counters>,
+}
 
 impl Snapshot for Tables {
     fn entries(&self, table: Table) -> Box<dyn Iterator<Item = Result<Entry, Error>> + '_> {
         let lo = [tag(table)];
         let hi = prefix_end(&lo);
-        Box::new(
-            self.0
-                .range(&lo, &hi)
-                .map(|entry| entry.map(|(k, v)| (k[1..].to_vec(), v))),
-        )
+        let mut last = lo.to_vec();
+        Box::new(self.engine.range(&lo, &hi).map(move |entry| {
+            let (key, value) = noted(&self.counters.corrupt_reads, Place::After(&last), entry)?;
+            let entry = (key[1..].to_vec(), value);
+            last = key;
+            Ok(entry)
+        }))
     }
 }
 
@@ -374,7 +381,8 @@ impl EmbeddedStore {
                 Box::new(Stopped(SledEngine::open(path, DEFAULT_CACHE_MIB << 20)?))
             }
         };
-        Ok(Box::new(Tables(engine)))
+        let counters = Arc::new(Counters::default());
+        Ok(Box::new(Tables { engine, counters }))
     }
 
     /// The engine the store is kept in.
@@ -586,8 +594,10 @@ impl Writer {
 
     /// The engine's snapshot, as a snapshot of the store's tables.
     fn take_snapshot(&self) -> Result<Outcome, Error> {
-        let taken = self.engine.snapshot()?;
-        let tables: Box<dyn Snapshot> = Box::new(Tables(taken));
+        let tables: Box<dyn Snapshot> = Box::new(Tables {
+            engine: self.engine.snapshot()?,
+            counters: Arc::clone(&self.counters),
+        });
         Ok(Ok(Box::new(tables)))
     }
 
@@ -738,36 +748,40 @@ impl EngineTxn<'_> {
     fn layers(&self) -> impl Iterator<Item = &Overlay> {
         [&self.writes, self.committed].into_iter()
     }
+}
 
-    /// Passes on what the engine answered a read at `place`; stored bytes found corrupt (a
-    /// failed checksum) are counted (`rxgate_store_corrupt_reads_total`, for an alert) and
-    /// logged with the table and the key, here, once per read, rather than left to the caller,
-    /// which sees only an internal error. The key is shown in hex, but not in the tables whose
-    /// keys hold a patient key.
-    fn noted<T>(&self, place: Place<'_>, read: Result<T, Error>) -> Result<T, Error> {
-        if let Err(error @ Error::Corrupt(_)) = &read {
-            self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-            let (Place::At(key) | Place::After(key)) = place;
-            let table = table_of(key);
-            let shown = match table {
-                Some(
-                    Table::ByExchange | Table::ByPatient | Table::Medications | Table::Clinical,
-                ) => String::from("(holds a patient key: not shown)"),
-                _ => super::hex(key.get(1..).unwrap_or_default()),
-            };
-            let table = table.map_or_else(|| String::from("unknown"), |t| format!("{t:?}"));
-            let place = match place {
-                Place::At(_) => "the key",
-                Place::After(_) => "at or after the key",
-            };
-            tracing::error!(
-                %table, key = %shown, %place, %error,
-                "a stored record is corrupt: run `rxgate store verify` on a stopped copy, and \
-                 restore a backup"
-            );
-        }
-        read
+/// Passes on what the engine answered a read at `place`; stored bytes found corrupt (a
+/// failed checksum) are counted (`rxgate_store_corrupt_reads_total`, for an alert) and
+/// logged with the table and the key, here, once per read, rather than left to the caller,
+/// which sees only an internal error. The key is shown in hex, but not in the tables whose
+/// keys hold a patient key.
+fn noted<T>(
+    corrupt_reads: &AtomicU64,
+    place: Place<'_>,
+    read: Result<T, Error>,
+) -> Result<T, Error> {
+    if let Err(error @ Error::Corrupt(_)) = &read {
+        corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        let (Place::At(key) | Place::After(key)) = place;
+        let table = table_of(key);
+        let shown = match table {
+            Some(Table::ByExchange | Table::ByPatient | Table::Medications | Table::Clinical) => {
+                String::from("(holds a patient key: not shown)")
+            }
+            _ => super::hex(key.get(1..).unwrap_or_default()),
+        };
+        let table = table.map_or_else(|| String::from("unknown"), |t| format!("{t:?}"));
+        let place = match place {
+            Place::At(_) => "the key",
+            Place::After(_) => "at or after the key",
+        };
+        tracing::error!(
+            %table, key = %shown, %place, %error,
+            "a stored record is corrupt: run `rxgate store verify` on a stopped copy, and \
+             restore a backup"
+        );
     }
+    read
 }
 
 /// Where a read went: one engine key, or on from one (a scan's start, or its last key read).
@@ -820,7 +834,11 @@ impl EngineTxn<'_> {
             .layers()
             .map(|o| o.range::<[u8], _>(bounds).peekable())
             .collect();
-        let mut next_base = self.noted(Place::After(&lo), base.next().transpose())?;
+        let mut next_base = noted(
+            self.corrupt_reads,
+            Place::After(&lo),
+            base.next().transpose(),
+        )?;
         while out.len() < limit {
             let heads = layers
                 .iter_mut()
@@ -835,7 +853,11 @@ impl EngineTxn<'_> {
             // Every source at this key moves on; the newest one's value (or deletion) counts.
             let stored = next_base.take_if(|(k, _)| k.as_slice() == key.as_slice());
             if stored.is_some() {
-                next_base = self.noted(Place::After(&key), base.next().transpose())?;
+                next_base = noted(
+                    self.corrupt_reads,
+                    Place::After(&key),
+                    base.next().transpose(),
+                )?;
             }
             let mut newest = None;
             for layer in &mut layers {
@@ -860,7 +882,7 @@ impl Txn for EngineTxn<'_> {
         let key = engine_key(table, key);
         match self.layers().find_map(|o| o.get(&key)) {
             Some(written) => Ok(written.clone()),
-            None => self.noted(Place::At(&key), self.engine.get(&key)),
+            None => noted(self.corrupt_reads, Place::At(&key), self.engine.get(&key)),
         }
     }
 

@@ -290,6 +290,26 @@ async fn a_corrupt_read_is_counted() {
     opened.close().unwrap();
 }
 
+/// A backup's read that meets the flipped byte (through a snapshot, off the writer) is counted
+/// and logged as the store's own reads are: a nightly backup raises the same alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_read_through_a_snapshot_is_counted() {
+    let (_dir, store) = flipped_in("blobs").await;
+    let opened = EmbeddedStore::open(&store).unwrap();
+    let snapshot = opened.snapshot().await.unwrap();
+    let failed = snapshot
+        .entries(Table::Certificates)
+        .find_map(Result::err)
+        .expect("a read meets the flipped byte");
+    assert!(
+        matches!(failed, rxgate::store::Error::Corrupt(_)),
+        "{failed:?}"
+    );
+    assert_eq!(opened.stats().corrupt_reads, 1);
+    drop(snapshot);
+    opened.close().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_a_running_gateway_holds_is_refused() {
     let dir = tempfile::tempdir().unwrap();
