@@ -26,7 +26,7 @@ use crate::{
     pki::identity::GatewayIdentity,
     readiness::Readiness,
     service::{self, Clinical, Clock, Gateway, Sweep, acknowledged},
-    store::{EmbeddedStore, Store},
+    store::{self, EmbeddedStore, Store},
     tls,
     wire::proto::{
         DESCRIPTOR_SET,
@@ -221,9 +221,8 @@ async fn until_store_fails(store: Arc<EmbeddedStore>, dir: PathBuf) {
             break error;
         }
     };
-    let full = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
     let dir = dir.display();
-    if error.to_string().contains(&full.to_string()) {
+    if matches!(error, store::Error::NoSpace(_)) {
         tracing::error!(%error, "the store failed: no space left on device in {dir}; free \
             space and restart — every acknowledged write is durable");
     } else {

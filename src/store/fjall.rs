@@ -67,7 +67,7 @@ pub(crate) fn holds_store(path: &Path) -> bool {
 fn engine_error(error: fjall::Error) -> Error {
     use fjall::LsmError as Lsm;
     match error {
-        fjall::Error::Io(e) => Error::Io(e.to_string()),
+        fjall::Error::Io(e) | fjall::Error::Storage(Lsm::Io(e)) => super::io_error(&e),
         // Stored bytes that fail their checksum or do not parse: the store counts and logs
         // them with the table and key read.
         fjall::Error::Storage(

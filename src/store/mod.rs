@@ -118,6 +118,10 @@ pub enum Error {
     /// Whether the transaction's writes survive is then unknown; the store refuses further work.
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The file system is full (ENOSPC): an [`Error::Io`] told apart, so that the process can
+    /// say what to do (free space) rather than only that the store failed.
+    #[error("storage I/O error: no space left on device ({0})")]
+    NoSpace(String),
     /// The engine failed for another reason. As with `Io`, the store refuses further work.
     #[error("storage engine error: {0}")]
     Engine(String),
@@ -300,6 +304,14 @@ pub fn raise_sequence(tx: &mut dyn Txn, name: &str, at_least: u64) -> Result<(),
         tx.put(Table::Meta, &sequence_key(name), &at_least.to_be_bytes());
     }
     Ok(())
+}
+
+/// An engine's I/O error as the store reports it: a full file system by name.
+fn io_error(error: &std::io::Error) -> Error {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => Error::NoSpace(error.to_string()),
+        _ => Error::Io(error.to_string()),
+    }
 }
 
 /// Where the counter `name` of [`Txn::next_sequence`] is kept.

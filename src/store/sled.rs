@@ -43,7 +43,7 @@ pub(crate) fn lock_file(path: &Path) -> PathBuf {
 
 fn engine_error(error: ::sled::Error) -> Error {
     match error {
-        ::sled::Error::Io(e) => Error::Io(e.to_string()),
+        ::sled::Error::Io(e) => super::io_error(&e),
         ::sled::Error::Corruption { at, .. } => {
             Error::Corrupt(format!("sled corruption at {at:?}"))
         }
