@@ -55,7 +55,7 @@ async fn open(dir: &Path) -> anyhow::Result<EmbeddedStore> {
 async fn pages<T, F>(store: &EmbeddedStore, read: F) -> anyhow::Result<Vec<Vec<T>>>
 where
     T: Send + 'static,
-    F: Fn(&dyn Txn, &[u8]) -> Result<Page<T>, StoreError> + Copy + Send + 'static,
+    F: Fn(&dyn Txn, &[u8]) -> Result<Page<T>, StoreError> + Copy + Send + Sync + 'static,
 {
     let mut all = Vec::new();
     let mut after = Vec::new();

@@ -69,7 +69,9 @@ impl Gateway {
         self.room.admit(false).map_err(|refused| refused.error)?;
         let writer = self.config.audit_writer;
         self.store
-            .transact(move |tx: &mut dyn Txn| audit_chain::append(tx, &writer, time_ms, entry))
+            .transact(move |tx: &mut dyn Txn| {
+                audit_chain::append(tx, &writer, time_ms, entry.clone())
+            })
             .await??;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The pharmacy's use cases: lookup, receive, return, the dispensing check and the record of
 //! a dispensing.
 
+use std::sync::Arc;
+
 use crate::{
     domain::{
         checks::Consent,
@@ -137,7 +139,7 @@ impl Gateway {
             let findings = checker.run(tx, &subject, (&options, consent), &mut draft.check_took)?;
             let (id, content, cms_signature) = (
                 stored.record.id.clone(),
-                stored.record.content.clone(),
+                stored.record.content.to_vec(),
                 signatures::restore(tx, &stored.record.cms)?,
             );
             let patient_key = stored.record.patient_key.clone();
@@ -285,7 +287,7 @@ impl Gateway {
         let content_sha256 = sha256(verified.content());
         let signer = verified.signer().clone();
         let document = verified.document().clone();
-        let record_content = verified.content().to_vec();
+        let record_content = Arc::clone(verified.content());
         let (record_signature, certificates) = signatures::cut(verified.cms_signature());
         let limits = self.config.limits.clone();
         let pseudonyms = self.config.pseudonyms.clone();
@@ -386,8 +388,8 @@ impl Gateway {
                 is_final: facts.is_final,
                 important_information: facts.important_information,
                 important_message: document.important_message.clone(),
-                content: record_content,
-                cms: record_signature,
+                content: Arc::clone(&record_content),
+                cms: record_signature.clone(),
                 content_sha256,
                 signer_serial_number: signer.serial_number.clone(),
                 signer_certificate_sha256: signer.certificate_sha256,

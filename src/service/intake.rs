@@ -150,10 +150,22 @@ impl Gateway {
             Err(e) => return self.refuse(draft, e).await,
         };
         draft.signer = Some(signer);
-        let sender = caller.institution.code.to_string();
-        let delivered_at_ms = millis(now);
+        // The arrival is drawn by each run of the transaction; the documents are shared by all.
+        let delivered = IntakeV1 {
+            record_id: d.record_id,
+            arrival: 0,
+            sender: caller.institution.code.to_string(),
+            sequence: d.sequence,
+            received_at_ms: d.received_at_ms,
+            delivered_at_ms: millis(now),
+            prescription_id: d.prescription_id,
+            institution: d.institution,
+            number: d.number,
+            content: d.content.into(),
+            cms_signature: d.cms_signature.into(),
+        };
         self.run(draft, move |tx, _| {
-            let id_key = intake_record_key(&d.record_id);
+            let id_key = intake_record_key(&delivered.record_id);
             if tx.get(Table::Intake, &id_key)?.is_some() {
                 return Ok(true);
             }
@@ -161,19 +173,10 @@ impl Gateway {
             let arrival = tx.unique_sequence(schema::INTAKE_SEQUENCE)?;
             let record = IntakeRecord::V2(IntakeV2 {
                 record: IntakeV1 {
-                    record_id: d.record_id.clone(),
                     arrival,
-                    sender,
-                    sequence: d.sequence,
-                    received_at_ms: d.received_at_ms,
-                    delivered_at_ms,
-                    prescription_id: d.prescription_id,
-                    institution: d.institution,
-                    number: d.number,
-                    content: d.content,
-                    cms_signature: d.cms_signature,
+                    ..delivered.clone()
                 },
-                attested_by,
+                attested_by: attested_by.clone(),
             });
             tx.put(Table::Intake, &id_key, &arrival.to_be_bytes());
             tx.put(Table::Intake, &arrival_key(arrival), &encode(&record));

@@ -178,7 +178,7 @@ mod tests {
                     kept: &mut draft.kept,
                 }
                 .put(Table::Clinical, &check_budget_key("kept"), b"");
-                outcome
+                outcome.clone()
             })
             .await;
         let held = gateway

@@ -385,7 +385,7 @@ impl Gateway {
         &self,
         draft: AuditDraft,
         patient: &PatientKey,
-        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + 'static,
+        decide: impl Fn(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + Sync + 'static,
     ) -> Result<T, Error> {
         let guess = Guess {
             pharmacy: draft.caller.institution.code.clone(),
@@ -538,7 +538,7 @@ mod tests {
 
     /// Runs `f` in a transaction of a new store.
     async fn in_store<T: Send + 'static>(
-        f: impl FnOnce(&mut dyn Txn) -> Result<T, store::Error> + Send + 'static,
+        f: impl Fn(&mut dyn Txn) -> Result<T, store::Error> + Send + Sync + 'static,
     ) -> T {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();

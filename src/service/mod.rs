@@ -30,6 +30,8 @@ mod prescriptions;
 mod pseudonym;
 pub mod records;
 mod relay_ledger;
+#[cfg(test)]
+mod rerun;
 mod schema;
 mod search;
 mod signatures;
@@ -407,7 +409,7 @@ impl Gateway {
     async fn run<T: Send + 'static>(
         &self,
         draft: AuditDraft,
-        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + 'static,
+        decide: impl Fn(&mut dyn Txn, &mut AuditDraft) -> Result<T, Error> + Send + Sync + 'static,
     ) -> Result<T, Error> {
         let (outcome, ()) = self
             .run_noting(draft, move |tx, draft| (decide(tx, draft), ()))
@@ -421,7 +423,7 @@ impl Gateway {
     async fn run_noting<T: Send + 'static, N: Send + 'static>(
         &self,
         draft: AuditDraft,
-        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
+        decide: impl Fn(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + Sync + 'static,
     ) -> Result<(Result<T, Error>, N), Error> {
         let writes = draft.action.writes_new_data();
         self.run_admitted(writes, draft, decide).await
@@ -433,7 +435,7 @@ impl Gateway {
         &self,
         writes: bool,
         draft: AuditDraft,
-        decide: impl FnOnce(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + 'static,
+        decide: impl Fn(&mut dyn Txn, &mut AuditDraft) -> (Result<T, Error>, N) + Send + Sync + 'static,
     ) -> Result<(Result<T, Error>, N), Error> {
         if let Err(refused) = self.room.admit(writes) {
             return Err(self.refused_for_room(draft, refused).await);
@@ -443,7 +445,7 @@ impl Gateway {
         let keep = Arc::clone(&decided);
         let receipt = draft.caller.receipt.clone();
         let committed = self.store.transact(move |tx: &mut dyn Txn| {
-            let mut draft = draft;
+            let mut draft = draft.clone();
             let before = tx.savepoint();
             let (outcome, noted) = decide(tx, &mut draft);
             let written = match &outcome {
@@ -497,7 +499,7 @@ impl Gateway {
     /// record, so a disk below its low-water mark admits it as it admits a read: the caller
     /// hears why it was refused, not that the disk is nearly full.
     async fn refuse<T: Send + 'static>(&self, draft: AuditDraft, error: Error) -> Result<T, Error> {
-        let refusing = move |_: &mut dyn Txn, _: &mut AuditDraft| (Err(error), ());
+        let refusing = move |_: &mut dyn Txn, _: &mut AuditDraft| (Err(error.clone()), ());
         let (outcome, ()) = self.run_admitted(false, draft, refusing).await?;
         outcome
     }

@@ -1,6 +1,6 @@
 //! The clinic's use cases: register, cancel, status and the pre-issue check of a draft.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ring::rand::SecureRandom;
 
@@ -181,7 +181,7 @@ impl Gateway {
             accepted_on: None,
             line_count: facts.lines.len() as u32,
             refill_count: facts.refill_count,
-            content: verified.content().to_vec(),
+            content: Arc::clone(verified.content()),
             cms,
             content_sha256,
             signer_serial_number: signer.serial_number.clone(),
@@ -253,10 +253,13 @@ impl Gateway {
                     unacknowledged,
                 });
             }
-            let mut record = record;
             let exchange_number =
                 allocate_exchange_number(tx, &record.patient_key, &candidates, today)?;
-            record.exchange_number = exchange_number;
+            // A clone of the prepared record, cheap: its document bytes are shared.
+            let record = PrescriptionV3 {
+                exchange_number,
+                ..record.clone()
+            };
             signatures::store_certificates(tx, &certificates)?;
             let id_bytes = record.id.as_bytes();
             tx.put(

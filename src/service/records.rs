@@ -2,6 +2,8 @@
 //! A record is an enum whose variants are its versions; a new version is a new variant, and
 //! old ones stay readable.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::store::Error as StoreError;
@@ -144,7 +146,7 @@ pub struct PrescriptionV3 {
     pub accepted_on: Option<String>,
     pub line_count: u32,
     pub refill_count: u32,
-    pub content: Vec<u8>,
+    pub content: Arc<[u8]>,
     pub cms: SignatureV1,
     pub content_sha256: [u8; 32],
     pub signer_serial_number: String,
@@ -173,7 +175,7 @@ impl From<PrescriptionV2> for PrescriptionV3 {
             accepted_on: r.accepted_on,
             line_count: r.line_count,
             refill_count: r.refill_count,
-            content: r.content,
+            content: r.content.into(),
             cms: SignatureV1::whole(r.cms_signature),
             content_sha256: r.content_sha256,
             signer_serial_number: r.signer_serial_number,
@@ -260,7 +262,7 @@ pub struct DispensingV2 {
     pub is_final: bool,
     pub important_information: bool,
     pub important_message: String,
-    pub content: Vec<u8>,
+    pub content: Arc<[u8]>,
     pub cms: SignatureV1,
     pub content_sha256: [u8; 32],
     pub signer_serial_number: String,
@@ -278,7 +280,7 @@ impl From<DispensingV1> for DispensingV2 {
             is_final: d.is_final,
             important_information: d.important_information,
             important_message: d.important_message,
-            content: d.content,
+            content: d.content.into(),
             cms: SignatureV1::whole(d.cms_signature),
             content_sha256: d.content_sha256,
             signer_serial_number: d.signer_serial_number,
@@ -700,8 +702,8 @@ pub struct IntakeV1 {
     pub prescription_id: String,
     pub institution: String,
     pub number: String,
-    pub content: Vec<u8>,
-    pub cms_signature: Vec<u8>,
+    pub content: Arc<[u8]>,
+    pub cms_signature: Arc<[u8]>,
 }
 
 /// A dispensing record received through ManagementIntake, with who attested its metadata.

@@ -47,6 +47,19 @@ impl Gateway {
     /// of the record at `sequence` if the upstream refused it for good.
     pub async fn relay_ack(&self, sequence: u64, dead: Option<DeadLetter>) -> Result<(), Error> {
         let time_ms = millis(self.clock.now());
+        // Encoded once, before the transaction: a run borrows it.
+        let dead = dead.map(|d| {
+            let key = dead_letter_key(d.sequence);
+            let record = DeadLetterRecord::V1(DeadLetterV1 {
+                sequence: d.sequence,
+                prescription_id: d.prescription_id,
+                record_number: d.record_number,
+                time_ms,
+                code: d.code,
+                message: d.message,
+            });
+            (key, encode(&record))
+        });
         let written = self
             .store
             .transact(move |tx: &mut dyn Txn| {
@@ -56,20 +69,8 @@ impl Gateway {
                 if sequence > current {
                     tx.put(Table::Meta, RELAY_ACKED_KEY, &sequence.to_be_bytes());
                 }
-                if let Some(d) = dead {
-                    let record = DeadLetterRecord::V1(DeadLetterV1 {
-                        sequence: d.sequence,
-                        prescription_id: d.prescription_id,
-                        record_number: d.record_number,
-                        time_ms,
-                        code: d.code,
-                        message: d.message,
-                    });
-                    tx.put(
-                        Table::Intake,
-                        &dead_letter_key(d.sequence),
-                        &encode(&record),
-                    );
+                if let Some((key, record)) = &dead {
+                    tx.put(Table::Intake, key, record);
                 }
                 Ok::<_, store::Error>(())
             })

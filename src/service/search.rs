@@ -190,7 +190,7 @@ mod tests {
             accepted_on: None,
             line_count: 1,
             refill_count: 1,
-            content: Vec::new(),
+            content: Arc::from([]),
             cms: SignatureV1::whole(Vec::new()),
             content_sha256: [0; 32],
             signer_serial_number: String::new(),

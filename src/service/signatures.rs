@@ -164,7 +164,7 @@ mod tests {
 
     async fn within<T: Send + 'static>(
         store: &Arc<dyn Store>,
-        f: impl FnOnce(&mut dyn Txn) -> Result<T, store::Error> + Send + 'static,
+        f: impl Fn(&mut dyn Txn) -> Result<T, store::Error> + Send + Sync + 'static,
     ) -> Result<T, store::Error> {
         store.transact(f).await.unwrap()
     }

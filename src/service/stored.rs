@@ -241,7 +241,7 @@ impl Stored {
 
     /// The prescription's lines, from its signed content.
     pub(super) fn lines(&self) -> Result<Vec<RxLine>, store::Error> {
-        let document = Prescription::decode(self.record.content.as_slice())
+        let document = Prescription::decode(&self.record.content[..])
             .map_err(|_| corrupt("stored prescription content"))?;
         PrescriptionFacts::try_from(&document)
             .map(|facts| facts.lines)
@@ -275,7 +275,7 @@ impl DispensingSummary {
             is_final: d.is_final,
             important_information: d.important_information,
             important_message: d.important_message,
-            content: d.content,
+            content: d.content.to_vec(),
             received_at_ms: d.received_at_ms,
         })
     }
@@ -303,7 +303,7 @@ impl LineProgress {
         let mut records = Vec::new();
         for (_, v) in tx.scan_prefix(Table::Dispensings, &dispensings_of(id), usize::MAX)? {
             let d = decode::<StoredDispensingRecord>(&v)?.current();
-            let document = DispensingRecord::decode(d.content.as_slice())
+            let document = DispensingRecord::decode(&d.content[..])
                 .map_err(|_| corrupt("stored dispensing record"))?;
             let facts = DispensingFacts::try_from(&document)
                 .map_err(|_| corrupt("stored dispensing record"))?;

@@ -1,6 +1,7 @@
 //! Support for the unit tests that need a whole gateway: one over an embedded store in a
-//! temporary folder, with the dev trust, the shipped masters and a clock the test moves, and
-//! registrations by the dev clinic through it. Test builds only.
+//! temporary folder (or over a wrapper of one that runs every transaction twice), with the dev
+//! trust, the shipped masters and a clock the test moves, and registrations by the dev clinic
+//! through it. Test builds only.
 
 use std::{
     cell::Cell,
@@ -12,10 +13,11 @@ use std::{
 use prost::Message;
 
 use super::{
-    Caller, CheckRequest, Clinical, Clock, Gateway, GatewayConfig, Registered, RequestedOptions,
+    Caller, CheckRequest, Clinical, Clock, Dispensed, Error, Gateway, GatewayConfig, Received,
+    Registered, RequestedOptions,
 };
 use crate::{
-    cli::demo::demo_prescription,
+    cli::demo::{demo_dispensing, demo_prescription},
     dev_pki::DevPki,
     domain::{
         checks::Consent,
@@ -25,7 +27,10 @@ use crate::{
         time::JapanDate,
     },
     master_files::Sources,
-    store::{self, Columns, EmbeddedStore, Entry, Store, Table, Txn},
+    store::{
+        self, Answer, Columns, EmbeddedStore, Entry, SnapshotAnswer, Stats, Store, Table, Txn,
+        TxnFn,
+    },
     wire::proto::v1 as pb,
 };
 
@@ -71,6 +76,35 @@ pub(crate) async fn audit_records(gateway: &Gateway) -> usize {
 /// A gateway over a new store in `dir` and the clock it reads, set to the current time.
 pub(crate) fn gateway(dir: &Path) -> (Arc<Gateway>, Arc<TestClock>) {
     gateway_over(Arc::new(EmbeddedStore::open(dir).unwrap()))
+}
+
+/// A store that runs every transaction function twice in one transaction, as an engine that
+/// retries after a serialization failure may: a first run, a rollback of its writes to a
+/// savepoint taken before it, and a second run, whose writes and outcome are the ones kept.
+/// Whatever a function changed outside its `Txn` on the first run, the second one sees.
+pub(crate) struct Twice(pub(crate) EmbeddedStore);
+
+impl Store for Twice {
+    fn submit(&self, f: TxnFn) -> Answer {
+        self.0.submit(Box::new(move |tx: &mut dyn Txn| {
+            let before = tx.savepoint();
+            let _discarded = f(tx);
+            tx.rollback_to(before);
+            f(tx)
+        }))
+    }
+
+    fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+
+    fn failure(&self) -> Option<store::Error> {
+        self.0.failure()
+    }
+
+    fn snapshot(&self) -> SnapshotAnswer {
+        self.0.snapshot()
+    }
 }
 
 /// A gateway over `store` and the clock it reads, set to the current time.
@@ -134,27 +168,54 @@ pub(crate) fn caller(kind: InstitutionKind) -> Caller {
 
 /// The dev clinic registers the demo prescription `number` for dev patient `n`, today.
 pub(crate) async fn register(gateway: &Gateway, number: &str, n: u32) -> Registered {
+    try_register(gateway, number, n).await.unwrap()
+}
+
+/// [`register`], refused or not.
+pub(crate) async fn try_register(
+    gateway: &Gateway,
+    number: &str,
+    n: u32,
+) -> Result<Registered, Error> {
     let now = gateway.clock.now();
     let content = demo_prescription(number, patient(n).0, JapanDate::of(now)).encode_to_vec();
-    let cms = DevPki::repository()
-        .signer("doctor")
-        .unwrap()
-        .sign(&content, now)
-        .unwrap();
-    let check = CheckRequest {
+    let cms = signature("doctor", &content, gateway);
+    let clinic = caller(InstitutionKind::Clinic);
+    (gateway.register(&clinic, content, cms, no_check(), Vec::new())).await
+}
+
+/// The dev pharmacy receives `registered`, the prescription of dev patient `n`.
+pub(crate) async fn receive(gateway: &Gateway, registered: &Registered, n: u32) -> Received {
+    let pharmacy = caller(InstitutionKind::Pharmacy);
+    let (_, patient) = patient(n);
+    let exchange_number = registered.exchange_number;
+    let received = gateway.receive(&pharmacy, patient, exchange_number, no_check());
+    received.await.unwrap()
+}
+
+/// The dev pharmacy records the demo dispensing of the prescription `number`, today, signed by
+/// the dev pharmacist: the signed content, and the answer.
+pub(crate) async fn dispense(gateway: &Gateway, number: &str) -> (Vec<u8>, Dispensed) {
+    let now = gateway.clock.now();
+    let content = demo_dispensing(number, JapanDate::of(now)).encode_to_vec();
+    let cms = signature("pharmacist", &content, gateway);
+    let pharmacy = caller(InstitutionKind::Pharmacy);
+    let dispensed = gateway.dispense(&pharmacy, content.clone(), cms).await;
+    (content, dispensed.unwrap())
+}
+
+/// The dev signer `name`'s signature over `content`, as of the gateway's clock.
+fn signature(name: &str, content: &[u8], gateway: &Gateway) -> Vec<u8> {
+    let signer = DevPki::repository().signer(name).unwrap();
+    signer.sign(content, gateway.clock.now()).unwrap()
+}
+
+/// A call's clinical check with no consent and the options in force.
+fn no_check() -> CheckRequest {
+    CheckRequest {
         consent: Consent::None,
         options: RequestedOptions::default(),
-    };
-    gateway
-        .register(
-            &caller(InstitutionKind::Clinic),
-            content,
-            cms,
-            check,
-            Vec::new(),
-        )
-        .await
-        .unwrap()
+    }
 }
 
 /// One write a [`Noting`] transaction passed on: its table and, for a `put_row`, each column's

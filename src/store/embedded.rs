@@ -1054,7 +1054,11 @@ mod tests {
         // The writer waits in this transaction until the three below are queued: they run in
         // one batch.
         let (release, released) = mpsc::channel::<()>();
-        let held = store.transact(move |_| released.recv().map_err(|_| Error::Closed));
+        let released = Mutex::new(released); // a transaction function is Sync; a receiver is not
+        let held = store.transact(move |_| {
+            let released = released.lock().unwrap();
+            released.recv().map_err(|_| Error::Closed)
+        });
         let put = |key: &'static [u8]| {
             store.transact(move |tx| {
                 tx.put(Table::Events, key, b"v");

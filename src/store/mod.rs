@@ -17,8 +17,10 @@
 //!   retried) and keep only the last run's writes. So a function changes nothing outside its
 //!   `Txn`: no counters, metrics, logs or random draws inside it — what must be counted is
 //!   written through the `Txn` or noted for after the answer, and random values are drawn
-//!   before the function is submitted. (The embedded engine runs each once; the type is still
-//!   `FnOnce` for that reason, and an engine that retries needs `Fn`.)
+//!   before the function is submitted. The type says so: a [`TxnFn`] is `Fn`, so a function
+//!   cannot move a captured value out on its first run and find it gone on the next, and
+//!   `Sync`, so an engine that retries may hold it in an `Arc` on whichever thread runs it.
+//!   (The embedded engine runs each once.)
 //! - Quick and self-contained: it must not block, do IO, or wait on the runtime.
 
 pub mod dump;
@@ -337,8 +339,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// `Ok` commits the writes, `Err` rolls them back.
 pub type Outcome = Result<Box<dyn Any + Send>, Box<dyn Any + Send>>;
 
-/// A type-erased transaction function, as the engine runs it.
-pub type TxnFn = Box<dyn FnOnce(&mut dyn Txn) -> Outcome + Send + 'static>;
+/// A type-erased transaction function, as the engine runs it: as many times as the engine needs
+/// (see the module's contract), from any thread.
+pub type TxnFn = Box<dyn Fn(&mut dyn Txn) -> Outcome + Send + Sync + 'static>;
 
 /// The answer to a submitted transaction: its outcome once durable, or why it has none.
 pub type Answer = Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send + 'static>>;
@@ -440,7 +443,7 @@ pub trait Store: Send + Sync + 'static {
         Self: Sized,
         T: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut dyn Txn) -> Result<T, E> + Send + Sync + 'static,
     {
         transact_on(self, f)
     }
@@ -475,7 +478,7 @@ where
     S: Store + ?Sized,
     T: Send + 'static,
     E: Send + 'static,
-    F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
+    F: Fn(&mut dyn Txn) -> Result<T, E> + Send + Sync + 'static,
 {
     let answer = store.submit(Box::new(move |tx: &mut dyn Txn| match f(tx) {
         Ok(value) => Ok(Box::new(value) as Box<dyn Any + Send>),

@@ -42,7 +42,7 @@ async fn verify(dir: &Path, external: &[(String, Vec<u8>)]) -> Report {
 }
 
 /// Edits the closed store at `dir` in one transaction.
-async fn edit(dir: &Path, f: impl FnOnce(&mut dyn Txn) + Send + 'static) {
+async fn edit(dir: &Path, f: impl Fn(&mut dyn Txn) + Send + Sync + 'static) {
     let store = EmbeddedStore::open(dir).unwrap();
     store
         .transact(move |tx: &mut dyn Txn| {

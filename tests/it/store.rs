@@ -312,7 +312,7 @@ async fn stored_counter(store: &EmbeddedStore) -> u64 {
 /// transaction must commit.
 async fn in_parallel<F>(store: &Arc<EmbeddedStore>, tasks: usize, rounds: usize, f: F)
 where
-    F: Fn(&mut dyn Txn) -> Result<(), Error> + Copy + Send + 'static,
+    F: Fn(&mut dyn Txn) -> Result<(), Error> + Copy + Send + Sync + 'static,
 {
     let tasks: Vec<_> = (0..tasks)
         .map(|_| {

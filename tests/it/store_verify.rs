@@ -102,7 +102,7 @@ pub(crate) fn assert_unsound(store: &Path) -> String {
 }
 
 /// Runs `change` in one transaction on the stopped store, through the library.
-pub(crate) async fn change(store: &Path, change: impl FnOnce(&mut dyn Txn) + Send + 'static) {
+pub(crate) async fn change(store: &Path, change: impl Fn(&mut dyn Txn) + Send + Sync + 'static) {
     let opened = EmbeddedStore::open(store).unwrap();
     opened
         .transact(move |tx| {

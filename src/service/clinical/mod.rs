@@ -250,7 +250,7 @@ mod tests {
 
     async fn read<T: Send + 'static>(
         store: &Arc<dyn Store>,
-        f: impl FnOnce(&mut dyn Txn) -> Result<T, store::Error> + Send + 'static,
+        f: impl Fn(&mut dyn Txn) -> Result<T, store::Error> + Send + Sync + 'static,
     ) -> T {
         store.transact(f).await.unwrap().unwrap()
     }

@@ -211,14 +211,9 @@ mod tests {
         sync::{Arc, Mutex},
     };
 
-    use prost::Message;
-
     use super::*;
     use crate::{
-        cli::demo::demo_dispensing,
-        dev_pki::DevPki,
-        domain::{checks::Consent, ids::InstitutionKind},
-        service::{CheckRequest, Clock, RequestedOptions, records::SlotV1, testing},
+        service::{records::SlotV1, testing},
         store::{self, Answer, EmbeddedStore, Stats, Store, Txn, TxnFn},
     };
 
@@ -540,31 +535,11 @@ mod tests {
             inner: EmbeddedStore::open(dir.path()).unwrap(),
             log: Arc::clone(&log),
         };
-        let (gateway, clock) = testing::gateway_over(Arc::new(store));
+        let (gateway, _) = testing::gateway_over(Arc::new(store));
         let registered = testing::register(&gateway, "COL-1", 1).await;
+        testing::receive(&gateway, &registered, 1).await;
+        testing::dispense(&gateway, "COL-1").await;
         let (_, patient) = testing::patient(1);
-        let pharmacy = testing::caller(InstitutionKind::Pharmacy);
-        let check = CheckRequest {
-            consent: Consent::None,
-            options: RequestedOptions::default(),
-        };
-        gateway
-            .receive(
-                &pharmacy,
-                patient.clone(),
-                registered.exchange_number,
-                check,
-            )
-            .await
-            .unwrap();
-        let now = clock.now();
-        let content = demo_dispensing("COL-1", clock.today()).encode_to_vec();
-        let cms = DevPki::repository()
-            .signer("pharmacist")
-            .unwrap()
-            .sign(&content, now)
-            .unwrap();
-        gateway.dispense(&pharmacy, content, cms).await.unwrap();
 
         let written = log.lock().unwrap().clone();
         let mut with_columns = BTreeSet::new();

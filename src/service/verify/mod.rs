@@ -212,7 +212,9 @@ impl Walk {
             (self.table, self.after.take(), self.highest, self.read);
         let today = self.today;
         let page = store
-            .transact(move |tx: &mut dyn Txn| read_page(tx, table, after, highest, read, today))
+            .transact(move |tx: &mut dyn Txn| {
+                read_page(tx, table, after.as_deref(), highest, read, today)
+            })
             .await
             .and_then(|inner| inner);
         let page = page
@@ -247,12 +249,12 @@ impl Walk {
 fn read_page(
     tx: &dyn Txn,
     table: Table,
-    after: Option<Vec<u8>>,
+    after: Option<&[u8]>,
     mut highest: Highest,
     before: u64,
     today: JapanDate,
 ) -> Result<PageRead, store::Error> {
-    let start = after.as_deref().map(schema::successor).unwrap_or_default();
+    let start = after.map(schema::successor).unwrap_or_default();
     let rows = tx.scan_range(table, &start, &TABLE_END, PAGE)?;
     let read = rows.len() as u64;
     let last = (rows.len() == PAGE)
