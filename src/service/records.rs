@@ -772,6 +772,17 @@ mod tests {
         assert!(decode::<DocumentRecord>(&[7]).is_err());
     }
 
+    /// The signed documents a record shares as `Arc<[u8]>` (so that a transaction run again
+    /// copies none) encode and decode as the `Vec<u8>` they were before: the stored bytes are
+    /// those every earlier version wrote.
+    #[test]
+    fn shared_documents_keep_the_encoding_of_byte_vectors() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let shared: Arc<[u8]> = Arc::from(bytes.as_slice());
+        assert_eq!(encode(&shared), encode(&bytes));
+        assert_eq!(decode::<Arc<[u8]>>(&encode(&bytes)).unwrap(), shared);
+    }
+
     /// Records written before the signatures lost their certificates read as the current
     /// version, with their signature kept whole: byte for byte what was stored.
     #[test]

@@ -109,21 +109,26 @@ async fn a_round_run_twice_leaves_what_it_leaves_run_once() {
     assert_eq!(summary, verified(&once).await);
 }
 
-/// A registration refused (its number registered with other content), run twice: refused
-/// once, its audit record and kept writes written once, nothing else stored.
+/// Refusals run twice: a registration whose number is registered with other content, and a
+/// receipt with a wrong exchange number (a miss the lockout counts). Each is refused, its audit
+/// record and kept writes written once, nothing else stored.
 #[tokio::test]
-async fn a_refusal_run_twice_is_refused_once() {
+async fn refusals_run_twice_are_refused_once() {
     let dir = tempfile::tempdir().unwrap();
     let [once, twice] = once_and_twice(&dir).await;
     for gateway in [&once, &twice] {
-        testing::register(gateway, "RERUN-2", 1).await;
+        let registered = testing::register(gateway, "RERUN-2", 1).await;
         let refused = testing::try_register(gateway, "RERUN-2", 2).await;
         assert!(
             matches!(refused, Err(Error::AlreadyExists(_))),
             "{refused:?}"
         );
+        let wrong = (registered.exchange_number + 1) % 1_000_000;
+        let missed = testing::try_receive(gateway, wrong, 1).await;
+        assert_eq!(missed, Err(Error::NotFound));
     }
     let summary = verified(&twice).await;
     assert_eq!(entries(&summary, Table::Prescriptions), 1);
+    assert_ne!(entries(&summary, Table::Lockouts), 0, "the miss is counted");
     assert_eq!(summary, verified(&once).await);
 }

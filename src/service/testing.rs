@@ -186,11 +186,19 @@ pub(crate) async fn try_register(
 
 /// The dev pharmacy receives `registered`, the prescription of dev patient `n`.
 pub(crate) async fn receive(gateway: &Gateway, registered: &Registered, n: u32) -> Received {
+    let received = try_receive(gateway, registered.exchange_number, n).await;
+    received.unwrap()
+}
+
+/// The dev pharmacy asks for the prescription of dev patient `n` with `exchange_number`.
+pub(crate) async fn try_receive(
+    gateway: &Gateway,
+    exchange_number: u32,
+    n: u32,
+) -> Result<Received, Error> {
     let pharmacy = caller(InstitutionKind::Pharmacy);
     let (_, patient) = patient(n);
-    let exchange_number = registered.exchange_number;
-    let received = gateway.receive(&pharmacy, patient, exchange_number, no_check());
-    received.await.unwrap()
+    (gateway.receive(&pharmacy, patient, exchange_number, no_check())).await
 }
 
 /// The dev pharmacy records the demo dispensing of the prescription `number`, today, signed by
