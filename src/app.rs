@@ -22,7 +22,9 @@ use crate::{
     },
     lifecycle::{self, Ending, Steps, Tasks},
     log_throttle::LogThrottle,
-    master_files, ops,
+    master_files,
+    opened_store::OpenedStore,
+    ops,
     pki::identity::GatewayIdentity,
     readiness::Readiness,
     service::{self, Clinical, Clock, Gateway, Sweep, acknowledged},
@@ -209,6 +211,35 @@ async fn checkpoint(gateway: &Gateway, identity: &Arc<GatewayIdentity>) {
     }
 }
 
+/// Watches what only an embedded store in `dir` needs watched: its disk's free space (measured
+/// once before the first call is taken, so that a start on a nearly full disk refuses new data
+/// from its first call) and its failure, which ends the process.
+async fn watch_embedded(
+    background: &mut Tasks,
+    config: &Config,
+    gateway: &Gateway,
+    (store, dir): (&Arc<EmbeddedStore>, &PathBuf),
+) -> anyhow::Result<()> {
+    let mut disk = DiskWatch {
+        dir: dir.clone(),
+        low_water: config.low_water(),
+        room: Arc::clone(gateway.room()),
+        metrics: Arc::clone(gateway.metrics()),
+    };
+    let disk = tokio::task::spawn_blocking(move || {
+        disk.look();
+        disk
+    })
+    .await
+    .context("measuring the data disk")?;
+    background.spawn(
+        "disk watch",
+        every_off_runtime(DISK_PERIOD, disk, DiskWatch::look),
+    );
+    background.spawn("store", until_store_fails(Arc::clone(store), dir.clone()));
+    Ok(())
+}
+
 /// Returns once the store refuses every transaction (a write or a flush failed, or its writer
 /// stopped), which ends the server with exit status 1, so that a service manager restarts it:
 /// a gateway that answers every call INTERNAL helps nobody. Says so in one ERROR line; a full
@@ -231,21 +262,6 @@ async fn until_store_fails(store: Arc<EmbeddedStore>, dir: PathBuf) {
     }
 }
 
-/// Opens the store `config` names, off the async runtime (opening replays the engine's
-/// journal or log); an error names the folder.
-async fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
-    let (dir, engine, cache) = (
-        config.data_dir.clone(),
-        config.store_engine,
-        config.store_cache_mib,
-    );
-    let opening = format!("opening the store {}", dir.display());
-    tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, engine, cache))
-        .await
-        .context(opening.clone())?
-        .context(opening)
-}
-
 /// Who started this process, as the host knows them, for the audit record of an accepted data
 /// loss: the user who ran sudo, else the user, and the host's name.
 fn started_by() -> String {
@@ -265,9 +281,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Arc::new(open_store(&config).await?);
+    let opened = OpenedStore::open(&config).await?;
+    let store = opened.store();
     let (verifier, crl_watcher) = config
         .signing
         .load(config.verifier_config()?)
@@ -275,9 +290,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let verifier = Arc::new(verifier);
     let (server_tls, tls_reloader) = config.tls.load().context("loading the TLS material")?;
 
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let dyn_store = Arc::clone(&store);
     // A store of a newer layout is refused before its counters are read as this one's.
-    service::layout::check(&*store)
+    service::layout::check(&store)
         .await
         .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
     let behind = acknowledged::compare(&dyn_store, config.data_dir.clone())
@@ -307,13 +322,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             .await
             .context("recording the accepted data loss")?;
         // At once, so that a start that fails from here on is not refused again.
-        acknowledged::save(
-            &(store.clone() as Arc<dyn Store>),
-            config.data_dir.clone(),
-            None,
-        )
-        .await
-        .context("saving the acknowledged mark")?;
+        acknowledged::save(&store, config.data_dir.clone(), None)
+            .await
+            .context("saving the acknowledged mark")?;
     }
     let services = Services::new(Arc::clone(&gateway), config.network.feed_limits());
     let metrics_listener = TcpListener::bind(config.metrics_listen)
@@ -442,28 +453,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         "acknowledged mark",
         acknowledged::keep(store.clone(), config.data_dir.clone(), MARK_PERIOD),
     );
-    let mut disk = DiskWatch {
-        dir: config.data_dir.clone(),
-        low_water: config.low_water(),
-        room: Arc::clone(gateway.room()),
-        metrics: Arc::clone(gateway.metrics()),
-    };
-    // Measured once before the first call is taken: a start on a nearly full disk refuses new
-    // data from its first call.
-    let disk = tokio::task::spawn_blocking(move || {
-        disk.look();
-        disk
-    })
-    .await
-    .context("measuring the data disk")?;
-    background.spawn(
-        "disk watch",
-        every_off_runtime(DISK_PERIOD, disk, DiskWatch::look),
-    );
-    background.spawn(
-        "store",
-        until_store_fails(Arc::clone(&store), config.data_dir.clone()),
-    );
+    if let OpenedStore::Embedded(embedded, dir) = &opened {
+        watch_embedded(&mut background, &config, &gateway, (embedded, dir)).await?;
+    }
     background.spawn("health", Arc::clone(&health).follow(HEALTH_PERIOD));
     let page = ops::Page::new(Arc::clone(&gateway), store.clone(), Arc::clone(&verifier));
     background.spawn(
@@ -548,7 +540,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let data_dir = config.data_dir.clone();
     let task = tokio::spawn(async move {
         let ending = lifecycle::supervise(serving, background, stop_requests, drain, steps).await;
-        close_store(gateway, &identity, edge_audit, (store, data_dir)).await?;
+        close_store(gateway, &identity, edge_audit, (opened, data_dir)).await?;
         Ok(ending)
     });
     tracing::info!(%addr, metrics = %metrics_addr, "rxgate listening (gRPC over mutual TLS)");
@@ -588,18 +580,15 @@ async fn close_store(
     gateway: Arc<Gateway>,
     identity: &Arc<GatewayIdentity>,
     edge_audit: EdgeAuditLayer,
-    (store, data_dir): (Arc<EmbeddedStore>, PathBuf),
+    (opened, data_dir): (OpenedStore, PathBuf),
 ) -> anyhow::Result<()> {
     edge_audit.written().await;
     checkpoint(&gateway, identity).await;
-    acknowledged::save(&(store.clone() as Arc<dyn Store>), data_dir, None)
+    acknowledged::save(&opened.store(), data_dir, None)
         .await
         .context("saving the acknowledged mark")?;
     drop(gateway);
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .context("closing the store")?
-        .context("closing the store")
+    opened.close().await
 }
 
 #[cfg(test)]

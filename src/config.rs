@@ -27,9 +27,32 @@ use crate::{
     pki::trust::TrustFiles,
     relay::RelayConfig,
     service::{self, CheckPolicy, GatewayConfig, LockoutPolicy, MissLimit, OnCritical, Pseudonyms},
-    store::{self, EngineKind},
+    store::{self, EngineKind, PostgresConfig},
     tls::{ClientFiles, TlsFiles},
 };
+
+/// The engines a store can be kept in, as the configuration and the command line name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// fjall (the default of new embedded stores): takes online backups.
+    Fjall,
+    /// sled 0.34, the embedded engine of older stores.
+    Sled,
+    /// PostgreSQL: the store of several gateways, outliving one machine (docs/POSTGRES.md).
+    Postgres,
+}
+
+impl StoreEngine {
+    /// The embedded engine this is, if it is one.
+    pub fn embedded(self) -> Option<EngineKind> {
+        match self {
+            StoreEngine::Fjall => Some(EngineKind::Fjall),
+            StoreEngine::Sled => Some(EngineKind::Sled),
+            StoreEngine::Postgres => None,
+        }
+    }
+}
 
 /// Everything `rxgate serve` needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,10 +66,14 @@ pub struct Config {
     /// The store's cache, in MiB: a part of the gateway's memory (BENCHMARKS.md).
     #[serde(default = "default_store_cache_mib")]
     pub store_cache_mib: u64,
-    /// The store's engine: `"fjall"` or `"sled"`. Unset: the engine whose files the data folder
-    /// holds, fjall for a new one. Set, it must match an existing store's files.
+    /// The store's engine: `"fjall"` or `"sled"` (embedded, in `data_dir`), or `"postgres"`
+    /// (the database `[postgres]` names). Unset: the engine whose files the data folder holds,
+    /// fjall for a new one. Set to an embedded engine, it must match an existing store's files.
     #[serde(default)]
-    pub store_engine: Option<EngineKind>,
+    pub store_engine: Option<StoreEngine>,
+    /// The database of `store_engine = "postgres"` (docs/POSTGRES.md).
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
     /// The free-space low-water mark of the data folder's file system is the larger of this
     /// many MiB and `store_low_water_percent` of its size: below it, calls that write new data
     /// are refused (RESOURCE_EXHAUSTED) and health says NOT_SERVING while reads go on; below
@@ -391,6 +418,7 @@ impl Config {
             data_dir,
             store_cache_mib: default_store_cache_mib(),
             store_engine: None,
+            postgres: None,
             store_low_water_mib: default_low_water_mib(),
             store_low_water_percent: default_low_water_percent(),
             accept_data_loss: false,
@@ -458,6 +486,20 @@ impl Config {
         }
         if self.store_cache_mib < 16 {
             return invalid("store_cache_mib must be at least 16");
+        }
+        match (self.store_engine, &self.postgres) {
+            (Some(StoreEngine::Postgres), None) => {
+                return invalid("store_engine = \"postgres\" needs a [postgres] section");
+            }
+            (Some(StoreEngine::Postgres), Some(postgres)) => {
+                postgres.validate().map_err(Error::Invalid)?;
+            }
+            (_, Some(_)) => {
+                return invalid(
+                    "a [postgres] section is read only with store_engine = \"postgres\"",
+                );
+            }
+            (_, None) => {}
         }
         if self.signature_policies.is_empty() {
             return invalid("signature_policies must name at least one policy OID");
@@ -693,7 +735,10 @@ mod tests {
             .lines()
             .map(|line| setting(line).unwrap_or(line))
             .collect();
-        let text = uncommented.join("\n");
+        // The [postgres] section is read only with its engine.
+        let text = uncommented
+            .join("\n")
+            .replace("store_engine = \"fjall\"", "store_engine = \"postgres\"");
         assert!(text.contains("\nshutdown_grace_secs = 15"), "{text}");
         let config: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         config.validate().unwrap();
@@ -857,13 +902,81 @@ mod tests {
         assert!(example().contains(commented));
         let default: Config = toml::from_str(&example()).unwrap();
         assert_eq!(default.store_engine, None);
-        for (name, engine) in [("fjall", EngineKind::Fjall), ("sled", EngineKind::Sled)] {
+        for (name, engine) in [("fjall", StoreEngine::Fjall), ("sled", StoreEngine::Sled)] {
             let text = example().replace(commented, &format!("store_engine = \"{name}\"\n"));
             let config: Config = toml::from_str(&text).unwrap();
             assert_eq!(config.store_engine, Some(engine));
         }
         let unknown = example().replace(commented, "store_engine = \"rocksdb\"\n");
         assert!(toml::from_str::<Config>(&unknown).is_err());
+    }
+
+    /// The example with its commented `[postgres]` section uncommented after `edit` and moved
+    /// to the end, and `store_engine = "postgres"` unless `engine` is false.
+    fn postgres_example(engine: bool, edit: impl Fn(String) -> String) -> Result<Config, String> {
+        let section: String = example()
+            .split("# [postgres]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut text = example();
+        if engine {
+            text = text.replace(
+                "# store_engine = \"fjall\"\n",
+                "store_engine = \"postgres\"\n",
+            );
+        }
+        let text = format!("{text}\n[postgres]\n{}\n", edit(section));
+        let config: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        config.validate_settings().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_commented_postgres_section_is_valid_and_matches_the_defaults() {
+        let config = postgres_example(true, |t| t).unwrap();
+        let postgres = config.postgres.unwrap();
+        assert_eq!(postgres.pool_size, 16);
+        assert_eq!(postgres.statement_timeout_ms, 5000);
+        assert_eq!(postgres.connect_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn an_unsafe_or_incomplete_postgres_section_is_refused_with_its_reason() {
+        let url = "url = \"postgresql://rxgate_app@";
+        for (edit, reason) in [
+            (
+                (url, "url = \"postgresql://rxgate_app:secret@"),
+                "password in the URL",
+            ),
+            (("ca_file = ", "# ca_file = "), "ca_file is required"),
+            (("pool_size = 16", "pool_size = 0"), "pool_size"),
+            (
+                ("target_session_attrs=read-write", "sslmode=disable"),
+                "sslmode=disable is refused",
+            ),
+            (
+                ("password_file", "password_env = \"X\"\npassword_file"),
+                "not both",
+            ),
+        ] {
+            let refused = postgres_example(true, |t| t.replacen(edit.0, edit.1, 1)).unwrap_err();
+            assert!(refused.contains(reason), "{edit:?}: {refused}");
+        }
+        let without_engine = postgres_example(false, |t| t);
+        assert!(
+            without_engine
+                .unwrap_err()
+                .contains("only with store_engine")
+        );
+        let secret = postgres_example(true, |t| {
+            t.replacen(url, "url = \"postgresql://u:hunter2@", 1)
+        });
+        assert!(!secret.unwrap_err().contains("hunter2"));
     }
 
     #[test]

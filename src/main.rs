@@ -206,7 +206,12 @@ fn store(command: StoreCommand) -> anyhow::Result<bool> {
             data_dir,
             engine,
             backup: dump,
-        } => runtime.block_on(cli::store::import(data_dir, engine.into(), dump)),
+        } => {
+            let engine = engine
+                .embedded()
+                .context("importing into PostgreSQL: not yet")?;
+            runtime.block_on(cli::store::import(data_dir, engine, dump))
+        }
         StoreCommand::Backup { dest, gateway } => {
             let addr = gateway.addr.clone();
             runtime.block_on(cli::store::backup(&addr, &gateway.operator()?, dest))

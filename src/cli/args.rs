@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    config::StoreEngine,
     dev_pki::{DevCertsArg, NotFound},
     logging::LogFormat,
     master_files::FileKind,
@@ -284,24 +285,6 @@ pub struct GatewayCertArgs {
     /// The gateway's configuration, for its [gateway] certificate.
     #[arg(long)]
     pub config: Option<PathBuf>,
-}
-
-/// The engines a new store can be kept in.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StoreEngine {
-    /// fjall (the default): takes online backups.
-    Fjall,
-    /// sled 0.34, the engine of older stores.
-    Sled,
-}
-
-impl From<StoreEngine> for crate::store::EngineKind {
-    fn from(engine: StoreEngine) -> Self {
-        match engine {
-            StoreEngine::Fjall => crate::store::EngineKind::Fjall,
-            StoreEngine::Sled => crate::store::EngineKind::Sled,
-        }
-    }
 }
 
 #[derive(Subcommand)]

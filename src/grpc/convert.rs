@@ -853,6 +853,10 @@ pub(super) fn to_status(error: Error) -> Status {
             findings,
             unacknowledged,
         } => critical_findings(&findings, &unacknowledged),
+        Error::Store(error @ crate::store::Error::Unavailable(_)) => {
+            tracing::warn!(%error, "store unavailable");
+            Status::unavailable("the store is unavailable; retry later")
+        }
         Error::Store(error) => {
             tracing::error!(%error, "store error");
             Status::internal("internal error")

@@ -106,6 +106,11 @@ fn store(out: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
             stats.commits,
         ),
         (
+            "rxgate_store_retries",
+            "Transaction runs made again after a conflict (PostgreSQL).",
+            stats.retries,
+        ),
+        (
             "rxgate_store_batches",
             "Store batches (group commits).",
             stats.batches,

@@ -68,6 +68,7 @@ pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use prescriptions::Registered;
 pub use pseudonym::Pseudonyms;
 pub use relay_ledger::DeadLetter;
+pub use schema::columns_of;
 pub use schema::{head_key, link_key, parse_key};
 pub use stored::{DispensingSummary, LineState, Status};
 
@@ -209,6 +210,7 @@ impl Error {
             }
             Error::OutOfRange(_) => "OUT_OF_RANGE".into(),
             Error::CriticalFindings { .. } => "FAILED_PRECONDITION CRITICAL_FINDINGS".into(),
+            Error::Store(store::Error::Unavailable(_)) => "UNAVAILABLE".into(),
             Error::Store(_) | Error::Internal(_) => "INTERNAL".into(),
         }
     }

@@ -64,8 +64,8 @@ use tokio::sync::oneshot;
 use super::fjall::FjallEngine;
 use super::sled::SledEngine;
 use super::{
-    Answer, Entry, Error, Outcome, Savepoint, Snapshot, SnapshotAnswer, Stats, Store, Table, Txn,
-    TxnFn,
+    Answer, Entry, Error, Outcome, Savepoint, Savepoints, Snapshot, SnapshotAnswer, Stats, Store,
+    Table, Txn, TxnFn,
 };
 use crate::metrics::{Histogram, LATENCY_BUCKETS, SIZE_BUCKETS};
 
@@ -480,6 +480,7 @@ impl Store for EmbeddedStore {
             batches: c.batches.load(Ordering::Relaxed),
             transactions: c.transactions.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
+            retries: 0,
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_time: Duration::from_nanos(c.flush_nanos.load(Ordering::Relaxed)),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
@@ -647,7 +648,7 @@ impl Writer {
             corrupt_reads: &self.counters.corrupt_reads,
             committed,
             writes: Overlay::new(),
-            savepoints: Vec::new(),
+            savepoints: Savepoints::new(),
         };
         // The overlay is discarded after a panic, so no broken state can be observed.
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn))).map_err(|payload| {
@@ -739,8 +740,7 @@ struct EngineTxn<'a> {
     corrupt_reads: &'a AtomicU64,
     committed: &'a Overlay,
     writes: Overlay,
-    /// The writes as each savepoint found them, the oldest first: a savepoint is its index.
-    savepoints: Vec<Overlay>,
+    savepoints: Savepoints<Overlay>,
 }
 
 impl EngineTxn<'_> {
@@ -896,15 +896,11 @@ impl Txn for EngineTxn<'_> {
     }
 
     fn savepoint(&mut self) -> Savepoint {
-        self.savepoints.push(self.writes.clone());
-        Savepoint(self.savepoints.len() - 1)
+        self.savepoints.take(&self.writes)
     }
 
     fn rollback_to(&mut self, savepoint: Savepoint) {
-        if let Some(writes) = self.savepoints.get(savepoint.0) {
-            self.writes = writes.clone();
-            self.savepoints.truncate(savepoint.0 + 1);
-        }
+        self.savepoints.roll_back(savepoint, &mut self.writes);
     }
 
     fn scan_prefix(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, Error> {

@@ -27,10 +27,12 @@ pub mod dump;
 mod embedded;
 mod fjall;
 pub mod mark;
+mod postgres;
 mod sled;
 pub mod unfinished;
 
 pub use embedded::{DEFAULT_CACHE_MIB, EmbeddedStore, EngineKind, MAX_BATCH};
+pub use postgres::{MAX_ATTEMPTS, Migrated, Migrator, PgStore, PostgresConfig, SCHEMA_VERSION};
 
 use std::any::Any;
 use std::future::Future;
@@ -140,6 +142,12 @@ pub enum Error {
     /// gateway); nothing was opened.
     #[error("the store in {0} is in use by another process (a running gateway): stop it first")]
     InUse(String),
+    /// The store cannot answer now but may soon: its database cannot be reached, or the
+    /// transaction kept conflicting with concurrent ones. Nothing was written, unless the
+    /// message says that the outcome is unknown (a connection lost during the commit). The
+    /// store keeps working; the client may retry.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// The store cannot do what was asked of it (its engine has no such thing); it keeps working.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -298,6 +306,30 @@ pub trait Txn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Savepoint(usize);
 
+/// A transaction's writes as each of its savepoints found them, the oldest first (a savepoint
+/// is its index): what an engine keeps to roll back to one.
+pub(crate) struct Savepoints<W>(Vec<W>);
+
+impl<W: Clone> Savepoints<W> {
+    pub(crate) fn new() -> Self {
+        Savepoints(Vec::new())
+    }
+
+    /// A savepoint at `writes` as they are now.
+    pub(crate) fn take(&mut self, writes: &W) -> Savepoint {
+        self.0.push(writes.clone());
+        Savepoint(self.0.len() - 1)
+    }
+
+    /// Puts `writes` back as they were at `savepoint`, which stays usable; the later ones go.
+    pub(crate) fn roll_back(&mut self, savepoint: Savepoint, writes: &mut W) {
+        if let Some(then) = self.0.get(savepoint.0) {
+            writes.clone_from(then);
+            self.0.truncate(savepoint.0 + 1);
+        }
+    }
+}
+
 /// Moves the named counter of [`Txn::next_sequence`] up to `at_least` if it is below, so that
 /// the values it gives next are above it: how a store that lost acknowledged writes is made
 /// never to give their numbers again.
@@ -357,7 +389,9 @@ pub trait Snapshot: Send {
 pub type SnapshotAnswer =
     Pin<Box<dyn Future<Output = Result<Box<dyn Snapshot>, Error>> + Send + 'static>>;
 
-/// Counters describing the work a store has done since it was opened.
+/// Counters describing the work a store has done since it was opened. The batches, flushes
+/// and their distributions are the embedded engine's (zero and empty on PostgreSQL, whose
+/// server flushes), the retries PostgreSQL's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
     /// Groups of transactions run together (each ending in at most one flush).
@@ -366,6 +400,8 @@ pub struct Stats {
     pub transactions: u64,
     /// Transactions that committed at least one write.
     pub commits: u64,
+    /// Runs of transaction functions made again after a conflict with concurrent ones.
+    pub retries: u64,
     /// Durability flushes (fsyncs); at most one per batch, none for batches that wrote nothing.
     pub flushes: u64,
     /// Time spent in those flushes.

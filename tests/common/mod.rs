@@ -1,6 +1,6 @@
 //! The test harness shared by the integration tests of the running gateway: the real server
-//! in-process on 127.0.0.1:0 over mutual TLS, a real embedded store (fjall) in a temporary folder, real CMS
-//! signatures, and an injected clock.
+//! in-process on 127.0.0.1:0 over mutual TLS, a real store (fjall in a temporary folder, or
+//! PostgreSQL: `postgres.rs`), real CMS signatures, and an injected clock.
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod cms;
 pub(crate) mod exposition;
 pub(crate) mod fixtures;
+pub(crate) mod postgres;
 pub(crate) mod process;
 pub(crate) mod raw;
 
@@ -82,11 +83,16 @@ pub(crate) struct Harness {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts the dev configuration on a free port, with a store in a temporary folder, after
-/// `adjust` has changed the configuration.
+/// Starts the dev configuration on a free port, with a store in a temporary folder (or, with
+/// `RXGATE_TEST_STORE=postgres`, in a database of its own: `postgres.rs`), after `adjust` has
+/// changed the configuration.
 pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::dev(dir.path().join("store"), &dev_pki());
+    if postgres::wanted() {
+        config.store_engine = Some(rxgate::config::StoreEngine::Postgres);
+        config.postgres = Some(postgres::cluster().database());
+    }
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);

@@ -35,6 +35,7 @@ mod limbo;
 mod master;
 mod numeric_edges;
 mod ops_http;
+mod postgres;
 mod reflection;
 mod relay;
 mod relay_drill;

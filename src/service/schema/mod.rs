@@ -153,7 +153,7 @@ fn text_or_null(text: Option<&str>) -> Value<'_> {
 /// The columns each table declares: what an engine that keeps typed columns exposes beside the
 /// key and the value, so that common questions need no decoding of the stored records. Tables
 /// without any are indexes, counters, or records no such question reads.
-pub(in crate::service) fn columns_of(table: Table) -> &'static [Column] {
+pub fn columns_of(table: Table) -> &'static [Column] {
     match table {
         Table::Prescriptions => &PRESCRIPTION_COLUMNS,
         Table::Dispensings => &DISPENSING_COLUMNS,

@@ -1,0 +1,248 @@
+//! The `[postgres]` section of the configuration and what it becomes: the connection settings
+//! of tokio-postgres, the password read from a file or the environment (never from the URL, and
+//! never shown), and TLS through rustls with ring, the server's certificate and host verified.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+};
+use serde::Deserialize;
+use tokio_postgres::config::{Host, SslMode};
+
+/// Where the database is and how to reach it safely. Only `url` is required; TLS needs `ca_file`
+/// unless every host is a Unix socket.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq connection URL or key=value string: hosts (several, for failover, with
+    /// `target_session_attrs=read-write`), port, database and user. A password in it is refused:
+    /// it would be shown wherever the configuration is.
+    pub url: String,
+    /// A file holding the password (its first line), readable by the gateway's user only.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The environment variable holding the password (instead of `password_file`).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The CA certificates (PEM) that issue the database server's certificate. Required for a
+    /// host reached over TCP: the connection is always TLS, the server's certificate and its
+    /// host name (or IP address) verified.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM, with its chain) and key, for certificate authentication.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Connections the gateway keeps open; transactions beyond them wait for one.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// The longest one statement may run (PostgreSQL's `statement_timeout`), in milliseconds.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// The longest a connection attempt may take, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// Never the password's source in full: the URL is shown without its query's values.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url)
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("ca_file", &self.ca_file)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+fn default_statement_timeout_ms() -> u64 {
+    5_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+/// The role that applies the migrations (`rxgate store migrate`), when it is not the URL's
+/// user: its name and where its password is (neither: the URL's user's password).
+#[derive(Clone, Debug, Default)]
+pub struct Migrator {
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+/// What a connection needs, read and checked: the tokio-postgres settings (password included)
+/// and the TLS configuration.
+pub(super) struct Connection {
+    pub(super) settings: tokio_postgres::Config,
+    pub(super) tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl PostgresConfig {
+    /// Checks what can be checked without reading files: ranges, one password source, no
+    /// password in the URL, and TLS for every host reached over TCP.
+    pub fn validate(&self) -> Result<(), String> {
+        let settings = self.settings()?;
+        if settings.get_password().is_some() {
+            return Err(
+                "[postgres] url: a password in the URL is refused; give it in \
+                        password_file or password_env"
+                    .into(),
+            );
+        }
+        if self.password_file.is_some() && self.password_env.is_some() {
+            return Err("[postgres]: give password_file or password_env, not both".into());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err("[postgres]: client_cert and client_key go together".into());
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            return Err("[postgres] pool_size must be between 1 and 256".into());
+        }
+        for (name, ms) in [
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(format!("[postgres] {name} must be between 100 and 600000"));
+            }
+        }
+        if settings.get_ssl_mode() == SslMode::Disable && over_tcp(&settings) {
+            return Err(
+                "[postgres] url: sslmode=disable is refused for a host reached over \
+                        TCP; the connection must be TLS"
+                    .into(),
+            );
+        }
+        if over_tcp(&settings) && self.ca_file.is_none() {
+            return Err(
+                "[postgres]: ca_file is required to verify the database server's \
+                        certificate"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the password and the TLS files: the settings to connect with, as the URL's user
+    /// or as `migrator`.
+    pub(super) fn connection(&self, migrator: Option<&Migrator>) -> Result<Connection, String> {
+        self.validate()?;
+        let mut settings = self.settings()?;
+        let mut secrets = self.clone();
+        if let Some(migrator) = migrator {
+            settings.user(&migrator.user);
+            if migrator.password_file.is_some() || migrator.password_env.is_some() {
+                secrets.password_file.clone_from(&migrator.password_file);
+                secrets.password_env.clone_from(&migrator.password_env);
+            }
+        }
+        if let Some(password) = secrets.password()? {
+            settings.password(password);
+        }
+        // TLS whenever the URL allows it: `prefer` would fall back to plain text.
+        if settings.get_ssl_mode() != SslMode::Disable {
+            settings.ssl_mode(SslMode::Require);
+        }
+        settings
+            .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .options(format!(
+                "-c synchronous_commit=on -c statement_timeout={} \
+                 -c idle_in_transaction_session_timeout={}",
+                self.statement_timeout_ms,
+                self.statement_timeout_ms * 4,
+            ));
+        if settings.get_application_name().is_none() {
+            settings.application_name("rxgate");
+        }
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls()?);
+        Ok(Connection { settings, tls })
+    }
+
+    fn settings(&self) -> Result<tokio_postgres::Config, String> {
+        tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| format!("[postgres] url cannot be read: {e}"))
+    }
+
+    /// The password from its file or variable, if one is named.
+    fn password(&self) -> Result<Option<String>, String> {
+        let text = match (&self.password_file, &self.password_env) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| format!("[postgres] password_file {}: {e}", path.display()))?,
+            (None, Some(name)) => std::env::var(name)
+                .map_err(|_| format!("[postgres] password_env: the variable {name} is not set"))?,
+            (None, None) => return Ok(None),
+        };
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        if password.is_empty() {
+            return Err("[postgres]: the password is empty".into());
+        }
+        Ok(Some(password))
+    }
+
+    /// rustls with ring: the server verified against `ca_file`, a client certificate if given.
+    fn tls(&self) -> Result<ClientConfig, String> {
+        let mut roots = RootCertStore::empty();
+        if let Some(path) = &self.ca_file {
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("[postgres] ca_file {}: {e}", path.display()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("[postgres] TLS: {e}"))?
+            .with_root_certificates(roots);
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("[postgres] client_key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certificates(cert)?, key)
+                    .map_err(|e| format!("[postgres] client_cert: {e}"))
+            }
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
+/// Whether any host is reached over TCP (not a Unix socket).
+fn over_tcp(settings: &tokio_postgres::Config) -> bool {
+    settings.get_hosts().is_empty()
+        || settings
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, Host::Tcp(_)))
+}
+
+/// The certificates of a PEM file; at least one.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("[postgres] {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "[postgres] {}: no certificate in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}

@@ -1,0 +1,436 @@
+//! The store on PostgreSQL: the [`Store`] contract over a pool of connections (tokio-postgres
+//! with deadpool-postgres), for gateways whose data must outlive one machine.
+//!
+//! # How a transaction function runs here
+//!
+//! - **Side by side, SERIALIZABLE.** [`PgStore::submit`] takes a connection from the pool (so at
+//!   most `pool_size` functions run at once; the rest wait for one) and runs the function on a
+//!   blocking thread of the store's own runtime, never on an async worker, in a transaction
+//!   begun `ISOLATION LEVEL SERIALIZABLE`. PostgreSQL's serializable snapshot isolation then
+//!   gives the contract's guarantee: the committed transactions have the effect of running one
+//!   at a time, so "check, then write" inside one function stays atomic without row locks.
+//! - **Reads at once, writes at the end.** Each read is one round trip, made from the blocking
+//!   thread (`Handle::block_on`); writes are buffered in the run's overlay (`txn.rs`) and sent
+//!   at the end, one statement per table, pipelined, then COMMIT. A function that answers `Err`
+//!   writes nothing, but its transaction is committed all the same (empty): a SERIALIZABLE
+//!   commit is what proves that what it read was consistent, and the refusal rests on it.
+//! - **Re-run on conflict.** A serialization failure or a deadlock (SQLSTATE 40001, 40P01),
+//!   met by any read or by the commit, rolls the run back and runs the function again on a
+//!   fresh snapshot, at most [`MAX_ATTEMPTS`] times in all; then the answer is
+//!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run waits until
+//!   this gateway's other runs have ended and holds new ones back until it ends: alone, it
+//!   cannot lose again to them (only to another gateway's), so rows that every transaction
+//!   writes — the audit chain's head, the event counter — slow a busy gateway down to one
+//!   transaction at a time rather than into refusals.
+//! - **Durable before answered.** Every session runs `synchronous_commit = on`, so a COMMIT
+//!   returns once its WAL is on disk, and no transaction sees another's writes before then:
+//!   nothing a crash could take back is ever revealed.
+//! - **A lost connection** answers [`Error::Unavailable`]; when it was lost during the COMMIT
+//!   the outcome is unknown, which the message says (the client's retry converges through the
+//!   calls' idempotency). The pool replaces broken connections; nothing needs a restart.
+
+mod config;
+mod schema;
+mod snapshot;
+mod txn;
+
+pub use config::{Migrator, PostgresConfig};
+pub use schema::{Migrated, SCHEMA_VERSION};
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Timeouts};
+use tokio::runtime::{Handle, Runtime};
+use tokio_postgres::error::SqlState;
+
+use super::{Answer, Column, Error, Outcome, SnapshotAnswer, Stats, Store, Table, TxnFn};
+use schema::Statements;
+use txn::PgTxn;
+
+/// The most runs of one transaction function (the first and its re-runs after conflicts).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The longest a transaction waits for a connection of the pool before it is answered
+/// UNAVAILABLE: longer than any call's deadline, so that only a stuck database reaches it.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// A store in a PostgreSQL database.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    /// Drives the connections and runs the functions; shut down by [`PgStore::close`].
+    runtime: Mutex<Option<Runtime>>,
+    handle: Handle,
+}
+
+struct Shared {
+    pool: Pool,
+    sql: Statements,
+    counters: Counters,
+    /// Why the last attempt to reach the database failed, until one succeeds.
+    unreachable: Mutex<Option<Error>>,
+    /// Taken shared by every first run, exclusively by a re-run after a conflict: the re-run
+    /// then has this gateway's store to itself, and conflicts only with other gateways.
+    turns: RwLock<()>,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    commits: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl PgStore {
+    /// Connects to the database `config` names and checks that its schema is this binary's.
+    /// `columns` says which typed columns each table declares (the service's schema).
+    pub fn open(
+        config: &PostgresConfig,
+        columns: fn(Table) -> &'static [Column],
+    ) -> Result<PgStore, Error> {
+        let connection = config.connection(None).map_err(Error::Engine)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(config.pool_size + 2)
+            .thread_name("rxgate-store-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io(format!("cannot start the store's threads: {e}")))?;
+        let manager = Manager::from_config(
+            connection.settings,
+            connection.tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let wait = Duration::from_millis(config.connect_timeout_ms);
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(POOL_WAIT),
+                create: Some(wait),
+                recycle: Some(wait),
+            })
+            .build()
+            .map_err(|e| Error::Engine(format!("the connection pool: {e}")))?;
+        let handle = runtime.handle().clone();
+        handle.block_on(async {
+            let client = pool.get().await.map_err(|e| pool_error(&e))?;
+            schema::check(&client).await
+        })?;
+        let shared = Arc::new(Shared {
+            pool,
+            sql: Statements::new(columns),
+            counters: Counters::default(),
+            unreachable: Mutex::new(None),
+            turns: RwLock::new(()),
+        });
+        Ok(PgStore {
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+        })
+    }
+
+    /// Applies the migrations the database lacks, connected as `migrator` (the URL's user when
+    /// `None`), and grants the URL's user the use of the tables. Drives a runtime of its own:
+    /// call it off any async runtime.
+    pub fn migrate(
+        config: &PostgresConfig,
+        migrator: Option<&Migrator>,
+    ) -> Result<Migrated, Error> {
+        let app_role = config
+            .connection(None)
+            .map_err(Error::Engine)?
+            .settings
+            .get_user()
+            .unwrap_or("postgres")
+            .to_owned();
+        let connection = config.connection(migrator).map_err(Error::Engine)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async {
+            let (mut client, driver) = connection
+                .settings
+                .connect(connection.tls)
+                .await
+                .map_err(|e| database_error(&e))?;
+            let driving = tokio::spawn(driver);
+            let migrated = schema::migrate(&mut client, &app_role).await;
+            drop(client);
+            let _ = driving.await;
+            migrated
+        })
+    }
+
+    /// Stops taking work, lets the functions running finish, and closes every connection.
+    pub fn close(&self) {
+        self.shared.pool.close();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.shared.pool.close();
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn submit(&self, f: TxnFn) -> Answer {
+        let shared = Arc::clone(&self.shared);
+        let handle = self.handle.clone();
+        let running = self.handle.spawn(async move {
+            let client = shared.pool.get().await.map_err(|e| pool_error(&e))?;
+            tokio::task::spawn_blocking(move || shared.run(client, &handle, &f))
+                .await
+                .map_err(|e| Error::Engine(format!("a transaction's thread failed: {e}")))?
+        });
+        let reached = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let answer = running.await.unwrap_or(Err(Error::Closed));
+            let unreachable = matches!(&answer, Err(Error::Unavailable(_)));
+            *reached
+                .unreachable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                answer.as_ref().err().filter(|_| unreachable).cloned();
+            answer
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let empty = |bounds| crate::metrics::Histogram::new(bounds).snapshot();
+        Stats {
+            batches: 0,
+            transactions: c.transactions.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            flushes: 0,
+            flush_time: Duration::ZERO,
+            largest_batch: 0,
+            corrupt_reads: 0,
+            flush_latency: empty(crate::metrics::LATENCY_BUCKETS),
+            batch_size: empty(crate::metrics::SIZE_BUCKETS),
+        }
+    }
+
+    fn failure(&self) -> Option<Error> {
+        if self.shared.pool.is_closed() {
+            return Some(Error::Closed);
+        }
+        self.shared
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn snapshot(&self) -> SnapshotAnswer {
+        snapshot::take(Arc::clone(&self.shared), self.handle.clone())
+    }
+}
+
+/// How one run ended, before the answer.
+enum Run {
+    /// Committed (or, for an `Err` outcome, committed empty).
+    Done(Outcome),
+    /// A conflict: run again.
+    Again,
+}
+
+/// One connection's part in running a function: it ends each run's transaction, and notes a
+/// failure to end one, after which the connection must not be pooled again.
+struct Session<'a> {
+    client: &'a Object,
+    runtime: &'a Handle,
+    broken: Cell<bool>,
+}
+
+impl Session<'_> {
+    /// Runs `sql` (BEGIN, COMMIT, ROLLBACK). A failure the server did not answer (a lost
+    /// connection, a broken protocol) marks the connection broken.
+    fn end(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        let ended = self.runtime.block_on(self.client.batch_execute(sql));
+        if ended.as_ref().is_err_and(|e| e.as_db_error().is_none()) {
+            self.broken.set(true);
+        }
+        ended
+    }
+
+    fn rollback(&self) {
+        let _ = self.end("ROLLBACK");
+    }
+}
+
+impl Shared {
+    /// Runs `f` until it commits or fails for good, at most [`MAX_ATTEMPTS`] times. A
+    /// connection whose transaction may not have ended is closed rather than pooled again.
+    fn run(&self, client: Object, runtime: &Handle, f: &TxnFn) -> Result<Outcome, Error> {
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let session = Session {
+            client: &client,
+            runtime,
+            broken: Cell::new(false),
+        };
+        let answer = self.attempts(&session, f);
+        if session.broken.get() {
+            drop(Object::take(client));
+        }
+        answer
+    }
+
+    /// The first run beside this gateway's other transactions; the re-runs alone among them
+    /// (see `turns`), so that rows every transaction writes (the audit chain's head, the event
+    /// counter) cannot make the same function lose again and again to its neighbours.
+    fn attempts(&self, session: &Session<'_>, f: &TxnFn) -> Result<Outcome, Error> {
+        let first = {
+            let _beside = self.turns.read().unwrap_or_else(PoisonError::into_inner);
+            self.attempt(session, f)?
+        };
+        if let Run::Done(outcome) = first {
+            return Ok(outcome);
+        }
+        let _alone = self.turns.write().unwrap_or_else(PoisonError::into_inner);
+        for _ in 2..=MAX_ATTEMPTS {
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            match self.attempt(session, f)? {
+                Run::Done(outcome) => return Ok(outcome),
+                Run::Again => continue,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the transaction conflicted with concurrent ones {MAX_ATTEMPTS} times"
+        )))
+    }
+
+    /// One run of `f` in a transaction of its own.
+    fn attempt(&self, session: &Session<'_>, f: &TxnFn) -> Result<Run, Error> {
+        session
+            .end("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .map_err(|e| database_error(&e))?;
+        let mut txn = PgTxn::new(session.client, session.runtime, &self.sql);
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
+        let outcome = match (txn.failed(), outcome) {
+            (Some(error), _) => {
+                session.rollback();
+                return again_or(error);
+            }
+            (None, Err(panic)) => {
+                session.rollback();
+                let message = crate::panics::message(panic.as_ref()).to_owned();
+                return Err(Error::Panicked(message));
+            }
+            (None, Ok(outcome)) => outcome,
+        };
+        let wrote = outcome.is_ok() && txn.wrote();
+        if wrote {
+            if let Some(table) = txn.row_without_columns() {
+                session.rollback();
+                return Err(Error::Engine(format!(
+                    "a row of {table:?} was written without the columns the table declares"
+                )));
+            }
+            if let Err(e) = txn.send_writes() {
+                session.rollback();
+                return again_or(database_error(&e));
+            }
+        }
+        match session.end("COMMIT") {
+            Ok(()) => {
+                if wrote {
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Run::Done(outcome))
+            }
+            Err(e) if e.as_db_error().is_none() => Err(Error::Unavailable(format!(
+                "the database connection was lost during COMMIT: the outcome is unknown ({e})"
+            ))),
+            Err(e) => again_or(database_error(&e)),
+        }
+    }
+}
+
+/// Ends whatever transaction `client` is in, then lets it go back to the pool; a connection
+/// that cannot end it is closed instead.
+async fn rolled_back(client: Object) {
+    if client.batch_execute("ROLLBACK").await.is_err() {
+        drop(Object::take(client));
+    }
+}
+
+/// A conflict is run again; any other error is the answer.
+fn again_or(error: Error) -> Result<Run, Error> {
+    if is_conflict(&error) {
+        Ok(Run::Again)
+    } else {
+        Err(error)
+    }
+}
+
+/// The prefix of the message of a conflict's [`Error::Unavailable`], by which it is told apart.
+const CONFLICT: &str = "a conflict with a concurrent transaction";
+
+fn is_conflict(error: &Error) -> bool {
+    matches!(error, Error::Unavailable(why) if why.starts_with(CONFLICT))
+}
+
+/// A database error as the store reports it. Only the SQLSTATE and the server's message are
+/// kept, never its detail, which can quote a row's key.
+fn database_error(error: &tokio_postgres::Error) -> Error {
+    let Some(db) = error.as_db_error() else {
+        let mut why = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            why = format!("{why}: {inner}");
+            cause = inner.source();
+        }
+        return Error::Unavailable(format!("the database cannot be reached: {why}"));
+    };
+    let (code, message) = (db.code(), db.message());
+    let why = format!("{message} (SQLSTATE {})", code.code());
+    match *code {
+        SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
+            Error::Unavailable(format!("{CONFLICT}: {why}"))
+        }
+        SqlState::DISK_FULL => Error::NoSpace(why),
+        _ if code.code().starts_with("08")
+            || code.code().starts_with("53")
+            || code.code().starts_with("57")
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION =>
+        {
+            Error::Unavailable(why)
+        }
+        _ => Error::Engine(why),
+    }
+}
+
+fn pool_error(error: &deadpool_postgres::PoolError) -> Error {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => database_error(e),
+        deadpool_postgres::PoolError::Closed => Error::Closed,
+        other => Error::Unavailable(format!("no database connection: {other}")),
+    }
+}

@@ -1,0 +1,337 @@
+//! A PostgreSQL cluster for the tests that keep the store in it: one per test process, started
+//! on first use in a temporary folder, with what production has — TLS (a CA and a server
+//! certificate made by openssl, verified by the gateway), SCRAM passwords, a migration role that
+//! owns the schema and an application role that only reads and writes rows — and each test in a
+//! database of its own, migrated as `rxgate store migrate` does. Durability is not what these
+//! tests are about, so the cluster runs with `fsync = off`.
+//!
+//! PostgreSQL refuses to run as root: when the tests do, the cluster's files belong to the
+//! `postgres` user and its programs are started with `runuser`. The server is stopped, and its
+//! folder removed, when the test process ends (a shell waiting on the end of a pipe from it).
+//!
+//! `RXGATE_TEST_STORE=postgres` runs the in-process harness's gateways on it
+//! ([`super::start_with`]); the PostgreSQL binaries are looked for in `RXGATE_PG_BIN`, then in
+//! Debian's `/usr/lib/postgresql/15/bin`.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use rxgate::store::PostgresConfig;
+
+/// Whether the harness's gateways keep their store in PostgreSQL.
+pub(crate) fn wanted() -> bool {
+    std::env::var("RXGATE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The folder of PostgreSQL's programs, if they are installed.
+pub(crate) fn binaries() -> Option<PathBuf> {
+    let named = std::env::var_os("RXGATE_PG_BIN").map(PathBuf::from);
+    named
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/postgresql/15/bin")])
+        .find(|dir| dir.join("initdb").is_file())
+}
+
+/// The test process's cluster.
+pub(crate) struct Cluster {
+    folder: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    databases: AtomicU32,
+    /// The shell that stops the server when its stdin closes (at the process's end).
+    _keeper: Mutex<Child>,
+}
+
+/// The cluster, started on first use. Panics when PostgreSQL is not installed.
+pub(crate) fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+/// The passwords of the two roles (test-only secrets, in files as production keeps them).
+const APP_PASSWORD: &str = "app-password-for-tests";
+const OWNER_PASSWORD: &str = "owner-password-for-tests";
+
+impl Cluster {
+    fn start() -> Cluster {
+        let bin = binaries().expect(
+            "PostgreSQL 15 is not installed (apt-get install postgresql-15, or set RXGATE_PG_BIN)",
+        );
+        let folder = std::env::temp_dir().join(format!("rxgate-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(folder.join("run")).unwrap();
+        certificates(&folder);
+        for (name, secret) in [
+            ("app.password", APP_PASSWORD),
+            ("owner.password", OWNER_PASSWORD),
+        ] {
+            std::fs::write(folder.join(name), secret).unwrap();
+        }
+        let port = free_port();
+        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if as_root {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&folder));
+        }
+        let data = folder.join("data");
+        run(postgres_user(as_root, bin.join("initdb"))
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-U",
+                "postgres",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null()));
+        let settings = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n\
+             shared_buffers = 64MB\nmax_connections = 200\n",
+            folder.join("run").display(),
+            folder.join("server.pem").display(),
+            folder.join("server.key").display(),
+        );
+        append(&data.join("postgresql.conf"), &settings);
+        // TLS only over TCP, SCRAM for every role; the local socket (setup) trusts.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let keeper = keeper(as_root, &bin, &data, &folder);
+        let cluster = Cluster {
+            folder,
+            bin,
+            port,
+            databases: AtomicU32::new(0),
+            _keeper: Mutex::new(keeper),
+        };
+        cluster.wait_ready();
+        cluster.sql(&format!(
+            "CREATE ROLE rxgate_owner LOGIN PASSWORD '{OWNER_PASSWORD}';
+             CREATE ROLE rxgate_app LOGIN PASSWORD '{APP_PASSWORD}';"
+        ));
+        cluster
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..300 {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h"])
+                .arg(self.folder.join("run"))
+                .args(["-p", &self.port.to_string()])
+                .status()
+                .unwrap();
+            if ready.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the test PostgreSQL cluster did not start: see {}",
+            self.log().display()
+        );
+    }
+
+    /// The server's log.
+    pub(crate) fn log(&self) -> PathBuf {
+        self.folder.join("server.log")
+    }
+
+    /// Runs `sql` as the superuser over the local socket.
+    pub(crate) fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    /// Runs `sql` in `database` as the superuser over the local socket.
+    pub(crate) fn sql_in(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", "postgres", "-h"])
+            .arg(self.folder.join("run"))
+            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// What the server answers `sql` run in `database` as the application role, over TLS with
+    /// the server verified (its error output; empty when it succeeded).
+    pub(crate) fn as_app(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", APP_PASSWORD)
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", self.folder.join("ca.pem"))
+            .args([
+                "-X",
+                "-qAt",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "rxgate_app",
+                "-d",
+                database,
+            ])
+            .args(["-p", &self.port.to_string(), "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The `[postgres]` settings of the application role for database `name`.
+    pub(crate) fn config(&self, name: &str) -> PostgresConfig {
+        let text = format!(
+            "url = \"postgresql://rxgate_app@127.0.0.1:{}/{name}\"\n\
+             password_file = \"{}\"\nca_file = \"{}\"\npool_size = 4\n",
+            self.port,
+            self.folder.join("app.password").display(),
+            self.folder.join("ca.pem").display(),
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    /// The migration role, its password in a file.
+    pub(crate) fn migrator(&self) -> rxgate::store::Migrator {
+        rxgate::store::Migrator {
+            user: "rxgate_owner".into(),
+            password_file: Some(self.folder.join("owner.password")),
+            password_env: None,
+        }
+    }
+
+    /// A new, empty database owned by the migration role, not yet migrated.
+    pub(crate) fn empty_database(&self) -> PostgresConfig {
+        let n = self.databases.fetch_add(1, Ordering::Relaxed);
+        let name = format!("rxgate_test_{n}");
+        self.sql(&format!("CREATE DATABASE {name} OWNER rxgate_owner"));
+        self.config(&name)
+    }
+
+    /// A new database with the schema of this binary, for the application role.
+    pub(crate) fn database(&self) -> PostgresConfig {
+        let config = self.empty_database();
+        let migrator = self.migrator();
+        // Off the async runtime: the migration drives a runtime of its own.
+        std::thread::scope(|s| {
+            s.spawn(|| rxgate::store::PgStore::migrate(&config, Some(&migrator)).unwrap())
+                .join()
+                .unwrap()
+        });
+        config
+    }
+}
+
+/// `program`, run as the `postgres` user when the tests run as root.
+fn postgres_user(as_root: bool, program: PathBuf) -> Command {
+    if as_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts the server under a shell that stops it (fast shutdown) and removes `folder` once its
+/// stdin, a pipe from this process, closes: when the tests end, however they end.
+fn keeper(as_root: bool, bin: &Path, data: &Path, folder: &Path) -> Child {
+    let script = format!(
+        "'{}' -D '{}' >>'{}' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{}'",
+        bin.join("postgres").display(),
+        data.display(),
+        folder.join("server.log").display(),
+        folder.display(),
+    );
+    let mut command = postgres_user(as_root, PathBuf::from("sh"));
+    command.args(["-c", &script]).stdin(Stdio::piped());
+    // The pipe's write end stays open in the child's handle until this process ends.
+    command.spawn().unwrap()
+}
+
+/// A CA and the server's certificate for 127.0.0.1 (P-256), made with openssl.
+fn certificates(folder: &Path) {
+    let at = |name: &str| folder.join(name).display().to_string();
+    certificate_authority(folder, "rxgate test PostgreSQL CA");
+    run(new_key(folder, "server", "/CN=127.0.0.1").args(["-out", &at("server.csr")]));
+    std::fs::write(
+        folder.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            &at("server.csr"),
+            "-CA",
+            &at("ca.pem"),
+        ])
+        .args(["-CAkey", &at("ca.key"), "-CAcreateserial", "-days", "2"])
+        .args(["-extfile", &at("server.ext"), "-out", &at("server.pem")]));
+    use std::os::unix::fs::PermissionsExt;
+    let owner_only = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(folder.join("server.key"), owner_only).unwrap();
+}
+
+/// A self-signed CA named `name` (P-256): `ca.pem` and `ca.key` in `folder`; the certificate.
+pub(crate) fn certificate_authority(folder: &Path, name: &str) -> PathBuf {
+    let pem = folder.join("ca.pem");
+    run(new_key(folder, "ca", &format!("/CN={name}"))
+        .args(["-x509", "-days", "2", "-out"])
+        .arg(&pem));
+    pem
+}
+
+/// `openssl req` making a new P-256 key `{stem}.key` in `folder` for `subject`, to be finished
+/// with what it makes (a request or a self-signed certificate).
+fn new_key(folder: &Path, stem: &str, subject: &str) -> Command {
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", subject, "-keyout"])
+        .arg(folder.join(format!("{stem}.key")));
+    command
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn run(command: &mut Command) {
+    let out = command.stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,198 @@
+//! The PostgreSQL engine's own promises, on a real cluster (`common::postgres`): the schema comes
+//! from versioned migrations that match the columns the service declares, the gateway's role
+//! cannot change it, a schema of another version is refused with what to do, the connection is
+//! TLS with the server's certificate and host verified, and conflicting transactions are re-run
+//! until they serialize. Skipped, saying so, when PostgreSQL is not installed, except under CI.
+
+use std::sync::Arc;
+
+use rxgate::{
+    service::columns_of,
+    store::{Error, PgStore, PostgresConfig, SCHEMA_VERSION, Store, Table},
+};
+
+use crate::common::postgres::{self, Cluster};
+
+/// The cluster, or `None` (said on stderr) when PostgreSQL is not installed outside CI.
+fn cluster() -> Option<&'static Cluster> {
+    if postgres::binaries().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: PostgreSQL 15 is not installed (apt-get install postgresql-15)");
+        return None;
+    }
+    Some(postgres::cluster())
+}
+
+/// Opens the store in `config`'s database, off the async runtime.
+async fn open(config: &PostgresConfig) -> Result<Arc<PgStore>, Error> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || PgStore::open(&config, columns_of).map(Arc::new))
+        .await
+        .unwrap()
+}
+
+fn database_name(config: &PostgresConfig) -> String {
+    config.url.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Runs `sql` in `config`'s database as the superuser.
+fn sql_in(cluster: &Cluster, config: &PostgresConfig, sql: &str) -> String {
+    cluster.sql_in(&database_name(config), sql)
+}
+
+/// Closes `store` off the async runtime, as closing waits for its threads.
+async fn close(store: Arc<PgStore>) {
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_migrated_tables_have_the_columns_the_service_declares() {
+    let Some(cluster) = cluster() else { return };
+    let config = cluster.database();
+    let listed = sql_in(
+        cluster,
+        &config,
+        "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns \
+         WHERE table_schema = 'rxgate' AND table_name <> 'schema_version' \
+         ORDER BY table_name, ordinal_position",
+    );
+    for table in Table::ALL {
+        let name = format!("{table:?}");
+        let mut expected = vec![
+            ("k".to_owned(), "bytea", "NO"),
+            ("v".to_owned(), "bytea", "NO"),
+        ];
+        for column in columns_of(table) {
+            let kind = match column.kind {
+                rxgate::store::ColumnType::Text => "text",
+                rxgate::store::ColumnType::Integer => "bigint",
+                rxgate::store::ColumnType::Date => "date",
+                rxgate::store::ColumnType::Bytes => "bytea",
+            };
+            let nullable = if column.nullable { "YES" } else { "NO" };
+            expected.push((column.name.to_owned(), kind, nullable));
+        }
+        let sql_name = snake(&name);
+        let found: Vec<(String, &str, &str)> = listed
+            .lines()
+            .filter_map(|l| {
+                let parts: Vec<&str> = l.split('|').collect();
+                (parts[0] == sql_name).then(|| (parts[1].to_owned(), parts[2], parts[3]))
+            })
+            .collect();
+        assert_eq!(found, expected, "table {name} ({sql_name})");
+    }
+}
+
+/// `ByExchange` → `by_exchange`.
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[tokio::test]
+async fn migrating_again_changes_nothing_and_the_gateway_role_cannot_change_the_schema() {
+    let Some(cluster) = cluster() else { return };
+    let config = cluster.database();
+    let migrator = cluster.migrator();
+    let again = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || PgStore::migrate(&config, Some(&migrator)))
+    };
+    let again = again.await.unwrap().unwrap();
+    assert_eq!((again.from, again.to), (SCHEMA_VERSION, SCHEMA_VERSION));
+    // The gateway's own role may change nothing: it owns no table and may create none.
+    let refused = cluster.as_app(
+        &database_name(&config),
+        "CREATE TABLE rxgate.intruder (x int)",
+    );
+    assert!(refused.contains("permission denied"), "{refused}");
+    let refused = cluster.as_app(&database_name(&config), "DROP TABLE rxgate.meta");
+    assert!(refused.contains("must be owner"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_database_without_the_schema_or_with_a_newer_one_is_refused_with_what_to_do() {
+    let Some(cluster) = cluster() else { return };
+    let empty = cluster.empty_database();
+    let refused = open(&empty).await.err().unwrap().to_string();
+    assert!(refused.contains("run `rxgate store migrate`"), "{refused}");
+
+    let newer = cluster.database();
+    let next = SCHEMA_VERSION + 1;
+    sql_in(
+        cluster,
+        &newer,
+        &format!("INSERT INTO rxgate.schema_version (version) VALUES ({next})"),
+    );
+    let refused = open(&newer).await.err().unwrap().to_string();
+    assert!(refused.contains("newer than this rxgate"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_another_ca_or_for_another_host_is_refused() {
+    let Some(cluster) = cluster() else { return };
+    let good = cluster.database();
+    close(open(&good).await.unwrap()).await;
+    let other_ca = tempfile::tempdir().unwrap();
+    let ca = postgres::certificate_authority(other_ca.path(), "another CA");
+    let mut untrusted = good.clone();
+    untrusted.ca_file = Some(ca);
+    let refused = open(&untrusted).await.err().unwrap().to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+    // The certificate names 127.0.0.1 only: reached as "localhost", the host does not match.
+    let mut other_host = good.clone();
+    other_host.url = good.url.replace("127.0.0.1", "localhost");
+    let refused = open(&other_host).await.err().unwrap().to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+}
+
+#[tokio::test]
+async fn conflicting_read_modify_writes_are_re_run_until_each_counts_once() {
+    let Some(cluster) = cluster() else { return };
+    let store = open(&cluster.database()).await.unwrap();
+    let increments = 64;
+    let mut running = Vec::new();
+    for _ in 0..increments {
+        running.push(store.transact(|tx| {
+            let now = tx
+                .get(Table::Meta, b"counter")?
+                .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            tx.put(Table::Meta, b"counter", &(now + 1).to_be_bytes());
+            Ok::<_, Error>(())
+        }));
+    }
+    let mut unavailable = 0;
+    for answer in running {
+        match answer.await {
+            Ok(done) => done.unwrap(),
+            Err(Error::Unavailable(_)) => unavailable += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let counted = store
+        .transact(|tx| tx.get(Table::Meta, b"counter"))
+        .await
+        .unwrap()
+        .unwrap()
+        .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+        .unwrap();
+    assert_eq!(
+        counted,
+        increments - unavailable,
+        "every committed increment counts once"
+    );
+    assert!(unavailable < increments / 2, "{unavailable} gave up");
+    assert!(
+        store.stats().retries > 0,
+        "the increments conflicted and were re-run"
+    );
+    close(store).await;
+}
