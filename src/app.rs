@@ -414,8 +414,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     let checkpointer = Arc::clone(&gateway);
     let checkpoint_every = Duration::from_secs(config.audit_checkpoint_secs.max(1));
     let signer = Arc::clone(&identity);
+    // The start's checkpoint is written before the first call is taken, so that it binds what
+    // the store held at the start (a crash's unbound links, another gateway's chain) and no
+    // call races it; the next ones follow a period apart.
+    checkpoint(&checkpointer, &signer).await;
     background.spawn("audit checkpoint", async move {
-        let mut tick = tokio::time::interval(checkpoint_every);
+        let first = tokio::time::Instant::now() + checkpoint_every;
+        let mut tick = tokio::time::interval_at(first, checkpoint_every);
         loop {
             tick.tick().await;
             checkpoint(&checkpointer, &signer).await;

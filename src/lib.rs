@@ -50,7 +50,7 @@ pub mod logging;
 pub mod master_files;
 pub mod metrics;
 pub mod network;
-mod opened_store;
+pub mod opened_store;
 mod ops;
 mod panics;
 pub mod pki;

@@ -12,7 +12,7 @@ use crate::service::columns_of;
 use crate::store::{EmbeddedStore, PgStore, Store};
 
 /// An open store, with what closing it needs.
-pub(crate) enum OpenedStore {
+pub enum OpenedStore {
     /// In `dir`: its disk's free space is watched, and a failed write ends the process.
     Embedded(Arc<EmbeddedStore>, PathBuf),
     /// In a database: an unreachable database makes the gateway NOT_SERVING until it is back.
@@ -22,7 +22,7 @@ pub(crate) enum OpenedStore {
 impl OpenedStore {
     /// Opens the store `config` names, off the async runtime (opening replays an embedded
     /// engine's journal, and connects to a database); an error names the folder or the engine.
-    pub(crate) async fn open(config: &Config) -> anyhow::Result<OpenedStore> {
+    pub async fn open(config: &Config) -> anyhow::Result<OpenedStore> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         if config.store_engine == Some(StoreEngine::Postgres) {
@@ -47,7 +47,7 @@ impl OpenedStore {
         ))
     }
 
-    pub(crate) fn store(&self) -> Arc<dyn Store> {
+    pub fn store(&self) -> Arc<dyn Store> {
         match self {
             OpenedStore::Embedded(store, _) => store.clone(),
             OpenedStore::Postgres(store) => store.clone(),
@@ -57,7 +57,7 @@ impl OpenedStore {
     /// Closes the store: an embedded one flushes and lets go of its files; a database's
     /// connections are closed once the transactions running end. Blocking work, kept off the
     /// async runtime.
-    pub(crate) async fn close(self) -> anyhow::Result<()> {
+    pub async fn close(self) -> anyhow::Result<()> {
         match self {
             OpenedStore::Embedded(store, _) => tokio::task::spawn_blocking(move || store.close())
                 .await

@@ -249,6 +249,19 @@ impl Stopped {
         &self.config.data_dir
     }
 
+    /// The name of the database the store is kept in, if it is in PostgreSQL.
+    pub(crate) fn database(&self) -> Option<String> {
+        let url = &self.config.postgres.as_ref()?.url;
+        url.rsplit('/').next().map(str::to_owned)
+    }
+
+    /// The closed store opened again, in whichever engine it is kept; close it before starting.
+    pub(crate) async fn reopen(&self) -> rxgate::opened_store::OpenedStore {
+        rxgate::opened_store::OpenedStore::open(&self.config)
+            .await
+            .unwrap()
+    }
+
     /// Starts the server again on the same store, configuration and clock.
     pub(crate) async fn start(self) -> Harness {
         start_on(self.config, self.clock, self.dir).await
@@ -302,19 +315,27 @@ pub(crate) fn bad_fields(status: &tonic::Status) -> Vec<String> {
         .collect()
 }
 
-/// The records a (closed) store's intake holds, in arrival order.
-pub(crate) async fn intake_records(store_dir: &Path) -> Vec<rxgate::service::records::IntakeV2> {
+/// The records the intake of a stopped harness's store holds, in arrival order.
+pub(crate) async fn intake_records(stopped: &Stopped) -> Vec<rxgate::service::records::IntakeV2> {
+    let opened = stopped.reopen().await;
+    let records = intake_rows(&opened.store()).await;
+    opened.close().await.unwrap();
+    records
+}
+
+/// The records the intake of `store` holds, in arrival order.
+pub(crate) async fn intake_rows(
+    store: &impl rxgate::store::Store,
+) -> Vec<rxgate::service::records::IntakeV2> {
     use rxgate::{
         service::records::{IntakeRecord, decode},
-        store::{EmbeddedStore, Store, Table},
+        store::Table,
     };
-    let store = EmbeddedStore::open(store_dir).unwrap();
     let rows = store
         .transact(|tx| tx.scan_prefix(Table::Intake, b"arrival\0", usize::MAX))
         .await
         .unwrap()
         .unwrap();
-    store.close().unwrap();
     rows.iter()
         .map(|(_, v)| decode::<IntakeRecord>(v).unwrap().current())
         .collect()

@@ -11,7 +11,8 @@
 //!
 //! `RXGATE_TEST_STORE=postgres` runs the in-process harness's gateways on it
 //! ([`super::start_with`]); the PostgreSQL binaries are looked for in `RXGATE_PG_BIN`, then in
-//! Debian's `/usr/lib/postgresql/15/bin`.
+//! Debian's `/usr/lib/postgresql/15/bin`; `RXGATE_PG_LOG` names a file to keep the server's log
+//! in (`.ci/run` searches it for patient identifiers).
 
 use std::{
     io::Write,
@@ -42,6 +43,9 @@ pub(crate) fn binaries() -> Option<PathBuf> {
 /// The test process's cluster.
 pub(crate) struct Cluster {
     folder: PathBuf,
+    /// The server's log: `RXGATE_PG_LOG` if set (kept after the tests, for `.ci/run` to read),
+    /// else in the folder.
+    log: PathBuf,
     bin: PathBuf,
     port: u16,
     databases: AtomicU32,
@@ -107,9 +111,21 @@ impl Cluster {
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
-        let keeper = keeper(as_root, &bin, &data, &folder);
+        let log = std::env::var_os("RXGATE_PG_LOG")
+            .map_or_else(|| folder.join("server.log"), PathBuf::from);
+        // Several test processes may share it: each appends.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        if as_root {
+            run(Command::new("chown").arg("postgres").arg(&log));
+        }
+        let keeper = keeper(as_root, &bin, &data, (&folder, &log));
         let cluster = Cluster {
             folder,
+            log,
             bin,
             port,
             databases: AtomicU32::new(0),
@@ -138,13 +154,8 @@ impl Cluster {
         }
         panic!(
             "the test PostgreSQL cluster did not start: see {}",
-            self.log().display()
+            self.log.display()
         );
-    }
-
-    /// The server's log.
-    pub(crate) fn log(&self) -> PathBuf {
-        self.folder.join("server.log")
     }
 
     /// Runs `sql` as the superuser over the local socket.
@@ -247,12 +258,12 @@ fn postgres_user(as_root: bool, program: PathBuf) -> Command {
 
 /// Starts the server under a shell that stops it (fast shutdown) and removes `folder` once its
 /// stdin, a pipe from this process, closes: when the tests end, however they end.
-fn keeper(as_root: bool, bin: &Path, data: &Path, folder: &Path) -> Child {
+fn keeper(as_root: bool, bin: &Path, data: &Path, (folder, log): (&Path, &Path)) -> Child {
     let script = format!(
         "'{}' -D '{}' >>'{}' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{}'",
         bin.join("postgres").display(),
         data.display(),
-        folder.join("server.log").display(),
+        log.display(),
         folder.display(),
     );
     let mut command = postgres_user(as_root, PathBuf::from("sh"));

@@ -226,10 +226,18 @@ async fn a_fairness_refusal_leaves_a_record() {
     assert_eq!(recorded, answered, "one record per call, with its outcome");
 }
 
-/// Overwrites the one stored prescription of the closed store at `dir` with bytes that decode
-/// to nothing.
-async fn damage_the_prescription(dir: &std::path::Path) {
-    let store = EmbeddedStore::open(dir).unwrap();
+/// Overwrites the one stored prescription of a stopped harness's store with bytes that decode
+/// to nothing: in its folder, or in its database as damage there would (the value alone).
+async fn damage_the_prescription(stopped: &common::Stopped) {
+    if let Some(database) = stopped.database() {
+        let changed = common::postgres::cluster().sql_in(
+            &database,
+            "UPDATE rxgate.prescriptions SET v = '\\xffffffffffffff' RETURNING 1",
+        );
+        assert_eq!(changed.trim(), "1", "one prescription");
+        return;
+    }
+    let store = EmbeddedStore::open(stopped.store_dir()).unwrap();
     store
         .transact(|tx: &mut dyn Txn| {
             let rows = tx.scan_prefix(Table::Prescriptions, b"", 2)?;
@@ -251,7 +259,7 @@ async fn a_call_whose_transaction_fails_still_leaves_its_record() {
         .await
         .prescription_id;
     let stopped = h.stop().await;
-    damage_the_prescription(stopped.store_dir()).await;
+    damage_the_prescription(&stopped).await;
     let h = stopped.start().await;
 
     let before = audit_len(&h).await;

@@ -14,7 +14,7 @@ use rxgate::{
     config::OnCriticalConfig,
     limits::Limits,
     service::records::{OverrideRecord, decode},
-    store::{EmbeddedStore, Store, Table},
+    store::{Store, Table},
     wire::proto::v1::{self as pb, admin_service_client::AdminServiceClient},
 };
 use tonic::{Code, Status};
@@ -248,8 +248,9 @@ async fn a_critical_finding_must_be_acknowledged_and_the_acknowledgement_is_kept
     assert_eq!(registered.findings[0].others.len(), 1);
 
     // The acknowledgement is stored with who made it.
-    let dir = h.shutdown().await;
-    let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+    let stopped = h.stop().await;
+    let opened = stopped.reopen().await;
+    let store = opened.store();
     let key = [
         b"override".as_slice(),
         &[0],
@@ -272,7 +273,7 @@ async fn a_critical_finding_must_be_acknowledged_and_the_acknowledgement_is_kept
         stored.acknowledged[0].reason,
         "itraconazole stopped yesterday"
     );
-    store.close().unwrap();
+    opened.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,8 +99,7 @@ async fn deliver(
 
 /// The attesting certificates (hex fingerprints) of the stored records, in arrival order.
 async fn stored_attesters(h: Harness) -> Vec<Option<String>> {
-    let dir = h.shutdown().await;
-    intake_records(&dir.path().join("store"))
+    intake_records(&h.stop().await)
         .await
         .into_iter()
         .map(|r| r.attested_by)

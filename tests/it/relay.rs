@@ -31,8 +31,8 @@ async fn until_metric(h: &Harness, expected: &str) {
 }
 
 /// The prescription numbers the upstream holds, in arrival order.
-async fn upstream_numbers(dir: &std::path::Path) -> Vec<String> {
-    intake_records(&dir.join("store"))
+async fn upstream_numbers(upstream: &common::Stopped) -> Vec<String> {
+    intake_records(upstream)
         .await
         .into_iter()
         .map(|r| r.record.number)
@@ -80,6 +80,6 @@ async fn records_reach_the_upstream_once_in_order_and_refusals_are_dead_lettered
         "rxgate_relay_up 1"
     );
     downstream.shutdown().await;
-    let dir = upstream.shutdown().await;
-    assert_eq!(upstream_numbers(dir.path()).await, ["RL-2", "RL-3"]);
+    let upstream = upstream.stop().await;
+    assert_eq!(upstream_numbers(&upstream).await, ["RL-2", "RL-3"]);
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    intake_records, metrics_text, patient,
+    intake_rows, metrics_text, patient,
     process::{PortHold, Rxgate, Serve},
     signed, signer, throttled,
 };
@@ -182,11 +182,13 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     down.kill();
     up.kill();
 
-    let held: Vec<_> = intake_records(&up_data)
+    let upstream_store = rxgate::store::EmbeddedStore::open(&up_data).unwrap();
+    let held: Vec<_> = intake_rows(&upstream_store)
         .await
         .into_iter()
         .map(|r| r.record)
         .collect();
+    upstream_store.close().unwrap();
     assert_eq!(held.len(), RECORDS as usize, "every record, once");
     let mut numbers: Vec<_> = held.iter().map(|r| r.number.clone()).collect();
     numbers.sort();
