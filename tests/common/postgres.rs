@@ -142,7 +142,7 @@ impl Cluster {
     fn wait_ready(&self) {
         for _ in 0..300 {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h"])
+                .args(["-q", "-U", "postgres", "-h"])
                 .arg(self.folder.join("run"))
                 .args(["-p", &self.port.to_string()])
                 .status()
