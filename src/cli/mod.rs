@@ -14,4 +14,5 @@ pub mod demo;
 pub mod documents;
 pub mod master_import;
 pub mod store;
+pub mod store_postgres;
 pub mod store_verify;

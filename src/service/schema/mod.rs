@@ -66,7 +66,12 @@ pub(in crate::service) use layout::*;
 pub(in crate::service) use lockouts::*;
 pub(in crate::service) use prescriptions::*;
 
-use crate::store::{Column, Columns, Table, Value};
+use crate::store::{self, Column, Columns, Table, Txn, Value};
+
+use super::{
+    Pseudonyms,
+    records::{AuditRecord, EventRecord, PrescriptionRecord, StoredDispensingRecord, decode},
+};
 
 /// The store's counters the service draws from, by name (kept in `Meta` as `sequence/NAME`).
 /// The event log's: gap-free and in commit order (`Txn::next_sequence`).
@@ -172,6 +177,54 @@ pub fn columns_of(table: Table) -> &'static [Column] {
         | Table::Lockouts
         | Table::AuditChain => &[],
     }
+}
+
+/// Writes an entry copied from a store (a dump's) as the service writes it: a record of a
+/// table that declares typed columns is decoded for its row and written, bytes unchanged, with
+/// `Txn::put_row` (an engine that keeps columns refuses a plain put there); any other entry
+/// with a plain put. The one way `store import` and `restore` load a dump, into every engine.
+/// A prescription's row names its patient by the pseudonym under `pseudonyms`.
+pub fn put_record(
+    tx: &mut dyn Txn,
+    table: Table,
+    key: &[u8],
+    value: &[u8],
+    pseudonyms: &Pseudonyms,
+) -> Result<(), store::Error> {
+    match table {
+        Table::Prescriptions => {
+            let record = decode::<PrescriptionRecord>(value)?.current();
+            let pseudonym = pseudonyms.of(&record.patient_key);
+            let row = prescription_row(&record, &pseudonym);
+            tx.put_row(table, key, value, row.columns());
+        }
+        Table::Dispensings => {
+            let record = decode::<StoredDispensingRecord>(value)?.current();
+            tx.put_row(table, key, value, dispensing_row(&record).columns());
+        }
+        Table::Events => {
+            let event = decode::<EventRecord>(value)?;
+            let row = event_row(event_sequence(key)?, &event);
+            tx.put_row(table, key, value, row.columns());
+        }
+        Table::Audit => {
+            let record = decode::<AuditRecord>(value)?;
+            tx.put_row(table, key, value, audit_row(&record).columns());
+        }
+        Table::ByExchange
+        | Table::ByPatient
+        | Table::ByNumber
+        | Table::Documents
+        | Table::Meta
+        | Table::Medications
+        | Table::Clinical
+        | Table::EventsByInstitution
+        | Table::Intake
+        | Table::Certificates
+        | Table::Lockouts
+        | Table::AuditChain => tx.put(table, key, value),
+    }
+    Ok(())
 }
 
 /// What a `Meta` key holds, but for the store's own counters (`store::sequence_name`).
