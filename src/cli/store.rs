@@ -1,8 +1,10 @@
 //! `rxgate store export`, `import`, `restore` and `backup`: a store's every table as one dump
-//! file (`store::dump`). Export reads a stopped store's folder; backup asks a running gateway
-//! (as an operator) for the dump of a snapshot; import and restore load a dump or a backup into
-//! an empty folder, through the store's transactions, and save its acknowledged mark. A dump
-//! holds patient data: files are created 0600 and appear under their name only once complete.
+//! file (`store::dump`). Export reads a stopped store's folder (or a database's snapshot,
+//! `store_postgres.rs`); backup asks a running gateway (as an operator) for the dump of a
+//! snapshot; import and restore load a dump or a backup into an empty folder (or database),
+//! through the store's transactions and `service::put_record`, and save its acknowledged mark.
+//! A dump holds patient data: files are created 0600 and appear under their name only once
+//! complete.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -20,7 +22,7 @@ use crate::{
     config::{Config, StoreEngine},
     service::{Pseudonyms, acknowledged, put_record},
     store::{
-        EmbeddedStore, EngineKind, Error as StoreError, Store,
+        EmbeddedStore, EngineKind, Error as StoreError, Snapshot, Store,
         dump::{self, Manifest, Reader, TableEntry},
         unfinished,
     },
@@ -96,13 +98,13 @@ impl Partial {
         })
     }
 
-    pub(super) fn writer(&mut self) -> &mut BufWriter<Paced> {
+    fn writer(&mut self) -> &mut BufWriter<Paced> {
         self.file.as_mut().expect("written before it is committed")
     }
 
     /// Syncs the file, links it into place (a link, unlike a rename, refuses a destination that
     /// appeared while the dump was written), removes the temporary name and syncs the folder.
-    pub(super) fn commit(mut self) -> anyhow::Result<()> {
+    fn commit(mut self) -> anyhow::Result<()> {
         let writer = self.writer();
         writer.flush()?;
         writer.get_ref().file.sync_all()?;
@@ -147,13 +149,22 @@ async fn export_stopped(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest>
     refuse_behind(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let snapshot = EmbeddedStore::read_stopped(&dir).map_err(|e| opening(&dir, e))?;
-        let mut partial = Partial::create(&dest)?;
-        let (_, manifest) = dump::write(snapshot.as_ref(), partial.writer())
-            .with_context(|| format!("exporting {}", dir.display()))?;
-        partial.commit()?;
-        Ok(manifest)
+        let partial = Partial::create(&dest)?;
+        write_dump(snapshot.as_ref(), partial)
+            .with_context(|| format!("exporting {}", dir.display()))
     })
     .await?
+}
+
+/// Writes every table of `snapshot` into `partial` as a dump and puts the file in place; the
+/// dump's manifest.
+pub(super) fn write_dump(
+    snapshot: &dyn Snapshot,
+    mut partial: Partial,
+) -> anyhow::Result<Manifest> {
+    let (_, manifest) = dump::write(snapshot, partial.writer())?;
+    partial.commit()?;
+    Ok(manifest)
 }
 
 /// Refuses the stopped store in `dir` if it is behind its acknowledged mark (it lost what was

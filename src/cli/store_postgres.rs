@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use super::store::{Loading, Partial};
+use super::store::{Loading, Partial, write_dump};
 use crate::{
     config::Config,
     opened_store::OpenedStore,
@@ -29,28 +29,23 @@ pub async fn migrate(config: &Config, migrator: Option<Migrator>) -> anyhow::Res
         .context("the configuration has no [postgres] section")?;
     let migrated =
         tokio::task::spawn_blocking(move || PgStore::migrate(&postgres, migrator.as_ref()));
-    Ok(migrated.await?.context("migrating the schema")?)
+    migrated.await?.context("migrating the schema")
 }
 
-/// Writes the database's store to the new file `dest` as a dump; its manifest.
+/// Writes the database's store, as one snapshot saw it, to the new file `dest` as a dump; its
+/// manifest.
 pub(super) async fn export_database(config: &Config, dest: PathBuf) -> anyhow::Result<Manifest> {
-    let mut partial = Partial::create(&dest)?;
+    let partial = Partial::create(&dest)?;
     let opened = OpenedStore::open(config).await?;
     let snapshot = opened.store().snapshot().await;
     let written = match snapshot {
-        Ok(snapshot) => tokio::task::spawn_blocking(move || {
-            let (_, manifest) =
-                dump::write(snapshot.as_ref(), partial.writer()).context("exporting the store")?;
-            partial.commit()?;
-            anyhow::Ok(manifest)
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|written| written),
+        Ok(snapshot) => tokio::task::spawn_blocking(move || write_dump(snapshot.as_ref(), partial))
+            .await
+            .unwrap_or_else(|e| Err(e.into())),
         Err(e) => Err(anyhow::Error::new(e).context("reading the store")),
     };
     opened.close().await?;
-    written
+    written.context("exporting the store")
 }
 
 /// Loads the dump in `src` into the database `config` names, which must hold this binary's

@@ -55,6 +55,15 @@ pub(crate) fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
 }
 
+/// The cluster, or `None` (said on stderr) when PostgreSQL is not installed outside CI.
+pub(crate) fn installed() -> Option<&'static Cluster> {
+    if binaries().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: PostgreSQL 15 is not installed (apt-get install postgresql-15)");
+        return None;
+    }
+    Some(cluster())
+}
+
 /// The passwords of the two roles (test-only secrets, in files as production keeps them).
 const APP_PASSWORD: &str = "app-password-for-tests";
 const OWNER_PASSWORD: &str = "owner-password-for-tests";
