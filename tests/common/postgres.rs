@@ -163,8 +163,13 @@ impl Cluster {
 
     /// Runs `sql` in `database` as the superuser over the local socket.
     pub(crate) fn sql_in(&self, database: &str, sql: &str) -> String {
+        self.sql_as("postgres", database, sql)
+    }
+
+    /// Runs `sql` in `database` as `role` over the local socket (which trusts every role).
+    pub(crate) fn sql_as(&self, role: &str, database: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", "postgres", "-h"])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", role, "-h"])
             .arg(self.folder.join("run"))
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .output()

@@ -72,9 +72,14 @@ async fn migrate(cluster: &Cluster, config: &Path) -> Output {
 
 /// `rxgate store import --engine postgres --config CONFIG DUMP`.
 async fn import_into_postgres(config: &Path, dump: &Path) -> Output {
+    load_into_postgres("import", config, dump).await
+}
+
+/// `rxgate store VERB --engine postgres --config CONFIG DUMP` (import, or restore).
+async fn load_into_postgres(verb: &str, config: &Path, dump: &Path) -> Output {
     rxgate(args(&[
         &"store",
-        &"import",
+        &verb,
         &"--engine",
         &"postgres",
         &"--config",
@@ -185,11 +190,18 @@ async fn a_gateway_serves_the_moved_store(
     stop(gateway).await;
 }
 
-/// Every ```sql block of docs/POSTGRES.md runs, as the superuser, in the database `name`, and
-/// those over the moved store's prescriptions, dispensings, audit and events answer rows.
+/// The reporting role of docs/POSTGRES.md, made as it says, in the database `name`; then every
+/// ```sql block of the doc runs as that role, and those over the moved store's prescriptions,
+/// dispensings, audit and events answer rows.
 fn the_documented_queries_run(cluster: &Cluster, name: &str) {
     let doc =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/POSTGRES.md")).unwrap();
+    let grants = doc
+        .split("psql -d rxgate <<'SQL'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nSQL\n").next())
+        .expect("the doc makes the reporting role");
+    cluster.sql_in(name, grants);
     let queries: Vec<&str> = doc
         .split("```sql\n")
         .skip(1)
@@ -198,7 +210,7 @@ fn the_documented_queries_run(cluster: &Cluster, name: &str) {
     assert!(queries.len() >= 4, "the doc's queries: {queries:?}");
     let answered = queries
         .iter()
-        .filter(|query| !cluster.sql_in(name, query).is_empty())
+        .filter(|query| !cluster.sql_as("rxgate_report", name, query).is_empty())
         .count();
     assert!(
         answered >= 4,
@@ -206,8 +218,9 @@ fn the_documented_queries_run(cluster: &Cluster, name: &str) {
     );
 }
 
-/// An import goes only into a migrated database that holds no rows: the refusal names the
-/// table that holds some, and nothing is written.
+/// An import (or a restore) goes only into a migrated database that holds no rows: the refusal
+/// names the table that holds some, and nothing is written. PostgreSQL is named by a
+/// configuration, not a folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_into_a_database_not_migrated_or_not_empty_is_refused() {
     let Some(cluster) = installed() else { return };
@@ -219,6 +232,18 @@ async fn an_import_into_a_database_not_migrated_or_not_empty_is_refused() {
         .unwrap();
     let dump = dir.path().join("empty.dump");
     export(&empty_store, &dump).await;
+
+    let folder = dir.path().join("folder");
+    let by_folder = [
+        &"store" as &dyn AsRef<std::ffi::OsStr>,
+        &"import",
+        &"--engine",
+        &"postgres",
+        &"--data-dir",
+        &folder,
+        &dump,
+    ];
+    refused(&rxgate(args(&by_folder)).await, "--config");
 
     let (unmigrated, _) = on_postgres(dir.path(), &cluster.empty_database());
     refused(
@@ -235,10 +260,12 @@ async fn an_import_into_a_database_not_migrated_or_not_empty_is_refused() {
         &name,
         "INSERT INTO rxgate.lockouts VALUES ('\\x01', '\\x02')",
     );
-    refused(
-        &import_into_postgres(&config, &dump).await,
-        "lockouts holds rows",
-    );
+    for verb in ["import", "restore"] {
+        refused(
+            &load_into_postgres(verb, &config, &dump).await,
+            "lockouts holds rows",
+        );
+    }
     assert_eq!(
         cluster.sql_in(&name, "SELECT count(*) FROM rxgate.meta"),
         "0\n"
