@@ -317,17 +317,17 @@ fn verify_store(
     dump: Option<PathBuf>,
     gateways: GatewayCertArgs,
 ) -> anyhow::Result<bool> {
-    let store = match (data_dir, dump, &gateways.config) {
-        (None, Some(dump), _) => Err(dump),
-        (None, None, None) => {
-            bail!("name the store's --data-dir, a --dump or the gateway's --config")
+    let verdict = if let Some(dump) = dump {
+        runtime.block_on(cli::store_verify::verify_dump(
+            &dump,
+            chain_verifier(gateways)?,
+        ))
+    } else {
+        if data_dir.is_none() && gateways.config.is_none() {
+            bail!("name the store's --data-dir, a --dump or the gateway's --config");
         }
-        (data_dir, _, config) => Ok(StoreAt::named(data_dir, config.as_deref())?),
-    };
-    let chains = chain_verifier(gateways)?;
-    let verdict = match store {
-        Ok(at) => runtime.block_on(cli::store_verify::verify(at, chains)),
-        Err(dump) => runtime.block_on(cli::store_verify::verify_dump(&dump, chains)),
+        let at = StoreAt::named(data_dir, gateways.config.as_deref())?;
+        runtime.block_on(cli::store_verify::verify(at, chain_verifier(gateways)?))
     };
     match verdict? {
         Ok(summary) => {

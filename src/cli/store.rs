@@ -52,7 +52,7 @@ pub(super) struct Partial {
 }
 
 /// A file made durable every [`SYNC_EVERY`] bytes written.
-pub(super) struct Paced {
+struct Paced {
     file: File,
     unsynced: u64,
 }
