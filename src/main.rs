@@ -19,6 +19,7 @@ use rxgate::{
         },
         documents::{self, read},
         master_import,
+        store::StoreAt,
     },
     config::Config,
     domain::{hash::hex, patient::PatientKey},
@@ -27,6 +28,7 @@ use rxgate::{
     sd_notify::Notifier,
     service::{Pseudonyms, SystemClock},
     signals::StopSignals,
+    store::Migrator,
     wire::proto::v1::lockout_subject::Subject,
 };
 
@@ -184,8 +186,8 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `rxgate store`: prints the manifest of the dump written or read, or the verdict of
-/// `store verify`; false when the store is not sound.
+/// Runs `rxgate store`: prints the manifest of the dump written or read, the schema's version
+/// (`migrate`), or the verdict of `store verify`; false when the store is not sound.
 fn store(command: StoreCommand) -> anyhow::Result<bool> {
     let runtime = runtime()?;
     let manifest = match command {
@@ -194,27 +196,42 @@ fn store(command: StoreCommand) -> anyhow::Result<bool> {
             dump,
             gateways,
         } => return verify_store(&runtime, data_dir, dump, gateways),
-        StoreCommand::Export { data_dir, dest } => {
-            runtime.block_on(cli::store::export(data_dir, dest))
+        StoreCommand::Export { store, dest } => {
+            let at = StoreAt::named(store.data_dir, store.config.as_deref())?;
+            runtime.block_on(cli::store::export(at, dest))
         }
         StoreCommand::Import {
-            data_dir,
+            store,
             engine,
             src: dump,
         }
         | StoreCommand::Restore {
-            data_dir,
+            store,
             engine,
             backup: dump,
         } => {
-            let engine = engine
-                .embedded()
-                .context("importing into PostgreSQL: not yet")?;
-            runtime.block_on(cli::store::import(data_dir, engine, dump))
+            let at = StoreAt::named(store.data_dir, store.config.as_deref())?;
+            runtime.block_on(cli::store::import(at, engine, dump))
         }
         StoreCommand::Backup { dest, gateway } => {
             let addr = gateway.addr.clone();
             runtime.block_on(cli::store::backup(&addr, &gateway.operator()?, dest))
+        }
+        StoreCommand::Migrate {
+            config,
+            role,
+            password_file,
+            password_env,
+        } => {
+            let migrator = role.map(|user| Migrator {
+                user,
+                password_file,
+                password_env,
+            });
+            let config = Config::from_file(&config)?;
+            let migrated = runtime.block_on(cli::store_postgres::migrate(&config, migrator))?;
+            println!("schema at version {} (was {})", migrated.to, migrated.from);
+            return Ok(true);
         }
     }?;
     print!("{}", cli::store::render(&manifest));
@@ -292,18 +309,25 @@ fn chain_verifier(gateways: GatewayCertArgs) -> anyhow::Result<ChainVerifier> {
     Ok(ChainVerifier::new(TrustedSenders::from_files(&certs)?))
 }
 
-/// Runs `rxgate store verify`; false when the store is not sound.
+/// Runs `rxgate store verify` on the store's folder, a dump, or the store the gateway's
+/// configuration names; false when the store is not sound.
 fn verify_store(
     runtime: &tokio::runtime::Runtime,
     data_dir: Option<PathBuf>,
     dump: Option<PathBuf>,
     gateways: GatewayCertArgs,
 ) -> anyhow::Result<bool> {
-    let chains = chain_verifier(gateways)?;
-    let verdict = match (data_dir, dump) {
-        (Some(dir), _) => runtime.block_on(cli::store_verify::verify(&dir, chains)),
-        (None, Some(dump)) => runtime.block_on(cli::store_verify::verify_dump(&dump, chains)),
-        (None, None) => bail!("name the store's --data-dir or a --dump"),
+    let verdict = if let Some(dump) = dump {
+        runtime.block_on(cli::store_verify::verify_dump(
+            &dump,
+            chain_verifier(gateways)?,
+        ))
+    } else {
+        if data_dir.is_none() && gateways.config.is_none() {
+            bail!("name the store's --data-dir, a --dump or the gateway's --config");
+        }
+        let at = StoreAt::named(data_dir, gateways.config.as_deref())?;
+        runtime.block_on(cli::store_verify::verify(at, chain_verifier(gateways)?))
     };
     match verdict? {
         Ok(summary) => {

@@ -220,10 +220,11 @@ pub enum StoreCommand {
     /// Read every entry of a stopped gateway's store and check it: every record decodes, the
     /// indexes and the records agree, no counter is behind, the audit chains verify, the
     /// acknowledged mark is not ahead. Prints a summary (exit 0) or the first problem (exit 1);
-    /// a store that cannot be opened (held by a running gateway, damaged files) exits 2.
+    /// a store that cannot be opened (held by a running gateway, damaged files) exits 2. With
+    /// --config alone, the store the configuration names (its database, for PostgreSQL).
     Verify {
         /// The store's folder (the gateway stopped).
-        #[arg(long, required_unless_present = "dump", conflicts_with = "dump")]
+        #[arg(long, conflicts_with = "dump")]
         data_dir: Option<PathBuf>,
         /// A dump (`store export` or `store backup`) instead: its manifest is checked, then it
         /// is loaded into a scratch store beside it (FILE.verifying, removed afterwards; it
@@ -233,22 +234,22 @@ pub enum StoreCommand {
         #[command(flatten)]
         gateways: GatewayCertArgs,
     },
-    /// Write a stopped gateway's store to a new file as a dump of every table (with a manifest
-    /// of counts and hashes), readable by any engine. The file holds patient data (0600).
+    /// Write a stopped gateway's store, or a PostgreSQL store from one consistent snapshot
+    /// while gateways run, to a new file as a dump of every table (with a manifest of counts
+    /// and hashes), readable by any engine. The file holds patient data (0600).
     Export {
-        /// The store's folder (the gateway stopped: a running one's store is refused).
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The file to write (it must not exist).
         dest: PathBuf,
     },
-    /// Load a dump (`store export`) into a new store, in a new or empty folder, and save its
-    /// acknowledged mark: how a store moves to another engine.
+    /// Load a dump (`store export`) into a new store, in a new or empty folder or (--engine
+    /// postgres) an empty database that `store migrate` prepared, and save its acknowledged
+    /// mark: how a store moves to another engine.
     Import {
-        /// The folder of the new store (absent or empty).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The engine to keep the new store in.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The engine to keep the new store in (postgres: the database --config names).
         #[arg(long, value_enum, default_value = "fjall")]
         engine: StoreEngine,
         /// The dump.
@@ -264,15 +265,44 @@ pub enum StoreCommand {
     },
     /// Load a backup (`store backup`) into a new store, as `store import` does.
     Restore {
-        /// The folder of the new store (absent or empty).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The engine to keep the new store in.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The engine to keep the new store in (postgres: the database --config names).
         #[arg(long, value_enum, default_value = "fjall")]
         engine: StoreEngine,
         /// The backup.
         backup: PathBuf,
     },
+    /// Bring the schema of the PostgreSQL database a configuration names to this binary's
+    /// version, as the migration role (which owns the schema), and grant the gateway's role
+    /// (the URL's user) the use of its rows. Prints `schema at version N (was M)`; a schema
+    /// newer than this binary's, or a role without the right, is refused (exit 2).
+    Migrate {
+        /// The gateway's configuration: its [postgres] section names the database.
+        #[arg(long)]
+        config: PathBuf,
+        /// The migration role; default: the URL's user.
+        #[arg(long = "as", value_name = "ROLE")]
+        role: Option<String>,
+        /// A file holding the migration role's password (its first line).
+        #[arg(long, requires = "role", conflicts_with = "password_env")]
+        password_file: Option<PathBuf>,
+        /// The environment variable holding the migration role's password.
+        #[arg(long, requires = "role")]
+        password_env: Option<String>,
+    },
+}
+
+/// Where a store command finds the store: a folder, or what a gateway's configuration names.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The store's folder (embedded engines; the gateway stopped).
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// The gateway's configuration: the store it names (its [postgres] database, or its
+    /// data_dir).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Whose audit checkpoints are believed.

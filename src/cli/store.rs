@@ -1,8 +1,10 @@
 //! `rxgate store export`, `import`, `restore` and `backup`: a store's every table as one dump
-//! file (`store::dump`). Export reads a stopped store's folder; backup asks a running gateway
-//! (as an operator) for the dump of a snapshot; import and restore load a dump or a backup into
-//! an empty folder, through the store's transactions, and save its acknowledged mark. A dump
-//! holds patient data: files are created 0600 and appear under their name only once complete.
+//! file (`store::dump`). Export reads a stopped store's folder (or a database's snapshot,
+//! `store_postgres.rs`); backup asks a running gateway (as an operator) for the dump of a
+//! snapshot; import and restore load a dump or a backup into an empty folder (or database),
+//! through the store's transactions and `service::put_record`, and save its acknowledged mark.
+//! A dump holds patient data: files are created 0600 and appear under their name only once
+//! complete.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -15,10 +17,12 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
 use super::master_import::{draw_progress, progress_bar};
+use super::store_postgres::{export_database, import_database};
 use crate::{
-    service::acknowledged,
+    config::{Config, StoreEngine},
+    service::{Pseudonyms, acknowledged, put_record},
     store::{
-        EmbeddedStore, EngineKind, Error as StoreError, Store,
+        EmbeddedStore, EngineKind, Error as StoreError, Snapshot, Store,
         dump::{self, Manifest, Reader, TableEntry},
         unfinished,
     },
@@ -41,7 +45,7 @@ const SYNC_EVERY: u64 = 8 << 20;
 
 /// A file being written under a temporary name beside its destination, created 0600, put in
 /// place by [`Partial::commit`] once complete and durable, removed if dropped before.
-struct Partial {
+pub(super) struct Partial {
     temp: PathBuf,
     dest: PathBuf,
     file: Option<BufWriter<Paced>>,
@@ -71,7 +75,7 @@ impl Write for Paced {
 
 impl Partial {
     /// Refuses a destination that exists: a dump is never written over anything.
-    fn create(dest: &Path) -> anyhow::Result<Partial> {
+    pub(super) fn create(dest: &Path) -> anyhow::Result<Partial> {
         if dest.exists() {
             return Err(exists(dest));
         }
@@ -141,17 +145,26 @@ fn opening(dir: &Path, error: StoreError) -> anyhow::Error {
 
 /// Writes the stopped store in `dir` to the new file `dest` as a dump; its manifest. A store
 /// behind its acknowledged mark is refused, as `serve` refuses it.
-pub async fn export(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
+async fn export_stopped(dir: PathBuf, dest: PathBuf) -> anyhow::Result<Manifest> {
     refuse_behind(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let snapshot = EmbeddedStore::read_stopped(&dir).map_err(|e| opening(&dir, e))?;
-        let mut partial = Partial::create(&dest)?;
-        let (_, manifest) = dump::write(snapshot.as_ref(), partial.writer())
-            .with_context(|| format!("exporting {}", dir.display()))?;
-        partial.commit()?;
-        Ok(manifest)
+        let partial = Partial::create(&dest)?;
+        write_dump(snapshot.as_ref(), partial)
+            .with_context(|| format!("exporting {}", dir.display()))
     })
     .await?
+}
+
+/// Writes every table of `snapshot` into `partial` as a dump and puts the file in place; the
+/// dump's manifest.
+pub(super) fn write_dump(
+    snapshot: &dyn Snapshot,
+    mut partial: Partial,
+) -> anyhow::Result<Manifest> {
+    let (_, manifest) = dump::write(snapshot, partial.writer())?;
+    partial.commit()?;
+    Ok(manifest)
 }
 
 /// Refuses the stopped store in `dir` if it is behind its acknowledged mark (it lost what was
@@ -192,32 +205,75 @@ fn refusal(dir: &Path) -> anyhow::Result<Option<String>> {
     }))
 }
 
-/// Loads the dump (an export or a backup) in `src` into a new store in `dir`, kept in `engine`,
-/// and saves its acknowledged mark; the dump's manifest. A new `dir` is created 0700 (it will
-/// hold patient data, and the engine creates its files with the umask's modes); an existing
-/// empty one keeps its mode. The dump is read twice: checked whole first, then loaded (with a
-/// progress bar on a terminal). If loading fails part-way (a full disk), the folder holds part
-/// of the store: remove it and import again.
-pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::Result<Manifest> {
+/// Where a store command finds its store.
+pub enum StoreAt {
+    /// An embedded store's folder.
+    Folder(PathBuf),
+    /// The PostgreSQL database a gateway's configuration names; the acknowledged mark is kept
+    /// in its `data_dir`, as the gateway keeps it.
+    Database(Box<Config>),
+}
+
+impl StoreAt {
+    /// The store `--data-dir` names, or else the one the configuration in `config` names.
+    pub fn named(data_dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<StoreAt> {
+        match (data_dir, config) {
+            (Some(dir), _) => Ok(StoreAt::Folder(dir)),
+            (None, Some(file)) => {
+                let config = Config::from_file(file)?;
+                Ok(match config.store_engine {
+                    Some(StoreEngine::Postgres) => StoreAt::Database(Box::new(config)),
+                    _ => StoreAt::Folder(config.data_dir),
+                })
+            }
+            (None, None) => bail!("name the store's --data-dir or the gateway's --config"),
+        }
+    }
+}
+
+/// Writes the store `at` names to the new file `dest` as a dump; its manifest. A folder's store
+/// must be stopped; a database is read in one snapshot while gateways run.
+pub async fn export(at: StoreAt, dest: PathBuf) -> anyhow::Result<Manifest> {
+    match at {
+        StoreAt::Folder(dir) => export_stopped(dir, dest).await,
+        StoreAt::Database(config) => export_database(&config, dest).await,
+    }
+}
+
+/// Loads the dump (an export or a backup) in `src` into the new store `at` names, kept in
+/// `engine` (postgres: a database, named by a configuration), and saves its acknowledged mark;
+/// the dump's manifest.
+pub async fn import(at: StoreAt, engine: StoreEngine, src: PathBuf) -> anyhow::Result<Manifest> {
+    match (at, engine.embedded()) {
+        (StoreAt::Folder(dir), Some(engine)) => import_folder(dir, engine, src).await,
+        (StoreAt::Database(config), None) => import_database(&config, src).await,
+        (StoreAt::Folder(_), None) => {
+            bail!(
+                "--engine postgres loads the database a --config names (store_engine = \"postgres\")"
+            )
+        }
+        (StoreAt::Database(_), Some(_)) => {
+            bail!("the configuration names a PostgreSQL store: say --engine postgres")
+        }
+    }
+}
+
+/// Loads the dump in `src` into a new store in `dir`, kept in `engine`. A new `dir` is created
+/// 0700 (it will hold patient data, and the engine creates its files with the umask's modes);
+/// an existing empty one keeps its mode. If loading fails part-way (a full disk), the folder
+/// holds part of the store: remove it and import again.
+pub(super) async fn import_folder(
+    dir: PathBuf,
+    engine: EngineKind,
+    src: PathBuf,
+) -> anyhow::Result<Manifest> {
     if let Some(why) = refusal(&dir)? {
         bail!(
             "{} is not empty ({why}): import only into a new or empty folder",
             dir.display()
         );
     }
-    let checked = {
-        let src = src.clone();
-        tokio::task::spawn_blocking(move || check(&src))
-    };
-    checked.await??;
-    let file = File::open(&src).with_context(|| format!("opening {}", src.display()))?;
-    let total = file.metadata()?.len();
-    let read = Arc::new(AtomicU64::new(0));
-    let input = Counted {
-        inner: BufReader::with_capacity(1 << 20, file),
-        read: Arc::clone(&read),
-    };
-    let reader = Reader::new(input).with_context(|| format!("reading {}", src.display()))?;
+    let loading = Loading::checked(src.clone()).await?;
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -230,30 +286,80 @@ pub async fn import(dir: PathBuf, engine: EngineKind, src: PathBuf) -> anyhow::R
         tokio::task::spawn_blocking(move || EmbeddedStore::create_to_import(&dir, engine))
     };
     let store = opened.await?.map_err(|e| opening(&dir, e))?;
-    let store = Arc::new(store);
-    let progress = io::stderr()
-        .is_terminal()
-        .then(|| draw_progress(Arc::clone(&read), total));
-    let loaded = load(&store, reader).await;
-    if let Some(progress) = progress {
-        progress.abort();
-        eprintln!("{}", progress_bar(read.load(Ordering::Relaxed), total));
-    }
-    let manifest = loaded.with_context(|| {
-        format!(
-            "importing {} ({} now holds part of it: remove the folder before importing again)",
-            src.display(),
-            dir.display()
-        )
-    })?;
+    let store: Arc<EmbeddedStore> = Arc::new(store);
+    // The embedded engines keep no typed columns: the rows' pseudonyms go unused.
+    let manifest = loading
+        .into(&store, &Pseudonyms::ephemeral())
+        .await
+        .with_context(|| {
+            format!(
+                "importing {} ({} now holds part of it: remove the folder before importing again)",
+                src.display(),
+                dir.display()
+            )
+        })?;
     acknowledged::save(&(Arc::clone(&store) as Arc<dyn Store>), dir.clone(), None).await?;
     tokio::task::spawn_blocking(move || store.close()).await??;
     unfinished::end(&dir).with_context(|| format!("marking {} as whole", dir.display()))?;
     Ok(manifest)
 }
 
-/// Reads the whole dump in `src` and checks it (each table's count and hash, the manifest),
-/// so that a damaged or truncated one is refused before anything is written.
+/// A dump checked whole and opened again to be loaded, with the count of its bytes read.
+pub(super) struct Loading {
+    reader: Reader<Counted<BufReader<File>>>,
+    read: Arc<AtomicU64>,
+    total: u64,
+}
+
+impl Loading {
+    /// Reads the whole dump in `src` and checks it (each table's count and hash, the manifest),
+    /// so that a damaged or truncated one is refused before anything is written; then opens it
+    /// again for [`Loading::into`].
+    pub(super) async fn checked(src: PathBuf) -> anyhow::Result<Loading> {
+        let checked = {
+            let src = src.clone();
+            tokio::task::spawn_blocking(move || check(&src))
+        };
+        checked.await??;
+        let file = File::open(&src).with_context(|| format!("opening {}", src.display()))?;
+        let total = file.metadata()?.len();
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Counted {
+            inner: BufReader::with_capacity(1 << 20, file),
+            read: Arc::clone(&read),
+        };
+        let reader = Reader::new(input).with_context(|| format!("reading {}", src.display()))?;
+        Ok(Loading {
+            reader,
+            read,
+            total,
+        })
+    }
+
+    /// Loads the dump into `store` (with a progress bar on a terminal); its manifest.
+    pub(super) async fn into(
+        self,
+        store: &impl Store,
+        pseudonyms: &Pseudonyms,
+    ) -> anyhow::Result<Manifest> {
+        let Loading {
+            reader,
+            read,
+            total,
+        } = self;
+        let progress = io::stderr()
+            .is_terminal()
+            .then(|| draw_progress(Arc::clone(&read), total));
+        let loaded = load(store, reader, pseudonyms).await;
+        if let Some(progress) = progress {
+            progress.abort();
+            eprintln!("{}", progress_bar(read.load(Ordering::Relaxed), total));
+        }
+        loaded
+    }
+}
+
+/// Reads the whole dump in `src` and checks it (each table's count and hash, the manifest).
 fn check(src: &Path) -> anyhow::Result<()> {
     let file = File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let refused = || format!("{} is refused", src.display());
@@ -263,19 +369,22 @@ fn check(src: &Path) -> anyhow::Result<()> {
         .with_context(refused)
 }
 
-/// Writes every entry `reader` gives to `store`, a batch per transaction, each durable before
-/// the next; the manifest once the whole dump has been read and checked.
+/// Writes every entry `reader` gives to `store` as the service writes it
+/// (`service::put_record`), a batch per transaction, each durable before the next; the
+/// manifest once the whole dump has been read and checked.
 async fn load<R: Read + Send + 'static>(
     store: &impl Store,
     reader: Reader<R>,
+    pseudonyms: &Pseudonyms,
 ) -> anyhow::Result<Manifest> {
     let (batches, mut received) = mpsc::channel(IN_FLIGHT);
     let reading = tokio::task::spawn_blocking(move || read_batches(reader, &batches));
     while let Some(batch) = received.recv().await {
+        let pseudonyms = pseudonyms.clone();
         store
             .transact(move |tx| {
                 for (table, key, value) in &batch {
-                    tx.put(*table, key, value);
+                    put_record(tx, *table, key, value, &pseudonyms)?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -316,7 +425,7 @@ fn read_batches<R: Read>(
 }
 
 /// A reader that counts the bytes read through it (for the progress bar).
-struct Counted<R> {
+pub(super) struct Counted<R> {
     inner: R,
     read: Arc<AtomicU64>,
 }

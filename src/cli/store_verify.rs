@@ -1,5 +1,6 @@
 //! `rxgate store verify`: opens a stopped gateway's store (an engine's lock refuses one a
-//! running gateway holds), checks it whole (`service::verify`) and that its acknowledged mark
+//! running gateway holds) or the PostgreSQL store a configuration names, reads it through the
+//! `Store` trait alone, checks it whole (`service::verify`) and that its acknowledged mark
 //! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A dump
 //! is checked by loading it (which checks its manifest) into a scratch store beside it, which
 //! is then checked the same way and removed. A progress line is drawn on standard error when
@@ -14,9 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
+use super::store::StoreAt;
 use crate::{
     audit_verify::ChainVerifier,
     domain::time::JapanDate,
+    opened_store::OpenedStore,
     service::{acknowledged, verify},
     store::{self, EmbeddedStore, EngineKind, Store, Table},
 };
@@ -24,9 +27,26 @@ use crate::{
 /// How often the progress line is redrawn at most.
 const REDRAW: Duration = Duration::from_millis(200);
 
-/// Verifies the stopped store in `dir`, believing the checkpoints `chains` trusts: its summary
-/// when sound, else the first problem (both one line). Err when it cannot be opened.
-pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+/// Verifies the store `at` names (a stopped one's folder, or a database), believing the
+/// checkpoints `chains` trusts: its summary when sound, else the first problem (both one
+/// line). Err when it cannot be opened.
+pub async fn verify(at: StoreAt, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+    match at {
+        StoreAt::Folder(dir) => verify_folder(&dir, chains).await,
+        StoreAt::Database(config) => {
+            let opened = OpenedStore::open(&config).await?;
+            let verdict = verify_store(opened.store(), &config.data_dir, chains).await;
+            opened.close().await?;
+            verdict
+        }
+    }
+}
+
+/// Verifies the stopped store in `dir`.
+async fn verify_folder(
+    dir: &Path,
+    chains: ChainVerifier,
+) -> anyhow::Result<Result<String, String>> {
     store::unfinished::refuse(dir)?;
     if EngineKind::found_in(dir)?.is_none() {
         bail!("{} holds no store", dir.display());
@@ -40,24 +60,31 @@ pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<
             .context(opening)?
     };
     let store = Arc::new(store);
-    let shared: Arc<dyn Store> = store.clone();
+    let verdict = verify_store(store.clone(), dir, chains).await;
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    verdict
+}
+
+/// Verifies `store` whole, and that the acknowledged mark kept in `mark_dir` is not ahead of it.
+async fn verify_store(
+    store: Arc<dyn Store>,
+    mark_dir: &Path,
+    chains: ChainVerifier,
+) -> anyhow::Result<Result<String, String>> {
     let mut progress = Progress::new();
     let today = JapanDate::of(SystemTime::now());
-    let verdict = verify::verify(&shared, chains, today, &mut |table, read| {
+    let verdict = verify::verify(&store, chains, today, &mut |table, read| {
         progress.show(table, read)
     })
     .await
     .map_err(|problem| problem.to_string());
     progress.end();
-    let verdict = match verdict {
-        Ok(summary) => mark_not_ahead(&shared, dir)
+    Ok(match verdict {
+        Ok(summary) => mark_not_ahead(&store, mark_dir)
             .await?
             .map(|()| summary.to_string()),
         Err(problem) => Err(problem),
-    };
-    drop(shared);
-    tokio::task::spawn_blocking(move || store.close()).await??;
-    Ok(verdict)
+    })
 }
 
 /// Verifies the dump in `dump` (an export or a backup): loads it into a scratch store in
@@ -69,9 +96,9 @@ pub async fn verify_dump(
 ) -> anyhow::Result<Result<String, String>> {
     let scratch = Scratch::beside(dump)?;
     let manifest =
-        super::store::import(scratch.0.clone(), EngineKind::Fjall, dump.to_owned()).await?;
+        super::store::import_folder(scratch.0.clone(), EngineKind::Fjall, dump.to_owned()).await?;
     let entries: u64 = manifest.tables.iter().map(|t| t.entries).sum();
-    let verdict = verify(&scratch.0, chains).await?;
+    let verdict = verify_folder(&scratch.0, chains).await?;
     Ok(
         verdict
             .map(|summary| format!("{summary}; the dump's {entries} entries match its manifest")),

@@ -59,6 +59,15 @@ pub(crate) fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
 }
 
+/// The cluster, or `None` (said on stderr) when PostgreSQL is not installed outside CI.
+pub(crate) fn installed() -> Option<&'static Cluster> {
+    if binaries().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: PostgreSQL 15 is not installed (apt-get install postgresql-15)");
+        return None;
+    }
+    Some(cluster())
+}
+
 /// The passwords of the two roles (test-only secrets, in files as production keeps them).
 const APP_PASSWORD: &str = "app-password-for-tests";
 const OWNER_PASSWORD: &str = "owner-password-for-tests";
@@ -165,8 +174,13 @@ impl Cluster {
 
     /// Runs `sql` in `database` as the superuser over the local socket.
     pub(crate) fn sql_in(&self, database: &str, sql: &str) -> String {
+        self.sql_as("postgres", database, sql)
+    }
+
+    /// Runs `sql` in `database` as `role` over the local socket (which trusts every role).
+    pub(crate) fn sql_as(&self, role: &str, database: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", "postgres", "-h"])
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", role, "-h"])
             .arg(self.folder.join("run"))
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .output()

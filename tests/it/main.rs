@@ -46,6 +46,7 @@ mod store;
 mod store_damage;
 mod store_dump;
 mod store_dump_checks;
+mod store_postgres_moves;
 mod store_verify;
 mod tls;
 mod upgrade;

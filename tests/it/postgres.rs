@@ -11,16 +11,7 @@ use rxgate::{
     store::{Error, PgStore, PostgresConfig, SCHEMA_VERSION, Store, Table},
 };
 
-use crate::common::postgres::{self, Cluster};
-
-/// The cluster, or `None` (said on stderr) when PostgreSQL is not installed outside CI.
-fn cluster() -> Option<&'static Cluster> {
-    if postgres::binaries().is_none() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: PostgreSQL 15 is not installed (apt-get install postgresql-15)");
-        return None;
-    }
-    Some(postgres::cluster())
-}
+use crate::common::postgres::{self, Cluster, installed as cluster};
 
 /// Opens the store in `config`'s database, off the async runtime.
 async fn open(config: &PostgresConfig) -> Result<Arc<PgStore>, Error> {

@@ -66,7 +66,12 @@ pub(in crate::service) use layout::*;
 pub(in crate::service) use lockouts::*;
 pub(in crate::service) use prescriptions::*;
 
-use crate::store::{Column, Columns, Table, Value};
+use crate::store::{self, Column, Columns, Table, Txn, Value};
+
+use super::{
+    Pseudonyms,
+    records::{AuditRecord, EventRecord, PrescriptionRecord, StoredDispensingRecord, decode},
+};
 
 /// The store's counters the service draws from, by name (kept in `Meta` as `sequence/NAME`).
 /// The event log's: gap-free and in commit order (`Txn::next_sequence`).
@@ -172,6 +177,44 @@ pub fn columns_of(table: Table) -> &'static [Column] {
         | Table::Lockouts
         | Table::AuditChain => &[],
     }
+}
+
+/// Writes an entry copied from a store (a dump's) as the service writes it: a record of a
+/// table that declares typed columns is decoded for its row and written, bytes unchanged, with
+/// `Txn::put_row` (an engine that keeps columns refuses a plain put there); any other entry
+/// with a plain put. The one way `store import` and `restore` load a dump, into every engine.
+/// A prescription's row names its patient by the pseudonym under `pseudonyms`.
+pub fn put_record(
+    tx: &mut dyn Txn,
+    table: Table,
+    key: &[u8],
+    value: &[u8],
+    pseudonyms: &Pseudonyms,
+) -> Result<(), store::Error> {
+    match table {
+        Table::Prescriptions => {
+            let record = decode::<PrescriptionRecord>(value)?.current();
+            let pseudonym = pseudonyms.of(&record.patient_key);
+            let row = prescription_row(&record, &pseudonym);
+            tx.put_row(table, key, value, row.columns());
+        }
+        Table::Dispensings => {
+            let record = decode::<StoredDispensingRecord>(value)?.current();
+            tx.put_row(table, key, value, dispensing_row(&record).columns());
+        }
+        Table::Events => {
+            let event = decode::<EventRecord>(value)?;
+            let row = event_row(event_sequence(key)?, &event);
+            tx.put_row(table, key, value, row.columns());
+        }
+        Table::Audit => {
+            let record = decode::<AuditRecord>(value)?;
+            tx.put_row(table, key, value, audit_row(&record).columns());
+        }
+        // No columns (a test pins that every table that declares some is matched above).
+        _ => tx.put(table, key, value),
+    }
+    Ok(())
 }
 
 /// What a `Meta` key holds, but for the store's own counters (`store::sequence_name`).
@@ -522,6 +565,31 @@ mod tests {
         fn failure(&self) -> Option<store::Error> {
             self.inner.failure()
         }
+        fn snapshot(&self) -> store::SnapshotAnswer {
+            self.inner.snapshot()
+        }
+    }
+
+    /// A gateway over a [`Recorded`] store in `dir`, after a registration, a receipt and a
+    /// dispensing record: the gateway, its store and every write it made.
+    async fn filled(
+        dir: &std::path::Path,
+    ) -> (
+        Arc<super::super::Gateway>,
+        Arc<Recorded>,
+        Vec<testing::Written>,
+    ) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(Recorded {
+            inner: EmbeddedStore::open(dir).unwrap(),
+            log: Arc::clone(&log),
+        });
+        let (gateway, _) = testing::gateway_over(store.clone());
+        let registered = testing::register(&gateway, "COL-1", 1).await;
+        testing::receive(&gateway, &registered, 1).await;
+        testing::dispense(&gateway, "COL-1").await;
+        let written = log.lock().unwrap().clone();
+        (gateway, store, written)
     }
 
     /// A registration, a receipt and a dispensing record through a real gateway: every row of a
@@ -530,18 +598,9 @@ mod tests {
     #[tokio::test]
     async fn rows_are_written_with_the_columns_their_table_declares() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let store = Recorded {
-            inner: EmbeddedStore::open(dir.path()).unwrap(),
-            log: Arc::clone(&log),
-        };
-        let (gateway, _) = testing::gateway_over(Arc::new(store));
-        let registered = testing::register(&gateway, "COL-1", 1).await;
-        testing::receive(&gateway, &registered, 1).await;
-        testing::dispense(&gateway, "COL-1").await;
+        let (gateway, _, written) = filled(dir.path()).await;
         let (_, patient) = testing::patient(1);
 
-        let written = log.lock().unwrap().clone();
         let mut with_columns = BTreeSet::new();
         for (table, row) in &written {
             if columns_of(*table).is_empty() {
@@ -577,5 +636,52 @@ mod tests {
                 "{columns:?}"
             );
         }
+    }
+
+    /// `put_record` copies every entry of a store the gateway filled as the gateway wrote it: a
+    /// row of a table that declares columns with the very columns the gateway gave it (under
+    /// the same pseudonym key), any other entry with a plain put. So a store imported into
+    /// PostgreSQL has the columns a gateway there would have written.
+    #[tokio::test]
+    async fn put_record_writes_the_rows_the_gateway_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, store, by_gateway) = filled(&dir.path().join("filled")).await;
+        let snapshot = store.snapshot().await.unwrap();
+        let entries: Vec<(Table, Vec<u8>, Vec<u8>)> = Table::ALL
+            .into_iter()
+            .flat_map(|t| snapshot.entries(t).map(move |e| e.map(|(k, v)| (t, k, v))))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let pseudonyms = gateway.config.pseudonyms.clone();
+        let copy = EmbeddedStore::open(&dir.path().join("copy")).unwrap();
+        let copied = copy
+            .transact(move |tx| {
+                let mut noting = testing::Noting::new(tx);
+                for (table, key, value) in &entries {
+                    put_record(&mut noting, *table, key, value, &pseudonyms)?;
+                }
+                Ok::<_, store::Error>(noting.written)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        let mut with_columns = BTreeSet::new();
+        for written in &copied {
+            match written {
+                (table, None) => assert!(columns_of(*table).is_empty(), "{table:?}: no row"),
+                (table, Some(_)) => {
+                    assert!(
+                        by_gateway.contains(written),
+                        "{written:?}: not the gateway's"
+                    );
+                    with_columns.insert(format!("{table:?}"));
+                }
+            }
+        }
+        assert_eq!(
+            with_columns.into_iter().collect::<Vec<_>>(),
+            ["Audit", "Dispensings", "Events", "Prescriptions"]
+        );
     }
 }
