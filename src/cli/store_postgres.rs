@@ -66,6 +66,7 @@ pub(super) async fn import_database(config: &Config, src: PathBuf) -> anyhow::Re
             );
         }
         let loading = Loading::checked(src.clone()).await?;
+        mark_import(&opened, true).await?;
         let manifest = loading.into(&store, &pseudonyms).await.with_context(|| {
             format!(
                 "importing {} (the database now holds part of it: empty it before importing \
@@ -74,12 +75,24 @@ pub(super) async fn import_database(config: &Config, src: PathBuf) -> anyhow::Re
             )
         })?;
         acknowledged::save(&store, config.data_dir.clone(), None).await?;
+        mark_import(&opened, false).await?;
         Ok(manifest)
     }
     .await;
     drop(store);
     opened.close().await?;
     loaded
+}
+
+/// Marks the database of `opened` as holding part of an import, or as whole again.
+async fn mark_import(opened: &OpenedStore, unfinished: bool) -> anyhow::Result<()> {
+    let OpenedStore::Postgres(store) = opened else {
+        bail!("not a database");
+    };
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.mark_import(unfinished))
+        .await?
+        .context("marking the import in the database")
 }
 
 /// The first table of `store` that holds an entry, if any.

@@ -45,7 +45,8 @@ async fn the_migrated_tables_have_the_columns_the_service_declares() {
         cluster,
         &config,
         "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns \
-         WHERE table_schema = 'rxgate' AND table_name <> 'schema_version' \
+         WHERE table_schema = 'rxgate' \
+         AND table_name NOT IN ('schema_version', 'import_unfinished') \
          ORDER BY table_name, ordinal_position",
     );
     for table in Table::ALL {
@@ -186,4 +187,21 @@ async fn conflicting_read_modify_writes_are_re_run_until_each_counts_once() {
         "the increments conflicted and were re-run"
     );
     close(store).await;
+}
+
+#[tokio::test]
+async fn a_database_marked_as_holding_part_of_an_import_is_refused_until_the_mark_goes() {
+    let Some(cluster) = cluster() else { return };
+    let config = cluster.database();
+    let store = open(&config).await.unwrap();
+    let marking = Arc::clone(&store);
+    tokio::task::spawn_blocking(move || marking.mark_import(true))
+        .await
+        .unwrap()
+        .unwrap();
+    close(store).await;
+    let refused = open(&config).await.err().unwrap().to_string();
+    assert!(refused.contains("did not finish"), "{refused}");
+    sql_in(cluster, &config, "DELETE FROM rxgate.import_unfinished");
+    close(open(&config).await.unwrap()).await;
 }

@@ -169,6 +169,17 @@ impl PgStore {
         })
     }
 
+    /// Marks the database as being loaded by an import that has not finished (`unfinished`),
+    /// durably, so that every opening refuses it until the mark is taken away once the whole
+    /// dump is in (store/unfinished.rs does the same for a folder). Blocking: call it off any
+    /// async runtime.
+    pub fn mark_import(&self, unfinished: bool) -> Result<(), Error> {
+        self.handle.block_on(async {
+            let client = self.shared.pool.get().await.map_err(|e| pool_error(&e))?;
+            schema::mark_import(&client, unfinished).await
+        })
+    }
+
     /// Stops taking work, lets the functions running finish, and closes every connection.
     pub fn close(&self) {
         self.shared.pool.close();

@@ -11,7 +11,10 @@ use super::{Error, database_error};
 use crate::store::{Column, ColumnType, Table};
 
 /// The migrations, in order: version N is the N-th.
-const MIGRATIONS: [&str; 1] = [include_str!("migrations/0001.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/0001.sql"),
+    include_str!("migrations/0002.sql"),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -147,6 +150,7 @@ pub(super) async fn migrate(client: &mut Client, app_role: &str) -> Result<Migra
     let grants = format!(
         "GRANT USAGE ON SCHEMA rxgate TO {role};
          GRANT SELECT ON rxgate.schema_version TO {role};
+         GRANT SELECT, INSERT, DELETE ON rxgate.import_unfinished TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};",
         Table::ALL
             .map(|t| format!("rxgate.{}", table_name(t)))
@@ -179,7 +183,35 @@ pub(super) async fn check(client: &Client) -> Result<(), Error> {
              {SCHEMA_VERSION}: run `rxgate store migrate` as the migration role"
         )));
     }
+    let unfinished = client
+        .query_opt(
+            "SELECT began_at::text FROM rxgate.import_unfinished LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| database_error(&e))?;
+    if let Some(row) = unfinished {
+        let began: String = row.get(0);
+        return Err(Error::Corrupt(format!(
+            "an import into the database begun at {began} did not finish: it holds part of a \
+             dump; drop and create the database, migrate it and import again"
+        )));
+    }
     Ok(())
+}
+
+/// Marks the database as being loaded by an import (`unfinished`), or as whole again.
+pub(super) async fn mark_import(client: &Client, unfinished: bool) -> Result<(), Error> {
+    let sql = if unfinished {
+        "INSERT INTO rxgate.import_unfinished DEFAULT VALUES"
+    } else {
+        "DELETE FROM rxgate.import_unfinished"
+    };
+    client
+        .execute(sql, &[])
+        .await
+        .map(drop)
+        .map_err(|e| database_error(&e))
 }
 
 async fn current_version(client: &tokio_postgres::Transaction<'_>) -> Result<i32, Error> {
