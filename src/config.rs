@@ -656,7 +656,7 @@ impl Config {
     }
 
     /// The pseudonym key the configuration names.
-    fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
+    pub fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
         Pseudonyms::from_file(&self.audit_pseudonym_key).map_err(Error::Invalid)
     }
 

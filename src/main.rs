@@ -299,10 +299,16 @@ fn verify_store(
     dump: Option<PathBuf>,
     gateways: GatewayCertArgs,
 ) -> anyhow::Result<bool> {
+    let pseudonyms = match &gateways.config {
+        Some(config) => Some(Config::from_file(config)?.pseudonyms()?),
+        None => None,
+    };
     let chains = chain_verifier(gateways)?;
     let verdict = match (data_dir, dump) {
-        (Some(dir), _) => runtime.block_on(cli::store_verify::verify(&dir, chains)),
-        (None, Some(dump)) => runtime.block_on(cli::store_verify::verify_dump(&dump, chains)),
+        (Some(dir), _) => runtime.block_on(cli::store_verify::verify(&dir, chains, pseudonyms)),
+        (None, Some(dump)) => {
+            runtime.block_on(cli::store_verify::verify_dump(&dump, chains, pseudonyms))
+        }
         (None, None) => bail!("name the store's --data-dir or a --dump"),
     };
     match verdict? {

@@ -1,6 +1,7 @@
 //! `rxgate store verify`: opens a stopped gateway's store (an engine's lock refuses one a
-//! running gateway holds), checks it whole (`service::verify`) and that its acknowledged mark
-//! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A dump
+//! running gateway holds), checks it whole (`service::verify`, the patients' keys under the
+//! gateway's pseudonym key when it is given) and that its acknowledged mark is not ahead of it
+//! (`service::acknowledged::compare`), and names the first problem. A dump
 //! is checked by loading it (which checks its manifest) into a scratch store beside it, which
 //! is then checked the same way and removed. A progress line is drawn on standard error when
 //! it is a terminal.
@@ -17,16 +18,21 @@ use anyhow::{Context, bail};
 use crate::{
     audit_verify::ChainVerifier,
     domain::time::JapanDate,
-    service::{acknowledged, verify},
+    service::{Pseudonyms, acknowledged, verify},
     store::{self, EmbeddedStore, EngineKind, Store, Table},
 };
 
 /// How often the progress line is redrawn at most.
 const REDRAW: Duration = Duration::from_millis(200);
 
-/// Verifies the stopped store in `dir`, believing the checkpoints `chains` trusts: its summary
-/// when sound, else the first problem (both one line). Err when it cannot be opened.
-pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+/// Verifies the stopped store in `dir`, believing the checkpoints `chains` trusts, its
+/// patients' keys under `pseudonyms` (none: those checks skipped, as the summary says): its
+/// summary when sound, else the first problem (both one line). Err when it cannot be opened.
+pub async fn verify(
+    dir: &Path,
+    chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
+) -> anyhow::Result<Result<String, String>> {
     store::unfinished::refuse(dir)?;
     if EngineKind::found_in(dir)?.is_none() {
         bail!("{} holds no store", dir.display());
@@ -43,7 +49,7 @@ pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<
     let shared: Arc<dyn Store> = store.clone();
     let mut progress = Progress::new();
     let today = JapanDate::of(SystemTime::now());
-    let verdict = verify::verify(&shared, chains, today, &mut |table, read| {
+    let verdict = verify::verify(&shared, chains, (today, pseudonyms), &mut |table, read| {
         progress.show(table, read)
     })
     .await
@@ -66,12 +72,13 @@ pub async fn verify(dir: &Path, chains: ChainVerifier) -> anyhow::Result<Result<
 pub async fn verify_dump(
     dump: &Path,
     chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
 ) -> anyhow::Result<Result<String, String>> {
     let scratch = Scratch::beside(dump)?;
     let manifest =
         super::store::import(scratch.0.clone(), EngineKind::Fjall, dump.to_owned()).await?;
     let entries: u64 = manifest.tables.iter().map(|t| t.entries).sum();
-    let verdict = verify(&scratch.0, chains).await?;
+    let verdict = verify(&scratch.0, chains, pseudonyms).await?;
     Ok(
         verdict
             .map(|summary| format!("{summary}; the dump's {entries} entries match its manifest")),
