@@ -61,18 +61,6 @@ fn fixture_canonical(number: &str) -> String {
     key.canonical().to_owned()
 }
 
-/// A layout-1 fixture patient as a request names it.
-fn fixture_patient(number: &str) -> pb::PatientKey {
-    pb::PatientKey {
-        kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
-            insurer_number: "06139999".into(),
-            symbol: "12".into(),
-            number: number.into(),
-            branch: "01".into(),
-        })),
-    }
-}
-
 /// Every key of every table of the stopped store at `dir` that holds `canonical`'s bytes.
 async fn keys_holding(dir: &Path, canonical: &str) -> Vec<(Table, Vec<u8>)> {
     let store = EmbeddedStore::open(dir).unwrap();
@@ -107,6 +95,22 @@ async fn keys_under(dir: &Path, table: Table, prefix: Vec<u8>) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The findings of the dev clinic's check of `draft`, with card consent and `check_options`.
+async fn checked(
+    h: &Harness,
+    draft: pb::Prescription,
+    check_options: Option<pb::CheckOptions>,
+) -> Vec<pb::Finding> {
+    let request = pb::CheckPrescriptionRequest {
+        draft: Some(draft),
+        consent: pb::Consent::Card as i32,
+        check_options,
+    };
+    let mut clinic = h.clinic("clinic").await;
+    let answer = clinic.check_prescription(request).await.unwrap();
+    answer.into_inner().findings
+}
+
 /// A harness on an embedded store, whatever `RXGATE_TEST_STORE` asks: these tests walk it.
 async fn embedded(adjust: impl FnOnce(&mut Config)) -> Harness {
     start_with(|config| {
@@ -130,15 +134,7 @@ async fn no_key_holds_a_patient_key() {
         }
     }
     let draft = demo_prescription("KEYS-DRAFT", patient(2), h.today());
-    h.clinic("clinic")
-        .await
-        .check_prescription(pb::CheckPrescriptionRequest {
-            draft: Some(draft),
-            consent: pb::Consent::Card as i32,
-            check_options: None,
-        })
-        .await
-        .unwrap();
+    checked(&h, draft, None).await;
     let stopped = h.stop().await;
     for n in 1..=3 {
         let holding = keys_holding(stopped.store_dir(), &canonical(n)).await;
@@ -201,7 +197,7 @@ async fn a_layout_1_store_is_migrated_and_found_as_before() {
         .pharmacy("pharmacy")
         .await
         .lookup_prescription(pb::LookupPrescriptionRequest {
-            patient_key: Some(fixture_patient(insured)),
+            patient_key: Some(crate::upgrade::patient(insured)),
             exchange_number: exchange.into(),
         })
         .await
@@ -217,7 +213,7 @@ async fn a_layout_1_store_is_migrated_and_found_as_before() {
             .clinic("clinic")
             .await
             .search_prescriptions(pb::SearchPrescriptionsRequest {
-                patient_key: Some(fixture_patient(insured)),
+                patient_key: Some(crate::upgrade::patient(insured)),
                 issued_from: h.today().to_string(),
                 issued_to: h.today().to_string(),
             })
@@ -233,23 +229,14 @@ async fn a_layout_1_store_is_migrated_and_found_as_before() {
     }
     // A drug of the master: FIX-RECEIVED's (the demo's) is none, so the history's line of it is
     // named as not checked, by the same clinic (so asked for).
-    let mut draft = demo_prescription("CHECK-403", fixture_patient(insured), h.today());
+    let mut draft = demo_prescription("CHECK-403", crate::upgrade::patient(insured), h.today());
     draft.lines = vec![line(AMLODIPINE)];
-    let checked = h
-        .clinic("clinic")
-        .await
-        .check_prescription(pb::CheckPrescriptionRequest {
-            draft: Some(draft),
-            consent: pb::Consent::Card as i32,
-            check_options: Some(pb::CheckOptions {
-                include_same_institution: Some(true),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let against: Vec<(FindingKind, &str)> = (checked.findings.iter())
+    let opted_in = pb::CheckOptions {
+        include_same_institution: Some(true),
+        ..Default::default()
+    };
+    let findings = checked(&h, draft, Some(opted_in)).await;
+    let against: Vec<(FindingKind, &str)> = (findings.iter())
         .map(|f| (f.kind(), f.other.as_ref().map_or("", |o| o.code.as_str())))
         .collect();
     assert_eq!(
