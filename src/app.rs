@@ -301,7 +301,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     if !behind.shortfalls.is_empty() && !config.accept_data_loss {
         return Err(behind.into());
     }
-    service::layout::upgrade(&dyn_store)
+    service::layout::upgrade(&dyn_store, &config.pseudonyms()?)
         .await
         .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
     let clinical = load_clinical(&config, &dyn_store).await?;

@@ -146,8 +146,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     /// A file holding the secret (64 hex digits: 32 random bytes) under which audit records
-    /// name a checked patient by pseudonym (HMAC-SHA-256). Keep it secret and keep it: a new
-    /// key gives every patient new pseudonyms.
+    /// name a checked patient by pseudonym (HMAC-SHA-256), and the store's keys every patient.
+    /// Keep it secret and keep it: the store records its fingerprint and refuses another key.
     pub audit_pseudonym_key: PathBuf,
     /// Seconds an ACCEPTED prescription may go without a dispensing record before it is stuck.
     #[serde(default = "default_stuck_after")]
@@ -656,7 +656,7 @@ impl Config {
     }
 
     /// The pseudonym key the configuration names.
-    fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
+    pub fn pseudonyms(&self) -> Result<Pseudonyms, Error> {
         Pseudonyms::from_file(&self.audit_pseudonym_key).map_err(Error::Invalid)
     }
 

@@ -317,17 +317,20 @@ fn verify_store(
     dump: Option<PathBuf>,
     gateways: GatewayCertArgs,
 ) -> anyhow::Result<bool> {
+    let pseudonyms = match &gateways.config {
+        Some(config) => Some(Config::from_file(config)?.pseudonyms()?),
+        None => None,
+    };
     let verdict = if let Some(dump) = dump {
-        runtime.block_on(cli::store_verify::verify_dump(
-            &dump,
-            chain_verifier(gateways)?,
-        ))
+        let chains = chain_verifier(gateways)?;
+        runtime.block_on(cli::store_verify::verify_dump(&dump, chains, pseudonyms))
     } else {
         if data_dir.is_none() && gateways.config.is_none() {
             bail!("name the store's --data-dir, a --dump or the gateway's --config");
         }
         let at = StoreAt::named(data_dir, gateways.config.as_deref())?;
-        runtime.block_on(cli::store_verify::verify(at, chain_verifier(gateways)?))
+        let chains = chain_verifier(gateways)?;
+        runtime.block_on(cli::store_verify::verify(at, chains, pseudonyms))
     };
     match verdict? {
         Ok(summary) => {

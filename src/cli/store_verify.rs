@@ -1,7 +1,8 @@
 //! `rxgate store verify`: opens a stopped gateway's store (an engine's lock refuses one a
 //! running gateway holds) or the PostgreSQL store a configuration names, reads it through the
-//! `Store` trait alone, checks it whole (`service::verify`) and that its acknowledged mark
-//! is not ahead of it (`service::acknowledged::compare`), and names the first problem. A dump
+//! `Store` trait alone, checks it whole (`service::verify`, the patients' keys under the
+//! gateway's pseudonym key when it is given) and that its acknowledged mark is not ahead of it
+//! (`service::acknowledged::compare`), and names the first problem. A dump
 //! is checked by loading it (which checks its manifest) into a scratch store beside it, which
 //! is then checked the same way and removed. A progress line is drawn on standard error when
 //! it is a terminal.
@@ -20,7 +21,7 @@ use crate::{
     audit_verify::ChainVerifier,
     domain::time::JapanDate,
     opened_store::OpenedStore,
-    service::{acknowledged, verify},
+    service::{Pseudonyms, acknowledged, verify},
     store::{self, EmbeddedStore, EngineKind, Store, Table},
 };
 
@@ -28,14 +29,19 @@ use crate::{
 const REDRAW: Duration = Duration::from_millis(200);
 
 /// Verifies the store `at` names (a stopped one's folder, or a database), believing the
-/// checkpoints `chains` trusts: its summary when sound, else the first problem (both one
+/// checkpoints `chains` trusts, its patients' keys under `pseudonyms` (none: those checks
+/// skipped, as the summary says): its summary when sound, else the first problem (both one
 /// line). Err when it cannot be opened.
-pub async fn verify(at: StoreAt, chains: ChainVerifier) -> anyhow::Result<Result<String, String>> {
+pub async fn verify(
+    at: StoreAt,
+    chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
+) -> anyhow::Result<Result<String, String>> {
     match at {
-        StoreAt::Folder(dir) => verify_folder(&dir, chains).await,
+        StoreAt::Folder(dir) => verify_folder(&dir, chains, pseudonyms).await,
         StoreAt::Database(config) => {
             let opened = OpenedStore::open(&config).await?;
-            let verdict = verify_store(opened.store(), &config.data_dir, chains).await;
+            let verdict = verify_store(opened.store(), &config.data_dir, chains, pseudonyms).await;
             opened.close().await?;
             verdict
         }
@@ -46,6 +52,7 @@ pub async fn verify(at: StoreAt, chains: ChainVerifier) -> anyhow::Result<Result
 async fn verify_folder(
     dir: &Path,
     chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
 ) -> anyhow::Result<Result<String, String>> {
     store::unfinished::refuse(dir)?;
     if EngineKind::found_in(dir)?.is_none() {
@@ -60,7 +67,7 @@ async fn verify_folder(
             .context(opening)?
     };
     let store = Arc::new(store);
-    let verdict = verify_store(store.clone(), dir, chains).await;
+    let verdict = verify_store(store.clone(), dir, chains, pseudonyms).await;
     tokio::task::spawn_blocking(move || store.close()).await??;
     verdict
 }
@@ -70,10 +77,11 @@ async fn verify_store(
     store: Arc<dyn Store>,
     mark_dir: &Path,
     chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
 ) -> anyhow::Result<Result<String, String>> {
     let mut progress = Progress::new();
     let today = JapanDate::of(SystemTime::now());
-    let verdict = verify::verify(&store, chains, today, &mut |table, read| {
+    let verdict = verify::verify(&store, chains, (today, pseudonyms), &mut |table, read| {
         progress.show(table, read)
     })
     .await
@@ -93,12 +101,13 @@ async fn verify_store(
 pub async fn verify_dump(
     dump: &Path,
     chains: ChainVerifier,
+    pseudonyms: Option<Pseudonyms>,
 ) -> anyhow::Result<Result<String, String>> {
     let scratch = Scratch::beside(dump)?;
     let manifest =
         super::store::import_folder(scratch.0.clone(), EngineKind::Fjall, dump.to_owned()).await?;
     let entries: u64 = manifest.tables.iter().map(|t| t.entries).sum();
-    let verdict = verify_folder(&scratch.0, chains).await?;
+    let verdict = verify_folder(&scratch.0, chains, pseudonyms).await?;
     Ok(
         verdict
             .map(|summary| format!("{summary}; the dump's {entries} entries match its manifest")),

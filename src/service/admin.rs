@@ -287,7 +287,8 @@ mod tests {
         let (_, patient) = testing::patient(1);
 
         // The next prescription draws the old one's number, as registration allocates it.
-        let (holder, number) = (patient.canonical().to_owned(), old.exchange_number);
+        let holder = gateway.config.pseudonyms.in_keys(patient.canonical());
+        let number = old.exchange_number;
         let new_id = gateway
             .store
             .transact(move |tx: &mut dyn Txn| {

@@ -20,7 +20,7 @@ use crate::{
 };
 
 use super::{
-    Caller, CheckRequest, Error, Findings, Gateway, Pseudonyms, audit_chain, clinical,
+    Caller, CheckRequest, Error, Findings, Gateway, PatientPseudonym, audit_chain, clinical,
     keeping::{Keeping, Kept},
     millis,
     records::{AuditV1, AuditV2, ChainedV1, CheckSubjectV1, ConsentMethodV1},
@@ -184,12 +184,12 @@ impl AuditDraft {
 pub(super) fn begin_check(
     tx: &mut dyn Txn,
     draft: &mut AuditDraft,
-    (pseudonyms, limits): (&Pseudonyms, &Limits),
-    patient: &str,
+    limits: &Limits,
+    patient: &PatientPseudonym,
     lines: usize,
     consent: Consent,
 ) -> Result<clinical::Budget, store::Error> {
-    draft.check = Some(subject_of(pseudonyms, patient, lines, consent));
+    draft.check = Some(subject_of(patient, lines, consent));
     let tx = &mut Keeping {
         tx,
         kept: &mut draft.kept,
@@ -220,13 +220,12 @@ pub(super) fn checked(
 }
 
 pub(super) fn subject_of(
-    pseudonyms: &Pseudonyms,
-    patient: &str,
+    patient: &PatientPseudonym,
     lines: usize,
     consent: Consent,
 ) -> CheckSubjectV1 {
     CheckSubjectV1 {
-        patient_pseudonym: pseudonyms.of(patient),
+        patient_pseudonym: *patient.bytes(),
         lines: lines as u32,
         consent: consent_v1(consent),
     }
@@ -259,22 +258,22 @@ impl Gateway {
     /// record names them.
     pub(super) fn subject(
         &self,
-        patient: &str,
+        patient: &PatientPseudonym,
         lines: usize,
         check: CheckRequest,
     ) -> CheckSubjectV1 {
-        subject_of(&self.config.pseudonyms, patient, lines, check.consent)
+        subject_of(patient, lines, check.consent)
     }
 
     /// Names the check's subject in the audit draft; refuses more lines than the consent allows.
     pub(super) fn check_subject(
         &self,
         draft: &mut AuditDraft,
-        patient: &str,
+        patient: &PatientPseudonym,
         lines: usize,
         consent: Consent,
     ) -> Result<(), Error> {
-        draft.check = Some(subject_of(&self.config.pseudonyms, patient, lines, consent));
+        draft.check = Some(subject_of(patient, lines, consent));
         if consent == Consent::None {
             bounded_count("lines", lines, self.config.limits.unconsented_check_lines)
                 .map_err(Error::InvalidArgument)?;

@@ -78,9 +78,9 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let draft = self.draft(caller, Action::LookupPrescription, now);
-        let guessed = patient.clone();
-        self.guarded(draft, &guessed, move |tx, draft| {
-            let stored = find_active(tx, &patient, exchange_number)?;
+        let keyed = self.config.pseudonyms.in_keys(patient.canonical());
+        self.guarded(draft, &patient, move |tx, draft| {
+            let stored = find_active(tx, &keyed, exchange_number)?;
             draft.target = Some(stored.record.id.clone());
             let r = &stored.record;
             Ok(Summary {
@@ -113,24 +113,24 @@ impl Gateway {
         let options = check.options.over(self.config.checks.defaults);
         let asserting = caller.clone();
         let pseudonyms = self.config.pseudonyms.clone();
-        let guessed = patient.clone();
-        self.guarded(draft, &guessed, move |tx, draft| {
-            let stored = find_active(tx, &patient, exchange_number)?;
+        let keyed = pseudonyms.in_keys(patient.canonical());
+        self.guarded(draft, &patient, move |tx, draft| {
+            // Found by the patient's pseudonym, so the record is that patient's.
+            let stored = find_active(tx, &keyed, exchange_number)?;
             draft.target = Some(stored.record.id.clone());
             let transition = stored.lifecycle.accept(&pharmacy, today)?;
             let lines = clinical::new_lines(stored.lines()?.iter().map(|l| &l.drug));
-            let patient = &stored.record.patient_key;
             let budget = begin_check(
                 tx,
                 draft,
-                (&pseudonyms, &checker.limits),
-                patient,
+                &checker.limits,
+                &keyed,
                 lines.len(),
                 check.consent,
             )?;
             let subject = clinical::Subject {
                 caller: &pharmacy,
-                patient: &stored.record.patient_key,
+                patient: &keyed,
                 today,
                 lines: &lines,
                 exclude: Some(&stored.record.id),
@@ -142,14 +142,13 @@ impl Gateway {
                 stored.record.content.to_vec(),
                 signatures::restore(tx, &stored.record.cms)?,
             );
-            let patient_key = stored.record.patient_key.clone();
             let state = match transition {
                 Transition::Unchanged => stored.lifecycle.state_on(today),
                 t => stored.apply(tx, t, today, now_ms, &pseudonyms)?,
             };
             clinical::record_consent(
                 tx,
-                &patient_key,
+                &keyed,
                 &asserting,
                 check.consent,
                 draft.time_ms,
@@ -204,11 +203,11 @@ impl Gateway {
                     ));
                 }
             }
-            let patient = &stored.record.patient_key;
+            let patient = &pseudonyms.in_keys(&stored.record.patient_key);
             let budget = begin_check(
                 tx,
                 draft,
-                (&pseudonyms, &checker.limits),
+                &checker.limits,
                 patient,
                 lines.len(),
                 check.consent,
@@ -367,7 +366,7 @@ impl Gateway {
             clinical::index_dispensing(
                 tx,
                 &clinical::Dispensed {
-                    patient: &stored.record.patient_key,
+                    patient: &pseudonyms.in_keys(&stored.record.patient_key),
                     prescription_id: &id,
                     prescriber: &stored.record.institution,
                     pharmacy: facts.pharmacy.as_str(),

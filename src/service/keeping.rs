@@ -141,7 +141,7 @@ mod tests {
         service::{
             Action, Error, Gateway, audit_chain,
             schema::{check_budget_key, override_key},
-            testing::{caller, gateway},
+            testing::{caller, gateway, keyed},
         },
         store::Store,
     };
@@ -177,7 +177,7 @@ mod tests {
                     tx,
                     kept: &mut draft.kept,
                 }
-                .put(Table::Clinical, &check_budget_key("kept"), b"");
+                .put(Table::Clinical, &check_budget_key(&keyed("kept")), b"");
                 outcome.clone()
             })
             .await;
@@ -186,7 +186,7 @@ mod tests {
             .transact(|tx| {
                 Ok::<_, store::Error>([
                     tx.get(Table::Clinical, &override_key("decided"))?.is_some(),
-                    tx.get(Table::Clinical, &check_budget_key("kept"))?
+                    tx.get(Table::Clinical, &check_budget_key(&keyed("kept")))?
                         .is_some(),
                 ])
             })

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use crate::store::{self, Store, Table};
 
 use super::{
+    Pseudonyms,
     clinical::migrate_history,
-    schema::{LAYOUT_KEY, layout_of_stamp, layout_stamp},
+    pseudonymize::migrate_patient_keys,
+    schema::{LAYOUT_KEY, PSEUDONYM_KEY_FINGERPRINT_KEY, layout_of_stamp, layout_stamp},
     search::migrate_search_index,
 };
 
@@ -20,11 +22,14 @@ use super::{
 ///   migrations it has had.
 /// - 1: both migrations done: one history record per patient, the search index keyed by
 ///   institution first.
+/// - 2: every key that names a patient (`schema::patient_keyed`) holds the patient's keyed
+///   pseudonym instead of the canonical patient key (`pseudonymize`), and `Meta` records the
+///   fingerprint of the pseudonym key (`schema::PSEUDONYM_KEY_FINGERPRINT_KEY`).
 ///
 /// A change to what the store holds that an older build would misread raises this number, adds
 /// the migration from the number before to [`upgrade`], and commits a store written by the
 /// last build of the older layout under `tests/data/upgrade/`.
-pub const CURRENT: u32 = 1;
+pub const CURRENT: u32 = 2;
 
 /// Why a store's layout stops its opening.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,15 @@ pub enum Error {
          run a newer rxgate, or restore the backup taken before the upgrade to run this one"
     )]
     Newer { found: u32 },
+    /// The store's keys name patients by pseudonyms under another key than the configured one:
+    /// this gateway would find none of them, and would write keys the other key cannot find.
+    #[error(
+        "this store was built with another audit_pseudonym_key: its keys name patients by \
+         pseudonyms under that key, so this gateway would find none of them; configure the \
+         audit_pseudonym_key file the store was built with (an existing store's key is never \
+         changed)"
+    )]
+    OtherPseudonymKey,
     /// A migration failed; the store is as that migration's last transaction left it, and the
     /// next opening goes on from there.
     #[error("migrating {step}")]
@@ -62,16 +76,21 @@ pub async fn check(store: &impl Store) -> Result<Option<u32>, Error> {
     }
 }
 
-/// Makes `store` a store of layout [`CURRENT`]: refuses a newer one ([`check`]) before any
-/// write, migrates an older one, then stamps it. Each migration marks its own end, so an
-/// opening interrupted before the stamp does the rest the next time.
-pub async fn upgrade(store: &Arc<dyn Store>) -> Result<(), Error> {
+/// Makes `store` a store of layout [`CURRENT`] whose patient keys are made under
+/// `pseudonyms`: refuses a newer one ([`check`]), and one built under another pseudonym key
+/// ([`Error::OtherPseudonymKey`]), before any write; records the key's fingerprint in a store
+/// that has none; migrates an older one, then stamps it. Each migration marks its own end or
+/// passes over what it has done, so an opening interrupted before the stamp does the rest the
+/// next time.
+pub async fn upgrade(store: &Arc<dyn Store>, pseudonyms: &Pseudonyms) -> Result<(), Error> {
     let found = check(store).await?;
+    claim_pseudonym_key(store, pseudonyms).await?;
     if found == Some(CURRENT) {
         return Ok(());
     }
-    (migrate_history(store).await).map_err(migrating("the medication history"))?;
-    (migrate_search_index(store).await).map_err(migrating("the search index"))?;
+    (migrate_history(store, pseudonyms).await).map_err(migrating("the medication history"))?;
+    (migrate_search_index(store, pseudonyms).await).map_err(migrating("the search index"))?;
+    (migrate_patient_keys(store, pseudonyms).await).map_err(migrating("the patient keys"))?;
     store
         .transact(|tx| {
             tx.put(Table::Meta, LAYOUT_KEY, &layout_stamp(CURRENT));
@@ -86,6 +105,26 @@ pub async fn upgrade(store: &Arc<dyn Store>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses `store` if it records the fingerprint of another pseudonym key than that of
+/// `pseudonyms`; records it if it records none (a new store, or one of layout 1 or before),
+/// before any key is made under the key.
+async fn claim_pseudonym_key(store: &Arc<dyn Store>, pseudonyms: &Pseudonyms) -> Result<(), Error> {
+    let mine = pseudonyms.fingerprint();
+    let recorded = store
+        .transact(move |tx| {
+            let recorded = tx.get(Table::Meta, PSEUDONYM_KEY_FINGERPRINT_KEY)?;
+            if recorded.is_none() {
+                tx.put(Table::Meta, PSEUDONYM_KEY_FINGERPRINT_KEY, &mine);
+            }
+            Ok::<_, store::Error>(recorded)
+        })
+        .await??;
+    match recorded {
+        Some(recorded) if recorded != mine => Err(Error::OtherPseudonymKey),
+        _ => Ok(()),
+    }
+}
+
 /// The error of the migration of `step`.
 fn migrating(step: &'static str) -> impl FnOnce(store::Error) -> Error {
     move |source| Error::Migration { step, source }
@@ -95,7 +134,10 @@ fn migrating(step: &'static str) -> impl FnOnce(store::Error) -> Error {
 mod tests {
     use super::*;
     use crate::{
-        service::schema::{HISTORY_LAYOUT_KEY, SEARCH_INDEX_LAYOUT_KEY},
+        service::{
+            schema::{HISTORY_LAYOUT_KEY, SEARCH_INDEX_LAYOUT_KEY},
+            testing::fixed_pseudonyms,
+        },
         store::{EmbeddedStore, EngineKind, Entry},
     };
 
@@ -127,16 +169,21 @@ mod tests {
         for engine in [EngineKind::Fjall, EngineKind::Sled] {
             let (_dir, store) = open(engine);
             assert_eq!(check(&store).await.unwrap(), None, "{engine}");
-            upgrade(&store).await.unwrap();
+            upgrade(&store, &fixed_pseudonyms()).await.unwrap();
             assert_eq!(check(&store).await.unwrap(), Some(CURRENT), "{engine}");
             let stamped = meta(&store).await;
             let keys: Vec<&[u8]> = stamped.iter().map(|(k, _)| k.as_slice()).collect();
             assert_eq!(
                 keys,
-                [LAYOUT_KEY, HISTORY_LAYOUT_KEY, SEARCH_INDEX_LAYOUT_KEY],
+                [
+                    LAYOUT_KEY,
+                    HISTORY_LAYOUT_KEY,
+                    SEARCH_INDEX_LAYOUT_KEY,
+                    PSEUDONYM_KEY_FINGERPRINT_KEY
+                ],
                 "{engine}"
             );
-            upgrade(&store).await.unwrap();
+            upgrade(&store, &fixed_pseudonyms()).await.unwrap();
             assert_eq!(meta(&store).await, stamped, "{engine}");
         }
     }
@@ -147,7 +194,7 @@ mod tests {
         for engine in [EngineKind::Fjall, EngineKind::Sled] {
             let (_dir, store) = open(engine);
             put_stamp(&store, &NEWER).await;
-            let refused = upgrade(&store).await.unwrap_err();
+            let refused = upgrade(&store, &fixed_pseudonyms()).await.unwrap_err();
             assert!(
                 matches!(refused, Error::Newer { found } if found == CURRENT + 1),
                 "{engine}: {refused:?}"
@@ -164,6 +211,28 @@ mod tests {
             let untouched = vec![(LAYOUT_KEY.to_vec(), NEWER.to_vec())];
             assert_eq!(meta(&store).await, untouched, "{engine}");
         }
+    }
+
+    /// A store records the pseudonym key it was built under; a gateway with another key is
+    /// refused before any write, one with the same key goes on.
+    #[tokio::test]
+    async fn a_store_of_another_pseudonym_key_is_refused_before_any_write() {
+        let (_dir, store) = open(EngineKind::Fjall);
+        let built_with = fixed_pseudonyms();
+        upgrade(&store, &built_with).await.unwrap();
+        let stamped = meta(&store).await;
+        let fingerprint = (stamped.iter()).find(|(k, _)| k == PSEUDONYM_KEY_FINGERPRINT_KEY);
+        assert_eq!(fingerprint.unwrap().1, built_with.fingerprint());
+
+        let other = Pseudonyms::new(&[8; 32]).unwrap();
+        let refused = upgrade(&store, &other).await.unwrap_err();
+        assert!(matches!(refused, Error::OtherPseudonymKey), "{refused:?}");
+        assert!(
+            refused.to_string().contains("audit_pseudonym_key"),
+            "{refused}"
+        );
+        assert_eq!(meta(&store).await, stamped);
+        upgrade(&store, &built_with).await.unwrap();
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@ mod lockout;
 mod master_import;
 mod prescriptions;
 mod pseudonym;
+mod pseudonymize;
 pub mod records;
 mod relay_ledger;
 #[cfg(test)]
@@ -66,7 +67,7 @@ pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use prescriptions::Registered;
-pub use pseudonym::Pseudonyms;
+pub use pseudonym::{PatientPseudonym, Pseudonyms};
 pub use relay_ledger::DeadLetter;
 pub use schema::{columns_of, put_record};
 pub use schema::{head_key, link_key, parse_key};

@@ -19,6 +19,7 @@ use crate::{
 
 use super::{
     Acknowledgement, Action, Caller, CheckRequest, Error, Findings, Gateway, OnCritical,
+    PatientPseudonym,
     audit::checked,
     clinical, events,
     keeping::Keeping,
@@ -87,7 +88,7 @@ pub(super) fn record_overrides(
 /// prescriptions (an expired holder, not yet swept, frees its number).
 pub(super) fn allocate_exchange_number(
     tx: &dyn Txn,
-    patient: &str,
+    patient: &PatientPseudonym,
     candidates: &[u32],
     today: JapanDate,
 ) -> Result<u32, Error> {
@@ -160,7 +161,8 @@ impl Gateway {
             Ok(admitted) => admitted,
             Err(e) => return self.refuse(draft, e).await,
         };
-        draft.check = Some(self.subject(facts.patient.canonical(), facts.lines.len(), check));
+        let patient = self.config.pseudonyms.in_keys(facts.patient.canonical());
+        draft.check = Some(self.subject(&patient, facts.lines.len(), check));
 
         let content_sha256 = sha256(verified.content());
         let through = usable_through(facts.issue_date, facts.usable_until);
@@ -198,10 +200,9 @@ impl Gateway {
         let caller = caller.clone();
         let lines = facts.lines;
         let limits = self.config.limits.clone();
-        let pseudonyms = self.config.pseudonyms.clone();
         self.run(draft, move |tx, draft| {
             let new_lines = clinical::new_lines(lines.iter().map(|l| &l.drug));
-            let history = clinical::PatientHistory::read(tx, &record.patient_key)?;
+            let history = clinical::PatientHistory::read(tx, &patient)?;
             // Spent by every registration, a refused or repeated one too (kept when the
             // registration is refused, as the audit record is: that is its point).
             let budget = clinical::spend_check_budget(
@@ -209,7 +210,7 @@ impl Gateway {
                     tx,
                     kept: &mut draft.kept,
                 },
-                &record.patient_key,
+                &patient,
                 lines.len(),
                 draft.time_ms,
                 &limits,
@@ -218,7 +219,7 @@ impl Gateway {
             let findings_excluding = |tx: &dyn Txn, id: &str, took: &mut Option<Duration>| {
                 let subject = clinical::Subject {
                     caller: &caller.institution.code,
-                    patient: &record.patient_key,
+                    patient: &patient,
                     today,
                     lines: &new_lines,
                     exclude: Some(id),
@@ -254,7 +255,7 @@ impl Gateway {
                 });
             }
             let exchange_number =
-                allocate_exchange_number(tx, &record.patient_key, &candidates, today)?;
+                allocate_exchange_number(tx, &patient, &candidates, today)?;
             // A clone of the prepared record, cheap: its document bytes are shared.
             let record = PrescriptionV3 {
                 exchange_number,
@@ -264,22 +265,22 @@ impl Gateway {
             let id_bytes = record.id.as_bytes();
             tx.put(
                 Table::ByExchange,
-                &exchange_key(&record.patient_key, exchange_number),
+                &exchange_key(&patient, exchange_number),
                 id_bytes,
             );
-            tx.put(Table::ByPatient, &search::index_key(&record), b"");
+            tx.put(Table::ByPatient, &search::index_key(&record, &patient), b"");
             tx.put(Table::ByNumber, &number_key, id_bytes);
             tx.put(
                 Table::Meta,
                 &expiry_key(&record.usable_through, &record.id),
                 b"",
             );
-            put_prescription(tx, &record, &pseudonyms);
+            put_prescription(tx, &record, &patient);
             clinical::index_prescription(
                 tx,
                 history,
                 &clinical::Prescribed {
-                    patient: &record.patient_key,
+                    patient: &patient,
                     id: &record.id,
                     institution: &record.institution,
                     issue_date: facts.issue_date,
@@ -289,7 +290,7 @@ impl Gateway {
             )?;
             clinical::record_consent(
                 tx,
-                &record.patient_key,
+                &patient,
                 &caller,
                 check.consent,
                 draft.time_ms,
@@ -371,7 +372,10 @@ impl Gateway {
         let now = self.clock.now();
         let today = JapanDate::of(now);
         let mut draft = self.draft(caller, Action::CheckPrescription, now);
-        let patient = draft_facts.patient.canonical().to_owned();
+        let patient = self
+            .config
+            .pseudonyms
+            .in_keys(draft_facts.patient.canonical());
         let admitted = self
             .check_subject(&mut draft, &patient, draft_facts.lines.len(), check.consent)
             .and_then(|()| {

@@ -27,10 +27,12 @@ async fn once_and_twice(dir: &tempfile::TempDir) -> [Arc<Gateway>; 2] {
     let once = EmbeddedStore::open(&dir.path().join("once")).unwrap();
     let twice = Twice(EmbeddedStore::open(&dir.path().join("twice")).unwrap());
     let stores: [Arc<dyn Store>; 2] = [Arc::new(once), Arc::new(twice)];
-    for store in &stores {
-        layout::upgrade(store).await.unwrap();
+    let gateways = stores.map(|s| testing::gateway_over(s).0);
+    for gateway in &gateways {
+        let upgraded = layout::upgrade(&gateway.store, &gateway.config.pseudonyms).await;
+        upgraded.unwrap();
     }
-    stores.map(|s| testing::gateway_over(s).0)
+    gateways
 }
 
 /// The whole store, checked as `rxgate store verify` checks it: every table read, indexes
@@ -38,7 +40,8 @@ async fn once_and_twice(dir: &tempfile::TempDir) -> [Arc<Gateway>; 2] {
 async fn verified(gateway: &Gateway) -> Summary {
     let chains = ChainVerifier::new(TrustedSenders::default());
     let today = JapanDate::of(gateway.clock.now());
-    let verdict = verify::verify(&gateway.store, chains, today, &mut |_, _| {}).await;
+    let against = (today, Some(gateway.config.pseudonyms.clone()));
+    let verdict = verify::verify(&gateway.store, chains, against, &mut |_, _| {}).await;
     verdict.unwrap_or_else(|problem| panic!("{problem}"))
 }
 

@@ -12,7 +12,7 @@ use crate::{
 };
 
 use super::{
-    Action, Caller, Error, Gateway, Status, decode,
+    Action, Caller, Error, Gateway, PatientPseudonym, Pseudonyms, Status, decode,
     records::{PrescriptionRecord, PrescriptionV3},
     schema::{
         SEARCH_INDEX_LAYOUT_KEY, TEXT_KEYS_END, by_patient_key, by_patient_range, id_of_by_patient,
@@ -24,20 +24,15 @@ use super::{
 /// The widest issue-date range one search covers, in days.
 const SEARCH_MAX_DAYS: i32 = 366;
 
-/// The search index entry of a prescription.
-pub(super) fn index_key(record: &PrescriptionV3) -> Vec<u8> {
-    by_patient_key(
-        &record.institution,
-        &record.patient_key,
-        &record.issue_date,
-        &record.id,
-    )
+/// The search index entry of a prescription of `patient`.
+pub(super) fn index_key(record: &PrescriptionV3, patient: &PatientPseudonym) -> Vec<u8> {
+    by_patient_key(&record.institution, patient, &record.issue_date, &record.id)
 }
 
 /// What one search asks.
 struct Query {
     institution: String,
-    patient: PatientKey,
+    patient: PatientPseudonym,
     from: JapanDate,
     to: JapanDate,
     limit: usize,
@@ -68,7 +63,7 @@ impl Gateway {
         }
         let query = Query {
             institution: caller.institution.code.to_string(),
-            patient,
+            patient: self.config.pseudonyms.in_keys(patient.canonical()),
             from,
             to,
             limit: self.config.search_limit,
@@ -82,7 +77,7 @@ impl Gateway {
 fn search(tx: &dyn Txn, query: &Query, today: JapanDate) -> Result<Vec<Status>, Error> {
     let range = by_patient_range(
         &query.institution,
-        query.patient.canonical(),
+        &query.patient,
         &query.from.to_string(),
         &query.to.add_days(1).to_string(),
     );
@@ -104,11 +99,13 @@ fn id_of(index_key: &[u8]) -> Result<String, store::Error> {
 const MIGRATION_CHUNK: usize = 1_000;
 
 /// Rewrites a search index of the layout before this one ((patient key, issue date, id), three
-/// parts) into the current one, a chunk per transaction, and marks the store so that later
-/// starts skip it; returns how many entries it moved. Safe to interrupt: a chunk writes its new
-/// entries and deletes the old ones in one transaction, and the next start goes on.
+/// parts) into the current one, the patient named by the pseudonym under `pseudonyms`, a chunk
+/// per transaction, and marks the store so that later starts skip it; returns how many entries
+/// it moved. Safe to interrupt: a chunk writes its new entries and deletes the old ones in one
+/// transaction, and the next start goes on.
 pub(in crate::service) async fn migrate_search_index(
     store: &Arc<dyn Store>,
+    pseudonyms: &Pseudonyms,
 ) -> Result<u64, store::Error> {
     let done = store
         .transact(|tx| {
@@ -120,8 +117,9 @@ pub(in crate::service) async fn migrate_search_index(
     }
     let (mut moved, mut from) = (0, Some(Vec::new()));
     while let Some(start) = from.take() {
+        let pseudonyms = pseudonyms.clone();
         let (next, n) = store
-            .transact(move |tx| migrate_chunk(tx, &start))
+            .transact(move |tx| migrate_chunk(tx, &start, &pseudonyms))
             .await??;
         (moved, from) = (moved + n, next);
     }
@@ -139,7 +137,11 @@ pub(in crate::service) async fn migrate_search_index(
 
 /// Moves the old-layout entries among the `MIGRATION_CHUNK` keys from `from` on; returns where
 /// the next chunk starts (none after the last) and how many it moved.
-fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64), store::Error> {
+fn migrate_chunk(
+    tx: &mut dyn Txn,
+    from: &[u8],
+    pseudonyms: &Pseudonyms,
+) -> Result<(Option<Vec<u8>>, u64), store::Error> {
     let rows = tx.scan_range(Table::ByPatient, from, TEXT_KEYS_END, MIGRATION_CHUNK)?;
     let next = match rows.last() {
         Some((last, _)) if rows.len() == MIGRATION_CHUNK => Some(successor(last)),
@@ -150,7 +152,8 @@ fn migrate_chunk(tx: &mut dyn Txn, from: &[u8]) -> Result<(Option<Vec<u8>>, u64)
         tx.delete(Table::ByPatient, k);
         if let Some(bytes) = tx.get(Table::Prescriptions, prescription_key(&id_of(k)?))? {
             let record = decode::<PrescriptionRecord>(&bytes)?.current();
-            tx.put(Table::ByPatient, &index_key(&record), b"");
+            let patient = pseudonyms.in_keys(&record.patient_key);
+            tx.put(Table::ByPatient, &index_key(&record, &patient), b"");
             moved += 1;
         }
     }
@@ -164,7 +167,7 @@ mod tests {
         service::{
             records::{PrescriptionRecord, SignatureV1, StateV1, encode},
             schema::old_by_patient_key,
-            testing,
+            testing::{self, fixed_pseudonyms, keyed},
         },
         store::{self, EmbeddedStore, Store},
     };
@@ -201,7 +204,11 @@ mod tests {
             accepted_at_ms: None,
             last_record_at_ms: None,
         };
-        tx.put(Table::ByPatient, &index_key(&record), b"");
+        tx.put(
+            Table::ByPatient,
+            &index_key(&record, &keyed(&record.patient_key)),
+            b"",
+        );
         let bytes = encode(&PrescriptionRecord::V3(record));
         tx.put(Table::Prescriptions, prescription_key(id), &bytes);
     }
@@ -227,7 +234,7 @@ mod tests {
                 let today: JapanDate = TODAY.parse().unwrap();
                 let query = Query {
                     institution: "1310000001".into(),
-                    patient: patient(),
+                    patient: keyed(patient().canonical()),
                     from: today,
                     to: today,
                     limit: 100,
@@ -252,7 +259,7 @@ mod tests {
                 prescribe(tx, "own1", "1310000001");
                 // As versions before this one indexed it, and an entry without a prescription.
                 let patient = patient();
-                let own = by_patient_key("1310000001", patient.canonical(), TODAY, "own1");
+                let own = by_patient_key("1310000001", &keyed(patient.canonical()), TODAY, "own1");
                 tx.delete(Table::ByPatient, &own);
                 let old = |id| old_by_patient_key(patient.canonical(), TODAY, id);
                 tx.put(Table::ByPatient, &old("own1"), b"");
@@ -262,8 +269,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(migrate_search_index(&store).await, Ok(1));
-        assert_eq!(migrate_search_index(&store).await, Ok(0));
+        let pseudonyms = fixed_pseudonyms();
+        assert_eq!(migrate_search_index(&store, &pseudonyms).await, Ok(1));
+        assert_eq!(migrate_search_index(&store, &pseudonyms).await, Ok(0));
         let index = store
             .transact(|tx: &mut dyn Txn| tx.scan_prefix(Table::ByPatient, b"", 10))
             .await
@@ -274,7 +282,7 @@ mod tests {
             keys,
             [by_patient_key(
                 "1310000001",
-                patient().canonical(),
+                &keyed(patient().canonical()),
                 TODAY,
                 "own1"
             )]

@@ -9,7 +9,6 @@ use prost::Message;
 use crate::{
     domain::{
         ids::InstitutionCode,
-        patient::PatientKey,
         prescription::{Lifecycle, RefillWindow, State, Transition},
         rx::{DispensedLineFacts, DispensingFacts, PrescriptionFacts, RxLine},
         time::JapanDate,
@@ -19,7 +18,7 @@ use crate::{
 };
 
 use super::{
-    Error, Pseudonyms, clinical, events,
+    Error, PatientPseudonym, Pseudonyms, clinical, events,
     records::{
         DispensingV2, EventKindV1, PrescriptionRecord, PrescriptionV3, RefillWindowV1, StateV1,
         StoredDispensingRecord, decode, encode,
@@ -29,10 +28,13 @@ use super::{
 };
 
 /// Writes `record` in `Prescriptions` with the columns that table declares, its patient named
-/// there by the pseudonym under `pseudonyms`.
-pub(super) fn put_prescription(tx: &mut dyn Txn, record: &PrescriptionV3, pseudonyms: &Pseudonyms) {
-    let pseudonym = pseudonyms.of(&record.patient_key);
-    let row = schema::prescription_row(record, &pseudonym);
+/// there by `patient`, the pseudonym of its patient key.
+pub(super) fn put_prescription(
+    tx: &mut dyn Txn,
+    record: &PrescriptionV3,
+    patient: &PatientPseudonym,
+) {
+    let row = schema::prescription_row(record, patient.bytes());
     let bytes = encode(&PrescriptionRecord::V3(record.clone()));
     tx.put_row(
         Table::Prescriptions,
@@ -174,6 +176,7 @@ impl Stored {
         let state = self.lifecycle.state.clone();
         let life = &self.lifecycle;
         let r = &mut self.record;
+        let patient = pseudonyms.in_keys(&r.patient_key);
         r.state = state_v1(&state);
         r.returned_by = life.returned_by.as_ref().map(ToString::to_string);
         r.records = life.records;
@@ -210,7 +213,7 @@ impl Stored {
         if was_active && !state.is_active() {
             // Past its last usable day the number was free for the patient's next prescription
             // (allocate_exchange_number): the entry goes only while it still names this one.
-            let exchange = exchange_key(&r.patient_key, r.exchange_number);
+            let exchange = exchange_key(&patient, r.exchange_number);
             if tx.get(Table::ByExchange, &exchange)?.as_deref() == Some(r.id.as_bytes()) {
                 tx.delete(Table::ByExchange, &exchange);
             }
@@ -218,9 +221,9 @@ impl Stored {
             if let Some(w) = &r.refill_window {
                 tx.delete(Table::Meta, &expiry_key(&w.until, &r.id));
             }
-            clinical::unindex_prescription(tx, &r.patient_key, &r.id, today)?;
+            clinical::unindex_prescription(tx, &patient, &r.id, today)?;
         }
-        put_prescription(tx, r, pseudonyms);
+        put_prescription(tx, r, &patient);
         let kind = match &state {
             _ if recorded => EventKindV1::DispensingRecorded,
             State::Accepted { .. } => EventKindV1::Accepted,
@@ -387,13 +390,13 @@ pub(super) fn own_prescription(tx: &dyn Txn, id: &str, caller_code: &str) -> Res
     Ok(stored)
 }
 
-/// The active prescription with this patient key and exchange number. A wrong number and a
-/// wrong patient are the same NOT_FOUND.
+/// The active prescription with this patient (by pseudonym) and exchange number. A wrong
+/// number and a wrong patient are the same NOT_FOUND.
 pub(super) fn find_active(
     tx: &dyn Txn,
-    patient: &PatientKey,
+    patient: &PatientPseudonym,
     exchange_number: u32,
 ) -> Result<Stored, Error> {
-    let key = exchange_key(patient.canonical(), exchange_number);
+    let key = exchange_key(patient, exchange_number);
     Stored::indexed(tx, Table::ByExchange, &key)?.ok_or(Error::NotFound)
 }

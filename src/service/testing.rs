@@ -13,8 +13,8 @@ use std::{
 use prost::Message;
 
 use super::{
-    Caller, CheckRequest, Clinical, Clock, Dispensed, Error, Gateway, GatewayConfig, Received,
-    Registered, RequestedOptions,
+    Caller, CheckRequest, Clinical, Clock, Dispensed, Error, Gateway, GatewayConfig,
+    PatientPseudonym, Pseudonyms, Received, Registered, RequestedOptions,
 };
 use crate::{
     cli::demo::{demo_dispensing, demo_prescription},
@@ -146,6 +146,16 @@ pub(crate) fn patient(n: u32) -> (pb::PatientKey, PatientKey) {
     };
     let key = PatientKey::insurance("06139999", "ZQ", &number, "01").unwrap();
     (wire, key)
+}
+
+/// Pseudonyms under a fixed key, for the tests that write keys without a gateway.
+pub(crate) fn fixed_pseudonyms() -> Pseudonyms {
+    Pseudonyms::new(&[7; 32]).unwrap()
+}
+
+/// The pseudonym of the patient key `patient` under [`fixed_pseudonyms`].
+pub(crate) fn keyed(patient: &str) -> PatientPseudonym {
+    fixed_pseudonyms().in_keys(patient)
 }
 
 /// A caller of `kind` with the dev code of that kind.

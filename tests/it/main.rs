@@ -36,6 +36,7 @@ mod master;
 mod numeric_edges;
 mod ops_http;
 mod postgres;
+mod pseudonymized_keys;
 mod reflection;
 mod relay;
 mod relay_drill;

@@ -225,7 +225,7 @@ async fn stamp(dir: &Path) -> Result<Option<u32>, String> {
 }
 
 /// The insurance key of a fixture's patient.
-fn patient(number: &str) -> pb::PatientKey {
+pub(crate) fn patient(number: &str) -> pb::PatientKey {
     pb::PatientKey {
         kind: Some(pb::patient_key::Kind::Insurance(pb::InsuranceKey {
             insurer_number: "06139999".into(),

@@ -1,5 +1,5 @@
 //! The index of every patient's medication history (`Table::Medications`): one record per
-//! patient, under the canonical patient key, so that a check reads one value. Its entries:
+//! patient, under the patient's pseudonym, so that a check reads one value. Its entries:
 //! - an undispensed line of a REGISTERED or ACCEPTED prescription: added at registration,
 //!   removed when the line is dispensed or the prescription leaves REGISTERED/ACCEPTED, so these
 //!   never accumulate;
@@ -26,6 +26,7 @@ use crate::{
 
 use crate::service::{
     Error,
+    pseudonym::PatientPseudonym,
     records::{
         DrugKindV1, HistoryEntryV1, HistoryEntryV2, HistoryRecord, SlotV1, SlotV2, SupplyV1,
         decode, encode,
@@ -93,7 +94,7 @@ pub(super) fn drug_v1(drug: &DrugCode) -> (DrugKindV1, String) {
 
 /// The prescription being registered, as history: one entry per line.
 pub struct Prescribed<'a> {
-    pub patient: &'a str,
+    pub patient: &'a PatientPseudonym,
     pub id: &'a str,
     pub institution: &'a str,
     pub issue_date: JapanDate,
@@ -197,17 +198,25 @@ pub(super) fn entry_v2(entry: HistoryEntryV1) -> Result<HistoryEntryV2, store::E
 pub struct PatientHistory(pub(super) Vec<HistoryEntryV2>);
 
 impl PatientHistory {
-    pub fn read(tx: &dyn Txn, patient: &str) -> Result<PatientHistory, store::Error> {
+    pub fn read(tx: &dyn Txn, patient: &PatientPseudonym) -> Result<PatientHistory, store::Error> {
         load(tx, patient).map(PatientHistory)
     }
 }
 
 /// The patient's history record (empty if they have none), as version 2.
-pub(super) fn load(tx: &dyn Txn, patient: &str) -> Result<Vec<HistoryEntryV2>, store::Error> {
-    let Some(bytes) = tx.get(Table::Medications, history_key(patient))? else {
-        return Ok(Vec::new());
-    };
-    match decode(&bytes)? {
+pub(super) fn load(
+    tx: &dyn Txn,
+    patient: &PatientPseudonym,
+) -> Result<Vec<HistoryEntryV2>, store::Error> {
+    match tx.get(Table::Medications, history_key(patient))? {
+        Some(bytes) => entries_of(&bytes),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The entries of a stored history record, as version 2.
+pub(super) fn entries_of(bytes: &[u8]) -> Result<Vec<HistoryEntryV2>, store::Error> {
+    match decode(bytes)? {
         HistoryRecord::V2(entries) => Ok(entries),
         // Both versions order entries alike: the day as text or as a number, the id as hex
         // digits or as their bytes.
@@ -226,7 +235,7 @@ pub(super) fn insert(entries: &mut Vec<HistoryEntryV2>, entry: HistoryEntryV2) {
 /// them again).
 pub(super) fn save(
     tx: &mut dyn Txn,
-    patient: &str,
+    patient: &PatientPseudonym,
     mut entries: Vec<HistoryEntryV2>,
     today: Option<JapanDate>,
 ) {
@@ -277,7 +286,7 @@ pub fn index_prescription(
 /// Drops every undispensed line of a prescription that has left REGISTERED/ACCEPTED.
 pub fn unindex_prescription(
     tx: &mut dyn Txn,
-    patient: &str,
+    patient: &PatientPseudonym,
     id: &str,
     today: JapanDate,
 ) -> Result<(), store::Error> {
@@ -293,7 +302,7 @@ pub fn unindex_prescription(
 
 /// A dispensing record, as history.
 pub struct Dispensed<'a> {
-    pub patient: &'a str,
+    pub patient: &'a PatientPseudonym,
     pub prescription_id: &'a str,
     pub prescriber: &'a str,
     pub pharmacy: &'a str,

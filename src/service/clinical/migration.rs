@@ -5,11 +5,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 use crate::store::{self, Store, Table, Txn};
 
 use crate::service::{
+    Pseudonyms,
+    pseudonym::PatientPseudonym,
     records::{HistoryEntryV1, HistoryEntryV2, MedicationRecord, decode},
     schema::{HISTORY_LAYOUT_KEY, TEXT_KEYS_END, old_history_entry, successor},
 };
 
-use super::history::{entry_v2, insert, load, save};
+use super::history::{entries_of, entry_v2, insert, load, save};
 
 /// Old-layout entries moved per transaction by [`migrate_history`].
 pub(super) const MIGRATION_CHUNK: usize = 1_000;
@@ -18,11 +20,14 @@ pub(super) const MIGRATION_CHUNK: usize = 1_000;
 pub(super) const PROGRESS_EVERY: u64 = 100;
 
 /// Rewrites the history of a store written before the one-record-per-patient layout (one key per
-/// line: `schema::old_prescribed_line_key`, `schema::old_dispensed_line_key`) into one record per patient, a chunk per transaction, and marks the store so that later
-/// starts skip it. Returns how many old entries it moved. Safe to interrupt: a chunk moves its
-/// entries and deletes their old keys in one transaction, and the next start goes on.
+/// line: `schema::old_prescribed_line_key`, `schema::old_dispensed_line_key`) into one record
+/// per patient under the patient's pseudonym in `pseudonyms`, a chunk per transaction, and
+/// marks the store so that later starts skip it. Returns how many old entries it moved. Safe
+/// to interrupt: a chunk moves its entries and deletes their old keys in one transaction, and
+/// the next start goes on.
 pub(in crate::service) async fn migrate_history(
     store: &Arc<dyn Store>,
+    pseudonyms: &Pseudonyms,
 ) -> Result<u64, store::Error> {
     let done = store
         .transact(|tx| Ok::<_, store::Error>(tx.get(Table::Meta, HISTORY_LAYOUT_KEY)?.is_some()))
@@ -35,8 +40,9 @@ pub(in crate::service) async fn migrate_history(
     let mut moved = 0;
     for chunk in 1.. {
         let start = std::mem::take(&mut from);
+        let pseudonyms = pseudonyms.clone();
         let (next, n) = store
-            .transact(move |tx| migrate_chunk(tx, &start))
+            .transact(move |tx| migrate_chunk(tx, &start, &pseudonyms))
             .await??;
         moved += n;
         let Some(next) = next else {
@@ -68,13 +74,14 @@ pub(in crate::service) async fn migrate_history(
 pub(super) fn migrate_chunk(
     tx: &mut dyn Txn,
     from: &[u8],
+    pseudonyms: &Pseudonyms,
 ) -> Result<(Option<Vec<u8>>, u64), store::Error> {
     let keys = tx.scan_range(Table::Medications, from, TEXT_KEYS_END, MIGRATION_CHUNK)?;
     let next = match keys.last() {
         Some((last, _)) if keys.len() == MIGRATION_CHUNK => Some(successor(last)),
         _ => None,
     };
-    let mut by_patient: BTreeMap<String, Vec<HistoryEntryV2>> = BTreeMap::new();
+    let mut by_patient: BTreeMap<PatientPseudonym, Vec<HistoryEntryV2>> = BTreeMap::new();
     let mut moved = 0;
     for (k, v) in keys {
         let Some((patient, slot)) = old_history_entry(&k)? else {
@@ -82,7 +89,7 @@ pub(super) fn migrate_chunk(
         };
         let MedicationRecord::V1(medication) = decode(&v)?;
         by_patient
-            .entry(patient.to_owned())
+            .entry(pseudonyms.in_keys(patient))
             .or_default()
             .push(entry_v2(HistoryEntryV1 { slot, medication })?);
         tx.delete(Table::Medications, &k);
@@ -96,4 +103,19 @@ pub(super) fn migrate_chunk(
         save(tx, &patient, entries, None);
     }
     Ok((next, moved))
+}
+
+/// Adds the entries of the history record `bytes` (as a clear patient key held it) to the
+/// record of the patient's `pseudonym`: layout 2's migration of a `Medications` key.
+pub(in crate::service) fn merge_history(
+    tx: &mut dyn Txn,
+    pseudonym: &PatientPseudonym,
+    bytes: &[u8],
+) -> Result<(), store::Error> {
+    let mut entries = load(tx, pseudonym)?;
+    for entry in entries_of(bytes)? {
+        insert(&mut entries, entry);
+    }
+    save(tx, pseudonym, entries, None);
+    Ok(())
 }

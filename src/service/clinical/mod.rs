@@ -12,7 +12,7 @@ pub use history::{
     Dispensed, PatientHistory, Prescribed, admit_prescribed, index_dispensing, index_prescription,
     unindex_prescription,
 };
-pub(in crate::service) use migration::migrate_history;
+pub(in crate::service) use migration::{merge_history, migrate_history};
 pub use policy::{
     Acknowledgement, Budget, CheckRequest, OnCritical, RequestedOptions, budget_refusal,
     budgeted_consent, record_consent, spend_check_budget, unacknowledged,
@@ -67,7 +67,7 @@ pub fn new_lines<'a>(drugs: impl Iterator<Item = &'a DrugCode>) -> Vec<NewLine> 
 /// Who checks what, on which day, for which patient.
 pub struct Subject<'a> {
     pub caller: &'a InstitutionCode,
-    pub patient: &'a str,
+    pub patient: &'a super::PatientPseudonym,
     pub today: JapanDate,
     pub lines: &'a [NewLine],
     /// The prescription under check: its own entries never count.
@@ -181,6 +181,7 @@ mod tests {
                 SupplyV1, decode, encode,
             },
             schema::{history_key, old_dispensed_line_key, old_prescribed_line_key},
+            testing::{fixed_pseudonyms, keyed},
         },
         store::{Store, Table},
     };
@@ -299,7 +300,10 @@ mod tests {
         })
         .await;
 
-        assert_eq!(migrate_history(&store).await.unwrap(), 5 + u64::from(MANY));
+        assert_eq!(
+            migrate_history(&store, &fixed_pseudonyms()).await.unwrap(),
+            5 + u64::from(MANY)
+        );
 
         let today: JapanDate = TODAY.parse().unwrap();
         let (a, a_history, b, c, old_keys) = read(&store, move |tx| {
@@ -309,10 +313,10 @@ mod tests {
                 .filter(|(k, _)| k.contains(&0))
                 .count();
             Ok((
-                load(tx, "A")?,
-                active_medications(tx, &load(tx, "A")?, today, None)?,
-                load(tx, "B")?,
-                load(tx, "C")?,
+                load(tx, &keyed("A"))?,
+                active_medications(tx, &load(tx, &keyed("A"))?, today, None)?,
+                load(tx, &keyed("B"))?,
+                load(tx, &keyed("C"))?,
                 old_keys,
             ))
         })
@@ -358,7 +362,10 @@ mod tests {
             Ok(())
         })
         .await;
-        assert_eq!(migrate_history(&store).await.unwrap(), 0);
+        assert_eq!(
+            migrate_history(&store, &fixed_pseudonyms()).await.unwrap(),
+            0
+        );
     }
 
     /// Writing a patient's record drops the dispensed lines that can no longer be active, and a
@@ -380,12 +387,12 @@ mod tests {
                 };
                 2
             ];
-            let history = PatientHistory::read(tx, "A")?;
+            let history = PatientHistory::read(tx, &keyed("A"))?;
             index_prescription(
                 tx,
                 history,
                 &Prescribed {
-                    patient: "A",
+                    patient: &keyed("A"),
                     id: &rx(1),
                     institution: "1310000017",
                     issue_date: today.add_days(-30),
@@ -400,7 +407,7 @@ mod tests {
                 complete: true,
             }];
             let dispensed = Dispensed {
-                patient: "A",
+                patient: &keyed("A"),
                 prescription_id: &rx(1),
                 prescriber: "1310000017",
                 pharmacy: "1340000011",
@@ -411,10 +418,10 @@ mod tests {
             };
             index_dispensing(tx, &dispensed, today.add_days(-30), &Limits::default())
                 .map_err(|e| store::Error::Engine(e.to_string()))?;
-            let after = load(tx, "A")?;
+            let after = load(tx, &keyed("A"))?;
             // A later write, on a day past the dispensed line's last one, drops it.
-            unindex_prescription(tx, "A", &rx(1), today)?;
-            Ok((after, load(tx, "A")?))
+            unindex_prescription(tx, &keyed("A"), &rx(1), today)?;
+            Ok((after, load(tx, &keyed("A"))?))
         }));
         let (after_dispensing, later) = entries;
         let slots: Vec<_> = after_dispensing.iter().map(|e| e.slot).collect();
@@ -463,25 +470,31 @@ mod tests {
         let bad = HistoryRecord::V1(vec![v1(SlotV1::Undispensed { line: 1 }, wrong)]);
         let today: JapanDate = TODAY.parse().unwrap();
         let (history, bad_read, stored) = read(&store, move |tx| {
-            tx.put(Table::Medications, history_key("A"), &encode(&record));
-            tx.put(Table::Medications, history_key("B"), &encode(&bad));
-            let history = active_medications(tx, &load(tx, "A")?, today, None)?;
-            let bad_read = load(tx, "B").map(|_| ());
+            tx.put(
+                Table::Medications,
+                history_key(&keyed("A")),
+                &encode(&record),
+            );
+            tx.put(Table::Medications, history_key(&keyed("B")), &encode(&bad));
+            let history = active_medications(tx, &load(tx, &keyed("A"))?, today, None)?;
+            let bad_read = load(tx, &keyed("B")).map(|_| ());
             // A new prescription for A: the record is written again, as version 2.
             let lines = [RxLine {
                 drug: DrugCode::Receipt("610443014".into()),
                 supply: Supply::Days(7),
             }];
             let prescribed = Prescribed {
-                patient: "A",
+                patient: &keyed("A"),
                 id: &rx(3),
                 institution: "1310000017",
                 issue_date: today,
                 lines: &lines,
             };
-            let before = PatientHistory::read(tx, "A")?;
+            let before = PatientHistory::read(tx, &keyed("A"))?;
             index_prescription(tx, before, &prescribed, today)?;
-            let stored = tx.get(Table::Medications, history_key("A"))?.unwrap();
+            let stored = tx
+                .get(Table::Medications, history_key(&keyed("A")))?
+                .unwrap();
             Ok((history, bad_read, stored))
         })
         .await;

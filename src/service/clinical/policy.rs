@@ -11,6 +11,7 @@ use crate::{
 
 use crate::service::{
     Caller, Error,
+    pseudonym::PatientPseudonym,
     records::{
         CheckBudgetRecord, CheckBudgetV1, ConsentMethodV1, ConsentRecord, ConsentV1, decode, encode,
     },
@@ -95,7 +96,7 @@ pub enum Budget {
 /// consent, so that neither is an oracle the budget does not bound. Writes only when within.
 pub fn spend_check_budget(
     tx: &mut dyn Txn,
-    patient: &str,
+    patient: &PatientPseudonym,
     lines: usize,
     now_ms: i64,
     limits: &Limits,
@@ -152,7 +153,7 @@ pub fn budgeted_consent(budget: Budget, asserted: Consent) -> Consent {
 /// Records the consent an institution asserted for a check.
 pub fn record_consent(
     tx: &mut dyn Txn,
-    patient: &str,
+    patient: &PatientPseudonym,
     caller: &Caller,
     consent: Consent,
     time_ms: i64,

@@ -2,23 +2,23 @@
 //! `Clinical` and the history's layout mark in `Meta`.
 
 use crate::{
-    service::{records::SlotV1, stored::corrupt},
+    service::{pseudonym::PatientPseudonym, records::SlotV1, stored::corrupt},
     store,
 };
 
-use super::key;
+use super::{Range, key, prefix_end};
 
-/// `Medications`: a patient's medication history, one record per patient, by the canonical
-/// patient key (which never holds a zero byte).
-pub(in crate::service) fn history_key(patient: &str) -> &[u8] {
-    patient.as_bytes()
+/// `Medications`: a patient's medication history, one record per patient, by the patient's
+/// pseudonym (which never holds a zero byte).
+pub(in crate::service) fn history_key(patient: &PatientPseudonym) -> &[u8] {
+    patient.as_str().as_bytes()
 }
 
 const PRESCRIBED_LINE: &[u8] = b"rx";
 const DISPENSED_LINE: &[u8] = b"d";
 
 /// `Medications` as versions before the one-record-per-patient layout wrote it, one key per
-/// line: a prescribed line by (patient, `rx`, prescription id, line number). Only the tests
+/// line: a prescribed line by (canonical patient key, `rx`, prescription id, line number). Only the tests
 /// that build such a store write these; the migration reads them ([`old_history_entry`]).
 #[cfg(test)]
 pub(in crate::service) fn old_prescribed_line_key(patient: &str, id: &str, line: u32) -> Vec<u8> {
@@ -50,8 +50,9 @@ pub(in crate::service) fn old_dispensed_line_key(
     ])
 }
 
-/// The patient and the slot of a `Medications` key of the per-line layout; `None` for a key of
-/// the current layout (a patient key alone, without a zero byte).
+/// The canonical patient key and the slot of a `Medications` key of the per-line layout; `None`
+/// for a key of one record per patient (a patient's key or pseudonym alone, without a zero
+/// byte).
 pub(in crate::service) fn old_history_entry(
     key: &[u8],
 ) -> Result<Option<(&str, SlotV1)>, store::Error> {
@@ -98,16 +99,41 @@ const CHECK_BUDGET: &[u8] = b"check-budget";
 const CONSENT: &[u8] = b"consent";
 const OVERRIDE: &[u8] = b"override";
 
-/// `Clinical`: a patient's check budget (lines checked in the current window), by patient key.
-pub(in crate::service) fn check_budget_key(patient: &str) -> Vec<u8> {
-    key(&[CHECK_BUDGET, patient.as_bytes()])
+/// `Clinical`: a patient's check budget (lines checked in the current window), by the
+/// patient's pseudonym.
+pub(in crate::service) fn check_budget_key(patient: &PatientPseudonym) -> Vec<u8> {
+    key(&[CHECK_BUDGET, patient.as_str().as_bytes()])
 }
 
-/// `Clinical`: a consent an institution asserted for a check of a patient, by patient key and
-/// a number unique in the store ([`Txn::unique_sequence`](crate::store::Txn::unique_sequence)
-/// `consent`, 8 bytes, big-endian), so a patient's consents sort in the order they were drawn.
-pub(in crate::service) fn consent_key(patient: &str, sequence: u64) -> Vec<u8> {
-    key(&[CONSENT, patient.as_bytes(), &sequence.to_be_bytes()])
+/// `Clinical`: a consent an institution asserted for a check of a patient, by the patient's
+/// pseudonym and a number unique in the store
+/// ([`Txn::unique_sequence`](crate::store::Txn::unique_sequence) `consent`, 8 bytes,
+/// big-endian), so a patient's consents sort in the order they were drawn.
+pub(in crate::service) fn consent_key(patient: &PatientPseudonym, sequence: u64) -> Vec<u8> {
+    key(&[
+        CONSENT,
+        patient.as_str().as_bytes(),
+        &sequence.to_be_bytes(),
+    ])
+}
+
+/// Every check budget in `Clinical`.
+pub(in crate::service) fn check_budgets() -> Range {
+    prefixed_range(CHECK_BUDGET)
+}
+
+/// Every consent in `Clinical`.
+pub(in crate::service) fn consents() -> Range {
+    prefixed_range(CONSENT)
+}
+
+/// The keys that start with `name` and the separator after it.
+fn prefixed_range(name: &[u8]) -> Range {
+    let start = key_prefix(name);
+    Range {
+        end: prefix_end(&start),
+        start,
+    }
 }
 
 /// `Clinical`: the findings a registration acknowledged, by prescription id.

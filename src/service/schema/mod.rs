@@ -17,13 +17,21 @@
 //!   checkpoints, each signer's last checkpoint);
 //! - `intake.rs`: `Intake` (delivered records by id and by arrival, the relay's dead letters);
 //! - `lockouts.rs`: `Lockouts` (miss counters of pharmacies and patients, miss marks);
-//! - `layout.rs`: in `Meta` the number of the layout that wrote the store, and its bytes.
+//! - `layout.rs`: in `Meta` the number of the layout that wrote the store, and its bytes, and
+//!   the fingerprint of the pseudonym key the store's patient keys were made under;
+//! - `patient_keys.rs`: the kinds of key above that name a patient, and where.
+//!
+//! No key holds a patient identifier: a key that names a patient holds its keyed pseudonym
+//! (`service::pseudonym::PatientPseudonym`, 64 hex digits), never the canonical patient key,
+//! since an SQL engine indexes keys and prints them in its server log (a unique violation's
+//! detail). Only the layouts of earlier versions that their migrations read take a canonical
+//! patient key.
 //!
 //! `Meta` also holds the store's own counters, `sequence/NAME` (`Txn::next_sequence`,
 //! `Txn::unique_sequence`), laid out by `store/mod.rs` itself because its default methods write
 //! them; no key of this module starts with `sequence/`.
 //!
-//! Text parts (institution codes, patient keys, ids, dates) never hold a zero byte or 0xFF, so
+//! Text parts (institution codes, pseudonyms, ids, dates) never hold a zero byte or 0xFF, so
 //! a zero byte can end a part and a key of text parts sorts below [`TEXT_KEYS_END`].
 //!
 //! The sequences a key holds, and what each needs:
@@ -56,6 +64,7 @@ mod events;
 mod intake;
 mod layout;
 mod lockouts;
+mod patient_keys;
 mod prescriptions;
 
 pub use audit::*;
@@ -64,6 +73,7 @@ pub(in crate::service) use events::*;
 pub(in crate::service) use intake::*;
 pub(in crate::service) use layout::*;
 pub(in crate::service) use lockouts::*;
+pub(in crate::service) use patient_keys::*;
 pub(in crate::service) use prescriptions::*;
 
 use crate::store::{self, Column, Columns, Table, Txn, Value};
@@ -230,6 +240,8 @@ pub(in crate::service) enum MetaKind {
     Expiry(String),
     /// The event log's floor, or the relay's acknowledged position: a sequence, 8 bytes.
     Position,
+    /// The pseudonym key's fingerprint ([`PSEUDONYM_KEY_FINGERPRINT_KEY`]).
+    PseudonymKeyFingerprint,
 }
 
 /// The kind of a `Meta` key; `None` for a key of no kind (or a counter's).
@@ -239,6 +251,7 @@ pub(in crate::service) fn meta_kind(key: &[u8]) -> Option<MetaKind> {
         LAYOUT_KEY => MetaKind::Layout,
         HISTORY_LAYOUT_KEY | SEARCH_INDEX_LAYOUT_KEY => MetaKind::LayoutMark,
         EVENTS_FLOOR_KEY | RELAY_ACKED_KEY => MetaKind::Position,
+        PSEUDONYM_KEY_FINGERPRINT_KEY => MetaKind::PseudonymKeyFingerprint,
         _ if (accepted.start.as_slice()..accepted.end.as_slice()).contains(&key) => {
             MetaKind::Accepted(id_of_accepted(key))
         }
@@ -256,15 +269,24 @@ mod tests {
 
     use super::*;
     use crate::{
-        service::{records::SlotV1, testing},
+        service::{
+            records::SlotV1,
+            testing::{self, keyed},
+        },
         store::{self, Answer, EmbeddedStore, Stats, Store, Txn, TxnFn},
     };
+
+    /// A canonical patient key, and its pseudonym under `testing::fixed_pseudonyms` as the keys
+    /// hold it (`service::pseudonym` pins the function).
+    const CLEAR: &str = "pub|8:12345678|7:1234567";
+    const P: &[u8] = b"7cccc778898c1feaf3f921093f2bbfaac8300c69af169abd42b34c511c08c8a9";
 
     /// The layouts as earlier versions wrote them, byte for byte: changing one makes every
     /// store written before unreadable.
     #[test]
     fn key_layouts_are_the_stored_bytes() {
         let writer = [7u8; 32];
+        let p = keyed(CLEAR);
         let n = |v: u64| v.to_be_bytes();
         let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
             (
@@ -272,11 +294,15 @@ mod tests {
                 prescription_key("id1").to_vec(),
                 b"id1".to_vec(),
             ),
-            ("exchange", exchange_key("P", 42), b"P\x00000042".to_vec()),
+            (
+                "exchange",
+                exchange_key(&p, 42),
+                [P, b"\x00000042"].concat(),
+            ),
             (
                 "by patient",
-                by_patient_key("1310000001", "P", "2026-12-01", "id1"),
-                b"1310000001\0P\x002026-12-01\0id1".to_vec(),
+                by_patient_key("1310000001", &p, "2026-12-01", "id1"),
+                [b"1310000001\0", P, b"\x002026-12-01\0id1"].concat(),
             ),
             (
                 "by patient, earlier layout",
@@ -306,7 +332,7 @@ mod tests {
                 institution_event_key("1310000001", 258),
                 [b"1310000001\0".as_slice(), &n(258)].concat(),
             ),
-            ("history", history_key("P").to_vec(), b"P".to_vec()),
+            ("history", history_key(&p).to_vec(), P.to_vec()),
             (
                 "history, per-line layout, prescribed",
                 old_prescribed_line_key("P", "id1", 3),
@@ -319,13 +345,13 @@ mod tests {
             ),
             (
                 "check budget",
-                check_budget_key("P"),
-                b"check-budget\0P".to_vec(),
+                check_budget_key(&p),
+                [b"check-budget\0", P].concat(),
             ),
             (
                 "consent",
-                consent_key("P", 5),
-                [b"consent\0P\0".as_slice(), &n(5)].concat(),
+                consent_key(&p, 5),
+                [b"consent\0", P, b"\0", &n(5)].concat(),
             ),
             ("override", override_key("id1"), b"override\0id1".to_vec()),
             (
@@ -388,8 +414,9 @@ mod tests {
         for (what, built, stored) in cases {
             assert_eq!(built, stored, "{what}");
         }
-        let meta: [(&[u8], &[u8]); 5] = [
+        let meta: [(&[u8], &[u8]); 6] = [
             (LAYOUT_KEY, b"layout"),
+            (PSEUDONYM_KEY_FINGERPRINT_KEY, b"pseudonym-key-fingerprint"),
             (EVENTS_FLOOR_KEY, b"events\0floor"),
             (RELAY_ACKED_KEY, b"relay\0acked"),
             (HISTORY_LAYOUT_KEY, b"layout/history-per-patient"),
@@ -458,12 +485,13 @@ mod tests {
     /// `service::verify` reads them; a key of none is none.
     #[test]
     fn every_kind_of_key_is_told_by_its_prefix() {
-        let consent = consent_key("P", 5);
+        let p = keyed(CLEAR);
+        let consent = consent_key(&p, 5);
         let (clinical, rest) = clinical_kind(&consent).unwrap();
         assert_eq!(clinical, ClinicalKind::Consent(5));
-        assert_eq!(rest, b"P\0\0\0\0\0\0\0\0\x05");
+        assert_eq!(rest, [P, b"\0\0\0\0\0\0\0\0\x05"].concat());
         let clinical = [
-            (check_budget_key("P"), ClinicalKind::CheckBudget),
+            (check_budget_key(&p), ClinicalKind::CheckBudget),
             (override_key("id1"), ClinicalKind::Override),
             (import_key(7), ClinicalKind::Import(7)),
         ];
@@ -499,6 +527,10 @@ mod tests {
         let meta = [
             (LAYOUT_KEY.to_vec(), MetaKind::Layout),
             (HISTORY_LAYOUT_KEY.to_vec(), MetaKind::LayoutMark),
+            (
+                PSEUDONYM_KEY_FINGERPRINT_KEY.to_vec(),
+                MetaKind::PseudonymKeyFingerprint,
+            ),
             (RELAY_ACKED_KEY.to_vec(), MetaKind::Position),
             (accepted_key("id1"), MetaKind::Accepted("id1".into())),
             (
@@ -528,7 +560,7 @@ mod tests {
                 line: 3
             }
         );
-        assert_eq!(old_history_entry(history_key("P")), Ok(None));
+        assert_eq!(old_history_entry(history_key(&keyed(CLEAR))), Ok(None));
         assert!(is_old_by_patient_key(&old_by_patient_key(
             "P",
             "2026-12-01",
@@ -536,10 +568,54 @@ mod tests {
         )));
         assert!(!is_old_by_patient_key(&by_patient_key(
             "1",
-            "P",
+            &keyed(CLEAR),
             "2026-12-01",
             "id1"
         )));
+    }
+
+    /// Each kind of key that names a patient, as layout 1 wrote it (the canonical patient key
+    /// where a pseudonym now sits), is told apart from the current one, and rewritten into it
+    /// with all else unchanged, a consent's binary number included.
+    #[test]
+    fn clear_patient_keys_are_rewritten_into_the_current_layout() {
+        let p = keyed(CLEAR);
+        let c = CLEAR.as_bytes();
+        let layout_1: [(Table, Vec<u8>, Vec<u8>); 5] = [
+            (
+                Table::ByExchange,
+                [c, b"\x00000042"].concat(),
+                exchange_key(&p, 42),
+            ),
+            (
+                Table::ByPatient,
+                [b"1310000001\0", c, b"\x002026-12-01\0id1"].concat(),
+                by_patient_key("1310000001", &p, "2026-12-01", "id1"),
+            ),
+            (Table::Medications, c.to_vec(), history_key(&p).to_vec()),
+            (
+                Table::Clinical,
+                [b"check-budget\0", c].concat(),
+                check_budget_key(&p),
+            ),
+            (
+                Table::Clinical,
+                [b"consent\0", c, b"\0", &256u64.to_be_bytes()].concat(),
+                consent_key(&p, 256),
+            ),
+        ];
+        for (kind, (table, old, new)) in patient_keyed().iter().zip(layout_1) {
+            assert_eq!(kind.table, table);
+            let within = kind.range.start.as_slice()..kind.range.end.as_slice();
+            assert!(within.contains(&old.as_slice()) && within.contains(&new.as_slice()));
+            assert_eq!(kind.clear_patient(&old), Ok(Some(CLEAR)), "{table:?}");
+            assert_eq!(kind.with_pseudonym(&old, &p), new, "{table:?}");
+            assert_eq!(kind.clear_patient(&new), Ok(None), "{table:?}");
+        }
+        assert!(
+            patient_keyed()[3].range.end <= consents().start,
+            "budgets, then consents"
+        );
     }
 
     /// A store whose transactions run through [`testing::Noting`], the writes of all kept in

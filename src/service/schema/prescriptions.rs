@@ -3,7 +3,10 @@
 //! `Meta` entries that index prescriptions; the columns of prescriptions and dispensing records.
 
 use crate::{
-    service::records::{DispensingV2, PrescriptionV3, StateV1},
+    service::{
+        pseudonym::PatientPseudonym,
+        records::{DispensingV2, PrescriptionV3, StateV1},
+    },
     store::{Column, Table, Value},
 };
 
@@ -15,26 +18,29 @@ pub(in crate::service) fn prescription_key(id: &str) -> &[u8] {
     id.as_bytes()
 }
 
-/// `ByExchange`: the active prescription a pharmacy finds by the patient key and the exchange
-/// number (six digits) → its id.
-pub(in crate::service) fn exchange_key(patient: &str, exchange_number: u32) -> Vec<u8> {
+/// `ByExchange`: the active prescription a pharmacy finds by the patient's pseudonym and the
+/// exchange number (six digits) → its id.
+pub(in crate::service) fn exchange_key(
+    patient: &PatientPseudonym,
+    exchange_number: u32,
+) -> Vec<u8> {
     key(&[
-        patient.as_bytes(),
+        patient.as_str().as_bytes(),
         format!("{exchange_number:06}").as_bytes(),
     ])
 }
 
-/// `ByPatient`: a clinic's own prescriptions of a patient by issue date, keyed by institution
-/// first so that a search reads no other institution's entries → ().
+/// `ByPatient`: a clinic's own prescriptions of a patient (by pseudonym) by issue date, keyed
+/// by institution first so that a search reads no other institution's entries → ().
 pub(in crate::service) fn by_patient_key(
     institution: &str,
-    patient: &str,
+    patient: &PatientPseudonym,
     issue_date: &str,
     id: &str,
 ) -> Vec<u8> {
     key(&[
         institution.as_bytes(),
-        patient.as_bytes(),
+        patient.as_str().as_bytes(),
         issue_date.as_bytes(),
         id.as_bytes(),
     ])
@@ -44,19 +50,19 @@ pub(in crate::service) fn by_patient_key(
 /// including, `until` (dates as YYYY-MM-DD).
 pub(in crate::service) fn by_patient_range(
     institution: &str,
-    patient: &str,
+    patient: &PatientPseudonym,
     from: &str,
     until: &str,
 ) -> Range {
-    let (institution, patient) = (institution.as_bytes(), patient.as_bytes());
+    let (institution, patient) = (institution.as_bytes(), patient.as_str().as_bytes());
     Range {
         start: key(&[institution, patient, from.as_bytes()]),
         end: key(&[institution, patient, until.as_bytes()]),
     }
 }
 
-/// A `ByPatient` entry as versions before the institution-first layout wrote it: (patient key,
-/// issue date, id). Only the search index's migration reads these ([`is_old_by_patient_key`]),
+/// A `ByPatient` entry as versions before the institution-first layout wrote it: (canonical
+/// patient key, issue date, id). Only the search index's migration reads these ([`is_old_by_patient_key`]),
 /// and only tests write them.
 #[cfg(test)]
 pub(in crate::service) fn old_by_patient_key(patient: &str, issue_date: &str, id: &str) -> Vec<u8> {
@@ -64,7 +70,8 @@ pub(in crate::service) fn old_by_patient_key(patient: &str, issue_date: &str, id
 }
 
 /// Whether a `ByPatient` key has the layout before the institution-first one: neither a patient
-/// key nor an institution code holds 0, so an old key has two separators, a current one three.
+/// key (or pseudonym) nor an institution code holds 0, so an old key has two separators, a
+/// current one three.
 pub(in crate::service) fn is_old_by_patient_key(key: &[u8]) -> bool {
     key.iter().filter(|b| **b == 0).count() == 2
 }

@@ -51,6 +51,7 @@ pub(super) fn meta(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
     match meta_kind(key) {
         Some(MetaKind::Layout) => sized(value, 4),
         Some(MetaKind::Position) => sized(value, 8),
+        Some(MetaKind::PseudonymKeyFingerprint) => sized(value, 32),
         Some(MetaKind::LayoutMark) => Ok(()),
         Some(MetaKind::Accepted(id)) => match prescriptions::load(tx, &id)?.state {
             StateV1::Accepted(_) => Ok(()),

@@ -10,8 +10,14 @@
 //!   is checked by point lookups of what it names, never by holding a table. What is kept
 //!   across pages is a handful of numbers and the audit chains' heads.
 //! - **No patient data in a problem.** A problem names its table and key in hex, but a key
-//!   that holds a patient key (`ByExchange`, `Medications`, a check budget or a consent) by its
-//!   place in the table, and a `ByPatient` entry by its prescription id.
+//!   that names a patient (`ByExchange`, `Medications`, a check budget or a consent: its
+//!   pseudonym, which the audit log names a patient by too) by its place in the table, and a
+//!   `ByPatient` entry by its prescription id.
+//! - **The pseudonym key.** The keys that name a patient hold its pseudonym under the gateway's
+//!   `audit_pseudonym_key`, so the checks that a prescription's `ByExchange` and `ByPatient`
+//!   entries are its own recompute them under that key. Without it (no `--config`) those checks
+//!   are skipped, and the summary says so; with another key than the store's, the store's
+//!   fingerprint of its key tells, and that is the problem named.
 //! - **A stopped store.** The pages are read one transaction each: a store that is written
 //!   meanwhile may show an index without its record. The command opens the folder itself, and
 //!   an engine's lock refuses one a running gateway holds.
@@ -31,9 +37,9 @@ use crate::{
 };
 
 use super::{
-    layout,
+    Pseudonyms, layout,
     records::{ChainHeadRecord, ChainHeadV1, decode},
-    schema::{self, AuditChainKind, ClinicalKind, id_of_by_patient},
+    schema::{self, AuditChainKind, ClinicalKind, PSEUDONYM_KEY_FINGERPRINT_KEY, id_of_by_patient},
 };
 use counters::Highest;
 
@@ -67,7 +73,15 @@ pub struct Summary {
     pub links: u64,
     pub chains: usize,
     pub checkpoints: u64,
+    /// Whether the checks that need the pseudonym key were skipped, for want of it.
+    pub skipped_patient_keys: bool,
 }
+
+/// What the summary says of the checks skipped without the pseudonym key.
+pub const SKIPPED_PATIENT_KEYS: &str = "SKIPPED without the pseudonym key (the gateway's \
+     --config names its audit_pseudonym_key): that each prescription has its ByExchange and \
+     ByPatient entries, and that each such entry is under its prescription's patient, clinic, \
+     issue date and exchange number";
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,8 +95,21 @@ impl fmt::Display for Summary {
             self.links,
             self.chains,
             self.checkpoints
-        )
+        )?;
+        if self.skipped_patient_keys {
+            write!(f, "; {SKIPPED_PATIENT_KEYS}")?;
+        }
+        Ok(())
     }
+}
+
+/// What the entries are checked against: the date (a prescription usable then must be found
+/// by its exchange number), and the pseudonym key the patients' keys are made under (none: the
+/// checks that need it are skipped).
+#[derive(Clone)]
+pub(super) struct Against {
+    pub(super) today: JapanDate,
+    pub(super) pseudonyms: Option<Pseudonyms>,
 }
 
 /// Why one entry is not right: it could not be read, or it is wrong.
@@ -114,15 +141,21 @@ struct PageRead {
 }
 
 /// Checks the whole of `store` (see the module's documentation) as of the date `today` (a
-/// prescription usable then must be found by its exchange number); `progress` is told, after
-/// each page, the table and how many of its entries have been read.
+/// prescription usable then must be found by its exchange number), its patients' keys under
+/// `pseudonyms` (none: those checks are skipped); `progress` is told, after each page, the
+/// table and how many of its entries have been read.
 pub async fn verify(
     store: &Arc<dyn Store>,
     mut chains: ChainVerifier,
-    today: JapanDate,
+    (today, pseudonyms): (JapanDate, Option<Pseudonyms>),
     progress: &mut (dyn FnMut(Table, u64) + Send),
 ) -> Result<Summary, Problem> {
     check_layout(store).await?;
+    if let Some(pseudonyms) = &pseudonyms {
+        check_pseudonym_key(store, pseudonyms).await?;
+    }
+    let skipped_patient_keys = pseudonyms.is_none();
+    let against = Against { today, pseudonyms };
     let mut highest = Highest::default();
     let mut heads = Vec::new();
     let mut entries = Vec::new();
@@ -130,7 +163,7 @@ pub async fn verify(
     let order = std::iter::once(Table::AuditChain)
         .chain(Table::ALL.into_iter().filter(|t| *t != Table::AuditChain));
     for table in order {
-        let mut walk = Walk::new(table, highest, today);
+        let mut walk = Walk::new(table, highest, against.clone());
         while let Some(audit) = walk.next_page(store).await? {
             feed(&mut chains, &mut heads, table, audit);
             progress(table, walk.read);
@@ -153,6 +186,32 @@ pub async fn verify(
         links: report.links,
         chains: report.writers,
         checkpoints: report.checkpoints,
+        skipped_patient_keys,
+    })
+}
+
+/// Refuses a store whose patients' keys were made under another pseudonym key than
+/// `pseudonyms`: every check of them would fail, and name the wrong cause.
+async fn check_pseudonym_key(
+    store: &Arc<dyn Store>,
+    pseudonyms: &Pseudonyms,
+) -> Result<(), Problem> {
+    let recorded = store
+        .transact(|tx| tx.get(Table::Meta, PSEUDONYM_KEY_FINGERPRINT_KEY))
+        .await
+        .and_then(|read| read);
+    let what = match recorded {
+        Ok(Some(recorded)) if recorded == pseudonyms.fingerprint() => return Ok(()),
+        Ok(Some(_)) => String::from(
+            "the store was built with another audit_pseudonym_key than the one --config names",
+        ),
+        Ok(None) => String::from("the store records no fingerprint of its pseudonym key"),
+        Err(e) => format!("reading it failed: {e}"),
+    };
+    Err(Problem {
+        table: Table::Meta,
+        entry: format!("key {}", hex(PSEUDONYM_KEY_FINGERPRINT_KEY)),
+        what,
     })
 }
 
@@ -181,7 +240,7 @@ async fn check_layout(store: &Arc<dyn Store>) -> Result<(), Problem> {
 /// A walk over one table, a page at a time.
 struct Walk {
     table: Table,
-    today: JapanDate,
+    against: Against,
     after: Option<Vec<u8>>,
     read: u64,
     highest: Highest,
@@ -191,10 +250,10 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(table: Table, highest: Highest, today: JapanDate) -> Self {
+    fn new(table: Table, highest: Highest, against: Against) -> Self {
         Walk {
             table,
-            today,
+            against,
             after: None,
             read: 0,
             highest,
@@ -210,10 +269,10 @@ impl Walk {
         }
         let (table, after, highest, read) =
             (self.table, self.after.take(), self.highest, self.read);
-        let today = self.today;
+        let against = self.against.clone();
         let page = store
             .transact(move |tx: &mut dyn Txn| {
-                read_page(tx, table, after.as_deref(), highest, read, today)
+                read_page(tx, table, after.as_deref(), highest, read, &against)
             })
             .await
             .and_then(|inner| inner);
@@ -252,7 +311,7 @@ fn read_page(
     after: Option<&[u8]>,
     mut highest: Highest,
     before: u64,
-    today: JapanDate,
+    against: &Against,
 ) -> Result<PageRead, store::Error> {
     let start = after.map(schema::successor).unwrap_or_default();
     let rows = tx.scan_range(table, &start, &TABLE_END, PAGE)?;
@@ -262,7 +321,7 @@ fn read_page(
         .flatten();
     let mut bad = None;
     for (n, (key, value)) in rows.iter().enumerate() {
-        match check_entry(tx, table, key, value, &mut highest, today) {
+        match check_entry(tx, table, key, value, &mut highest, against) {
             Ok(()) => {}
             Err(Bad::Read(e)) => return Err(e),
             Err(Bad::Wrong(what)) => {
@@ -291,12 +350,13 @@ fn check_entry(
     key: &[u8],
     value: &[u8],
     highest: &mut Highest,
-    today: JapanDate,
+    against: &Against,
 ) -> Result<(), Bad> {
+    let pseudonyms = against.pseudonyms.as_ref();
     match table {
-        Table::Prescriptions => prescriptions::prescription(tx, key, value, today),
-        Table::ByExchange => prescriptions::by_exchange(tx, key, value),
-        Table::ByPatient => prescriptions::by_patient(tx, key),
+        Table::Prescriptions => prescriptions::prescription(tx, key, value, against),
+        Table::ByExchange => prescriptions::by_exchange(tx, key, value, pseudonyms),
+        Table::ByPatient => prescriptions::by_patient(tx, key, pseudonyms),
         Table::ByNumber => prescriptions::by_number(tx, key, value),
         Table::Documents => prescriptions::document(tx, key, value),
         Table::Dispensings => prescriptions::dispensing(tx, key, value),
@@ -345,7 +405,7 @@ fn feed(
 /// How an entry of `table` is named in a problem: its key in hex, but never a patient key
 /// (see the module's documentation); `place` is its place in the table (1: the first).
 fn named(table: Table, key: &[u8], place: u64) -> String {
-    let by_place = || format!("entry #{place} (its key holds a patient key, not shown)");
+    let by_place = || format!("entry #{place} (its key names a patient, not shown)");
     match table {
         Table::ByExchange | Table::Medications => by_place(),
         Table::ByPatient => format!(

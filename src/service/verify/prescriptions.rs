@@ -3,15 +3,13 @@
 //! each record has the index entries its state calls for.
 
 use crate::{
-    domain::{
-        hash::{hex, sha256},
-        time::JapanDate,
-    },
+    domain::hash::{hex, sha256},
     store::{Table, Txn},
 };
 
-use super::{Bad, wrong};
+use super::{Against, Bad, wrong};
 use crate::service::{
+    Pseudonyms,
     records::{
         DispensingV2, DocumentRecord, DocumentV1, PrescriptionRecord, PrescriptionV3, StateV1,
         StoredDispensingRecord, decode,
@@ -49,12 +47,13 @@ fn indexed(tx: &dyn Txn, table: Table, key: &[u8], what: &str) -> Result<(), Bad
 }
 
 /// A prescription record: it decodes, under its id, and the indexes name it; one still
-/// usable `today` is found by its exchange number.
+/// usable on `against`'s day is found by its exchange number. The entries under its patient's
+/// pseudonym are checked only with the pseudonym key.
 pub(super) fn prescription(
     tx: &dyn Txn,
     key: &[u8],
     value: &[u8],
-    today: JapanDate,
+    against: &Against,
 ) -> Result<(), Bad> {
     let p = decode::<PrescriptionRecord>(value)
         .map_err(|e| wrong(format!("does not decode: {e}")))?
@@ -68,8 +67,14 @@ pub(super) fn prescription(
             "its (institution, number) does not name it in ByNumber",
         ));
     }
-    let patient = by_patient_key(&p.institution, &p.patient_key, &p.issue_date, &p.id);
-    indexed(tx, Table::ByPatient, &patient, "its clinic's search entry")?;
+    let patient = against
+        .pseudonyms
+        .as_ref()
+        .map(|k| k.in_keys(&p.patient_key));
+    if let Some(patient) = &patient {
+        let search = by_patient_key(&p.institution, patient, &p.issue_date, &p.id);
+        indexed(tx, Table::ByPatient, &search, "its clinic's search entry")?;
+    }
     let accepted = tx.get(Table::Meta, &accepted_key(&p.id))?.is_some();
     if accepted != matches!(p.state, StateV1::Accepted(_)) {
         return Err(wrong(format!(
@@ -84,11 +89,10 @@ pub(super) fn prescription(
         .map_err(|e| wrong(format!("its lifecycle does not decode: {e}")))?
         .map(|stored| stored.lifecycle);
     // Past its last usable day its number may have gone to the patient's next prescription.
-    if lifecycle.is_some_and(|l| l.state_on(today).is_active()) {
-        let exchange = tx.get(
-            Table::ByExchange,
-            &exchange_key(&p.patient_key, p.exchange_number),
-        )?;
+    if let Some(patient) = &patient
+        && lifecycle.is_some_and(|l| l.state_on(against.today).is_active())
+    {
+        let exchange = tx.get(Table::ByExchange, &exchange_key(patient, p.exchange_number))?;
         if exchange.as_deref() != Some(p.id.as_bytes()) {
             return Err(wrong(
                 "it is usable today, but its exchange number does not find it in ByExchange",
@@ -98,10 +102,18 @@ pub(super) fn prescription(
     Ok(())
 }
 
-/// A `ByExchange` entry names an active prescription with that patient and exchange number.
-pub(super) fn by_exchange(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
+/// A `ByExchange` entry names an active prescription, and (with the pseudonym key) is under
+/// that prescription's patient and exchange number.
+pub(super) fn by_exchange(
+    tx: &dyn Txn,
+    key: &[u8],
+    value: &[u8],
+    pseudonyms: Option<&Pseudonyms>,
+) -> Result<(), Bad> {
     let p = load(tx, &id(value)?)?;
-    if exchange_key(&p.patient_key, p.exchange_number) != key {
+    if let Some(k) = pseudonyms
+        && exchange_key(&k.in_keys(&p.patient_key), p.exchange_number) != key
+    {
         return Err(wrong(format!(
             "names prescription {}, of another patient or exchange number",
             p.id
@@ -116,10 +128,22 @@ pub(super) fn by_exchange(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// A `ByPatient` entry names a prescription of that clinic, patient and issue date.
-pub(super) fn by_patient(tx: &dyn Txn, key: &[u8]) -> Result<(), Bad> {
+/// A `ByPatient` entry names a stored prescription, and (with the pseudonym key) is under that
+/// prescription's clinic, patient and issue date.
+pub(super) fn by_patient(
+    tx: &dyn Txn,
+    key: &[u8],
+    pseudonyms: Option<&Pseudonyms>,
+) -> Result<(), Bad> {
     let p = load(tx, &id(id_of_by_patient(key))?)?;
-    if by_patient_key(&p.institution, &p.patient_key, &p.issue_date, &p.id) != key {
+    if let Some(k) = pseudonyms
+        && by_patient_key(
+            &p.institution,
+            &k.in_keys(&p.patient_key),
+            &p.issue_date,
+            &p.id,
+        ) != key
+    {
         return Err(wrong(
             "its clinic, patient or issue date is not the prescription's",
         ));
