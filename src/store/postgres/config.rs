@@ -66,6 +66,12 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
+/// The longest a write waits for a row another transaction holds. Under SERIALIZABLE such a
+/// wait ends in a serialization failure once the holder commits, so waiting gains nothing: the
+/// run is failed at once and re-run (as a deadlock would be, which PostgreSQL finds only after
+/// its `deadlock_timeout`, a second by default).
+const LOCK_TIMEOUT_MS: u64 = 20;
+
 fn default_pool_size() -> usize {
     16
 }
@@ -164,7 +170,7 @@ impl PostgresConfig {
             .keepalives_idle(Duration::from_secs(30))
             .options(format!(
                 "-c synchronous_commit=on -c statement_timeout={} \
-                 -c idle_in_transaction_session_timeout={}",
+                 -c idle_in_transaction_session_timeout={} -c lock_timeout={LOCK_TIMEOUT_MS}",
                 self.statement_timeout_ms,
                 self.statement_timeout_ms * 4,
             ));

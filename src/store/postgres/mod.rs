@@ -423,9 +423,9 @@ fn database_error(error: &tokio_postgres::Error) -> Error {
     let (code, message) = (db.code(), db.message());
     let why = format!("{message} (SQLSTATE {})", code.code());
     match *code {
-        SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
-            Error::Unavailable(format!("{CONFLICT}: {why}"))
-        }
+        SqlState::T_R_SERIALIZATION_FAILURE
+        | SqlState::T_R_DEADLOCK_DETECTED
+        | SqlState::LOCK_NOT_AVAILABLE => Error::Unavailable(format!("{CONFLICT}: {why}")),
         SqlState::DISK_FULL => Error::NoSpace(why),
         _ if code.code().starts_with("08")
             || code.code().starts_with("53")

@@ -192,7 +192,11 @@ fn first_cause(
     let conflict = |e: &tokio_postgres::Error| {
         matches!(
             e.code(),
-            Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
+            Some(
+                &SqlState::T_R_SERIALIZATION_FAILURE
+                    | &SqlState::T_R_DEADLOCK_DETECTED
+                    | &SqlState::LOCK_NOT_AVAILABLE
+            )
         )
     };
     let cause = errors
