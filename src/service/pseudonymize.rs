@@ -98,7 +98,7 @@ mod tests {
             },
             testing::{fixed_pseudonyms, keyed},
         },
-        store::{EmbeddedStore, Entry},
+        store::{EmbeddedStore, EngineKind, Entry},
     };
 
     const CLEAR: &str = "ins|8:06139999|2:12|3:401|2:01";
@@ -144,11 +144,17 @@ mod tests {
     /// patient, three consents so that pages of two end inside them) and a history the
     /// history's migration already wrote under the pseudonym: every clear key is rewritten in
     /// pages, with its value, the two histories merge, nothing else moves, and a second run
-    /// finds nothing to do.
+    /// finds nothing to do. On each embedded engine.
     #[tokio::test]
     async fn every_clear_patient_key_is_rewritten_in_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        for engine in [EngineKind::Fjall, EngineKind::Sled] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open_with(dir.path(), Some(engine), 8).unwrap();
+            rewritten_in_pages(Arc::new(store)).await;
+        }
+    }
+
+    async fn rewritten_in_pages(store: Arc<dyn Store>) {
         let p = keyed(CLEAR);
         let [exchange, search, medications, budget, consent] = patient_keyed();
         let mut current = vec![
