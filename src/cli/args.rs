@@ -312,7 +312,8 @@ pub struct GatewayCertArgs {
     /// (repeatable); default: the one --config names.
     #[arg(long)]
     pub gateway_cert: Vec<PathBuf>,
-    /// The gateway's configuration, for its [gateway] certificate.
+    /// The gateway's configuration, for its [gateway] certificate (and, for `store verify`,
+    /// its audit_pseudonym_key, under which the store's keys name patients).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }

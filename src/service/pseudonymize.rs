@@ -93,12 +93,12 @@ mod tests {
                 DrugKindV1, HistoryEntryV2, HistoryRecord, SlotV2, SupplyV1, decode, encode,
             },
             schema::{
-                TEXT_KEYS_END, check_budget_key, consent_key, exchange_key, history_key,
-                override_key,
+                TEXT_KEYS_END, by_patient_key, check_budget_key, consent_key, exchange_key,
+                history_key, override_key,
             },
             testing::{fixed_pseudonyms, keyed},
         },
-        store::{EmbeddedStore, Entry},
+        store::{EmbeddedStore, EngineKind, Entry},
     };
 
     const CLEAR: &str = "ins|8:06139999|2:12|3:401|2:01";
@@ -144,39 +144,48 @@ mod tests {
     /// patient, three consents so that pages of two end inside them) and a history the
     /// history's migration already wrote under the pseudonym: every clear key is rewritten in
     /// pages, with its value, the two histories merge, nothing else moves, and a second run
-    /// finds nothing to do.
+    /// finds nothing to do. On each embedded engine.
     #[tokio::test]
     async fn every_clear_patient_key_is_rewritten_in_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let c = CLEAR.as_bytes();
-        let consent = move |n: u64| [b"consent\0", c, b"\0", &n.to_be_bytes()].concat();
-        let (c2, override_) = (c.to_vec(), override_key("id1"));
+        for engine in [EngineKind::Fjall, EngineKind::Sled] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open_with(dir.path(), Some(engine), 8).unwrap();
+            rewritten_in_pages(Arc::new(store)).await;
+        }
+    }
+
+    async fn rewritten_in_pages(store: Arc<dyn Store>) {
+        let p = keyed(CLEAR);
+        let [exchange, search, medications, budget, consent] = patient_keyed();
+        let mut current = vec![
+            (&exchange, exchange_key(&p, 42), b"id1".to_vec()),
+            (
+                &search,
+                by_patient_key("1310000001", &p, "2026-12-07", "id1"),
+                Vec::new(),
+            ),
+            (&budget, check_budget_key(&p), b"budget".to_vec()),
+        ];
+        for n in 1..=3u64 {
+            current.push((&consent, consent_key(&p, n), n.to_be_bytes().to_vec()));
+        }
+        let layout_1: Vec<(Table, Vec<u8>, Vec<u8>)> = (current.iter())
+            .map(|(kind, key, value)| (kind.table, kind.in_clear(key, CLEAR), value.clone()))
+            .collect();
+        let old_history = medications.in_clear(history_key(&p), CLEAR);
         store
             .transact(move |tx| {
-                tx.put(
-                    Table::ByExchange,
-                    &[&c2[..], b"\x00000042"].concat(),
-                    b"id1",
-                );
-                let search = [b"1310000001\0", &c2[..], b"\x002026-12-07\0id1"].concat();
-                tx.put(Table::ByPatient, &search, b"");
-                tx.put(Table::Medications, &c2, &history(vec![entry(1, 0)]));
-                let p = keyed(CLEAR);
+                for (table, key, value) in &layout_1 {
+                    tx.put(*table, key, value);
+                }
                 tx.put(
                     Table::Medications,
-                    history_key(&p),
-                    &history(vec![entry(2, 0)]),
+                    &old_history,
+                    &history(vec![entry(1, 0)]),
                 );
-                tx.put(
-                    Table::Clinical,
-                    &[b"check-budget\0", &c2[..]].concat(),
-                    b"budget",
-                );
-                for n in 1..=3 {
-                    tx.put(Table::Clinical, &consent(n), &n.to_be_bytes());
-                }
-                tx.put(Table::Clinical, &override_, b"override");
+                let migrated = history(vec![entry(2, 0)]);
+                tx.put(Table::Medications, history_key(&keyed(CLEAR)), &migrated);
+                tx.put(Table::Clinical, &override_key("id1"), b"override");
                 Ok::<_, store::Error>(())
             })
             .await
@@ -190,27 +199,9 @@ mod tests {
         }
         assert_eq!(moved, 7);
 
-        let p = keyed(CLEAR);
-        let mut expected = vec![
-            (Table::ByExchange, (exchange_key(&p, 42), b"id1".to_vec())),
-            (
-                Table::ByPatient,
-                (
-                    [
-                        b"1310000001\0",
-                        p.as_str().as_bytes(),
-                        b"\x002026-12-07\0id1",
-                    ]
-                    .concat(),
-                    Vec::new(),
-                ),
-            ),
-            (Table::Clinical, (check_budget_key(&p), b"budget".to_vec())),
-        ];
-        for n in 1..=3u64 {
-            let entry = (consent_key(&p, n), n.to_be_bytes().to_vec());
-            expected.push((Table::Clinical, entry));
-        }
+        let mut expected: Vec<(Table, Entry)> = (current.into_iter())
+            .map(|(kind, key, value)| (kind.table, (key, value)))
+            .collect();
         expected.push((Table::Clinical, (override_key("id1"), b"override".to_vec())));
         let mut found = all(&store).await;
         let (table, (key, merged)) = found.remove(2);

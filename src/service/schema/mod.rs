@@ -616,6 +616,8 @@ mod tests {
             patient_keyed()[3].range.end <= consents().start,
             "budgets, then consents"
         );
+        let without_patient = patient_keyed()[3].clear_patient(b"check-budget\0");
+        assert!(matches!(without_patient, Err(store::Error::Corrupt(_))));
     }
 
     /// A store whose transactions run through [`testing::Noting`], the writes of all kept in

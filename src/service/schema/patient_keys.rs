@@ -38,17 +38,15 @@ pub(in crate::service) fn patient_keyed() -> [PatientKeyed; 5] {
 }
 
 impl PatientKeyed {
-    /// Where the patient's part of `key` starts and ends.
+    /// Where the patient's part of `key` starts and ends (both at the key's end if it has no
+    /// such part).
     fn patient_part(&self, key: &[u8]) -> (usize, usize) {
+        let next_zero = |from: usize| key[from..].iter().position(|b| *b == 0).map(|at| from + at);
         let mut start = 0;
         for _ in 0..self.part {
-            start += key[start..]
-                .iter()
-                .position(|b| *b == 0)
-                .map_or(key.len(), |at| at + 1);
+            start = next_zero(start).map_or(key.len(), |zero| zero + 1);
         }
-        let end = (key[start..].iter().position(|b| *b == 0)).map_or(key.len(), |at| start + at);
-        (start.min(key.len()), end)
+        (start, next_zero(start).unwrap_or(key.len()))
     }
 
     /// The canonical patient key that `key` holds where a key now holds the pseudonym, as
@@ -62,6 +60,9 @@ impl PatientKeyed {
         if PatientPseudonym::is_one(part) {
             return Ok(None);
         }
+        if part.is_empty() {
+            return Err(corrupt("patient key"));
+        }
         std::str::from_utf8(part)
             .map(Some)
             .map_err(|_| corrupt("patient key"))
@@ -73,7 +74,19 @@ impl PatientKeyed {
         key: &[u8],
         pseudonym: &PatientPseudonym,
     ) -> Vec<u8> {
+        self.with_part(key, pseudonym.as_str().as_bytes())
+    }
+
+    /// `key` as layout 1 wrote it: the canonical patient key `patient` where the pseudonym is.
+    /// Only the tests that build such a store write these.
+    #[cfg(test)]
+    pub(in crate::service) fn in_clear(&self, key: &[u8], patient: &str) -> Vec<u8> {
+        self.with_part(key, patient.as_bytes())
+    }
+
+    /// `key` with the patient's part replaced by `part`.
+    fn with_part(&self, key: &[u8], part: &[u8]) -> Vec<u8> {
         let (start, end) = self.patient_part(key);
-        [&key[..start], pseudonym.as_str().as_bytes(), &key[end..]].concat()
+        [&key[..start], part, &key[end..]].concat()
     }
 }
