@@ -3,7 +3,8 @@
 //! text; an export's REPEATABLE READ snapshot could hold a state that no serial order passes
 //! through; a panic in the engine outside the function's own handed its connection back to the
 //! pool inside its transaction; `config check` did not read the files `[postgres]` names; a URL
-//! of Unix sockets only could not connect unless it said `sslmode=disable`. On a real cluster
+//! of Unix sockets only could not connect unless it said `sslmode=disable`; an import into
+//! PostgreSQL wrote a layout-1 dump's clear patient keys into its keys. On a real cluster
 //! (`common::postgres`), skipped, saying so, when PostgreSQL is not installed, except under CI.
 
 use std::fs;
@@ -17,7 +18,8 @@ use rxgate::{
 
 use crate::common::postgres::{Cluster, installed};
 use crate::postgres::{database_name, open};
-use crate::store_dump::{args, rxgate, text};
+use crate::pseudonymized_keys::{fixture_canonical, unpack_layout_1};
+use crate::store_dump::{args, export, rxgate, text};
 use crate::store_postgres_moves::on_postgres;
 
 /// `config`'s database, port and user as a key=value URL that reaches them through `hosts`
@@ -226,4 +228,48 @@ async fn config_check_reads_the_files_the_postgres_section_names() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no certificate"), "{}", text(&out));
     assert!(!text(&out).contains("secret"), "{}", text(&out));
+}
+
+/// Issue 28: patient identifiers stay out of indexed columns (a key is one, and is written to
+/// the WAL and so to every archive and base backup). A dump of a layout-1 store keys patients by
+/// their canonical key; imported into PostgreSQL, those keys went in as they were, to be
+/// rewritten only by the first gateway's start: the import must write pseudonyms (or refuse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_postgres_writes_no_clear_patient_key() {
+    let Some(cluster) = installed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = unpack_layout_1(dir.path());
+    let dump = dir.path().join("layout-1.dump");
+    export(&store, &dump).await;
+    let gateway = dir.path().join("gateway");
+    fs::create_dir(&gateway).unwrap();
+    let database = cluster.database();
+    let (config, _) = on_postgres(&gateway, &database);
+    let imported = rxgate(args(&[
+        &"store",
+        &"import",
+        &"--engine",
+        &"postgres",
+        &"--config",
+        &config,
+        &dump,
+    ]))
+    .await;
+    // The keys of every table that hold `clear`'s bytes, counted.
+    let holding = |clear: &str| {
+        let counts = Table::ALL.map(|t| {
+            let table = rxgate::store::dump::name(t);
+            format!("(SELECT count(*) FROM rxgate.{table} WHERE position('{clear}' in k) > 0)")
+        });
+        format!("SELECT {}", counts.join(" + "))
+    };
+    for number in ["345", "401", "403"] {
+        let clear = fixture_canonical(number);
+        let keys = cluster.sql_in(&database_name(&database), &holding(&clear));
+        assert!(
+            !imported.status.success() || keys == "0\n",
+            "{keys} keys hold {clear} in clear: {}",
+            text(&imported)
+        );
+    }
 }
