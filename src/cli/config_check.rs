@@ -1,5 +1,6 @@
 //! `rxgate config check FILE`: a configuration read as `serve --config` reads it — its settings
-//! and every certificate, key, CRL and key file it names, and the drug masters and
+//! and every certificate, key, CRL and key file it names (`[postgres]`'s password and TLS files
+//! too), and the drug masters and
 //! contraindication table when it names its own instead of the built-in ones — without binding a
 //! port or opening the store, so that an operator learns of a mistake before a restart.
 
@@ -18,6 +19,12 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         .load(config.verifier_config()?)
         .context("loading the document-signing trust")?;
     config.tls.load().context("loading the TLS material")?;
+    if let Some(postgres) = &config.postgres {
+        postgres
+            .read_files()
+            .map_err(anyhow::Error::msg)
+            .context("reading the files of [postgres]")?;
+    }
     if let Some(relay) = &config.relay {
         let identity = Arc::new(config.gateway_identity()?);
         relay

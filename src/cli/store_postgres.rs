@@ -1,6 +1,7 @@
 //! `rxgate store` on a PostgreSQL store, the database a gateway's configuration names:
-//! `migrate` (the schema, as the migration role), `export` (one REPEATABLE READ snapshot,
-//! consistent while gateways run) and `import`/`restore` (into a migrated, empty database).
+//! `migrate` (the schema, as the migration role), `export` (one SERIALIZABLE READ ONLY
+//! DEFERRABLE snapshot, consistent while gateways run) and `import`/`restore` (into a migrated,
+//! empty database).
 //! The dump's writing and loading are `store.rs`'s, the same for every engine. The engine's own
 //! calls drive a runtime of their own, so they run here on blocking threads.
 

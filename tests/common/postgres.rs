@@ -216,6 +216,11 @@ impl Cluster {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// The folder of the server's Unix socket.
+    pub(crate) fn socket_dir(&self) -> PathBuf {
+        self.folder.join("run")
+    }
+
     /// The `[postgres]` settings of the application role for database `name`.
     pub(crate) fn config(&self, name: &str) -> PostgresConfig {
         let text = format!(

@@ -42,6 +42,7 @@ mod relay;
 mod relay_drill;
 mod review_27;
 mod review_27b;
+mod review_28;
 mod signature;
 mod store;
 mod store_damage;

@@ -14,14 +14,14 @@ use rxgate::{
 use crate::common::postgres::{self, Cluster, installed as cluster};
 
 /// Opens the store in `config`'s database, off the async runtime.
-async fn open(config: &PostgresConfig) -> Result<Arc<PgStore>, Error> {
+pub(crate) async fn open(config: &PostgresConfig) -> Result<Arc<PgStore>, Error> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || PgStore::open(&config, columns_of).map(Arc::new))
         .await
         .unwrap()
 }
 
-fn database_name(config: &PostgresConfig) -> String {
+pub(crate) fn database_name(config: &PostgresConfig) -> String {
     config.url.rsplit('/').next().unwrap().to_owned()
 }
 

@@ -56,7 +56,7 @@ fn canonical(n: u32) -> String {
 }
 
 /// The canonical key of a layout-1 fixture patient, by insurance number.
-fn fixture_canonical(number: &str) -> String {
+pub(crate) fn fixture_canonical(number: &str) -> String {
     let key = PatientKey::insurance("06139999", "12", number, "01").unwrap();
     key.canonical().to_owned()
 }
@@ -143,7 +143,7 @@ async fn no_key_holds_a_patient_key() {
 }
 
 /// The layout-1 store unpacked into `into`: its folder.
-fn unpack_layout_1(into: &Path) -> PathBuf {
+pub(crate) fn unpack_layout_1(into: &Path) -> PathBuf {
     let tar = Command::new("tar")
         .arg("-xzf")
         .arg(LAYOUT_1)

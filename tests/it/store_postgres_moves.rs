@@ -31,7 +31,7 @@ use crate::store_verify::populated_store;
 /// A gateway's configuration on `database`: examples/rxgate.toml with `store_engine =
 /// "postgres"` and the database's `[postgres]` section, written to `dir/rxgate.toml` (its
 /// acknowledged mark kept in `dir/store`); and `serve` on it.
-fn on_postgres(dir: &Path, database: &PostgresConfig) -> (PathBuf, Serve) {
+pub(crate) fn on_postgres(dir: &Path, database: &PostgresConfig) -> (PathBuf, Serve) {
     let serve = serve_configured(dir, "store_engine = \"postgres\"");
     let path = dir.join("rxgate.toml");
     let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();

@@ -53,7 +53,7 @@ pub struct PostgresConfig {
     pub connect_timeout_ms: u64,
 }
 
-/// Never the password's source in full: the URL is shown without its query's values.
+/// Never a password: the URL (which `validate` refuses to hold one) and where the password is.
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
@@ -144,6 +144,12 @@ impl PostgresConfig {
         Ok(())
     }
 
+    /// Reads the files the section names (the password, the CA, a client certificate and key)
+    /// as a connection would, and connects to nothing: what `rxgate config check` tries.
+    pub fn read_files(&self) -> Result<(), String> {
+        self.connection(None).map(drop)
+    }
+
     /// Reads the password and the TLS files: the settings to connect with, as the URL's user
     /// or as `migrator`.
     pub(super) fn connection(&self, migrator: Option<&Migrator>) -> Result<Connection, String> {
@@ -160,10 +166,14 @@ impl PostgresConfig {
         if let Some(password) = secrets.password()? {
             settings.password(password);
         }
-        // TLS whenever the URL allows it: `prefer` would fall back to plain text.
-        if settings.get_ssl_mode() != SslMode::Disable {
-            settings.ssl_mode(SslMode::Require);
-        }
+        // TLS over TCP always (`validate` refused `disable` there, and `prefer` would fall back
+        // to plain text); none on Unix sockets, where a server never speaks it.
+        let mode = if over_tcp(&settings) {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        };
+        settings.ssl_mode(mode);
         settings
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .keepalives(true)
@@ -230,9 +240,11 @@ impl PostgresConfig {
     }
 }
 
-/// Whether any host is reached over TCP (not a Unix socket).
+/// Whether any host is reached over TCP: one that is not a Unix socket, or any `hostaddr`
+/// (tokio-postgres connects to a `hostaddr` over TCP whatever `host` names beside it).
 fn over_tcp(settings: &tokio_postgres::Config) -> bool {
-    settings.get_hosts().is_empty()
+    !settings.get_hostaddrs().is_empty()
+        || settings.get_hosts().is_empty()
         || settings
             .get_hosts()
             .iter()

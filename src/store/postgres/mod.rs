@@ -298,7 +298,10 @@ impl Session<'_> {
 
 impl Shared {
     /// Runs `f` until it commits or fails for good, at most [`MAX_ATTEMPTS`] times. A
-    /// connection whose transaction may not have ended is closed rather than pooled again.
+    /// connection whose transaction may not have ended is closed rather than pooled again:
+    /// one that failed to end it, or one the engine itself panicked on (`f`'s own panics are
+    /// caught in [`Shared::attempt`], which rolls back), which would otherwise go back to the
+    /// pool inside its transaction and hand the next function its old snapshot.
     fn run(&self, client: Object, runtime: &Handle, f: &TxnFn) -> Result<Outcome, Error> {
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         let session = Session {
@@ -306,7 +309,11 @@ impl Shared {
             runtime,
             broken: Cell::new(false),
         };
-        let answer = self.attempts(&session, f);
+        let answer =
+            catch_unwind(AssertUnwindSafe(|| self.attempts(&session, f))).unwrap_or_else(|panic| {
+                session.broken.set(true);
+                Err(panicked(panic.as_ref()))
+            });
         if session.broken.get() {
             drop(Object::take(client));
         }
@@ -351,8 +358,7 @@ impl Shared {
             }
             (None, Err(panic)) => {
                 session.rollback();
-                let message = crate::panics::message(panic.as_ref()).to_owned();
-                return Err(Error::Panicked(message));
+                return Err(panicked(panic.as_ref()));
             }
             (None, Ok(outcome)) => outcome,
         };
@@ -390,6 +396,11 @@ async fn rolled_back(client: Object) {
     if client.batch_execute("ROLLBACK").await.is_err() {
         drop(Object::take(client));
     }
+}
+
+/// The answer to a run that panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    Error::Panicked(crate::panics::message(panic).to_owned())
 }
 
 /// A conflict is run again; any other error is the answer.

@@ -1,7 +1,9 @@
-//! [`Store::snapshot`](crate::store::Store::snapshot) on PostgreSQL: a REPEATABLE READ, READ
-//! ONLY transaction on a connection of its own, which sees every transaction committed before it
-//! began and nothing later, read table by table in pages of [`PAGE`] rows. It holds one
-//! connection of the pool while it is read, and no lock that writers wait for.
+//! [`Store::snapshot`](crate::store::Store::snapshot) on PostgreSQL: a SERIALIZABLE, READ ONLY,
+//! DEFERRABLE transaction on a connection of its own, read table by table in pages of [`PAGE`]
+//! rows. DEFERRABLE makes its start wait for a safe snapshot (the serializable transactions
+//! running beside it ended): a plain REPEATABLE READ one can see a transaction without another
+//! that the serial order puts before it (the read-only anomaly), a state the store never was in.
+//! It holds one connection of the pool while it is read, and no lock that writers wait for.
 
 use std::sync::Arc;
 
@@ -27,7 +29,7 @@ pub(super) fn take(shared: Arc<Shared>, runtime: Handle) -> SnapshotAnswer {
     let began = runtime.spawn(async move {
         let client = shared.pool.get().await.map_err(|e| pool_error(&e))?;
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE; SELECT 1")
             .await
             .map_err(|e| database_error(&e))?;
         Ok::<_, Error>((client, shared))
