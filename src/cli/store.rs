@@ -20,7 +20,7 @@ use super::master_import::{draw_progress, progress_bar};
 use super::store_postgres::{export_database, import_database};
 use crate::{
     config::{Config, StoreEngine},
-    service::{Pseudonyms, acknowledged, put_record},
+    service::{Pseudonyms, acknowledged, put_record, refuse_clear_patient_key},
     store::{
         EmbeddedStore, EngineKind, Error as StoreError, Snapshot, Store,
         dump::{self, Manifest, Reader, TableEntry},
@@ -289,7 +289,7 @@ pub(super) async fn import_folder(
     let store: Arc<EmbeddedStore> = Arc::new(store);
     // The embedded engines keep no typed columns: the rows' pseudonyms go unused.
     let manifest = loading
-        .into(&store, &Pseudonyms::ephemeral())
+        .into(&store, &Pseudonyms::ephemeral(), PatientKeys::AsDumped)
         .await
         .with_context(|| {
             format!(
@@ -341,6 +341,7 @@ impl Loading {
         self,
         store: &impl Store,
         pseudonyms: &Pseudonyms,
+        keys: PatientKeys,
     ) -> anyhow::Result<Manifest> {
         let Loading {
             reader,
@@ -350,7 +351,7 @@ impl Loading {
         let progress = io::stderr()
             .is_terminal()
             .then(|| draw_progress(Arc::clone(&read), total));
-        let loaded = load(store, reader, pseudonyms).await;
+        let loaded = load(store, reader, pseudonyms, keys).await;
         if let Some(progress) = progress {
             progress.abort();
             eprintln!("{}", progress_bar(read.load(Ordering::Relaxed), total));
@@ -369,6 +370,17 @@ fn check(src: &Path) -> anyhow::Result<()> {
         .with_context(refused)
 }
 
+/// What a load may do with keys that name a patient in clear (a dump of a store of layout 1,
+/// which the gateway's start migrates).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum PatientKeys {
+    /// Load them as they are: a folder the gateway migrates at its start.
+    AsDumped,
+    /// Refuse the dump at the first, before it is written: a database indexes its keys and
+    /// keeps them in its WAL and backups, so no patient identifier may ever enter one.
+    Refused,
+}
+
 /// Writes every entry `reader` gives to `store` as the service writes it
 /// (`service::put_record`), a batch per transaction, each durable before the next; the
 /// manifest once the whole dump has been read and checked.
@@ -376,6 +388,7 @@ async fn load<R: Read + Send + 'static>(
     store: &impl Store,
     reader: Reader<R>,
     pseudonyms: &Pseudonyms,
+    keys: PatientKeys,
 ) -> anyhow::Result<Manifest> {
     let (batches, mut received) = mpsc::channel(IN_FLIGHT);
     let reading = tokio::task::spawn_blocking(move || read_batches(reader, &batches));
@@ -384,6 +397,9 @@ async fn load<R: Read + Send + 'static>(
         store
             .transact(move |tx| {
                 for (table, key, value) in &batch {
+                    if keys == PatientKeys::Refused {
+                        refuse_clear_patient_key(*table, key)?;
+                    }
                     put_record(tx, *table, key, value, &pseudonyms)?;
                 }
                 Ok::<_, StoreError>(())

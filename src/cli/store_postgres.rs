@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use super::store::{Loading, Partial, write_dump};
+use super::store::{Loading, Partial, PatientKeys, write_dump};
 use crate::{
     config::Config,
     opened_store::OpenedStore,
@@ -58,28 +58,30 @@ pub(super) async fn import_database(config: &Config, src: PathBuf) -> anyhow::Re
         Pseudonyms::from_file(&config.audit_pseudonym_key).map_err(anyhow::Error::msg)?;
     let opened = OpenedStore::open(config).await?;
     let store = opened.store();
-    let loaded = async {
-        if let Some(table) = table_with_rows(&store).await? {
-            bail!(
-                "the database is not empty ({} holds rows): import only into a new database \
+    let loaded =
+        async {
+            if let Some(table) = table_with_rows(&store).await? {
+                bail!(
+                    "the database is not empty ({} holds rows): import only into a new database \
                  that `rxgate store migrate` prepared",
-                dump::name(table)
-            );
-        }
-        let loading = Loading::checked(src.clone()).await?;
-        mark_import(&opened, true).await?;
-        let manifest = loading.into(&store, &pseudonyms).await.with_context(|| {
+                    dump::name(table)
+                );
+            }
+            let loading = Loading::checked(src.clone()).await?;
+            mark_import(&opened, true).await?;
+            let keys = PatientKeys::Refused;
+            let manifest = loading.into(&store, &pseudonyms, keys).await.with_context(|| {
             format!(
                 "importing {} (the database now holds part of it: empty it before importing \
                  again)",
                 src.display()
             )
         })?;
-        acknowledged::save(&store, config.data_dir.clone(), None).await?;
-        mark_import(&opened, false).await?;
-        Ok(manifest)
-    }
-    .await;
+            acknowledged::save(&store, config.data_dir.clone(), None).await?;
+            mark_import(&opened, false).await?;
+            Ok(manifest)
+        }
+        .await;
     drop(store);
     opened.close().await?;
     loaded

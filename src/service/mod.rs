@@ -69,7 +69,7 @@ pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
 pub use prescriptions::Registered;
 pub use pseudonym::{PatientPseudonym, Pseudonyms};
 pub use relay_ledger::DeadLetter;
-pub use schema::{columns_of, put_record};
+pub use schema::{columns_of, put_record, refuse_clear_patient_key};
 pub use schema::{head_key, link_key, parse_key};
 pub use stored::{DispensingSummary, LineState, Status};
 

@@ -266,10 +266,18 @@ async fn an_import_into_postgres_writes_no_clear_patient_key() {
     for number in ["345", "401", "403"] {
         let clear = fixture_canonical(number);
         let keys = cluster.sql_in(&database_name(&database), &holding(&clear));
-        assert!(
-            !imported.status.success() || keys == "0\n",
-            "{keys} keys hold {clear} in clear: {}",
+        assert_eq!(
+            keys,
+            "0\n",
+            "keys hold {clear} in clear: {}",
             text(&imported)
         );
     }
+    // Refused before its first clear key, saying how to bring such a store in.
+    assert!(!imported.status.success());
+    assert!(
+        text(&imported).contains("start a gateway on it once"),
+        "{}",
+        text(&imported)
+    );
 }

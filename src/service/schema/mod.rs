@@ -189,6 +189,23 @@ pub fn columns_of(table: Table) -> &'static [Column] {
     }
 }
 
+/// Refuses `key` of `table` if it names a patient in clear, as stores of layout 1 and before
+/// wrote it (a dump of one): what a database that indexes its keys must never hold.
+pub fn refuse_clear_patient_key(table: Table, key: &[u8]) -> Result<(), store::Error> {
+    for kind in patient_keys::patient_keyed() {
+        let within = kind.range.start.as_slice() <= key && key < kind.range.end.as_slice();
+        if kind.table == table && within && kind.clear_patient(key)?.is_some() {
+            return Err(store::Error::Unsupported(
+                "the dump names patients in clear in its keys (a store of layout 1): load it \
+                 into fjall, start a gateway on it once (which migrates it), export it again \
+                 and import that"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes an entry copied from a store (a dump's) as the service writes it: a record of a
 /// table that declares typed columns is decoded for its row and written, bytes unchanged, with
 /// `Txn::put_row` (an engine that keeps columns refuses a plain put there); any other entry
