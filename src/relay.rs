@@ -100,8 +100,24 @@ impl Relay {
             .store(u64::from(up), Ordering::Relaxed);
     }
 
+    /// Reads the acknowledged position and sets the position and lag metrics from it: at each
+    /// page, and at each wait of a delivery that does not get through, so that the lag grows
+    /// with the backlog while the upstream is down.
+    async fn note_position(&self) -> Result<u64, crate::service::Error> {
+        let position = self.gateway.relay_position().await?;
+        let metrics = self.gateway.metrics();
+        metrics.relay_acked.store(position, Ordering::Relaxed);
+        if let Ok(latest) = self.gateway.latest_event().await {
+            metrics
+                .relay_lag
+                .store(latest.saturating_sub(position), Ordering::Relaxed);
+        }
+        Ok(position)
+    }
+
     /// Waits before the next attempt, doubling the wait up to the configured maximum.
     async fn back_off(&mut self) {
+        let _ = self.note_position().await;
         tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(self.config.max_backoff);
     }
@@ -174,15 +190,8 @@ impl Relay {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let page = match self.gateway.relay_position().await {
+            let page = match self.note_position().await {
                 Ok(position) => {
-                    let metrics = self.gateway.metrics();
-                    metrics.relay_acked.store(position, Ordering::Relaxed);
-                    if let Ok(latest) = self.gateway.latest_event().await {
-                        metrics
-                            .relay_lag
-                            .store(latest.saturating_sub(position), Ordering::Relaxed);
-                    }
                     self.gateway
                         .events_page(filter.clone(), position, PAGE)
                         .await

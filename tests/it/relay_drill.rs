@@ -199,3 +199,28 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
         "in the order of the relaying gateway's event log"
     );
 }
+
+/// While the upstream is down the relay waits on its first record; the lag it reports must grow
+/// with every record made meanwhile, not stay at what it read before that first delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_grows_while_the_upstream_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = PortHold::new();
+    let down = Gateway::start(&dir.path().join("down"), None, Some(up_port.addr())).await;
+    let keys = (signer("doctor"), signer("pharmacist"));
+    let addr = down.0.addr.clone();
+    let mut clinic =
+        PrescriptionServiceClient::new(dev_pki().client("clinic").connect(&addr).await.unwrap());
+    let mut pharmacy =
+        DispensingServiceClient::new(dev_pki().client("pharmacy").connect(&addr).await.unwrap());
+    make_record(&mut clinic, &mut pharmacy, &keys, 0).await;
+    down.until("rxgate_relay_lag_events", |lag| lag > 0).await;
+    let first = down.metric("rxgate_relay_lag_events").await;
+    for i in 1..=4 {
+        make_record(&mut clinic, &mut pharmacy, &keys, i).await;
+    }
+    // Four more records, three events each, none delivered.
+    down.until("rxgate_relay_lag_events", |lag| lag >= first + 12)
+        .await;
+    down.kill();
+}
