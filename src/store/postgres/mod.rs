@@ -213,22 +213,21 @@ impl Store for PgStore {
         let shared = Arc::clone(&self.shared);
         let handle = self.handle.clone();
         let running = self.handle.spawn(async move {
-            let client = shared.pool.get().await.map_err(|e| pool_error(&e))?;
-            tokio::task::spawn_blocking(move || shared.run(client, &handle, &f))
-                .await
-                .map_err(|e| Error::Engine(format!("a transaction's thread failed: {e}")))?
-        });
-        let reached = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let answer = running.await.unwrap_or(Err(Error::Closed));
-            let unreachable = matches!(&answer, Err(Error::Unavailable(_)));
-            *reached
-                .unreachable
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) =
-                answer.as_ref().err().filter(|_| unreachable).cloned();
+            let answer = match shared.pool.get().await {
+                Ok(client) => {
+                    let running = Arc::clone(&shared);
+                    tokio::task::spawn_blocking(move || running.run(client, &handle, &f))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Error::Engine(format!("a transaction's thread failed: {e}")))
+                        })
+                }
+                Err(e) => Err(pool_error(&e)),
+            };
+            shared.note_reach(&answer);
             answer
-        })
+        });
+        Box::pin(async move { running.await.unwrap_or(Err(Error::Closed)) })
     }
 
     fn stats(&self) -> Stats {
@@ -297,6 +296,20 @@ impl Session<'_> {
 }
 
 impl Shared {
+    /// Keeps what readiness reports: a database that could not be reached until one answer
+    /// comes from it. A conflict is an answer of the database's, and changes nothing.
+    fn note_reach(&self, answer: &Result<Outcome, Error>) {
+        let unreachable = match answer {
+            Err(error @ Error::Unavailable(_)) if !is_conflict(error) => Some(error.clone()),
+            Err(Error::Unavailable(_)) => return,
+            _ => None,
+        };
+        *self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = unreachable;
+    }
+
     /// Runs `f` until it commits or fails for good, at most [`MAX_ATTEMPTS`] times. A
     /// connection whose transaction may not have ended is closed rather than pooled again:
     /// one that failed to end it, or one the engine itself panicked on (`f`'s own panics are
