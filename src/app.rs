@@ -169,6 +169,10 @@ async fn every_off_runtime<T: Send + 'static>(
     }
 }
 
+/// How often the event sequencer looks for other gateways' pending events (its own it numbers
+/// as soon as they commit).
+const SEQUENCER_POLL: Duration = Duration::from_millis(100);
+
 /// While the expiry sweep is held, the ERROR line is repeated at most once an hour.
 static SWEEP_HELD: LogThrottle = LogThrottle::new(Duration::from_secs(3600));
 
@@ -385,6 +389,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             held = log_sweep(sweeper.sweep_expired().await, held);
             tokio::time::sleep(sweeper.until_next_day().min(sweep_every)).await;
         }
+    });
+
+    // Events an import left pending are numbered before any call can add one after them.
+    while gateway.number_pending_events().await? > 0 {}
+    let sequencer = Arc::clone(&gateway);
+    background.spawn("event sequencer", async move {
+        sequencer.sequence_events(SEQUENCER_POLL).await;
     });
 
     let counter = Arc::clone(&gateway);

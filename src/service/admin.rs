@@ -147,7 +147,7 @@ impl Gateway {
             })
             .await
             .map_err(Error::from)?;
-        self.events.notify_waiters();
+        self.committed();
         let swept = outcome.map_err(Error::from)?;
         // Only a sweep that ran counts: a sweep failing every time shows as none.
         self.metrics.expiry_sweeps.fetch_add(1, Ordering::Relaxed);

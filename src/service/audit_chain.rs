@@ -1,7 +1,8 @@
 //! The audit trail as hash chains: one chain per writer (a gateway, named by the SHA-256 of its
-//! `[gateway]` certificate), each link keyed by (writer, the writer's own gapless sequence) and
-//! holding the SHA-256 of the encoded link before it. The only row a call writes besides its
-//! record is its writer's head, so gateways sharing a store never write the same row.
+//! `[gateway]` certificate, or one of its lanes: [`lane_writer`]), each link keyed by (writer,
+//! the writer's own gapless sequence) and holding the SHA-256 of the encoded link before it.
+//! The only row a call writes besides its record is its writer's head, so gateways sharing a
+//! store never write the same row, nor do the transactions one gateway runs side by side.
 //!
 //! Links are in [`Table::Audit`] and heads in [`Table::AuditChain`], keyed as `service::schema`
 //! lays them out (beside the unchained records of stores written before the chain).
@@ -33,14 +34,26 @@ pub fn heads(tx: &dyn Txn) -> Result<Vec<ChainHeadV1>, store::Error> {
         .collect()
 }
 
-/// Appends `entry` to the chain of `writer`; begins the chain with its genesis link first if
-/// it has not begun. The one way an audit record is written.
+/// The writer of `gateway`'s chain in `lane` ([`Txn::lane`]): the gateway itself in lane 0,
+/// the only one of an engine that runs transactions one at a time; in lane N the SHA-256 of
+/// the gateway's 32 bytes and N's 4 (big-endian). A gateway whose transactions run side by side
+/// so keeps a chain per lane, whose head no two of them write at once.
+pub(super) fn lane_writer(gateway: &[u8; 32], lane: u32) -> [u8; 32] {
+    match lane {
+        0 => *gateway,
+        n => sha256(&[gateway.as_slice(), &n.to_be_bytes()].concat()),
+    }
+}
+
+/// Appends `entry` to the chain of `gateway` in the transaction's lane; begins the chain with
+/// its genesis link first if it has not begun. The one way an audit record is written.
 pub(super) fn append(
     tx: &mut dyn Txn,
-    writer: &[u8; 32],
+    gateway: &[u8; 32],
     time_ms: i64,
     entry: ChainedV1,
 ) -> Result<(), store::Error> {
+    let writer = &lane_writer(gateway, tx.lane());
     let head = match head(tx, writer)? {
         Some(head) => head,
         None => {

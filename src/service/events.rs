@@ -20,6 +20,7 @@ use super::{
     schema::{
         self, EVENTS_FLOOR_KEY, dispensing_key, event_key, event_sequence, events_after,
         events_from, institution_event_key, institution_event_sequence, institution_events_after,
+        pending_event_key,
     },
     stored::{corrupt, state_of},
 };
@@ -116,7 +117,10 @@ impl EventFilter {
     }
 }
 
-/// Appends an event about `record` (its state as it now is).
+/// Appends an event about `record` (its state as it now is): numbered at once on a store that
+/// runs its transactions one at a time, whose counter is in commit order; on one that runs them
+/// side by side, left pending under a draw, for the sequencer to number once it has committed
+/// (`sequencer.rs`): a shared counter there would make every change conflict with every other.
 pub(super) fn append(
     tx: &mut dyn Txn,
     record: &PrescriptionV3,
@@ -124,9 +128,7 @@ pub(super) fn append(
     pharmacy: Option<String>,
     record_number: Option<u32>,
     time_ms: i64,
-) -> Result<u64, store::Error> {
-    // Gap-free and in commit order: a feed resumes after the last sequence it read.
-    let sequence = tx.next_sequence(schema::EVENT_SEQUENCE)?;
+) -> Result<(), store::Error> {
     let event = EventRecord::V1(EventV1 {
         time_ms,
         kind,
@@ -137,18 +139,31 @@ pub(super) fn append(
         state: record.state.clone(),
         record_number,
     });
+    if tx.serial() {
+        // Gap-free and in commit order: a feed resumes after the last sequence it read.
+        let sequence = tx.next_sequence(schema::EVENT_SEQUENCE)?;
+        put_numbered(tx, sequence, &event);
+    } else {
+        let draw = tx.unique_sequence(schema::PENDING_EVENT_SEQUENCE)?;
+        tx.put(Table::Meta, &pending_event_key(draw), &encode(&event));
+    }
+    Ok(())
+}
+
+/// Writes `event` into the log as number `sequence`, with its institution's index entry.
+pub(super) fn put_numbered(tx: &mut dyn Txn, sequence: u64, event: &EventRecord) {
+    let EventRecord::V1(e) = event;
+    tx.put(
+        Table::EventsByInstitution,
+        &institution_event_key(&e.institution, sequence),
+        b"",
+    );
     tx.put_row(
         Table::Events,
         &event_key(sequence),
-        &encode(&event),
-        schema::event_row(sequence, &event).columns(),
+        &encode(event),
+        schema::event_row(sequence, event).columns(),
     );
-    tx.put(
-        Table::EventsByInstitution,
-        &institution_event_key(&record.institution, sequence),
-        b"",
-    );
-    Ok(sequence)
 }
 
 fn floor(tx: &dyn Txn) -> Result<u64, store::Error> {

@@ -15,6 +15,10 @@ pub(super) enum Kept {
     /// A row with its columns (`Txn::put_row`).
     PutRow(Table, Vec<u8>, Vec<u8>, &'static [Column], Vec<KeptValue>),
     Delete(Table, Vec<u8>),
+    /// A number drawn from the named counter (`Txn::unique_sequence`): the rollback may take
+    /// back the counter's step but not what the number names, so the counter is raised past
+    /// it again.
+    Drawn(String, u64),
 }
 
 /// A column's value, owned, to be handed to `Txn::put_row` again.
@@ -50,7 +54,7 @@ impl KeptValue {
 }
 
 /// Makes `kept` again, in order, after a rollback.
-pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) {
+pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) -> Result<(), store::Error> {
     for write in kept {
         match write {
             Kept::Put(table, key, value) => tx.put(*table, key, value),
@@ -63,8 +67,10 @@ pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) {
                 tx.put_row(*table, key, value, columns);
             }
             Kept::Delete(table, key) => tx.delete(*table, key),
+            Kept::Drawn(name, number) => store::raise_sequence(tx, name, *number)?,
         }
     }
+    Ok(())
 }
 
 /// A transaction whose writes are also noted in `kept`; reads go through unchanged.
@@ -102,6 +108,22 @@ impl Txn for Keeping<'_> {
 
     fn savepoint(&mut self) -> Savepoint {
         self.tx.savepoint()
+    }
+
+    /// Drawn by the transaction's own engine (a database sequence on PostgreSQL, which no other
+    /// source may mix with), and noted.
+    fn unique_sequence(&mut self, name: &str) -> Result<u64, store::Error> {
+        let number = self.tx.unique_sequence(name)?;
+        self.kept.push(Kept::Drawn(name.to_owned(), number));
+        Ok(number)
+    }
+
+    fn lane(&self) -> u32 {
+        self.tx.lane()
+    }
+
+    fn serial(&self) -> bool {
+        self.tx.serial()
     }
 
     /// Rolls the transaction back but not what was noted: the runner would write the

@@ -35,6 +35,7 @@ mod relay_ledger;
 mod rerun;
 mod schema;
 mod search;
+mod sequencer;
 mod signatures;
 mod stored;
 #[cfg(test)]
@@ -308,8 +309,11 @@ pub struct Gateway {
     imports: tokio::sync::Mutex<()>,
     /// Backups too.
     backups: backup::OneBackup,
-    /// Woken after every transaction: the event feeds wait on it.
+    /// Woken once new events are in the log: the event feeds wait on it.
     events: tokio::sync::Notify,
+    /// Woken after every transaction on a store that runs them side by side, whose events
+    /// wait for the sequencer (sequencer.rs).
+    pending: tokio::sync::Notify,
     /// Set when the server shuts down: open event feeds end (their consumers resume later).
     closing: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
@@ -347,6 +351,7 @@ impl Gateway {
             imports: tokio::sync::Mutex::new(()),
             backups: backup::OneBackup::default(),
             events: tokio::sync::Notify::new(),
+            pending: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),
             config,
@@ -455,8 +460,7 @@ impl Gateway {
                 Err(Error::Store(e)) if !matches!(e, store::Error::Corrupt(_)) => Err(e.clone()),
                 Err(_) => {
                     tx.rollback_to(before);
-                    keeping::replay(tx, &draft.kept);
-                    draft.write(tx, &outcome)
+                    keeping::replay(tx, &draft.kept).and_then(|()| draft.write(tx, &outcome))
                 }
                 Ok(_) => draft.write(tx, &outcome),
             };
@@ -481,7 +485,7 @@ impl Gateway {
             Err(failed)
         })
         .await;
-        self.events.notify_waiters();
+        self.committed();
         finished.map_err(|e| Error::Internal(format!("the transaction's task: {e}")))?
     }
 

@@ -287,6 +287,15 @@ impl Txn for Noting<'_> {
     fn rollback_to(&mut self, savepoint: store::Savepoint) {
         self.tx.rollback_to(savepoint)
     }
+    fn unique_sequence(&mut self, name: &str) -> Result<u64, store::Error> {
+        self.tx.unique_sequence(name)
+    }
+    fn lane(&self) -> u32 {
+        self.tx.lane()
+    }
+    fn serial(&self) -> bool {
+        self.tx.serial()
+    }
     fn scan_prefix(
         &self,
         table: Table,

@@ -255,8 +255,10 @@ pub trait Txn {
         self.put(table, key, value);
     }
 
-    /// The last value [`Txn::next_sequence`] or [`Txn::unique_sequence`] gave for the named
-    /// counter (0 before the first).
+    /// The last value [`Txn::next_sequence`] gave for the named counter, or that
+    /// [`Txn::unique_sequence`] gave on an engine that keeps its counters in `Meta` (0 before
+    /// the first); on one that draws unique values from a database sequence, the stored value
+    /// they started past.
     fn sequence(&self, name: &str) -> Result<u64, Error> {
         match self.get(Table::Meta, &sequence_key(name))? {
             None => Ok(0),
@@ -293,10 +295,27 @@ pub trait Txn {
     /// transactions commit in), and that may leave gaps: a rolled-back transaction may consume
     /// one. The default, which the embedded engine keeps, is [`Txn::next_sequence`] on the same
     /// counter (its transactions run one at a time, so its values are gap-free anyway); an
-    /// engine with concurrent writers may draw them from a database sequence instead, starting
-    /// past the counter's stored value, and so spare its writers a shared row.
+    /// engine with concurrent writers draws them from a database sequence instead (one for
+    /// every name), past every stored counter when an import finishes, and so spares its
+    /// writers a shared row. Its stored counters then stay behind: a load of its dump raises
+    /// them past the numbers the tables hold.
     fn unique_sequence(&mut self, name: &str) -> Result<u64, Error> {
         self.next_sequence(name)
+    }
+
+    /// This transaction's lane: a number that no other transaction of this process holds while
+    /// this one runs (its runs included), so that a row only the holder of a lane writes (an
+    /// audit chain's head) is never written by two transactions at once. Lanes are small
+    /// (0, 1, 2, ... up to about as many as run at once) and are used again. The default, which
+    /// the embedded engine keeps, is 0: its transactions run one at a time.
+    fn lane(&self) -> u32 {
+        0
+    }
+
+    /// Whether this transaction's store runs its transactions one at a time
+    /// ([`Store::serial`]); the default, the embedded engine's, is true.
+    fn serial(&self) -> bool {
+        true
     }
 }
 
@@ -459,6 +478,14 @@ pub trait Store: Send + Sync + 'static {
     /// Readiness and the gRPC health service report from this.
     fn failure(&self) -> Option<Error>;
 
+    /// Whether the store runs its transactions one at a time (the embedded engine): then a row
+    /// every transaction writes, such as [`Txn::next_sequence`]'s counter, costs nothing, and
+    /// the event log can be numbered in the transactions themselves. An engine that runs them
+    /// side by side answers false, and the service numbers its events after they commit.
+    fn serial(&self) -> bool {
+        true
+    }
+
     /// A snapshot that holds every transaction submitted before this call and nothing later,
     /// answered once everything it holds is durable (so, like any answer, it reveals nothing a
     /// crash could take back). Reading it does not hold up the store's transactions. An engine
@@ -498,6 +525,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn failure(&self) -> Option<Error> {
         (**self).failure()
+    }
+
+    fn serial(&self) -> bool {
+        (**self).serial()
     }
 
     fn snapshot(&self) -> SnapshotAnswer {

@@ -57,6 +57,30 @@ pub(in crate::service) fn institution_event_sequence(key: &[u8]) -> Result<u64, 
     event_sequence(&key[at..])
 }
 
+/// `Meta`: an event committed on a store whose transactions run side by side, not yet numbered
+/// in the log (`service::sequencer`), by the draw that orders it (`PENDING_EVENT_SEQUENCE`, 8
+/// bytes, big-endian) → the event record.
+pub(in crate::service) fn pending_event_key(draw: u64) -> Vec<u8> {
+    [PENDING_EVENTS, &draw.to_be_bytes()].concat()
+}
+
+/// The prefix of every [`pending_event_key`].
+pub(in crate::service) const PENDING_EVENTS: &[u8] = b"events\0pending\0";
+
+/// Every [`pending_event_key`], in the order of their draws.
+pub(in crate::service) fn pending_events() -> Range {
+    Range {
+        start: PENDING_EVENTS.to_vec(),
+        end: prefix_end(PENDING_EVENTS),
+    }
+}
+
+/// The draw a [`pending_event_key`] holds, if the key is one.
+pub(in crate::service) fn pending_event_draw(key: &[u8]) -> Option<u64> {
+    let draw = key.strip_prefix(PENDING_EVENTS)?;
+    draw.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// `Meta`: the first retained event sequence (8 bytes, big-endian; absent: 1).
 pub(in crate::service) const EVENTS_FLOOR_KEY: &[u8] = b"events\0floor";
 

@@ -90,6 +90,8 @@ pub(in crate::service) const EVENT_SEQUENCE: &str = "event";
 pub(in crate::service) const INTAKE_SEQUENCE: &str = "intake";
 /// The numbers of consents (`Txn::unique_sequence`).
 pub(in crate::service) const CONSENT_SEQUENCE: &str = "consent";
+/// The draws that order the events waiting for their numbers (`Txn::unique_sequence`).
+pub(in crate::service) const PENDING_EVENT_SEQUENCE: &str = "pending-event";
 /// The numbers of imported master files (`Txn::unique_sequence`).
 pub(in crate::service) const IMPORT_SEQUENCE: &str = "import";
 /// The store-wide counter the unchained audit records of older stores were keyed by: only read
@@ -259,6 +261,8 @@ pub(in crate::service) enum MetaKind {
     Position,
     /// The pseudonym key's fingerprint ([`PSEUDONYM_KEY_FINGERPRINT_KEY`]).
     PseudonymKeyFingerprint,
+    /// An event waiting for its number ([`pending_event_key`]), with its draw.
+    PendingEvent(u64),
 }
 
 /// The kind of a `Meta` key; `None` for a key of no kind (or a counter's).
@@ -273,7 +277,7 @@ pub(in crate::service) fn meta_kind(key: &[u8]) -> Option<MetaKind> {
             MetaKind::Accepted(id_of_accepted(key))
         }
         _ if is_expiry_key(key) => MetaKind::Expiry(id_of_expiry(key)),
-        _ => return None,
+        _ => MetaKind::PendingEvent(pending_event_draw(key)?),
     })
 }
 
@@ -344,6 +348,11 @@ mod tests {
                 b"expiry\x002026-12-04\0id1".to_vec(),
             ),
             ("event", event_key(258).to_vec(), n(258).to_vec()),
+            (
+                "pending event",
+                pending_event_key(258),
+                [b"events\0pending\0".as_slice(), &n(258)].concat(),
+            ),
             (
                 "institution event",
                 institution_event_key("1310000001", 258),
@@ -448,8 +457,19 @@ mod tests {
             CONSENT_SEQUENCE,
             IMPORT_SEQUENCE,
             UNCHAINED_AUDIT_SEQUENCE,
+            PENDING_EVENT_SEQUENCE,
         ];
-        assert_eq!(counters, ["event", "intake", "consent", "import", "audit"]);
+        assert_eq!(
+            counters,
+            [
+                "event",
+                "intake",
+                "consent",
+                "import",
+                "audit",
+                "pending-event"
+            ]
+        );
         for (built, stored) in meta {
             assert_eq!(built, stored);
             assert!(!built.starts_with(b"sequence/"), "the store's counters");
@@ -549,6 +569,7 @@ mod tests {
                 MetaKind::PseudonymKeyFingerprint,
             ),
             (RELAY_ACKED_KEY.to_vec(), MetaKind::Position),
+            (pending_event_key(258), MetaKind::PendingEvent(258)),
             (accepted_key("id1"), MetaKind::Accepted("id1".into())),
             (
                 expiry_key("2026-12-04", "id1"),

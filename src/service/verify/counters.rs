@@ -12,10 +12,11 @@ use crate::{
 
 use super::{Bad, Problem, prescriptions, wrong};
 use crate::service::{
-    records::{AuditRecord, ChainHeadRecord, StateV1, decode},
+    records::{AuditRecord, ChainHeadRecord, EventRecord, StateV1, decode},
     schema::{
         AuditChainKind, CONSENT_SEQUENCE, EVENT_SEQUENCE, IMPORT_SEQUENCE, INTAKE_SEQUENCE,
-        MetaKind, UNCHAINED_AUDIT_SEQUENCE, audit_chain_kind, meta_kind, parse_key,
+        MetaKind, PENDING_EVENT_SEQUENCE, UNCHAINED_AUDIT_SEQUENCE, audit_chain_kind, meta_kind,
+        parse_key,
     },
 };
 
@@ -27,6 +28,7 @@ pub(super) struct Highest {
     pub(super) consent: u64,
     pub(super) import: u64,
     pub(super) unchained_audit: u64,
+    pub(super) pending_event: u64,
 }
 
 /// Raises `highest` to `number`.
@@ -44,7 +46,12 @@ fn sized(value: &[u8], len: usize) -> Result<(), Bad> {
 }
 
 /// An entry of `Meta`.
-pub(super) fn meta(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
+pub(super) fn meta(
+    tx: &dyn Txn,
+    key: &[u8],
+    value: &[u8],
+    highest: &mut Highest,
+) -> Result<(), Bad> {
     if sequence_name(key).is_some() {
         return sized(value, 8);
     }
@@ -62,6 +69,11 @@ pub(super) fn meta(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
         // Left behind by a refill's earlier window or an ended prescription, the expiry sweep
         // drops such an entry; an active prescription's own is checked from its record.
         Some(MetaKind::Expiry(_)) => Ok(()),
+        Some(MetaKind::PendingEvent(draw)) => {
+            decode::<EventRecord>(value).map_err(|e| wrong(format!("does not decode: {e}")))?;
+            raise(&mut highest.pending_event, draw);
+            Ok(())
+        }
         None => Err(wrong("a key of no kind Meta holds")),
     }
 }
@@ -98,18 +110,25 @@ pub(super) fn audit_chain(key: &[u8], value: &[u8]) -> Result<(), Bad> {
 }
 
 /// Each counter is at least the highest number of its kind the tables hold: a counter behind
-/// would give a number again.
+/// would give a number again. On a store whose transactions run side by side only the event
+/// log's and the older stores' audit counter: the unique numbers come from a database sequence there, which its counters do not
+/// follow (`Txn::unique_sequence`).
 pub(super) async fn check(store: &Arc<dyn Store>, highest: Highest) -> Result<(), Problem> {
-    let counters = [
+    let mut counters = vec![
         (EVENT_SEQUENCE, highest.event),
-        (INTAKE_SEQUENCE, highest.intake),
-        (CONSENT_SEQUENCE, highest.consent),
-        (IMPORT_SEQUENCE, highest.import),
         (UNCHAINED_AUDIT_SEQUENCE, highest.unchained_audit),
     ];
+    if store.serial() {
+        counters.extend([
+            (INTAKE_SEQUENCE, highest.intake),
+            (CONSENT_SEQUENCE, highest.consent),
+            (IMPORT_SEQUENCE, highest.import),
+            (PENDING_EVENT_SEQUENCE, highest.pending_event),
+        ]);
+    }
     let behind = store
         .transact(move |tx: &mut dyn Txn| {
-            for (name, held) in counters {
+            for &(name, held) in &counters {
                 let counter = tx.sequence(name)?;
                 if counter < held {
                     return Ok(Some((name, counter, held)));

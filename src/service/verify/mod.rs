@@ -361,7 +361,7 @@ fn check_entry(
         Table::Documents => prescriptions::document(tx, key, value),
         Table::Dispensings => prescriptions::dispensing(tx, key, value),
         Table::Certificates => prescriptions::certificate(key, value),
-        Table::Meta => counters::meta(tx, key, value),
+        Table::Meta => counters::meta(tx, key, value, highest),
         Table::Events => logs::event(tx, key, value, highest),
         Table::EventsByInstitution => logs::institution_event(tx, key),
         Table::Intake => logs::intake(tx, key, value, highest),

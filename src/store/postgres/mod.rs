@@ -75,6 +75,53 @@ struct Shared {
     /// Taken shared by every first run, exclusively by a re-run after a conflict: the re-run
     /// then has this gateway's store to itself, and conflicts only with other gateways.
     turns: RwLock<()>,
+    /// The lanes ([`crate::store::Txn::lane`]) no running function holds; a function that
+    /// finds none free makes a new one, so there are about as many as run at once.
+    lanes: Mutex<Lanes>,
+}
+
+/// The free lanes, and how many were made.
+#[derive(Default)]
+struct Lanes {
+    free: Vec<u32>,
+    made: u32,
+}
+
+/// The lane of one function: taken by its first [`crate::store::Txn::lane`], held for all its
+/// runs and freed when dropped, so that a function that writes no audit record (the event
+/// sequencer's) holds none.
+pub(super) struct LaneCell<'a> {
+    lanes: &'a Mutex<Lanes>,
+    held: std::cell::OnceCell<u32>,
+}
+
+impl LaneCell<'_> {
+    pub(super) fn number(&self) -> u32 {
+        *self.held.get_or_init(|| Lanes::take(self.lanes))
+    }
+}
+
+impl Lanes {
+    /// The lowest free lane, so that a quiet gateway keeps to few chains; a new one if none is.
+    fn take(lanes: &Mutex<Lanes>) -> u32 {
+        let mut held = lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.free.iter().enumerate().min_by_key(|(_, n)| **n) {
+            Some((i, _)) => held.free.swap_remove(i),
+            None => {
+                held.made += 1;
+                held.made - 1
+            }
+        }
+    }
+}
+
+impl Drop for LaneCell<'_> {
+    fn drop(&mut self) {
+        if let Some(number) = self.held.take() {
+            let mut held = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            held.free.push(number);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -128,6 +175,7 @@ impl PgStore {
             counters: Counters::default(),
             unreachable: Mutex::new(None),
             turns: RwLock::new(()),
+            lanes: Mutex::new(Lanes::default()),
         });
         Ok(PgStore {
             shared,
@@ -247,6 +295,10 @@ impl Store for PgStore {
         }
     }
 
+    fn serial(&self) -> bool {
+        false
+    }
+
     fn failure(&self) -> Option<Error> {
         if self.shared.pool.is_closed() {
             return Some(Error::Closed);
@@ -276,6 +328,8 @@ enum Run {
 struct Session<'a> {
     client: &'a Object,
     runtime: &'a Handle,
+    /// The lane the function holds for all its runs, once it asks for one.
+    lane: LaneCell<'a>,
     broken: Cell<bool>,
 }
 
@@ -320,6 +374,10 @@ impl Shared {
         let session = Session {
             client: &client,
             runtime,
+            lane: LaneCell {
+                lanes: &self.lanes,
+                held: std::cell::OnceCell::new(),
+            },
             broken: Cell::new(false),
         };
         let answer =
@@ -327,7 +385,9 @@ impl Shared {
                 session.broken.set(true);
                 Err(panicked(panic.as_ref()))
             });
-        if session.broken.get() {
+        let broken = session.broken.get();
+        drop(session);
+        if broken {
             drop(Object::take(client));
         }
         answer
@@ -362,7 +422,7 @@ impl Shared {
         session
             .end("BEGIN ISOLATION LEVEL SERIALIZABLE")
             .map_err(|e| database_error(&e))?;
-        let mut txn = PgTxn::new(session.client, session.runtime, &self.sql);
+        let mut txn = PgTxn::new(session.client, session.runtime, &self.sql, &session.lane);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
         let outcome = match (txn.failed(), outcome) {
             (Some(error), _) => {

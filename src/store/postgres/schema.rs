@@ -11,9 +11,10 @@ use super::{Error, database_error};
 use crate::store::{Column, ColumnType, Table};
 
 /// The migrations, in order: version N is the N-th.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/0001.sql"),
     include_str!("migrations/0002.sql"),
+    include_str!("migrations/0003.sql"),
 ];
 
 /// The newest schema version this binary knows.
@@ -151,6 +152,7 @@ pub(super) async fn migrate(client: &mut Client, app_role: &str) -> Result<Migra
         "GRANT USAGE ON SCHEMA rxgate TO {role};
          GRANT SELECT ON rxgate.schema_version TO {role};
          GRANT SELECT, INSERT, DELETE ON rxgate.import_unfinished TO {role};
+         GRANT USAGE, SELECT, UPDATE ON SEQUENCE rxgate.draws TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};",
         Table::ALL
             .map(|t| format!("rxgate.{}", table_name(t)))
@@ -200,17 +202,23 @@ pub(super) async fn check(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-/// Marks the database as being loaded by an import (`unfinished`), or as whole again.
+/// Marks the database as being loaded by an import (`unfinished`), or as whole again; the
+/// latter first moves the sequence of unique values past every counter the import loaded (the
+/// import raised them past the numbers its tables hold), while no gateway may yet open the
+/// database, so none is drawing.
 pub(super) async fn mark_import(client: &Client, unfinished: bool) -> Result<(), Error> {
     let sql = if unfinished {
         "INSERT INTO rxgate.import_unfinished DEFAULT VALUES"
     } else {
-        "DELETE FROM rxgate.import_unfinished"
+        "SELECT setval('rxgate.draws', greatest(
+             (SELECT last_value FROM rxgate.draws),
+             (SELECT max(('x' || encode(v, 'hex'))::bit(64)::bigint) FROM rxgate.meta
+                 WHERE k >= 'sequence/'::bytea AND k < 'sequence0'::bytea AND length(v) = 8)));
+         DELETE FROM rxgate.import_unfinished"
     };
     client
-        .execute(sql, &[])
+        .batch_execute(sql)
         .await
-        .map(drop)
         .map_err(|e| database_error(&e))
 }
 

@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 
 use super::schema::{Statements, TableSql};
-use super::{Error, database_error};
+use super::{Error, LaneCell, database_error};
 use crate::store::{ColumnType, Columns, Entry, Savepoint, Savepoints, Table, Txn, Value};
 
 /// A column's value, owned: what a buffered row keeps of [`Value`].
@@ -42,6 +42,8 @@ pub(super) struct PgTxn<'a> {
     client: &'a Object,
     runtime: &'a Handle,
     sql: &'a Statements,
+    /// The lane the function holds for all its runs ([`Txn::lane`]).
+    lane: &'a LaneCell<'a>,
     writes: Writes,
     savepoints: Savepoints<Writes>,
     /// The first read that failed: the run's outcome then is this error (a serialization
@@ -50,11 +52,17 @@ pub(super) struct PgTxn<'a> {
 }
 
 impl<'a> PgTxn<'a> {
-    pub(super) fn new(client: &'a Object, runtime: &'a Handle, sql: &'a Statements) -> Self {
+    pub(super) fn new(
+        client: &'a Object,
+        runtime: &'a Handle,
+        sql: &'a Statements,
+        lane: &'a LaneCell<'a>,
+    ) -> Self {
         PgTxn {
             client,
             runtime,
             sql,
+            lane,
             writes: Writes::new(),
             savepoints: Savepoints::new(),
             failed: OnceCell::new(),
@@ -311,6 +319,26 @@ fn merge(
 }
 
 impl Txn for PgTxn<'_> {
+    /// From the database sequence `rxgate.draws`, one for every name: unique and increasing
+    /// in the order drawn across every gateway, and written by no transaction (nextval is not
+    /// rolled back, so a re-run leaves a gap). The counter rows stay as an import left them.
+    fn unique_sequence(&mut self, _name: &str) -> Result<u64, Error> {
+        let rows = self.query("SELECT nextval('rxgate.draws')", &[])?;
+        let drawn: i64 = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::Engine("nextval answered no row".into()))?;
+        u64::try_from(drawn).map_err(|_| Error::Corrupt(format!("rxgate.draws gave {drawn}")))
+    }
+
+    fn lane(&self) -> u32 {
+        self.lane.number()
+    }
+
+    fn serial(&self) -> bool {
+        false
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if let Some(written) = self.rows(table).and_then(|w| w.get(key)) {
             return Ok(written.as_ref().map(|w| w.value.clone()));
