@@ -188,3 +188,20 @@ impl Gateway {
         outcome.map_err(Error::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_zero_is_the_gateway_and_every_other_lane_a_writer_of_its_own() {
+        let gateway = [7; 32];
+        assert_eq!(lane_writer(&gateway, 0), gateway);
+        let mut pinned = gateway.to_vec();
+        pinned.extend_from_slice(&[0, 0, 0, 2]);
+        assert_eq!(lane_writer(&gateway, 2), sha256(&pinned));
+        let writers: std::collections::BTreeSet<_> =
+            (0..64).map(|lane| lane_writer(&gateway, lane)).collect();
+        assert_eq!(writers.len(), 64);
+    }
+}

@@ -1,9 +1,11 @@
 //! The event log: every state change of a prescription (expiry sweeps included) and every
 //! dispensing record, appended in the same transaction as the change itself, so that neither
 //! ever exists without the other. Sequence numbers come from `Txn::next_sequence`, the store's
-//! gap-free, commit-ordered counter: they only grow, a rolled-back transaction consumes none, and
-//! one that commits later has a greater one, so a feed that resumes after the last sequence it
-//! read misses nothing; the log has no gaps except below the retained range, which
+//! gap-free, commit-ordered counter — taken by the change itself on a store that runs its
+//! transactions one at a time, by the sequencer once it committed on one that runs them side by
+//! side (`sequencer.rs`): they only grow, a rolled-back transaction consumes none, and an event
+//! numbered later is never visible before one numbered earlier, so a feed that resumes after the
+//! last sequence it read misses nothing; the log has no gaps except below the retained range, which
 //! `events_page` refuses to read into (OUT_OF_RANGE). A per-institution index serves a clinic's
 //! replay. Key layouts are `schema`'s.
 

@@ -304,8 +304,9 @@ pub trait Txn {
     }
 
     /// This transaction's lane: a number that no other transaction of this process holds while
-    /// this one runs (its runs included), so that a row only the holder of a lane writes (an
-    /// audit chain's head) is never written by two transactions at once. Lanes are small
+    /// this one runs (its runs included), and whose last holder ended before this run began, so
+    /// that a row only the holder of a lane writes (an audit chain's head) is never written by
+    /// two transactions at once and is read as the last one left it. Lanes are small
     /// (0, 1, 2, ... up to about as many as run at once) and are used again. The default, which
     /// the embedded engine keeps, is 0: its transactions run one at a time.
     fn lane(&self) -> u32 {

@@ -27,6 +27,7 @@ mod events;
 mod fuzz_corpus;
 mod gateway;
 mod hostile;
+mod hot_rows;
 mod import;
 mod intake;
 mod invariants;

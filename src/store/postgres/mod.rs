@@ -19,9 +19,13 @@
 //!   fresh snapshot, at most [`MAX_ATTEMPTS`] times in all; then the answer is
 //!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run waits until
 //!   this gateway's other runs have ended and holds new ones back until it ends: alone, it
-//!   cannot lose again to them (only to another gateway's), so rows that every transaction
-//!   writes — the audit chain's head, the event counter — slow a busy gateway down to one
-//!   transaction at a time rather than into refusals.
+//!   cannot lose again to them (only to another gateway's).
+//! - **No row every transaction writes.** Such a row would make every pair of concurrent
+//!   transactions conflict. So each function holds a lane ([`crate::store::Txn::lane`], taken
+//!   when it first asks) under which the service keeps an audit chain of its own, unique
+//!   numbers come from the database sequence `rxgate.draws` ([`crate::store::Txn::unique_sequence`]),
+//!   and the event log is numbered after the commit by the service's sequencer
+//!   ([`crate::store::Store::serial`] is false here).
 //! - **Durable before answered.** Every session runs `synchronous_commit = on`, so a COMMIT
 //!   returns once its WAL is on disk, and no transaction sees another's writes before then:
 //!   nothing a crash could take back is ever revealed.
@@ -30,6 +34,7 @@
 //!   calls' idempotency). The pool replaces broken connections; nothing needs a restart.
 
 mod config;
+mod lanes;
 mod schema;
 mod snapshot;
 mod txn;
@@ -48,6 +53,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::error::SqlState;
 
 use super::{Answer, Column, Error, Outcome, SnapshotAnswer, Stats, Store, Table, TxnFn};
+use lanes::{LaneCell, Lanes};
 use schema::Statements;
 use txn::PgTxn;
 
@@ -75,53 +81,8 @@ struct Shared {
     /// Taken shared by every first run, exclusively by a re-run after a conflict: the re-run
     /// then has this gateway's store to itself, and conflicts only with other gateways.
     turns: RwLock<()>,
-    /// The lanes ([`crate::store::Txn::lane`]) no running function holds; a function that
-    /// finds none free makes a new one, so there are about as many as run at once.
+    /// The lanes ([`crate::store::Txn::lane`], lanes.rs).
     lanes: Mutex<Lanes>,
-}
-
-/// The free lanes, and how many were made.
-#[derive(Default)]
-struct Lanes {
-    free: Vec<u32>,
-    made: u32,
-}
-
-/// The lane of one function: taken by its first [`crate::store::Txn::lane`], held for all its
-/// runs and freed when dropped, so that a function that writes no audit record (the event
-/// sequencer's) holds none.
-pub(super) struct LaneCell<'a> {
-    lanes: &'a Mutex<Lanes>,
-    held: std::cell::OnceCell<u32>,
-}
-
-impl LaneCell<'_> {
-    pub(super) fn number(&self) -> u32 {
-        *self.held.get_or_init(|| Lanes::take(self.lanes))
-    }
-}
-
-impl Lanes {
-    /// The lowest free lane, so that a quiet gateway keeps to few chains; a new one if none is.
-    fn take(lanes: &Mutex<Lanes>) -> u32 {
-        let mut held = lanes.lock().unwrap_or_else(PoisonError::into_inner);
-        match held.free.iter().enumerate().min_by_key(|(_, n)| **n) {
-            Some((i, _)) => held.free.swap_remove(i),
-            None => {
-                held.made += 1;
-                held.made - 1
-            }
-        }
-    }
-}
-
-impl Drop for LaneCell<'_> {
-    fn drop(&mut self) {
-        if let Some(number) = self.held.take() {
-            let mut held = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            held.free.push(number);
-        }
-    }
 }
 
 #[derive(Default)]
@@ -374,10 +335,7 @@ impl Shared {
         let session = Session {
             client: &client,
             runtime,
-            lane: LaneCell {
-                lanes: &self.lanes,
-                held: std::cell::OnceCell::new(),
-            },
+            lane: LaneCell::new(&self.lanes),
             broken: Cell::new(false),
         };
         let answer =
@@ -394,22 +352,23 @@ impl Shared {
     }
 
     /// The first run beside this gateway's other transactions; the re-runs alone among them
-    /// (see `turns`), so that rows every transaction writes (the audit chain's head, the event
-    /// counter) cannot make the same function lose again and again to its neighbours.
+    /// (see `turns`), so that a function that conflicted cannot lose again and again to its
+    /// neighbours.
     fn attempts(&self, session: &Session<'_>, f: &TxnFn) -> Result<Outcome, Error> {
-        let first = {
-            let _beside = self.turns.read().unwrap_or_else(PoisonError::into_inner);
-            self.attempt(session, f)?
-        };
-        if let Run::Done(outcome) = first {
-            return Ok(outcome);
-        }
-        let _alone = self.turns.write().unwrap_or_else(PoisonError::into_inner);
-        for _ in 2..=MAX_ATTEMPTS {
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(session, f)? {
-                Run::Done(outcome) => return Ok(outcome),
-                Run::Again => continue,
+        for attempt in 1..=MAX_ATTEMPTS {
+            if attempt > 1 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(backoff(attempt));
+            }
+            let run = if attempt < MAX_ATTEMPTS {
+                let _beside = self.turns.read().unwrap_or_else(PoisonError::into_inner);
+                self.attempt(session, f)?
+            } else {
+                let _alone = self.turns.write().unwrap_or_else(PoisonError::into_inner);
+                self.attempt(session, f)?
+            };
+            if let Run::Done(outcome) = run {
+                return Ok(outcome);
             }
         }
         Err(Error::Unavailable(format!(
@@ -419,6 +378,7 @@ impl Shared {
 
     /// One run of `f` in a transaction of its own.
     fn attempt(&self, session: &Session<'_>, f: &TxnFn) -> Result<Run, Error> {
+        session.lane.run_begins();
         session
             .end("BEGIN ISOLATION LEVEL SERIALIZABLE")
             .map_err(|e| database_error(&e))?;
@@ -461,6 +421,15 @@ impl Shared {
             Err(e) => again_or(database_error(&e)),
         }
     }
+}
+
+/// The pause before run `attempt` (2, 3, ...): up to a millisecond per run so far, spread by
+/// the clock's nanoseconds, so that the transactions that conflicted do not meet again at once.
+fn backoff(attempt: u32) -> Duration {
+    let spread = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    Duration::from_micros(spread % (1000 * u64::from(attempt - 1)))
 }
 
 /// Ends whatever transaction `client` is in, then lets it go back to the pool; a connection

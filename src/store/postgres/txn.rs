@@ -11,8 +11,9 @@ use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 
+use super::lanes::LaneCell;
 use super::schema::{Statements, TableSql};
-use super::{Error, LaneCell, database_error};
+use super::{Error, database_error};
 use crate::store::{ColumnType, Columns, Entry, Savepoint, Savepoints, Table, Txn, Value};
 
 /// A column's value, owned: what a buffered row keeps of [`Value`].
