@@ -20,7 +20,7 @@ use super::master_import::{draw_progress, progress_bar};
 use super::store_postgres::{export_database, import_database};
 use crate::{
     config::{Config, StoreEngine},
-    service::{Pseudonyms, acknowledged, put_record, refuse_clear_patient_key},
+    service::{Pseudonyms, acknowledged, put_record, refuse_clear_patient_key, verify::Highest},
     store::{
         EmbeddedStore, EngineKind, Error as StoreError, Snapshot, Store,
         dump::{self, Manifest, Reader, TableEntry},
@@ -382,8 +382,12 @@ pub(super) enum PatientKeys {
 }
 
 /// Writes every entry `reader` gives to `store` as the service writes it
-/// (`service::put_record`), a batch per transaction, each durable before the next; the
-/// manifest once the whole dump has been read and checked.
+/// (`service::put_record`), a batch per transaction, each durable before the next; then raises
+/// each counter past the numbers the loaded keys hold; the manifest once the whole dump has
+/// been read and checked. A dump of a store that draws its unique numbers from a database
+/// sequence (PostgreSQL) carries counters behind its keys: loaded as they are, the store would
+/// give those numbers again and write over what they name (an embedded store, which draws from
+/// its counters), or its import would move the database sequence only past them.
 async fn load<R: Read + Send + 'static>(
     store: &impl Store,
     reader: Reader<R>,
@@ -392,7 +396,11 @@ async fn load<R: Read + Send + 'static>(
 ) -> anyhow::Result<Manifest> {
     let (batches, mut received) = mpsc::channel(IN_FLIGHT);
     let reading = tokio::task::spawn_blocking(move || read_batches(reader, &batches));
+    let mut highest = Highest::default();
     while let Some(batch) = received.recv().await {
+        for (table, key, _) in &batch {
+            highest.note(*table, key);
+        }
         let pseudonyms = pseudonyms.clone();
         store
             .transact(move |tx| {
@@ -406,7 +414,11 @@ async fn load<R: Read + Send + 'static>(
             })
             .await??;
     }
-    reading.await?
+    let manifest = reading.await??;
+    store
+        .transact(move |tx| highest.raise_counters(tx))
+        .await??;
+    Ok(manifest)
 }
 
 type Batch = Vec<TableEntry>;

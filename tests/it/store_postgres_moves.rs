@@ -21,10 +21,10 @@ use rxgate::{
 use crate::common::{
     dev_pki,
     postgres::{Cluster, installed},
-    process::Serve,
+    process::{Rxgate, Serve},
 };
 use crate::lifecycle::serve_configured;
-use crate::store_damage::{clinic, stop};
+use crate::store_damage::{clinic, register, serving, stop};
 use crate::store_dump::{Load, args, export, rxgate, text};
 use crate::store_verify::populated_store;
 
@@ -165,6 +165,117 @@ async fn sound_in_fjall(dump: &Path, back: &Path) -> String {
     manifest
 }
 
+/// The patients each gateway of the tests below registers a prescription for (each
+/// registration records the patient's consent under a number drawn for it).
+const PATIENTS: u32 = 4;
+
+/// Registers a prescription for each of the first [`PATIENTS`] patients through `gateway`
+/// (numbers prefixed by `prefix`), and stops it.
+async fn register_patients(gateway: Rxgate, prefix: &str) {
+    let mut clinic = clinic(&gateway).await;
+    for n in 0..PATIENTS {
+        register(&mut clinic, &format!("{prefix}-{n}"), n).await;
+    }
+    stop(gateway).await;
+}
+
+/// The entries of `table` a dump's manifest (as the commands print it) counts.
+fn entries(manifest: &str, table: &str) -> usize {
+    (manifest.lines())
+        .find_map(|l| l.strip_prefix(&format!("{table} ")))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {table} in {manifest}"))
+}
+
+/// `Clinical` holds one check budget per patient and one consent per registration: after the
+/// same patients registered again, `after` holds one more consent each than `before`, unless a
+/// consent was written over (its number drawn again).
+fn no_consent_written_over(before: &str, after: &str) {
+    assert_eq!(
+        entries(after, "clinical"),
+        entries(before, "clinical") + PATIENTS as usize,
+        "a registration wrote over an earlier consent: {before}\n{after}"
+    );
+}
+
+/// Registers the same patients again through `serve`, a gateway on the database of `config`,
+/// whose export then holds no consent written over since the export that printed `before`.
+async fn registers_again_on_postgres(serve: Serve, config: &Path, before: &str) {
+    register_patients(serve.start().await, "AGAIN").await;
+    let dump = config.with_file_name("again.dump");
+    let again = succeeds(&[&"store", &"export", &"--config", &config, &dump]).await;
+    no_consent_written_over(before, &again);
+}
+
+/// The highest number of a consent in a database (the last 8 bytes of a key under `consent\0`).
+const HIGHEST_CONSENT: &str = "SELECT max(('x' || encode(substring(k from length(k) - 7), \
+     'hex'))::bit(64)::bigint) FROM rxgate.clinical \
+     WHERE k >= '\\x636f6e73656e7400'::bytea AND k < '\\x636f6e73656e7401'::bytea";
+
+/// A gateway on PostgreSQL draws its consents' numbers from the database sequence, and leaves
+/// the counter rows behind them. Its dump loaded into fjall has its counters raised past the
+/// numbers its keys hold: `store verify` finds it sound, and a gateway on it registers for the
+/// same patients again without writing over any consent. The same dump imported into another
+/// database moves that database's sequence past them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_postgresql_loaded_anywhere_draws_no_consent_number_again() {
+    let Some(cluster) = installed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = cluster.database();
+    let (config, serve) = on_postgres(dir.path(), &source);
+    register_patients(serve.start().await, "PG").await;
+    let dump = dir.path().join("postgres.dump");
+    let exported = succeeds(&[&"store", &"export", &"--config", &config, &dump]).await;
+
+    let fjall = dir.path().join("fjall");
+    fs::create_dir(&fjall).unwrap();
+    sound_in_fjall(&dump, &fjall.join("store")).await;
+    register_patients(serve_configured(&fjall, "").start().await, "FJALL").await;
+    let again = export(&fjall.join("store"), &dir.path().join("fjall.dump")).await;
+    no_consent_written_over(&exported, &again);
+
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let database = cluster.database();
+    let (config, serve) = on_postgres(&other, &database);
+    let imported = import_into_postgres(&config, &dump).await;
+    assert!(imported.status.success(), "{}", text(&imported));
+    let number = |database: &PostgresConfig, sql: &str| -> u64 {
+        let answer = cluster.sql_in(&database_name(database), sql);
+        answer.trim().parse().unwrap()
+    };
+    let drawn = number(&database, "SELECT last_value FROM rxgate.draws");
+    let consent = number(&source, HIGHEST_CONSENT);
+    assert!(
+        drawn >= consent,
+        "the import left the database sequence at {drawn}, below consent {consent}"
+    );
+    registers_again_on_postgres(serve, &config, &exported).await;
+}
+
+/// A fjall store's consents moved into PostgreSQL: the import moves the database sequence past
+/// the counters it loaded, so a gateway on the database registers for the same patients again
+/// without writing over any consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fjall_store_moved_into_postgresql_draws_no_consent_number_again() {
+    let Some(cluster) = installed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, gateway) = serving(dir.path(), EngineKind::Fjall).await;
+    register_patients(gateway, "FJALL").await;
+    let dump = dir.path().join("fjall.dump");
+    let exported = export(&store, &dump).await;
+
+    let database = dir.path().join("database");
+    fs::create_dir(&database).unwrap();
+    let (config, serve) = on_postgres(&database, &cluster.empty_database());
+    let migrated = migrate(cluster, &config).await;
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    let imported = import_into_postgres(&config, &dump).await;
+    assert!(imported.status.success(), "{}", text(&imported));
+    registers_again_on_postgres(serve, &config, &exported).await;
+}
+
 /// An export of the database while clinics register through a gateway on it is one consistent
 /// store (a snapshot, not pages read at different times): loaded into fjall it is sound (every
 /// index with its record, no counter behind, the audit chain whole), and it holds at least
@@ -184,11 +295,7 @@ async fn an_export_while_a_gateway_registers_is_one_consistent_store() {
     assert!(exported.status.success(), "{}", text(&exported));
 
     let manifest = sound_in_fjall(&dump, &dir.path().join("back")).await;
-    let prescriptions: usize = (manifest.lines())
-        .find_map(|l| l.strip_prefix("prescriptions "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{manifest}"));
+    let prescriptions = entries(&manifest, "prescriptions");
     assert!(
         (before..=after).contains(&prescriptions),
         "{prescriptions} exported; {before} acknowledged before, {after} in all"

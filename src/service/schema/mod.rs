@@ -19,7 +19,8 @@
 //! - `lockouts.rs`: `Lockouts` (miss counters of pharmacies and patients, miss marks);
 //! - `layout.rs`: in `Meta` the number of the layout that wrote the store, and its bytes, and
 //!   the fingerprint of the pseudonym key the store's patient keys were made under;
-//! - `patient_keys.rs`: the kinds of key above that name a patient, and where.
+//! - `patient_keys.rs`: the kinds of key above that name a patient, and where;
+//! - `counted.rs`: the kinds of key above that hold a number drawn from a counter, and which.
 //!
 //! No key holds a patient identifier: a key that names a patient holds its keyed pseudonym
 //! (`service::pseudonym::PatientPseudonym`, 64 hex digits), never the canonical patient key,
@@ -60,6 +61,7 @@ macro_rules! columns {
 
 mod audit;
 mod clinical;
+mod counted;
 mod events;
 mod intake;
 mod layout;
@@ -69,6 +71,7 @@ mod prescriptions;
 
 pub use audit::*;
 pub(in crate::service) use clinical::*;
+pub(in crate::service) use counted::*;
 pub(in crate::service) use events::*;
 pub(in crate::service) use intake::*;
 pub(in crate::service) use layout::*;

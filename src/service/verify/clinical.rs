@@ -4,7 +4,7 @@
 
 use crate::store::{Error, Txn};
 
-use super::{Bad, counters::Highest, counters::raise, prescriptions, wrong};
+use super::{Bad, prescriptions, wrong};
 use crate::service::{
     records::{
         CheckBudgetRecord, ConsentRecord, HistoryRecord, ImportedFileRecord, MissCounterRecord,
@@ -23,27 +23,20 @@ pub(super) fn history(value: &[u8]) -> Result<(), Bad> {
 }
 
 /// A clinical record decodes as its kind; an override names a stored prescription.
-pub(super) fn clinical(
-    tx: &dyn Txn,
-    key: &[u8],
-    value: &[u8],
-    highest: &mut Highest,
-) -> Result<(), Bad> {
+pub(super) fn clinical(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
     match clinical_kind(key) {
         Some((ClinicalKind::CheckBudget, _)) => {
             decode::<CheckBudgetRecord>(value).map_err(undecoded)?;
         }
-        Some((ClinicalKind::Consent(number), _)) => {
+        Some((ClinicalKind::Consent(_), _)) => {
             decode::<ConsentRecord>(value).map_err(undecoded)?;
-            raise(&mut highest.consent, number);
         }
         Some((ClinicalKind::Override, id)) => {
             decode::<OverrideRecord>(value).map_err(undecoded)?;
             prescriptions::load(tx, &prescriptions::id(id)?)?;
         }
-        Some((ClinicalKind::Import(number), _)) => {
+        Some((ClinicalKind::Import(_), _)) => {
             decode::<ImportedFileRecord>(value).map_err(undecoded)?;
-            raise(&mut highest.import, number);
         }
         None => return Err(wrong("a key of no kind Clinical holds")),
     }

@@ -3,7 +3,7 @@
 //! (the chains themselves are the verifier's); and, once every table has been read, that no
 //! counter is behind the highest number the store holds.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     domain::hash::hex,
@@ -14,26 +14,45 @@ use super::{Bad, Problem, prescriptions, wrong};
 use crate::service::{
     records::{AuditRecord, ChainHeadRecord, EventRecord, StateV1, decode},
     schema::{
-        AuditChainKind, CONSENT_SEQUENCE, EVENT_SEQUENCE, IMPORT_SEQUENCE, INTAKE_SEQUENCE,
-        MetaKind, PENDING_EVENT_SEQUENCE, UNCHAINED_AUDIT_SEQUENCE, audit_chain_kind, meta_kind,
-        parse_key,
+        AuditChainKind, CONSENT_SEQUENCE, IMPORT_SEQUENCE, INTAKE_SEQUENCE, MetaKind,
+        PENDING_EVENT_SEQUENCE, audit_chain_kind, counted, meta_kind, parse_key,
     },
 };
 
-/// The highest number of each counted kind the tables hold, as read so far.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Highest {
-    pub(super) event: u64,
-    pub(super) intake: u64,
-    pub(super) consent: u64,
-    pub(super) import: u64,
-    pub(super) unchained_audit: u64,
-    pub(super) pending_event: u64,
-}
+/// The counters of `Txn::unique_sequence`, which a store whose transactions run side by side
+/// does not follow: it draws their numbers from a database sequence.
+const UNIQUE: [&str; 4] = [
+    INTAKE_SEQUENCE,
+    CONSENT_SEQUENCE,
+    IMPORT_SEQUENCE,
+    PENDING_EVENT_SEQUENCE,
+];
 
-/// Raises `highest` to `number`.
-pub(super) fn raise(highest: &mut u64, number: u64) {
-    *highest = (*highest).max(number);
+/// The highest number of each counter the keys noted so far hold (`schema::counted`): what
+/// each counter must be at least, or it would give a number again. The check of a whole store
+/// compares its counters with it; a load of a dump (`rxgate store import`, `restore`) raises
+/// them to it, since a dump of a store that draws unique numbers from a database sequence
+/// carries counters behind its keys.
+#[derive(Debug, Clone, Default)]
+pub struct Highest(BTreeMap<&'static str, u64>);
+
+impl Highest {
+    /// Notes the number `key` of `table` holds, if it holds one.
+    pub fn note(&mut self, table: Table, key: &[u8]) {
+        if let Some((name, number)) = counted(table, key) {
+            let highest = self.0.entry(name).or_default();
+            *highest = (*highest).max(number);
+        }
+    }
+
+    /// Raises each counter in `tx` to the highest number noted of it (one already there or
+    /// past it stays).
+    pub fn raise_counters(&self, tx: &mut dyn Txn) -> Result<(), store::Error> {
+        for (name, &number) in &self.0 {
+            store::raise_sequence(tx, name, number)?;
+        }
+        Ok(())
+    }
 }
 
 /// A value of `len` bytes, or wrong.
@@ -46,12 +65,7 @@ fn sized(value: &[u8], len: usize) -> Result<(), Bad> {
 }
 
 /// An entry of `Meta`.
-pub(super) fn meta(
-    tx: &dyn Txn,
-    key: &[u8],
-    value: &[u8],
-    highest: &mut Highest,
-) -> Result<(), Bad> {
+pub(super) fn meta(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
     if sequence_name(key).is_some() {
         return sized(value, 8);
     }
@@ -69,21 +83,18 @@ pub(super) fn meta(
         // Left behind by a refill's earlier window or an ended prescription, the expiry sweep
         // drops such an entry; an active prescription's own is checked from its record.
         Some(MetaKind::Expiry(_)) => Ok(()),
-        Some(MetaKind::PendingEvent(draw)) => {
-            decode::<EventRecord>(value).map_err(|e| wrong(format!("does not decode: {e}")))?;
-            raise(&mut highest.pending_event, draw);
-            Ok(())
-        }
+        Some(MetaKind::PendingEvent(_)) => decode::<EventRecord>(value)
+            .map(drop)
+            .map_err(|e| wrong(format!("does not decode: {e}"))),
         None => Err(wrong("a key of no kind Meta holds")),
     }
 }
 
 /// An entry of `Audit`: its key parses; an unchained record (of older stores) decodes.
-pub(super) fn audit(key: &[u8], value: &[u8], highest: &mut Highest) -> Result<(), Bad> {
-    let (writer, sequence) = parse_key(key).map_err(|_| wrong("not an audit key"))?;
+pub(super) fn audit(key: &[u8], value: &[u8]) -> Result<(), Bad> {
+    let (writer, _) = parse_key(key).map_err(|_| wrong("not an audit key"))?;
     if writer.is_none() {
         decode::<AuditRecord>(value).map_err(|e| wrong(format!("does not decode: {e}")))?;
-        raise(&mut highest.unchained_audit, sequence);
     }
     Ok(())
 }
@@ -111,21 +122,13 @@ pub(super) fn audit_chain(key: &[u8], value: &[u8]) -> Result<(), Bad> {
 
 /// Each counter is at least the highest number of its kind the tables hold: a counter behind
 /// would give a number again. On a store whose transactions run side by side only the event
-/// log's and the older stores' audit counter: the unique numbers come from a database sequence there, which its counters do not
-/// follow (`Txn::unique_sequence`).
+/// log's and the older stores' audit counter: the unique numbers come from a database sequence
+/// there, which its counters do not follow ([`UNIQUE`]).
 pub(super) async fn check(store: &Arc<dyn Store>, highest: Highest) -> Result<(), Problem> {
-    let mut counters = vec![
-        (EVENT_SEQUENCE, highest.event),
-        (UNCHAINED_AUDIT_SEQUENCE, highest.unchained_audit),
-    ];
-    if store.serial() {
-        counters.extend([
-            (INTAKE_SEQUENCE, highest.intake),
-            (CONSENT_SEQUENCE, highest.consent),
-            (IMPORT_SEQUENCE, highest.import),
-            (PENDING_EVENT_SEQUENCE, highest.pending_event),
-        ]);
-    }
+    let serial = store.serial();
+    let counters: Vec<(&str, u64)> = (highest.0.into_iter())
+        .filter(|(name, _)| serial || !UNIQUE.contains(name))
+        .collect();
     let behind = store
         .transact(move |tx: &mut dyn Txn| {
             for &(name, held) in &counters {

@@ -4,7 +4,7 @@
 
 use crate::store::{Table, Txn};
 
-use super::{Bad, counters::Highest, counters::raise, prescriptions, wrong};
+use super::{Bad, prescriptions, wrong};
 use crate::service::{
     records::{DeadLetterRecord, EventRecord, IntakeRecord, decode},
     schema::{
@@ -15,16 +15,10 @@ use crate::service::{
 
 /// An event: it decodes, its prescription is stored (and the dispensing record it names: the
 /// feed and the relay read it with the event), its institution's index names it.
-pub(super) fn event(
-    tx: &dyn Txn,
-    key: &[u8],
-    value: &[u8],
-    highest: &mut Highest,
-) -> Result<(), Bad> {
+pub(super) fn event(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
     let sequence = event_sequence(key).map_err(|_| wrong("not an event key"))?;
     let EventRecord::V1(event) =
         decode(value).map_err(|e| wrong(format!("does not decode: {e}")))?;
-    raise(&mut highest.event, sequence);
     prescriptions::load(tx, &event.prescription_id)?;
     if let Some(number) = event.record_number {
         let record = dispensing_key(&event.prescription_id, number);
@@ -65,17 +59,11 @@ pub(super) fn institution_event(tx: &dyn Txn, key: &[u8]) -> Result<(), Bad> {
 
 /// An intake entry: a record by its arrival decodes, a record id names its arrival, a dead
 /// letter decodes.
-pub(super) fn intake(
-    tx: &dyn Txn,
-    key: &[u8],
-    value: &[u8],
-    highest: &mut Highest,
-) -> Result<(), Bad> {
+pub(super) fn intake(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
     let undecoded = |e: crate::store::Error| wrong(format!("does not decode: {e}"));
     match intake_kind(key) {
-        Some((IntakeKind::Arrival(arrival), _)) => {
+        Some((IntakeKind::Arrival(_), _)) => {
             decode::<IntakeRecord>(value).map_err(undecoded)?;
-            raise(&mut highest.intake, arrival);
             Ok(())
         }
         Some((IntakeKind::Record, _)) => {

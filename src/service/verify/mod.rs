@@ -41,7 +41,7 @@ use super::{
     records::{ChainHeadRecord, ChainHeadV1, decode},
     schema::{self, AuditChainKind, ClinicalKind, PSEUDONYM_KEY_FINGERPRINT_KEY, id_of_by_patient},
 };
-use counters::Highest;
+pub use counters::Highest;
 
 /// Entries read per transaction: a page of prescriptions with their documents is a few MB.
 const PAGE: usize = 512;
@@ -267,12 +267,11 @@ impl Walk {
         if self.done {
             return Ok(None);
         }
-        let (table, after, highest, read) =
-            (self.table, self.after.take(), self.highest, self.read);
-        let against = self.against.clone();
+        let (table, after, read) = (self.table, self.after.take(), self.read);
+        let (highest, against) = (self.highest.clone(), self.against.clone());
         let page = store
             .transact(move |tx: &mut dyn Txn| {
-                read_page(tx, table, after.as_deref(), highest, read, &against)
+                read_page(tx, table, after.as_deref(), highest.clone(), read, &against)
             })
             .await
             .and_then(|inner| inner);
@@ -321,8 +320,8 @@ fn read_page(
         .flatten();
     let mut bad = None;
     for (n, (key, value)) in rows.iter().enumerate() {
-        match check_entry(tx, table, key, value, &mut highest, against) {
-            Ok(()) => {}
+        match check_entry(tx, table, key, value, against) {
+            Ok(()) => highest.note(table, key),
             Err(Bad::Read(e)) => return Err(e),
             Err(Bad::Wrong(what)) => {
                 bad = Some((before + n as u64 + 1, key.clone(), what));
@@ -349,7 +348,6 @@ fn check_entry(
     table: Table,
     key: &[u8],
     value: &[u8],
-    highest: &mut Highest,
     against: &Against,
 ) -> Result<(), Bad> {
     let pseudonyms = against.pseudonyms.as_ref();
@@ -361,14 +359,14 @@ fn check_entry(
         Table::Documents => prescriptions::document(tx, key, value),
         Table::Dispensings => prescriptions::dispensing(tx, key, value),
         Table::Certificates => prescriptions::certificate(key, value),
-        Table::Meta => counters::meta(tx, key, value, highest),
-        Table::Events => logs::event(tx, key, value, highest),
+        Table::Meta => counters::meta(tx, key, value),
+        Table::Events => logs::event(tx, key, value),
         Table::EventsByInstitution => logs::institution_event(tx, key),
-        Table::Intake => logs::intake(tx, key, value, highest),
+        Table::Intake => logs::intake(tx, key, value),
         Table::Medications => clinical::history(value),
-        Table::Clinical => clinical::clinical(tx, key, value, highest),
+        Table::Clinical => clinical::clinical(tx, key, value),
         Table::Lockouts => clinical::lockout(key, value),
-        Table::Audit => counters::audit(key, value, highest),
+        Table::Audit => counters::audit(key, value),
         Table::AuditChain => counters::audit_chain(key, value),
     }
 }
