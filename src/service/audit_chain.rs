@@ -19,9 +19,10 @@ use super::{
     schema::{self, head_key, link_key, parse_key},
 };
 
-/// The head of `writer`'s chain, if it has begun.
-pub(super) fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
-    tx.get(Table::AuditChain, &head_key(writer))?
+/// The head of `writer`'s chain, if it has begun: a row only the holder of the writer's lane
+/// writes.
+fn head(tx: &dyn Txn, writer: &[u8; 32]) -> Result<Option<ChainHeadV1>, store::Error> {
+    tx.get_lane_row(Table::AuditChain, &head_key(writer))?
         .map(|v| decode::<ChainHeadRecord>(&v).map(|ChainHeadRecord::V1(h)| h))
         .transpose()
 }
@@ -88,7 +89,7 @@ fn link(tx: &mut dyn Txn, head: ChainHeadV1, entry: ChainedV1) -> ChainHeadV1 {
     let row = schema::audit_row(&record);
     let key = link_key(&head.writer, sequence);
     tx.put_row(Table::Audit, &key, &bytes, row.columns());
-    tx.put(
+    tx.put_lane_row(
         Table::AuditChain,
         &head_key(&head.writer),
         &encode(&ChainHeadRecord::V1(next)),

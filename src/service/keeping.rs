@@ -122,6 +122,16 @@ impl Txn for Keeping<'_> {
         self.tx.lane()
     }
 
+    fn get_lane_row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.tx.get_lane_row(table, key)
+    }
+
+    fn put_lane_row(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.kept
+            .push(Kept::Put(table, key.to_vec(), value.to_vec()));
+        self.tx.put_lane_row(table, key, value);
+    }
+
     fn serial(&self) -> bool {
         self.tx.serial()
     }

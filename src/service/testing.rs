@@ -293,6 +293,14 @@ impl Txn for Noting<'_> {
     fn lane(&self) -> u32 {
         self.tx.lane()
     }
+    fn get_lane_row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, store::Error> {
+        self.reads.set(self.reads.get() + 1);
+        self.tx.get_lane_row(table, key)
+    }
+    fn put_lane_row(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.written.push((table, None));
+        self.tx.put_lane_row(table, key, value)
+    }
     fn serial(&self) -> bool {
         self.tx.serial()
     }

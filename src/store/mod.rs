@@ -313,6 +313,21 @@ pub trait Txn {
         0
     }
 
+    /// The value of `key` in a row that only the holder of this transaction's lane writes
+    /// ([`Txn::lane`], [`Txn::put_lane_row`]: an audit chain's head). An engine over a database
+    /// may answer from its memory of what the lane's last holder committed rather than read it,
+    /// for a database locks what a transaction reads against what every other one writes near
+    /// it. The default reads.
+    fn get_lane_row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.get(table, key)
+    }
+
+    /// Sets `key` to `value` in a row only the holder of this transaction's lane writes (see
+    /// [`Txn::get_lane_row`]). The default puts.
+    fn put_lane_row(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.put(table, key, value);
+    }
+
     /// Whether this transaction's store runs its transactions one at a time
     /// ([`Store::serial`]); the default, the embedded engine's, is true.
     fn serial(&self) -> bool {

@@ -13,17 +13,30 @@
 //! functions that write no audit record (the event sequencer's, the reads) hold none: one call
 //! at a time keeps to lane 0, the gateway's own chain. Once taken, a lane is held for all the
 //! function's runs, each of which begins after it was taken.
+//!
+//! Each lane also remembers its rows ([`Txn::get_lane_row`](crate::store::Txn::get_lane_row))
+//! as its last holder committed them, so that the next holder need not read them: a read takes a
+//! SERIALIZABLE lock on the index page that holds the row, and every lane's head shares one
+//! small table, so every other holder's write there would conflict with it. The memory is
+//! written only after a COMMIT succeeded, and forgotten when a COMMIT's outcome is unknown.
 
 use std::cell::{Cell, OnceCell};
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-/// The free lanes, each with the tick of its release, the lanes made so far, and the clock of
-/// releases.
+use crate::store::Table;
+
+/// A lane's rows by table and key, as last committed (`None`: absent).
+pub(super) type LaneRows = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// The free lanes, each with the tick of its release, the lanes made so far, the clock of
+/// releases, and what each lane remembers of its rows.
 #[derive(Default)]
 pub(super) struct Lanes {
     free: Vec<(u32, u64)>,
     made: u32,
     ticks: u64,
+    rows: HashMap<u32, LaneRows>,
 }
 
 impl Lanes {
@@ -82,6 +95,29 @@ impl<'a> LaneCell<'a> {
             lanes.take(self.began.get())
         })
     }
+
+    /// The row as the lane's last holder committed it, if the lane remembers it.
+    pub(super) fn remembered(&self, table: Table, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let lane = self.number();
+        let lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        lanes.rows.get(&lane)?.get(&(table, key.to_vec())).cloned()
+    }
+
+    /// Remembers `rows` as committed by this function (call once its COMMIT succeeded).
+    pub(super) fn remember(&self, rows: LaneRows) {
+        if let (Some(lane), false) = (self.held.get(), rows.is_empty()) {
+            let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            lanes.rows.entry(*lane).or_default().extend(rows);
+        }
+    }
+
+    /// Forgets what the lane remembers (a COMMIT whose outcome is unknown): its next holder reads.
+    pub(super) fn forget(&self) {
+        if let Some(lane) = self.held.get() {
+            let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            lanes.rows.remove(lane);
+        }
+    }
 }
 
 impl Drop for LaneCell<'_> {
@@ -135,6 +171,28 @@ mod tests {
         drop(late);
         // A run that begins after both releases takes the lowest again.
         assert_eq!(running(&lanes).number(), 0);
+    }
+
+    #[test]
+    fn a_lane_remembers_what_was_committed_and_forgets_an_unknown_outcome() {
+        let lanes = Mutex::new(Lanes::default());
+        let row = || (Table::AuditChain, b"head".to_vec());
+        let f = running(&lanes);
+        assert_eq!(f.remembered(row().0, &row().1), None);
+        f.remember(LaneRows::from([(row(), Some(b"1".to_vec()))]));
+        drop(f);
+        let g = running(&lanes);
+        assert_eq!(g.remembered(row().0, &row().1), Some(Some(b"1".to_vec())));
+        g.forget();
+        drop(g);
+        let h = running(&lanes);
+        assert_eq!(h.number(), 0);
+        assert_eq!(h.remembered(row().0, &row().1), None);
+        // Another lane remembers nothing of lane 0's rows.
+        let other = running(&lanes);
+        assert_eq!(other.number(), 1);
+        h.remember(LaneRows::from([(row(), Some(b"2".to_vec()))]));
+        assert_eq!(other.remembered(row().0, &row().1), None);
     }
 
     #[test]

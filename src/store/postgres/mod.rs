@@ -408,16 +408,25 @@ impl Shared {
                 return again_or(database_error(&e));
             }
         }
+        let lane_rows = if wrote {
+            txn.lane_rows()
+        } else {
+            Default::default()
+        };
         match session.end("COMMIT") {
             Ok(()) => {
                 if wrote {
                     self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 }
+                session.lane.remember(lane_rows);
                 Ok(Run::Done(outcome))
             }
-            Err(e) if e.as_db_error().is_none() => Err(Error::Unavailable(format!(
-                "the database connection was lost during COMMIT: the outcome is unknown ({e})"
-            ))),
+            Err(e) if e.as_db_error().is_none() => {
+                session.lane.forget();
+                Err(Error::Unavailable(format!(
+                    "the database connection was lost during COMMIT: the outcome is unknown ({e})"
+                )))
+            }
             Err(e) => again_or(database_error(&e)),
         }
     }

@@ -3,7 +3,7 @@
 //! the run's own overlay (so that they cannot fail, and savepoints cost no round trip) and sent
 //! together at the end, each table's as one statement, pipelined, before the COMMIT.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -11,7 +11,7 @@ use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 
-use super::lanes::LaneCell;
+use super::lanes::{LaneCell, LaneRows};
 use super::schema::{Statements, TableSql};
 use super::{Error, database_error};
 use crate::store::{ColumnType, Columns, Entry, Savepoint, Savepoints, Table, Txn, Value};
@@ -45,6 +45,9 @@ pub(super) struct PgTxn<'a> {
     sql: &'a Statements,
     /// The lane the function holds for all its runs ([`Txn::lane`]).
     lane: &'a LaneCell<'a>,
+    /// The lane's rows this run read or wrote ([`Txn::get_lane_row`]), with the value read
+    /// (`None` when only written).
+    lane_rows: RefCell<BTreeMap<(usize, Vec<u8>), (Table, Option<Option<Vec<u8>>>)>>,
     writes: Writes,
     savepoints: Savepoints<Writes>,
     /// The first read that failed: the run's outcome then is this error (a serialization
@@ -64,6 +67,7 @@ impl<'a> PgTxn<'a> {
             runtime,
             sql,
             lane,
+            lane_rows: RefCell::new(BTreeMap::new()),
             writes: Writes::new(),
             savepoints: Savepoints::new(),
             failed: OnceCell::new(),
@@ -165,6 +169,21 @@ impl<'a> PgTxn<'a> {
     /// Whether the run wrote anything.
     pub(super) fn wrote(&self) -> bool {
         self.writes.values().any(|(_, rows)| !rows.is_empty())
+    }
+
+    /// The lane's rows as this run leaves them: what it wrote, else what it read; for the lane
+    /// to remember once the run has committed.
+    pub(super) fn lane_rows(&self) -> LaneRows {
+        let seen = self.lane_rows.borrow();
+        seen.iter()
+            .filter_map(|((_, key), (table, read))| {
+                let value = match self.rows(*table).and_then(|w| w.get(key)) {
+                    Some(written) => written.as_ref().map(|w| w.value.clone()),
+                    None => read.clone()?,
+                };
+                Some(((*table, key.clone()), value))
+            })
+            .collect()
     }
 
     /// The buffered writes of `table`, if any.
@@ -334,6 +353,28 @@ impl Txn for PgTxn<'_> {
 
     fn lane(&self) -> u32 {
         self.lane.number()
+    }
+
+    fn get_lane_row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(written) = self.rows(table).and_then(|w| w.get(key)) {
+            return Ok(written.as_ref().map(|w| w.value.clone()));
+        }
+        let value = match self.lane.remembered(table, key) {
+            Some(value) => value,
+            None => self.get(table, key)?,
+        };
+        self.lane_rows
+            .borrow_mut()
+            .insert((index(table), key.to_vec()), (table, Some(value.clone())));
+        Ok(value)
+    }
+
+    fn put_lane_row(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.lane_rows
+            .borrow_mut()
+            .entry((index(table), key.to_vec()))
+            .or_insert((table, None));
+        self.put(table, key, value);
     }
 
     fn serial(&self) -> bool {
