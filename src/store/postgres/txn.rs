@@ -38,6 +38,9 @@ struct Written {
 /// deadlocks between them.
 type Writes = BTreeMap<usize, (Table, BTreeMap<Vec<u8>, Option<Written>>)>;
 
+/// The lane's rows a run read or wrote, by table and key: the table, and the value read.
+type SeenLaneRows = BTreeMap<(usize, Vec<u8>), (Table, Option<Option<Vec<u8>>>)>;
+
 /// A transaction function's view of the database during one run.
 pub(super) struct PgTxn<'a> {
     client: &'a Object,
@@ -47,7 +50,7 @@ pub(super) struct PgTxn<'a> {
     lane: &'a LaneCell<'a>,
     /// The lane's rows this run read or wrote ([`Txn::get_lane_row`]), with the value read
     /// (`None` when only written).
-    lane_rows: RefCell<BTreeMap<(usize, Vec<u8>), (Table, Option<Option<Vec<u8>>>)>>,
+    lane_rows: RefCell<SeenLaneRows>,
     writes: Writes,
     savepoints: Savepoints<Writes>,
     /// The first read that failed: the run's outcome then is this error (a serialization
