@@ -381,6 +381,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             }
         }),
     );
+    gateway.number_imported_events().await?;
     let sweeper = Arc::clone(&gateway);
     let sweep_every = Duration::from_secs(config.expiry_sweep_secs.max(1));
     background.spawn("expiry sweep", async move {
@@ -391,8 +392,6 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     });
 
-    // Events an import left pending are numbered before any call can add one after them.
-    while gateway.number_pending_events().await? > 0 {}
     let sequencer = Arc::clone(&gateway);
     background.spawn("event sequencer", async move {
         sequencer.sequence_events(SEQUENCER_POLL).await;

@@ -15,9 +15,9 @@ pub(super) enum Kept {
     /// A row with its columns (`Txn::put_row`).
     PutRow(Table, Vec<u8>, Vec<u8>, &'static [Column], Vec<KeptValue>),
     Delete(Table, Vec<u8>),
-    /// A number drawn from the named counter (`Txn::unique_sequence`): the rollback may take
-    /// back the counter's step but not what the number names, so the counter is raised past
-    /// it again.
+    /// A number drawn from the named counter (`Txn::unique_sequence`): where the counter is a
+    /// row (the embedded store), the rollback takes back its step but not what the number
+    /// names, so the counter is raised past it again.
     Drawn(String, u64),
 }
 
@@ -67,7 +67,9 @@ pub(super) fn replay(tx: &mut dyn Txn, kept: &[Kept]) -> Result<(), store::Error
                 tx.put_row(*table, key, value, columns);
             }
             Kept::Delete(table, key) => tx.delete(*table, key),
-            Kept::Drawn(name, number) => store::raise_sequence(tx, name, *number)?,
+            // Only where the counter is a row: a database sequence is not rolled back.
+            Kept::Drawn(name, number) if tx.serial() => store::raise_sequence(tx, name, *number)?,
+            Kept::Drawn(..) => {}
         }
     }
     Ok(())

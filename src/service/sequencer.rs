@@ -71,6 +71,17 @@ impl Gateway {
         Ok(numbered)
     }
 
+    /// Numbers the events an import left pending, before the expiry sweep or any call can add
+    /// one after them, on a store that runs its transactions one at a time: nothing else adds
+    /// any there. On one that runs them side by side the sequencers of every gateway number
+    /// them in their turn, in the order of their draws, as they do their own.
+    pub async fn number_imported_events(&self) -> Result<(), Error> {
+        if self.store.serial() {
+            while self.number_pending_events().await? > 0 {}
+        }
+        Ok(())
+    }
+
     /// Numbers pending events for as long as the gateway runs: a pass after each of this
     /// gateway's commits and every `poll`; a failed pass is logged and tried again a second
     /// later. On a store that runs its transactions one at a time nothing is left pending but

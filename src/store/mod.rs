@@ -64,7 +64,7 @@ pub enum Table {
     /// (prescription id, record number) → dispensing record. Columns.
     Dispensings,
     /// The audit trail: unchained records by store-wide sequence (older stores), chain links by
-    /// writer and the writer's own sequence (service::audit_chain). Columns.
+    /// writer and the writer's own sequence (service::audit_chain). Columns. Append-only.
     Audit,
     /// Counters (`sequence/NAME`, see [`Txn::next_sequence`] and [`Txn::unique_sequence`]),
     /// the indexes of accepted prescriptions and of active ones by expiry, the event log's
@@ -94,6 +94,12 @@ pub enum Table {
 }
 
 impl Table {
+    /// Whether a key of the table is written once and never again (the audit trail): an
+    /// engine may refuse a transaction that writes one a second time, rather than replace it.
+    pub fn append_only(self) -> bool {
+        self == Table::Audit
+    }
+
     /// Every table, in declaration order.
     pub const ALL: [Table; 16] = [
         Table::Prescriptions,

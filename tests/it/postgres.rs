@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rxgate::{
     service::columns_of,
-    store::{Error, PgStore, PostgresConfig, SCHEMA_VERSION, Store, Table},
+    store::{
+        ColumnType, Columns, Error, PgStore, PostgresConfig, SCHEMA_VERSION, Store, Table, Value,
+    },
 };
 
 use crate::common::postgres::{self, Cluster, installed as cluster};
@@ -204,4 +206,74 @@ async fn a_database_marked_as_holding_part_of_an_import_is_refused_until_the_mar
     assert!(refused.contains("did not finish"), "{refused}");
     sql_in(cluster, &config, "DELETE FROM rxgate.import_unfinished");
     close(open(&config).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_database_upgraded_to_the_sequence_of_unique_numbers_draws_past_its_counters() {
+    let Some(cluster) = cluster() else { return };
+    let config = cluster.database();
+    // Back to version 2, whose unique numbers came from the counter rows: one has given 500.
+    sql_in(
+        cluster,
+        &config,
+        "DROP FUNCTION rxgate.draws_past_counters(); DROP SEQUENCE rxgate.draws; \
+         DELETE FROM rxgate.schema_version WHERE version = 3; \
+         INSERT INTO rxgate.meta (k, v) VALUES ('sequence/intake'::bytea, '\\x00000000000001f4')",
+    );
+    let migrator = cluster.migrator();
+    let upgraded = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || PgStore::migrate(&config, Some(&migrator)))
+    };
+    let upgraded = upgraded.await.unwrap().unwrap();
+    assert_eq!((upgraded.from, upgraded.to), (2, SCHEMA_VERSION));
+    let store = open(&config).await.unwrap();
+    let drawn = store
+        .transact(|tx| tx.unique_sequence("intake"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(drawn > 500, "drew {drawn}, a number the store gave before");
+    close(store).await;
+}
+
+#[tokio::test]
+async fn an_audit_record_written_again_under_its_key_is_refused_not_replaced() {
+    let Some(cluster) = cluster() else { return };
+    let config = cluster.database();
+    let store = open(&config).await.unwrap();
+    let write = |value: &'static [u8]| {
+        store.transact(move |tx| {
+            let declared = columns_of(Table::Audit);
+            let values: Vec<Value<'_>> = declared
+                .iter()
+                .map(|c| match c.kind {
+                    _ if c.nullable => Value::Null,
+                    ColumnType::Text => Value::Text("x"),
+                    ColumnType::Integer => Value::Integer(1),
+                    ColumnType::Date => Value::Date("2026-12-07"),
+                    ColumnType::Bytes => Value::Bytes(b"x"),
+                })
+                .collect();
+            let columns = Columns {
+                declared,
+                values: &values,
+            };
+            tx.put_row(Table::Audit, b"link", value, columns);
+            Ok::<_, Error>(())
+        })
+    };
+    write(b"first").await.unwrap().unwrap();
+    let again = write(b"second").await;
+    assert!(
+        matches!(&again, Err(Error::Engine(why)) if why.contains("23505")),
+        "{again:?}"
+    );
+    let kept = store
+        .transact(|tx| tx.get(Table::Audit, b"link"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some(b"first".as_slice()));
+    close(store).await;
 }

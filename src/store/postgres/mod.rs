@@ -17,9 +17,10 @@
 //! - **Re-run on conflict.** A serialization failure or a deadlock (SQLSTATE 40001, 40P01),
 //!   met by any read or by the commit, rolls the run back and runs the function again on a
 //!   fresh snapshot, at most [`MAX_ATTEMPTS`] times in all; then the answer is
-//!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run waits until
-//!   this gateway's other runs have ended and holds new ones back until it ends: alone, it
-//!   cannot lose again to them (only to another gateway's).
+//!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run first waits up
+//!   to a millisecond per run so far, spread, and runs beside the others; the last one waits
+//!   until this gateway's other runs have ended and holds new ones back until it ends: alone,
+//!   it cannot lose again to them (only to another gateway's).
 //! - **No row every transaction writes.** Such a row would make every pair of concurrent
 //!   transactions conflict. So each function holds a lane ([`crate::store::Txn::lane`], taken
 //!   when it first asks) under which the service keeps an audit chain of its own, unique
@@ -78,8 +79,8 @@ struct Shared {
     counters: Counters,
     /// Why the last attempt to reach the database failed, until one succeeds.
     unreachable: Mutex<Option<Error>>,
-    /// Taken shared by every first run, exclusively by a re-run after a conflict: the re-run
-    /// then has this gateway's store to itself, and conflicts only with other gateways.
+    /// Taken shared by every run but the last, exclusively by the last: that run then has this
+    /// gateway's store to itself, and conflicts only with other gateways.
     turns: RwLock<()>,
     /// The lanes ([`crate::store::Txn::lane`], lanes.rs).
     lanes: Mutex<Lanes>,
@@ -351,9 +352,8 @@ impl Shared {
         answer
     }
 
-    /// The first run beside this gateway's other transactions; the re-runs alone among them
-    /// (see `turns`), so that a function that conflicted cannot lose again and again to its
-    /// neighbours.
+    /// The runs beside this gateway's other transactions, but the last alone among them (see
+    /// `turns`), so that a function that conflicted cannot lose to its neighbours every time.
     fn attempts(&self, session: &Session<'_>, f: &TxnFn) -> Result<Outcome, Error> {
         for attempt in 1..=MAX_ATTEMPTS {
             if attempt > 1 {
@@ -405,6 +405,9 @@ impl Shared {
             }
             if let Err(e) = txn.send_writes() {
                 session.rollback();
+                // What the lane remembers may be what the database refused (a link written
+                // twice): its next holder reads the rows again.
+                session.lane.forget();
                 return again_or(database_error(&e));
             }
         }
@@ -427,7 +430,12 @@ impl Shared {
                     "the database connection was lost during COMMIT: the outcome is unknown ({e})"
                 )))
             }
-            Err(e) => again_or(database_error(&e)),
+            Err(e) => {
+                // A COMMIT refused may still have committed (a FATAL error while a synchronous
+                // standby was awaited): the lane's next holder reads its rows again.
+                session.lane.forget();
+                again_or(database_error(&e))
+            }
         }
     }
 }

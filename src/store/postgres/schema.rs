@@ -48,7 +48,7 @@ impl Statements {
         Statements(
             Table::ALL
                 .into_iter()
-                .map(|t| (t, TableSql::new(table_name(t), columns(t))))
+                .map(|t| (t, TableSql::new(t, columns(t))))
                 .collect(),
         )
     }
@@ -64,7 +64,8 @@ impl Statements {
 }
 
 impl TableSql {
-    fn new(name: &str, columns: &'static [Column]) -> Self {
+    fn new(table: Table, columns: &'static [Column]) -> Self {
+        let name = table_name(table);
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
         let arrays: String = columns
             .iter()
@@ -90,10 +91,16 @@ impl TableSql {
                 "SELECT k, v FROM rxgate.{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
             ),
             scan_open: format!("SELECT k, v FROM rxgate.{name} WHERE k >= $1 ORDER BY k LIMIT $2"),
+            // An append-only table's rows are inserted, never replaced: a key written again
+            // (an audit link whose number was given twice) is refused as a unique violation.
             upsert: format!(
                 "INSERT INTO rxgate.{name} (k, v{listed}) SELECT k, v{selected} \
-                 FROM unnest($1::bytea[], $2::bytea[]{arrays}) AS u(k, v{listed}) \
-                 ON CONFLICT (k) DO UPDATE SET v = excluded.v{updated}"
+                 FROM unnest($1::bytea[], $2::bytea[]{arrays}) AS u(k, v{listed}){}",
+                if table.append_only() {
+                    String::new()
+                } else {
+                    format!(" ON CONFLICT (k) DO UPDATE SET v = excluded.v{updated}")
+                }
             ),
             delete: format!("DELETE FROM rxgate.{name} WHERE k = ANY($1::bytea[])"),
         }
@@ -153,6 +160,7 @@ pub(super) async fn migrate(client: &mut Client, app_role: &str) -> Result<Migra
          GRANT SELECT ON rxgate.schema_version TO {role};
          GRANT SELECT, INSERT, DELETE ON rxgate.import_unfinished TO {role};
          GRANT USAGE, SELECT, UPDATE ON SEQUENCE rxgate.draws TO {role};
+         GRANT EXECUTE ON FUNCTION rxgate.draws_past_counters() TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};",
         Table::ALL
             .map(|t| format!("rxgate.{}", table_name(t)))
@@ -210,11 +218,7 @@ pub(super) async fn mark_import(client: &Client, unfinished: bool) -> Result<(),
     let sql = if unfinished {
         "INSERT INTO rxgate.import_unfinished DEFAULT VALUES"
     } else {
-        "SELECT setval('rxgate.draws', greatest(
-             (SELECT last_value FROM rxgate.draws),
-             (SELECT max(('x' || encode(v, 'hex'))::bit(64)::bigint) FROM rxgate.meta
-                 WHERE k >= 'sequence/'::bytea AND k < 'sequence0'::bytea AND length(v) = 8)));
-         DELETE FROM rxgate.import_unfinished"
+        "SELECT rxgate.draws_past_counters(); DELETE FROM rxgate.import_unfinished"
     };
     client
         .batch_execute(sql)
