@@ -7,8 +7,8 @@
 //! [`AuditReceipt`], which this layer puts in the request and [`super::authenticated`] hands on.
 //!
 //! A client (one certificate, however many connections) gets `per_second` such records a
-//! second, each written before its answer is released (or, for a request given up, at once on a
-//! task of its own); the rest of its second are counted ([`crate::tally`]) and written as one
+//! second, each written before its answer is released, on a tracked task that finishes it even
+//! if the answer is dropped meanwhile (for a request given up, at once on such a task); the rest of its second are counted ([`crate::tally`]) and written as one
 //! record at most a second later, so a flood cannot become a flood of writes. Must not depend on
 //! the store.
 
@@ -240,7 +240,10 @@ where
                 // A trailers-only answer carries its status in the headers.
                 let status = Status::from_header_map(response.headers());
                 if let Some(write) = audited.record(status.as_ref()) {
-                    write.await;
+                    // On a tracked task of its own: the answer still waits for its record, but
+                    // an answer dropped meanwhile (its client gone) no longer takes the record
+                    // with it, after the tally had counted it as written.
+                    let _ = audited.shared.pending.spawn(write).await;
                 }
             }
             Ok(response)
