@@ -48,7 +48,7 @@ impl Gateway {
 
     /// Numbers the pending events, in the order of their draws, at most [`PASS`] of them in one
     /// transaction; returns how many it numbered.
-    pub async fn number_pending_events(&self) -> Result<usize, Error> {
+    async fn number_pending_events(&self) -> Result<usize, Error> {
         let numbered = self
             .store
             .transact(|tx: &mut dyn Txn| {
