@@ -239,6 +239,9 @@ gateway_identity() {
 }
 gateway_identity gateway           "DEV rxgate gateway signing"
 gateway_identity untrusted-gateway "DEV rxgate UNTRUSTED gateway signing"
+# Two more gateways, for the tests of several gateways over one database (each its own identity).
+gateway_identity gateway-b         "DEV rxgate gateway B signing"
+gateway_identity gateway-c         "DEV rxgate gateway C signing"
 
 # ============================================================ self-check
 # The SubjectDirectoryAttributes of hpki/doctor must be byte-identical to

@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod cms;
 pub(crate) mod exposition;
 pub(crate) mod fixtures;
+pub(crate) mod fleet;
 pub(crate) mod postgres;
 pub(crate) mod process;
 pub(crate) mod raw;
