@@ -57,7 +57,9 @@ pub struct Options {
     /// With --spawn: the rxgate binary (default: `rxgate` beside this binary).
     #[arg(long, requires = "spawn")]
     pub rxgate_bin: Option<PathBuf>,
-    /// The gateway to measure.
+    /// The gateway to measure; or several gateways of one fleet, comma-separated, over which
+    /// each group's connections are spread in turn (institution by institution), as a TCP load
+    /// balancer would spread them.
     #[arg(
         long,
         default_value = "https://127.0.0.1:50051",

@@ -51,7 +51,8 @@ const HISTORY_CLINIC_BLOCK: u32 = 8;
 const PHARMACY_BLOCK: u32 = 9;
 
 impl Fleet {
-    /// Mints a certificate per institution and opens its connections to `addr`.
+    /// Mints a certificate per institution and opens its connections to `addr` (several
+    /// gateways: comma-separated).
     pub async fn connect(
         minter: &Minter,
         shape: Shape,
@@ -111,12 +112,15 @@ async fn connect_all(
     addr: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Member>> {
+    // Several gateways of one fleet: the connections go to each in turn, as a load balancer
+    // spreads them.
+    let gateways: Vec<&str> = addr.split(',').collect();
     let mut handshakes = JoinSet::new();
     for (i, institution) in institutions.iter().enumerate() {
         let credentials = minter.mint(institution)?;
-        for _ in 0..connections {
+        for c in 0..connections {
             let credentials = credentials.clone();
-            let addr = addr.to_owned();
+            let addr = gateways[(i * connections + c) % gateways.len()].to_owned();
             handshakes.spawn(async move { (i, credentials.connect(&addr, timeout).await) });
         }
     }

@@ -197,31 +197,36 @@ async fn sixteen_pharmacies_race_exactly_one_wins() {
                 tokio::spawn(async move { p.receive_prescription(receive_req(&rx)).await })
             })
             .collect();
-        let mut winners = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(r) => {
-                    assert_eq!(r.into_inner().state, pb::PrescriptionState::Accepted as i32);
-                    winners += 1;
-                }
-                Err(status) => {
-                    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-                    assert!(
-                        status.message().contains("another pharmacy"),
-                        "{}",
-                        status.message()
-                    );
-                    assert!(
-                        !status.message().contains("1341"),
-                        "names a pharmacy: {}",
-                        status.message()
-                    );
-                }
-            }
-        }
-        assert_eq!(winners, 1, "round {round}");
+        assert_eq!(winners(tasks).await, 1, "round {round}");
     }
     h.shutdown().await;
+}
+
+/// A race's answers: how many pharmacies accepted. Every other was told that another pharmacy
+/// had, without being told which.
+pub(crate) async fn winners(
+    tasks: Vec<
+        tokio::task::JoinHandle<
+            Result<tonic::Response<pb::ReceivePrescriptionResponse>, tonic::Status>,
+        >,
+    >,
+) -> usize {
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.into_inner().state, pb::PrescriptionState::Accepted as i32);
+                winners += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                let message = status.message();
+                assert!(message.contains("another pharmacy"), "{message}");
+                assert!(!message.contains("1341"), "names a pharmacy: {message}");
+            }
+        }
+    }
+    winners
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,9 +18,10 @@
 //!   met by any read or by the commit, rolls the run back and runs the function again on a
 //!   fresh snapshot, at most [`MAX_ATTEMPTS`] times in all; then the answer is
 //!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run first waits up
-//!   to a millisecond per run so far, spread, and runs beside the others; the last one waits
-//!   until this gateway's other runs have ended and holds new ones back until it ends: alone,
-//!   it cannot lose again to them (only to another gateway's).
+//!   to a millisecond per run so far, spread, and runs beside the others; the last one runs
+//!   alone in the fleet: every run takes the database's advisory lock of turns in its BEGIN,
+//!   shared, and the last exclusively, so it waits until the runs of every gateway over the
+//!   database have ended, holds new ones back until it ends, and cannot lose again to them.
 //! - **No row every transaction writes.** Such a row would make every pair of concurrent
 //!   transactions conflict. So each function holds a lane ([`crate::store::Txn::lane`], taken
 //!   when it first asks) under which the service keeps an audit chain of its own, unique
@@ -46,7 +47,7 @@ pub use schema::{Migrated, SCHEMA_VERSION};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Timeouts};
@@ -60,6 +61,24 @@ use txn::PgTxn;
 
 /// The most runs of one transaction function (the first and its re-runs after conflicts).
 pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The BEGIN of a run, with the transaction-level advisory lock by which a run that conflicted
+/// [`MAX_ATTEMPTS`]` - 1` times gets the database to itself: every run takes it shared, the
+/// last exclusively. Its key is "rxgate" in ASCII; advisory locks are per database. The wait
+/// for it is bounded by 5 s rather than by the session's short `lock_timeout` (config.rs),
+/// which the run gets back once it holds the lock: a run waits behind the one that runs alone.
+macro_rules! begin_taking {
+    ($lock:literal) => {
+        concat!(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL lock_timeout = '5s'; SELECT ",
+            $lock,
+            "(125861456082021); RESET lock_timeout"
+        )
+    };
+}
+/// The BEGIN of a run beside the others, and of the last, alone.
+const BESIDE: &str = begin_taking!("pg_advisory_xact_lock_shared");
+const ALONE: &str = begin_taking!("pg_advisory_xact_lock");
 
 /// The longest a transaction waits for a connection of the pool before it is answered
 /// UNAVAILABLE: longer than any call's deadline, so that only a stuck database reaches it.
@@ -79,9 +98,6 @@ struct Shared {
     counters: Counters,
     /// Why the last attempt to reach the database failed, until one succeeds.
     unreachable: Mutex<Option<Error>>,
-    /// Taken shared by every run but the last, exclusively by the last: that run then has this
-    /// gateway's store to itself, and conflicts only with other gateways.
-    turns: RwLock<()>,
     /// The lanes ([`crate::store::Txn::lane`], lanes.rs).
     lanes: Mutex<Lanes>,
 }
@@ -136,7 +152,6 @@ impl PgStore {
             sql: Statements::new(columns),
             counters: Counters::default(),
             unreachable: Mutex::new(None),
-            turns: RwLock::new(()),
             lanes: Mutex::new(Lanes::default()),
         });
         Ok(PgStore {
@@ -296,7 +311,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Runs `sql` (BEGIN, COMMIT, ROLLBACK). A failure the server did not answer (a lost
+    /// Runs `sql` (BEGIN with its lock, COMMIT, ROLLBACK). A failure the server did not answer (a lost
     /// connection, a broken protocol) marks the connection broken.
     fn end(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         let ended = self.runtime.block_on(self.client.batch_execute(sql));
@@ -352,22 +367,20 @@ impl Shared {
         answer
     }
 
-    /// The runs beside this gateway's other transactions, but the last alone among them (see
-    /// `turns`), so that a function that conflicted cannot lose to its neighbours every time.
+    /// The runs beside the other transactions of the fleet, but the last alone among them (see
+    /// `begin_taking`), so that a function that conflicted cannot lose to its neighbours every time.
     fn attempts(&self, session: &Session<'_>, f: &TxnFn) -> Result<Outcome, Error> {
         for attempt in 1..=MAX_ATTEMPTS {
             if attempt > 1 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(backoff(attempt));
             }
-            let run = if attempt < MAX_ATTEMPTS {
-                let _beside = self.turns.read().unwrap_or_else(PoisonError::into_inner);
-                self.attempt(session, f)?
+            let begin = if attempt < MAX_ATTEMPTS {
+                BESIDE
             } else {
-                let _alone = self.turns.write().unwrap_or_else(PoisonError::into_inner);
-                self.attempt(session, f)?
+                ALONE
             };
-            if let Run::Done(outcome) = run {
+            if let Run::Done(outcome) = self.attempt(session, begin, f)? {
                 return Ok(outcome);
             }
         }
@@ -377,11 +390,9 @@ impl Shared {
     }
 
     /// One run of `f` in a transaction of its own.
-    fn attempt(&self, session: &Session<'_>, f: &TxnFn) -> Result<Run, Error> {
+    fn attempt(&self, session: &Session<'_>, begin: &str, f: &TxnFn) -> Result<Run, Error> {
         session.lane.run_begins();
-        session
-            .end("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            .map_err(|e| database_error(&e))?;
+        session.end(begin).map_err(|e| database_error(&e))?;
         let mut txn = PgTxn::new(session.client, session.runtime, &self.sql, &session.lane);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
         let outcome = match (txn.failed(), outcome) {
