@@ -92,7 +92,7 @@ impl Collector for Figures {
     }
 }
 
-/// The store's commits: counters, flush latency and batch sizes.
+/// The store's commits: counters, the connection pool, flush latency and batch sizes.
 fn store(out: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
     for (name, help, value) in [
         (
@@ -127,6 +127,25 @@ fn store(out: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
         ),
     ] {
         describe(out, name, help, &ConstCounter::new(value))?;
+    }
+    for (name, help, value) in [
+        (
+            "rxgate_store_pool_connections",
+            "Database connections open (PostgreSQL).",
+            stats.pool.open,
+        ),
+        (
+            "rxgate_store_pool_idle",
+            "Database connections open and unused (PostgreSQL).",
+            stats.pool.idle,
+        ),
+        (
+            "rxgate_store_pool_waiting",
+            "Transactions waiting for a database connection (PostgreSQL).",
+            stats.pool.waiting,
+        ),
+    ] {
+        describe(out, name, help, &ConstGauge::new(value))?;
     }
     describe(
         out,

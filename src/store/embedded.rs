@@ -487,6 +487,7 @@ impl Store for EmbeddedStore {
             corrupt_reads: c.corrupt_reads.load(Ordering::Relaxed),
             flush_latency: c.flush_latency.snapshot(),
             batch_size: c.batch_size.snapshot(),
+            pool: super::PoolStats::default(),
         }
     }
 

@@ -456,6 +456,19 @@ pub struct Stats {
     pub flush_latency: metrics::Snapshot,
     /// The distribution of batch sizes (transactions).
     pub batch_size: metrics::Snapshot,
+    /// The connections to the database (PostgreSQL; all zero on the embedded engine).
+    pub pool: PoolStats,
+}
+
+/// A connection pool's state, at the moment [`Store::stats`] was asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub open: u64,
+    /// Of those, unused.
+    pub idle: u64,
+    /// Transactions waiting for a connection.
+    pub waiting: u64,
 }
 
 /// The store: runs transaction functions one at a time and answers only once their writes

@@ -102,6 +102,15 @@ async fn exactly_one_pharmacy_wins_across_three_gateways() {
             .collect();
         assert_eq!(winners(tasks).await, 1, "round {round}");
     }
+    // Each gateway shows its own connections to the database, and the runs made again.
+    for h in &fleet {
+        let value = |line: String| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+        let open = value(h.metrics_line("rxgate_store_pool_connections ").await);
+        assert!(open >= 1, "{open} connections");
+        let idle = value(h.metrics_line("rxgate_store_pool_idle ").await);
+        assert!(idle <= open, "{idle} idle of {open}");
+        value(h.metrics_line("rxgate_store_retries_total ").await);
+    }
     for h in fleet {
         h.shutdown().await;
     }

@@ -54,7 +54,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, T
 use tokio::runtime::{Handle, Runtime};
 use tokio_postgres::error::SqlState;
 
-use super::{Answer, Column, Error, Outcome, SnapshotAnswer, Stats, Store, Table, TxnFn};
+use super::{
+    Answer, Column, Error, Outcome, PoolStats, SnapshotAnswer, Stats, Store, Table, TxnFn,
+};
 use lanes::{LaneCell, Lanes};
 use schema::Statements;
 use txn::PgTxn;
@@ -269,6 +271,7 @@ impl Store for PgStore {
             corrupt_reads: 0,
             flush_latency: empty(crate::metrics::LATENCY_BUCKETS),
             batch_size: empty(crate::metrics::SIZE_BUCKETS),
+            pool: pool_stats(&self.shared.pool),
         }
     }
 
@@ -448,6 +451,16 @@ impl Shared {
                 again_or(database_error(&e))
             }
         }
+    }
+}
+
+/// What the pool holds.
+fn pool_stats(pool: &Pool) -> PoolStats {
+    let status = pool.status();
+    PoolStats {
+        open: status.size as u64,
+        idle: status.available as u64,
+        waiting: status.waiting as u64,
     }
 }
 
