@@ -1,12 +1,16 @@
 //! Calls sent exactly as given: a codec that writes and reads message bytes untouched, so that
 //! garbage bytes, oversize messages, unknown methods and stray headers reach the server as a
-//! client would send them.
+//! client would send them; and an HTTP/2 connection of its own, whose frames go out as the test
+//! sends them.
 
-use prost::bytes::{Buf, BufMut};
+use std::sync::Arc;
+
+use prost::bytes::{Buf, BufMut, Bytes};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::http::uri::PathAndQuery,
+    codegen::http::{self, uri::PathAndQuery},
     metadata::MetadataValue,
     transport::Channel,
 };
@@ -75,4 +79,50 @@ pub(crate) async fn call_raw(
         messages += 1;
     }
     Ok(messages)
+}
+
+/// An HTTP/2 connection to the server at `addr` (`https://127.0.0.1:PORT`) as the dev client
+/// `name`, over mutual TLS, driven by a task of its own. Unlike tonic's client, which sends a
+/// call's body and begins new calls from tasks of their own, it sends frames in the order the
+/// test hands them over, and says what ended a call (an `h2::Error`, a GOAWAY's reason).
+pub(crate) async fn h2_connection(addr: &str, name: &str) -> h2::client::SendRequest<Bytes> {
+    let files = super::dev_pki().client(name);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&files.ca).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let host = addr.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let server = ServerName::try_from(host.rsplit_once(':').unwrap().0.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server, tcp)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// The head of a gRPC call of `path` to the server at `addr`, for [`h2_connection`].
+pub(crate) fn grpc_head(addr: &str, path: &str) -> http::Request<()> {
+    http::Request::post(format!("{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
 }

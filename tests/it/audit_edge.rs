@@ -3,8 +3,9 @@
 //! compressed body, a fairness limit) and those the health service answers get one record each,
 //! and a handler's call exactly one; a request given up before its handler ran is recorded too;
 //! a call whose transaction fails still leaves its record; a flood of refusals is counted into
-//! few records, none of its requests left out, while other callers are answered, and opening
-//! more connections does not buy a client more records.
+//! few records, none of its requests left out, while other callers are answered (a call its
+//! connection's GOAWAY cut, which tonic's client reports as a refusal, is not one of them), and
+//! opening more connections does not buy a client more records.
 
 use crate::common;
 
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     Harness,
-    raw::{Raw, call_raw},
+    raw::{Raw, call_raw, grpc_head, h2_connection},
     start_with,
 };
-use prost::Message;
+use prost::{Message, bytes::Bytes};
 use rxgate::{
     network::FairnessOverride,
     store::{EmbeddedStore, Store, Table, Txn},
@@ -304,7 +305,11 @@ struct Flooded {
     /// and resets the stream (RST_STREAM NO_ERROR, as HTTP/2 allows), and on a fast machine
     /// hyper's client, still sending, now and then fails the call (UNKNOWN "transport error",
     /// CANCELLED for those queued behind it) and resets streams the server may not have taken
-    /// yet: such a request may never have reached the server.
+    /// yet. And a request's DATA frame that comes after its answer, h2 drops but charges to the
+    /// connection's budget for small frames for good: after about 2,000 such, the gateway's h2
+    /// ends the connection (GOAWAY ENHANCE_YOUR_CALM), and the calls begun after the last one
+    /// it took end RESOURCE_EXHAUSTED in the client. Such a request may never have reached the
+    /// server.
     lost: usize,
 }
 
@@ -319,12 +324,10 @@ async fn flood(h: &Harness) -> Flooded {
             for _ in (worker..FLOOD).step_by(FLOOD_IN_FLIGHT) {
                 let answer = call_raw(channel.clone(), UNKNOWN, vec![Vec::new()], &[]).await;
                 let Err(status) = answer else { continue };
-                match status.code() {
-                    Code::Unimplemented | Code::ResourceExhausted => flooded.refused += 1,
-                    Code::Unknown | Code::Cancelled if lost_in_transport(&status) => {
-                        flooded.lost += 1
-                    }
-                    _ => {}
+                match Ended::of(&status) {
+                    Some(Ended::Refused) => flooded.refused += 1,
+                    Some(Ended::Lost) => flooded.lost += 1,
+                    None => {}
                 }
             }
             flooded
@@ -338,10 +341,25 @@ async fn flood(h: &Harness) -> Flooded {
     all
 }
 
-/// Whether `status` is the client's own transport error rather than an answer.
-fn lost_in_transport(status: &tonic::Status) -> bool {
-    std::error::Error::source(status)
-        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+/// How a request of the flood ended in the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Refused,
+    Lost,
+}
+
+impl Ended {
+    /// How the request answered `status` ended; `None`: neither refused nor lost. A status the
+    /// client made of its transport's failure carries that error as its source (an answer read
+    /// from the gateway carries none), and is lost whatever its code: tonic's client reports a
+    /// connection's GOAWAY ENHANCE_YOUR_CALM as RESOURCE_EXHAUSTED, a fairness refusal's code.
+    fn of(status: &tonic::Status) -> Option<Ended> {
+        if std::error::Error::source(status).is_some() {
+            return Some(Ended::Lost);
+        }
+        matches!(status.code(), Code::Unimplemented | Code::ResourceExhausted)
+            .then_some(Ended::Refused)
+    }
 }
 
 /// Meanwhile another institution's calls: each must be answered (NOT_FOUND: no such id).
@@ -411,6 +429,56 @@ async fn a_flood_of_unknown_methods_is_counted_into_few_records() {
         (flooded.refused..=FLOOD).contains(&audited),
         "{audited} requests of the flood in a record or a count: {flooded:?}"
     );
+}
+
+/// h2 lets a connection send this many empty DATA frames that do not end their stream; the next
+/// one ends the connection (GOAWAY ENHANCE_YOUR_CALM).
+const EMPTY_DATA_FRAMES: usize = 100;
+
+/// The gateway's HTTP/2 layer (h2) ends a connection that sends it too many small DATA frames
+/// (GOAWAY ENHANCE_YOUR_CALM, its guard against floods of frames; a flood of refusals trips it,
+/// see [`Flooded::lost`]), and tonic's client reports the calls the GOAWAY cut, which the
+/// gateway never took, as RESOURCE_EXHAUSTED, as it reports a fairness refusal. Such a call has
+/// no record: a flood counts it lost, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_by_the_connections_goaway_is_lost_not_refused() {
+    // One stream at a time: a call begun while another is open waits in the client, unsent.
+    let h = start_with(|config| config.network.max_concurrent_streams = 1).await;
+    let before = audit_seen(&h).await;
+    let mut client = h2_connection(&h.addr, "clinic").await;
+    // An answer comes after the server's SETTINGS, which the client then keeps to.
+    let (first, _) = client
+        .send_request(grpc_head(&h.addr, STATUS), true)
+        .unwrap();
+    first.await.unwrap();
+    assert_eq!(client.current_max_send_streams(), 1);
+
+    // A call whose handler waits for a message, and behind it one that waits to be sent ...
+    let mut client = client.ready().await.unwrap();
+    let (_held, mut body) = client
+        .send_request(grpc_head(&h.addr, STATUS), false)
+        .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (cut, _) = client
+        .send_request(grpc_head(&h.addr, UNKNOWN), true)
+        .unwrap();
+    // ... until the first one's empty frames end the connection.
+    for _ in 0..=EMPTY_DATA_FRAMES {
+        body.send_data(Bytes::new(), false).unwrap();
+    }
+    let cut = cut.await.unwrap_err();
+    assert!(
+        cut.is_go_away() && cut.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "{cut:?}"
+    );
+    let status = tonic::Status::from_error(Box::new(cut));
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let h = h.restart().await;
+    let written = written_since(&h, before).await;
+    let taken = written.iter().filter(|r| r.target == UNKNOWN).count();
+    assert_eq!(taken, 0, "the gateway never took the cut call");
+    assert_eq!(Ended::of(&status), Some(Ended::Lost), "{status:?}");
 }
 
 /// The records of the dev institution `kind`/`code` among `records` for `action`: how many
