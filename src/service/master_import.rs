@@ -328,3 +328,55 @@ impl Gateway {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    /// A store whose files were imported before their version was kept: the first load counts
+    /// them, so that a gateway's data and the version the others read agree.
+    #[tokio::test]
+    async fn the_version_of_files_imported_before_it_was_kept_is_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let stored = |name: &str| {
+            encode(&ImportedFileRecord::V1(ImportedFileV1 {
+                name: name.to_owned(),
+                kind: MasterFileKindV1::Contraindications,
+                sha256: [0; 32],
+                time_ms: 0,
+                institution_code: "1340000001".to_owned(),
+                certificate_sha256: [0; 32],
+                gzip: gzip(name.as_bytes()),
+            }))
+        };
+        let (first, second) = (
+            stored("contraindications_a.csv"),
+            stored("contraindications_b.csv"),
+        );
+        store
+            .transact(move |tx: &mut dyn Txn| {
+                tx.put(Table::Clinical, &import_key(7), &first);
+                tx.put(Table::Clinical, &import_key(9), &second);
+                Ok::<_, store::Error>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        let imported = imported_files(&store).await.unwrap();
+        assert_eq!(imported.version, 2);
+        let names: Vec<&str> = imported
+            .files
+            .iter()
+            .map(|f| f.file.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["contraindications_a.csv", "contraindications_b.csv"]
+        );
+        let version = store.transact(|tx: &mut dyn Txn| imports_version(tx));
+        assert_eq!(version.await.unwrap().unwrap(), 2, "kept in the store");
+    }
+}
