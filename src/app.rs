@@ -22,12 +22,11 @@ use crate::{
     },
     lifecycle::{self, Ending, Steps, Tasks},
     log_throttle::LogThrottle,
-    master_files,
     opened_store::OpenedStore,
     ops,
     pki::identity::GatewayIdentity,
     readiness::Readiness,
-    service::{self, Clinical, Clock, Gateway, Sweep, acknowledged},
+    service::{self, Clock, Gateway, Sweep, acknowledged},
     store::{self, EmbeddedStore, Store},
     tls,
     wire::proto::{
@@ -87,59 +86,6 @@ impl Server {
     }
 }
 
-/// The drug masters and contraindication table the configuration names (by default the
-/// shipped ones, embedded in the binary), with the files imported into this store replayed over
-/// them; parsed off the async runtime.
-async fn load_clinical(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Clinical> {
-    let checks = config.checks.clone();
-    let origin = |named: &Option<std::path::PathBuf>| {
-        named
-            .as_ref()
-            .map_or("embedded".into(), |path| path.display().to_string())
-    };
-    let (masters, table) = (
-        origin(&checks.masters_dir),
-        origin(&checks.contraindications),
-    );
-    let started = std::time::Instant::now();
-    let imported = service::imported_files(store)
-        .await
-        .context("reading the imported drug masters")?;
-    let version = imported.len() as u64;
-    let (sources, built) = tokio::task::spawn_blocking(move || {
-        let mut sources = master_files::Sources::read(
-            checks.masters_dir.as_deref(),
-            checks.contraindications.as_deref(),
-        )?;
-        for f in imported {
-            sources.apply(f.kind, f.file)?;
-        }
-        let built = sources.build()?;
-        Ok::<_, master_files::Error>((sources, built))
-    })
-    .await
-    .context("loading the drug masters")?
-    .context("loading the drug masters")?;
-    tracing::info!(
-        %masters,
-        contraindications = %table,
-        full_file = %built.report.full_file,
-        updates = built.report.updates.len(),
-        products = built.report.current,
-        contraindication_rules = built.table.len(),
-        imported_files = version,
-        millis = started.elapsed().as_millis() as u64,
-        "drug masters loaded"
-    );
-    Ok(Clinical {
-        catalog: built.catalog,
-        table: built.table,
-        sources,
-        report: built.report,
-        version,
-    })
-}
-
 /// Calls `look` on `state` every `period`, on the blocking pool (it reads, hashes and maybe
 /// parses files), for as long as the task runs.
 async fn every_off_runtime<T: Send + 'static>(
@@ -172,6 +118,10 @@ async fn every_off_runtime<T: Send + 'static>(
 /// How often the event sequencer looks for other gateways' pending events (its own it numbers
 /// as soon as they commit).
 const SEQUENCER_POLL: Duration = Duration::from_millis(100);
+
+/// How often a gateway over a store that others write reads the imports' version, and so how
+/// soon an import through another gateway is in force here too.
+const IMPORT_POLL: Duration = Duration::from_secs(2);
 
 /// While the expiry sweep is held, the ERROR line is repeated at most once an hour.
 static SWEEP_HELD: LogThrottle = LogThrottle::new(Duration::from_secs(3600));
@@ -308,7 +258,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
     service::layout::upgrade(&dyn_store, &config.pseudonyms()?)
         .await
         .with_context(|| format!("opening the store {}", config.data_dir.display()))?;
-    let clinical = load_clinical(&config, &dyn_store).await?;
+    let shipped = service::Shipped {
+        masters_dir: config.checks.masters_dir.clone(),
+        contraindications: config.checks.contraindications.clone(),
+    };
+    // Its error names what it was loading.
+    let clinical = service::load_clinical(&shipped, &dyn_store).await?;
 
     let gateway = Arc::new(Gateway::new(
         dyn_store,
@@ -343,6 +298,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             move || store.failure()
         },
         move || room.shortage().map(|e| e.to_string()),
+        {
+            let gateway = Arc::downgrade(&gateway);
+            move || gateway.upgrade()?.clinical_stale()
+        },
     ));
     let (health, health_service) = Health::start(Arc::clone(&readiness)).await;
     // v1, and v1alpha beside it for the clients that speak only that (Python's grpcio-reflection).
@@ -392,6 +351,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     });
 
+    if !store.serial() {
+        let watcher = Arc::clone(&gateway);
+        background.spawn("import watch", async move {
+            watcher.follow_imports(shipped, IMPORT_POLL).await;
+        });
+    }
     let sequencer = Arc::clone(&gateway);
     background.spawn("event sequencer", async move {
         sequencer.sequence_events(SEQUENCER_POLL).await;

@@ -1,5 +1,6 @@
 //! Whether the gateway should take traffic: it is ready while its store takes work, its data disk
-//! is above the free-space low-water mark and it is not draining for shutdown. The one answer
+//! is above the free-space low-water mark, its clinical data is the store's and it is not
+//! draining for shutdown. The one answer
 //! that `/readyz` and the gRPC health service both give. Depends only on the store's error type:
 //! names neither gRPC nor HTTP, and never the store or the disk itself (it is handed probes), so
 //! it can be tested without them.
@@ -21,6 +22,13 @@ pub(crate) enum NotReady {
     /// refusal's text).
     #[error("{0}")]
     DiskLow(String),
+    /// Another gateway imported drug masters or a contraindication table that this one cannot
+    /// load (the reason's text): it checks against the data it had. Not ready, for a check
+    /// against older masters gives wrong findings — a drug the import added reported as
+    /// unknown, a contraindication it added missed — and the gateways that loaded the import
+    /// answer rightly: the balancer should send the calls to them.
+    #[error("{0}")]
+    ClinicalStale(String),
 }
 
 /// The gateway's readiness, asked afresh at every check (a failed store is seen at once).
@@ -30,19 +38,23 @@ pub(crate) struct Readiness {
     store_failure: Box<dyn Fn() -> Option<store::Error> + Send + Sync>,
     /// Why new data is refused for want of disk space, while it is.
     disk_low: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// Why the clinical data in force is not the store's, while it is not.
+    clinical_stale: Box<dyn Fn() -> Option<String> + Send + Sync>,
 }
 
 impl Readiness {
-    /// Ready until `store_failure` names a failure, `disk_low` a shortage of disk space, or
-    /// draining begins.
+    /// Ready until `store_failure` names a failure, `disk_low` a shortage of disk space,
+    /// `clinical_stale` imports not loaded, or draining begins.
     pub(crate) fn new(
         store_failure: impl Fn() -> Option<store::Error> + Send + Sync + 'static,
         disk_low: impl Fn() -> Option<String> + Send + Sync + 'static,
+        clinical_stale: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         Readiness {
             draining: AtomicBool::new(false),
             store_failure: Box::new(store_failure),
             disk_low: Box::new(disk_low),
+            clinical_stale: Box::new(clinical_stale),
         }
     }
 
@@ -59,8 +71,11 @@ impl Readiness {
         if let Some(error) = (self.store_failure)() {
             return Err(NotReady::Store(error));
         }
-        match (self.disk_low)() {
-            Some(why) => Err(NotReady::DiskLow(why)),
+        if let Some(why) = (self.disk_low)() {
+            return Err(NotReady::DiskLow(why));
+        }
+        match (self.clinical_stale)() {
+            Some(why) => Err(NotReady::ClinicalStale(why)),
             None => Ok(()),
         }
     }
@@ -73,15 +88,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_until_the_store_fails_the_disk_runs_low_or_draining_begins() {
+    fn ready_until_the_store_fails_the_disk_runs_low_the_data_is_stale_or_draining_begins() {
         let failure = Arc::new(Mutex::new(None));
         let low = Arc::new(Mutex::new(None));
-        let (probe, disk) = (Arc::clone(&failure), Arc::clone(&low));
+        let stale = Arc::new(Mutex::new(None));
+        let (probe, disk, imports) = (Arc::clone(&failure), Arc::clone(&low), Arc::clone(&stale));
         let readiness = Readiness::new(
             move || probe.lock().unwrap().clone(),
             move || disk.lock().unwrap().clone(),
+            move || imports.lock().unwrap().clone(),
         );
         assert_eq!(readiness.check(), Ok(()));
+
+        let unloadable = "the store's drug-master imports cannot be loaded".to_owned();
+        *stale.lock().unwrap() = Some(unloadable.clone());
+        assert_eq!(readiness.check(), Err(NotReady::ClinicalStale(unloadable)));
+        *stale.lock().unwrap() = None;
 
         let short = "the data disk is nearly full".to_owned();
         *low.lock().unwrap() = Some(short.clone());

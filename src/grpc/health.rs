@@ -143,6 +143,7 @@ mod tests {
                     .then_some(store::Error::Closed)
             },
             || None,
+            || None,
         ));
         let (health, _) = Health::start(readiness).await;
         let service = HealthService::from_health_reporter(health.reporter.clone());

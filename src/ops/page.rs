@@ -86,8 +86,15 @@ impl Collector for Figures {
         describe(
             &mut out,
             "rxgate_master_imported_files",
-            "Files imported over the shipped drug masters.",
+            "Files imported over the shipped drug masters in force: the imports' version.",
             &ConstGauge::new(clinical.version),
+        )?;
+        describe(
+            &mut out,
+            "rxgate_master_stale",
+            "1 while the store holds drug-master imports this gateway cannot load (it checks \
+             against the data in force and reports not ready).",
+            &ConstGauge::new(u64::from(self.gateway.clinical_stale().is_some())),
         )
     }
 }

@@ -1,22 +1,24 @@
 //! Importing drug masters and contraindication tables into a running gateway: the files are
 //! applied to the set the clinical data is built from, the whole set is rebuilt off the async
 //! runtime (a file that does not parse refuses the import and changes nothing), the new files
-//! are stored — gzip-compressed, in the same transaction as the audit record — and only then is
-//! the new data put in force. A restart replays the stored files over the shipped set, so the
-//! newest import still wins.
+//! are stored — gzip-compressed, in the same transaction as the audit record and the imports'
+//! version (the number of files stored) — and only then is the new data put in force. A restart
+//! replays the stored files over the shipped set, so the newest import still wins; the other
+//! gateways over the same database do the same when they see the version move
+//! (import_watch.rs).
 
 use std::{collections::HashSet, io::Write, sync::Arc};
 
 use crate::{
     domain::hash::sha256,
     master_files::{FileKind, SourceFile, Sources, gunzip_bounded},
-    store::{self, Store, Table, Txn},
+    store::{self, Store, Table, Txn, raise_sequence},
 };
 
 use super::{
     Action, Caller, Clinical, Error, Gateway,
     records::{ImportedFileRecord, ImportedFileV1, MasterFileKindV1, decode, encode},
-    schema::{self, IMPORTS, import_key},
+    schema::{self, IMPORTED_FILES, IMPORTS, import_key},
     stored::corrupt,
 };
 
@@ -48,7 +50,7 @@ pub struct ImportSummary {
     pub master_records: u64,
     pub current_products: u64,
     pub contraindication_rules: u64,
-    /// The number of files imported into this gateway so far.
+    /// The number of files imported into the store so far: the imports' version.
     pub version: u64,
 }
 
@@ -81,14 +83,35 @@ fn stored_files(tx: &dyn Txn) -> Result<Vec<ImportedFileV1>, store::Error> {
     Ok(files)
 }
 
-/// The files imported so far, in import order, decompressed: replayed over the shipped set at
-/// start-up.
-pub async fn imported_files(store: &impl Store) -> Result<Vec<ImportFile>, store::Error> {
-    let stored = store
-        .transact(|tx: &mut dyn Txn| stored_files(tx))
+/// The imports' version: the number of files imported into the store. One small read.
+pub(super) fn imports_version(tx: &dyn Txn) -> Result<u64, store::Error> {
+    tx.sequence(IMPORTED_FILES)
+}
+
+/// The files imported into a store, and their version.
+pub(super) struct Imported {
+    /// The number of files, as [`imports_version`] reads it.
+    pub(super) version: u64,
+    /// In import order, decompressed.
+    pub(super) files: Vec<ImportFile>,
+}
+
+/// The stored files and their version, read together. A store whose files were imported before
+/// the version was kept has its version raised to their number here, once.
+fn stored_with_version(tx: &mut dyn Txn) -> Result<(u64, Vec<ImportedFileV1>), store::Error> {
+    let files = stored_files(tx)?;
+    raise_sequence(tx, IMPORTED_FILES, files.len() as u64)?;
+    Ok((imports_version(tx)?, files))
+}
+
+/// The files imported so far, and their version: what the clinical data is built from over the
+/// shipped set.
+pub(super) async fn imported_files(store: &Arc<dyn Store>) -> Result<Imported, store::Error> {
+    let (version, stored) = store
+        .transact(|tx: &mut dyn Txn| stored_with_version(tx))
         .await??;
     // Decompressing megabytes is blocking work: off the async runtime.
-    tokio::task::spawn_blocking(move || {
+    let files = tokio::task::spawn_blocking(move || {
         stored
             .into_iter()
             .map(|f| {
@@ -101,10 +124,11 @@ pub async fn imported_files(store: &impl Store) -> Result<Vec<ImportFile>, store
                     },
                 })
             })
-            .collect()
+            .collect::<Result<_, store::Error>>()
     })
     .await
-    .map_err(|e| store::Error::Engine(e.to_string()))?
+    .map_err(|e| store::Error::Engine(e.to_string()))??;
+    Ok(Imported { version, files })
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -224,7 +248,18 @@ impl Gateway {
                 })
             })
             .collect();
+        let base = current.version;
         self.run(draft, move |tx, _| {
+            // Built over the files of version `base`: another gateway's import since, or one
+            // this gateway has not loaded yet, would be lost from the data put in force.
+            let stored = imports_version(tx)?;
+            if stored != base {
+                return Err(Error::FailedPrecondition(format!(
+                    "the store holds imports of version {stored}, this gateway's data is of \
+                     version {base}: send the files again once it has loaded them"
+                )));
+            }
+            raise_sequence(tx, IMPORTED_FILES, base + records.len() as u64)?;
             for record in &records {
                 // Unique and drawn in import order (imports run one at a time), so a later
                 // import sorts after an earlier one; nothing needs them gap-free.
@@ -235,7 +270,7 @@ impl Gateway {
         })
         .await?;
 
-        let version = current.version + fresh.len() as u64;
+        let version = base + fresh.len() as u64;
         let in_force = match built {
             Some(built) => {
                 let clinical = Arc::new(Clinical {
@@ -291,5 +326,57 @@ impl Gateway {
             contraindication_rules: in_force.table.len() as u64,
             version,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    /// A store whose files were imported before their version was kept: the first load counts
+    /// them, so that a gateway's data and the version the others read agree.
+    #[tokio::test]
+    async fn the_version_of_files_imported_before_it_was_kept_is_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let stored = |name: &str| {
+            encode(&ImportedFileRecord::V1(ImportedFileV1 {
+                name: name.to_owned(),
+                kind: MasterFileKindV1::Contraindications,
+                sha256: [0; 32],
+                time_ms: 0,
+                institution_code: "1340000001".to_owned(),
+                certificate_sha256: [0; 32],
+                gzip: gzip(name.as_bytes()),
+            }))
+        };
+        let (first, second) = (
+            stored("contraindications_a.csv"),
+            stored("contraindications_b.csv"),
+        );
+        store
+            .transact(move |tx: &mut dyn Txn| {
+                tx.put(Table::Clinical, &import_key(7), &first);
+                tx.put(Table::Clinical, &import_key(9), &second);
+                Ok::<_, store::Error>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        let imported = imported_files(&store).await.unwrap();
+        assert_eq!(imported.version, 2);
+        let names: Vec<&str> = imported
+            .files
+            .iter()
+            .map(|f| f.file.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["contraindications_a.csv", "contraindications_b.csv"]
+        );
+        let version = store.transact(|tx: &mut dyn Txn| imports_version(tx));
+        assert_eq!(version.await.unwrap().unwrap(), 2, "kept in the store");
     }
 }

@@ -21,6 +21,7 @@ mod dispensing;
 mod events;
 mod feed;
 mod free_space;
+mod import_watch;
 mod intake;
 mod keeping;
 pub mod layout;
@@ -64,9 +65,10 @@ pub use dispensing::{Dispensed, Received, Summary};
 pub use events::{Event, EventEntry, EventFilter, EventKind};
 pub use feed::{EventWatch, Pace};
 pub use free_space::{Change, Level, LowWater, Room};
+pub use import_watch::{LoadError, Shipped, load_clinical};
 pub use intake::{Attestation, Delivery};
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
-pub use master_import::{FileOutcome, ImportFile, ImportSummary, imported_files};
+pub use master_import::{FileOutcome, ImportFile, ImportSummary};
 pub use prescriptions::Registered;
 pub use pseudonym::{PatientPseudonym, Pseudonyms};
 pub use relay_ledger::DeadLetter;
@@ -305,8 +307,11 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: GatewayConfig,
     clinical: RwLock<Arc<Clinical>>,
-    /// Imports run one at a time.
+    /// Imports run one at a time, and one at a time with the loads of other gateways' imports.
     imports: tokio::sync::Mutex<()>,
+    /// The store's imports this gateway could not load, while it cannot (import_watch.rs); a
+    /// std mutex, never held across an await.
+    stale_imports: std::sync::Mutex<Option<import_watch::Stale>>,
     /// Backups too.
     backups: backup::OneBackup,
     /// Woken once new events are in the log: the event feeds wait on it.
@@ -349,6 +354,7 @@ impl Gateway {
             clock,
             clinical: RwLock::new(clinical),
             imports: tokio::sync::Mutex::new(()),
+            stale_imports: std::sync::Mutex::new(None),
             backups: backup::OneBackup::default(),
             events: tokio::sync::Notify::new(),
             pending: tokio::sync::Notify::new(),

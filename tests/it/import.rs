@@ -19,7 +19,7 @@ use rxgate::{
 use tonic::Code;
 
 /// A receipt code added (変更区分 3) by the update file of 2025-08-13: アルプロスタジル注10μgシリンジ.
-const ADDED_IN_LAST_UPDATE: &str = "621620802";
+pub(crate) const ADDED_IN_LAST_UPDATE: &str = "621620802";
 pub(crate) const LAST_UPDATE: &str = "y_20250813.csv.gz";
 
 /// The repository's `data/`: the shipped drug data as files.
@@ -47,7 +47,7 @@ pub(crate) fn masters_without_last_update(root: &Path) -> PathBuf {
     dir
 }
 
-async fn findings_for(h: &Harness, code: &str) -> Vec<pb::Finding> {
+pub(crate) async fn findings_for(h: &Harness, code: &str) -> Vec<pb::Finding> {
     let mut draft = demo_prescription("IMP-1", patient(1), h.today());
     draft.lines[0].drug = Some(pb::DrugCode {
         kind: pb::DrugCodeKind::Receipt as i32,
@@ -66,14 +66,14 @@ async fn findings_for(h: &Harness, code: &str) -> Vec<pb::Finding> {
         .findings
 }
 
-fn not_checked(findings: &[pb::Finding]) -> bool {
+pub(crate) fn not_checked(findings: &[pb::Finding]) -> bool {
     findings
         .iter()
         .any(|f| f.kind() == pb::FindingKind::NotChecked)
 }
 
 /// Runs `rxgate master import` against the harness's gateway.
-fn import_cli(h: &Harness, files: &[&Path]) -> (bool, String, String) {
+pub(crate) fn import_cli(h: &Harness, files: &[&Path]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rxgate"))
         .args(["master", "import", "--addr", &h.addr])
         .args(files)

@@ -30,6 +30,7 @@ mod gateway;
 mod hostile;
 mod hot_rows;
 mod import;
+mod import_fleet;
 mod intake;
 mod invariants;
 mod lifecycle;

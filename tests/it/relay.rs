@@ -17,7 +17,7 @@ async fn dispense_one(h: &Harness, number: &str, n: u32) {
 }
 
 /// Waits until the downstream's metric line reads `expected`.
-async fn until_metric(h: &Harness, expected: &str) {
+pub(crate) async fn until_metric(h: &Harness, expected: &str) {
     let prefix = expected.rsplit_once(' ').unwrap().0;
     let mut last = String::new();
     for _ in 0..300 {

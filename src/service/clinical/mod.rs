@@ -48,7 +48,8 @@ pub struct Clinical {
     pub sources: Sources,
     /// What the build found.
     pub report: LoadReport,
-    /// The number of files imported over the shipped data (0: the shipped data as it is).
+    /// The imports' version they were built at: the number of files imported into the store
+    /// and applied over the shipped data (0: the shipped data as it is).
     pub version: u64,
 }
 

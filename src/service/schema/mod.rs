@@ -97,6 +97,10 @@ pub(in crate::service) const CONSENT_SEQUENCE: &str = "consent";
 pub(in crate::service) const PENDING_EVENT_SEQUENCE: &str = "pending-event";
 /// The numbers of imported master files (`Txn::unique_sequence`).
 pub(in crate::service) const IMPORT_SEQUENCE: &str = "import";
+/// The number of master files imported into the store: the imports' version, set with the files
+/// by each import (which refuses to go on if it moved since the import read it) and read by
+/// every gateway's import watch (import_watch.rs). Not drawn from: set.
+pub(in crate::service) const IMPORTED_FILES: &str = "imported-files";
 /// The store-wide counter the unchained audit records of older stores were keyed by: only read
 /// now, by a chain's genesis link.
 pub(in crate::service) const UNCHAINED_AUDIT_SEQUENCE: &str = "audit";
@@ -461,6 +465,7 @@ mod tests {
             IMPORT_SEQUENCE,
             UNCHAINED_AUDIT_SEQUENCE,
             PENDING_EVENT_SEQUENCE,
+            IMPORTED_FILES,
         ];
         assert_eq!(
             counters,
@@ -470,7 +475,8 @@ mod tests {
                 "consent",
                 "import",
                 "audit",
-                "pending-event"
+                "pending-event",
+                "imported-files"
             ]
         );
         for (built, stored) in meta {
