@@ -25,7 +25,7 @@ use crate::{
 /// twice, both new and brought to the current layout as a starting gateway brings them.
 async fn once_and_twice(dir: &tempfile::TempDir) -> [Arc<Gateway>; 2] {
     let once = EmbeddedStore::open(&dir.path().join("once")).unwrap();
-    let twice = Twice(EmbeddedStore::open(&dir.path().join("twice")).unwrap());
+    let twice = Twice::new(EmbeddedStore::open(&dir.path().join("twice")).unwrap());
     let stores: [Arc<dyn Store>; 2] = [Arc::new(once), Arc::new(twice)];
     let gateways = stores.map(|s| testing::gateway_over(s).0);
     for gateway in &gateways {
@@ -77,7 +77,7 @@ async fn round(gateway: &Gateway) -> Vec<(u64, EventKind)> {
 #[tokio::test]
 async fn twice_keeps_the_second_run_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Twice(EmbeddedStore::open(dir.path()).unwrap());
+    let store = Twice::new(EmbeddedStore::open(dir.path()).unwrap());
     let runs = Arc::new(AtomicU8::new(0));
     let counted = Arc::clone(&runs);
     let run = store.transact(move |tx| {
