@@ -24,7 +24,8 @@ use crate::{
     relay_drill::{Gateway, make_record},
 };
 
-/// The lease's term (`[relay] lease_secs`): short, so that the test waits little for it.
+/// The lease's term (`[relay] lease_secs`) where a gateway is killed: short, so that the test
+/// waits little for it.
 const LEASE_SECS: u64 = 3;
 /// What a takeover may take beyond the term: the next look (a third of the term), a loaded
 /// machine.
@@ -63,20 +64,20 @@ fn upstream(dir: &Path) -> Serve {
 }
 
 /// A gateway of the fleet: `rxgate serve --config` over the database `postgres`, relaying to
-/// `upstream` and signing as the development identity `identity`; its store folder and log in
-/// `dir`.
+/// `upstream` under a lease of `lease_secs` and signing as the development identity
+/// `identity`; its store folder and log in `dir`.
 fn fleet_gateway(
     dir: &Path,
     identity: &str,
     postgres: &rxgate::store::PostgresConfig,
-    upstream: &str,
+    (upstream, lease_secs): (&str, u64),
 ) -> Serve {
     let management = dev_pki().client("management");
     let settings = format!(
         "store_engine = \"postgres\"\n\
          postgres = {{ url = {:?}, password_file = {:?}, ca_file = {:?}, pool_size = 4 }}\n\
          relay = {{ upstream = {upstream:?}, client_cert = {:?}, client_key = {:?}, \
-         upstream_ca = {:?}, lease_secs = {LEASE_SECS} }}\n",
+         upstream_ca = {:?}, lease_secs = {lease_secs} }}\n",
         postgres.url,
         postgres.password_file.as_ref().unwrap(),
         postgres.ca_file.as_ref().unwrap(),
@@ -127,6 +128,28 @@ async fn make_records(
     }
 }
 
+/// The upstream and two gateways over one new database relaying to it under a lease of
+/// `lease_secs`, each in a folder of `dir`, once the first holds the lease; None when
+/// PostgreSQL is not installed.
+async fn start(dir: &Path, lease_secs: u64) -> Option<(Gateway, [Gateway; 2])> {
+    let database = postgres::installed()?.database();
+    let up_dir = dir.join("up");
+    fs::create_dir_all(&up_dir).unwrap();
+    let up = Gateway(upstream(&up_dir).start().await);
+    let mut fleet = Vec::new();
+    for identity in IDENTITIES {
+        let home = dir.join(identity);
+        fs::create_dir_all(&home).unwrap();
+        let serve = fleet_gateway(&home, identity, &database, (&up.0.addr, lease_secs));
+        fleet.push(Gateway(serve.start().await));
+    }
+    let fleet: [Gateway; 2] = fleet.try_into().ok()?;
+    fleet[0]
+        .until("rxgate_relay_lease_held", |held| held == 1)
+        .await;
+    Some((up, fleet))
+}
+
 /// Which of `fleet` holds the relay's lease (its `rxgate_relay_lease_held`), after checking
 /// that exactly one does.
 async fn holder(fleet: &[Gateway; 2]) -> usize {
@@ -144,25 +167,10 @@ async fn holder(fleet: &[Gateway; 2]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gateway_relays_and_another_takes_over_when_it_is_killed_with_every_record_once() {
-    let Some(cluster) = postgres::installed() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((up, fleet)) = start(dir.path(), LEASE_SECS).await else {
         return;
     };
-    let database = cluster.database();
-    let dir = tempfile::tempdir().unwrap();
-    let up_dir = dir.path().join("up");
-    fs::create_dir_all(&up_dir).unwrap();
-    let up = Gateway(upstream(&up_dir).start().await);
-    let mut fleet = Vec::new();
-    for identity in IDENTITIES {
-        let home = dir.path().join(identity);
-        fs::create_dir_all(&home).unwrap();
-        let serve = fleet_gateway(&home, identity, &database, &up.0.addr);
-        fleet.push(Gateway(serve.start().await));
-    }
-    let fleet: [Gateway; 2] = fleet.try_into().ok().unwrap();
-    fleet[0]
-        .until("rxgate_relay_lease_held", |held| held == 1)
-        .await;
 
     // Records made through both gateways: one relays them all.
     let (made, mut making) = mpsc::unbounded_channel();
@@ -220,7 +228,7 @@ async fn one_gateway_relays_and_another_takes_over_when_it_is_killed_with_every_
     assert_eq!(survivor.metric("rxgate_relay_dead_letters_total").await, 0);
     survivor.kill();
     up.kill();
-    let upstream_store = rxgate::store::EmbeddedStore::open(&up_dir.join("store")).unwrap();
+    let upstream_store = rxgate::store::EmbeddedStore::open(&dir.path().join("up/store")).unwrap();
     let held = intake_rows(&upstream_store).await;
     upstream_store.close().unwrap();
     let mut ids: Vec<_> = held.iter().map(|r| r.record.record_id.clone()).collect();
@@ -240,4 +248,30 @@ async fn one_gateway_relays_and_another_takes_over_when_it_is_killed_with_every_
         switches, 1,
         "the upstream heard from one gateway, then the other: {by:?}"
     );
+}
+
+/// A gateway that stops gives the lease up as it closes its store: the other takes over at its
+/// next try (a third of the term), long before the term of the last renewal would have run out
+/// (two thirds of it at the least).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_stops_gives_the_lease_up_at_once() {
+    const LEASE: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let Some((up, [holder, other])) = start(dir.path(), LEASE.as_secs()).await else {
+        return;
+    };
+    assert_eq!(other.metric("rxgate_relay_lease_held").await, 0);
+    holder.0.signal("TERM");
+    let at = Instant::now();
+    other
+        .until("rxgate_relay_lease_held", |held| held == 1)
+        .await;
+    let took = at.elapsed();
+    assert!(
+        took < LEASE * 2 / 3 - Duration::from_secs(3),
+        "took over after {took:?}"
+    );
+    holder.kill();
+    other.kill();
+    up.kill();
 }
