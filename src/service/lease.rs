@@ -153,7 +153,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        service::testing::{self, TestClock, Twice},
+        service::{
+            layout,
+            testing::{self, TestClock, Twice},
+        },
         store::EmbeddedStore,
     };
 
@@ -288,5 +291,24 @@ mod tests {
             next.take_lease("task", TERM).await.unwrap(),
             Tenure::Held { .. }
         ));
+    }
+
+    /// `store verify` knows a lease row, and checks that it decodes.
+    #[tokio::test]
+    async fn store_verify_reads_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _) = testing::gateway(dir.path());
+        layout::upgrade(&gateway.store, &gateway.config.pseudonyms)
+            .await
+            .unwrap();
+        gateway.take_lease("task", TERM).await.unwrap();
+        testing::verify_store(&gateway).await.unwrap();
+        let spoilt = gateway.store.transact(|tx: &mut dyn Txn| {
+            tx.put(Table::Meta, &lease_key("task"), &[7]);
+            Ok::<_, store::Error>(())
+        });
+        spoilt.await.unwrap().unwrap();
+        let problem = testing::verify_store(&gateway).await.unwrap_err();
+        assert!(problem.to_string().contains("does not decode"), "{problem}");
     }
 }

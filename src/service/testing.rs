@@ -15,8 +15,10 @@ use prost::Message;
 use super::{
     Caller, CheckRequest, Clinical, Clock, Dispensed, Error, Gateway, GatewayConfig,
     PatientPseudonym, Pseudonyms, Received, Registered, RequestedOptions,
+    verify::{self, Problem, Summary},
 };
 use crate::{
+    audit_verify::ChainVerifier,
     cli::demo::{demo_dispensing, demo_prescription},
     dev_pki::DevPki,
     domain::{
@@ -27,6 +29,7 @@ use crate::{
         time::JapanDate,
     },
     master_files::Sources,
+    pki::identity::TrustedSenders,
     store::{
         self, Answer, Columns, EmbeddedStore, Entry, SnapshotAnswer, Stats, Store, Table, Txn,
         TxnFn,
@@ -133,6 +136,15 @@ impl Store for Twice {
     fn serial(&self) -> bool {
         self.serial
     }
+}
+
+/// The whole store, checked as `rxgate store verify` checks it: every table read, indexes
+/// against their records, counters against what they numbered, and the audit chains.
+pub(crate) async fn verify_store(gateway: &Gateway) -> Result<Summary, Problem> {
+    let chains = ChainVerifier::new(TrustedSenders::default());
+    let today = JapanDate::of(gateway.clock.now());
+    let against = (today, Some(gateway.config.pseudonyms.clone()));
+    verify::verify(&gateway.store, chains, against, &mut |_, _| {}).await
 }
 
 /// A gateway over `store` and the clock it reads, set to the current time.

@@ -150,6 +150,16 @@ async fn start(dir: &Path, lease_secs: u64) -> Option<(Gateway, [Gateway; 2])> {
     Some((up, fleet))
 }
 
+/// Waits until `gateway` holds the lease; fails unless it took it over within `within` after
+/// `since`.
+async fn takes_over(gateway: &Gateway, since: Instant, within: Duration) {
+    gateway
+        .until("rxgate_relay_lease_held", |held| held == 1)
+        .await;
+    let took = since.elapsed();
+    assert!(took < within, "took over after {took:?}");
+}
+
 /// Which of `fleet` holds the relay's lease (its `rxgate_relay_lease_held`), after checking
 /// that exactly one does.
 async fn holder(fleet: &[Gateway; 2]) -> usize {
@@ -206,15 +216,12 @@ async fn one_gateway_relays_and_another_takes_over_when_it_is_killed_with_every_
         .until("rxgate_relay_acked_sequence", |acked| acked > before)
         .await;
     killed.kill();
-    let at = Instant::now();
-    survivor
-        .until("rxgate_relay_lease_held", |held| held == 1)
-        .await;
-    let took = at.elapsed();
-    assert!(
-        took < Duration::from_secs(LEASE_SECS) + MARGIN,
-        "took over after {took:?}"
-    );
+    takes_over(
+        &survivor,
+        Instant::now(),
+        Duration::from_secs(LEASE_SECS) + MARGIN,
+    )
+    .await;
     flowing.await.unwrap();
 
     // Every record reaches the upstream once.
@@ -262,15 +269,12 @@ async fn a_gateway_that_stops_gives_the_lease_up_at_once() {
     };
     assert_eq!(other.metric("rxgate_relay_lease_held").await, 0);
     holder.0.signal("TERM");
-    let at = Instant::now();
-    other
-        .until("rxgate_relay_lease_held", |held| held == 1)
-        .await;
-    let took = at.elapsed();
-    assert!(
-        took < LEASE * 2 / 3 - Duration::from_secs(3),
-        "took over after {took:?}"
-    );
+    takes_over(
+        &other,
+        Instant::now(),
+        LEASE * 2 / 3 - Duration::from_secs(3),
+    )
+    .await;
     holder.kill();
     other.kill();
     up.kill();
