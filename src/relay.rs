@@ -31,6 +31,8 @@ use crate::{
     wire::proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
 };
 
+mod lease;
+
 /// Where and as whom to relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -45,8 +47,6 @@ pub struct RelayConfig {
     /// The term of the relay's lease.
     pub lease: Duration,
 }
-
-mod lease;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const PAGE: usize = 100;

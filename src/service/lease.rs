@@ -140,11 +140,6 @@ impl Gateway {
             .map_err(Error::from)?;
         released.map_err(Error::from)
     }
-
-    /// Who this process is, to its leases.
-    pub(in crate::service) fn lease_holder(&self) -> Holder {
-        self.lease_holder
-    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Gateway {
             });
             (key, encode(&record))
         });
-        let me = self.lease_holder();
+        let me = self.lease_holder;
         let written = self
             .store
             .transact(move |tx: &mut dyn Txn| {
