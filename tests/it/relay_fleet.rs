@@ -26,7 +26,7 @@ use crate::{
 
 /// The lease's term (`[relay] lease_secs`) where a gateway is killed: short, so that the test
 /// waits little for it.
-const LEASE_SECS: u64 = 3;
+const LEASE_SECS: u64 = 5;
 /// What a takeover may take beyond the term: the next look (a third of the term), a loaded
 /// machine.
 const MARGIN: Duration = Duration::from_secs(7);
