@@ -553,7 +553,8 @@ fn drain_steps(
 }
 
 /// Writes what the last calls left (the counted edge requests, and a checkpoint binding their
-/// audit records) and the acknowledged mark as far as they reach, then closes the store in
+/// audit records), gives up the relay's lease if this gateway held it, and writes the
+/// acknowledged mark as far as they reach, then closes the store in
 /// `data_dir`: a flush, the writer thread joined, the engine's files released. Blocking work,
 /// kept off the async runtime.
 async fn close_store(
@@ -563,6 +564,10 @@ async fn close_store(
     (opened, data_dir): (OpenedStore, PathBuf),
 ) -> anyhow::Result<()> {
     edge_audit.written().await;
+    // Another gateway of the fleet relays at once, not only once the lease has run out.
+    if let Err(e) = gateway.release_relay_lease().await {
+        tracing::warn!(error = %e, "releasing the relay's lease failed");
+    }
     checkpoint(&gateway, identity).await;
     acknowledged::save(&opened.store(), data_dir, None)
         .await

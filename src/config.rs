@@ -210,10 +210,19 @@ pub struct RelayFiles {
     /// The longest wait between retries.
     #[serde(default = "default_max_backoff")]
     pub max_backoff_secs: u64,
+    /// The term of the relay's lease: of several gateways over one database, the one holding it
+    /// relays, renewing it every third of this; if it dies, another takes over once this has
+    /// run out.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
 }
 
 fn default_max_backoff() -> u64 {
     30
+}
+
+fn default_lease() -> u64 {
+    10
 }
 
 impl RelayFiles {
@@ -226,6 +235,19 @@ impl RelayFiles {
             client_key: client.key,
             upstream_ca: client.ca,
             max_backoff_secs: default_max_backoff(),
+            lease_secs: default_lease(),
+        }
+    }
+
+    /// A lease shorter than two seconds would be renewed more often than the store can be
+    /// asked; one longer than five minutes would leave a fleet without a relay that long.
+    fn validate(&self) -> Result<(), Error> {
+        if (2..=300).contains(&self.lease_secs) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(
+                "relay.lease_secs must lie between 2 and 300".into(),
+            ))
         }
     }
 
@@ -239,6 +261,7 @@ impl RelayFiles {
                 key: self.client_key.clone(),
             },
             max_backoff: Duration::from_secs(self.max_backoff_secs.max(1)),
+            lease: Duration::from_secs(self.lease_secs),
         }
     }
 }
@@ -515,6 +538,9 @@ impl Config {
         }
         self.limits.validate().map_err(Error::Invalid)?;
         self.network.validate().map_err(Error::Invalid)?;
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
+        }
         self.validate_durations()?;
         self.verifier_config().map(|_| ())
     }
@@ -766,6 +792,21 @@ mod tests {
             (config.drain_delay_secs, config.shutdown_grace_secs),
             (0, 15)
         );
+    }
+
+    #[test]
+    fn the_relay_lease_defaults_to_ten_seconds_within_two_to_three_hundred() {
+        let pki = DevPki::repository();
+        let mut config = Config::dev(PathBuf::from("unused"), &pki);
+        let relay = RelayFiles::dev("https://127.0.0.1:1".into(), &pki);
+        assert_eq!(relay.lease_secs, 10);
+        for (secs, valid) in [(1, false), (2, true), (300, true), (301, false)] {
+            config.relay = Some(RelayFiles {
+                lease_secs: secs,
+                ..relay.clone()
+            });
+            assert_eq!(config.validate_settings().is_ok(), valid, "{secs} s");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - `pki`: trust anchors and CRLs, the gateway's own identity, the CMS signer; `dev_pki`: where
 //!   the development PKI is found at run time (`--dev`, `--dev-certs`, `RXGATE_DEV_CERTS`).
 //! - `master_files`: the drug masters and contraindication table from files.
-//! - `relay`: pushes dispensing records to the upstream management service.
+//! - `relay`: pushes dispensing records to the upstream management service, while this gateway
+//!   holds the relay's lease (one relay in a fleet).
 //! - `cli`: the command-line clients; `audit_verify`: the audit chains' pure verifier.
 //! - `fuzzing`: the fuzz entry points, one per parser (the targets under `fuzz/`).
 //! - `keyed_slots`, `log_throttle`, `panics`, `tally`: counted places per key, throttled log

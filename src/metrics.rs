@@ -61,6 +61,8 @@ pub struct Metrics {
     pub relay_lag: AtomicU64,
     pub relay_up: AtomicU64,
     pub relay_dead_letters: AtomicU64,
+    /// 1 while this gateway holds the relay's lease: in a fleet, one gateway relays at a time.
+    pub relay_lease_held: AtomicU64,
     /// Exchange-number lockouts tripped since start: of a pharmacy, of a patient.
     pub pharmacy_lockouts: AtomicU64,
     pub patient_lockouts: AtomicU64,
@@ -88,6 +90,7 @@ impl Default for Metrics {
             relay_lag: AtomicU64::new(0),
             relay_up: AtomicU64::new(0),
             relay_dead_letters: AtomicU64::new(0),
+            relay_lease_held: AtomicU64::new(0),
             pharmacy_lockouts: AtomicU64::new(0),
             patient_lockouts: AtomicU64::new(0),
             tls_handshake_failures: std::sync::Arc::default(),
@@ -243,6 +246,12 @@ impl Metrics {
                 "1 while the upstream takes records, 0 while the relay retries.",
                 &self.relay_up,
             ),
+            (
+                "rxgate_relay_lease_held",
+                "1 while this gateway holds the relay's lease and so relays, 0 while another \
+                 gateway of the fleet does.",
+                &self.relay_lease_held,
+            ),
         ] {
             describe(out, name, help, &gauge(value))?;
         }
@@ -348,6 +357,7 @@ mod tests {
             "rxgate_request_duration_seconds_count{rpc=\"unknown\"} 2\n",
             "rxgate_relay_dead_letters_total 4\n",
             "rxgate_relay_up 0\n",
+            "rxgate_relay_lease_held 0\n",
             "rxgate_expiry_sweeps_total 3\n",
             "rxgate_expiry_sweep_held 0\n",
             "rxgate_clock_step_seconds 345600\n",

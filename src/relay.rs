@@ -6,6 +6,13 @@
 //! retried with exponential backoff; a record the upstream refuses for good (INVALID_ARGUMENT,
 //! FAILED_PRECONDITION) goes to the dead-letter list with an error-level alert, and the relay
 //! moves on.
+//!
+//! Of several gateways over one database, one relays at a time: the holder of the relay's lease
+//! (`service::lease`), which a task beside the relay takes and renews every third of its term.
+//! The others wait, trying every third of a term, and take it over once the holder stops
+//! renewing (it died) or releases it (it stopped). A relay that finds it lost the lease stops
+//! and waits; its acknowledgements are refused from then on, so the position is only ever moved
+//! by the holder, and whatever it delivered meanwhile the upstream takes once.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -13,6 +20,7 @@ use std::{
 };
 
 use prost::Message;
+use tokio::sync::watch;
 use tonic::{Code, transport::Channel};
 
 use crate::{
@@ -22,6 +30,8 @@ use crate::{
     tls::ClientFiles,
     wire::proto::v1::{self as pb, management_intake_client::ManagementIntakeClient},
 };
+
+mod lease;
 
 /// Where and as whom to relay.
 #[derive(Debug, Clone)]
@@ -34,6 +44,8 @@ pub struct RelayConfig {
     pub max_backoff: Duration,
     /// The gateway's signing identity, which attests each record's receipt time.
     pub identity: Arc<GatewayIdentity>,
+    /// The term of the relay's lease.
+    pub lease: Duration,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -85,11 +97,21 @@ fn delivery(
     })
 }
 
+/// How a delivery ended.
+enum Outcome {
+    /// The upstream took the record, or refused it for good (its dead letter): it is done.
+    Done(Option<DeadLetter>),
+    /// The lease went to another gateway before the upstream took it.
+    LeaseLost,
+}
+
 struct Relay {
     gateway: Arc<Gateway>,
     config: RelayConfig,
     client: Option<ManagementIntakeClient<Channel>>,
     backoff: Duration,
+    /// Whether this gateway holds the relay's lease, as the lease's keeper last found.
+    held: watch::Receiver<bool>,
 }
 
 impl Relay {
@@ -115,17 +137,28 @@ impl Relay {
         Ok(position)
     }
 
-    /// Waits before the next attempt, doubling the wait up to the configured maximum.
+    /// Waits before the next attempt, doubling the wait up to the configured maximum; cut short
+    /// when the lease goes.
     async fn back_off(&mut self) {
         let _ = self.note_position().await;
-        tokio::time::sleep(self.backoff).await;
+        let mut held = self.held.clone();
+        tokio::select! {
+            () = tokio::time::sleep(self.backoff) => {}
+            _ = held.wait_for(|held| !held) => {}
+        }
         self.backoff = (self.backoff * 2).min(self.config.max_backoff);
     }
 
-    /// Delivers one record until the upstream takes it or refuses it for good.
-    async fn deliver(&mut self, entry: &EventEntry) -> Option<DeadLetter> {
-        let request = delivery(entry, &self.config.identity)?;
+    /// Delivers one record until the upstream takes it or refuses it for good, or the lease
+    /// goes.
+    async fn deliver(&mut self, entry: &EventEntry) -> Outcome {
+        let Some(request) = delivery(entry, &self.config.identity) else {
+            return Outcome::Done(None);
+        };
         loop {
+            if !*self.held.borrow() {
+                return Outcome::LeaseLost;
+            }
             if self.client.is_none() {
                 match self.config.client.connect(&self.config.upstream).await {
                     Ok(channel) => self.client = Some(ManagementIntakeClient::new(channel)),
@@ -137,14 +170,16 @@ impl Relay {
                     }
                 }
             }
-            let client = self.client.as_mut()?;
+            let Some(client) = self.client.as_mut() else {
+                continue;
+            };
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(CALL_TIMEOUT);
             match client.deliver_dispensing_record(call).await {
                 Ok(_) => {
                     self.set_up(true);
                     self.backoff = MIN_BACKOFF;
-                    return None;
+                    return Outcome::Done(None);
                 }
                 Err(status) if is_permanent(status.code()) => {
                     self.set_up(true);
@@ -158,13 +193,13 @@ impl Relay {
                         .metrics()
                         .relay_dead_letters
                         .fetch_add(1, Ordering::Relaxed);
-                    return Some(DeadLetter {
+                    return Outcome::Done(Some(DeadLetter {
                         sequence: entry.sequence,
                         prescription_id: entry.event.prescription_id.clone(),
                         record_number: entry.event.record_number.unwrap_or(0),
                         code: format!("{:?}", status.code()),
                         message: status.message().to_owned(),
-                    });
+                    }));
                 }
                 Err(status) => {
                     self.set_up(false);
@@ -186,6 +221,9 @@ impl Relay {
         };
         let gateway = Arc::clone(&self.gateway);
         loop {
+            if self.held.wait_for(|held| *held).await.is_err() {
+                return; // The lease's keeper is gone: the task is ending.
+            }
             let notify = gateway.events_notifier();
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -206,39 +244,65 @@ impl Relay {
                     continue;
                 }
             };
-            for entry in &entries {
-                let dead = self.deliver(entry).await;
-                if let Err(e) = self.gateway.relay_ack(entry.sequence, dead).await {
-                    tracing::warn!(error = %e, "relay: recording the acknowledgement failed");
+            if !self.relay_page(&entries, last).await {
+                tracing::info!("relay: the lease went to another gateway; waiting");
+                // Until the keeper has looked again.
+                tokio::time::sleep(self.config.lease / 3).await;
+                continue;
+            }
+            if last.is_none() {
+                let mut held = self.held.clone();
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = held.wait_for(|held| !held) => {}
                 }
             }
-            match last {
-                // Past the events that are not dispensing records, too.
-                Some(last) => {
-                    if let Err(e) = self.gateway.relay_ack(last, None).await {
-                        tracing::warn!(error = %e, "relay: recording the position failed");
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+        }
+    }
+
+    /// Delivers and acknowledges `entries`, then acknowledges the position past `last`, the
+    /// events that are not dispensing records included; false once the lease is found lost.
+    async fn relay_page(&mut self, entries: &[EventEntry], last: Option<u64>) -> bool {
+        for entry in entries {
+            let Outcome::Done(dead) = self.deliver(entry).await else {
+                return false;
+            };
+            if !self.ack(entry.sequence, dead).await {
+                return false;
+            }
+        }
+        match last {
+            Some(last) => self.ack(last, None).await,
+            None => true,
+        }
+    }
+
+    /// Records the acknowledgement of `sequence`; false if the lease was lost. A failure to
+    /// record it is logged and passed over: the record is delivered again later, and the
+    /// upstream takes it once.
+    async fn ack(&self, sequence: u64, dead: Option<DeadLetter>) -> bool {
+        match self.gateway.relay_ack(sequence, dead).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay: recording the acknowledgement failed");
+                true
             }
         }
     }
 }
 
-/// Runs the relay until the task is aborted.
+/// Runs the relay, and beside it the keeper of its lease, until the task is aborted.
 pub async fn run(gateway: Arc<Gateway>, config: RelayConfig) {
     tracing::info!(upstream = %config.upstream, "relay started");
-    Relay {
+    let (held, holding) = watch::channel(false);
+    let keeper = lease::keep(Arc::clone(&gateway), config.lease, held);
+    let relay = Relay {
         gateway,
         config,
         client: None,
         backoff: MIN_BACKOFF,
-    }
-    .run()
-    .await;
+        held: holding,
+    };
+    tokio::join!(keeper, relay.run());
 }

@@ -25,6 +25,7 @@ mod import_watch;
 mod intake;
 mod keeping;
 pub mod layout;
+mod lease;
 mod lockout;
 mod master_import;
 mod prescriptions;
@@ -67,6 +68,7 @@ pub use feed::{EventWatch, Pace};
 pub use free_space::{Change, Level, LowWater, Room};
 pub use import_watch::{LoadError, Shipped, load_clinical};
 pub use intake::{Attestation, Delivery};
+pub use lease::Tenure;
 pub use lockout::{Locked, LockoutPolicy, MissLimit, Subject};
 pub use master_import::{FileOutcome, ImportFile, ImportSummary};
 pub use prescriptions::Registered;
@@ -328,6 +330,8 @@ pub struct Gateway {
     clock_watch: std::sync::Mutex<ClockWatch>,
     /// The data disk's room as the disk watch last measured it: what the calls are admitted by.
     room: Arc<Room>,
+    /// This process, as the leases it takes name it (lease.rs).
+    lease_holder: lease::Holder,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -344,7 +348,9 @@ impl Gateway {
         config: GatewayConfig,
     ) -> Self {
         let reading = Reading::new(clock.now(), clock.steady());
+        let rng = ring::rand::SystemRandom::new();
         Gateway {
+            lease_holder: lease::Holder::new(&rng, config.audit_writer),
             clock_watch: std::sync::Mutex::new(ClockWatch::new(
                 reading,
                 config.clock_step_tolerance,
@@ -361,7 +367,7 @@ impl Gateway {
             closing: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),
             config,
-            rng: ring::rand::SystemRandom::new(),
+            rng,
             room: Arc::default(),
         }
     }

@@ -754,6 +754,22 @@ pub enum DeadLetterRecord {
     V1(DeadLetterV1),
 }
 
+/// Who holds a lease (`service::lease`) and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseV1 {
+    /// The holding process's own random number: tells a gateway from an earlier run of itself.
+    pub instance: [u8; 16],
+    /// The holding gateway's `[gateway]` certificate's SHA-256: who it is, for an operator.
+    pub gateway: [u8; 32],
+    /// Unix milliseconds of the holder's wall clock, after which another may take the lease.
+    pub expires_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseRecord {
+    V1(LeaseV1),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,20 +12,15 @@ use std::sync::{
 use super::{
     Error, EventFilter, EventKind, Gateway, layout,
     testing::{self, Twice},
-    verify::{self, Summary},
+    verify::Summary,
 };
-use crate::{
-    audit_verify::ChainVerifier,
-    domain::time::JapanDate,
-    pki::identity::TrustedSenders,
-    store::{self, EmbeddedStore, Store, Table},
-};
+use crate::store::{self, EmbeddedStore, Store, Table};
 
 /// A gateway over a store that runs each transaction once, and one over a store that runs each
 /// twice, both new and brought to the current layout as a starting gateway brings them.
 async fn once_and_twice(dir: &tempfile::TempDir) -> [Arc<Gateway>; 2] {
     let once = EmbeddedStore::open(&dir.path().join("once")).unwrap();
-    let twice = Twice(EmbeddedStore::open(&dir.path().join("twice")).unwrap());
+    let twice = Twice::new(EmbeddedStore::open(&dir.path().join("twice")).unwrap());
     let stores: [Arc<dyn Store>; 2] = [Arc::new(once), Arc::new(twice)];
     let gateways = stores.map(|s| testing::gateway_over(s).0);
     for gateway in &gateways {
@@ -35,13 +30,9 @@ async fn once_and_twice(dir: &tempfile::TempDir) -> [Arc<Gateway>; 2] {
     gateways
 }
 
-/// The whole store, checked as `rxgate store verify` checks it: every table read, indexes
-/// against their records, counters against what they numbered, and the audit chains.
+/// The whole store, checked as `rxgate store verify` checks it, found sound.
 async fn verified(gateway: &Gateway) -> Summary {
-    let chains = ChainVerifier::new(TrustedSenders::default());
-    let today = JapanDate::of(gateway.clock.now());
-    let against = (today, Some(gateway.config.pseudonyms.clone()));
-    let verdict = verify::verify(&gateway.store, chains, against, &mut |_, _| {}).await;
+    let verdict = testing::verify_store(gateway).await;
     verdict.unwrap_or_else(|problem| panic!("{problem}"))
 }
 
@@ -77,7 +68,7 @@ async fn round(gateway: &Gateway) -> Vec<(u64, EventKind)> {
 #[tokio::test]
 async fn twice_keeps_the_second_run_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Twice(EmbeddedStore::open(dir.path()).unwrap());
+    let store = Twice::new(EmbeddedStore::open(dir.path()).unwrap());
     let runs = Arc::new(AtomicU8::new(0));
     let counted = Arc::clone(&runs);
     let run = store.transact(move |tx| {

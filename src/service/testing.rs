@@ -15,8 +15,10 @@ use prost::Message;
 use super::{
     Caller, CheckRequest, Clinical, Clock, Dispensed, Error, Gateway, GatewayConfig,
     PatientPseudonym, Pseudonyms, Received, Registered, RequestedOptions,
+    verify::{self, Problem, Summary},
 };
 use crate::{
+    audit_verify::ChainVerifier,
     cli::demo::{demo_dispensing, demo_prescription},
     dev_pki::DevPki,
     domain::{
@@ -27,6 +29,7 @@ use crate::{
         time::JapanDate,
     },
     master_files::Sources,
+    pki::identity::TrustedSenders,
     store::{
         self, Answer, Columns, EmbeddedStore, Entry, SnapshotAnswer, Stats, Store, Table, Txn,
         TxnFn,
@@ -82,11 +85,35 @@ pub(crate) fn gateway(dir: &Path) -> (Arc<Gateway>, Arc<TestClock>) {
 /// retries after a serialization failure may: a first run, a rollback of its writes to a
 /// savepoint taken before it, and a second run, whose writes and outcome are the ones kept.
 /// Whatever a function changed outside its `Txn` on the first run, the second one sees.
-pub(crate) struct Twice(pub(crate) EmbeddedStore);
+pub(crate) struct Twice {
+    store: EmbeddedStore,
+    /// What it says of itself (`Store::serial`): false plays an engine over a database, which
+    /// several gateway processes share.
+    serial: bool,
+}
+
+impl Twice {
+    /// Over `store`, saying it runs its transactions one at a time, as it does.
+    pub(crate) fn new(store: EmbeddedStore) -> Twice {
+        Twice {
+            store,
+            serial: true,
+        }
+    }
+
+    /// Over `store`, saying it runs them side by side, as a database shared by several
+    /// processes does.
+    pub(crate) fn side_by_side(store: EmbeddedStore) -> Twice {
+        Twice {
+            store,
+            serial: false,
+        }
+    }
+}
 
 impl Store for Twice {
     fn submit(&self, f: TxnFn) -> Answer {
-        self.0.submit(Box::new(move |tx: &mut dyn Txn| {
+        self.store.submit(Box::new(move |tx: &mut dyn Txn| {
             let before = tx.savepoint();
             let _discarded = f(tx);
             tx.rollback_to(before);
@@ -95,16 +122,29 @@ impl Store for Twice {
     }
 
     fn stats(&self) -> Stats {
-        self.0.stats()
+        self.store.stats()
     }
 
     fn failure(&self) -> Option<store::Error> {
-        self.0.failure()
+        self.store.failure()
     }
 
     fn snapshot(&self) -> SnapshotAnswer {
-        self.0.snapshot()
+        self.store.snapshot()
     }
+
+    fn serial(&self) -> bool {
+        self.serial
+    }
+}
+
+/// The whole store, checked as `rxgate store verify` checks it: every table read, indexes
+/// against their records, counters against what they numbered, and the audit chains.
+pub(crate) async fn verify_store(gateway: &Gateway) -> Result<Summary, Problem> {
+    let chains = ChainVerifier::new(TrustedSenders::default());
+    let today = JapanDate::of(gateway.clock.now());
+    let against = (today, Some(gateway.config.pseudonyms.clone()));
+    verify::verify(&gateway.store, chains, against, &mut |_, _| {}).await
 }
 
 /// A gateway over `store` and the clock it reads, set to the current time.

@@ -43,6 +43,7 @@ mod pseudonymized_keys;
 mod reflection;
 mod relay;
 mod relay_drill;
+mod relay_fleet;
 mod review_27;
 mod review_27b;
 mod review_28;

@@ -33,7 +33,7 @@ const RECORDS: u32 = 500;
 const WORKERS: u32 = 8;
 
 /// A gateway of the drill: `rxgate serve --dev`, and what the drill reads of it.
-struct Gateway(Rxgate);
+pub(crate) struct Gateway(pub(crate) Rxgate);
 
 impl Gateway {
     /// Starts `rxgate serve --dev` on the store `data` (its log beside it), listening on `listen`
@@ -57,12 +57,12 @@ impl Gateway {
         self.0.output()
     }
 
-    fn kill(self) {
+    pub(crate) fn kill(self) {
         self.0.kill(); // SIGKILL
     }
 
     /// The value of one metric.
-    async fn metric(&self, name: &str) -> u64 {
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
         metrics_text(self.0.metrics)
             .await
             .lines()
@@ -72,7 +72,7 @@ impl Gateway {
     }
 
     /// Waits until `done` holds for the value of `name`.
-    async fn until(&self, name: &str, done: impl Fn(u64) -> bool) {
+    pub(crate) async fn until(&self, name: &str, done: impl Fn(u64) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let value = self.metric(name).await;
@@ -90,7 +90,7 @@ impl Gateway {
 }
 
 /// Registers, receives and dispenses prescription `i`.
-async fn make_record(
+pub(crate) async fn make_record(
     clinic: &mut PrescriptionServiceClient<Channel>,
     pharmacy: &mut DispensingServiceClient<Channel>,
     keys: &(SigningKey, SigningKey),

@@ -17,6 +17,7 @@
 //!   checkpoints, each signer's last checkpoint);
 //! - `intake.rs`: `Intake` (delivered records by id and by arrival, the relay's dead letters);
 //! - `lockouts.rs`: `Lockouts` (miss counters of pharmacies and patients, miss marks);
+//! - `leases.rs`: in `Meta` the leases that let one gateway of a fleet do a task (the relay);
 //! - `layout.rs`: in `Meta` the number of the layout that wrote the store, and its bytes, and
 //!   the fingerprint of the pseudonym key the store's patient keys were made under;
 //! - `patient_keys.rs`: the kinds of key above that name a patient, and where;
@@ -65,6 +66,7 @@ mod counted;
 mod events;
 mod intake;
 mod layout;
+mod leases;
 mod lockouts;
 mod patient_keys;
 mod prescriptions;
@@ -75,6 +77,7 @@ pub(in crate::service) use counted::*;
 pub(in crate::service) use events::*;
 pub(in crate::service) use intake::*;
 pub(in crate::service) use layout::*;
+pub(in crate::service) use leases::*;
 pub(in crate::service) use lockouts::*;
 pub(in crate::service) use patient_keys::*;
 pub(in crate::service) use prescriptions::*;
@@ -270,6 +273,8 @@ pub(in crate::service) enum MetaKind {
     PseudonymKeyFingerprint,
     /// An event waiting for its number ([`pending_event_key`]), with its draw.
     PendingEvent(u64),
+    /// A lease ([`lease_key`]).
+    Lease,
 }
 
 /// The kind of a `Meta` key; `None` for a key of no kind (or a counter's).
@@ -284,6 +289,7 @@ pub(in crate::service) fn meta_kind(key: &[u8]) -> Option<MetaKind> {
             MetaKind::Accepted(id_of_accepted(key))
         }
         _ if is_expiry_key(key) => MetaKind::Expiry(id_of_expiry(key)),
+        _ if is_lease_key(key) => MetaKind::Lease,
         _ => MetaKind::PendingEvent(pending_event_draw(key)?),
     })
 }
@@ -443,6 +449,7 @@ mod tests {
                 miss_mark_key(&writer, "1340000001"),
                 [b"missed\0".as_slice(), &writer, b"1340000001"].concat(),
             ),
+            ("lease", lease_key("relay"), b"lease\0relay".to_vec()),
         ];
         for (what, built, stored) in cases {
             assert_eq!(built, stored, "{what}");
@@ -578,6 +585,7 @@ mod tests {
                 MetaKind::PseudonymKeyFingerprint,
             ),
             (RELAY_ACKED_KEY.to_vec(), MetaKind::Position),
+            (lease_key("relay"), MetaKind::Lease),
             (pending_event_key(258), MetaKind::PendingEvent(258)),
             (accepted_key("id1"), MetaKind::Accepted("id1".into())),
             (

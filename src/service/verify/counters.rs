@@ -1,5 +1,5 @@
 //! The checks of `Meta` (the store's counters, the layout stamp, the indexes of accepted and
-//! expiring prescriptions, the log's positions) and of the audit tables' entries as entries
+//! expiring prescriptions, the log's positions, the leases) and of the audit tables' entries as entries
 //! (the chains themselves are the verifier's); and, once every table has been read, that no
 //! counter is behind the highest number the store holds.
 
@@ -12,7 +12,7 @@ use crate::{
 
 use super::{Bad, Problem, prescriptions, wrong};
 use crate::service::{
-    records::{AuditRecord, ChainHeadRecord, EventRecord, StateV1, decode},
+    records::{AuditRecord, ChainHeadRecord, EventRecord, LeaseRecord, StateV1, decode},
     schema::{
         AuditChainKind, CONSENT_SEQUENCE, IMPORT_SEQUENCE, INTAKE_SEQUENCE, MetaKind,
         PENDING_EVENT_SEQUENCE, audit_chain_kind, counted, meta_kind, parse_key,
@@ -84,6 +84,9 @@ pub(super) fn meta(tx: &dyn Txn, key: &[u8], value: &[u8]) -> Result<(), Bad> {
         // drops such an entry; an active prescription's own is checked from its record.
         Some(MetaKind::Expiry(_)) => Ok(()),
         Some(MetaKind::PendingEvent(_)) => decode::<EventRecord>(value)
+            .map(drop)
+            .map_err(|e| wrong(format!("does not decode: {e}"))),
+        Some(MetaKind::Lease) => decode::<LeaseRecord>(value)
             .map(drop)
             .map_err(|e| wrong(format!("does not decode: {e}"))),
         None => Err(wrong("a key of no kind Meta holds")),
