@@ -272,6 +272,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         Arc::new(clinical),
         config.gateway_config()?,
     ));
+    // Before this process writes an audit record: its chains are its identity's alone.
+    gateway
+        .claim_identity()
+        .await
+        .context("claiming the [gateway] identity")?;
     if !behind.shortfalls.is_empty() {
         tracing::error!(
             "{behind}: going on as --accept-data-loss asks; the counters move past the mark"
@@ -357,6 +362,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             watcher.follow_imports(shipped, IMPORT_POLL).await;
         });
     }
+    let claimant = Arc::clone(&gateway);
+    background.spawn("identity claim", async move {
+        claimant.keep_identity_claim().await;
+    });
     let sequencer = Arc::clone(&gateway);
     background.spawn("event sequencer", async move {
         sequencer.sequence_events(SEQUENCER_POLL).await;
@@ -553,7 +562,7 @@ fn drain_steps(
 }
 
 /// Writes what the last calls left (the counted edge requests, and a checkpoint binding their
-/// audit records), gives up the relay's lease if this gateway held it, and writes the
+/// audit records), gives up the relay's lease and the claim on its identity, and writes the
 /// acknowledged mark as far as they reach, then closes the store in
 /// `data_dir`: a flush, the writer thread joined, the engine's files released. Blocking work,
 /// kept off the async runtime.
@@ -569,6 +578,10 @@ async fn close_store(
         tracing::warn!(error = %e, "releasing the relay's lease failed");
     }
     checkpoint(&gateway, identity).await;
+    // The last audit record is written: the identity's next process may start at once.
+    if let Err(e) = gateway.release_identity_claim().await {
+        tracing::warn!(error = %e, "giving up the claim on the [gateway] identity failed");
+    }
     acknowledged::save(&opened.store(), data_dir, None)
         .await
         .context("saving the acknowledged mark")?;

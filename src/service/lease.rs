@@ -93,15 +93,16 @@ impl Gateway {
     /// was a process's that is gone, and is taken at once.
     pub(in crate::service) async fn take_lease(
         &self,
-        name: &'static str,
+        name: &str,
         term: Duration,
     ) -> Result<Tenure, Error> {
         let (me, now_ms, sole) = (self.lease_holder, self.now_ms(), self.store.serial());
+        let name = name.to_owned();
         let expires_ms = now_ms.saturating_add(term.as_millis() as i64);
         let taken = self
             .store
             .transact(move |tx: &mut dyn Txn| {
-                if let Err(other) = may_take(load(tx, name)?, me, now_ms, sole) {
+                if let Err(other) = may_take(load(tx, &name)?, me, now_ms, sole) {
                     return Ok(Tenure::Elsewhere {
                         gateway: other.gateway,
                         expires_ms: other.expires_ms,
@@ -114,7 +115,7 @@ impl Gateway {
                 };
                 tx.put(
                     Table::Meta,
-                    &lease_key(name),
+                    &lease_key(&name),
                     &encode(&LeaseRecord::V1(lease)),
                 );
                 Ok::<_, store::Error>(Tenure::Held { expires_ms })
@@ -126,13 +127,13 @@ impl Gateway {
 
     /// Gives the lease `name` up if this process holds it, so that another gateway may take it
     /// at once.
-    pub(in crate::service) async fn release_lease(&self, name: &'static str) -> Result<(), Error> {
-        let me = self.lease_holder;
+    pub(in crate::service) async fn release_lease(&self, name: &str) -> Result<(), Error> {
+        let (me, name) = (self.lease_holder, name.to_owned());
         let released = self
             .store
             .transact(move |tx: &mut dyn Txn| {
-                if holds(tx, name, me)? {
-                    tx.delete(Table::Meta, &lease_key(name));
+                if holds(tx, &name, me)? {
+                    tx.delete(Table::Meta, &lease_key(&name));
                 }
                 Ok::<_, store::Error>(())
             })

@@ -41,3 +41,12 @@ pub(crate) async fn start(n: usize, adjust: impl Fn(&mut Config)) -> Option<Vec<
     }
     Some(fleet)
 }
+
+/// The configuration of a second process of `h`'s gateway: its identity and database, on new
+/// ports.
+pub(crate) fn twin(h: &Harness) -> Config {
+    let mut config = h.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config
+}

@@ -13,7 +13,9 @@ use std::{
 
 use prost::Message;
 use rxgate::{
+    app,
     cli::demo::demo_prescription,
+    service::IDENTITY_TERM,
     wire::proto::v1::{self as pb, event_service_client::EventServiceClient},
 };
 use tonic::Code;
@@ -345,4 +347,30 @@ async fn a_lockout_is_reached_through_two_gateways() {
     for h in fleet {
         h.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_of_one_identity_is_refused_and_starts_once_the_first_stopped() {
+    let Some(mut fleet) = fleet::start(1, |_| {}).await else {
+        return;
+    };
+    let h = fleet.pop().unwrap();
+    let (twin, clock) = (fleet::twin(&h), Arc::clone(&h.clock));
+    // Started while the first runs: it waits out the claim, which the first keeps renewing.
+    let refused = app::start(twin.clone(), clock.clone()).await.err();
+    let said = format!("{:#}", refused.expect("a second process is refused"));
+    assert!(
+        said.contains("another process with this [gateway] identity"),
+        "{said}"
+    );
+    // Stopped, the first gives the identity up: the next process starts at once.
+    h.shutdown().await;
+    let started = std::time::Instant::now();
+    let next = app::start(twin, clock).await.unwrap();
+    assert!(
+        started.elapsed() < IDENTITY_TERM / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    next.shutdown().await.unwrap();
 }
