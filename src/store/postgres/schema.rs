@@ -11,10 +11,11 @@ use super::{Error, database_error};
 use crate::store::{Column, ColumnType, Table};
 
 /// The migrations, in order: version N is the N-th.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/0001.sql"),
     include_str!("migrations/0002.sql"),
     include_str!("migrations/0003.sql"),
+    include_str!("migrations/0004.sql"),
 ];
 
 /// The newest schema version this binary knows.
@@ -161,6 +162,7 @@ pub(super) async fn migrate(client: &mut Client, app_role: &str) -> Result<Migra
          GRANT SELECT, INSERT, DELETE ON rxgate.import_unfinished TO {role};
          GRANT USAGE, SELECT, UPDATE ON SEQUENCE rxgate.draws TO {role};
          GRANT EXECUTE ON FUNCTION rxgate.draws_past_counters() TO {role};
+         GRANT UPDATE ON rxgate.turns TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};",
         Table::ALL
             .map(|t| format!("rxgate.{}", table_name(t)))
