@@ -73,7 +73,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// before it waits, and the last run then read what the runs it waited for overwrote, and lost
 /// to them again). The wait for it is bounded by 5 s rather than by the session's short
 /// `lock_timeout` (config.rs), which the run gets back once it holds the lock: a run waits
-/// behind the one that runs alone.
+/// behind the one that runs alone. `RESET` goes back to the value the connection started with,
+/// which is why config.rs sets it among the connection's options, never by a `SET`.
 macro_rules! begin_taking {
     ($mode:literal) => {
         concat!(
