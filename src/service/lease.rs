@@ -6,10 +6,15 @@
 //! transaction, so of two gateways that try at once one gets it (the store's transactions are
 //! serializable). Since the gateways' wall clocks differ a little, a lease may be taken a little
 //! early: what the holder writes under its lease checks, in the same transaction, that it
-//! still holds it ([`holds`]).
+//! still holds it ([`holds`]). A lease given up is never taken again by the same process: a
+//! renewal still under way when the process gives it up as it stops (its task is dropped, but
+//! not the transaction it handed the store) would otherwise take it back once the release has
+//! committed, and hold it, for nobody, a whole term more.
 //!
 //! Must not depend on: a store engine, gRPC.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -44,6 +49,29 @@ impl Holder {
         (lease.instance, lease.gateway) == (self.instance, self.gateway)
     }
 }
+
+/// The names of the leases a process gave up, read by each run of its takes.
+#[derive(Debug, Default)]
+pub(in crate::service) struct GivenUp(Arc<Mutex<HashSet<String>>>);
+
+impl GivenUp {
+    fn add(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+    }
+
+    fn has(given_up: &Mutex<HashSet<String>>, name: &str) -> bool {
+        given_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+}
+
+/// The refusal of a take of a lease this process gave up.
+const GIVEN_UP: &str = "this gateway gave the lease up: it is stopping";
 
 /// What a take found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +114,8 @@ pub(in crate::service) fn holds(
 
 impl Gateway {
     /// Takes the lease `name` for `term` if it is free, expired or this process's own (then
-    /// renewing it); else says who holds it.
+    /// renewing it); else says who holds it. Refuses (FAILED_PRECONDITION) a lease this process
+    /// gave up.
     ///
     /// An embedded store is opened by one process at a time (the only stores that run their
     /// transactions one at a time, `Store::serial`): there a lease another holder left behind
@@ -99,14 +128,19 @@ impl Gateway {
         let (me, now_ms, sole) = (self.lease_holder, self.now_ms(), self.store.serial());
         let name = name.to_owned();
         let expires_ms = now_ms.saturating_add(term.as_millis() as i64);
+        let given_up = Arc::clone(&self.leases_given_up.0);
         let taken = self
             .store
             .transact(move |tx: &mut dyn Txn| {
+                // In every run: one that follows the release's commit must write nothing.
+                if GivenUp::has(&given_up, &name) {
+                    return Ok(None);
+                }
                 if let Err(other) = may_take(load(tx, &name)?, me, now_ms, sole) {
-                    return Ok(Tenure::Elsewhere {
+                    return Ok(Some(Tenure::Elsewhere {
                         gateway: other.gateway,
                         expires_ms: other.expires_ms,
-                    });
+                    }));
                 }
                 let lease = LeaseV1 {
                     instance: me.instance,
@@ -118,16 +152,17 @@ impl Gateway {
                     &lease_key(&name),
                     &encode(&LeaseRecord::V1(lease)),
                 );
-                Ok::<_, store::Error>(Tenure::Held { expires_ms })
+                Ok::<_, store::Error>(Some(Tenure::Held { expires_ms }))
             })
             .await
             .map_err(Error::from)?;
-        taken.map_err(Error::from)
+        taken?.ok_or_else(|| Error::FailedPrecondition(GIVEN_UP.into()))
     }
 
-    /// Gives the lease `name` up if this process holds it, so that another gateway may take it
-    /// at once.
+    /// Gives the lease `name` up for good (the process stops): frees it if this process holds
+    /// it, so that another gateway may take it at once.
     pub(in crate::service) async fn release_lease(&self, name: &str) -> Result<(), Error> {
+        self.leases_given_up.add(name);
         let (me, name) = (self.lease_holder, name.to_owned());
         let released = self
             .store
@@ -217,6 +252,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(Twice::side_by_side(
             EmbeddedStore::open(dir.path()).unwrap(),
         ));
+        let bystander = testing::gateway_over(Arc::clone(&store)).0;
         let [(a, clock_a), (b, clock_b)] = two_gateways(store);
         let held = |gateway: &Gateway| Tenure::Held {
             expires_ms: gateway.now_ms() + 10_000,
@@ -256,7 +292,7 @@ mod tests {
         ));
 
         // A release by one who does not hold it changes nothing; the holder's frees it at once.
-        a.release_lease("task").await.unwrap();
+        bystander.release_lease("task").await.unwrap();
         assert!(matches!(
             a.take_lease("task", TERM).await.unwrap(),
             Tenure::Elsewhere { .. }
@@ -270,6 +306,28 @@ mod tests {
             ),
             "leases are by name"
         );
+    }
+
+    /// A renewal that runs after the release (one under way as the process stopped, re-run once
+    /// the release committed) does not take the lease back: it would hold it for nobody.
+    #[tokio::test]
+    async fn a_lease_given_up_is_not_taken_back_by_its_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(Twice::side_by_side(
+            EmbeddedStore::open(dir.path()).unwrap(),
+        ));
+        let [(stopping, _), (other, _)] = two_gateways(store);
+        stopping.take_lease("task", TERM).await.unwrap();
+        stopping.release_lease("task").await.unwrap();
+        let renewed = stopping.take_lease("task", TERM).await;
+        assert!(
+            matches!(&renewed, Err(Error::FailedPrecondition(why)) if why == GIVEN_UP),
+            "{renewed:?}"
+        );
+        assert!(matches!(
+            other.take_lease("task", TERM).await.unwrap(),
+            Tenure::Held { .. }
+        ));
     }
 
     /// On an embedded store, which one process opens at a time, a lease left behind by a

@@ -334,6 +334,8 @@ pub struct Gateway {
     room: Arc<Room>,
     /// This process, as the leases it takes name it (lease.rs).
     lease_holder: lease::Holder,
+    /// The leases this process gave up as it stops, which it never takes again (lease.rs).
+    leases_given_up: lease::GivenUp,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -353,6 +355,7 @@ impl Gateway {
         let rng = ring::rand::SystemRandom::new();
         Gateway {
             lease_holder: lease::Holder::new(&rng, config.audit_writer),
+            leases_given_up: lease::GivenUp::default(),
             clock_watch: std::sync::Mutex::new(ClockWatch::new(
                 reading,
                 config.clock_step_tolerance,

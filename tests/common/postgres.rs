@@ -193,6 +193,19 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A superuser session of `database` kept open: psql reading the statements the test writes
+    /// to its stdin, so that a transaction can stay open across the test's steps.
+    pub(crate) fn session(&self, database: &str) -> Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtX", "-U", "postgres", "-h"])
+            .arg(self.folder.join("run"))
+            .args(["-p", &self.port.to_string(), "-d", database])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// What the server answers `sql` run in `database` as the application role, over TLS with
     /// the server verified (its error output; empty when it succeeded).
     pub(crate) fn as_app(&self, database: &str, sql: &str) -> String {

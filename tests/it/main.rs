@@ -47,6 +47,7 @@ mod relay_fleet;
 mod review_27;
 mod review_27b;
 mod review_28;
+mod review_29;
 mod signature;
 mod store;
 mod store_damage;

@@ -216,9 +216,8 @@ async fn a_database_upgraded_to_the_sequence_of_unique_numbers_draws_past_its_co
     sql_in(
         cluster,
         &config,
-        "DROP TABLE rxgate.turns; \
-         DROP FUNCTION rxgate.draws_past_counters(); DROP SEQUENCE rxgate.draws; \
-         DELETE FROM rxgate.schema_version WHERE version >= 3; \
+        "DROP FUNCTION rxgate.draws_past_counters(); DROP SEQUENCE rxgate.draws; \
+         DROP TABLE rxgate.turns; DELETE FROM rxgate.schema_version WHERE version >= 3; \
          INSERT INTO rxgate.meta (k, v) VALUES ('sequence/intake'::bytea, '\\x00000000000001f4')",
     );
     let migrator = cluster.migrator();

@@ -19,9 +19,10 @@
 //!   fresh snapshot, at most [`MAX_ATTEMPTS`] times in all; then the answer is
 //!   [`Error::Unavailable`] (UNAVAILABLE to the client, who may retry). A re-run first waits up
 //!   to a millisecond per run so far, spread, and runs beside the others; the last one runs
-//!   alone in the fleet: every run locks the table `rxgate.turns` in its BEGIN, shared, and the
-//!   last exclusively, so it waits until the runs of every gateway over the database have
-//!   ended, holds new ones back until it ends, and cannot lose again to them.
+//!   alone in the fleet: every run locks the database's table of turns in its BEGIN, shared,
+//!   and the last exclusively, so it waits until the runs of every gateway over the database
+//!   have ended, holds new ones back until it ends, takes its snapshot after them, and cannot
+//!   lose again to them.
 //! - **No row every transaction writes.** Such a row would make every pair of concurrent
 //!   transactions conflict. So each function holds a lane ([`crate::store::Txn::lane`], taken
 //!   when it first asks) under which the service keeps an audit chain of its own, unique
@@ -64,13 +65,16 @@ use txn::PgTxn;
 /// The most runs of one transaction function (the first and its re-runs after conflicts).
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// The BEGIN of a run, with the lock by which a run that conflicted [`MAX_ATTEMPTS`]` - 1`
-/// times gets the database to itself: every run locks the table `rxgate.turns` in SHARE mode,
-/// the last in EXCLUSIVE mode. `LOCK TABLE` takes no snapshot, so the run's snapshot is taken
-/// after the lock is held (by its first read): the last run then sees all that the runs it
-/// waited for committed, and cannot conflict with them. The wait for the lock is bounded by 5 s
-/// rather than by the session's short `lock_timeout` (config.rs), which the run gets back once
-/// it holds it: a run waits behind the one that runs alone.
+/// The BEGIN of a run, with the lock of turns by which a run that conflicted
+/// [`MAX_ATTEMPTS`]` - 1` times gets the database to itself: every run locks `rxgate.turns`
+/// SHARE, the last EXCLUSIVE (migrations/0004.sql), all gateways over the database alike. A
+/// table's lock, not an advisory one: `LOCK TABLE` takes no snapshot, so the run's SERIALIZABLE
+/// snapshot is taken after it holds its turn (a `SELECT pg_advisory_xact_lock()` takes it
+/// before it waits, and the last run then read what the runs it waited for overwrote, and lost
+/// to them again). The wait for it is bounded by 5 s rather than by the session's short
+/// `lock_timeout` (config.rs), which the run gets back once it holds the lock: a run waits
+/// behind the one that runs alone. `RESET` goes back to the value the connection started with,
+/// which is why config.rs sets it among the connection's options, never by a `SET`.
 macro_rules! begin_taking {
     ($mode:literal) => {
         concat!(

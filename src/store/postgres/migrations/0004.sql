@@ -1,6 +1,6 @@
--- Version 4: the table whose lock gives a transaction's runs their turns. It holds no rows:
--- every run locks it in SHARE mode, and the last run of a transaction that conflicted again
--- and again in EXCLUSIVE mode, so that it runs alone among every gateway's runs. A table lock,
--- unlike an advisory lock taken by a SELECT, is taken before the run's snapshot, so the run
--- alone sees everything the runs it waited for committed, and cannot conflict with them.
+-- Version 4: the table whose lock orders the runs of every gateway's transactions (mod.rs,
+-- "Re-run on conflict"): every run locks it SHARE as it begins, the last run of a function that
+-- kept conflicting EXCLUSIVE. A table, not an advisory lock: LOCK TABLE, unlike a SELECT, takes
+-- no snapshot, so a SERIALIZABLE run takes its snapshot only once it holds its turn, after the
+-- runs it waited for have committed. It holds no rows.
 CREATE TABLE rxgate.turns ();
