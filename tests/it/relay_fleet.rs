@@ -25,8 +25,8 @@ use crate::{
 };
 
 /// The lease's term (`[relay] lease_secs`) where a gateway is killed: short, so that the test
-/// waits little for it, yet twice the longest stall seen of a renewal while the whole suite
-/// loads the machine (with 5 s, a renewal late by two thirds of a term moved the lease before
+/// waits little for it, yet long enough that a renewal must be late by 6.7 s to move it (with
+/// 5 s, a renewal late by 3.3 s while the whole suite loaded the machine moved the lease before
 /// the kill, and the upstream heard from one gateway only).
 const LEASE_SECS: u64 = 10;
 /// What a takeover may take beyond the term: the next look (a third of the term), a loaded
