@@ -362,10 +362,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
             watcher.follow_imports(shipped, IMPORT_POLL).await;
         });
     }
-    let claimant = Arc::clone(&gateway);
-    background.spawn("identity claim", async move {
-        claimant.keep_identity_claim().await;
-    });
+    // A store one process opens at a time needs no renewal: nobody else could take the claim.
+    if !store.serial() {
+        let claimant = Arc::clone(&gateway);
+        background.spawn("identity claim", async move {
+            claimant.keep_identity_claim().await;
+        });
+    }
     let sequencer = Arc::clone(&gateway);
     background.spawn("event sequencer", async move {
         sequencer.sequence_events(SEQUENCER_POLL).await;

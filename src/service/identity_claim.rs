@@ -7,7 +7,7 @@
 //! refuses to start if the claim is renewed meanwhile (another process runs with the identity);
 //! it renews the claim every third of a term, and gives it up when it stops. On an embedded
 //! store, which one process opens at a time, a claim left behind is taken at once
-//! (`Gateway::take_lease`).
+//! (`Gateway::take_lease`), and `app.rs` renews none.
 
 use std::time::Duration;
 
