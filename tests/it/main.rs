@@ -24,6 +24,7 @@ mod disk_full;
 mod dispensing;
 mod durability;
 mod events;
+mod failover;
 mod fleet;
 mod fuzz_corpus;
 mod gateway;
