@@ -53,5 +53,6 @@ mod store_dump;
 mod store_dump_checks;
 mod store_postgres_moves;
 mod store_verify;
+mod sync_commit;
 mod tls;
 mod upgrade;
