@@ -38,6 +38,7 @@ mod limbo;
 mod master;
 mod numeric_edges;
 mod ops_http;
+mod pool_loss;
 mod postgres;
 mod pseudonymized_keys;
 mod reflection;
