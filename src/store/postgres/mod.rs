@@ -309,16 +309,16 @@ enum Run {
     Again,
 }
 
-/// One connection's part in running a function: it ends each run's transaction, and notes a
-/// failure to end one, after which the connection must not be pooled again.
+/// One connection's part in running a function: it ends each run's transaction, and notes the
+/// connection's loss, after which it must not be pooled again.
 struct Session<'a> {
     client: &'a Object,
     runtime: &'a Handle,
     /// The lane the function holds for all its runs, once it asks for one.
     lane: LaneCell<'a>,
-    /// The connection was lost (a round trip the server did not answer, or answered by ending
-    /// the session), or a run was abandoned inside its transaction.
-    broken: Cell<bool>,
+    /// The connection was lost: a round trip the server did not answer, or answered by ending
+    /// the session.
+    lost: Cell<bool>,
     /// A run's BEGIN was answered: the function may have run.
     began: Cell<bool>,
 }
@@ -326,11 +326,11 @@ struct Session<'a> {
 impl Session<'_> {
     /// Runs `sql` (BEGIN with its lock, COMMIT, ROLLBACK). A failure the server did not answer
     /// (a lost connection, a broken protocol), or answered by ending the session, marks the
-    /// connection broken.
+    /// connection lost.
     fn end(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         let ended = self.runtime.block_on(self.client.batch_execute(sql));
         if ended.as_ref().is_err_and(connection_lost) {
-            self.broken.set(true);
+            self.lost.set(true);
         }
         ended
     }
@@ -388,7 +388,7 @@ impl Shared {
             client: &client,
             runtime,
             lane: LaneCell::new(&self.lanes),
-            broken: Cell::new(false),
+            lost: Cell::new(false),
             began: Cell::new(false),
         };
         let mut abandoned = false;
@@ -397,7 +397,7 @@ impl Shared {
                 abandoned = true;
                 Err(panicked(panic.as_ref()))
             });
-        let (lost, began) = (session.broken.get(), session.began.get());
+        let (lost, began) = (session.lost.get(), session.began.get());
         drop(session);
         if lost {
             self.pool.retain(|_, _| false);
