@@ -79,8 +79,14 @@ impl Pair {
     /// left: [`Pair::stand_alone`] clears it.
     pub(crate) fn fail_over(&self) -> Instant {
         self.primary.kill();
+        let killed = Instant::now();
         self.standby.promote();
-        Instant::now()
+        let promoted = Instant::now();
+        eprintln!(
+            "failover: pg_ctl promote returned {:?} after the primary was killed",
+            promoted - killed
+        );
+        promoted
     }
 
     /// The new primary stops waiting for a standby it does not have: without this, every
