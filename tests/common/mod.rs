@@ -7,6 +7,7 @@
 pub(crate) mod audit;
 pub(crate) mod cms;
 pub(crate) mod exposition;
+pub(crate) mod failover;
 pub(crate) mod fixtures;
 pub(crate) mod fleet;
 pub(crate) mod postgres;
@@ -288,6 +289,19 @@ where
             answered => return answered,
         }
     }
+}
+
+/// The whole feed (WatchEvents from its start, live), as the dev management service watches
+/// it over `channel` (a channel of the client `management`).
+pub(crate) async fn whole_feed(channel: Channel) -> tonic::Streaming<pb::Event> {
+    rxgate::wire::proto::v1::event_service_client::EventServiceClient::new(channel)
+        .watch_events(pb::WatchEventsRequest {
+            after_sequence: 0,
+            filter: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// The text of GET /metrics at `addr`.

@@ -8,6 +8,8 @@
 //! PostgreSQL refuses to run as root: when the tests do, the cluster's files belong to the
 //! `postgres` user and its programs are started with `runuser`. The server is stopped, and its
 //! folder removed, when the test process ends (a shell waiting on the end of a pipe from it).
+//! A test may make clusters of its own beside the shared one (the failover drill's primary and
+//! its streaming standby, `Cluster::own` and `Cluster::standby`), stopped when dropped.
 //!
 //! `RXGATE_TEST_STORE=postgres` runs the in-process harness's gateways on it
 //! ([`super::start_with`]); the PostgreSQL binaries are looked for in `RXGATE_PG_BIN`, then in
@@ -40,7 +42,8 @@ pub(crate) fn binaries() -> Option<PathBuf> {
         .find(|dir| dir.join("initdb").is_file())
 }
 
-/// The test process's cluster.
+/// A cluster: the test process's shared one, or one of a test's own (`Cluster::own`,
+/// `Cluster::standby`).
 pub(crate) struct Cluster {
     folder: PathBuf,
     /// The server's log: `RXGATE_PG_LOG` if set (kept after the tests, for `.ci/run` to read),
@@ -49,7 +52,8 @@ pub(crate) struct Cluster {
     bin: PathBuf,
     port: u16,
     databases: AtomicU32,
-    /// The shell that stops the server when its stdin closes (at the process's end).
+    /// The shell that stops the server when its stdin closes (when this is dropped, or at the
+    /// process's end).
     _keeper: Mutex<Child>,
 }
 
@@ -61,11 +65,17 @@ pub(crate) fn cluster() -> &'static Cluster {
 
 /// The cluster, or `None` (said on stderr) when PostgreSQL is not installed outside CI.
 pub(crate) fn installed() -> Option<&'static Cluster> {
+    wanted_here().then(cluster)
+}
+
+/// Whether a test that needs PostgreSQL runs: always under CI (where its absence fails the
+/// test), else when it is installed; when it does not, says SKIPPED on stderr.
+pub(crate) fn wanted_here() -> bool {
     if binaries().is_none() && std::env::var_os("CI").is_none() {
         eprintln!("SKIPPED: PostgreSQL 15 is not installed (apt-get install postgresql-15)");
-        return None;
+        return false;
     }
-    Some(cluster())
+    true
 }
 
 /// The passwords of the two roles (test-only secrets, in files as production keeps them).
@@ -74,10 +84,25 @@ const OWNER_PASSWORD: &str = "owner-password-for-tests";
 
 impl Cluster {
     fn start() -> Cluster {
+        let folder = std::env::temp_dir().join(format!("rxgate-pg-{}", std::process::id()));
+        Cluster::made_in(folder, "", "")
+    }
+
+    /// A cluster apart from the shared one (a failover drill's primary), in a folder of its own
+    /// named after `name`, with `settings` added to its postgresql.conf and replication
+    /// connections (`pg_basebackup`, a standby's) trusted on its local socket; stopped, and its
+    /// folder removed, when dropped.
+    pub(crate) fn own(name: &str, settings: &str) -> Cluster {
+        let folder = std::env::temp_dir().join(format!("rxgate-pg-{}-{name}", std::process::id()));
+        Cluster::made_in(folder, settings, "local replication all trust\n")
+    }
+
+    /// A new cluster in `folder`: certificates, passwords, `initdb`, the settings (`settings`
+    /// added) and `pg_hba.conf` (`hba` added), started, with the two roles.
+    fn made_in(folder: PathBuf, settings: &str, hba: &str) -> Cluster {
         let bin = binaries().expect(
             "PostgreSQL 15 is not installed (apt-get install postgresql-15, or set RXGATE_PG_BIN)",
         );
-        let folder = std::env::temp_dir().join(format!("rxgate-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&folder);
         std::fs::create_dir_all(folder.join("run")).unwrap();
         certificates(&folder);
@@ -88,14 +113,9 @@ impl Cluster {
             std::fs::write(folder.join(name), secret).unwrap();
         }
         let port = free_port();
-        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        if as_root {
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&folder));
-        }
+        give_to_postgres(&folder);
         let data = folder.join("data");
-        run(postgres_user(as_root, bin.join("initdb"))
+        run(postgres_user(bin.join("initdb"))
             .args([
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
@@ -105,33 +125,39 @@ impl Cluster {
             ])
             .arg(&data)
             .stdout(Stdio::null()));
-        let settings = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n\
-             shared_buffers = 64MB\nmax_connections = 200\n",
-            folder.join("run").display(),
-            folder.join("server.pem").display(),
-            folder.join("server.key").display(),
+        append(
+            &data.join("postgresql.conf"),
+            &format!("{}{settings}", server_settings(&folder, port)),
         );
-        append(&data.join("postgresql.conf"), &settings);
         // TLS only over TCP, SCRAM for every role; the local socket (setup) trusts.
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            format!("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n{hba}"),
         )
         .unwrap();
+        let cluster = Cluster::running(folder, bin, port);
+        cluster.sql(&format!(
+            "CREATE ROLE rxgate_owner LOGIN PASSWORD '{OWNER_PASSWORD}';
+             CREATE ROLE rxgate_app LOGIN PASSWORD '{APP_PASSWORD}';"
+        ));
+        cluster
+    }
+
+    /// Starts the server of the data folder `folder/data` (configured to listen on `port`),
+    /// its log opened as the tests keep it, and waits until it accepts connections.
+    fn running(folder: PathBuf, bin: PathBuf, port: u16) -> Cluster {
         let log = std::env::var_os("RXGATE_PG_LOG")
             .map_or_else(|| folder.join("server.log"), PathBuf::from);
-        // Several test processes may share it: each appends.
+        // Several test processes and clusters may share it: each appends.
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        if as_root {
+        if as_root() {
             run(Command::new("chown").arg("postgres").arg(&log));
         }
-        let keeper = keeper(as_root, &bin, &data, (&folder, &log));
+        let keeper = keeper(&bin, &folder.join("data"), (&folder, &log));
         let cluster = Cluster {
             folder,
             log,
@@ -141,11 +167,75 @@ impl Cluster {
             _keeper: Mutex::new(keeper),
         };
         cluster.wait_ready();
-        cluster.sql(&format!(
-            "CREATE ROLE rxgate_owner LOGIN PASSWORD '{OWNER_PASSWORD}';
-             CREATE ROLE rxgate_app LOGIN PASSWORD '{APP_PASSWORD}';"
-        ));
         cluster
+    }
+
+    /// A streaming standby of this cluster, made with `pg_basebackup` in a folder of its own
+    /// beside this one's, with this one's certificates and passwords (a client verifies both
+    /// servers against one CA), connecting as `application_name = name`: the name the primary's
+    /// `synchronous_standby_names` must list for it to be synchronous.
+    pub(crate) fn standby(&self, name: &str) -> Cluster {
+        let mut stem = self.folder.file_name().unwrap().to_owned();
+        stem.push(format!("-{name}"));
+        let folder = self.folder.with_file_name(stem);
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(folder.join("run")).unwrap();
+        let shared = [
+            "ca.pem",
+            "server.pem",
+            "server.key",
+            "app.password",
+            "owner.password",
+        ];
+        for file in shared {
+            std::fs::copy(self.folder.join(file), folder.join(file)).unwrap();
+        }
+        give_to_postgres(&folder);
+        let data = folder.join("data");
+        run(postgres_user(self.bin.join("pg_basebackup"))
+            .args([
+                "--checkpoint=fast",
+                "--wal-method=stream",
+                "-U",
+                "postgres",
+                "-h",
+            ])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-D"])
+            .arg(&data));
+        run(postgres_user(PathBuf::from("touch")).arg(data.join("standby.signal")));
+        let port = free_port();
+        let primary = format!(
+            "primary_conninfo = 'host={} port={} user=postgres application_name={name}'\n",
+            self.socket_dir().display(),
+            self.port,
+        );
+        append(
+            &data.join("postgresql.conf"),
+            &format!("{}{primary}", server_settings(&folder, port)),
+        );
+        Cluster::running(folder, self.bin.clone(), port)
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills its postmaster with SIGKILL (the first line of `postmaster.pid`), as a crash of
+    /// the machine would stop it: nothing is shut down, its sessions end without an answer.
+    pub(crate) fn kill(&self) {
+        let pid_file = std::fs::read_to_string(self.folder.join("data/postmaster.pid")).unwrap();
+        let pid = pid_file.lines().next().unwrap();
+        run(Command::new("kill").args(["-KILL", pid]));
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote -w`): returns once it accepts writes.
+    pub(crate) fn promote(&self) {
+        run(postgres_user(self.bin.join("pg_ctl"))
+            .args(["promote", "-w", "-D"])
+            .arg(self.folder.join("data"))
+            .stdout(Stdio::null()));
     }
 
     fn wait_ready(&self) {
@@ -277,9 +367,24 @@ impl Cluster {
     }
 }
 
+/// Whether the tests run as root, under which PostgreSQL refuses to run.
+fn as_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| Command::new("id").arg("-u").output().unwrap().stdout == b"0\n")
+}
+
+/// Gives `folder` to the `postgres` user when the tests run as root.
+fn give_to_postgres(folder: &Path) {
+    if as_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(folder));
+    }
+}
+
 /// `program`, run as the `postgres` user when the tests run as root.
-fn postgres_user(as_root: bool, program: PathBuf) -> Command {
-    if as_root {
+fn postgres_user(program: PathBuf) -> Command {
+    if as_root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--"]).arg(program);
         command
@@ -288,17 +393,32 @@ fn postgres_user(as_root: bool, program: PathBuf) -> Command {
     }
 }
 
+/// The settings of a server in `folder` listening on `port`: over TCP on 127.0.0.1 only, with
+/// TLS (the folder's certificate), its socket in `folder/run`. Durability is not what the tests
+/// are about (none crashes the machine), so `fsync = off`.
+fn server_settings(folder: &Path, port: u16) -> String {
+    format!(
+        "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+         ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n\
+         shared_buffers = 64MB\nmax_connections = 200\n",
+        folder.join("run").display(),
+        folder.join("server.pem").display(),
+        folder.join("server.key").display(),
+    )
+}
+
 /// Starts the server under a shell that stops it (fast shutdown) and removes `folder` once its
-/// stdin, a pipe from this process, closes: when the tests end, however they end.
-fn keeper(as_root: bool, bin: &Path, data: &Path, (folder, log): (&Path, &Path)) -> Child {
+/// stdin, a pipe from this process, closes: when the `Cluster` is dropped or the tests end,
+/// however they end.
+fn keeper(bin: &Path, data: &Path, (folder, log): (&Path, &Path)) -> Child {
     let script = format!(
-        "'{}' -D '{}' >>'{}' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{}'",
+        "'{}' -D '{}' >>'{}' 2>&1 & pid=$!; read _; kill -INT $pid 2>/dev/null; wait $pid; rm -rf '{}'",
         bin.join("postgres").display(),
         data.display(),
         log.display(),
         folder.display(),
     );
-    let mut command = postgres_user(as_root, PathBuf::from("sh"));
+    let mut command = postgres_user(PathBuf::from("sh"));
     command.args(["-c", &script]).stdin(Stdio::piped());
     // The pipe's write end stays open in the child's handle until this process ends.
     command.spawn().unwrap()

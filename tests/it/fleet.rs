@@ -12,15 +12,10 @@ use std::{
 };
 
 use prost::Message;
-use rxgate::{
-    app,
-    cli::demo::demo_prescription,
-    service::IDENTITY_TERM,
-    wire::proto::v1::{self as pb, event_service_client::EventServiceClient},
-};
+use rxgate::{app, cli::demo::demo_prescription, service::IDENTITY_TERM, wire::proto::v1 as pb};
 use tonic::Code;
 
-use crate::common::{Harness, fixtures::prescription, fleet, patient, throttled};
+use crate::common::{Harness, fixtures::prescription, fleet, patient, throttled, whole_feed};
 use crate::{events::take, gateway::winners};
 
 /// Registers the demo prescription `number` of patient `n` through `h`, signed once by the dev
@@ -50,14 +45,7 @@ async fn register_through(
 
 /// The feed from the start, as the dev management service watches it through `h`.
 async fn watch(h: &Harness) -> tonic::Streaming<pb::Event> {
-    EventServiceClient::new(h.channel("management").await)
-        .watch_events(pb::WatchEventsRequest {
-            after_sequence: 0,
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    whole_feed(h.channel("management").await).await
 }
 
 fn receive(n: u32, exchange: &str) -> pb::ReceivePrescriptionRequest {

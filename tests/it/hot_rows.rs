@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rxgate::wire::proto::v1::{self as pb, event_service_client::EventServiceClient};
+use rxgate::wire::proto::v1 as pb;
 
 use crate::common::postgres::{Cluster, installed as cluster};
-use crate::common::{Harness, patient, start_with, throttled};
+use crate::common::{Harness, patient, start_with, throttled, whole_feed};
 use crate::events::take;
 use prost::Message;
 use rxgate::cli::demo::demo_prescription;
@@ -78,14 +78,7 @@ async fn concurrent_calls_share_no_row_and_the_feed_numbers_every_event_once_in_
     let Some(cluster) = cluster() else { return };
     let (h, database) = gateway_on(cluster).await;
     let h = Arc::new(h);
-    let mut feed = EventServiceClient::new(h.channel("management").await)
-        .watch_events(pb::WatchEventsRequest {
-            after_sequence: 0,
-            filter: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = whole_feed(h.channel("management").await).await;
     let numbers = concurrent_load(&h).await;
 
     let expected = (REGISTERED + 2 * DISPENSED) as usize;

@@ -33,7 +33,7 @@ fn sql_in(cluster: &Cluster, config: &PostgresConfig, sql: &str) -> String {
 }
 
 /// Closes `store` off the async runtime, as closing waits for its threads.
-async fn close(store: Arc<PgStore>) {
+pub(crate) async fn close(store: Arc<PgStore>) {
     tokio::task::spawn_blocking(move || store.close())
         .await
         .unwrap();

@@ -72,6 +72,14 @@ impl fmt::Debug for PostgresConfig {
 /// its `deadlock_timeout`, a second by default).
 const LOCK_TIMEOUT_MS: u64 = 20;
 
+/// The probes of an idle connection: the first after this long without traffic, then one a
+/// [`KEEPALIVE_INTERVAL`], the connection given up after [`KEEPALIVE_RETRIES`] unanswered (8 s
+/// in all). A live server's kernel answers them even while a COMMIT waits long for a
+/// synchronous standby, so they never cut a wait that is still going on.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 fn default_pool_size() -> usize {
     16
 }
@@ -174,10 +182,18 @@ impl PostgresConfig {
             SslMode::Disable
         };
         settings.ssl_mode(mode);
+        // A server that vanishes without closing its connections (its machine lost, a network
+        // cut) is given up by the kernel, not waited for: once what was sent to it stays
+        // unacknowledged as long as a connection attempt may take, or an idle connection's
+        // probes go unanswered. The pool then connects afresh, to whichever host takes writes.
+        let silence = Duration::from_millis(self.connect_timeout_ms);
         settings
-            .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .connect_timeout(silence)
+            .tcp_user_timeout(silence)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
             .options(format!(
                 "-c synchronous_commit=on -c statement_timeout={} \
                  -c idle_in_transaction_session_timeout={} -c lock_timeout={LOCK_TIMEOUT_MS}",
@@ -263,4 +279,57 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         ));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn over_tcp(url: &str) -> PostgresConfig {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/tls/ca.cert.pem");
+        toml::from_str(&format!(
+            "url = {url:?}\nca_file = {ca:?}\nconnect_timeout_ms = 3000"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_url_of_several_hosts_keeps_them_all_and_the_read_write_target() {
+        let config = over_tcp(
+            "postgresql://rxgate_app@10.0.0.1:5432,10.0.0.2:5433/rxgate\
+             ?target_session_attrs=read-write",
+        );
+        let settings = config.connection(None).unwrap().settings;
+        let hosts: Vec<_> = settings.get_hosts().iter().collect();
+        assert_eq!(hosts.len(), 2, "{hosts:?}");
+        assert_eq!(settings.get_ports(), [5432, 5433]);
+        assert_eq!(
+            settings.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(settings.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn a_server_that_goes_silent_is_given_up_by_the_kernel() {
+        let settings = over_tcp("postgresql://rxgate_app@10.0.0.1/rxgate")
+            .connection(None)
+            .unwrap()
+            .settings;
+        let silence = Some(Duration::from_secs(3));
+        assert_eq!(settings.get_tcp_user_timeout(), silence.as_ref());
+        assert!(settings.get_keepalives());
+        assert_eq!(
+            (
+                settings.get_keepalives_idle(),
+                settings.get_keepalives_interval(),
+                settings.get_keepalives_retries()
+            ),
+            (
+                KEEPALIVE_IDLE,
+                Some(KEEPALIVE_INTERVAL),
+                Some(KEEPALIVE_RETRIES)
+            )
+        );
+    }
 }

@@ -32,9 +32,15 @@
 //! - **Durable before answered.** Every session runs `synchronous_commit = on`, so a COMMIT
 //!   returns once its WAL is on disk, and no transaction sees another's writes before then:
 //!   nothing a crash could take back is ever revealed.
-//! - **A lost connection** answers [`Error::Unavailable`]; when it was lost during the COMMIT
-//!   the outcome is unknown, which the message says (the client's retry converges through the
-//!   calls' idempotency). The pool replaces broken connections; nothing needs a restart.
+//! - **A lost connection** (no answer, or the server ending the session: FATAL or PANIC, as
+//!   at its shutdown or crash) answers [`Error::Unavailable`]; when it was lost during the
+//!   COMMIT the outcome is unknown, which the message says (the client's retry converges
+//!   through the calls' idempotency). A connection found lost at a run's BEGIN, before the
+//!   function ran, is replaced and the run made on a new one. A lost connection takes the
+//!   pool's idle ones with it, so that after a failover the next transactions connect afresh
+//!   (a multi-host URL with `target_session_attrs=read-write` finds the new primary) rather
+//!   than meet the dead ones one by one; a server gone silent is given up by the kernel
+//!   (config.rs: `tcp_user_timeout`, keepalives). Nothing needs a restart.
 
 mod config;
 mod lanes;
@@ -310,23 +316,28 @@ enum Run {
     Again,
 }
 
-/// One connection's part in running a function: it ends each run's transaction, and notes a
-/// failure to end one, after which the connection must not be pooled again.
+/// One connection's part in running a function: it ends each run's transaction, and notes the
+/// connection's loss, after which it must not be pooled again.
 struct Session<'a> {
     client: &'a Object,
     runtime: &'a Handle,
     /// The lane the function holds for all its runs, once it asks for one.
     lane: LaneCell<'a>,
-    broken: Cell<bool>,
+    /// The connection was lost: a round trip the server did not answer, or answered by ending
+    /// the session.
+    lost: Cell<bool>,
+    /// A run's BEGIN was answered: the function may have run.
+    began: Cell<bool>,
 }
 
 impl Session<'_> {
-    /// Runs `sql` (BEGIN with its lock, COMMIT, ROLLBACK). A failure the server did not answer (a lost
-    /// connection, a broken protocol) marks the connection broken.
+    /// Runs `sql` (BEGIN with its lock, COMMIT, ROLLBACK). A failure the server did not answer
+    /// (a lost connection, a broken protocol), or answered by ending the session, marks the
+    /// connection lost.
     fn end(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         let ended = self.runtime.block_on(self.client.batch_execute(sql));
-        if ended.as_ref().is_err_and(|e| e.as_db_error().is_none()) {
-            self.broken.set(true);
+        if ended.as_ref().is_err_and(connection_lost) {
+            self.lost.set(true);
         }
         ended
     }
@@ -351,30 +362,57 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner) = unreachable;
     }
 
-    /// Runs `f` until it commits or fails for good, at most [`MAX_ATTEMPTS`] times. A
-    /// connection whose transaction may not have ended is closed rather than pooled again:
-    /// one that failed to end it, or one the engine itself panicked on (`f`'s own panics are
-    /// caught in [`Shared::attempt`], which rolls back), which would otherwise go back to the
-    /// pool inside its transaction and hand the next function its old snapshot.
+    /// Runs `f` on `client` until it commits or fails for good, at most [`MAX_ATTEMPTS`]
+    /// times; once more on a new connection if `client` was found lost before `f` ran (its
+    /// server gone since it was pooled), which would otherwise cost the caller an UNAVAILABLE.
     fn run(&self, client: Object, runtime: &Handle, f: &TxnFn) -> Result<Outcome, Error> {
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let (answer, unbegun) = self.run_on(client, runtime, f);
+        if !unbegun {
+            return answer;
+        }
+        match runtime.block_on(self.pool.get()) {
+            Ok(client) => self.run_on(client, runtime, f).0,
+            Err(e) => Err(pool_error(&e)),
+        }
+    }
+
+    /// Runs `f` on `client`; the answer, and whether the connection was lost before `f` ran.
+    /// A connection whose transaction may not have ended is closed rather than pooled again:
+    /// one that failed to end it, or one the engine itself panicked on (`f`'s own panics are
+    /// caught in [`Shared::attempt`], which rolls back), which would otherwise go back to the
+    /// pool inside its transaction and hand the next function its old snapshot. A lost one
+    /// also takes the pool's idle connections with it: they most likely went to the same
+    /// server, and the next transactions had better connect afresh (to whichever host takes
+    /// writes now) than find each of them dead in turn.
+    fn run_on(
+        &self,
+        client: Object,
+        runtime: &Handle,
+        f: &TxnFn,
+    ) -> (Result<Outcome, Error>, bool) {
         let session = Session {
             client: &client,
             runtime,
             lane: LaneCell::new(&self.lanes),
-            broken: Cell::new(false),
+            lost: Cell::new(false),
+            began: Cell::new(false),
         };
+        let mut abandoned = false;
         let answer =
             catch_unwind(AssertUnwindSafe(|| self.attempts(&session, f))).unwrap_or_else(|panic| {
-                session.broken.set(true);
+                abandoned = true;
                 Err(panicked(panic.as_ref()))
             });
-        let broken = session.broken.get();
+        let (lost, began) = (session.lost.get(), session.began.get());
         drop(session);
-        if broken {
+        if lost {
+            self.pool.retain(|_, _| false);
+        }
+        if lost || abandoned {
             drop(Object::take(client));
         }
-        answer
+        (answer, lost && !began)
     }
 
     /// The runs beside the other transactions of the fleet, but the last alone among them (see
@@ -403,6 +441,7 @@ impl Shared {
     fn attempt(&self, session: &Session<'_>, begin: &str, f: &TxnFn) -> Result<Run, Error> {
         session.lane.run_begins();
         session.end(begin).map_err(|e| database_error(&e))?;
+        session.began.set(true);
         let mut txn = PgTxn::new(session.client, session.runtime, &self.sql, &session.lane);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut txn)));
         let outcome = match (txn.failed(), outcome) {
@@ -445,15 +484,16 @@ impl Shared {
                 session.lane.remember(lane_rows);
                 Ok(Run::Done(outcome))
             }
-            Err(e) if e.as_db_error().is_none() => {
+            Err(e) if connection_lost(&e) => {
                 session.lane.forget();
                 Err(Error::Unavailable(format!(
-                    "the database connection was lost during COMMIT: the outcome is unknown ({e})"
+                    "the database connection was lost during COMMIT: the outcome is unknown ({})",
+                    described(&e)
                 )))
             }
             Err(e) => {
-                // A COMMIT refused may still have committed (a FATAL error while a synchronous
-                // standby was awaited): the lane's next holder reads its rows again.
+                // A COMMIT refused (a conflict found at the commit) did not commit; the lane's
+                // next holder reads its rows again all the same.
                 session.lane.forget();
                 again_or(database_error(&e))
             }
@@ -509,20 +549,26 @@ fn is_conflict(error: &Error) -> bool {
     matches!(error, Error::Unavailable(why) if why.starts_with(CONFLICT))
 }
 
-/// A database error as the store reports it. Only the SQLSTATE and the server's message are
-/// kept, never its detail, which can quote a row's key.
+/// Whether `error` ended the connection: the server did not answer (a lost connection, a
+/// broken protocol), or answered by ending the session (FATAL or PANIC: an administrator's
+/// shutdown, a crash of the server, its postmaster gone), at any point of what it was doing.
+fn connection_lost(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::Severity;
+    error.as_db_error().is_none_or(|db| {
+        matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal | Severity::Panic)
+        )
+    })
+}
+
+/// A database error as the store reports it.
 fn database_error(error: &tokio_postgres::Error) -> Error {
+    let why = described(error);
     let Some(db) = error.as_db_error() else {
-        let mut why = error.to_string();
-        let mut cause = std::error::Error::source(error);
-        while let Some(inner) = cause {
-            why = format!("{why}: {inner}");
-            cause = inner.source();
-        }
         return Error::Unavailable(format!("the database cannot be reached: {why}"));
     };
-    let (code, message) = (db.code(), db.message());
-    let why = format!("{message} (SQLSTATE {})", code.code());
+    let code = db.code();
     match *code {
         SqlState::T_R_SERIALIZATION_FAILURE
         | SqlState::T_R_DEADLOCK_DETECTED
@@ -537,6 +583,21 @@ fn database_error(error: &tokio_postgres::Error) -> Error {
         }
         _ => Error::Engine(why),
     }
+}
+
+/// What went wrong, in words: the server's message and SQLSTATE, never its detail, which can
+/// quote a row's key; or the client's error with its causes.
+fn described(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut why = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        why = format!("{why}: {inner}");
+        cause = inner.source();
+    }
+    why
 }
 
 fn pool_error(error: &deadpool_postgres::PoolError) -> Error {

@@ -1,0 +1,96 @@
+//! Pooled connections whose server went away while they sat idle, unnoticed: a proxy between
+//! the store and the test cluster drops its side of every connection at once and answers the
+//! gateway's next message by closing, as a load balancer does whose backend vanished. The
+//! next transactions must not be answered UNAVAILABLE for the dead connections the pool still
+//! holds: the one found dead at its BEGIN runs again on a new connection, and the other idle
+//! ones are dropped with it. Skipped, saying so, when PostgreSQL is not installed, except
+//! under CI.
+
+use std::sync::Arc;
+
+use rxgate::store::{Error, Store, Table};
+use tokio::{
+    io::AsyncReadExt,
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::common::postgres::installed;
+use crate::postgres::{close, open};
+
+/// A TCP proxy to `upstream` on 127.0.0.1 whose connections can all be cut at once.
+struct Proxy {
+    port: u16,
+    cut: watch::Sender<()>,
+}
+
+impl Proxy {
+    async fn to(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, _) = watch::channel(());
+        let cutting = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let server = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+                tokio::spawn(forward(client, server, cutting.subscribe()));
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    /// Cuts every connection made so far; those made afterwards are forwarded.
+    fn cut(&self) {
+        self.cut.send_replace(());
+    }
+}
+
+/// Forwards both ways until the connection ends or is cut: then the server's side is closed,
+/// and the client's once it sends anything more.
+async fn forward(mut client: TcpStream, mut server: TcpStream, mut cut: watch::Receiver<()>) {
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = cut.changed() => {}
+    }
+    drop(server);
+    let _ = client.read(&mut [0; 1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_a_server_gone_cost_no_transaction_an_unavailable() {
+    let Some(cluster) = installed() else { return };
+    let mut config = cluster.database();
+    let port = config
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let proxy = Proxy::to(port.parse().unwrap()).await;
+    config.url = config
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let store = open(&config).await.unwrap();
+    let write = |store: &Arc<rxgate::store::PgStore>, key: &'static [u8]| {
+        store.transact(move |tx| {
+            tx.put(Table::Meta, key, b"x");
+            Ok::<_, Error>(())
+        })
+    };
+    // Two connections in the pool, idle.
+    let (a, b) = tokio::join!(write(&store, b"a"), write(&store, b"b"));
+    a.unwrap().unwrap();
+    b.unwrap().unwrap();
+
+    proxy.cut();
+    let answer = write(&store, b"c").await;
+    assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
+    // The other dead connection went with the first: only the new one is left.
+    assert_eq!(store.stats().pool.open, 1);
+    let answer = write(&store, b"d").await;
+    assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
+    close(store).await;
+}
