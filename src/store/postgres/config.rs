@@ -74,8 +74,10 @@ const LOCK_TIMEOUT_MS: u64 = 20;
 
 /// The probes of an idle connection: the first after this long without traffic, then one a
 /// [`KEEPALIVE_INTERVAL`], the connection given up after [`KEEPALIVE_RETRIES`] unanswered (8 s
-/// in all). A live server's kernel answers them even while a COMMIT waits long for a
-/// synchronous standby, so they never cut a wait that is still going on.
+/// in all). Linux counts no probes once `tcp_user_timeout` is set: it gives the connection up
+/// at the first probe sent after that long without an answer (about 6 s with the default 5 s
+/// `connect_timeout_ms`). A live server's kernel answers them even while a COMMIT waits long
+/// for a synchronous standby, so they never cut a wait that is still going on.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_RETRIES: u32 = 3;

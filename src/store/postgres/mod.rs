@@ -574,7 +574,10 @@ fn database_error(error: &tokio_postgres::Error) -> Error {
         | SqlState::T_R_DEADLOCK_DETECTED
         | SqlState::LOCK_NOT_AVAILABLE => Error::Unavailable(format!("{CONFLICT}: {why}")),
         SqlState::DISK_FULL => Error::NoSpace(why),
-        _ if code.code().starts_with("08")
+        // A session the server ended (FATAL, PANIC) is a lost connection whatever its SQLSTATE
+        // (an idle transaction's timeout is 25P03, an internal failure XX000).
+        _ if connection_lost(error)
+            || code.code().starts_with("08")
             || code.code().starts_with("53")
             || code.code().starts_with("57")
             || *code == SqlState::READ_ONLY_SQL_TRANSACTION =>
