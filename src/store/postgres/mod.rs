@@ -432,9 +432,7 @@ impl Shared {
                 return Ok(outcome);
             }
         }
-        Err(Error::Unavailable(format!(
-            "the transaction conflicted with concurrent ones {MAX_ATTEMPTS} times"
-        )))
+        Err(conflicted_every_time())
     }
 
     /// One run of `f` in a transaction of its own.
@@ -549,6 +547,12 @@ fn is_conflict(error: &Error) -> bool {
     matches!(error, Error::Unavailable(why) if why.starts_with(CONFLICT))
 }
 
+/// The answer of a function whose every run met a conflict: a conflict still, which says
+/// nothing of whether the database can be reached.
+fn conflicted_every_time() -> Error {
+    Error::Unavailable(format!("{CONFLICT}, met by each of {MAX_ATTEMPTS} runs"))
+}
+
 /// Whether `error` ended the connection: the server did not answer (a lost connection, a
 /// broken protocol), or answered by ending the session (FATAL or PANIC: an administrator's
 /// shutdown, a crash of the server, its postmaster gone), at any point of what it was doing.
@@ -608,5 +612,17 @@ fn pool_error(error: &deadpool_postgres::PoolError) -> Error {
         deadpool_postgres::PoolError::Backend(e) => database_error(e),
         deadpool_postgres::PoolError::Closed => Error::Closed,
         other => Error::Unavailable(format!("no database connection: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readiness keeps a function that conflicted every time from saying the database is out of
+    /// reach (`Shared::note_reach`).
+    #[test]
+    fn a_function_that_conflicted_every_time_answers_a_conflict() {
+        assert!(is_conflict(&conflicted_every_time()));
     }
 }
