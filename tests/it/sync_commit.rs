@@ -7,9 +7,14 @@
 //! readiness comes back by itself with the next answer. Skipped, saying so, when PostgreSQL is
 //! not installed, except under CI.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use rxgate::store::{Error, Store, Table};
+use tokio::task::JoinHandle;
+
+use rxgate::store::{Error, PgStore, Store, Table};
 
 use crate::common::postgres::{Cluster, wanted_here};
 use crate::postgres::{close, database_name, open};
@@ -34,6 +39,37 @@ fn waiting_for_a_standby(cluster: &Cluster, database: &str) -> usize {
     cluster.sql(&sql).trim().parse().unwrap()
 }
 
+/// A write of `store`'s, once one waits for the standby. `synchronous_standby_names` is in
+/// force only once the server's processes have read it again (its checkpointer among them,
+/// which tells the others that a standby is wanted): a commit made before that is acknowledged
+/// locally, and another is tried. Fails if no write has waited within 30 s.
+async fn until_a_commit_waits(
+    store: &Arc<PgStore>,
+    cluster: &Cluster,
+    database: &str,
+) -> JoinHandle<Result<Result<(), Error>, Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting = tokio::spawn(store.transact(|tx| {
+            tx.put(Table::Meta, b"unreplicated", b"x");
+            Ok::<_, Error>(())
+        }));
+        while !waiting.is_finished() {
+            if waiting_for_a_standby(cluster, database) > 0 {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Acknowledged before the setting was in force: it must at least have committed.
+        waiting.await.unwrap().unwrap().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the commit never waited for the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_waiting_for_its_standby_is_not_acknowledged_and_if_cut_off_is_unknown() {
     if !wanted_here() {
@@ -48,19 +84,7 @@ async fn a_commit_waiting_for_its_standby_is_not_acknowledged_and_if_cut_off_is_
     let store = open(&config).await.unwrap();
     wait_for(&cluster, "absent");
 
-    let waiting = tokio::spawn(store.transact(|tx| {
-        tx.put(Table::Meta, b"unreplicated", b"x");
-        Ok::<_, Error>(())
-    }));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while waiting_for_a_standby(&cluster, &database) == 0 {
-        assert!(!waiting.is_finished(), "answered without the standby");
-        assert!(
-            Instant::now() < deadline,
-            "the commit never waited for the standby"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waiting = until_a_commit_waits(&store, &cluster, &database).await;
     tokio::time::sleep(Duration::from_millis(10 * STATEMENT_TIMEOUT_MS)).await;
     assert!(
         !waiting.is_finished(),
