@@ -491,10 +491,21 @@ fn run(command: &mut Command) {
     );
 }
 
+/// A port for a server, free now and below the kernel's ephemeral range (32768 and up, where
+/// `bind` to port 0 and every outgoing connection take theirs): between this choice and the
+/// server's `bind`, seconds later, no socket of the other tests can take it by chance. Each
+/// test process starts at a place of its own and never gives a port twice.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < PORTS, "no free port below the ephemeral range");
+        let port = (FIRST + start.wrapping_add(n) % PORTS) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

@@ -351,14 +351,11 @@ async fn a_second_process_of_one_identity_is_refused_and_starts_once_the_first_s
         said.contains("another process with this [gateway] identity"),
         "{said}"
     );
-    // Stopped, the first gives the identity up: the next process starts at once.
+    // Stopped, the first gives the identity up: the next process starts without waiting out a
+    // claim (a claim kept would refuse it, after waiting some 13 s).
     h.shutdown().await;
     let started = std::time::Instant::now();
     let next = app::start(twin, clock).await.unwrap();
-    assert!(
-        started.elapsed() < IDENTITY_TERM / 2,
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < IDENTITY_TERM, "{:?}", started.elapsed());
     next.shutdown().await.unwrap();
 }

@@ -6,7 +6,13 @@
 //! ones are dropped with it. Skipped, saying so, when PostgreSQL is not installed, except
 //! under CI.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc, Barrier,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use rxgate::store::{Error, Store, Table};
 use tokio::{
@@ -40,9 +46,14 @@ impl Proxy {
         Proxy { port, cut }
     }
 
-    /// Cuts every connection made so far; those made afterwards are forwarded.
-    fn cut(&self) {
+    /// Cuts every connection made so far, and returns once each has closed its server's side
+    /// (so that nothing the client sends next reaches the server); those made afterwards are
+    /// forwarded.
+    async fn cut(&self) {
         self.cut.send_replace(());
+        while self.cut.receiver_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
@@ -50,11 +61,30 @@ impl Proxy {
 /// and the client's once it sends anything more.
 async fn forward(mut client: TcpStream, mut server: TcpStream, mut cut: watch::Receiver<()>) {
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        biased;
         _ = cut.changed() => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
     }
     drop(server);
+    drop(cut);
     let _ = client.read(&mut [0; 1]).await;
+}
+
+/// Writes `key` in a transaction that, on its first run, waits until `barrier`'s other party
+/// has begun its own.
+fn together(
+    store: &Arc<rxgate::store::PgStore>,
+    barrier: &Arc<Barrier>,
+    key: &'static [u8],
+) -> impl Future<Output = Result<Result<(), Error>, Error>> {
+    let (barrier, first) = (Arc::clone(barrier), AtomicBool::new(true));
+    store.transact(move |tx| {
+        tx.put(Table::Meta, key, b"x");
+        if first.swap(false, Ordering::SeqCst) {
+            barrier.wait();
+        }
+        Ok::<_, Error>(())
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,12 +110,17 @@ async fn idle_connections_to_a_server_gone_cost_no_transaction_an_unavailable() 
             Ok::<_, Error>(())
         })
     };
-    // Two connections in the pool, idle.
-    let (a, b) = tokio::join!(write(&store, b"a"), write(&store, b"b"));
+    // Two connections in the pool, idle: two transactions that were open at once.
+    let both_open = Arc::new(Barrier::new(2));
+    let (a, b) = tokio::join!(
+        together(&store, &both_open, b"a"),
+        together(&store, &both_open, b"b")
+    );
     a.unwrap().unwrap();
     b.unwrap().unwrap();
+    assert_eq!(store.stats().pool.open, 2);
 
-    proxy.cut();
+    proxy.cut().await;
     let answer = write(&store, b"c").await;
     assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
     // The other dead connection went with the first: only the new one is left.

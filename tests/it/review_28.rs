@@ -155,7 +155,8 @@ async fn a_snapshot_holds_no_state_that_the_serial_order_never_passed_through() 
 /// DEFERRABLE, waiting for the read-write transactions it began beside to end).
 async fn waits_for_a_safe_snapshot(cluster: &'static Cluster, database: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SafeSnapshot'";
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event = 'SafeSnapshot'";
         cluster.sql_in(&database, sql).trim() != "0"
     })
     .await

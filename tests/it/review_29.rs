@@ -74,7 +74,8 @@ async fn the_last_run_alone_in_the_fleet_reads_what_the_runs_it_waited_for_wrote
     let a_run = tokio::spawn(a_run);
     // A's last run waits for its turn, behind B (a lock, not a row's: it has written none).
     let waits = "SELECT count(*) FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND wait_event NOT IN ('transactionid', 'tuple')";
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                 AND wait_event NOT IN ('transactionid', 'tuple')";
     let last_waits = {
         let (a, database) = (Arc::clone(&a), database.clone());
         move || {

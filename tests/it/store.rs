@@ -397,12 +397,14 @@ async fn transactions_of_one_batch_see_each_others_writes(engine: EngineKind) {
     for k in [b"a", b"c", b"e"] {
         put(&store, Table::Meta, k, b"tree").await;
     }
-    // The writer sleeps in the first transaction while the others queue: they run as the next
-    // batch, one after another.
+    // The writer waits in the first transaction until the others are queued: they run as the
+    // next batch, one after another.
     let (started, started_rx) = std::sync::mpsc::channel();
+    let release = Arc::new(std::sync::Barrier::new(2));
+    let released = Arc::clone(&release);
     let holder = store.transact(move |_| {
         started.send(()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        released.wait();
         Ok::<_, Error>(())
     });
     started_rx.recv().unwrap();
@@ -426,6 +428,7 @@ async fn transactions_of_one_batch_see_each_others_writes(engine: EngineKind) {
         let own = tx.scan_range(Table::Meta, b"a", b"z", 3)?;
         Ok::<_, Error>((seen, got_b, got_c, own))
     });
+    release.wait();
     holder.await.unwrap().unwrap();
     first.await.unwrap().unwrap();
     assert_eq!(rolled_back.await.unwrap(), Err("no"));
