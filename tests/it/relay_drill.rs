@@ -31,6 +31,8 @@ use tonic::transport::Channel;
 
 const RECORDS: u32 = 500;
 const WORKERS: u32 = 8;
+/// Records made after the crash, through the restarted gateway.
+const AFTER_CRASH: u32 = 5;
 
 /// A gateway of the drill: `rxgate serve --dev`, and what the drill reads of it.
 pub(crate) struct Gateway(pub(crate) Rxgate);
@@ -175,7 +177,28 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     down.until("rxgate_relay_acked_sequence", |acked| acked >= events / 5)
         .await;
     down.kill();
+    // Restarted, it relays what it had not delivered, and then what is made after the crash
+    // (which it alone can relay, should the killed one have delivered everything first).
     let down = Gateway::start(&down_data, None, Some(up_port.addr())).await;
+    let mut clinic = PrescriptionServiceClient::new(
+        dev_pki()
+            .client("clinic")
+            .connect(&down.0.addr)
+            .await
+            .unwrap(),
+    );
+    let mut pharmacy = DispensingServiceClient::new(
+        dev_pki()
+            .client("pharmacy")
+            .connect(&down.0.addr)
+            .await
+            .unwrap(),
+    );
+    for i in RECORDS..RECORDS + AFTER_CRASH {
+        make_record(&mut clinic, &mut pharmacy, &keys, i).await;
+    }
+    let records = RECORDS + AFTER_CRASH;
+    let events = u64::from(records) * 3;
     down.until("rxgate_relay_acked_sequence", |acked| acked >= events)
         .await;
     assert_eq!(down.metric("rxgate_relay_dead_letters_total").await, 0);
@@ -189,11 +212,11 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
         .map(|r| r.record)
         .collect();
     upstream_store.close().unwrap();
-    assert_eq!(held.len(), RECORDS as usize, "every record, once");
+    assert_eq!(held.len(), records as usize, "every record, once");
     let mut numbers: Vec<_> = held.iter().map(|r| r.number.clone()).collect();
     numbers.sort();
     numbers.dedup();
-    assert_eq!(numbers.len(), RECORDS as usize, "no record twice");
+    assert_eq!(numbers.len(), records as usize, "no record twice");
     assert!(
         held.windows(2).all(|w| w[0].sequence < w[1].sequence),
         "in the order of the relaying gateway's event log"
