@@ -91,6 +91,21 @@ impl Gateway {
     }
 }
 
+/// A clinic's and a pharmacy's client of the gateway at `addr`.
+pub(crate) async fn clients(
+    addr: &str,
+) -> (
+    PrescriptionServiceClient<Channel>,
+    DispensingServiceClient<Channel>,
+) {
+    let clinic = dev_pki().client("clinic").connect(addr).await.unwrap();
+    let pharmacy = dev_pki().client("pharmacy").connect(addr).await.unwrap();
+    (
+        PrescriptionServiceClient::new(clinic),
+        DispensingServiceClient::new(pharmacy),
+    )
+}
+
 /// Registers, receives and dispenses prescription `i`.
 pub(crate) async fn make_record(
     clinic: &mut PrescriptionServiceClient<Channel>,
@@ -153,12 +168,7 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     for w in 0..WORKERS {
         let (addr, keys) = (down.0.addr.clone(), Arc::clone(&keys));
         workers.push(tokio::spawn(async move {
-            let mut clinic = PrescriptionServiceClient::new(
-                dev_pki().client("clinic").connect(&addr).await.unwrap(),
-            );
-            let mut pharmacy = DispensingServiceClient::new(
-                dev_pki().client("pharmacy").connect(&addr).await.unwrap(),
-            );
+            let (mut clinic, mut pharmacy) = clients(&addr).await;
             for i in (w..RECORDS).step_by(WORKERS as usize) {
                 make_record(&mut clinic, &mut pharmacy, &keys, i).await;
             }
@@ -180,20 +190,7 @@ async fn the_upstream_holds_every_record_exactly_once_in_order_after_an_outage_a
     // Restarted, it relays what it had not delivered, and then what is made after the crash
     // (which it alone can relay, should the killed one have delivered everything first).
     let down = Gateway::start(&down_data, None, Some(up_port.addr())).await;
-    let mut clinic = PrescriptionServiceClient::new(
-        dev_pki()
-            .client("clinic")
-            .connect(&down.0.addr)
-            .await
-            .unwrap(),
-    );
-    let mut pharmacy = DispensingServiceClient::new(
-        dev_pki()
-            .client("pharmacy")
-            .connect(&down.0.addr)
-            .await
-            .unwrap(),
-    );
+    let (mut clinic, mut pharmacy) = clients(&down.0.addr).await;
     for i in RECORDS..RECORDS + AFTER_CRASH {
         make_record(&mut clinic, &mut pharmacy, &keys, i).await;
     }
@@ -232,10 +229,7 @@ async fn the_lag_grows_while_the_upstream_is_down() {
     let down = Gateway::start(&dir.path().join("down"), None, Some(up_port.addr())).await;
     let keys = (signer("doctor"), signer("pharmacist"));
     let addr = down.0.addr.clone();
-    let mut clinic =
-        PrescriptionServiceClient::new(dev_pki().client("clinic").connect(&addr).await.unwrap());
-    let mut pharmacy =
-        DispensingServiceClient::new(dev_pki().client("pharmacy").connect(&addr).await.unwrap());
+    let (mut clinic, mut pharmacy) = clients(&addr).await;
     make_record(&mut clinic, &mut pharmacy, &keys, 0).await;
     down.until("rxgate_relay_lag_events", |lag| lag > 0).await;
     let first = down.metric("rxgate_relay_lag_events").await;

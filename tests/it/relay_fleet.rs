@@ -13,15 +13,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use rxgate::wire::proto::v1::{
-    dispensing_service_client::DispensingServiceClient,
-    prescription_service_client::PrescriptionServiceClient,
-};
-
 use crate::{
     common::{dev_pki, intake_rows, postgres, process::Serve, signer},
     lifecycle::serve_configured,
-    relay_drill::{Gateway, make_record},
+    relay_drill::{Gateway, clients, make_record},
 };
 
 /// The lease's term (`[relay] lease_secs`) where a gateway is killed: short, so that the test
@@ -116,12 +111,7 @@ async fn make_records(
         let (addr, keys, range, made) =
             (addr.clone(), Arc::clone(&keys), range.clone(), made.clone());
         tasks.push(tokio::spawn(async move {
-            let mut clinic = PrescriptionServiceClient::new(
-                dev_pki().client("clinic").connect(&addr).await.unwrap(),
-            );
-            let mut pharmacy = DispensingServiceClient::new(
-                dev_pki().client("pharmacy").connect(&addr).await.unwrap(),
-            );
+            let (mut clinic, mut pharmacy) = clients(&addr).await;
             for i in range.skip(w as usize).step_by(workers as usize) {
                 make_record(&mut clinic, &mut pharmacy, &keys, i).await;
                 let _ = made.send(i);
