@@ -22,9 +22,11 @@ use std::{
 };
 
 use prost::Message;
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use rxgate::{
     cli::demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
+    tls::institution_of,
     wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -382,21 +384,25 @@ fn rows(pair: &Pair, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The institution code in the development client certificate `name`.
+fn institution_code(name: &str) -> String {
+    let der = CertificateDer::from_pem_file(dev_pki().client(name).cert).unwrap();
+    institution_of(&der).unwrap().code.as_str().to_owned()
+}
+
 /// The new primary holds every acknowledged registration and dispensing record once, and
 /// each race prescription accepted by the one pharmacy told so.
 fn on_the_new_primary(pair: &Pair, acked: &Acknowledged) {
-    let stored: BTreeMap<String, (String, String, String)> = rows(
+    let stored: BTreeMap<String, Vec<String>> = rows(
         pair,
-        "SELECT number, id, count(*) OVER (PARTITION BY number), state \
+        "SELECT number, id, count(*) OVER (PARTITION BY number), state, pharmacy \
          FROM rxgate.prescriptions WHERE number LIKE 'FO-%'",
     )
     .into_iter()
-    .map(|r| (r[0].clone(), (r[1].clone(), r[2].clone(), r[3].clone())))
+    .map(|mut r| (r.remove(0), r))
     .collect();
     for (number, (id, _, _)) in &acked.registered {
-        let found = stored
-            .get(number)
-            .map(|(id, count, _)| (id.as_str(), count.as_str()));
+        let found = stored.get(number).map(|r| (r[0].as_str(), r[1].as_str()));
         assert_eq!(found, Some((id.as_str(), "1")), "{number}");
     }
     // Each prescription was dispensed once: a retry that recorded again would have added a
@@ -415,7 +421,13 @@ fn on_the_new_primary(pair: &Pair, acked: &Acknowledged) {
     }
     for (number, accepted) in &acked.races {
         assert_eq!(accepted.len(), 1, "{number}: accepted by {accepted:?}");
-        assert_eq!(stored[number].2, "accepted", "{number}");
+        let (state, pharmacy) = (&stored[number][2], &stored[number][3]);
+        assert_eq!(state, "accepted", "{number}");
+        assert_eq!(
+            *pharmacy,
+            institution_code(&accepted[0]),
+            "{number}: held by"
+        );
     }
     eprintln!(
         "failover: {} registrations, {} dispensing records and {} races acknowledged, all on \
