@@ -45,6 +45,14 @@ pub(crate) fn dev_pki() -> DevPki {
     DevPki::locate(Some(&certs)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The institution code in the development client certificate `name` (its URI SAN).
+pub(crate) fn institution_code(name: &str) -> String {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_file(dev_pki().client(name).cert).unwrap();
+    let institution = rxgate::tls::institution_of(&der).unwrap();
+    institution.code.as_str().to_owned()
+}
+
 /// The wall clock and the steady clock, both moved by the test only.
 pub(crate) struct ManualClock(Mutex<(SystemTime, Duration)>);
 

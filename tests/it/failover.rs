@@ -22,11 +22,9 @@ use std::{
 };
 
 use prost::Message;
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use rxgate::{
     cli::demo::{demo_dispensing, demo_prescription},
     domain::time::JapanDate,
-    tls::institution_of,
     wire::proto::v1::{
         self as pb, dispensing_service_client::DispensingServiceClient,
         prescription_service_client::PrescriptionServiceClient,
@@ -35,7 +33,8 @@ use rxgate::{
 use tonic::{Code, Status, transport::Channel};
 
 use crate::common::{
-    dev_pki, failover::Pair, patient, process::Rxgate, signed, signer, throttled, whole_feed,
+    dev_pki, failover::Pair, institution_code, patient, process::Rxgate, signed, signer, throttled,
+    whole_feed,
 };
 use crate::lifecycle::serve_configured;
 use crate::store_damage::stop;
@@ -382,12 +381,6 @@ fn rows(pair: &Pair, sql: &str) -> Vec<Vec<String>> {
     out.lines()
         .map(|l| l.split('|').map(str::to_owned).collect())
         .collect()
-}
-
-/// The institution code in the development client certificate `name`.
-fn institution_code(name: &str) -> String {
-    let der = CertificateDer::from_pem_file(dev_pki().client(name).cert).unwrap();
-    institution_of(&der).unwrap().code.as_str().to_owned()
 }
 
 /// The new primary holds every acknowledged registration and dispensing record once, and

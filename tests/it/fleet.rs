@@ -15,7 +15,9 @@ use prost::Message;
 use rxgate::{app, cli::demo::demo_prescription, service::IDENTITY_TERM, wire::proto::v1 as pb};
 use tonic::Code;
 
-use crate::common::{Harness, fixtures::prescription, fleet, patient, throttled, whole_feed};
+use crate::common::{
+    Harness, fixtures::prescription, fleet, institution_code, patient, throttled, whole_feed,
+};
 use crate::{events::take, gateway::winners};
 
 /// Registers the demo prescription `number` of patient `n` through `h`, signed once by the dev
@@ -74,14 +76,16 @@ async fn exactly_one_pharmacy_wins_across_three_gateways() {
                 .await,
         );
     }
+    let mut clinics = Vec::new();
+    for h in &fleet {
+        clinics.push(h.clinic("clinic").await);
+    }
     for round in 0..ROUNDS {
         let n = 5000 + round;
         let h = &fleet[round as usize % fleet.len()];
         let request = registration(h, &format!("FLEET-RACE-{round}"), n);
-        let exchange = register_through(h, "clinic", request)
-            .await
-            .unwrap()
-            .exchange_number;
+        let registered = register_through(h, "clinic", request).await.unwrap();
+        let exchange = registered.exchange_number;
         let tasks: Vec<_> = pharmacies
             .iter()
             .cloned()
@@ -90,7 +94,17 @@ async fn exactly_one_pharmacy_wins_across_three_gateways() {
                 tokio::spawn(async move { p.receive_prescription(request).await })
             })
             .collect();
-        assert_eq!(winners(tasks).await, 1, "round {round}");
+        let won = winners(tasks).await;
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        // Held by the winner, as another gateway reads it.
+        let status = pb::GetPrescriptionStatusRequest {
+            prescription_id: registered.prescription_id,
+        };
+        let mut clinic = clinics[(round as usize + 1) % fleet.len()].clone();
+        let held = clinic.get_prescription_status(status).await.unwrap();
+        let winner = format!("race-pharmacy-{:02}", won[0] + 1);
+        let pharmacy_code = held.into_inner().pharmacy_code;
+        assert_eq!(pharmacy_code, institution_code(&winner), "round {round}");
     }
     // Each gateway shows its own connections to the database, and the runs made again.
     for h in &fleet {

@@ -1,7 +1,7 @@
 //! The gateway end to end: the real server in-process on 127.0.0.1:0 over mutual TLS, a real
 //! embedded store (fjall) in a temporary folder, real CMS signatures, and an injected clock.
 
-use crate::common::{self, dev_pki};
+use crate::common::{self, dev_pki, institution_code};
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -197,26 +197,33 @@ async fn sixteen_pharmacies_race_exactly_one_wins() {
                 tokio::spawn(async move { p.receive_prescription(receive_req(&rx)).await })
             })
             .collect();
-        assert_eq!(winners(tasks).await, 1, "round {round}");
+        let won = winners(tasks).await;
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let held = clinic.get_prescription_status(status_req(&rx.id)).await;
+        let winner = format!("race-pharmacy-{:02}", won[0] + 1);
+        assert_eq!(
+            held.unwrap().into_inner().pharmacy_code,
+            institution_code(&winner)
+        );
     }
     h.shutdown().await;
 }
 
-/// A race's answers: how many pharmacies accepted. Every other was told that another pharmacy
-/// had, without being told which.
+/// A race's answers: which of the pharmacies (their places in `tasks`) accepted. Every other
+/// was told that another pharmacy had, without being told which.
 pub(crate) async fn winners(
     tasks: Vec<
         tokio::task::JoinHandle<
             Result<tonic::Response<pb::ReceivePrescriptionResponse>, tonic::Status>,
         >,
     >,
-) -> usize {
-    let mut winners = 0;
-    for task in tasks {
+) -> Vec<usize> {
+    let mut winners = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
         match task.await.unwrap() {
             Ok(r) => {
                 assert_eq!(r.into_inner().state, pb::PrescriptionState::Accepted as i32);
-                winners += 1;
+                winners.push(i);
             }
             Err(status) => {
                 assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
