@@ -351,6 +351,46 @@ async fn a_lockout_is_reached_through_two_gateways() {
     }
 }
 
+/// The lines a pre-issue check of patient `n` asks about through `h`, as the dev clinic.
+async fn check_through(h: &Harness, n: u32, lines: &[&str]) -> Result<(), tonic::Status> {
+    let (clinic, code) = CLINICS[0];
+    let draft = prescription(h, code, "FLEET-BUDGET", n, lines);
+    let request = pb::CheckPrescriptionRequest {
+        draft: Some(draft),
+        ..Default::default()
+    };
+    h.clinic(clinic).await.check_prescription(request).await?;
+    Ok(())
+}
+
+/// A patient's check budget (`[limits] patient_check_lines`) is kept in the database: lines
+/// checked through one gateway are spent on the other too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_check_budget_is_spent_through_two_gateways() {
+    let Some(fleet) = fleet::start(2, |c| c.limits.patient_check_lines = 3).await else {
+        return;
+    };
+    let n = 9100;
+    check_through(&fleet[0], n, &[TRIAZOLAM, TRIAZOLAM])
+        .await
+        .unwrap();
+    // Two more lines would pass the budget, whichever gateway is asked.
+    for h in &fleet {
+        let e = check_through(h, n, &[TRIAZOLAM, TRIAZOLAM])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    }
+    check_through(&fleet[1], n, &[TRIAZOLAM]).await.unwrap();
+    // Another patient's budget is whole.
+    check_through(&fleet[1], n + 1, &[TRIAZOLAM, TRIAZOLAM])
+        .await
+        .unwrap();
+    for h in fleet {
+        h.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_of_one_identity_is_refused_and_starts_once_the_first_stopped() {
     let Some(mut fleet) = fleet::start(1, |_| {}).await else {
