@@ -491,19 +491,24 @@ fn run(command: &mut Command) {
     );
 }
 
-/// A port for a server, free now and below the kernel's ephemeral range (32768 and up, where
-/// `bind` to port 0 and every outgoing connection take theirs): between this choice and the
-/// server's `bind`, seconds later, no socket of the other tests can take it by chance. Each
-/// test process starts at a place of its own and never gives a port twice.
+/// A port for a server, free now and below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768 and up by default, where `bind` to port 0 and every
+/// outgoing connection take theirs): between this choice and the server's `bind`, seconds
+/// later, no socket of the other tests can take it by chance. Each test process starts at a
+/// place of its own and never gives a port twice.
 fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
-    const PORTS: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let ports = ephemeral.saturating_sub(FIRST).max(1_000);
     let start = std::process::id().wrapping_mul(7919);
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < PORTS, "no free port below the ephemeral range");
-        let port = (FIRST + start.wrapping_add(n) % PORTS) as u16;
+        assert!(n < ports, "no free port below the ephemeral range");
+        let port = (FIRST + start.wrapping_add(n) % ports) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

@@ -51,7 +51,12 @@ impl Proxy {
     /// forwarded.
     async fn cut(&self) {
         self.cut.send_replace(());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.cut.receiver_count() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a connection not cut"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

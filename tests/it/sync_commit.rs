@@ -39,24 +39,27 @@ fn waiting_for_a_standby(cluster: &Cluster, database: &str) -> usize {
     cluster.sql(&sql).trim().parse().unwrap()
 }
 
-/// A write of `store`'s, once one waits for the standby. `synchronous_standby_names` is in
-/// force only once the server's processes have read it again (its checkpointer among them,
-/// which tells the others that a standby is wanted): a commit made before that is acknowledged
-/// locally, and another is tried. Fails if no write has waited within 30 s.
+/// A write of `store`'s, once one waits for the standby, and the value it writes under
+/// `unreplicated` (each try its own). `synchronous_standby_names` is in force only once the
+/// server's processes have read it again (its checkpointer among them, which tells the others
+/// that a standby is wanted): a commit made before that is acknowledged locally, and another is
+/// tried. Fails if no write has waited within 30 s.
 async fn until_a_commit_waits(
     store: &Arc<PgStore>,
     cluster: &Cluster,
     database: &str,
-) -> JoinHandle<Result<Result<(), Error>, Error>> {
+) -> (JoinHandle<Result<Result<(), Error>, Error>>, Vec<u8>) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting = tokio::spawn(store.transact(|tx| {
-            tx.put(Table::Meta, b"unreplicated", b"x");
+    for attempt in 0u32.. {
+        let value = attempt.to_string().into_bytes();
+        let written = value.clone();
+        let waiting = tokio::spawn(store.transact(move |tx| {
+            tx.put(Table::Meta, b"unreplicated", &written);
             Ok::<_, Error>(())
         }));
         while !waiting.is_finished() {
             if waiting_for_a_standby(cluster, database) > 0 {
-                return waiting;
+                return (waiting, value);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -68,6 +71,7 @@ async fn until_a_commit_waits(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    unreachable!("tries run out before the deadline")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +88,7 @@ async fn a_commit_waiting_for_its_standby_is_not_acknowledged_and_if_cut_off_is_
     let store = open(&config).await.unwrap();
     wait_for(&cluster, "absent");
 
-    let waiting = until_a_commit_waits(&store, &cluster, &database).await;
+    let (waiting, value) = until_a_commit_waits(&store, &cluster, &database).await;
     tokio::time::sleep(Duration::from_millis(10 * STATEMENT_TIMEOUT_MS)).await;
     assert!(
         !waiting.is_finished(),
@@ -108,7 +112,11 @@ async fn a_commit_waiting_for_its_standby_is_not_acknowledged_and_if_cut_off_is_
     let kept = store
         .transact(|tx| tx.get(Table::Meta, b"unreplicated"))
         .await;
-    assert_eq!(kept.unwrap().unwrap().as_deref(), Some(b"x".as_slice()));
+    assert_eq!(
+        kept.unwrap().unwrap(),
+        Some(value),
+        "the write cut off committed"
+    );
     assert!(store.failure().is_none(), "readiness came back by itself");
     close(store).await;
 }
