@@ -356,14 +356,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Serv
         }
     });
 
+    // A store one process opens at a time needs neither: every import is this gateway's own,
+    // and nobody else could take the claim.
     if !store.serial() {
         let watcher = Arc::clone(&gateway);
         background.spawn("import watch", async move {
             watcher.follow_imports(shipped, IMPORT_POLL).await;
         });
-    }
-    // A store one process opens at a time needs no renewal: nobody else could take the claim.
-    if !store.serial() {
         let claimant = Arc::clone(&gateway);
         background.spawn("identity claim", async move {
             claimant.keep_identity_claim().await;

@@ -50,8 +50,9 @@ impl Holder {
     }
 }
 
-/// The names of the leases a process gave up, read by each run of its takes.
-#[derive(Debug, Default)]
+/// The names of the leases a process gave up, read by each run of its takes (a clone shares
+/// them).
+#[derive(Clone, Debug, Default)]
 pub(in crate::service) struct GivenUp(Arc<Mutex<HashSet<String>>>);
 
 impl GivenUp {
@@ -62,8 +63,8 @@ impl GivenUp {
             .insert(name.to_owned());
     }
 
-    fn has(given_up: &Mutex<HashSet<String>>, name: &str) -> bool {
-        given_up
+    fn has(&self, name: &str) -> bool {
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(name)
@@ -128,12 +129,12 @@ impl Gateway {
         let (me, now_ms, sole) = (self.lease_holder, self.now_ms(), self.store.serial());
         let name = name.to_owned();
         let expires_ms = now_ms.saturating_add(term.as_millis() as i64);
-        let given_up = Arc::clone(&self.leases_given_up.0);
+        let given_up = self.leases_given_up.clone();
         let taken = self
             .store
             .transact(move |tx: &mut dyn Txn| {
                 // In every run: one that follows the release's commit must write nothing.
-                if GivenUp::has(&given_up, &name) {
+                if given_up.has(&name) {
                     return Ok(None);
                 }
                 if let Err(other) = may_take(load(tx, &name)?, me, now_ms, sole) {
